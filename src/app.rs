@@ -1,0 +1,242 @@
+//! What each subcommand does, wired from the library's parts.
+
+use crate::cli::{Cli, Command, DemoArgs, MigrateArgs, OnFailureArg, PlanArgs};
+use crate::error::{Error, Result, exit_code};
+use crate::journal::{Journal, JournalStore, Phase};
+use crate::plan::{OnFailure, Plan};
+use crate::rollout::{self, NodeSummary, Options, Rollout, Running};
+use crate::target::{self, FileState};
+use crate::{preview, rehearsal};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+pub fn main_with(cli: Cli) -> ExitCode {
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(exit_code::INTERNAL);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::from(err.exit_code())
+        }
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+}
+
+pub async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Migrate(args) => migrate(args).await,
+        Command::Rollback(args) => rollback(args).await,
+        Command::Status(args) => status(args).await,
+        Command::Demo(args) => demo(args).await,
+    }
+}
+
+/// First Ctrl-C: finish the current step and stop at a safe point. Second: leave now.
+fn watch_interrupts() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let seen = flag.clone();
+    tokio::spawn(async move {
+        while tokio::signal::ctrl_c().await.is_ok() {
+            if seen.swap(true, Ordering::SeqCst) {
+                eprintln!("interrupted again: leaving now; the journal is consistent, rerun to resume");
+                std::process::exit(i32::from(exit_code::INTERRUPTED));
+            }
+            eprintln!("interrupt: finishing the current step, then stopping (Ctrl-C again to leave now)");
+        }
+    });
+    flag
+}
+
+fn state_dir(args: &PlanArgs, plan: &Plan) -> PathBuf {
+    args.state_dir.clone().unwrap_or_else(|| {
+        plan.path.parent().map(|p| p.join(".distls")).unwrap_or_else(|| PathBuf::from(".distls"))
+    })
+}
+
+async fn migrate(args: MigrateArgs) -> Result<()> {
+    let plan = Plan::load(&args.plan.plan)?;
+    let mut store = JournalStore::new(&state_dir(&args.plan, &plan), &plan.cluster);
+    if args.dry_run {
+        let journal = store.load()?;
+        let targets = target::prepare(&plan, journal.as_ref())?;
+        print!("{}", preview::render(&plan, &targets, journal.as_ref()));
+        return Ok(());
+    }
+    store.lock()?;
+    let journal = match store.load()? {
+        // A finished rollback leaves nothing to resume: start over.
+        Some(j) if j.phase == Phase::RolledBack => None,
+        other => other,
+    };
+    if let Some(journal) = &journal {
+        check_resumable(journal, &plan, args.allow_plan_change)?;
+    }
+    let targets = target::prepare(&plan, journal.as_ref())?;
+    let journal = journal.unwrap_or_else(|| Rollout::new_journal(&plan, &targets));
+    let on_failure = match args.on_failure {
+        Some(OnFailureArg::Rollback) => OnFailure::Rollback,
+        Some(OnFailureArg::Pause) => OnFailure::Pause,
+        None => plan.on_failure,
+    };
+    let options = Options { on_failure };
+    let mut rollout = Rollout::new(&plan, targets, store, journal, options, watch_interrupts())?;
+    let (summary, outcome) = rollout.migrate().await;
+    print_summary(&summary);
+    if outcome.is_ok() {
+        println!("cluster {}: every node runs TLS distribution and sees every other node over TLS", plan.cluster);
+    }
+    outcome
+}
+
+fn check_resumable(journal: &Journal, plan: &Plan, allow_plan_change: bool) -> Result<()> {
+    let journal_nodes: Vec<&str> = journal.nodes.iter().map(|n| n.name.as_str()).collect();
+    let plan_nodes: Vec<&str> = plan.nodes.iter().map(|n| n.name.as_str()).collect();
+    if journal_nodes != plan_nodes {
+        return Err(Error::InvalidInput(format!(
+            "the journal's run covers nodes [{}] but the plan lists [{}]\n  hint: finish or roll back that run with the plan it started with",
+            journal_nodes.join(", "),
+            plan_nodes.join(", ")
+        )));
+    }
+    if journal.plan_sha256 != plan.sha256 && !allow_plan_change {
+        return Err(Error::InvalidInput(format!(
+            "{} changed since this run started (sha256 {} then, {} now)\n  hint: put the plan back, or pass --allow-plan-change if the change is intended",
+            plan.path.display(),
+            &journal.plan_sha256[..12],
+            &plan.sha256[..12]
+        )));
+    }
+    Ok(())
+}
+
+async fn rollback(args: PlanArgs) -> Result<()> {
+    let plan = Plan::load(&args.plan)?;
+    let mut store = JournalStore::new(&state_dir(&args, &plan), &plan.cluster);
+    store.lock()?;
+    let journal = store.load()?;
+    let targets = target::prepare(&plan, journal.as_ref())?;
+    let journal = journal.unwrap_or_else(|| Rollout::new_journal(&plan, &targets));
+    let options = Options {
+        on_failure: OnFailure::Pause,
+    };
+    let mut rollout = Rollout::new(&plan, targets, store, journal, options, watch_interrupts())?;
+    let (summary, outcome) = rollout.rollback().await;
+    print_summary(&summary);
+    if outcome.is_ok() {
+        println!("cluster {}: every node runs plain TCP again with its original vm.dist.args", plan.cluster);
+    }
+    outcome
+}
+
+async fn status(args: PlanArgs) -> Result<()> {
+    let plan = Plan::load(&args.plan)?;
+    let store = JournalStore::new(&state_dir(&args, &plan), &plan.cluster);
+    let journal = store.load()?;
+    let targets = target::prepare(&plan, journal.as_ref())?;
+    match &journal {
+        Some(j) => {
+            println!("journal {}: phase {:?}, updated {}", store.journal_path().display(), j.phase, j.updated_at);
+            if let Some(failure) = &j.failure {
+                println!("last failure: {failure}");
+            }
+        }
+        None => println!("journal {}: none (no run yet)", store.journal_path().display()),
+    }
+    let probes = rollout::probe_pool(&targets)?;
+    println!("{:<28} {:<12} {:<10} {:<10} LINKS", "NODE", "JOURNAL", "FILE", "RUNS");
+    for target in &targets {
+        let info = rollout::observe_with(&probes, target).await?;
+        let step = journal.as_ref().and_then(|j| j.node(target.name())).map_or("-", |r| r.step.label());
+        let file = match target.read_file_state().await? {
+            FileState::Original => "original",
+            FileState::Tls => "tls",
+            FileState::Foreign => "changed",
+        };
+        println!(
+            "{:<28} {:<12} {:<10} {:<10} {}",
+            target.name(),
+            step,
+            file,
+            Running::of_info(&info).label(),
+            rollout::describe_links(&info)
+        );
+    }
+    probes.shutdown().await;
+    Ok(())
+}
+
+fn print_summary(rows: &[NodeSummary]) {
+    if rows.is_empty() {
+        return;
+    }
+    println!("{:<28} {:<10} {:<8} LINKS", "NODE", "RUNS", "TOOK");
+    for row in rows {
+        let took = row.took.map_or("-".to_string(), |d| format!("{:.1}s", d.as_secs_f64()));
+        println!("{:<28} {:<10} {:<8} {}", row.name, row.running.label(), took, row.links);
+    }
+}
+
+async fn demo(args: DemoArgs) -> Result<()> {
+    let dir = tempfile::Builder::new()
+        .prefix("distls-demo-")
+        .tempdir()
+        .map_err(|e| Error::Internal(format!("cannot create a directory for the demo cluster: {e}")))?;
+    println!("building a {}-node MongooseIM-layout cluster in {} (own epmd, fresh certificates)…", args.nodes, dir.path().display());
+    let spec = rehearsal::ClusterSpec::new(dir.path(), usize::from(args.nodes));
+    let mut cluster = tokio::task::spawn_blocking(move || rehearsal::RehearsalCluster::create(&spec))
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?
+        .map_err(|e| Error::Internal(format!("the demo cluster did not come up: {e}")))?;
+    for (key, value) in cluster.env() {
+        // SAFETY: set before any thread reads the environment for this key; the probe and the
+        // ctl scripts started below inherit it (they must use the demo's private epmd).
+        unsafe { std::env::set_var(key, value) };
+    }
+    println!("plan: {}\n", cluster.plan_path().display());
+    println!("{}", std::fs::read_to_string(cluster.plan_path()).unwrap_or_default());
+    let result = async {
+        let plan_args = || PlanArgs {
+            plan: cluster.plan_path(),
+            state_dir: None,
+        };
+        println!("$ distls migrate --dry-run {}", cluster.plan_path().display());
+        migrate(MigrateArgs {
+            plan: plan_args(),
+            dry_run: true,
+            on_failure: None,
+            allow_plan_change: false,
+        })
+        .await?;
+        println!("$ distls migrate {}", cluster.plan_path().display());
+        migrate(MigrateArgs {
+            plan: plan_args(),
+            dry_run: false,
+            on_failure: None,
+            allow_plan_change: false,
+        })
+        .await?;
+        println!("\n$ distls status {}", cluster.plan_path().display());
+        status(plan_args()).await
+    }
+    .await;
+    cluster.shutdown();
+    if args.keep {
+        let kept = dir.keep();
+        println!("kept {} (nodes are stopped)", kept.display());
+    }
+    result
+}

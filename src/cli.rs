@@ -1,0 +1,70 @@
+//! The command line: what the operator types. Parsing only; `app` does the work.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "distls",
+    version,
+    about = "Move a live Erlang cluster from plain-TCP distribution to TLS distribution, one node at a time",
+    after_help = "Logs go to stderr; set RUST_LOG (e.g. RUST_LOG=distls=debug) for more. Exit codes: docs/exit-codes.md."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Switch every node of the plan to TLS, one at a time; resumes an interrupted run.
+    Migrate(MigrateArgs),
+    /// Return every node to plain TCP and its original vm.dist.args, newest first.
+    Rollback(PlanArgs),
+    /// Show the journal and what every node really runs right now.
+    Status(PlanArgs),
+    /// Build a throwaway local 3-node cluster (MongooseIM layout, fresh certificates) and migrate it.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The plan file (format v1, see docs/plan-format.md).
+    pub plan: PathBuf,
+    /// Where the journal and lock live [default: .distls/ next to the plan].
+    #[arg(long, env = "DISTLS_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    pub plan: PlanArgs,
+    /// Print every step and each vm.dist.args diff; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// What to do when a step fails [default: the plan's on_failure, else rollback].
+    #[arg(long, value_enum, value_name = "POLICY")]
+    pub on_failure: Option<OnFailureArg>,
+    /// Resume even though the plan file changed since the journal was started.
+    #[arg(long)]
+    pub allow_plan_change: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum OnFailureArg {
+    /// Bring every touched node back to plain TCP.
+    Rollback,
+    /// Stop where it failed and leave the journal for the operator.
+    Pause,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// How many nodes the rehearsal cluster has.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(2..=20))]
+    pub nodes: u16,
+    /// Keep the cluster directory (nodes are stopped either way).
+    #[arg(long)]
+    pub keep: bool,
+}

@@ -1,0 +1,69 @@
+//! Every way a run can end badly, and the exit code each one gets (docs/exit-codes.md).
+
+use crate::journal::JournalError;
+use crate::plan::PlanError;
+use crate::probe::ProbeError;
+use crate::transport::TransportError;
+
+pub mod exit_code {
+    /// Done: the cluster is where it was asked to be.
+    pub const OK: u8 = 0;
+    /// A bug or an unexpected local failure (I/O on the state directory, …).
+    pub const INTERNAL: u8 = 1;
+    /// The plan, a node's files or the command line are wrong; nothing was touched.
+    pub const INVALID_INPUT: u8 = 2;
+    /// The cluster is not in a state to start (a node down, not meshed, …); nothing was touched.
+    pub const REFUSED: u8 = 3;
+    /// A step failed; the cluster was rolled back to plain TCP (or paused, with `--on-failure pause`).
+    pub const STEP_FAILED: u8 = 4;
+    /// The cluster needs the operator: a rollback could not finish, or the world contradicts the journal.
+    pub const NEEDS_OPERATOR: u8 = 5;
+    /// Another distls run holds the lock for this cluster.
+    pub const LOCKED: u8 = 6;
+    /// Ctrl-C: stopped at a safe point; rerun to resume.
+    pub const INTERRUPTED: u8 = 130;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Plan(#[from] PlanError),
+    #[error("{0}")]
+    InvalidInput(String),
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    StepFailed(String),
+    #[error("{0}")]
+    NeedsOperator(String),
+    #[error("{0}")]
+    Interrupted(String),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error(transparent)]
+    Probe(#[from] ProbeError),
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Plan(_) | Error::InvalidInput(_) => exit_code::INVALID_INPUT,
+            Error::Refused(_) => exit_code::REFUSED,
+            Error::StepFailed(_) => exit_code::STEP_FAILED,
+            Error::NeedsOperator(_) => exit_code::NEEDS_OPERATOR,
+            Error::Interrupted(_) => exit_code::INTERRUPTED,
+            Error::Journal(JournalError::Locked { .. }) => exit_code::LOCKED,
+            Error::Journal(JournalError::Unreadable { .. }) => exit_code::INVALID_INPUT,
+            Error::Journal(JournalError::Io { .. })
+            | Error::Probe(_)
+            | Error::Transport(_)
+            | Error::Internal(_) => exit_code::INTERNAL,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

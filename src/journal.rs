@@ -1,0 +1,319 @@
+//! The intent log of a roll: written (atomically, fsynced) before every side effect, so an
+//! interrupted run can resume where it stopped. It holds hashes and paths, never secrets.
+
+use crate::atomic_file;
+use serde::{Deserialize, Serialize};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+/// Bumped on any incompatible change; an unknown format is refused, never guessed at.
+pub const FORMAT: u32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    Migrating,
+    Paused,
+    RollingBack,
+    RolledBack,
+    Completed,
+}
+
+/// Per-node progress. The `*ing` steps are intents recorded before the side effect; the others are
+/// facts recorded after it. On resume the world is observed anyway; the journal says what to expect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    Pending,
+    Stopping,
+    Stopped,
+    Editing,
+    Edited,
+    Starting,
+    Started,
+    Rejoined,
+    Verified,
+    RevertStopping,
+    RevertRestoring,
+    RevertStarting,
+    Reverted,
+}
+
+impl Step {
+    pub fn label(self) -> &'static str {
+        match self {
+            Step::Pending => "pending",
+            Step::Stopping => "stopping",
+            Step::Stopped => "stopped",
+            Step::Editing => "editing",
+            Step::Edited => "edited",
+            Step::Starting => "starting",
+            Step::Started => "started",
+            Step::Rejoined => "rejoined",
+            Step::Verified => "verified",
+            Step::RevertStopping => "revert-stopping",
+            Step::RevertRestoring => "revert-restoring",
+            Step::RevertStarting => "revert-starting",
+            Step::Reverted => "reverted",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub name: String,
+    pub vm_dist_args: PathBuf,
+    pub backup: PathBuf,
+    pub original_sha256: String,
+    pub tls_sha256: String,
+    pub step: Step,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Event {
+    pub at: String,
+    pub node: Option<String>,
+    pub what: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Journal {
+    pub format: u32,
+    pub distls_version: String,
+    pub cluster: String,
+    pub plan_path: PathBuf,
+    pub plan_sha256: String,
+    pub created_at: String,
+    pub updated_at: String,
+    pub phase: Phase,
+    pub failure: Option<String>,
+    pub nodes: Vec<NodeRecord>,
+    pub events: Vec<Event>,
+}
+
+pub fn now() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+impl Journal {
+    pub fn new(cluster: &str, plan_path: &Path, plan_sha256: &str, nodes: Vec<NodeRecord>) -> Self {
+        let at = now();
+        Journal {
+            format: FORMAT,
+            distls_version: env!("CARGO_PKG_VERSION").to_string(),
+            cluster: cluster.to_string(),
+            plan_path: plan_path.to_path_buf(),
+            plan_sha256: plan_sha256.to_string(),
+            created_at: at.clone(),
+            updated_at: at,
+            phase: Phase::Migrating,
+            failure: None,
+            nodes,
+            events: Vec::new(),
+        }
+    }
+
+    pub fn node(&self, name: &str) -> Option<&NodeRecord> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    pub fn set_step(&mut self, name: &str, step: Step) {
+        if let Some(record) = self.nodes.iter_mut().find(|n| n.name == name) {
+            record.step = step;
+        }
+        self.record(Some(name), step.label());
+    }
+
+    pub fn record(&mut self, node: Option<&str>, what: &str) {
+        self.events.push(Event {
+            at: now(),
+            node: node.map(str::to_string),
+            what: what.to_string(),
+        });
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error(
+        "{path}: not a distls journal this version can read ({reason})\n  hint: finish or roll back with the distls version that wrote it, or move the file away to start over"
+    )]
+    Unreadable { path: PathBuf, reason: String },
+    #[error(
+        "another distls run (pid {holder}) holds the lock {path} for this cluster\n  hint: wait for it to finish; if that process is gone the lock is released automatically"
+    )]
+    Locked { path: PathBuf, holder: String },
+}
+
+/// Where a cluster's journal and lock live, and the held lock.
+pub struct JournalStore {
+    journal_path: PathBuf,
+    lock_path: PathBuf,
+    _lock: Option<File>,
+}
+
+impl JournalStore {
+    pub fn new(state_dir: &Path, cluster: &str) -> Self {
+        JournalStore {
+            journal_path: state_dir.join(format!("{cluster}.journal.json")),
+            lock_path: state_dir.join(format!("{cluster}.lock")),
+            _lock: None,
+        }
+    }
+
+    pub fn journal_path(&self) -> &Path {
+        &self.journal_path
+    }
+
+    /// Take the per-cluster lock. It is an flock, so a killed run leaves no stale lock behind.
+    pub fn lock(&mut self) -> Result<(), JournalError> {
+        let io_err = |source| JournalError::Io {
+            path: self.lock_path.clone(),
+            source,
+        };
+        create_private_dir(self.lock_path.parent().unwrap_or(Path::new("."))).map_err(io_err)?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode_private()
+            .open(&self.lock_path)
+            .map_err(io_err)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                return Err(JournalError::Locked {
+                    path: self.lock_path.clone(),
+                    holder: holder.trim().to_string(),
+                });
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(io_err(e)),
+        }
+        file.set_len(0).map_err(io_err)?;
+        file.rewind().map_err(io_err)?;
+        write!(file, "{}", std::process::id()).map_err(io_err)?;
+        self._lock = Some(file);
+        Ok(())
+    }
+
+    pub fn load(&self) -> Result<Option<Journal>, JournalError> {
+        let bytes = match fs::read(&self.journal_path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(JournalError::Io {
+                    path: self.journal_path.clone(),
+                    source,
+                });
+            }
+        };
+        let unreadable = |reason: String| JournalError::Unreadable {
+            path: self.journal_path.clone(),
+            reason,
+        };
+        let value: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| unreadable(e.to_string()))?;
+        let format = value.get("format").and_then(|f| f.as_u64());
+        if format != Some(u64::from(FORMAT)) {
+            return Err(unreadable(format!(
+                "format {}, this distls reads format {FORMAT}",
+                format.map_or("missing".to_string(), |f| f.to_string())
+            )));
+        }
+        serde_json::from_value(value)
+            .map(Some)
+            .map_err(|e| unreadable(e.to_string()))
+    }
+
+    pub fn save(&self, journal: &mut Journal) -> Result<(), JournalError> {
+        journal.updated_at = now();
+        let text = serde_json::to_vec_pretty(journal).expect("journal serializes");
+        atomic_file::write(&self.journal_path, &text, 0o600).map_err(|source| JournalError::Io {
+            path: self.journal_path.clone(),
+            source,
+        })
+    }
+}
+
+trait PrivateMode {
+    fn mode_private(&mut self) -> &mut Self;
+}
+
+impl PrivateMode for OpenOptions {
+    fn mode_private(&mut self) -> &mut Self {
+        use std::os::unix::fs::OpenOptionsExt;
+        self.mode(0o600)
+    }
+}
+
+pub fn create_private_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    match fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Journal {
+        Journal::new(
+            "c",
+            Path::new("/p.yaml"),
+            "abc",
+            vec![NodeRecord {
+                name: "a@h".into(),
+                vm_dist_args: "/x".into(),
+                backup: "/x.distls-orig".into(),
+                original_sha256: "1".into(),
+                tls_sha256: "2".into(),
+                step: Step::Pending,
+            }],
+        )
+    }
+
+    #[test]
+    fn round_trips_and_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = JournalStore::new(dir.path(), "c");
+        let mut journal = sample();
+        journal.set_step("a@h", Step::Stopping);
+        store.save(&mut journal).unwrap();
+        let loaded = store.load().unwrap().unwrap();
+        assert_eq!(loaded.nodes[0].step, Step::Stopping);
+        let mode = fs::metadata(store.journal_path()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn unknown_format_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = JournalStore::new(dir.path(), "c");
+        fs::write(store.journal_path(), r#"{"format": 99}"#).unwrap();
+        let err = store.load().unwrap_err().to_string();
+        assert!(err.contains("format 99"), "{err}");
+    }
+
+    #[test]
+    fn second_lock_is_refused_with_holder_pid() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut first = JournalStore::new(dir.path(), "c");
+        first.lock().unwrap();
+        let mut second = JournalStore::new(dir.path(), "c");
+        let err = second.lock().unwrap_err().to_string();
+        assert!(err.contains(&std::process::id().to_string()), "{err}");
+        drop(first);
+        second.lock().unwrap();
+    }
+}

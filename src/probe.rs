@@ -1,0 +1,362 @@
+//! Probe VMs: hidden Erlang nodes started with a node's own distribution args (as its ctl would be),
+//! kept alive for the whole run and asked questions over stdin/stdout. One VM per distinct args
+//! text, so a roll needs two: one speaking plain TCP, one speaking TLS.
+
+use crate::argsfile::{Cookie, NameFlag};
+use crate::atomic_file::sha256_hex;
+use crate::transport::{Transport, TransportError};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin};
+use tokio::sync::{Mutex, oneshot};
+
+const PROBE_SOURCE: &str = include_str!("probe/distls_probe.erl");
+const BOOT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longer than the probe's own rpc timeout (5 s per call, three calls).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// One distribution link as the node itself reports it in `net_kernel:nodes_info()`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerLink {
+    pub node: String,
+    pub up: bool,
+    pub tls: bool,
+    pub hidden: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeInfo {
+    Up { proto_dist: String, os_pid: u32, peers: Vec<PeerLink> },
+    Down { reason: String },
+}
+
+impl NodeInfo {
+    pub fn is_up(&self) -> bool {
+        matches!(self, NodeInfo::Up { .. })
+    }
+
+    pub fn runs_tls(&self) -> bool {
+        matches!(self, NodeInfo::Up { proto_dist, .. } if proto_dist.contains("tls"))
+    }
+
+    /// Normal (non-hidden) peers with an established link, and whether it is TLS.
+    pub fn live_links(&self) -> Vec<(&str, bool)> {
+        match self {
+            NodeInfo::Up { peers, .. } => peers
+                .iter()
+                .filter(|p| p.up && !p.hidden)
+                .map(|p| (p.node.as_str(), p.tls))
+                .collect(),
+            NodeInfo::Down { .. } => Vec::new(),
+        }
+    }
+
+    pub fn has_link(&self, peer: &str, tls: bool) -> bool {
+        self.live_links().iter().any(|(n, t)| *n == peer && *t == tls)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error("probe VM ({proto}) failed to start: {detail}")]
+    Boot { proto: String, detail: String },
+    #[error("probe VM ({proto}) stopped answering: {detail}")]
+    Gone { proto: String, detail: String },
+}
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<String>>>>;
+
+/// A running probe VM.
+pub struct Probe {
+    label: String,
+    stdin: Mutex<ChildStdin>,
+    pending: Pending,
+    next_id: AtomicU64,
+    child: Mutex<Child>,
+}
+
+impl Probe {
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    async fn request(&self, body: &str) -> Result<String, ProbeError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.pending.lock().await.insert(id, tx);
+        let line = format!("{id} {body}\n");
+        self.write_line(&line).await?;
+        match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(_)) => Err(self.gone("the VM exited").await),
+            Err(_) => {
+                self.pending.lock().await.remove(&id);
+                Err(ProbeError::Gone {
+                    proto: self.label.clone(),
+                    detail: format!("no answer to `{body}` within {REQUEST_TIMEOUT:?}"),
+                })
+            }
+        }
+    }
+
+    async fn write_line(&self, line: &str) -> Result<(), ProbeError> {
+        let mut stdin = self.stdin.lock().await;
+        if stdin.write_all(line.as_bytes()).await.is_err() || stdin.flush().await.is_err() {
+            drop(stdin);
+            return Err(self.gone("its stdin is closed").await);
+        }
+        Ok(())
+    }
+
+    async fn gone(&self, detail: &str) -> ProbeError {
+        let status = self.child.lock().await.try_wait().ok().flatten();
+        ProbeError::Gone {
+            proto: self.label.clone(),
+            detail: match status {
+                Some(s) => format!("{detail} ({s})"),
+                None => detail.to_string(),
+            },
+        }
+    }
+
+    /// What `node` runs and which links it has, from the node's own point of view.
+    pub async fn info(&self, node: &str) -> Result<NodeInfo, ProbeError> {
+        let reply = self.request(&format!("info {node}")).await?;
+        Ok(parse_info(&reply))
+    }
+
+    /// Ask `node` to dial `peers` now instead of waiting for its own reconnect logic.
+    pub async fn connect(&self, node: &str, peers: &[String]) -> Result<(), ProbeError> {
+        if peers.is_empty() {
+            return Ok(());
+        }
+        self.request(&format!("connect {node} {}", peers.join(" "))).await.map(|_| ())
+    }
+
+    pub async fn stop(&self) {
+        let mut child = self.child.lock().await;
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+    }
+}
+
+fn parse_info(reply: &str) -> NodeInfo {
+    let mut words = reply.split_whitespace();
+    match words.next() {
+        Some("up") => {
+            let proto_dist = words.next().unwrap_or("inet_tcp").to_string();
+            let os_pid = words.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+            let peers = words.next().map(parse_peers).unwrap_or_default();
+            NodeInfo::Up { proto_dist, os_pid, peers }
+        }
+        Some("down") => NodeInfo::Down {
+            reason: words.next().unwrap_or("unknown").to_string(),
+        },
+        _ => NodeInfo::Down {
+            reason: format!("unexpected probe reply `{reply}`"),
+        },
+    }
+}
+
+fn parse_peers(list: &str) -> Vec<PeerLink> {
+    list.split(',')
+        .filter(|e| *e != "-" && !e.is_empty())
+        .filter_map(|entry| {
+            let mut parts = entry.rsplitn(4, ':');
+            let kind = parts.next()?;
+            let transport = parts.next()?;
+            let state = parts.next()?;
+            let node = parts.next()?;
+            Some(PeerLink {
+                node: node.to_string(),
+                up: state == "up",
+                tls: transport == "tls",
+                hidden: kind == "hidden",
+            })
+        })
+        .collect()
+}
+
+/// Who the probes are and what they may know: name style, host, and each node's cookie.
+pub struct ProbeSettings {
+    pub erl: String,
+    pub name_flag: NameFlag,
+    pub host: String,
+    pub cookies: Vec<(String, Cookie)>,
+}
+
+/// Probe VMs keyed by the args text they were started with.
+pub struct ProbePool {
+    settings: ProbeSettings,
+    transport: Transport,
+    workdir: tempfile::TempDir,
+    probes: Mutex<HashMap<String, Arc<Probe>>>,
+    started: AtomicU64,
+}
+
+impl ProbePool {
+    pub fn new(settings: ProbeSettings, transport: Transport) -> std::io::Result<Self> {
+        let workdir = tempfile::Builder::new().prefix("distls-probe-").tempdir()?;
+        std::fs::write(workdir.path().join("distls_probe.erl"), PROBE_SOURCE)?;
+        std::fs::create_dir(workdir.path().join("home"))?;
+        Ok(ProbePool {
+            settings,
+            transport,
+            workdir,
+            probes: Mutex::new(HashMap::new()),
+            started: AtomicU64::new(0),
+        })
+    }
+
+    /// The probe that speaks what `dist_args` (a vm.dist.args text) says; started on first use.
+    pub async fn probe_for(&self, dist_args: &str, label: &str) -> Result<Arc<Probe>, ProbeError> {
+        let key = sha256_hex(dist_args.as_bytes());
+        let mut probes = self.probes.lock().await;
+        if let Some(probe) = probes.get(&key) {
+            return Ok(probe.clone());
+        }
+        let probe = Arc::new(self.boot(&key, dist_args, label).await?);
+        probes.insert(key, probe.clone());
+        Ok(probe)
+    }
+
+    async fn boot(&self, key: &str, dist_args: &str, label: &str) -> Result<Probe, ProbeError> {
+        let args_path = self.workdir.path().join(format!("{}.args", &key[..16]));
+        std::fs::write(&args_path, dist_args).map_err(|source| TransportError::File {
+            path: args_path.clone(),
+            source,
+        })?;
+        let serial = self.started.fetch_add(1, Ordering::Relaxed);
+        let name = format!("distls_probe_{}_{serial}@{}", std::process::id(), self.settings.host);
+        let source = self.workdir.path().join("distls_probe.erl");
+        let args = probe_args(&self.settings, &name, &args_path, &source);
+        // A private HOME: the VM would otherwise create ~/.erlang.cookie for the operator.
+        let home: PathBuf = self.workdir.path().join("home");
+        let env = vec![("HOME".to_string(), home.display().to_string())];
+        let mut child = self.transport.spawn(&self.settings.erl, &args, &env)?;
+        let stdin = child.stdin.take().expect("piped stdin");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
+        let noise = Arc::new(Mutex::new(Vec::<String>::new()));
+        tokio::spawn(read_replies(stdout, pending.clone(), noise.clone()));
+        tokio::spawn(collect_stderr(stderr, noise.clone()));
+        let probe = Probe {
+            label: label.to_string(),
+            stdin: Mutex::new(stdin),
+            pending,
+            next_id: AtomicU64::new(1),
+            child: Mutex::new(child),
+        };
+        let handshake = async {
+            for (node, cookie) in &self.settings.cookies {
+                // Cookies travel over the pipe only: never argv, never a file outside the private dir.
+                probe.request(&format!("cookie {node} {}", cookie.expose())).await?;
+            }
+            probe.request("self").await
+        };
+        match tokio::time::timeout(BOOT_TIMEOUT, handshake).await {
+            Ok(Ok(_)) => Ok(probe),
+            outcome => {
+                probe.stop().await;
+                let said = noise.lock().await.join("\n");
+                let detail = match outcome {
+                    Err(_) => format!("no answer within {BOOT_TIMEOUT:?}. {said}"),
+                    _ => said,
+                };
+                Err(ProbeError::Boot {
+                    proto: label.to_string(),
+                    detail,
+                })
+            }
+        }
+    }
+
+    pub async fn shutdown(&self) {
+        for probe in self.probes.lock().await.values() {
+            probe.stop().await;
+        }
+    }
+}
+
+fn probe_args(settings: &ProbeSettings, name: &str, args_path: &std::path::Path, source: &std::path::Path) -> Vec<String> {
+    let boot = format!(
+        "{{ok,M,B}}=compile:file(\"{}\",[binary,report]),{{module,M}}=code:load_binary(M,\"distls_probe.erl\",B),distls_probe:main().",
+        source.display()
+    );
+    vec![
+        "-noshell".into(),
+        "-hidden".into(),
+        // No listener: the probe only dials out, and a port pinned in the args file stays free.
+        "-dist_listen".into(),
+        "false".into(),
+        settings.name_flag.flag().into(),
+        name.into(),
+        "-args_file".into(),
+        args_path.display().to_string(),
+        "-eval".into(),
+        boot,
+    ]
+}
+
+async fn read_replies(stdout: tokio::process::ChildStdout, pending: Pending, noise: Arc<Mutex<Vec<String>>>) {
+    let mut lines = BufReader::new(stdout).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let Some(rest) = line.strip_prefix("DISTLS ") else {
+            remember(&noise, line).await;
+            continue;
+        };
+        let (id, body) = rest.split_once(' ').unwrap_or((rest, ""));
+        let Ok(id) = id.parse::<u64>() else { continue };
+        if let Some(tx) = pending.lock().await.remove(&id) {
+            let _ = tx.send(body.to_string());
+        }
+    }
+    // Dropping the senders wakes every waiter with an error.
+    pending.lock().await.clear();
+}
+
+async fn collect_stderr(mut stderr: tokio::process::ChildStderr, noise: Arc<Mutex<Vec<String>>>) {
+    let mut text = String::new();
+    let _ = stderr.read_to_string(&mut text).await;
+    for line in text.lines() {
+        remember(&noise, line.to_string()).await;
+    }
+}
+
+async fn remember(noise: &Arc<Mutex<Vec<String>>>, line: String) {
+    let mut noise = noise.lock().await;
+    if noise.len() < 20 {
+        noise.push(line);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_an_up_reply_with_peers() {
+        let info = parse_info("up inet_tls 4242 mim2@localhost:up:tls:normal,distls_probe_1_0@localhost:up:tls:hidden,mim3@localhost:pending:tls:normal");
+        let NodeInfo::Up { proto_dist, os_pid, peers } = &info else { panic!("{info:?}") };
+        assert_eq!(proto_dist, "inet_tls");
+        assert_eq!(*os_pid, 4242);
+        assert_eq!(peers.len(), 3);
+        assert_eq!(info.live_links(), vec![("mim2@localhost", true)]);
+        assert!(info.has_link("mim2@localhost", true));
+        assert!(!info.has_link("mim3@localhost", true), "pending links do not count");
+    }
+
+    #[test]
+    fn parses_down_and_empty_peer_lists() {
+        assert_eq!(parse_info("down nodedown"), NodeInfo::Down { reason: "nodedown".into() });
+        let info = parse_info("up inet_tcp 1 -");
+        assert!(info.is_up() && !info.runs_tls() && info.live_links().is_empty());
+    }
+}

@@ -1,0 +1,83 @@
+%% distls probe: a hidden, non-listening VM that answers questions about cluster nodes.
+%% Started with the node's own -args_file (its vm.dist.args), so it speaks the same
+%% distribution protocol as that node's ctl would. Protocol: one request per stdin line,
+%% one reply per stdout line prefixed with "DISTLS " so log noise can be told apart.
+%%   <id> cookie <node> <cookie>     -> DISTLS <id> ok         (the cookie is never echoed)
+%%   <id> self                       -> DISTLS <id> self <proto>
+%%   <id> info <node>                -> DISTLS <id> up <proto> <ospid> <peer>:<state>:<tcp|tls>:<type>,...
+%%                                   |  DISTLS <id> down <reason>
+%%   <id> connect <node> <peer>...   -> DISTLS <id> ok        (asks <node> to dial each peer)
+-module(distls_probe).
+-export([main/0]).
+
+main() ->
+    %% TLS alerts and connection warnings must not interleave with replies.
+    logger:set_primary_config(level, none),
+    loop().
+
+loop() ->
+    case io:get_line('') of
+        eof -> halt(0);
+        {error, _} -> halt(1);
+        Line ->
+            handle(string:lexemes(string:trim(Line), " ")),
+            loop()
+    end.
+
+handle([Id, "cookie", Node, Cookie]) ->
+    erlang:set_cookie(list_to_atom(Node), list_to_atom(Cookie)),
+    reply(Id, "ok");
+handle([Id, "self"]) ->
+    reply(Id, "self " ++ proto(init:get_argument(proto_dist)));
+handle([Id, "info", Node]) ->
+    spawn(fun() -> reply(Id, info(list_to_atom(Node))) end);
+handle([Id, "connect", Node | Peers]) ->
+    spawn(fun() ->
+                  [rpc:cast(list_to_atom(Node), net_kernel, connect_node, [list_to_atom(P)]) || P <- Peers],
+                  reply(Id, "ok")
+          end);
+handle([]) ->
+    ok;
+handle(Other) ->
+    reply("-", "error unknown_request " ++ integer_to_list(length(Other))).
+
+info(Node) ->
+    Timeout = 5000,
+    case rpc:call(Node, init, get_argument, [proto_dist], Timeout) of
+        {badrpc, Reason} ->
+            "down " ++ reason(Reason);
+        Proto ->
+            Pid = rpc:call(Node, os, getpid, [], Timeout),
+            case rpc:call(Node, net_kernel, nodes_info, [], Timeout) of
+                {ok, Infos} when is_list(Pid) ->
+                    "up " ++ proto(Proto) ++ " " ++ Pid ++ " " ++ peers(Infos);
+                Other ->
+                    "down " ++ reason(Other)
+            end
+    end.
+
+proto({ok, [[P | _] | _]}) -> P;
+proto(_) -> "inet_tcp".
+
+peers(Infos) ->
+    Entries = [peer(N, I) || {N, I} <- Infos],
+    case string:join([E || E <- Entries, E =/= ""], ",") of
+        "" -> "-";
+        S -> S
+    end.
+
+peer(Node, Info) ->
+    State = proplists:get_value(state, Info, unknown),
+    Type = proplists:get_value(type, Info, unknown),
+    Transport = case proplists:get_value(address, Info) of
+                    {net_address, _, _, T, _} when is_atom(T) -> T;
+                    _ -> unknown
+                end,
+    atom_to_list(Node) ++ ":" ++ atom_to_list(State) ++ ":" ++ atom_to_list(Transport)
+        ++ ":" ++ atom_to_list(Type).
+
+reason(R) when is_atom(R) -> atom_to_list(R);
+reason(_) -> "error".
+
+reply(Id, Text) ->
+    io:put_chars(["DISTLS ", Id, " ", Text, "\n"]).

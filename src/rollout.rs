@@ -1,0 +1,865 @@
+//! The rolling switch: one node at a time, stop → edit → start → rejoin over TLS → verify, with a
+//! journal entry before every side effect. Each step is chosen from what the node really is (its
+//! file and what it runs), so a resumed run continues correctly whatever the journal last said.
+
+use crate::atomic_file::sha256_hex;
+use crate::error::{Error, Result};
+use crate::journal::{Journal, JournalStore, NodeRecord, Phase, Step};
+use crate::plan::{OnFailure, Plan};
+use crate::probe::{NodeInfo, Probe, ProbePool, ProbeSettings};
+use crate::progress::Progress;
+use crate::target::{FileState, NodeTarget};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+const POLL: Duration = Duration::from_millis(100);
+/// How often a node that has not rejoined yet is told again to dial its peers.
+const KICK_EVERY: Duration = Duration::from_secs(2);
+/// Each action changes the node's observed state; more rounds than this means something fights back.
+const MAX_ROUNDS: usize = 16;
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub on_failure: OnFailure,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Running {
+    Down,
+    Plain,
+    Tls,
+}
+
+impl Running {
+    pub fn of_info(info: &NodeInfo) -> Self {
+        match info {
+            NodeInfo::Down { .. } => Running::Down,
+            _ if info.runs_tls() => Running::Tls,
+            _ => Running::Plain,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Running::Down => "down",
+            Running::Plain => "plain tcp",
+            Running::Tls => "tls",
+        }
+    }
+}
+
+/// What to do next for a node on its way to TLS, given its file and what it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardAction {
+    Stop,
+    Edit,
+    Start,
+    AwaitRejoin,
+    Verify,
+    Done,
+    /// The node runs plain but its file already says TLS (edited by hand while running): put the
+    /// original back so its ctl can reach it again, then carry on.
+    RestoreFile,
+}
+
+pub fn forward_action(file: FileState, running: Running, step: Step) -> std::result::Result<ForwardAction, String> {
+    use ForwardAction::*;
+    match (file, running) {
+        (FileState::Original, Running::Plain) => Ok(Stop),
+        (FileState::Original, Running::Down) => Ok(Edit),
+        (FileState::Tls, Running::Down) => Ok(Start),
+        (FileState::Tls, Running::Tls) if step < Step::Rejoined => Ok(AwaitRejoin),
+        (FileState::Tls, Running::Tls) if step == Step::Rejoined => Ok(Verify),
+        (FileState::Tls, Running::Tls) => Ok(Done),
+        (FileState::Tls, Running::Plain) => Ok(RestoreFile),
+        (FileState::Original, Running::Tls) => Err(
+            "it runs TLS but its vm.dist.args is the plain original; its ctl cannot reach it".into(),
+        ),
+        (FileState::Foreign, _) => Err("its vm.dist.args was changed outside distls".into()),
+    }
+}
+
+/// What to do next for a node on its way back to plain TCP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackwardAction {
+    Stop,
+    RestoreFile,
+    Start,
+    AwaitRejoin,
+}
+
+pub fn backward_action(file: FileState, running: Running) -> std::result::Result<BackwardAction, String> {
+    match (file, running) {
+        (FileState::Tls, Running::Tls) => Ok(BackwardAction::Stop),
+        (FileState::Tls, _) => Ok(BackwardAction::RestoreFile),
+        (FileState::Original, Running::Down) => Ok(BackwardAction::Start),
+        (FileState::Original, Running::Plain) => Ok(BackwardAction::AwaitRejoin),
+        (FileState::Original, Running::Tls) => Err(
+            "it runs TLS but its vm.dist.args is the plain original; stop it by hand (its ctl cannot reach it)".into(),
+        ),
+        (FileState::Foreign, _) => Err("its vm.dist.args was changed outside distls".into()),
+    }
+}
+
+/// A step that failed on one node; the caller decides between rollback and pause.
+struct StepFailure {
+    node: usize,
+    message: String,
+}
+
+type StepResult<T = ()> = std::result::Result<T, Failure>;
+
+/// Inside a roll, errors are either a failed step (policy applies) or a hard stop (interrupt, I/O).
+enum Failure {
+    Step(StepFailure),
+    Fatal(Error),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure::Fatal(e)
+    }
+}
+
+impl From<crate::journal::JournalError> for Failure {
+    fn from(e: crate::journal::JournalError) -> Self {
+        Failure::Fatal(e.into())
+    }
+}
+
+impl From<crate::probe::ProbeError> for Failure {
+    fn from(e: crate::probe::ProbeError) -> Self {
+        Failure::Fatal(e.into())
+    }
+}
+
+impl From<crate::transport::TransportError> for Failure {
+    fn from(e: crate::transport::TransportError) -> Self {
+        Failure::Fatal(e.into())
+    }
+}
+
+pub struct Rollout<'a> {
+    plan: &'a Plan,
+    targets: Vec<NodeTarget>,
+    store: JournalStore,
+    journal: Journal,
+    probes: ProbePool,
+    progress: Progress,
+    interrupted: Arc<AtomicBool>,
+    options: Options,
+    timings: Vec<Option<Duration>>,
+}
+
+/// One line of the final table.
+pub struct NodeSummary {
+    pub name: String,
+    pub running: Running,
+    pub links: String,
+    pub took: Option<Duration>,
+}
+
+pub fn probe_pool(targets: &[NodeTarget]) -> Result<ProbePool> {
+    let first = targets
+        .first()
+        .ok_or_else(|| Error::InvalidInput("the plan has no nodes".into()))?;
+    let settings = ProbeSettings {
+        erl: first.spec.erl.clone(),
+        name_flag: first.identity.name_flag,
+        host: first.spec.host.clone(),
+        cookies: targets
+            .iter()
+            .filter_map(|t| t.identity.cookie.clone().map(|c| (t.name().to_string(), c)))
+            .collect(),
+    };
+    ProbePool::new(settings, first.transport.clone())
+        .map_err(|e| Error::Internal(format!("cannot create the probe's private directory: {e}")))
+}
+
+impl<'a> Rollout<'a> {
+    pub fn new(
+        plan: &'a Plan,
+        targets: Vec<NodeTarget>,
+        store: JournalStore,
+        journal: Journal,
+        options: Options,
+        interrupted: Arc<AtomicBool>,
+    ) -> Result<Self> {
+        let probes = probe_pool(&targets)?;
+        let progress = Progress::new(targets.len(), &plan.cluster);
+        let timings = vec![None; targets.len()];
+        Ok(Rollout {
+            plan,
+            targets,
+            store,
+            journal,
+            probes,
+            progress,
+            interrupted,
+            options,
+            timings,
+        })
+    }
+
+    pub fn new_journal(plan: &Plan, targets: &[NodeTarget]) -> Journal {
+        let nodes = targets
+            .iter()
+            .map(|t| NodeRecord {
+                name: t.name().to_string(),
+                vm_dist_args: t.dist_args.clone(),
+                backup: t.backup.clone(),
+                original_sha256: t.original_sha256(),
+                tls_sha256: t.tls_sha256(),
+                step: Step::Pending,
+            })
+            .collect();
+        Journal::new(&plan.cluster, &plan.path, &plan.sha256, nodes)
+    }
+
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    /// Run the roll to the end, resuming whatever the journal says is in progress.
+    /// The final table comes back whatever happened, next to the outcome.
+    pub async fn migrate(&mut self) -> (Vec<NodeSummary>, Result<()>) {
+        let outcome = self.migrate_inner().await;
+        let result = match outcome {
+            Ok(()) => Ok(()),
+            Err(Failure::Fatal(e)) => Err(e),
+            Err(Failure::Step(failure)) => Err(self.handle_failure(failure).await),
+        };
+        self.progress.finish();
+        let summary = self.summary().await;
+        self.probes.shutdown().await;
+        (summary, result)
+    }
+
+    async fn migrate_inner(&mut self) -> StepResult {
+        match self.journal.phase {
+            Phase::RollingBack => {
+                self.progress.note("an interrupted rollback is in the journal: finishing it first");
+                let last = self.targets.len().saturating_sub(1);
+                self.rollback_from(last).await?;
+                return Err(Failure::Fatal(Error::StepFailed(
+                    "finished the interrupted rollback: every node runs plain TCP again; rerun `distls migrate` to try again".into(),
+                )));
+            }
+            Phase::Completed => {
+                self.progress.note("the journal says this migration completed; verifying the cluster");
+                return self.final_gate().await;
+            }
+            Phase::Migrating if self.journal.events.is_empty() => self.require_plain_meshed_cluster().await?,
+            Phase::Paused => {
+                self.journal.phase = Phase::Migrating;
+                self.journal.failure = None;
+                self.journal.record(None, "resumed after pause");
+            }
+            _ => self.journal.record(None, "resumed"),
+        }
+        self.store.save(&mut self.journal)?;
+        for index in 0..self.targets.len() {
+            let started = Instant::now();
+            self.migrate_node(index).await?;
+            self.timings[index] = Some(started.elapsed());
+            self.progress.node_done(index);
+        }
+        self.final_gate().await
+    }
+
+    /// Before the first change: every node runs plain TCP from its original file, in one mesh.
+    async fn require_plain_meshed_cluster(&mut self) -> StepResult {
+        self.journal.record(None, "started");
+        for index in 0..self.targets.len() {
+            let file = self.file_state(index).await?;
+            let info = self.observe(index).await?;
+            let running = Running::of_info(&info);
+            if file != FileState::Original || running != Running::Plain {
+                return Err(Failure::Fatal(Error::Refused(format!(
+                    "node {} is {} with its vm.dist.args {}; distls starts from a running plain-TCP cluster and changed nothing\n  hint: start the node (or fix its file), then rerun",
+                    self.name(index),
+                    running.label(),
+                    match file {
+                        FileState::Original => "unchanged",
+                        FileState::Tls => "already enabling TLS",
+                        FileState::Foreign => "changed",
+                    }
+                ))));
+            }
+        }
+        let everyone: Vec<usize> = (0..self.targets.len()).collect();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        if let Err(missing) = self.wait_for_mesh(&everyone, false, deadline).await? {
+            return Err(Failure::Fatal(Error::Refused(format!(
+                "the cluster is not fully meshed before the switch ({missing}); distls changed nothing\n  hint: fix the cluster first: a roll would hide an existing split"
+            ))));
+        }
+        Ok(())
+    }
+
+    async fn migrate_node(&mut self, index: usize) -> StepResult {
+        for _ in 0..MAX_ROUNDS {
+            self.check_interrupt()?;
+            let file = self.file_state(index).await?;
+            let running = Running::of_info(&self.observe(index).await?);
+            let step = self.step_of(index);
+            let action = forward_action(file, running, step).map_err(|why| self.needs_operator(index, &why))?;
+            tracing::debug!(node = self.name(index), ?file, ?running, ?step, ?action, "next action");
+            match action {
+                ForwardAction::Stop => self.stop(index, Step::Stopping, Step::Stopped).await?,
+                ForwardAction::Edit => self.edit(index).await?,
+                ForwardAction::Start => self.start(index, Step::Starting, Step::Started, Running::Tls).await?,
+                ForwardAction::AwaitRejoin => self.await_tls_rejoin(index).await?,
+                ForwardAction::Verify => self.verify(index).await?,
+                ForwardAction::RestoreFile => self.restore(index, Step::Pending).await?,
+                ForwardAction::Done => return Ok(()),
+            }
+        }
+        Err(self.needs_operator(index, "its state keeps changing under distls"))
+    }
+
+    // ---- steps -------------------------------------------------------------------------------
+
+    async fn stop(&mut self, index: usize, intent: Step, done: Step) -> StepResult {
+        self.progress.step(index, self.name(index), "stopping");
+        self.mark(index, intent)?;
+        let spec = &self.targets[index].spec;
+        let (command, timeout) = (spec.commands.stop.clone(), spec.timeouts.stop);
+        let deadline = Instant::now() + timeout;
+        let outcome = self.targets[index].transport.run(&command, timeout).await;
+        let said = match &outcome {
+            Ok(out) if out.success() => String::new(),
+            Ok(out) => format!("`{command}` exited with {:?}: {}", out.status, out.tail()),
+            Err(e) => e.to_string(),
+        };
+        if !self.wait_running(index, Running::Down, deadline).await? {
+            return Err(self.step_failed(index, &format!("it still runs after its stop command. {said}")));
+        }
+        if !said.is_empty() {
+            self.progress.note(&format!("warning: {}: {said} (the node stopped anyway)", self.name(index)));
+        }
+        self.mark(index, done)
+    }
+
+    async fn edit(&mut self, index: usize) -> StepResult {
+        self.progress.step(index, self.name(index), "enabling TLS in vm.dist.args");
+        self.mark(index, Step::Editing)?;
+        self.ensure_backup(index).await?;
+        let target = &self.targets[index];
+        target
+            .transport
+            .write_file(&target.dist_args, target.tls.text.as_bytes(), 0o644)
+            .await
+            .map_err(|e| self.step_failed(index, &e.to_string()))?;
+        if self.file_state(index).await? != FileState::Tls {
+            return Err(self.step_failed(index, "vm.dist.args does not read back as written"));
+        }
+        self.mark(index, Step::Edited)
+    }
+
+    /// The original is saved once, before the first change, and never overwritten.
+    async fn ensure_backup(&mut self, index: usize) -> StepResult {
+        let target = &self.targets[index];
+        if target.transport.file_exists(&target.backup).await {
+            let bytes = target.transport.read_file(&target.backup).await?;
+            if sha256_hex(&bytes) != target.original_sha256() {
+                return Err(self.needs_operator(index, &format!("its backup {} does not match the original", target.backup.display())));
+            }
+            return Ok(());
+        }
+        target
+            .transport
+            .write_file(&target.backup, target.original.as_bytes(), 0o600)
+            .await
+            .map_err(|e| Failure::Fatal(e.into()))
+    }
+
+    async fn restore(&mut self, index: usize, done: Step) -> StepResult {
+        self.progress.step(index, self.name(index), "restoring the original vm.dist.args");
+        self.mark(index, Step::RevertRestoring)?;
+        let target = &self.targets[index];
+        target
+            .transport
+            .write_file(&target.dist_args, target.original.as_bytes(), 0o644)
+            .await
+            .map_err(|e| self.step_failed(index, &e.to_string()))?;
+        if self.file_state(index).await? != FileState::Original {
+            return Err(self.step_failed(index, "vm.dist.args does not read back as the original"));
+        }
+        self.mark(index, done)
+    }
+
+    async fn start(&mut self, index: usize, intent: Step, done: Step, expect: Running) -> StepResult {
+        self.progress.step(index, self.name(index), &format!("starting ({})", expect.label()));
+        let spec = &self.targets[index].spec;
+        let (command, timeout) = (spec.commands.start.clone(), spec.timeouts.start);
+        if self.step_of(index) == intent {
+            // A previous run died while starting it: give that start a chance to finish rather
+            // than launching a second VM under the same name.
+            let grace = Instant::now() + timeout.min(Duration::from_secs(15));
+            if self.wait_running(index, expect, grace).await? {
+                return self.mark(index, done);
+            }
+        }
+        self.mark(index, intent)?;
+        let deadline = Instant::now() + timeout;
+        let outcome = self.targets[index].transport.run(&command, timeout).await;
+        let failed = match &outcome {
+            Ok(out) if out.success() => None,
+            Ok(out) => Some(format!("`{command}` exited with {:?}: {}", out.status, out.tail())),
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(why) = failed {
+            let info = self.observe(index).await?;
+            if Running::of_info(&info) != expect {
+                return Err(self.step_failed(index, &format!("its start command failed: {why}")));
+            }
+        }
+        if !self.wait_running(index, expect, deadline).await? {
+            let now = Running::of_info(&self.observe(index).await?);
+            return Err(self.step_failed(
+                index,
+                &format!(
+                    "it is {} {} after its start command (expected {})",
+                    now.label(),
+                    humantime::format_duration(timeout),
+                    expect.label()
+                ),
+            ));
+        }
+        self.mark(index, done)
+    }
+
+    async fn await_tls_rejoin(&mut self, index: usize) -> StepResult {
+        self.progress.step(index, self.name(index), "waiting for TLS links to the migrated nodes");
+        let migrated: Vec<usize> = (0..index).collect();
+        let plain: Vec<usize> = (index + 1..self.targets.len()).collect();
+        let deadline = Instant::now() + self.targets[index].spec.timeouts.rejoin;
+        let missing = self.wait_for_links(index, &migrated, true, &plain, deadline).await?;
+        if let Err(missing) = missing {
+            return Err(self.step_failed(
+                index,
+                &format!(
+                    "it did not rejoin within {}: {missing}",
+                    humantime::format_duration(self.targets[index].spec.timeouts.rejoin)
+                ),
+            ));
+        }
+        self.mark(index, Step::Rejoined)
+    }
+
+    async fn verify(&mut self, index: usize) -> StepResult {
+        if let Some(ping) = self.targets[index].spec.commands.ping.clone() {
+            self.progress.step(index, self.name(index), "checking that its ctl reaches it");
+            let timeout = self.targets[index].spec.timeouts.ping;
+            let out = self.targets[index].transport.run(&ping, timeout).await;
+            match out {
+                Ok(out) if out.success() => {}
+                Ok(out) => {
+                    return Err(self.step_failed(
+                        index,
+                        &format!("its ctl cannot reach it: `{ping}` exited with {:?}: {}", out.status, out.tail()),
+                    ));
+                }
+                Err(e) => return Err(self.step_failed(index, &format!("its ctl cannot reach it: {e}"))),
+            }
+        }
+        self.mark(index, Step::Verified)
+    }
+
+    /// After the last node: every node runs TLS and sees every other node over TLS.
+    async fn final_gate(&mut self) -> StepResult {
+        let everyone: Vec<usize> = (0..self.targets.len()).collect();
+        let deadline = Instant::now() + self.max_rejoin_timeout();
+        if let Err(missing) = self.wait_for_mesh(&everyone, true, deadline).await? {
+            let last = self.targets.len() - 1;
+            return Err(self.step_failed(last, &format!("the cluster did not form one TLS mesh: {missing}")));
+        }
+        self.journal.phase = Phase::Completed;
+        self.journal.record(None, "completed");
+        self.store.save(&mut self.journal)?;
+        Ok(())
+    }
+
+    // ---- failure policy and rollback ---------------------------------------------------------
+
+    async fn handle_failure(&mut self, failure: StepFailure) -> Error {
+        let node = self.name(failure.node).to_string();
+        let message = format!("node {node}: {}", failure.message);
+        self.progress.note(&format!("error: {message}"));
+        self.journal.failure = Some(message.clone());
+        if self.options.on_failure == OnFailure::Pause {
+            self.journal.phase = Phase::Paused;
+            self.journal.record(Some(&node), "paused after failure");
+            if let Err(e) = self.store.save(&mut self.journal) {
+                return e.into();
+            }
+            return Error::StepFailed(format!(
+                "{message}\npaused (--on-failure pause): nothing was reverted.\n  hint: fix the cause and rerun `distls migrate {plan}` to retry from {node}, or run `distls rollback {plan}` to go back to plain TCP",
+                plan = self.plan.path.display()
+            ));
+        }
+        self.journal.phase = Phase::RollingBack;
+        self.journal.record(Some(&node), "rolling back after failure");
+        if let Err(e) = self.store.save(&mut self.journal) {
+            return e.into();
+        }
+        self.progress.note("rolling back: every touched node returns to plain TCP, newest first");
+        match self.rollback_from(failure.node).await {
+            Ok(()) => Error::StepFailed(format!(
+                "{message}\nrolled back: every node runs plain TCP in one mesh again and every vm.dist.args is byte-identical to its original."
+            )),
+            Err(Failure::Step(f)) => self.rollback_stuck(&format!("node {}: {}", self.name(f.node), f.message)).await,
+            Err(Failure::Fatal(e)) if e.exit_code() == crate::error::exit_code::INTERRUPTED => e,
+            Err(Failure::Fatal(e)) => self.rollback_stuck(&e.to_string()).await,
+        }
+    }
+
+    /// Revert nodes `last` down to the first, then check the plain mesh.
+    async fn rollback_from(&mut self, last: usize) -> StepResult {
+        for index in (0..=last).rev() {
+            let started = Instant::now();
+            self.revert_node(index).await?;
+            self.timings[index] = Some(started.elapsed());
+        }
+        let everyone: Vec<usize> = (0..self.targets.len()).collect();
+        let deadline = Instant::now() + self.max_rejoin_timeout();
+        if let Err(missing) = self.wait_for_mesh(&everyone, false, deadline).await? {
+            return Err(self.step_failed(0, &format!("the plain cluster did not re-form: {missing}")));
+        }
+        self.journal.phase = Phase::RolledBack;
+        self.journal.record(None, "rolled back");
+        self.store.save(&mut self.journal)?;
+        Ok(())
+    }
+
+    async fn revert_node(&mut self, index: usize) -> StepResult {
+        for _ in 0..MAX_ROUNDS {
+            self.check_interrupt()?;
+            let file = self.file_state(index).await?;
+            let running = Running::of_info(&self.observe(index).await?);
+            let action = backward_action(file, running).map_err(|why| self.needs_operator(index, &why))?;
+            match action {
+                BackwardAction::Stop => self.stop(index, Step::RevertStopping, Step::Stopped).await?,
+                BackwardAction::RestoreFile => self.restore(index, Step::Stopped).await?,
+                BackwardAction::Start => self.start(index, Step::RevertStarting, Step::Started, Running::Plain).await?,
+                BackwardAction::AwaitRejoin => {
+                    // Plain peers are the later nodes: never touched, or already reverted.
+                    let peers: Vec<usize> = (index + 1..self.targets.len()).collect();
+                    self.progress.step(index, self.name(index), "waiting for plain links");
+                    let deadline = Instant::now() + self.targets[index].spec.timeouts.rejoin;
+                    if let Err(missing) = self.wait_for_links(index, &peers, false, &[], deadline).await? {
+                        return Err(self.step_failed(index, &format!("it did not rejoin the plain cluster: {missing}")));
+                    }
+                    return self.mark(index, Step::Reverted);
+                }
+            }
+        }
+        Err(self.needs_operator(index, "its state keeps changing under distls"))
+    }
+
+    async fn rollback_stuck(&mut self, why: &str) -> Error {
+        let mut table = String::new();
+        for index in 0..self.targets.len() {
+            let file = self.file_state(index).await.ok();
+            let running = self.observe(index).await.map(|i| Running::of_info(&i)).ok();
+            table.push_str(&format!(
+                "\n  {:<32} runs {:<10} vm.dist.args {}",
+                self.name(index),
+                running.map_or("unknown", Running::label),
+                match file {
+                    Some(FileState::Original) => "original",
+                    Some(FileState::Tls) => "TLS",
+                    Some(FileState::Foreign) => "changed outside distls",
+                    None => "unreadable",
+                }
+            ));
+        }
+        self.journal.failure = Some(format!("rollback stopped: {why}"));
+        let _ = self.store.save(&mut self.journal);
+        Error::NeedsOperator(format!(
+            "the rollback could not finish: {why}\nnode states:{table}\n  hint: fix the cause, then run `distls rollback {}`; the journal {} keeps the originals' hashes and the backups sit next to each vm.dist.args",
+            self.plan.path.display(),
+            self.store.journal_path().display()
+        ))
+    }
+
+    /// `distls rollback`: every node back to plain TCP, newest first.
+    pub async fn rollback(&mut self) -> (Vec<NodeSummary>, Result<()>) {
+        self.journal.phase = Phase::RollingBack;
+        self.journal.record(None, "rollback requested");
+        self.store.save(&mut self.journal)?;
+        let last = self.targets.len() - 1;
+        let outcome = match self.rollback_from(last).await {
+            Ok(()) => Ok(()),
+            Err(Failure::Fatal(e)) if e.exit_code() == crate::error::exit_code::INTERRUPTED => Err(e),
+            Err(Failure::Fatal(e)) => Err(self.rollback_stuck(&e.to_string()).await),
+            Err(Failure::Step(f)) => {
+                let why = format!("node {}: {}", self.name(f.node), f.message);
+                Err(self.rollback_stuck(&why).await)
+            }
+        };
+        self.progress.finish();
+        let summary = self.summary().await;
+        self.probes.shutdown().await;
+        (summary, outcome)
+    }
+
+    // ---- observation -------------------------------------------------------------------------
+
+    fn name(&self, index: usize) -> &str {
+        self.targets[index].name()
+    }
+
+    fn step_of(&self, index: usize) -> Step {
+        self.journal.node(self.name(index)).map_or(Step::Pending, |r| r.step)
+    }
+
+    async fn file_state(&self, index: usize) -> Result<FileState> {
+        self.targets[index].read_file_state().await
+    }
+
+    async fn plain_probe(&self, index: usize) -> Result<Arc<Probe>> {
+        Ok(self.probes.probe_for(&self.targets[index].original, "plain tcp").await?)
+    }
+
+    async fn tls_probe(&self, index: usize) -> Result<Arc<Probe>> {
+        Ok(self.probes.probe_for(&self.targets[index].tls.text, "tls").await?)
+    }
+
+    /// What the node runs, asked through both probes at once: the one that speaks the node's
+    /// protocol answers fast, the other would hang until the connection setup timeout.
+    pub async fn observe(&self, index: usize) -> Result<NodeInfo> {
+        observe_with(&self.probes, &self.targets[index]).await
+    }
+
+    async fn wait_running(&self, index: usize, want: Running, deadline: Instant) -> Result<bool> {
+        loop {
+            if Running::of_info(&self.observe(index).await?) == want {
+                return Ok(true);
+            }
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Wait until node `index` has an up link (TLS or plain as asked) to every node in `peers`, and
+    /// every node in `plain_island` still sees the rest of that island over plain TCP.
+    async fn wait_for_links(
+        &self,
+        index: usize,
+        peers: &[usize],
+        tls: bool,
+        plain_island: &[usize],
+        deadline: Instant,
+    ) -> Result<std::result::Result<(), String>> {
+        let probe = if tls { self.tls_probe(index).await? } else { self.plain_probe(index).await? };
+        let peer_names: Vec<String> = peers.iter().map(|&p| self.name(p).to_string()).collect();
+        let mut last_kick: Option<Instant> = None;
+        loop {
+            if last_kick.is_none_or(|t| t.elapsed() >= KICK_EVERY) {
+                probe.connect(self.name(index), &peer_names).await?;
+                last_kick = Some(Instant::now());
+            }
+            let info = probe.info(self.name(index)).await?;
+            let mut missing: Vec<String> = peer_names
+                .iter()
+                .filter(|p| !info.has_link(p, tls))
+                .map(|p| format!("no {} link {} ↔ {p}", if tls { "TLS" } else { "plain" }, self.name(index)))
+                .collect();
+            if missing.is_empty() {
+                if let Err(island) = self.mesh_missing(plain_island, false).await? {
+                    missing.push(island);
+                }
+            }
+            if missing.is_empty() {
+                return Ok(Ok(()));
+            }
+            if Instant::now() >= deadline {
+                return Ok(Err(missing.join("; ")));
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    async fn wait_for_mesh(&self, nodes: &[usize], tls: bool, deadline: Instant) -> Result<std::result::Result<(), String>> {
+        let mut kicked = false;
+        loop {
+            let missing = self.mesh_missing(nodes, tls).await?;
+            if missing.is_ok() || Instant::now() >= deadline {
+                return Ok(missing);
+            }
+            if !kicked {
+                for &index in nodes {
+                    let probe = if tls { self.tls_probe(index).await? } else { self.plain_probe(index).await? };
+                    let others: Vec<String> = nodes.iter().filter(|&&p| p != index).map(|&p| self.name(p).to_string()).collect();
+                    probe.connect(self.name(index), &others).await?;
+                }
+                kicked = true;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Which links of a full mesh among `nodes` are missing, if any.
+    async fn mesh_missing(&self, nodes: &[usize], tls: bool) -> Result<std::result::Result<(), String>> {
+        let mut missing = Vec::new();
+        for &index in nodes {
+            let probe = if tls { self.tls_probe(index).await? } else { self.plain_probe(index).await? };
+            let info = probe.info(self.name(index)).await?;
+            if !info.is_up() {
+                missing.push(format!("{} is not reachable over {}", self.name(index), if tls { "TLS" } else { "plain TCP" }));
+                continue;
+            }
+            for &peer in nodes.iter().filter(|&&p| p != index) {
+                if !info.has_link(self.name(peer), tls) {
+                    missing.push(format!("{} does not see {}", self.name(index), self.name(peer)));
+                }
+            }
+        }
+        Ok(if missing.is_empty() { Ok(()) } else { Err(missing.join("; ")) })
+    }
+
+    fn max_rejoin_timeout(&self) -> Duration {
+        self.targets.iter().map(|t| t.spec.timeouts.rejoin).max().unwrap_or(Duration::from_secs(120))
+    }
+
+    // ---- journal -----------------------------------------------------------------------------
+
+    fn mark(&mut self, index: usize, step: Step) -> StepResult {
+        let name = self.name(index).to_string();
+        self.journal.set_step(&name, step);
+        self.store.save(&mut self.journal)?;
+        failpoint(&name, step);
+        Ok(())
+    }
+
+    fn check_interrupt(&self) -> StepResult {
+        if self.interrupted.load(Ordering::SeqCst) {
+            return Err(Failure::Fatal(Error::Interrupted(format!(
+                "interrupted: stopped at a safe point, journal {} is consistent\n  hint: rerun the same command to resume",
+                self.store.journal_path().display()
+            ))));
+        }
+        Ok(())
+    }
+
+    fn step_failed(&self, index: usize, message: &str) -> Failure {
+        Failure::Step(StepFailure {
+            node: index,
+            message: message.to_string(),
+        })
+    }
+
+    fn needs_operator(&self, index: usize, why: &str) -> Failure {
+        Failure::Fatal(Error::NeedsOperator(format!(
+            "node {}: {why}\n  hint: inspect it with `distls status {}`; the original vm.dist.args is at {}",
+            self.name(index),
+            self.plan.path.display(),
+            self.targets[index].backup.display()
+        )))
+    }
+
+    async fn summary(&self) -> Vec<NodeSummary> {
+        let mut rows = Vec::new();
+        for (index, target) in self.targets.iter().enumerate() {
+            let info = self.observe(index).await.unwrap_or(NodeInfo::Down { reason: "probe failed".into() });
+            rows.push(NodeSummary {
+                name: target.name().to_string(),
+                running: Running::of_info(&info),
+                links: describe_links(&info),
+                took: self.timings[index],
+            });
+        }
+        rows
+    }
+}
+
+pub async fn observe_with(probes: &ProbePool, target: &NodeTarget) -> Result<NodeInfo> {
+    let plain = probes.probe_for(&target.original, "plain tcp").await?;
+    let tls = probes.probe_for(&target.tls.text, "tls").await?;
+    let name = target.name();
+    let plain_info = plain.info(name);
+    let tls_info = tls.info(name);
+    tokio::pin!(plain_info, tls_info);
+    let (mut plain_done, mut tls_done) = (None, None);
+    loop {
+        tokio::select! {
+            r = &mut plain_info, if plain_done.is_none() => {
+                let info = r?;
+                if info.is_up() { return Ok(info); }
+                plain_done = Some(info);
+            }
+            r = &mut tls_info, if tls_done.is_none() => {
+                let info = r?;
+                if info.is_up() { return Ok(info); }
+                tls_done = Some(info);
+            }
+        }
+        if let (Some(info), Some(_)) = (&plain_done, &tls_done) {
+            return Ok(info.clone());
+        }
+    }
+}
+
+pub fn describe_links(info: &NodeInfo) -> String {
+    let links = info.live_links();
+    if links.is_empty() {
+        return "-".into();
+    }
+    links
+        .iter()
+        .map(|(node, tls)| format!("{node}:{}", if *tls { "tls" } else { "tcp" }))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Test builds can make distls die (SIGKILL, no cleanup) right after a journal write:
+/// DISTLS_FAILPOINT=<node>:<step>, e.g. `mim2@localhost:edited`.
+#[cfg(feature = "failpoints")]
+fn failpoint(node: &str, step: Step) {
+    if std::env::var("DISTLS_FAILPOINT").is_ok_and(|v| v == format!("{node}:{}", step.label())) {
+        // SAFETY: sending a signal to our own pid.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
+    }
+}
+
+#[cfg(not(feature = "failpoints"))]
+fn failpoint(_node: &str, _step: Step) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forward_actions_follow_the_observed_state() {
+        use ForwardAction::*;
+        let f = |file, running, step| forward_action(file, running, step).unwrap();
+        assert_eq!(f(FileState::Original, Running::Plain, Step::Pending), Stop);
+        // Killed after stopping but before the journal said so: the observation wins.
+        assert_eq!(f(FileState::Original, Running::Down, Step::Stopping), Edit);
+        assert_eq!(f(FileState::Tls, Running::Down, Step::Edited), Start);
+        assert_eq!(f(FileState::Tls, Running::Down, Step::Editing), Start);
+        assert_eq!(f(FileState::Tls, Running::Tls, Step::Starting), AwaitRejoin);
+        assert_eq!(f(FileState::Tls, Running::Tls, Step::Rejoined), Verify);
+        assert_eq!(f(FileState::Tls, Running::Tls, Step::Verified), Done);
+        assert_eq!(f(FileState::Tls, Running::Plain, Step::Pending), RestoreFile);
+        assert!(forward_action(FileState::Original, Running::Tls, Step::Pending).is_err());
+        assert!(forward_action(FileState::Foreign, Running::Plain, Step::Pending).is_err());
+    }
+
+    #[test]
+    fn backward_actions_stop_tls_nodes_before_restoring_their_file() {
+        use BackwardAction::*;
+        assert_eq!(backward_action(FileState::Tls, Running::Tls).unwrap(), Stop);
+        assert_eq!(backward_action(FileState::Tls, Running::Down).unwrap(), RestoreFile);
+        assert_eq!(backward_action(FileState::Original, Running::Down).unwrap(), Start);
+        assert_eq!(backward_action(FileState::Original, Running::Plain).unwrap(), AwaitRejoin);
+        assert!(backward_action(FileState::Original, Running::Tls).is_err());
+    }
+}

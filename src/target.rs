@@ -1,0 +1,199 @@
+//! What distls knows about each node before it touches anything: its identity (from vm.args), its
+//! original vm.dist.args, and the TLS-enabled text it will write. Everything here is read-only.
+
+use crate::argsfile::{self, ArgsFileError, NodeIdentity, TlsEdit};
+use crate::atomic_file::sha256_hex;
+use crate::error::{Error, Result};
+use crate::journal::Journal;
+use crate::plan::{NodeSpec, Plan};
+use crate::transport::Transport;
+use std::path::{Path, PathBuf};
+
+/// The suffix of the one-time backup written next to vm.dist.args before its first change.
+pub const BACKUP_SUFFIX: &str = ".distls-orig";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileState {
+    /// Byte-identical to the original (plain TCP).
+    Original,
+    /// Byte-identical to the TLS text distls writes.
+    Tls,
+    /// Neither: somebody else changed it.
+    Foreign,
+}
+
+pub struct NodeTarget {
+    pub spec: NodeSpec,
+    pub transport: Transport,
+    pub identity: NodeIdentity,
+    /// The real file (symlinks followed), and its backup beside it.
+    pub dist_args: PathBuf,
+    pub backup: PathBuf,
+    pub original: String,
+    pub tls: TlsEdit,
+    pub current: String,
+}
+
+impl NodeTarget {
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    pub fn original_sha256(&self) -> String {
+        sha256_hex(self.original.as_bytes())
+    }
+
+    pub fn tls_sha256(&self) -> String {
+        sha256_hex(self.tls.text.as_bytes())
+    }
+
+    pub fn classify(&self, text: &str) -> FileState {
+        if text == self.original {
+            FileState::Original
+        } else if text == self.tls.text {
+            FileState::Tls
+        } else {
+            FileState::Foreign
+        }
+    }
+
+    pub async fn read_file_state(&self) -> Result<FileState> {
+        let bytes = self.transport.read_file(&self.dist_args).await?;
+        Ok(self.classify(&String::from_utf8_lossy(&bytes)))
+    }
+}
+
+fn args_error(path: &Path, err: &ArgsFileError) -> Error {
+    Error::InvalidInput(format!("{}:{err}\n  hint: {}", path.display(), err.hint()))
+}
+
+fn read_text(path: &Path, node: &str, what: &str) -> Result<String> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        Error::InvalidInput(format!(
+            "node {node}: cannot read its {what} {}: {e}\n  hint: check the path in the plan and that distls may read it",
+            path.display()
+        ))
+    })?;
+    String::from_utf8(bytes).map_err(|_| {
+        Error::InvalidInput(format!(
+            "node {node}: {what} {} is not UTF-8 text\n  hint: an args file is plain text; restore it from the release",
+            path.display()
+        ))
+    })
+}
+
+/// Read and check every node's files. Fails before anything is changed if any node cannot be migrated.
+pub fn prepare(plan: &Plan, journal: Option<&Journal>) -> Result<Vec<NodeTarget>> {
+    plan.check_local_files()?;
+    let targets = plan
+        .nodes
+        .iter()
+        .map(|spec| prepare_node(spec, journal))
+        .collect::<Result<Vec<_>>>()?;
+    check_consistent_naming(&targets)?;
+    Ok(targets)
+}
+
+fn prepare_node(spec: &NodeSpec, journal: Option<&Journal>) -> Result<NodeTarget> {
+    let name = spec.name.as_str();
+    let vm_args_text = read_text(&spec.vm_args, name, "vm.args")?;
+    if let Some(flag) = argsfile::proto_dist_in_vm_args(&vm_args_text) {
+        return Err(Error::InvalidInput(format!(
+            "{}:{}:{}: node {name}: vm.args sets -proto_dist {}; it is read before vm.dist.args and the first -proto_dist wins silently, so the TLS switch would have no effect\n  hint: delete that line from vm.args; distls enables TLS in vm.dist.args",
+            spec.vm_args.display(),
+            flag.line,
+            flag.column,
+            flag.value
+        )));
+    }
+    let identity = argsfile::node_identity(&vm_args_text).map_err(|e| args_error(&spec.vm_args, &e))?;
+    check_identity(spec, &identity)?;
+    let dist_args = std::fs::canonicalize(&spec.vm_dist_args).map_err(|e| {
+        Error::InvalidInput(format!("node {name}: {}: {e}", spec.vm_dist_args.display()))
+    })?;
+    let backup = PathBuf::from(format!("{}{BACKUP_SUFFIX}", dist_args.display()));
+    let current = read_text(&dist_args, name, "vm.dist.args")?;
+    let original = if backup.exists() {
+        read_text(&backup, name, "backup")?
+    } else {
+        current.clone()
+    };
+    let paths = argsfile::TlsPaths {
+        certfile: spec.tls.certfile.display().to_string(),
+        keyfile: spec.tls.keyfile.display().to_string(),
+        cacertfile: spec.tls.cacertfile.display().to_string(),
+    };
+    let tls = argsfile::enable_tls(&original, &paths).map_err(|e| args_error(&dist_args, &e))?;
+    let target = NodeTarget {
+        spec: spec.clone(),
+        transport: Transport::Local,
+        identity,
+        dist_args,
+        backup,
+        original,
+        tls,
+        current,
+    };
+    check_against_journal(&target, journal)?;
+    Ok(target)
+}
+
+fn check_identity(spec: &NodeSpec, identity: &NodeIdentity) -> Result<()> {
+    let vm_name = identity.node_name.as_str();
+    let matches = vm_name == spec.name || (!vm_name.contains('@') && vm_name == spec.sname);
+    if !matches {
+        return Err(Error::InvalidInput(format!(
+            "node {}: its vm.args {} names the node {vm_name}\n  hint: the plan's node name must be the name the node runs under",
+            spec.name,
+            spec.vm_args.display()
+        )));
+    }
+    if identity.cookie.is_none() {
+        return Err(Error::InvalidInput(format!(
+            "node {}: its vm.args {} has no -setcookie line\n  hint: distls reaches the node the way its ctl does, with the cookie from vm.args",
+            spec.name,
+            spec.vm_args.display()
+        )));
+    }
+    Ok(())
+}
+
+fn check_against_journal(target: &NodeTarget, journal: Option<&Journal>) -> Result<()> {
+    let name = target.name();
+    let state = target.classify(&target.current);
+    if state == FileState::Foreign {
+        return Err(Error::NeedsOperator(format!(
+            "node {name}: {} differs both from its original (backup {}) and from the TLS text distls writes; it was changed outside distls\n  hint: restore it from the backup, or delete the backup if the new text is the one to migrate from",
+            target.dist_args.display(),
+            target.backup.display()
+        )));
+    }
+    let Some(record) = journal.and_then(|j| j.node(name)) else {
+        return Ok(());
+    };
+    if record.original_sha256 != target.original_sha256() {
+        return Err(Error::NeedsOperator(format!(
+            "node {name}: the journal recorded an original vm.dist.args with sha256 {} but the backup/current file has {}\n  hint: restore {} from the journal's run, or move the journal away to start over",
+            record.original_sha256,
+            target.original_sha256(),
+            target.backup.display()
+        )));
+    }
+    Ok(())
+}
+
+fn check_consistent_naming(targets: &[NodeTarget]) -> Result<()> {
+    let Some(first) = targets.first() else { return Ok(()) };
+    for target in targets {
+        if target.identity.name_flag != first.identity.name_flag {
+            return Err(Error::InvalidInput(format!(
+                "node {} uses {} but node {} uses {}; Erlang nodes with short and long names cannot talk to each other\n  hint: fix the vm.args of one of them",
+                target.name(),
+                target.identity.name_flag.flag(),
+                first.name(),
+                first.identity.name_flag.flag()
+            )));
+        }
+    }
+    Ok(())
+}
