@@ -589,7 +589,10 @@ impl<'a> Rollout<'a> {
     pub async fn rollback(&mut self) -> (Vec<NodeSummary>, Result<()>) {
         self.journal.phase = Phase::RollingBack;
         self.journal.record(None, "rollback requested");
-        self.store.save(&mut self.journal)?;
+        if let Err(e) = self.store.save(&mut self.journal) {
+            self.probes.shutdown().await;
+            return (Vec::new(), Err(e.into()));
+        }
         let last = self.targets.len() - 1;
         let outcome = match self.rollback_from(last).await {
             Ok(()) => Ok(()),

@@ -1,0 +1,194 @@
+#!/bin/sh
+# bin/ctl: control script of one node of a distls rehearsal cluster.
+#
+# It stands in for MongooseIM's mongooseimctl + bin/mongooseim + nodetool:
+# like them, EVERY VM it starts (the server and the short-lived control VMs)
+# reads etc/vm.dist.args, so whether it talks plain TCP or TLS always follows
+# what that file says right now, not what the running node uses.
+# The node name and the cookie come from etc/vm.args, found the way
+# MongooseIM's scripts find them: lines starting with -sname/-name and -setcookie.
+#
+# Commands (exit codes as in MongooseIM where it has an equivalent):
+#   start   ping first: "Node is already running!" (1) if it answers; otherwise
+#           launch the server detached and exit 0 (readiness is checked by others).
+#   stop    rpc init:stop, then wait (60 s) for the pid in var/pid to exit.
+#           "Node N not responding to pings." (1) when the node cannot be reached.
+#   ping    "pong" (0) or "Node N not responding to pings." (1)
+#   status  "distribution protocol: inet_tcp|inet_tls" (0), or
+#           "Failed RPC connection to the node N: nodedown" (3)
+#   peers   one "<peer> <tcp|tls>" line per normal peer in state up (0), or 3
+#   links   the status line followed by the peers lines (one control VM for both)
+#
+# ERL_EPMD_PORT must point at the cluster's epmd; no VM started here starts epmd.
+set -u
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd -P) || exit 2
+cd "$ROOT" || exit 2
+ETC="$ROOT/etc"
+VAR="$ROOT/var"
+LOG="$ROOT/log"
+
+NAME_ARG=$(grep -E '^-s?name' "$ETC/vm.args" | head -n 1)
+NAME_TYPE=$(echo "$NAME_ARG" | awk '{print $1}')
+NAME=$(echo "$NAME_ARG" | awk '{print $2}')
+COOKIE=$(grep -E '^-setcookie' "$ETC/vm.args" | head -n 1 | awk '{print $2}')
+if [ -z "$NAME" ] || [ -z "$COOKIE" ]; then
+    echo "ctl: no -sname/-name or -setcookie line in $ETC/vm.args" >&2
+    exit 2
+fi
+case "$NAME" in
+    *@*) CTL_NAME="${NAME%%@*}_maint_$$@${NAME#*@}" ;;
+    *) CTL_NAME="${NAME}_maint_$$" ;;
+esac
+
+# Erlang code of the control VM. Plain arguments: NODE COMMAND.
+# Every remote call is bounded; a watchdog halts the VM whatever happens.
+CTL_ERL='
+Watchdog = fun() -> receive after 30000 -> io:format(standard_error, "ctl: control VM timed out~n", []), erlang:halt(4) end end,
+spawn(Watchdog),
+[NodeS, Cmd] = init:get_plain_arguments(),
+Node = list_to_atom(NodeS),
+T = 15000,
+NotResponding = fun() -> io:format("Node ~s not responding to pings.~n", [NodeS]) end,
+RpcFailed = fun(R) -> io:format("Failed RPC connection to the node ~s: ~p~n", [NodeS, R]) end,
+Proto = fun() ->
+    case rpc:call(Node, init, get_argument, [proto_dist], T) of
+        {ok, [[P | _] | _]} -> {ok, P};
+        error -> {ok, "inet_tcp"};
+        {badrpc, R} -> {badrpc, R}
+    end
+end,
+Peers = fun() ->
+    case rpc:call(Node, net_kernel, nodes_info, [], T) of
+        {ok, Infos} ->
+            {ok, [{N, element(4, proplists:get_value(address, I))}
+                  || {N, I} <- Infos,
+                     proplists:get_value(state, I) =:= up,
+                     proplists:get_value(type, I) =:= normal]};
+        {badrpc, R} -> {badrpc, R}
+    end
+end,
+PrintPeers = fun(L) -> [io:format("~s ~s~n", [N, P]) || {N, P} <- lists:sort(L)] end,
+Code = case Cmd of
+    "ping" ->
+        case net_adm:ping(Node) of
+            pong -> io:format("pong~n"), 0;
+            pang -> NotResponding(), 1
+        end;
+    "stop" ->
+        case net_adm:ping(Node) of
+            pang -> NotResponding(), 1;
+            pong ->
+                case rpc:call(Node, init, stop, [], T) of
+                    ok -> 0;
+                    {badrpc, R} -> RpcFailed(R), 1
+                end
+        end;
+    "status" ->
+        case Proto() of
+            {ok, P} -> io:format("distribution protocol: ~s~n", [P]), 0;
+            {badrpc, R} -> RpcFailed(R), 3
+        end;
+    "peers" ->
+        case Peers() of
+            {ok, L} -> PrintPeers(L), 0;
+            {badrpc, R} -> RpcFailed(R), 3
+        end;
+    "links" ->
+        case {Proto(), Peers()} of
+            {{ok, P}, {ok, L}} -> io:format("distribution protocol: ~s~n", [P]), PrintPeers(L), 0;
+            {{badrpc, R}, _} -> RpcFailed(R), 3;
+            {_, {badrpc, R}} -> RpcFailed(R), 3
+        end
+end,
+erlang:halt(Code).
+'
+
+# Boot code of the server VM: record the OS pid, mark the status, and keep
+# dialing every peer listed in etc/peers while not connected to it (this stands
+# in for Mnesia/CETS discovery: a restarted node rejoins its peers by itself).
+BOOT_ERL='
+{ok, [[Root | _] | _]} = init:get_argument(rehearsal_root),
+Var = filename:join(Root, "var"),
+Pid = os:getpid(),
+ok = file:write_file(filename:join(Var, "pids.log"), [Pid, "\n"], [append]),
+ok = file:write_file(filename:join(Var, "pid"), Pid),
+logger:add_handler(rehearsal_file, logger_std_h,
+                   #{config => #{file => filename:join([Root, "log", "erlang.log"])}}),
+{ok, PeersBin} = file:read_file(filename:join([Root, "etc", "peers"])),
+PeerNames = [list_to_atom(P) || P <- string:lexemes(binary_to_list(PeersBin), "\r\n\t "),
+                                hd(P) =/= $#],
+Dial = fun Loop(Peer) ->
+    case lists:member(Peer, nodes()) of
+        true -> ok;
+        false -> net_kernel:connect_node(Peer)
+    end,
+    receive after 1000 -> ok end,
+    Loop(Peer)
+end,
+[spawn(fun() -> Dial(P) end) || P <- PeerNames],
+ok = file:write_file(filename:join(Var, "status"), "started").
+'
+
+# A control VM: hidden, fast to boot, random listen port on loopback.
+ctl_vm() {
+    erl -boot start_clean -noshell -noinput -hidden -start_epmd false \
+        "$NAME_TYPE" "$CTL_NAME" -setcookie "$COOKIE" \
+        -kernel inet_dist_use_interface '{127,0,0,1}' \
+        -kernel logger '[{handler,default,logger_std_h,#{config => #{type => standard_error}}}]' \
+        -args_file "$ETC/vm.dist.args" \
+        -eval "$CTL_ERL" -extra "$NAME" "$1"
+}
+
+# Is this pid alive? A zombie is not (kill -0 succeeds on zombies).
+is_running() {
+    kill -0 "$1" 2>/dev/null || return 1
+    [ -d /proc/self ] || return 0
+    state=$(sed -e 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d ' ' -f 1)
+    [ -n "$state" ] && [ "$state" != Z ] && [ "$state" != X ]
+}
+
+# Wait up to 60 s for a pid to exit, polling every 0.1 s.
+wait_for_pid_exit() {
+    tries=0
+    while is_running "$1"; do
+        tries=$((tries + 1))
+        if [ "$tries" -ge 600 ]; then
+            return 1
+        fi
+        sleep 0.1
+    done
+    return 0
+}
+
+case "${1:-}" in
+    start)
+        if ctl_vm ping >/dev/null 2>&1; then
+            echo "Node is already running!"
+            exit 1
+        fi
+        mkdir -p "$VAR" "$LOG" || exit 1
+        echo starting >"$VAR/status"
+        ERL_CRASH_DUMP="$LOG/erl_crash.dump" erl \
+            -args_file "$ETC/vm.args" -args_file "$ETC/vm.dist.args" \
+            -start_epmd false -detached -noinput \
+            -rehearsal_root "$ROOT" \
+            -eval "$BOOT_ERL"
+        ;;
+    stop)
+        PID=$(cat "$VAR/pid" 2>/dev/null)
+        ctl_vm stop || exit $?
+        if [ -n "$PID" ] && ! wait_for_pid_exit "$PID"; then
+            echo "Node $NAME (pid $PID) did not exit within 60 s"
+            exit 1
+        fi
+        echo stopped >"$VAR/status"
+        ;;
+    ping | status | peers | links)
+        ctl_vm "$1"
+        ;;
+    *)
+        echo "Usage: $0 start|stop|ping|status|peers|links" >&2
+        exit 2
+        ;;
+esac

@@ -1,0 +1,14 @@
+//! Integration tests: the real `distls` binary against real Erlang nodes in MongooseIM layout.
+mod support;
+
+// Located errors for malformed plans; no cluster needed.
+mod plan_errors;
+// Every example under plans/ loads.
+mod examples;
+// The full roll on a real 3-node cluster: migrate, status, rollback, dry-run, lock.
+mod migrate;
+// Failure handling: a start that fails once TLS is on rolls the cluster back.
+mod failure;
+// kill -9 at several steps, then rerun: the roll completes.
+#[cfg(feature = "failpoints")]
+mod resume;

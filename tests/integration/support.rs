@@ -1,0 +1,129 @@
+//! Shared test plumbing: a rehearsal cluster per test and a way to run the binary against it.
+
+use distls::rehearsal::{ClusterSpec, RehearsalCluster};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub struct TestCluster {
+    pub cluster: RehearsalCluster,
+    _dir: tempfile::TempDir,
+}
+
+/// A fresh cluster of `n` plain-TCP nodes, named with `prefix` so tests can run side by side.
+pub fn cluster(prefix: &str, n: usize) -> TestCluster {
+    let dir = tempfile::Builder::new().prefix(&format!("distls-{prefix}-")).tempdir().unwrap();
+    let mut spec = ClusterSpec::new(dir.path(), n);
+    spec.name_prefix = prefix.to_string();
+    spec.cluster_name = format!("test-{prefix}");
+    let cluster = RehearsalCluster::create(&spec).expect("rehearsal cluster comes up");
+    TestCluster { cluster, _dir: dir }
+}
+
+impl TestCluster {
+    pub fn plan(&self) -> PathBuf {
+        self.cluster.plan_path()
+    }
+
+    /// Run distls with this cluster's epmd.
+    pub fn distls(&self, args: &[&str]) -> Output {
+        self.distls_env(args, &[])
+    }
+
+    pub fn distls_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_distls"));
+        cmd.args(args).envs(self.cluster.env());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("distls runs")
+    }
+
+    pub fn dist_args_path(&self, node: usize) -> PathBuf {
+        self.cluster.nodes()[node].root.join("etc/vm.dist.args")
+    }
+
+    pub fn node_names(&self) -> Vec<String> {
+        self.cluster.nodes().iter().map(|n| n.name.clone()).collect()
+    }
+
+    /// Every node runs `proto` and sees every other node over `transport`, as its own ctl reports.
+    pub fn assert_mesh(&self, proto: &str, transport: &str) {
+        let names = self.node_names();
+        for (index, name) in names.iter().enumerate() {
+            let links = self.cluster.links(index).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(links.proto_dist, proto, "{name} runs {}", links.proto_dist);
+            for other in names.iter().filter(|o| *o != name) {
+                assert_eq!(
+                    links.peers.get(other).map(String::as_str),
+                    Some(transport),
+                    "{name} should see {other} over {transport}; it sees {:?}",
+                    links.peers
+                );
+            }
+        }
+    }
+
+    /// The plain mesh may need a moment to re-form after a rollback's last restart.
+    pub fn wait_for_mesh(&self, proto: &str, transport: &str) {
+        let names = self.node_names();
+        self.cluster
+            .wait_until("full mesh", std::time::Duration::from_secs(60), || {
+                (0..names.len()).all(|i| {
+                    self.cluster.links(i).is_ok_and(|l| {
+                        l.proto_dist == proto
+                            && names.iter().filter(|o| **o != names[i]).all(|o| l.peers.get(o).map(String::as_str) == Some(transport))
+                    })
+                })
+            })
+            .expect("mesh forms");
+        self.assert_mesh(proto, transport);
+    }
+
+    /// sha256 of every file under the cluster directory (logs and pid files excluded).
+    pub fn file_hashes(&self) -> BTreeMap<PathBuf, String> {
+        let mut out = BTreeMap::new();
+        hash_tree(&self.cluster.dir(), &mut out);
+        out
+    }
+}
+
+fn hash_tree(dir: &Path, out: &mut BTreeMap<PathBuf, String>) {
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        let file_type = entry.file_type().unwrap();
+        if file_type.is_dir() {
+            if path.file_name().is_some_and(|n| n == "var" || n == "log") {
+                continue;
+            }
+            hash_tree(&path, out);
+        } else if file_type.is_file() {
+            let bytes = std::fs::read(&path).unwrap();
+            out.insert(path, hex::encode(Sha256::digest(bytes)));
+        }
+    }
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn describe(out: &Output) -> String {
+    format!("status {:?}\n--- stdout\n{}\n--- stderr\n{}", out.status, stdout(out), stderr(out))
+}
+
+pub fn journal(plan: &Path) -> serde_json::Value {
+    let dir = plan.parent().unwrap().join(".distls");
+    let file = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with(".journal.json"))
+        .expect("a journal exists");
+    serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap()
+}
