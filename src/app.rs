@@ -14,7 +14,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 pub fn main_with(cli: Cli) -> ExitCode {
     init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -33,7 +37,11 @@ pub fn main_with(cli: Cli) -> ExitCode {
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
 }
 
 pub async fn run(cli: Cli) -> Result<()> {
@@ -52,10 +60,14 @@ fn watch_interrupts() -> Arc<AtomicBool> {
     tokio::spawn(async move {
         while tokio::signal::ctrl_c().await.is_ok() {
             if seen.swap(true, Ordering::SeqCst) {
-                eprintln!("interrupted again: leaving now; the journal is consistent, rerun to resume");
+                eprintln!(
+                    "interrupted again: leaving now; the journal is consistent, rerun to resume"
+                );
                 std::process::exit(i32::from(exit_code::INTERRUPTED));
             }
-            eprintln!("interrupt: finishing the current step, then stopping (Ctrl-C again to leave now)");
+            eprintln!(
+                "interrupt: finishing the current step, then stopping (Ctrl-C again to leave now)"
+            );
         }
     });
     flag
@@ -63,7 +75,10 @@ fn watch_interrupts() -> Arc<AtomicBool> {
 
 fn state_dir(args: &PlanArgs, plan: &Plan) -> PathBuf {
     args.state_dir.clone().unwrap_or_else(|| {
-        plan.path.parent().map(|p| p.join(".distls")).unwrap_or_else(|| PathBuf::from(".distls"))
+        plan.path
+            .parent()
+            .map(|p| p.join(".distls"))
+            .unwrap_or_else(|| PathBuf::from(".distls"))
     })
 }
 
@@ -97,7 +112,10 @@ async fn migrate(args: MigrateArgs) -> Result<()> {
     let (summary, outcome) = rollout.migrate().await;
     print_summary(&summary);
     if outcome.is_ok() {
-        println!("cluster {}: every node runs TLS distribution and sees every other node over TLS", plan.cluster);
+        println!(
+            "cluster {}: every node runs TLS distribution and sees every other node over TLS",
+            plan.cluster
+        );
     }
     outcome
 }
@@ -137,7 +155,10 @@ async fn rollback(args: PlanArgs) -> Result<()> {
     let (summary, outcome) = rollout.rollback().await;
     print_summary(&summary);
     if outcome.is_ok() {
-        println!("cluster {}: every node runs plain TCP again with its original vm.dist.args", plan.cluster);
+        println!(
+            "cluster {}: every node runs plain TCP again with its original vm.dist.args",
+            plan.cluster
+        );
     }
     outcome
 }
@@ -149,18 +170,32 @@ async fn status(args: PlanArgs) -> Result<()> {
     let targets = target::prepare(&plan, journal.as_ref())?;
     match &journal {
         Some(j) => {
-            println!("journal {}: phase {:?}, updated {}", store.journal_path().display(), j.phase, j.updated_at);
+            println!(
+                "journal {}: phase {:?}, updated {}",
+                store.journal_path().display(),
+                j.phase,
+                j.updated_at
+            );
             if let Some(failure) = &j.failure {
                 println!("last failure: {failure}");
             }
         }
-        None => println!("journal {}: none (no run yet)", store.journal_path().display()),
+        None => println!(
+            "journal {}: none (no run yet)",
+            store.journal_path().display()
+        ),
     }
     let probes = rollout::probe_pool(&targets)?;
-    println!("{:<28} {:<12} {:<10} {:<10} LINKS", "NODE", "JOURNAL", "FILE", "RUNS");
+    println!(
+        "{:<28} {:<12} {:<10} {:<10} LINKS",
+        "NODE", "JOURNAL", "FILE", "RUNS"
+    );
     for target in &targets {
         let info = rollout::observe_with(&probes, target).await?;
-        let step = journal.as_ref().and_then(|j| j.node(target.name())).map_or("-", |r| r.step.label());
+        let step = journal
+            .as_ref()
+            .and_then(|j| j.node(target.name()))
+            .map_or("-", |r| r.step.label());
         let file = match target.read_file_state().await? {
             FileState::Original => "original",
             FileState::Tls => "tls",
@@ -185,8 +220,16 @@ fn print_summary(rows: &[NodeSummary]) {
     }
     println!("{:<28} {:<10} {:<8} LINKS", "NODE", "RUNS", "TOOK");
     for row in rows {
-        let took = row.took.map_or("-".to_string(), |d| format!("{:.1}s", d.as_secs_f64()));
-        println!("{:<28} {:<10} {:<8} {}", row.name, row.running.label(), took, row.links);
+        let took = row
+            .took
+            .map_or("-".to_string(), |d| format!("{:.1}s", d.as_secs_f64()));
+        println!(
+            "{:<28} {:<10} {:<8} {}",
+            row.name,
+            row.running.label(),
+            took,
+            row.links
+        );
     }
 }
 
@@ -194,26 +237,41 @@ async fn demo(args: DemoArgs) -> Result<()> {
     let dir = tempfile::Builder::new()
         .prefix("distls-demo-")
         .tempdir()
-        .map_err(|e| Error::Internal(format!("cannot create a directory for the demo cluster: {e}")))?;
-    println!("building a {}-node MongooseIM-layout cluster in {} (own epmd, fresh certificates)…", args.nodes, dir.path().display());
+        .map_err(|e| {
+            Error::Internal(format!(
+                "cannot create a directory for the demo cluster: {e}"
+            ))
+        })?;
+    println!(
+        "building a {}-node MongooseIM-layout cluster in {} (own epmd, fresh certificates)…",
+        args.nodes,
+        dir.path().display()
+    );
     let spec = rehearsal::ClusterSpec::new(dir.path(), usize::from(args.nodes));
-    let mut cluster = tokio::task::spawn_blocking(move || rehearsal::RehearsalCluster::create(&spec))
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))?
-        .map_err(|e| Error::Internal(format!("the demo cluster did not come up: {e}")))?;
+    let mut cluster =
+        tokio::task::spawn_blocking(move || rehearsal::RehearsalCluster::create(&spec))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?
+            .map_err(|e| Error::Internal(format!("the demo cluster did not come up: {e}")))?;
     for (key, value) in cluster.env() {
         // SAFETY: set before any thread reads the environment for this key; the probe and the
         // ctl scripts started below inherit it (they must use the demo's private epmd).
         unsafe { std::env::set_var(key, value) };
     }
     println!("plan: {}\n", cluster.plan_path().display());
-    println!("{}", std::fs::read_to_string(cluster.plan_path()).unwrap_or_default());
+    println!(
+        "{}",
+        std::fs::read_to_string(cluster.plan_path()).unwrap_or_default()
+    );
     let result = async {
         let plan_args = || PlanArgs {
             plan: cluster.plan_path(),
             state_dir: None,
         };
-        println!("$ distls migrate --dry-run {}", cluster.plan_path().display());
+        println!(
+            "$ distls migrate --dry-run {}",
+            cluster.plan_path().display()
+        );
         migrate(MigrateArgs {
             plan: plan_args(),
             dry_run: true,

@@ -255,7 +255,11 @@ impl PrivateMode for OpenOptions {
 
 pub fn create_private_dir(dir: &Path) -> io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
-    match fs::DirBuilder::new().recursive(true).mode(0o700).create(dir) {
+    match fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+    {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
         Err(e) => Err(e),
@@ -292,7 +296,10 @@ mod tests {
         store.save(&mut journal).unwrap();
         let loaded = store.load().unwrap().unwrap();
         assert_eq!(loaded.nodes[0].step, Step::Stopping);
-        let mode = fs::metadata(store.journal_path()).unwrap().permissions().mode();
+        let mode = fs::metadata(store.journal_path())
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 

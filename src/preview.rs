@@ -9,9 +9,18 @@ use std::fmt::Write;
 
 pub fn render(plan: &Plan, targets: &[NodeTarget], journal: Option<&Journal>) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "dry run: migrate cluster {} ({} nodes) to TLS distribution; nothing will be changed", plan.cluster, targets.len());
+    let _ = writeln!(
+        out,
+        "dry run: migrate cluster {} ({} nodes) to TLS distribution; nothing will be changed",
+        plan.cluster,
+        targets.len()
+    );
     if let Some(journal) = journal {
-        let _ = writeln!(out, "journal: phase {:?}, updated {}; a real run resumes from it", journal.phase, journal.updated_at);
+        let _ = writeln!(
+            out,
+            "journal: phase {:?}, updated {}; a real run resumes from it",
+            journal.phase, journal.updated_at
+        );
     }
     let _ = writeln!(out);
     for (index, target) in targets.iter().enumerate() {
@@ -20,34 +29,78 @@ pub fn render(plan: &Plan, targets: &[NodeTarget], journal: Option<&Journal>) ->
         render_diff(&mut out, target);
         let _ = writeln!(out);
     }
-    let _ = writeln!(out, "finally: wait until every node sees every other node over TLS");
+    let _ = writeln!(
+        out,
+        "finally: wait until every node sees every other node over TLS"
+    );
     out
 }
 
 fn render_node(out: &mut String, index: usize, targets: &[NodeTarget], journal: Option<&Journal>) {
     let target = &targets[index];
     let spec = &target.spec;
-    let step = journal.and_then(|j| j.node(target.name())).map(|r| r.step.label()).unwrap_or("pending");
-    let _ = writeln!(out, "node {}/{} {} (journal: {step})", index + 1, targets.len(), target.name());
-    let _ = writeln!(out, "  1. stop:   {}   (timeout {})", spec.commands.stop, humantime::format_duration(spec.timeouts.stop));
+    let step = journal
+        .and_then(|j| j.node(target.name()))
+        .map(|r| r.step.label())
+        .unwrap_or("pending");
+    let _ = writeln!(
+        out,
+        "node {}/{} {} (journal: {step})",
+        index + 1,
+        targets.len(),
+        target.name()
+    );
+    let _ = writeln!(
+        out,
+        "  1. stop:   {}   (timeout {})",
+        spec.commands.stop,
+        humantime::format_duration(spec.timeouts.stop)
+    );
     if !target.backup.exists() {
-        let _ = writeln!(out, "  2. back up {} to {}", target.dist_args.display(), target.backup.display());
+        let _ = writeln!(
+            out,
+            "  2. back up {} to {}",
+            target.dist_args.display(),
+            target.backup.display()
+        );
     } else {
-        let _ = writeln!(out, "  2. backup {} already holds the original", target.backup.display());
+        let _ = writeln!(
+            out,
+            "  2. backup {} already holds the original",
+            target.backup.display()
+        );
     }
-    let _ = writeln!(out, "     edit {} (atomic replace, mode kept): {:?}", target.dist_args.display(), target.tls.outcome);
-    let _ = writeln!(out, "  3. start:  {}   (timeout {})", spec.commands.start, humantime::format_duration(spec.timeouts.start));
+    let _ = writeln!(
+        out,
+        "     edit {} (atomic replace, mode kept): {:?}",
+        target.dist_args.display(),
+        target.tls.outcome
+    );
+    let _ = writeln!(
+        out,
+        "  3. start:  {}   (timeout {})",
+        spec.commands.start,
+        humantime::format_duration(spec.timeouts.start)
+    );
     let peers: Vec<&str> = targets[..index].iter().map(NodeTarget::name).collect();
     let _ = writeln!(
         out,
         "  4. rejoin: {} runs inet_tls with a TLS link to {} (timeout {}); the plain nodes stay meshed",
         target.name(),
-        if peers.is_empty() { "no migrated node yet".to_string() } else { peers.join(", ") },
+        if peers.is_empty() {
+            "no migrated node yet".to_string()
+        } else {
+            peers.join(", ")
+        },
         humantime::format_duration(spec.timeouts.rejoin)
     );
     match &spec.commands.ping {
         Some(ping) => {
-            let _ = writeln!(out, "  5. verify: {ping}   (must exit 0 within {})", humantime::format_duration(spec.timeouts.ping));
+            let _ = writeln!(
+                out,
+                "  5. verify: {ping}   (must exit 0 within {})",
+                humantime::format_duration(spec.timeouts.ping)
+            );
         }
         None => {
             let _ = writeln!(out, "  5. verify: (no commands.ping in the plan)");
@@ -57,10 +110,20 @@ fn render_node(out: &mut String, index: usize, targets: &[NodeTarget], journal: 
 
 fn render_diff(out: &mut String, target: &NodeTarget) {
     if target.classify(&target.current) == FileState::Tls {
-        let _ = writeln!(out, "  {} already enables TLS: no change", target.dist_args.display());
+        let _ = writeln!(
+            out,
+            "  {} already enables TLS: no change",
+            target.dist_args.display()
+        );
         return;
     }
     let path = target.dist_args.display().to_string();
     let diff = TextDiff::from_lines(&target.original, &target.tls.text);
-    let _ = write!(out, "{}", diff.unified_diff().context_radius(2).header(&path, &format!("{path} (TLS)")));
+    let _ = write!(
+        out,
+        "{}",
+        diff.unified_diff()
+            .context_radius(2)
+            .header(&path, &format!("{path} (TLS)"))
+    );
 }

@@ -30,8 +30,14 @@ pub struct PeerLink {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NodeInfo {
-    Up { proto_dist: String, os_pid: u32, peers: Vec<PeerLink> },
-    Down { reason: String },
+    Up {
+        proto_dist: String,
+        os_pid: u32,
+        peers: Vec<PeerLink>,
+    },
+    Down {
+        reason: String,
+    },
 }
 
 impl NodeInfo {
@@ -56,7 +62,9 @@ impl NodeInfo {
     }
 
     pub fn has_link(&self, peer: &str, tls: bool) -> bool {
-        self.live_links().iter().any(|(n, t)| *n == peer && *t == tls)
+        self.live_links()
+            .iter()
+            .any(|(n, t)| *n == peer && *t == tls)
     }
 }
 
@@ -136,7 +144,9 @@ impl Probe {
         if peers.is_empty() {
             return Ok(());
         }
-        self.request(&format!("connect {node} {}", peers.join(" "))).await.map(|_| ())
+        self.request(&format!("connect {node} {}", peers.join(" ")))
+            .await
+            .map(|_| ())
     }
 
     pub async fn stop(&self) {
@@ -153,7 +163,11 @@ fn parse_info(reply: &str) -> NodeInfo {
             let proto_dist = words.next().unwrap_or("inet_tcp").to_string();
             let os_pid = words.next().and_then(|p| p.parse().ok()).unwrap_or(0);
             let peers = words.next().map(parse_peers).unwrap_or_default();
-            NodeInfo::Up { proto_dist, os_pid, peers }
+            NodeInfo::Up {
+                proto_dist,
+                os_pid,
+                peers,
+            }
         }
         Some("down") => NodeInfo::Down {
             reason: words.next().unwrap_or("unknown").to_string(),
@@ -233,7 +247,11 @@ impl ProbePool {
             source,
         })?;
         let serial = self.started.fetch_add(1, Ordering::Relaxed);
-        let name = format!("distls_probe_{}_{serial}@{}", std::process::id(), self.settings.host);
+        let name = format!(
+            "distls_probe_{}_{serial}@{}",
+            std::process::id(),
+            self.settings.host
+        );
         let source = self.workdir.path().join("distls_probe.erl");
         let args = probe_args(&self.settings, &name, &args_path, &source);
         // A private HOME: the VM would otherwise create ~/.erlang.cookie for the operator.
@@ -257,7 +275,9 @@ impl ProbePool {
         let handshake = async {
             for (node, cookie) in &self.settings.cookies {
                 // Cookies travel over the pipe only: never argv, never a file outside the private dir.
-                probe.request(&format!("cookie {node} {}", cookie.expose())).await?;
+                probe
+                    .request(&format!("cookie {node} {}", cookie.expose()))
+                    .await?;
             }
             probe.request("self").await
         };
@@ -285,7 +305,12 @@ impl ProbePool {
     }
 }
 
-fn probe_args(settings: &ProbeSettings, name: &str, args_path: &std::path::Path, source: &std::path::Path) -> Vec<String> {
+fn probe_args(
+    settings: &ProbeSettings,
+    name: &str,
+    args_path: &std::path::Path,
+    source: &std::path::Path,
+) -> Vec<String> {
     let boot = format!(
         "{{ok,M,B}}=compile:file(\"{}\",[binary,report]),{{module,M}}=code:load_binary(M,\"distls_probe.erl\",B),distls_probe:main().",
         source.display()
@@ -305,7 +330,11 @@ fn probe_args(settings: &ProbeSettings, name: &str, args_path: &std::path::Path,
     ]
 }
 
-async fn read_replies(stdout: tokio::process::ChildStdout, pending: Pending, noise: Arc<Mutex<Vec<String>>>) {
+async fn read_replies(
+    stdout: tokio::process::ChildStdout,
+    pending: Pending,
+    noise: Arc<Mutex<Vec<String>>>,
+) {
     let mut lines = BufReader::new(stdout).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         let Some(rest) = line.strip_prefix("DISTLS ") else {
@@ -343,19 +372,36 @@ mod tests {
 
     #[test]
     fn parses_an_up_reply_with_peers() {
-        let info = parse_info("up inet_tls 4242 mim2@localhost:up:tls:normal,distls_probe_1_0@localhost:up:tls:hidden,mim3@localhost:pending:tls:normal");
-        let NodeInfo::Up { proto_dist, os_pid, peers } = &info else { panic!("{info:?}") };
+        let info = parse_info(
+            "up inet_tls 4242 mim2@localhost:up:tls:normal,distls_probe_1_0@localhost:up:tls:hidden,mim3@localhost:pending:tls:normal",
+        );
+        let NodeInfo::Up {
+            proto_dist,
+            os_pid,
+            peers,
+        } = &info
+        else {
+            panic!("{info:?}")
+        };
         assert_eq!(proto_dist, "inet_tls");
         assert_eq!(*os_pid, 4242);
         assert_eq!(peers.len(), 3);
         assert_eq!(info.live_links(), vec![("mim2@localhost", true)]);
         assert!(info.has_link("mim2@localhost", true));
-        assert!(!info.has_link("mim3@localhost", true), "pending links do not count");
+        assert!(
+            !info.has_link("mim3@localhost", true),
+            "pending links do not count"
+        );
     }
 
     #[test]
     fn parses_down_and_empty_peer_lists() {
-        assert_eq!(parse_info("down nodedown"), NodeInfo::Down { reason: "nodedown".into() });
+        assert_eq!(
+            parse_info("down nodedown"),
+            NodeInfo::Down {
+                reason: "nodedown".into()
+            }
+        );
         let info = parse_info("up inet_tcp 1 -");
         assert!(info.is_up() && !info.runs_tls() && info.live_links().is_empty());
     }

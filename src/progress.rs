@@ -16,9 +16,11 @@ impl Progress {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = ProgressBar::new(total as u64);
             bar.set_style(
-                ProgressStyle::with_template("{prefix:.bold} [{elapsed_precise}] {bar:24.cyan/blue} {pos}/{len} {wide_msg}")
-                    .expect("valid template")
-                    .progress_chars("=> "),
+                ProgressStyle::with_template(
+                    "{prefix:.bold} [{elapsed_precise}] {bar:24.cyan/blue} {pos}/{len} {wide_msg}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
             );
             bar.set_prefix(title.to_string());
             bar.enable_steady_tick(Duration::from_millis(120));

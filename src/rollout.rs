@@ -63,7 +63,11 @@ pub enum ForwardAction {
     RestoreFile,
 }
 
-pub fn forward_action(file: FileState, running: Running, step: Step) -> std::result::Result<ForwardAction, String> {
+pub fn forward_action(
+    file: FileState,
+    running: Running,
+    step: Step,
+) -> std::result::Result<ForwardAction, String> {
     use ForwardAction::*;
     match (file, running) {
         (FileState::Original, Running::Plain) => Ok(Stop),
@@ -74,7 +78,8 @@ pub fn forward_action(file: FileState, running: Running, step: Step) -> std::res
         (FileState::Tls, Running::Tls) => Ok(Done),
         (FileState::Tls, Running::Plain) => Ok(RestoreFile),
         (FileState::Original, Running::Tls) => Err(
-            "it runs TLS but its vm.dist.args is the plain original; its ctl cannot reach it".into(),
+            "it runs TLS but its vm.dist.args is the plain original; its ctl cannot reach it"
+                .into(),
         ),
         (FileState::Foreign, _) => Err("its vm.dist.args was changed outside distls".into()),
     }
@@ -89,7 +94,10 @@ pub enum BackwardAction {
     AwaitRejoin,
 }
 
-pub fn backward_action(file: FileState, running: Running) -> std::result::Result<BackwardAction, String> {
+pub fn backward_action(
+    file: FileState,
+    running: Running,
+) -> std::result::Result<BackwardAction, String> {
     match (file, running) {
         (FileState::Tls, Running::Tls) => Ok(BackwardAction::Stop),
         (FileState::Tls, _) => Ok(BackwardAction::RestoreFile),
@@ -239,7 +247,8 @@ impl<'a> Rollout<'a> {
     async fn migrate_inner(&mut self) -> StepResult {
         match self.journal.phase {
             Phase::RollingBack => {
-                self.progress.note("an interrupted rollback is in the journal: finishing it first");
+                self.progress
+                    .note("an interrupted rollback is in the journal: finishing it first");
                 let last = self.targets.len().saturating_sub(1);
                 self.rollback_from(last).await?;
                 return Err(Failure::Fatal(Error::StepFailed(
@@ -247,10 +256,13 @@ impl<'a> Rollout<'a> {
                 )));
             }
             Phase::Completed => {
-                self.progress.note("the journal says this migration completed; verifying the cluster");
+                self.progress
+                    .note("the journal says this migration completed; verifying the cluster");
                 return self.final_gate().await;
             }
-            Phase::Migrating if self.journal.events.is_empty() => self.require_plain_meshed_cluster().await?,
+            Phase::Migrating if self.journal.events.is_empty() => {
+                self.require_plain_meshed_cluster().await?
+            }
             Phase::Paused => {
                 self.journal.phase = Phase::Migrating;
                 self.journal.failure = None;
@@ -304,12 +316,23 @@ impl<'a> Rollout<'a> {
             let file = self.file_state(index).await?;
             let running = Running::of_info(&self.observe(index).await?);
             let step = self.step_of(index);
-            let action = forward_action(file, running, step).map_err(|why| self.needs_operator(index, &why))?;
-            tracing::debug!(node = self.name(index), ?file, ?running, ?step, ?action, "next action");
+            let action = forward_action(file, running, step)
+                .map_err(|why| self.needs_operator(index, &why))?;
+            tracing::debug!(
+                node = self.name(index),
+                ?file,
+                ?running,
+                ?step,
+                ?action,
+                "next action"
+            );
             match action {
                 ForwardAction::Stop => self.stop(index, Step::Stopping, Step::Stopped).await?,
                 ForwardAction::Edit => self.edit(index).await?,
-                ForwardAction::Start => self.start(index, Step::Starting, Step::Started, Running::Tls).await?,
+                ForwardAction::Start => {
+                    self.start(index, Step::Starting, Step::Started, Running::Tls)
+                        .await?
+                }
                 ForwardAction::AwaitRejoin => self.await_tls_rejoin(index).await?,
                 ForwardAction::Verify => self.verify(index).await?,
                 ForwardAction::RestoreFile => self.restore(index, Step::Pending).await?,
@@ -334,16 +357,23 @@ impl<'a> Rollout<'a> {
             Err(e) => e.to_string(),
         };
         if !self.wait_running(index, Running::Down, deadline).await? {
-            return Err(self.step_failed(index, &format!("it still runs after its stop command. {said}")));
+            return Err(self.step_failed(
+                index,
+                &format!("it still runs after its stop command. {said}"),
+            ));
         }
         if !said.is_empty() {
-            self.progress.note(&format!("warning: {}: {said} (the node stopped anyway)", self.name(index)));
+            self.progress.note(&format!(
+                "warning: {}: {said} (the node stopped anyway)",
+                self.name(index)
+            ));
         }
         self.mark(index, done)
     }
 
     async fn edit(&mut self, index: usize) -> StepResult {
-        self.progress.step(index, self.name(index), "enabling TLS in vm.dist.args");
+        self.progress
+            .step(index, self.name(index), "enabling TLS in vm.dist.args");
         self.mark(index, Step::Editing)?;
         self.ensure_backup(index).await?;
         let target = &self.targets[index];
@@ -364,7 +394,13 @@ impl<'a> Rollout<'a> {
         if target.transport.file_exists(&target.backup).await {
             let bytes = target.transport.read_file(&target.backup).await?;
             if sha256_hex(&bytes) != target.original_sha256() {
-                return Err(self.needs_operator(index, &format!("its backup {} does not match the original", target.backup.display())));
+                return Err(self.needs_operator(
+                    index,
+                    &format!(
+                        "its backup {} does not match the original",
+                        target.backup.display()
+                    ),
+                ));
             }
             return Ok(());
         }
@@ -376,7 +412,11 @@ impl<'a> Rollout<'a> {
     }
 
     async fn restore(&mut self, index: usize, done: Step) -> StepResult {
-        self.progress.step(index, self.name(index), "restoring the original vm.dist.args");
+        self.progress.step(
+            index,
+            self.name(index),
+            "restoring the original vm.dist.args",
+        );
         self.mark(index, Step::RevertRestoring)?;
         let target = &self.targets[index];
         target
@@ -390,8 +430,18 @@ impl<'a> Rollout<'a> {
         self.mark(index, done)
     }
 
-    async fn start(&mut self, index: usize, intent: Step, done: Step, expect: Running) -> StepResult {
-        self.progress.step(index, self.name(index), &format!("starting ({})", expect.label()));
+    async fn start(
+        &mut self,
+        index: usize,
+        intent: Step,
+        done: Step,
+        expect: Running,
+    ) -> StepResult {
+        self.progress.step(
+            index,
+            self.name(index),
+            &format!("starting ({})", expect.label()),
+        );
         let spec = &self.targets[index].spec;
         let (command, timeout) = (spec.commands.start.clone(), spec.timeouts.start);
         if self.step_of(index) == intent {
@@ -407,7 +457,11 @@ impl<'a> Rollout<'a> {
         let outcome = self.targets[index].transport.run(&command, timeout).await;
         let failed = match &outcome {
             Ok(out) if out.success() => None,
-            Ok(out) => Some(format!("`{command}` exited with {:?}: {}", out.status, out.tail())),
+            Ok(out) => Some(format!(
+                "`{command}` exited with {:?}: {}",
+                out.status,
+                out.tail()
+            )),
             Err(e) => Some(e.to_string()),
         };
         if let Some(why) = failed {
@@ -432,11 +486,17 @@ impl<'a> Rollout<'a> {
     }
 
     async fn await_tls_rejoin(&mut self, index: usize) -> StepResult {
-        self.progress.step(index, self.name(index), "waiting for TLS links to the migrated nodes");
+        self.progress.step(
+            index,
+            self.name(index),
+            "waiting for TLS links to the migrated nodes",
+        );
         let migrated: Vec<usize> = (0..index).collect();
         let plain: Vec<usize> = (index + 1..self.targets.len()).collect();
         let deadline = Instant::now() + self.targets[index].spec.timeouts.rejoin;
-        let missing = self.wait_for_links(index, &migrated, true, &plain, deadline).await?;
+        let missing = self
+            .wait_for_links(index, &migrated, true, &plain, deadline)
+            .await?;
         if let Err(missing) = missing {
             return Err(self.step_failed(
                 index,
@@ -451,7 +511,8 @@ impl<'a> Rollout<'a> {
 
     async fn verify(&mut self, index: usize) -> StepResult {
         if let Some(ping) = self.targets[index].spec.commands.ping.clone() {
-            self.progress.step(index, self.name(index), "checking that its ctl reaches it");
+            self.progress
+                .step(index, self.name(index), "checking that its ctl reaches it");
             let timeout = self.targets[index].spec.timeouts.ping;
             let out = self.targets[index].transport.run(&ping, timeout).await;
             match out {
@@ -459,10 +520,16 @@ impl<'a> Rollout<'a> {
                 Ok(out) => {
                     return Err(self.step_failed(
                         index,
-                        &format!("its ctl cannot reach it: `{ping}` exited with {:?}: {}", out.status, out.tail()),
+                        &format!(
+                            "its ctl cannot reach it: `{ping}` exited with {:?}: {}",
+                            out.status,
+                            out.tail()
+                        ),
                     ));
                 }
-                Err(e) => return Err(self.step_failed(index, &format!("its ctl cannot reach it: {e}"))),
+                Err(e) => {
+                    return Err(self.step_failed(index, &format!("its ctl cannot reach it: {e}")));
+                }
             }
         }
         self.mark(index, Step::Verified)
@@ -474,7 +541,10 @@ impl<'a> Rollout<'a> {
         let deadline = Instant::now() + self.max_rejoin_timeout();
         if let Err(missing) = self.wait_for_mesh(&everyone, true, deadline).await? {
             let last = self.targets.len() - 1;
-            return Err(self.step_failed(last, &format!("the cluster did not form one TLS mesh: {missing}")));
+            return Err(self.step_failed(
+                last,
+                &format!("the cluster did not form one TLS mesh: {missing}"),
+            ));
         }
         self.journal.phase = Phase::Completed;
         self.journal.record(None, "completed");
@@ -501,16 +571,21 @@ impl<'a> Rollout<'a> {
             ));
         }
         self.journal.phase = Phase::RollingBack;
-        self.journal.record(Some(&node), "rolling back after failure");
+        self.journal
+            .record(Some(&node), "rolling back after failure");
         if let Err(e) = self.store.save(&mut self.journal) {
             return e.into();
         }
-        self.progress.note("rolling back: every touched node returns to plain TCP, newest first");
+        self.progress
+            .note("rolling back: every touched node returns to plain TCP, newest first");
         match self.rollback_from(failure.node).await {
             Ok(()) => Error::StepFailed(format!(
                 "{message}\nrolled back: every node runs plain TCP in one mesh again and every vm.dist.args is byte-identical to its original."
             )),
-            Err(Failure::Step(f)) => self.rollback_stuck(&format!("node {}: {}", self.name(f.node), f.message)).await,
+            Err(Failure::Step(f)) => {
+                self.rollback_stuck(&format!("node {}: {}", self.name(f.node), f.message))
+                    .await
+            }
             Err(Failure::Fatal(e)) if e.exit_code() == crate::error::exit_code::INTERRUPTED => e,
             Err(Failure::Fatal(e)) => self.rollback_stuck(&e.to_string()).await,
         }
@@ -526,7 +601,9 @@ impl<'a> Rollout<'a> {
         let everyone: Vec<usize> = (0..self.targets.len()).collect();
         let deadline = Instant::now() + self.max_rejoin_timeout();
         if let Err(missing) = self.wait_for_mesh(&everyone, false, deadline).await? {
-            return Err(self.step_failed(0, &format!("the plain cluster did not re-form: {missing}")));
+            return Err(
+                self.step_failed(0, &format!("the plain cluster did not re-form: {missing}"))
+            );
         }
         self.journal.phase = Phase::RolledBack;
         self.journal.record(None, "rolled back");
@@ -539,18 +616,32 @@ impl<'a> Rollout<'a> {
             self.check_interrupt()?;
             let file = self.file_state(index).await?;
             let running = Running::of_info(&self.observe(index).await?);
-            let action = backward_action(file, running).map_err(|why| self.needs_operator(index, &why))?;
+            let action =
+                backward_action(file, running).map_err(|why| self.needs_operator(index, &why))?;
             match action {
-                BackwardAction::Stop => self.stop(index, Step::RevertStopping, Step::Stopped).await?,
+                BackwardAction::Stop => {
+                    self.stop(index, Step::RevertStopping, Step::Stopped)
+                        .await?
+                }
                 BackwardAction::RestoreFile => self.restore(index, Step::Stopped).await?,
-                BackwardAction::Start => self.start(index, Step::RevertStarting, Step::Started, Running::Plain).await?,
+                BackwardAction::Start => {
+                    self.start(index, Step::RevertStarting, Step::Started, Running::Plain)
+                        .await?
+                }
                 BackwardAction::AwaitRejoin => {
                     // Plain peers are the later nodes: never touched, or already reverted.
                     let peers: Vec<usize> = (index + 1..self.targets.len()).collect();
-                    self.progress.step(index, self.name(index), "waiting for plain links");
+                    self.progress
+                        .step(index, self.name(index), "waiting for plain links");
                     let deadline = Instant::now() + self.targets[index].spec.timeouts.rejoin;
-                    if let Err(missing) = self.wait_for_links(index, &peers, false, &[], deadline).await? {
-                        return Err(self.step_failed(index, &format!("it did not rejoin the plain cluster: {missing}")));
+                    if let Err(missing) = self
+                        .wait_for_links(index, &peers, false, &[], deadline)
+                        .await?
+                    {
+                        return Err(self.step_failed(
+                            index,
+                            &format!("it did not rejoin the plain cluster: {missing}"),
+                        ));
                     }
                     return self.mark(index, Step::Reverted);
                 }
@@ -596,7 +687,9 @@ impl<'a> Rollout<'a> {
         let last = self.targets.len() - 1;
         let outcome = match self.rollback_from(last).await {
             Ok(()) => Ok(()),
-            Err(Failure::Fatal(e)) if e.exit_code() == crate::error::exit_code::INTERRUPTED => Err(e),
+            Err(Failure::Fatal(e)) if e.exit_code() == crate::error::exit_code::INTERRUPTED => {
+                Err(e)
+            }
             Err(Failure::Fatal(e)) => Err(self.rollback_stuck(&e.to_string()).await),
             Err(Failure::Step(f)) => {
                 let why = format!("node {}: {}", self.name(f.node), f.message);
@@ -616,7 +709,9 @@ impl<'a> Rollout<'a> {
     }
 
     fn step_of(&self, index: usize) -> Step {
-        self.journal.node(self.name(index)).map_or(Step::Pending, |r| r.step)
+        self.journal
+            .node(self.name(index))
+            .map_or(Step::Pending, |r| r.step)
     }
 
     async fn file_state(&self, index: usize) -> Result<FileState> {
@@ -624,11 +719,17 @@ impl<'a> Rollout<'a> {
     }
 
     async fn plain_probe(&self, index: usize) -> Result<Arc<Probe>> {
-        Ok(self.probes.probe_for(&self.targets[index].original, "plain tcp").await?)
+        Ok(self
+            .probes
+            .probe_for(&self.targets[index].original, "plain tcp")
+            .await?)
     }
 
     async fn tls_probe(&self, index: usize) -> Result<Arc<Probe>> {
-        Ok(self.probes.probe_for(&self.targets[index].tls.text, "tls").await?)
+        Ok(self
+            .probes
+            .probe_for(&self.targets[index].tls.text, "tls")
+            .await?)
     }
 
     /// What the node runs, asked through both probes at once: the one that speaks the node's
@@ -659,7 +760,11 @@ impl<'a> Rollout<'a> {
         plain_island: &[usize],
         deadline: Instant,
     ) -> Result<std::result::Result<(), String>> {
-        let probe = if tls { self.tls_probe(index).await? } else { self.plain_probe(index).await? };
+        let probe = if tls {
+            self.tls_probe(index).await?
+        } else {
+            self.plain_probe(index).await?
+        };
         let peer_names: Vec<String> = peers.iter().map(|&p| self.name(p).to_string()).collect();
         let mut last_kick: Option<Instant> = None;
         loop {
@@ -671,12 +776,18 @@ impl<'a> Rollout<'a> {
             let mut missing: Vec<String> = peer_names
                 .iter()
                 .filter(|p| !info.has_link(p, tls))
-                .map(|p| format!("no {} link {} ↔ {p}", if tls { "TLS" } else { "plain" }, self.name(index)))
+                .map(|p| {
+                    format!(
+                        "no {} link {} ↔ {p}",
+                        if tls { "TLS" } else { "plain" },
+                        self.name(index)
+                    )
+                })
                 .collect();
-            if missing.is_empty() {
-                if let Err(island) = self.mesh_missing(plain_island, false).await? {
-                    missing.push(island);
-                }
+            if missing.is_empty()
+                && let Err(island) = self.mesh_missing(plain_island, false).await?
+            {
+                missing.push(island);
             }
             if missing.is_empty() {
                 return Ok(Ok(()));
@@ -688,7 +799,12 @@ impl<'a> Rollout<'a> {
         }
     }
 
-    async fn wait_for_mesh(&self, nodes: &[usize], tls: bool, deadline: Instant) -> Result<std::result::Result<(), String>> {
+    async fn wait_for_mesh(
+        &self,
+        nodes: &[usize],
+        tls: bool,
+        deadline: Instant,
+    ) -> Result<std::result::Result<(), String>> {
         let mut kicked = false;
         loop {
             let missing = self.mesh_missing(nodes, tls).await?;
@@ -697,8 +813,16 @@ impl<'a> Rollout<'a> {
             }
             if !kicked {
                 for &index in nodes {
-                    let probe = if tls { self.tls_probe(index).await? } else { self.plain_probe(index).await? };
-                    let others: Vec<String> = nodes.iter().filter(|&&p| p != index).map(|&p| self.name(p).to_string()).collect();
+                    let probe = if tls {
+                        self.tls_probe(index).await?
+                    } else {
+                        self.plain_probe(index).await?
+                    };
+                    let others: Vec<String> = nodes
+                        .iter()
+                        .filter(|&&p| p != index)
+                        .map(|&p| self.name(p).to_string())
+                        .collect();
                     probe.connect(self.name(index), &others).await?;
                 }
                 kicked = true;
@@ -708,26 +832,50 @@ impl<'a> Rollout<'a> {
     }
 
     /// Which links of a full mesh among `nodes` are missing, if any.
-    async fn mesh_missing(&self, nodes: &[usize], tls: bool) -> Result<std::result::Result<(), String>> {
+    async fn mesh_missing(
+        &self,
+        nodes: &[usize],
+        tls: bool,
+    ) -> Result<std::result::Result<(), String>> {
         let mut missing = Vec::new();
         for &index in nodes {
-            let probe = if tls { self.tls_probe(index).await? } else { self.plain_probe(index).await? };
+            let probe = if tls {
+                self.tls_probe(index).await?
+            } else {
+                self.plain_probe(index).await?
+            };
             let info = probe.info(self.name(index)).await?;
             if !info.is_up() {
-                missing.push(format!("{} is not reachable over {}", self.name(index), if tls { "TLS" } else { "plain TCP" }));
+                missing.push(format!(
+                    "{} is not reachable over {}",
+                    self.name(index),
+                    if tls { "TLS" } else { "plain TCP" }
+                ));
                 continue;
             }
             for &peer in nodes.iter().filter(|&&p| p != index) {
                 if !info.has_link(self.name(peer), tls) {
-                    missing.push(format!("{} does not see {}", self.name(index), self.name(peer)));
+                    missing.push(format!(
+                        "{} does not see {}",
+                        self.name(index),
+                        self.name(peer)
+                    ));
                 }
             }
         }
-        Ok(if missing.is_empty() { Ok(()) } else { Err(missing.join("; ")) })
+        Ok(if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(missing.join("; "))
+        })
     }
 
     fn max_rejoin_timeout(&self) -> Duration {
-        self.targets.iter().map(|t| t.spec.timeouts.rejoin).max().unwrap_or(Duration::from_secs(120))
+        self.targets
+            .iter()
+            .map(|t| t.spec.timeouts.rejoin)
+            .max()
+            .unwrap_or(Duration::from_secs(120))
     }
 
     // ---- journal -----------------------------------------------------------------------------
@@ -769,7 +917,9 @@ impl<'a> Rollout<'a> {
     async fn summary(&self) -> Vec<NodeSummary> {
         let mut rows = Vec::new();
         for (index, target) in self.targets.iter().enumerate() {
-            let info = self.observe(index).await.unwrap_or(NodeInfo::Down { reason: "probe failed".into() });
+            let info = self.observe(index).await.unwrap_or(NodeInfo::Down {
+                reason: "probe failed".into(),
+            });
             rows.push(NodeSummary {
                 name: target.name().to_string(),
                 running: Running::of_info(&info),
@@ -851,7 +1001,10 @@ mod tests {
         assert_eq!(f(FileState::Tls, Running::Tls, Step::Starting), AwaitRejoin);
         assert_eq!(f(FileState::Tls, Running::Tls, Step::Rejoined), Verify);
         assert_eq!(f(FileState::Tls, Running::Tls, Step::Verified), Done);
-        assert_eq!(f(FileState::Tls, Running::Plain, Step::Pending), RestoreFile);
+        assert_eq!(
+            f(FileState::Tls, Running::Plain, Step::Pending),
+            RestoreFile
+        );
         assert!(forward_action(FileState::Original, Running::Tls, Step::Pending).is_err());
         assert!(forward_action(FileState::Foreign, Running::Plain, Step::Pending).is_err());
     }
@@ -860,9 +1013,18 @@ mod tests {
     fn backward_actions_stop_tls_nodes_before_restoring_their_file() {
         use BackwardAction::*;
         assert_eq!(backward_action(FileState::Tls, Running::Tls).unwrap(), Stop);
-        assert_eq!(backward_action(FileState::Tls, Running::Down).unwrap(), RestoreFile);
-        assert_eq!(backward_action(FileState::Original, Running::Down).unwrap(), Start);
-        assert_eq!(backward_action(FileState::Original, Running::Plain).unwrap(), AwaitRejoin);
+        assert_eq!(
+            backward_action(FileState::Tls, Running::Down).unwrap(),
+            RestoreFile
+        );
+        assert_eq!(
+            backward_action(FileState::Original, Running::Down).unwrap(),
+            Start
+        );
+        assert_eq!(
+            backward_action(FileState::Original, Running::Plain).unwrap(),
+            AwaitRejoin
+        );
         assert!(backward_action(FileState::Original, Running::Tls).is_err());
     }
 }

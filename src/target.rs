@@ -106,7 +106,8 @@ fn prepare_node(spec: &NodeSpec, journal: Option<&Journal>) -> Result<NodeTarget
             flag.value
         )));
     }
-    let identity = argsfile::node_identity(&vm_args_text).map_err(|e| args_error(&spec.vm_args, &e))?;
+    let identity =
+        argsfile::node_identity(&vm_args_text).map_err(|e| args_error(&spec.vm_args, &e))?;
     check_identity(spec, &identity)?;
     let dist_args = std::fs::canonicalize(&spec.vm_dist_args).map_err(|e| {
         Error::InvalidInput(format!("node {name}: {}: {e}", spec.vm_dist_args.display()))
@@ -183,7 +184,9 @@ fn check_against_journal(target: &NodeTarget, journal: Option<&Journal>) -> Resu
 }
 
 fn check_consistent_naming(targets: &[NodeTarget]) -> Result<()> {
-    let Some(first) = targets.first() else { return Ok(()) };
+    let Some(first) = targets.first() else {
+        return Ok(());
+    };
     for target in targets {
         if target.identity.name_flag != first.identity.name_flag {
             return Err(Error::InvalidInput(format!(

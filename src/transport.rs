@@ -54,10 +54,14 @@ impl Transport {
 
     pub async fn read_file(&self, path: &Path) -> Result<Vec<u8>, TransportError> {
         match self {
-            Transport::Local => tokio::fs::read(path).await.map_err(|source| TransportError::File {
-                path: path.to_path_buf(),
-                source,
-            }),
+            Transport::Local => {
+                tokio::fs::read(path)
+                    .await
+                    .map_err(|source| TransportError::File {
+                        path: path.to_path_buf(),
+                        source,
+                    })
+            }
         }
     }
 
@@ -68,32 +72,48 @@ impl Transport {
     }
 
     /// Atomic replace keeping mode and owner (see `atomic_file::write`).
-    pub async fn write_file(&self, path: &Path, bytes: &[u8], mode_if_new: u32) -> Result<(), TransportError> {
+    pub async fn write_file(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+        mode_if_new: u32,
+    ) -> Result<(), TransportError> {
         match self {
             Transport::Local => {
                 let path_owned = path.to_path_buf();
                 let bytes = bytes.to_vec();
-                tokio::task::spawn_blocking(move || atomic_file::write(&path_owned, &bytes, mode_if_new))
-                    .await
-                    .expect("file writer task")
-                    .map_err(|source| TransportError::File {
-                        path: path.to_path_buf(),
-                        source,
-                    })
+                tokio::task::spawn_blocking(move || {
+                    atomic_file::write(&path_owned, &bytes, mode_if_new)
+                })
+                .await
+                .expect("file writer task")
+                .map_err(|source| TransportError::File {
+                    path: path.to_path_buf(),
+                    source,
+                })
             }
         }
     }
 
     /// Run a shell command with a deadline. It gets its own process group, so the operator's
     /// Ctrl-C reaches distls only, and a timeout can kill everything the command started.
-    pub async fn run(&self, command: &str, timeout: Duration) -> Result<CommandOutcome, TransportError> {
+    pub async fn run(
+        &self,
+        command: &str,
+        timeout: Duration,
+    ) -> Result<CommandOutcome, TransportError> {
         match self {
             Transport::Local => run_local(command, timeout).await,
         }
     }
 
     /// Start a long-lived process with piped stdin/stdout (the probe VM).
-    pub fn spawn(&self, program: &str, args: &[String], env: &[(String, String)]) -> Result<Child, TransportError> {
+    pub fn spawn(
+        &self,
+        program: &str,
+        args: &[String],
+        env: &[(String, String)],
+    ) -> Result<Child, TransportError> {
         match self {
             Transport::Local => {
                 let mut cmd = Command::new(program);
@@ -164,7 +184,10 @@ mod tests {
 
     #[tokio::test]
     async fn runs_a_command_and_captures_output() {
-        let out = Transport::Local.run("echo hi; echo err >&2; exit 3", Duration::from_secs(5)).await.unwrap();
+        let out = Transport::Local
+            .run("echo hi; echo err >&2; exit 3", Duration::from_secs(5))
+            .await
+            .unwrap();
         assert_eq!(out.status, Some(3));
         assert_eq!(out.stdout.trim(), "hi");
         assert_eq!(out.tail(), "hi\nerr");
@@ -172,7 +195,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_command_past_its_deadline_is_killed() {
-        let err = Transport::Local.run("sleep 30", Duration::from_millis(200)).await.unwrap_err();
+        let err = Transport::Local
+            .run("sleep 30", Duration::from_millis(200))
+            .await
+            .unwrap_err();
         assert!(matches!(err, TransportError::Timeout { .. }));
     }
 }

@@ -5,7 +5,9 @@ use crate::support::*;
 #[test]
 fn a_start_that_fails_with_tls_rolls_the_cluster_back() {
     let t = cluster("fail", 3);
-    let originals: Vec<Vec<u8>> = (0..3).map(|i| std::fs::read(t.dist_args_path(i)).unwrap()).collect();
+    let originals: Vec<Vec<u8>> = (0..3)
+        .map(|i| std::fs::read(t.dist_args_path(i)).unwrap())
+        .collect();
     let third = &t.cluster.nodes()[2];
     let failing_start = format!(
         "if grep -q '^-proto_dist inet_tls' {args}; then echo 'refusing to start with TLS' >&2; exit 1; fi; exec {ctl} start",
@@ -14,7 +16,10 @@ fn a_start_that_fails_with_tls_rolls_the_cluster_back() {
     );
     t.cluster.write_plan_with(|index| {
         if index == 2 {
-            format!("    commands:\n      start: \"{}\"\n", failing_start.replace('\\', "\\\\").replace('"', "\\\""))
+            format!(
+                "    commands:\n      start: \"{}\"\n",
+                failing_start.replace('\\', "\\\\").replace('"', "\\\"")
+            )
         } else {
             String::new()
         }
@@ -22,11 +27,19 @@ fn a_start_that_fails_with_tls_rolls_the_cluster_back() {
 
     let out = t.distls(&["migrate", t.plan().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(4), "{}", describe(&out));
-    assert!(stderr(&out).contains("refusing to start with TLS"), "the start command's stderr is shown: {}", describe(&out));
+    assert!(
+        stderr(&out).contains("refusing to start with TLS"),
+        "the start command's stderr is shown: {}",
+        describe(&out)
+    );
     assert!(stderr(&out).contains("rolled back"), "{}", describe(&out));
     t.wait_for_mesh("inet_tcp", "tcp");
     for (node, original) in originals.iter().enumerate() {
-        assert_eq!(&std::fs::read(t.dist_args_path(node)).unwrap(), original, "node {node}: vm.dist.args byte-identical");
+        assert_eq!(
+            &std::fs::read(t.dist_args_path(node)).unwrap(),
+            original,
+            "node {node}: vm.dist.args byte-identical"
+        );
     }
     assert_eq!(journal(t.plan().as_path())["phase"], "rolled_back");
 }
@@ -35,7 +48,9 @@ fn a_start_that_fails_with_tls_rolls_the_cluster_back() {
 #[test]
 fn pause_leaves_the_cluster_for_the_operator_and_rollback_reverts_it() {
     let t = cluster("pause", 3);
-    let originals: Vec<Vec<u8>> = (0..3).map(|i| std::fs::read(t.dist_args_path(i)).unwrap()).collect();
+    let originals: Vec<Vec<u8>> = (0..3)
+        .map(|i| std::fs::read(t.dist_args_path(i)).unwrap())
+        .collect();
     let second = &t.cluster.nodes()[1];
     let failing_start = format!(
         "if grep -q '^-proto_dist inet_tls' {args}; then exit 1; fi; exec {ctl} start",
@@ -43,7 +58,11 @@ fn pause_leaves_the_cluster_for_the_operator_and_rollback_reverts_it() {
         ctl = second.root.join("bin/ctl").display()
     );
     t.cluster.write_plan_with(|index| {
-        if index == 1 { format!("    commands:\n      start: \"{failing_start}\"\n") } else { String::new() }
+        if index == 1 {
+            format!("    commands:\n      start: \"{failing_start}\"\n")
+        } else {
+            String::new()
+        }
     });
     let plan = t.plan();
     let out = t.distls(&["migrate", "--on-failure", "pause", plan.to_str().unwrap()]);
@@ -51,7 +70,11 @@ fn pause_leaves_the_cluster_for_the_operator_and_rollback_reverts_it() {
     assert!(stderr(&out).contains("paused"), "{}", describe(&out));
     let journal_now = journal(plan.as_path());
     assert_eq!(journal_now["phase"], "paused");
-    assert_ne!(std::fs::read(t.dist_args_path(1)).unwrap(), originals[1], "paused: node 2's file still enables TLS");
+    assert_ne!(
+        std::fs::read(t.dist_args_path(1)).unwrap(),
+        originals[1],
+        "paused: node 2's file still enables TLS"
+    );
 
     let back = t.distls(&["rollback", plan.to_str().unwrap()]);
     assert!(back.status.success(), "{}", describe(&back));

@@ -3,7 +3,9 @@ use crate::support::*;
 #[test]
 fn migrates_a_three_node_cluster_and_rolls_it_back() {
     let t = cluster("mig", 3);
-    let originals: Vec<Vec<u8>> = (0..3).map(|i| std::fs::read(t.dist_args_path(i)).unwrap()).collect();
+    let originals: Vec<Vec<u8>> = (0..3)
+        .map(|i| std::fs::read(t.dist_args_path(i)).unwrap())
+        .collect();
     let plan = t.plan();
     let plan = plan.to_str().unwrap();
 
@@ -12,10 +14,21 @@ fn migrates_a_three_node_cluster_and_rolls_it_back() {
     t.assert_mesh("inet_tls", "tls");
     for node in 0..3 {
         let ping = t.cluster.ctl(node, &["ping"]);
-        assert!(ping.status.success(), "the node's own ctl must reach it over TLS: {ping:?}");
+        assert!(
+            ping.status.success(),
+            "the node's own ctl must reach it over TLS: {ping:?}"
+        );
         let text = std::fs::read_to_string(t.dist_args_path(node)).unwrap();
-        assert!(text.lines().any(|l| l.starts_with("-proto_dist inet_tls")), "{text}");
-        assert!(!text.lines().any(|l| l.trim_start().starts_with("#") && l.contains("server_verify")), "whole block uncommented:\n{text}");
+        assert!(
+            text.lines().any(|l| l.starts_with("-proto_dist inet_tls")),
+            "{text}"
+        );
+        assert!(
+            !text
+                .lines()
+                .any(|l| l.trim_start().starts_with("#") && l.contains("server_verify")),
+            "whole block uncommented:\n{text}"
+        );
     }
     assert_eq!(journal(t.plan().as_path())["phase"], "completed");
 
@@ -29,7 +42,11 @@ fn migrates_a_three_node_cluster_and_rolls_it_back() {
             .split_whitespace()
             .map(str::to_string)
             .collect();
-        assert_eq!(&row[1..4], ["verified", "tls", "tls"], "journal step, file, live transport of {name}");
+        assert_eq!(
+            &row[1..4],
+            ["verified", "tls", "tls"],
+            "journal step, file, live transport of {name}"
+        );
     }
 
     // Running it again is a no-op that still verifies the mesh.
@@ -40,7 +57,11 @@ fn migrates_a_three_node_cluster_and_rolls_it_back() {
     assert!(back.status.success(), "{}", describe(&back));
     t.wait_for_mesh("inet_tcp", "tcp");
     for (node, original) in originals.iter().enumerate() {
-        assert_eq!(&std::fs::read(t.dist_args_path(node)).unwrap(), original, "node {node} file restored byte for byte");
+        assert_eq!(
+            &std::fs::read(t.dist_args_path(node)).unwrap(),
+            original,
+            "node {node} file restored byte for byte"
+        );
     }
 }
 
@@ -54,10 +75,16 @@ fn dry_run_changes_nothing_and_shows_the_diff() {
     let text = stdout(&out);
     assert!(text.contains("+-proto_dist inet_tls"), "{text}");
     assert!(text.contains("-#-proto_dist inet_tls"), "{text}");
-    assert!(text.contains("+              server_verify     verify_peer"), "continuation lines are uncommented too:\n{text}");
+    assert!(
+        text.contains("+              server_verify     verify_peer"),
+        "continuation lines are uncommented too:\n{text}"
+    );
     assert!(text.contains("node 3/3"), "{text}");
     assert_eq!(t.file_hashes(), before, "dry run wrote nothing");
-    assert!(!t.plan().parent().unwrap().join(".distls").exists(), "no journal from a dry run");
+    assert!(
+        !t.plan().parent().unwrap().join(".distls").exists(),
+        "no journal from a dry run"
+    );
     let after: Vec<_> = (0..3).map(|i| t.cluster.node_os_pid(i)).collect();
     assert_eq!(pids, after, "no node restarted");
     t.assert_mesh("inet_tcp", "tcp");
@@ -74,17 +101,27 @@ fn a_second_concurrent_run_is_refused() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let lock = plan.parent().unwrap().join(".distls").join("test-lock.lock");
+    let lock = plan
+        .parent()
+        .unwrap()
+        .join(".distls")
+        .join("test-lock.lock");
     let first_pid = first.id().to_string();
     t.cluster
-        .wait_until("first run holds the lock", std::time::Duration::from_secs(30), || {
-            std::fs::read_to_string(&lock).is_ok_and(|s| s.trim() == first_pid)
-        })
+        .wait_until(
+            "first run holds the lock",
+            std::time::Duration::from_secs(30),
+            || std::fs::read_to_string(&lock).is_ok_and(|s| s.trim() == first_pid),
+        )
         .unwrap();
     let second = t.distls(&["migrate", plan.to_str().unwrap()]);
     let status = first.wait().unwrap();
     assert_eq!(second.status.code(), Some(6), "{}", describe(&second));
-    assert!(stderr(&second).contains(&format!("pid {first_pid}")), "{}", describe(&second));
+    assert!(
+        stderr(&second).contains(&format!("pid {first_pid}")),
+        "{}",
+        describe(&second)
+    );
     assert!(status.success(), "the first run is unaffected");
     t.assert_mesh("inet_tls", "tls");
 }

@@ -4,15 +4,25 @@ fn run_plan(text: &str) -> (Option<i32>, String) {
     let dir = tempfile::tempdir().unwrap();
     let plan = dir.path().join("plan.yaml");
     std::fs::write(&plan, text).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_distls")).args(["migrate", "--dry-run"]).arg(&plan).output().unwrap();
-    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    let out = Command::new(env!("CARGO_BIN_EXE_distls"))
+        .args(["migrate", "--dry-run"])
+        .arg(&plan)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
-const GOOD_HEAD: &str = "version: 1\ncluster: c\ntls:\n  certfile: /c.pem\n  keyfile: /k.pem\n  cacertfile: /ca.pem\n";
+const GOOD_HEAD: &str =
+    "version: 1\ncluster: c\ntls:\n  certfile: /c.pem\n  keyfile: /k.pem\n  cacertfile: /ca.pem\n";
 
 #[test]
 fn an_unknown_key_is_reported_with_file_line_and_column() {
-    let text = format!("{GOOD_HEAD}defaults:\n  vm_dist_args: /x/{{sname}}/vm.dist.args\n  vm_arg: /x/vm.args\nnodes:\n  - name: a@h\n");
+    let text = format!(
+        "{GOOD_HEAD}defaults:\n  vm_dist_args: /x/{{sname}}/vm.dist.args\n  vm_arg: /x/vm.args\nnodes:\n  - name: a@h\n"
+    );
     let (code, stderr) = run_plan(&text);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("plan.yaml:9:3"), "{stderr}");

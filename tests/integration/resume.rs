@@ -19,12 +19,25 @@ fn kill_nine_at_several_steps_then_rerun_completes() {
     ];
     for point in &crash_points {
         let out = t.distls_env(&["migrate", plan], &[("DISTLS_FAILPOINT", point)]);
-        assert_eq!(out.status.signal(), Some(9), "expected a SIGKILL at {point}: {}", describe(&out));
+        assert_eq!(
+            out.status.signal(),
+            Some(9),
+            "expected a SIGKILL at {point}: {}",
+            describe(&out)
+        );
         let journal = journal(t.plan().as_path());
         let node = point.split(':').next().unwrap();
         let step = point.split(':').nth(1).unwrap();
-        let record = journal["nodes"].as_array().unwrap().iter().find(|n| n["name"] == node).unwrap();
-        assert_eq!(record["step"], step, "journal written before the kill at {point}");
+        let record = journal["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == node)
+            .unwrap();
+        assert_eq!(
+            record["step"], step,
+            "journal written before the kill at {point}"
+        );
     }
     let out = t.distls(&["migrate", plan]);
     assert!(out.status.success(), "{}", describe(&out));
@@ -38,7 +51,9 @@ fn kill_nine_at_several_steps_then_rerun_completes() {
 #[test]
 fn a_killed_rollback_resumes() {
     let t = cluster("kback", 3);
-    let originals: Vec<Vec<u8>> = (0..3).map(|i| std::fs::read(t.dist_args_path(i)).unwrap()).collect();
+    let originals: Vec<Vec<u8>> = (0..3)
+        .map(|i| std::fs::read(t.dist_args_path(i)).unwrap())
+        .collect();
     let plan = t.plan();
     let plan = plan.to_str().unwrap();
     let out = t.distls(&["migrate", plan]);

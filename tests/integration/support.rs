@@ -13,7 +13,10 @@ pub struct TestCluster {
 
 /// A fresh cluster of `n` plain-TCP nodes, named with `prefix` so tests can run side by side.
 pub fn cluster(prefix: &str, n: usize) -> TestCluster {
-    let dir = tempfile::Builder::new().prefix(&format!("distls-{prefix}-")).tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("distls-{prefix}-"))
+        .tempdir()
+        .unwrap();
     let mut spec = ClusterSpec::new(dir.path(), n);
     spec.name_prefix = prefix.to_string();
     spec.cluster_name = format!("test-{prefix}");
@@ -45,14 +48,21 @@ impl TestCluster {
     }
 
     pub fn node_names(&self) -> Vec<String> {
-        self.cluster.nodes().iter().map(|n| n.name.clone()).collect()
+        self.cluster
+            .nodes()
+            .iter()
+            .map(|n| n.name.clone())
+            .collect()
     }
 
     /// Every node runs `proto` and sees every other node over `transport`, as its own ctl reports.
     pub fn assert_mesh(&self, proto: &str, transport: &str) {
         let names = self.node_names();
         for (index, name) in names.iter().enumerate() {
-            let links = self.cluster.links(index).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let links = self
+                .cluster
+                .links(index)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(links.proto_dist, proto, "{name} runs {}", links.proto_dist);
             for other in names.iter().filter(|o| *o != name) {
                 assert_eq!(
@@ -73,7 +83,10 @@ impl TestCluster {
                 (0..names.len()).all(|i| {
                     self.cluster.links(i).is_ok_and(|l| {
                         l.proto_dist == proto
-                            && names.iter().filter(|o| **o != names[i]).all(|o| l.peers.get(o).map(String::as_str) == Some(transport))
+                            && names
+                                .iter()
+                                .filter(|o| **o != names[i])
+                                .all(|o| l.peers.get(o).map(String::as_str) == Some(transport))
                     })
                 })
             })
@@ -84,7 +97,7 @@ impl TestCluster {
     /// sha256 of every file under the cluster directory (logs and pid files excluded).
     pub fn file_hashes(&self) -> BTreeMap<PathBuf, String> {
         let mut out = BTreeMap::new();
-        hash_tree(&self.cluster.dir(), &mut out);
+        hash_tree(self.cluster.dir(), &mut out);
         out
     }
 }
@@ -114,7 +127,12 @@ pub fn stderr(out: &Output) -> String {
 }
 
 pub fn describe(out: &Output) -> String {
-    format!("status {:?}\n--- stdout\n{}\n--- stderr\n{}", out.status, stdout(out), stderr(out))
+    format!(
+        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status,
+        stdout(out),
+        stderr(out)
+    )
 }
 
 pub fn journal(plan: &Path) -> serde_json::Value {
