@@ -109,12 +109,14 @@ async fn migrate(args: MigrateArgs) -> Result<()> {
     };
     let options = Options { on_failure };
     let mut rollout = Rollout::new(&plan, targets, store, journal, options, watch_interrupts())?;
+    let started = std::time::Instant::now();
     let (summary, outcome) = rollout.migrate().await;
     print_summary(&summary);
     if outcome.is_ok() {
         println!(
-            "cluster {}: every node runs TLS distribution and sees every other node over TLS",
-            plan.cluster
+            "cluster {}: every node runs TLS distribution and sees every other node over TLS ({:.1}s)",
+            plan.cluster,
+            started.elapsed().as_secs_f64()
         );
     }
     outcome
