@@ -746,7 +746,7 @@ impl<'a> Rollout<'a> {
             if Instant::now() >= deadline {
                 return Ok(false);
             }
-            tokio::time::sleep(POLL).await;
+            self.pause_between_polls().await?;
         }
     }
 
@@ -795,7 +795,7 @@ impl<'a> Rollout<'a> {
             if Instant::now() >= deadline {
                 return Ok(Err(missing.join("; ")));
             }
-            tokio::time::sleep(POLL).await;
+            self.pause_between_polls().await?;
         }
     }
 
@@ -827,7 +827,7 @@ impl<'a> Rollout<'a> {
                 }
                 kicked = true;
             }
-            tokio::time::sleep(POLL).await;
+            self.pause_between_polls().await?;
         }
     }
 
@@ -889,12 +889,23 @@ impl<'a> Rollout<'a> {
     }
 
     fn check_interrupt(&self) -> StepResult {
+        self.interruption().map_err(Failure::Fatal)
+    }
+
+    fn interruption(&self) -> Result<()> {
         if self.interrupted.load(Ordering::SeqCst) {
-            return Err(Failure::Fatal(Error::Interrupted(format!(
+            return Err(Error::Interrupted(format!(
                 "interrupted: stopped at a safe point, journal {} is consistent\n  hint: rerun the same command to resume",
                 self.store.journal_path().display()
-            ))));
+            )));
         }
+        Ok(())
+    }
+
+    /// Waiting is a safe point: Ctrl-C during a long wait stops there, not at the deadline.
+    async fn pause_between_polls(&self) -> Result<()> {
+        self.interruption()?;
+        tokio::time::sleep(POLL).await;
         Ok(())
     }
 

@@ -125,3 +125,101 @@ fn a_second_concurrent_run_is_refused() {
     assert!(status.success(), "the first run is unaffected");
     t.assert_mesh("inet_tls", "tls");
 }
+
+/// Ctrl-C (SIGINT to distls alone, as a terminal's process group would not reach the nodes'
+/// commands, which run in their own groups): stop at a safe point, exit 130, resume on rerun.
+#[test]
+fn ctrl_c_stops_at_a_safe_point_and_the_rerun_resumes() {
+    let t = cluster("intr", 3);
+    let plan = t.plan();
+    let mut run = std::process::Command::new(env!("CARGO_BIN_EXE_distls"))
+        .args(["migrate", plan.to_str().unwrap()])
+        .envs(t.cluster.env())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let second = t.node_names()[1].clone();
+    t.cluster
+        .wait_until(
+            "node 2 is being stopped",
+            std::time::Duration::from_secs(60),
+            || {
+                journal_if_any(&plan).is_some_and(|j| {
+                    j["nodes"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|n| n["name"] == second.as_str() && n["step"] != "pending")
+                })
+            },
+        )
+        .unwrap();
+    // SAFETY: signalling the child we spawned.
+    unsafe { libc::kill(run.id() as libc::pid_t, libc::SIGINT) };
+    let out = run.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("rerun the same command to resume"),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(journal(&plan)["phase"], "migrating");
+
+    let out = t.distls(&["migrate", plan.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", describe(&out));
+    t.assert_mesh("inet_tls", "tls");
+}
+
+/// The cookie never shows up in distls's output, logs (even at debug), journal, or the argv of
+/// the probe VMs it starts.
+#[test]
+fn the_cookie_stays_secret() {
+    let t = cluster("secret", 3);
+    let cookie = t.cluster.cookie().to_string();
+    let plan = t.plan();
+    let mut run = std::process::Command::new(env!("CARGO_BIN_EXE_distls"))
+        .args(["migrate", plan.to_str().unwrap()])
+        .envs(t.cluster.env())
+        .env("RUST_LOG", "distls=trace")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut probes_seen = 0;
+    t.cluster
+        .wait_until(
+            "probe VMs are running",
+            std::time::Duration::from_secs(60),
+            || {
+                let argvs = probe_argvs();
+                probes_seen = probes_seen.max(argvs.len());
+                for argv in &argvs {
+                    assert!(
+                        !argv.contains(&cookie),
+                        "the cookie is in a probe's argv: {argv}"
+                    );
+                }
+                probes_seen >= 2
+            },
+        )
+        .unwrap();
+    let out = run.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(!stdout(&out).contains(&cookie) && !stderr(&out).contains(&cookie));
+    let journal_text = journal(&plan).to_string();
+    assert!(!journal_text.contains(&cookie));
+}
+
+fn probe_argvs() -> Vec<String> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(raw) = std::fs::read(entry.path().join("cmdline")) {
+            let argv = String::from_utf8_lossy(&raw).replace('\0', " ");
+            if argv.contains("distls_probe_") {
+                out.push(argv);
+            }
+        }
+    }
+    out
+}

@@ -136,12 +136,16 @@ pub fn describe(out: &Output) -> String {
 }
 
 pub fn journal(plan: &Path) -> serde_json::Value {
-    let dir = plan.parent().unwrap().join(".distls");
+    journal_if_any(plan).expect("a journal exists")
+}
+
+/// The journal next to the plan, if one has been written (and is complete: writes are atomic).
+pub fn journal_if_any(plan: &Path) -> Option<serde_json::Value> {
+    let dir = plan.parent()?.join(".distls");
     let file = std::fs::read_dir(&dir)
-        .unwrap()
+        .ok()?
         .flatten()
         .map(|e| e.path())
-        .find(|p| p.to_string_lossy().ends_with(".journal.json"))
-        .expect("a journal exists");
-    serde_json::from_slice(&std::fs::read(file).unwrap()).unwrap()
+        .find(|p| p.to_string_lossy().ends_with(".journal.json"))?;
+    serde_json::from_slice(&std::fs::read(file).ok()?).ok()
 }
