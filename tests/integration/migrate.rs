@@ -132,7 +132,7 @@ fn a_second_concurrent_run_is_refused() {
 fn ctrl_c_stops_at_a_safe_point_and_the_rerun_resumes() {
     let t = cluster("intr", 3);
     let plan = t.plan();
-    let mut run = std::process::Command::new(env!("CARGO_BIN_EXE_distls"))
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_distls"))
         .args(["migrate", plan.to_str().unwrap()])
         .envs(t.cluster.env())
         .stdout(std::process::Stdio::null())
@@ -178,7 +178,7 @@ fn the_cookie_stays_secret() {
     let t = cluster("secret", 3);
     let cookie = t.cluster.cookie().to_string();
     let plan = t.plan();
-    let mut run = std::process::Command::new(env!("CARGO_BIN_EXE_distls"))
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_distls"))
         .args(["migrate", plan.to_str().unwrap()])
         .envs(t.cluster.env())
         .env("RUST_LOG", "distls=trace")
