@@ -8,7 +8,7 @@
 //! Every error is a [`PlanError`] that names the plan file, line and column, shows the
 //! offending line and says how to fix it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::Ipv6Addr;
 use std::ops::Range;
@@ -90,6 +90,25 @@ impl fmt::Display for OnFailure {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TransportKind {
     Local,
+    Ssh,
+}
+
+/// How to reach a node's host over SSH (transport `ssh`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SshSpec {
+    /// Address to connect to; the node name's host part unless `host` is set.
+    pub host: String,
+    pub port: Option<u16>,
+    pub user: Option<String>,
+    pub identity_file: Option<PathBuf>,
+    /// An ssh_config(5) file to use instead of the user's.
+    pub config_file: Option<PathBuf>,
+    /// known_hosts file to check the host key against (default: the user's).
+    pub known_hosts: Option<PathBuf>,
+    /// Accept and remember a host key never seen before (`StrictHostKeyChecking=accept-new`).
+    pub accept_unknown_host_keys: bool,
+    /// Extra `-o Key=Value` options for ssh.
+    pub options: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,6 +153,12 @@ pub struct NodeSpec {
     pub sname: String,
     pub host: String,
     pub transport: TransportKind,
+    /// Set when `transport` is `ssh`.
+    pub ssh: Option<SshSpec>,
+    /// Prefix for commands and file edits that need the service user, e.g. `sudo -n -u mongooseim`.
+    pub become_command: Option<String>,
+    /// Environment for the node's commands and probe VMs (e.g. ERL_EPMD_PORT), sorted by name.
+    pub env: Vec<(String, String)>,
     pub vm_dist_args: PathBuf,
     pub vm_args: PathBuf,
     pub erl: String,
@@ -233,6 +258,8 @@ impl Plan {
             // Exhaustive on purpose: a new transport must decide how its files get checked.
             match node.transport {
                 TransportKind::Local => {}
+                // Remote files are checked on their host, through the SSH connection.
+                TransportKind::Ssh => continue,
             }
             let files = [
                 (
@@ -548,6 +575,16 @@ struct RawTimeouts {
 #[serde(deny_unknown_fields)]
 struct RawSettings {
     transport: Option<Text>,
+    host: Option<Text>,
+    port: Option<Text>,
+    user: Option<Text>,
+    identity_file: Option<Text>,
+    ssh_config: Option<Text>,
+    ssh_options: Option<Vec<Text>>,
+    known_hosts: Option<Text>,
+    accept_unknown_host_keys: Option<Text>,
+    r#become: Option<Text>,
+    env: Option<BTreeMap<String, Text>>,
     vm_dist_args: Option<Text>,
     vm_args: Option<Text>,
     erl: Option<Text>,
@@ -563,6 +600,16 @@ struct RawSettings {
 struct RawNode {
     name: Option<Text>,
     transport: Option<Text>,
+    host: Option<Text>,
+    port: Option<Text>,
+    user: Option<Text>,
+    identity_file: Option<Text>,
+    ssh_config: Option<Text>,
+    ssh_options: Option<Vec<Text>>,
+    known_hosts: Option<Text>,
+    accept_unknown_host_keys: Option<Text>,
+    r#become: Option<Text>,
+    env: Option<BTreeMap<String, Text>>,
     vm_dist_args: Option<Text>,
     vm_args: Option<Text>,
     erl: Option<Text>,
@@ -575,6 +622,16 @@ impl RawNode {
     fn into_parts(self) -> (Option<Text>, RawSettings) {
         let settings = RawSettings {
             transport: self.transport,
+            host: self.host,
+            port: self.port,
+            user: self.user,
+            identity_file: self.identity_file,
+            ssh_config: self.ssh_config,
+            ssh_options: self.ssh_options,
+            known_hosts: self.known_hosts,
+            accept_unknown_host_keys: self.accept_unknown_host_keys,
+            r#become: self.r#become,
+            env: self.env,
             vm_dist_args: self.vm_dist_args,
             vm_args: self.vm_args,
             erl: self.erl,
@@ -699,6 +756,16 @@ fn describe_unknown_key(field: &str, allowed: &[&str]) -> (String, String) {
     );
     let settings_key = [
         "transport",
+        "host",
+        "port",
+        "user",
+        "identity_file",
+        "ssh_config",
+        "ssh_options",
+        "known_hosts",
+        "accept_unknown_host_keys",
+        "become",
+        "env",
         "vm_dist_args",
         "vm_args",
         "erl",
@@ -1037,6 +1104,22 @@ impl Resolver<'_> {
             Some(text) => self.transport(text)?,
             None => TransportKind::Local,
         };
+        let ssh = match transport {
+            TransportKind::Local => None,
+            TransportKind::Ssh => Some(self.ssh(own, defaults, &name)?),
+        };
+        let become_command = own
+            .r#become
+            .as_ref()
+            .or(defaults.r#become.as_ref())
+            .map(|text| expand(&text.value, &name))
+            .filter(|b| !b.trim().is_empty());
+        let mut env: BTreeMap<String, String> = BTreeMap::new();
+        for source in [defaults, own] {
+            for (key, value) in source.env.iter().flatten() {
+                env.insert(key.clone(), expand(&value.value, &name));
+            }
+        }
         let erl = match own.erl.as_ref().or(defaults.erl.as_ref()) {
             Some(text) => expand(&text.value, &name),
             None => "erl".to_owned(),
@@ -1076,6 +1159,9 @@ impl Resolver<'_> {
             sname: name.sname.to_owned(),
             host: name.host.to_owned(),
             transport,
+            ssh,
+            become_command,
+            env: env.into_iter().collect(),
             vm_dist_args: self.path(&vm_dist_args.value, &name),
             vm_args: self.path(&vm_args.value, &name),
             erl,
@@ -1145,18 +1231,64 @@ impl Resolver<'_> {
         })
     }
 
+    /// The SSH settings of one node: each key from the node, else from `defaults`.
+    fn ssh(&self, own: &RawSettings, defaults: &RawSettings, name: &NodeName) -> Result<SshSpec, PlanError> {
+        let pick = |key: fn(&RawSettings) -> &Option<Text>| key(own).as_ref().or(key(defaults).as_ref());
+        let port = match pick(|s| &s.port) {
+            Some(text) => Some(text.value.trim().parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
+                self.error(
+                    defined(text),
+                    format!("port \"{}\" is not a TCP port number", text.value),
+                    "write a number from 1 to 65535, e.g. `port: 22`",
+                )
+            })?),
+            None => None,
+        };
+        let accept_unknown_host_keys = match pick(|s| &s.accept_unknown_host_keys) {
+            Some(text) => match text.value.trim() {
+                "true" => true,
+                "false" => false,
+                other => {
+                    return Err(self.error(
+                        defined(text),
+                        format!("accept_unknown_host_keys must be true or false, not \"{other}\""),
+                        "host keys are checked strictly unless this is `true`",
+                    ));
+                }
+            },
+            None => false,
+        };
+        let options = own.ssh_options.as_ref().or(defaults.ssh_options.as_ref());
+        for option in options.into_iter().flatten() {
+            if !option.value.contains('=') || option.value.starts_with('-') {
+                return Err(self.error(
+                    defined(option),
+                    format!("ssh option \"{}\" is not of the form Key=Value", option.value),
+                    "write options as ssh -o takes them, e.g. `ServerAliveInterval=10`",
+                ));
+            }
+        }
+        let path = |key: fn(&RawSettings) -> &Option<Text>| pick(key).map(|text| self.path(&text.value, name));
+        Ok(SshSpec {
+            host: pick(|s| &s.host).map_or_else(|| name.host.to_owned(), |text| expand(&text.value, name)),
+            port,
+            user: pick(|s| &s.user).map(|text| expand(&text.value, name)),
+            identity_file: path(|s| &s.identity_file),
+            config_file: path(|s| &s.ssh_config),
+            known_hosts: path(|s| &s.known_hosts),
+            accept_unknown_host_keys,
+            options: options.into_iter().flatten().map(|o| o.value.clone()).collect(),
+        })
+    }
+
     fn transport(&self, text: &Text) -> Result<TransportKind, PlanError> {
         match text.value.as_str() {
             "local" => Ok(TransportKind::Local),
-            "ssh" => Err(self.error(
-                defined(text),
-                "transport \"ssh\" is not supported yet by this distls",
-                "use `transport: local` and run distls on the host of these nodes",
-            )),
+            "ssh" => Ok(TransportKind::Ssh),
             other => Err(self.error(
                 defined(text),
                 format!("unknown transport \"{other}\""),
-                "use `transport: local` (the only transport this distls supports)",
+                "use `transport: local` or `transport: ssh`",
             )),
         }
     }
@@ -1720,9 +1852,21 @@ error: plans/prod.yaml:14:11: node name \"mim1\" has no host part
     }
 
     #[test]
-    fn ssh_transport_is_not_supported_yet() {
-        let err = load_err(&with_nodes("  - name: mim1@db1\n    transport: ssh\n"));
-        assert_error(&err, 16, 16, "not supported yet by this distls");
+    fn ssh_transport_resolves_per_node_settings() {
+        let plan = load(&with_nodes(
+            "  - name: mim1@db1\n    transport: ssh\n    port: 2222\n    user: mim\n    become: sudo -n -u mongooseim\n    env:\n      ERL_EPMD_PORT: \"4370\"\n  - name: mim2@db2\n    transport: ssh\n    host: 10.0.0.2\n    accept_unknown_host_keys: true\n    ssh_options: [ServerAliveInterval=5]\n",
+        ));
+        let ssh = plan.nodes[0].ssh.as_ref().unwrap();
+        assert_eq!((ssh.host.as_str(), ssh.port, ssh.user.as_deref()), ("db1", Some(2222), Some("mim")));
+        assert!(!ssh.accept_unknown_host_keys, "strict host keys by default");
+        assert_eq!(plan.nodes[0].become_command.as_deref(), Some("sudo -n -u mongooseim"));
+        assert_eq!(plan.nodes[0].env, vec![("ERL_EPMD_PORT".to_string(), "4370".to_string())]);
+        let ssh = plan.nodes[1].ssh.as_ref().unwrap();
+        assert_eq!(ssh.host, "10.0.0.2");
+        assert!(ssh.accept_unknown_host_keys);
+        assert_eq!(ssh.options, vec!["ServerAliveInterval=5".to_string()]);
+        let err = load_err(&with_nodes("  - name: mim1@db1\n    transport: ssh\n    port: many\n"));
+        assert!(err.message().contains("not a TCP port"), "{err}");
         let err = load_err(&SAMPLE.replace("transport: local", "transport: rsh"));
         assert_error(&err, 8, 14, "unknown transport \"rsh\"");
     }
