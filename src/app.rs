@@ -3,9 +3,11 @@
 use crate::cli::{Cli, Command, DemoArgs, MigrateArgs, OnFailureArg, PlanArgs};
 use crate::error::{Error, Result, exit_code};
 use crate::journal::{Journal, JournalStore, Phase};
-use crate::plan::{OnFailure, Plan};
+use crate::plan::{OnFailure, Plan, SshSpec};
 use crate::rollout::{self, NodeSummary, Options, Rollout, Running};
+use crate::ssh;
 use crate::target::{self, FileState};
+use crate::transport::Transport;
 use crate::{preview, rehearsal};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -73,6 +75,27 @@ fn watch_interrupts() -> Arc<AtomicBool> {
     flag
 }
 
+/// One transport per node; SSH nodes of one host share one multiplexed connection.
+async fn open_transports(plan: &Plan) -> Result<(Vec<Transport>, SshConnections)> {
+    let specs: Vec<&SshSpec> = plan.nodes.iter().filter_map(|n| n.ssh.as_ref()).collect();
+    let connections = ssh::connect_all(&specs).await?;
+    let transports = plan
+        .nodes
+        .iter()
+        .map(|node| match &node.ssh {
+            Some(spec) => Transport::ssh(
+                connections[spec].clone(),
+                node.env.clone(),
+                node.become_command.clone(),
+            ),
+            None => Transport::local(node.env.clone(), node.become_command.clone()),
+        })
+        .collect();
+    Ok((transports, connections))
+}
+
+type SshConnections = std::collections::HashMap<SshSpec, Arc<ssh::SshConnection>>;
+
 fn state_dir(args: &PlanArgs, plan: &Plan) -> PathBuf {
     args.state_dir.clone().unwrap_or_else(|| {
         plan.path
@@ -87,8 +110,12 @@ async fn migrate(args: MigrateArgs) -> Result<()> {
     let mut store = JournalStore::new(&state_dir(&args.plan, &plan), &plan.cluster);
     if args.dry_run {
         let journal = store.load()?;
-        let targets = target::prepare(&plan, journal.as_ref())?;
-        print!("{}", preview::render(&plan, &targets, journal.as_ref()));
+        let (transports, connections) = open_transports(&plan).await?;
+        let targets = target::prepare(&plan, &transports, journal.as_ref()).await;
+        drop(transports);
+        let rendered = targets.map(|targets| preview::render(&plan, &targets, journal.as_ref()));
+        ssh::close_all(connections).await;
+        print!("{}", rendered?);
         return Ok(());
     }
     store.lock()?;
@@ -100,15 +127,28 @@ async fn migrate(args: MigrateArgs) -> Result<()> {
     if let Some(journal) = &journal {
         check_resumable(journal, &plan, args.allow_plan_change)?;
     }
-    let targets = target::prepare(&plan, journal.as_ref())?;
-    let journal = journal.unwrap_or_else(|| Rollout::new_journal(&plan, &targets));
+    let (transports, connections) = open_transports(&plan).await?;
+    let outcome = migrate_over(&plan, &args, store, journal, transports).await;
+    ssh::close_all(connections).await;
+    outcome
+}
+
+async fn migrate_over(
+    plan: &Plan,
+    args: &MigrateArgs,
+    store: JournalStore,
+    journal: Option<Journal>,
+    transports: Vec<Transport>,
+) -> Result<()> {
+    let targets = target::prepare(plan, &transports, journal.as_ref()).await?;
+    let journal = journal.unwrap_or_else(|| Rollout::new_journal(plan, &targets));
     let on_failure = match args.on_failure {
         Some(OnFailureArg::Rollback) => OnFailure::Rollback,
         Some(OnFailureArg::Pause) => OnFailure::Pause,
         None => plan.on_failure,
     };
     let options = Options { on_failure };
-    let mut rollout = Rollout::new(&plan, targets, store, journal, options, watch_interrupts())?;
+    let mut rollout = Rollout::new(plan, targets, store, journal, options, watch_interrupts())?;
     let started = std::time::Instant::now();
     let (summary, outcome) = rollout.migrate().await;
     print_summary(&summary);
@@ -148,12 +188,24 @@ async fn rollback(args: PlanArgs) -> Result<()> {
     let mut store = JournalStore::new(&state_dir(&args, &plan), &plan.cluster);
     store.lock()?;
     let journal = store.load()?;
-    let targets = target::prepare(&plan, journal.as_ref())?;
-    let journal = journal.unwrap_or_else(|| Rollout::new_journal(&plan, &targets));
+    let (transports, connections) = open_transports(&plan).await?;
+    let outcome = rollback_over(&plan, store, journal, transports).await;
+    ssh::close_all(connections).await;
+    outcome
+}
+
+async fn rollback_over(
+    plan: &Plan,
+    store: JournalStore,
+    journal: Option<Journal>,
+    transports: Vec<Transport>,
+) -> Result<()> {
+    let targets = target::prepare(plan, &transports, journal.as_ref()).await?;
+    let journal = journal.unwrap_or_else(|| Rollout::new_journal(plan, &targets));
     let options = Options {
         on_failure: OnFailure::Pause,
     };
-    let mut rollout = Rollout::new(&plan, targets, store, journal, options, watch_interrupts())?;
+    let mut rollout = Rollout::new(plan, targets, store, journal, options, watch_interrupts())?;
     let (summary, outcome) = rollout.rollback().await;
     print_summary(&summary);
     if outcome.is_ok() {
@@ -169,7 +221,19 @@ async fn status(args: PlanArgs) -> Result<()> {
     let plan = Plan::load(&args.plan)?;
     let store = JournalStore::new(&state_dir(&args, &plan), &plan.cluster);
     let journal = store.load()?;
-    let targets = target::prepare(&plan, journal.as_ref())?;
+    let (transports, connections) = open_transports(&plan).await?;
+    let outcome = status_over(&plan, &store, journal, transports).await;
+    ssh::close_all(connections).await;
+    outcome
+}
+
+async fn status_over(
+    plan: &Plan,
+    store: &JournalStore,
+    journal: Option<Journal>,
+    transports: Vec<Transport>,
+) -> Result<()> {
+    let targets = target::prepare(plan, &transports, journal.as_ref()).await?;
     match &journal {
         Some(j) => {
             println!(

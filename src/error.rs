@@ -3,6 +3,7 @@
 use crate::journal::JournalError;
 use crate::plan::PlanError;
 use crate::probe::ProbeError;
+use crate::ssh::SshError;
 use crate::transport::TransportError;
 
 pub mod exit_code {
@@ -44,6 +45,8 @@ pub enum Error {
     Probe(#[from] ProbeError),
     #[error(transparent)]
     Transport(#[from] TransportError),
+    #[error(transparent)]
+    Ssh(#[from] SshError),
     #[error("{0}")]
     Internal(String),
 }
@@ -52,7 +55,7 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Plan(_) | Error::InvalidInput(_) => exit_code::INVALID_INPUT,
-            Error::Refused(_) => exit_code::REFUSED,
+            Error::Refused(_) | Error::Ssh(_) => exit_code::REFUSED,
             Error::StepFailed(_) => exit_code::STEP_FAILED,
             Error::NeedsOperator(_) => exit_code::NEEDS_OPERATOR,
             Error::Interrupted(_) => exit_code::INTERRUPTED,

@@ -11,5 +11,6 @@ pub mod probe;
 pub mod progress;
 pub mod rehearsal;
 pub mod rollout;
+pub mod ssh;
 pub mod target;
 pub mod transport;

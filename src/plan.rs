@@ -1232,16 +1232,29 @@ impl Resolver<'_> {
     }
 
     /// The SSH settings of one node: each key from the node, else from `defaults`.
-    fn ssh(&self, own: &RawSettings, defaults: &RawSettings, name: &NodeName) -> Result<SshSpec, PlanError> {
-        let pick = |key: fn(&RawSettings) -> &Option<Text>| key(own).as_ref().or(key(defaults).as_ref());
+    fn ssh(
+        &self,
+        own: &RawSettings,
+        defaults: &RawSettings,
+        name: &NodeName,
+    ) -> Result<SshSpec, PlanError> {
+        let pick =
+            |key: fn(&RawSettings) -> &Option<Text>| key(own).as_ref().or(key(defaults).as_ref());
         let port = match pick(|s| &s.port) {
-            Some(text) => Some(text.value.trim().parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
-                self.error(
-                    defined(text),
-                    format!("port \"{}\" is not a TCP port number", text.value),
-                    "write a number from 1 to 65535, e.g. `port: 22`",
-                )
-            })?),
+            Some(text) => Some(
+                text.value
+                    .trim()
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|p| *p > 0)
+                    .ok_or_else(|| {
+                        self.error(
+                            defined(text),
+                            format!("port \"{}\" is not a TCP port number", text.value),
+                            "write a number from 1 to 65535, e.g. `port: 22`",
+                        )
+                    })?,
+            ),
             None => None,
         };
         let accept_unknown_host_keys = match pick(|s| &s.accept_unknown_host_keys) {
@@ -1263,21 +1276,31 @@ impl Resolver<'_> {
             if !option.value.contains('=') || option.value.starts_with('-') {
                 return Err(self.error(
                     defined(option),
-                    format!("ssh option \"{}\" is not of the form Key=Value", option.value),
+                    format!(
+                        "ssh option \"{}\" is not of the form Key=Value",
+                        option.value
+                    ),
                     "write options as ssh -o takes them, e.g. `ServerAliveInterval=10`",
                 ));
             }
         }
-        let path = |key: fn(&RawSettings) -> &Option<Text>| pick(key).map(|text| self.path(&text.value, name));
+        let path = |key: fn(&RawSettings) -> &Option<Text>| {
+            pick(key).map(|text| self.path(&text.value, name))
+        };
         Ok(SshSpec {
-            host: pick(|s| &s.host).map_or_else(|| name.host.to_owned(), |text| expand(&text.value, name)),
+            host: pick(|s| &s.host)
+                .map_or_else(|| name.host.to_owned(), |text| expand(&text.value, name)),
             port,
             user: pick(|s| &s.user).map(|text| expand(&text.value, name)),
             identity_file: path(|s| &s.identity_file),
             config_file: path(|s| &s.ssh_config),
             known_hosts: path(|s| &s.known_hosts),
             accept_unknown_host_keys,
-            options: options.into_iter().flatten().map(|o| o.value.clone()).collect(),
+            options: options
+                .into_iter()
+                .flatten()
+                .map(|o| o.value.clone())
+                .collect(),
         })
     }
 
@@ -1857,15 +1880,26 @@ error: plans/prod.yaml:14:11: node name \"mim1\" has no host part
             "  - name: mim1@db1\n    transport: ssh\n    port: 2222\n    user: mim\n    become: sudo -n -u mongooseim\n    env:\n      ERL_EPMD_PORT: \"4370\"\n  - name: mim2@db2\n    transport: ssh\n    host: 10.0.0.2\n    accept_unknown_host_keys: true\n    ssh_options: [ServerAliveInterval=5]\n",
         ));
         let ssh = plan.nodes[0].ssh.as_ref().unwrap();
-        assert_eq!((ssh.host.as_str(), ssh.port, ssh.user.as_deref()), ("db1", Some(2222), Some("mim")));
+        assert_eq!(
+            (ssh.host.as_str(), ssh.port, ssh.user.as_deref()),
+            ("db1", Some(2222), Some("mim"))
+        );
         assert!(!ssh.accept_unknown_host_keys, "strict host keys by default");
-        assert_eq!(plan.nodes[0].become_command.as_deref(), Some("sudo -n -u mongooseim"));
-        assert_eq!(plan.nodes[0].env, vec![("ERL_EPMD_PORT".to_string(), "4370".to_string())]);
+        assert_eq!(
+            plan.nodes[0].become_command.as_deref(),
+            Some("sudo -n -u mongooseim")
+        );
+        assert_eq!(
+            plan.nodes[0].env,
+            vec![("ERL_EPMD_PORT".to_string(), "4370".to_string())]
+        );
         let ssh = plan.nodes[1].ssh.as_ref().unwrap();
         assert_eq!(ssh.host, "10.0.0.2");
         assert!(ssh.accept_unknown_host_keys);
         assert_eq!(ssh.options, vec!["ServerAliveInterval=5".to_string()]);
-        let err = load_err(&with_nodes("  - name: mim1@db1\n    transport: ssh\n    port: many\n"));
+        let err = load_err(&with_nodes(
+            "  - name: mim1@db1\n    transport: ssh\n    port: many\n",
+        ));
         assert!(err.message().contains("not a TCP port"), "{err}");
         let err = load_err(&SAMPLE.replace("transport: local", "transport: rsh"));
         assert_error(&err, 8, 14, "unknown transport \"rsh\"");

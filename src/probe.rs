@@ -4,14 +4,13 @@
 
 use crate::argsfile::{Cookie, NameFlag};
 use crate::atomic_file::sha256_hex;
-use crate::transport::{Transport, TransportError};
+use crate::transport::{ProcessHandle, Transport, TransportError};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStdin};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::{Mutex, oneshot};
 
 const PROBE_SOURCE: &str = include_str!("probe/distls_probe.erl");
@@ -83,10 +82,10 @@ type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<String>>>>;
 /// A running probe VM.
 pub struct Probe {
     label: String,
-    stdin: Mutex<ChildStdin>,
+    stdin: Mutex<Option<Box<dyn AsyncWrite + Send + Unpin>>>,
     pending: Pending,
     next_id: AtomicU64,
-    child: Mutex<Child>,
+    process: Mutex<Option<ProcessHandle>>,
 }
 
 impl Probe {
@@ -102,12 +101,12 @@ impl Probe {
         self.write_line(&line).await?;
         match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
             Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(_)) => Err(self.gone("the VM exited").await),
+            Ok(Err(_)) => Err(self.gone("the VM exited")),
             Err(_) => {
                 self.pending.lock().await.remove(&id);
                 Err(ProbeError::Gone {
                     proto: self.label.clone(),
-                    detail: format!("no answer to `{body}` within {REQUEST_TIMEOUT:?}"),
+                    detail: format!("no answer within {REQUEST_TIMEOUT:?}"),
                 })
             }
         }
@@ -115,21 +114,19 @@ impl Probe {
 
     async fn write_line(&self, line: &str) -> Result<(), ProbeError> {
         let mut stdin = self.stdin.lock().await;
-        if stdin.write_all(line.as_bytes()).await.is_err() || stdin.flush().await.is_err() {
-            drop(stdin);
-            return Err(self.gone("its stdin is closed").await);
+        let Some(pipe) = stdin.as_mut() else {
+            return Err(self.gone("it was stopped"));
+        };
+        if pipe.write_all(line.as_bytes()).await.is_err() || pipe.flush().await.is_err() {
+            return Err(self.gone("its stdin is closed"));
         }
         Ok(())
     }
 
-    async fn gone(&self, detail: &str) -> ProbeError {
-        let status = self.child.lock().await.try_wait().ok().flatten();
+    fn gone(&self, detail: &str) -> ProbeError {
         ProbeError::Gone {
             proto: self.label.clone(),
-            detail: match status {
-                Some(s) => format!("{detail} ({s})"),
-                None => detail.to_string(),
-            },
+            detail: detail.to_string(),
         }
     }
 
@@ -149,10 +146,12 @@ impl Probe {
             .map(|_| ())
     }
 
+    /// Close its stdin (the VM halts on EOF) and reap it.
     pub async fn stop(&self) {
-        let mut child = self.child.lock().await;
-        let _ = child.start_kill();
-        let _ = child.wait().await;
+        self.stdin.lock().await.take();
+        if let Some(process) = self.process.lock().await.take() {
+            process.finish().await;
+        }
     }
 }
 
@@ -197,83 +196,153 @@ fn parse_peers(list: &str) -> Vec<PeerLink> {
         .collect()
 }
 
-/// Who the probes are and what they may know: name style, host, and each node's cookie.
-pub struct ProbeSettings {
-    pub erl: String,
-    pub name_flag: NameFlag,
-    pub host: String,
-    pub cookies: Vec<(String, Cookie)>,
+/// Where a probe runs: the node's host (through its transport), that host's erl, and the host
+/// name probe nodes are named after (the node names' host part).
+pub struct ProbeSite<'a> {
+    pub transport: &'a Transport,
+    pub erl: &'a str,
+    pub host: &'a str,
 }
 
-/// Probe VMs keyed by the args text they were started with.
+/// A private directory for probe files on one site: the source, the args copies, a HOME.
+enum Workdir {
+    Local(tempfile::TempDir),
+    Remote { transport: Transport, path: PathBuf },
+}
+
+impl Workdir {
+    fn path(&self) -> PathBuf {
+        match self {
+            Workdir::Local(dir) => dir.path().to_path_buf(),
+            Workdir::Remote { path, .. } => path.clone(),
+        }
+    }
+}
+
+/// Probe VMs keyed by site and the args text they were started with.
 pub struct ProbePool {
-    settings: ProbeSettings,
-    transport: Transport,
-    workdir: tempfile::TempDir,
+    name_flag: NameFlag,
+    cookies: Vec<(String, Cookie)>,
     probes: Mutex<HashMap<String, Arc<Probe>>>,
+    workdirs: Mutex<HashMap<String, Arc<Workdir>>>,
     started: AtomicU64,
 }
 
 impl ProbePool {
-    pub fn new(settings: ProbeSettings, transport: Transport) -> std::io::Result<Self> {
-        let workdir = tempfile::Builder::new().prefix("distls-probe-").tempdir()?;
-        std::fs::write(workdir.path().join("distls_probe.erl"), PROBE_SOURCE)?;
-        std::fs::create_dir(workdir.path().join("home"))?;
-        Ok(ProbePool {
-            settings,
-            transport,
-            workdir,
+    pub fn new(name_flag: NameFlag, cookies: Vec<(String, Cookie)>) -> Self {
+        ProbePool {
+            name_flag,
+            cookies,
             probes: Mutex::new(HashMap::new()),
+            workdirs: Mutex::new(HashMap::new()),
             started: AtomicU64::new(0),
-        })
+        }
     }
 
-    /// The probe that speaks what `dist_args` (a vm.dist.args text) says; started on first use.
-    pub async fn probe_for(&self, dist_args: &str, label: &str) -> Result<Arc<Probe>, ProbeError> {
-        let key = sha256_hex(dist_args.as_bytes());
+    /// The probe that speaks what `dist_args` (a vm.dist.args text) says on `site`; started on first use.
+    pub async fn probe_for(
+        &self,
+        site: &ProbeSite<'_>,
+        dist_args: &str,
+        label: &str,
+    ) -> Result<Arc<Probe>, ProbeError> {
+        let args_key = sha256_hex(dist_args.as_bytes());
+        let key = format!(
+            "{} {} {} {args_key}",
+            site.transport.site(),
+            site.erl,
+            site.host
+        );
         let mut probes = self.probes.lock().await;
         if let Some(probe) = probes.get(&key) {
             return Ok(probe.clone());
         }
-        let probe = Arc::new(self.boot(&key, dist_args, label).await?);
+        let probe = Arc::new(self.boot(site, &args_key, dist_args, label).await?);
         probes.insert(key, probe.clone());
         Ok(probe)
     }
 
-    async fn boot(&self, key: &str, dist_args: &str, label: &str) -> Result<Probe, ProbeError> {
-        let args_path = self.workdir.path().join(format!("{}.args", &key[..16]));
-        std::fs::write(&args_path, dist_args).map_err(|source| TransportError::File {
-            path: args_path.clone(),
-            source,
-        })?;
+    async fn workdir(&self, transport: &Transport) -> Result<Arc<Workdir>, ProbeError> {
+        let mut workdirs = self.workdirs.lock().await;
+        if let Some(dir) = workdirs.get(&transport.site()) {
+            return Ok(dir.clone());
+        }
+        let workdir = if transport.is_direct() {
+            let dir = tempfile::Builder::new()
+                .prefix("distls-probe-")
+                .tempdir()
+                .map_err(|e| ProbeError::Boot {
+                    proto: "-".into(),
+                    detail: format!("cannot create a private directory: {e}"),
+                })?;
+            Workdir::Local(dir)
+        } else {
+            let out = transport
+                .run(
+                    r#"d=$(mktemp -d "${TMPDIR:-/tmp}/distls-probe.XXXXXX") && printf '%s' "$d""#,
+                    Duration::from_secs(30),
+                )
+                .await?;
+            if !out.success() {
+                return Err(ProbeError::Boot {
+                    proto: "-".into(),
+                    detail: format!(
+                        "cannot create a private directory on {}: {}",
+                        transport.describe(),
+                        out.tail()
+                    ),
+                });
+            }
+            Workdir::Remote {
+                transport: transport.clone(),
+                path: PathBuf::from(out.stdout.trim()),
+            }
+        };
+        let path = workdir.path();
+        transport
+            .write_file(
+                &path.join("distls_probe.erl"),
+                PROBE_SOURCE.as_bytes(),
+                0o600,
+            )
+            .await?;
+        let workdir = Arc::new(workdir);
+        workdirs.insert(transport.site(), workdir.clone());
+        Ok(workdir)
+    }
+
+    async fn boot(
+        &self,
+        site: &ProbeSite<'_>,
+        args_key: &str,
+        dist_args: &str,
+        label: &str,
+    ) -> Result<Probe, ProbeError> {
+        let workdir = self.workdir(site.transport).await?.path();
+        let args_path = workdir.join(format!("{}.args", &args_key[..16]));
+        site.transport
+            .write_file(&args_path, dist_args.as_bytes(), 0o600)
+            .await?;
         let serial = self.started.fetch_add(1, Ordering::Relaxed);
-        let name = format!(
-            "distls_probe_{}_{serial}@{}",
-            std::process::id(),
-            self.settings.host
-        );
-        let source = self.workdir.path().join("distls_probe.erl");
-        let args = probe_args(&self.settings, &name, &args_path, &source);
+        let name = format!("distls_probe_{}_{serial}@{}", std::process::id(), site.host);
+        let source = workdir.join("distls_probe.erl");
+        let args = probe_args(self.name_flag, &name, &args_path, &source);
         // A private HOME: the VM would otherwise create ~/.erlang.cookie for the operator.
-        let home: PathBuf = self.workdir.path().join("home");
-        let env = vec![("HOME".to_string(), home.display().to_string())];
-        let mut child = self.transport.spawn(&self.settings.erl, &args, &env)?;
-        let stdin = child.stdin.take().expect("piped stdin");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let stderr = child.stderr.take().expect("piped stderr");
+        let env = vec![("HOME".to_string(), workdir.display().to_string())];
+        let spawned = site.transport.spawn(site.erl, &args, &env).await?;
         let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
         let noise = Arc::new(Mutex::new(Vec::<String>::new()));
-        tokio::spawn(read_replies(stdout, pending.clone(), noise.clone()));
-        tokio::spawn(collect_stderr(stderr, noise.clone()));
+        tokio::spawn(read_replies(spawned.stdout, pending.clone(), noise.clone()));
+        tokio::spawn(collect_stderr(spawned.stderr, noise.clone()));
         let probe = Probe {
-            label: label.to_string(),
-            stdin: Mutex::new(stdin),
+            label: format!("{label} on {}", site.transport.describe()),
+            stdin: Mutex::new(Some(spawned.stdin)),
             pending,
             next_id: AtomicU64::new(1),
-            child: Mutex::new(child),
+            process: Mutex::new(Some(spawned.handle)),
         };
         let handshake = async {
-            for (node, cookie) in &self.settings.cookies {
+            for (node, cookie) in &self.cookies {
                 // Cookies travel over the pipe only: never argv, never a file outside the private dir.
                 probe
                     .request(&format!("cookie {node} {}", cookie.expose()))
@@ -291,22 +360,32 @@ impl ProbePool {
                     _ => said,
                 };
                 Err(ProbeError::Boot {
-                    proto: label.to_string(),
+                    proto: probe.label.clone(),
                     detail,
                 })
             }
         }
     }
 
+    /// Stop every probe VM and remove the remote working directories.
     pub async fn shutdown(&self) {
         for probe in self.probes.lock().await.values() {
             probe.stop().await;
+        }
+        for workdir in self.workdirs.lock().await.values() {
+            if let Workdir::Remote { transport, path } = workdir.as_ref() {
+                let script = format!(
+                    "rm -rf -- {}",
+                    crate::transport::shell_quote(&path.display().to_string())
+                );
+                let _ = transport.run(&script, Duration::from_secs(30)).await;
+            }
         }
     }
 }
 
 fn probe_args(
-    settings: &ProbeSettings,
+    name_flag: NameFlag,
     name: &str,
     args_path: &std::path::Path,
     source: &std::path::Path,
@@ -321,7 +400,7 @@ fn probe_args(
         // No listener: the probe only dials out, and a port pinned in the args file stays free.
         "-dist_listen".into(),
         "false".into(),
-        settings.name_flag.flag().into(),
+        name_flag.flag().into(),
         name.into(),
         "-args_file".into(),
         args_path.display().to_string(),
@@ -331,7 +410,7 @@ fn probe_args(
 }
 
 async fn read_replies(
-    stdout: tokio::process::ChildStdout,
+    stdout: Box<dyn AsyncRead + Send + Unpin>,
     pending: Pending,
     noise: Arc<Mutex<Vec<String>>>,
 ) {
@@ -351,7 +430,10 @@ async fn read_replies(
     pending.lock().await.clear();
 }
 
-async fn collect_stderr(mut stderr: tokio::process::ChildStderr, noise: Arc<Mutex<Vec<String>>>) {
+async fn collect_stderr(
+    mut stderr: Box<dyn AsyncRead + Send + Unpin>,
+    noise: Arc<Mutex<Vec<String>>>,
+) {
     let mut text = String::new();
     let _ = stderr.read_to_string(&mut text).await;
     for line in text.lines() {

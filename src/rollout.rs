@@ -6,7 +6,7 @@ use crate::atomic_file::sha256_hex;
 use crate::error::{Error, Result};
 use crate::journal::{Journal, JournalStore, NodeRecord, Phase, Step};
 use crate::plan::{OnFailure, Plan};
-use crate::probe::{NodeInfo, Probe, ProbePool, ProbeSettings};
+use crate::probe::{NodeInfo, Probe, ProbePool};
 use crate::progress::Progress;
 use crate::target::{FileState, NodeTarget};
 use std::sync::Arc;
@@ -172,17 +172,11 @@ pub fn probe_pool(targets: &[NodeTarget]) -> Result<ProbePool> {
     let first = targets
         .first()
         .ok_or_else(|| Error::InvalidInput("the plan has no nodes".into()))?;
-    let settings = ProbeSettings {
-        erl: first.spec.erl.clone(),
-        name_flag: first.identity.name_flag,
-        host: first.spec.host.clone(),
-        cookies: targets
-            .iter()
-            .filter_map(|t| t.identity.cookie.clone().map(|c| (t.name().to_string(), c)))
-            .collect(),
-    };
-    ProbePool::new(settings, first.transport.clone())
-        .map_err(|e| Error::Internal(format!("cannot create the probe's private directory: {e}")))
+    let cookies = targets
+        .iter()
+        .filter_map(|t| t.identity.cookie.clone().map(|c| (t.name().to_string(), c)))
+        .collect();
+    Ok(ProbePool::new(first.identity.name_flag, cookies))
 }
 
 impl<'a> Rollout<'a> {
@@ -719,16 +713,18 @@ impl<'a> Rollout<'a> {
     }
 
     async fn plain_probe(&self, index: usize) -> Result<Arc<Probe>> {
+        let target = &self.targets[index];
         Ok(self
             .probes
-            .probe_for(&self.targets[index].original, "plain tcp")
+            .probe_for(&target.probe_site(), &target.original, "plain tcp")
             .await?)
     }
 
     async fn tls_probe(&self, index: usize) -> Result<Arc<Probe>> {
+        let target = &self.targets[index];
         Ok(self
             .probes
-            .probe_for(&self.targets[index].tls.text, "tls")
+            .probe_for(&target.probe_site(), &target.tls.text, "tls")
             .await?)
     }
 
@@ -943,8 +939,12 @@ impl<'a> Rollout<'a> {
 }
 
 pub async fn observe_with(probes: &ProbePool, target: &NodeTarget) -> Result<NodeInfo> {
-    let plain = probes.probe_for(&target.original, "plain tcp").await?;
-    let tls = probes.probe_for(&target.tls.text, "tls").await?;
+    let plain = probes
+        .probe_for(&target.probe_site(), &target.original, "plain tcp")
+        .await?;
+    let tls = probes
+        .probe_for(&target.probe_site(), &target.tls.text, "tls")
+        .await?;
     let name = target.name();
     let plain_info = plain.info(name);
     let tls_info = tls.info(name);

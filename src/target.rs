@@ -57,6 +57,15 @@ impl NodeTarget {
         }
     }
 
+    /// Where this node's probe VMs run.
+    pub fn probe_site(&self) -> crate::probe::ProbeSite<'_> {
+        crate::probe::ProbeSite {
+            transport: &self.transport,
+            erl: &self.spec.erl,
+            host: &self.spec.host,
+        }
+    }
+
     pub async fn read_file_state(&self) -> Result<FileState> {
         let bytes = self.transport.read_file(&self.dist_args).await?;
         Ok(self.classify(&String::from_utf8_lossy(&bytes)))
@@ -67,10 +76,10 @@ fn args_error(path: &Path, err: &ArgsFileError) -> Error {
     Error::InvalidInput(format!("{}:{err}\n  hint: {}", path.display(), err.hint()))
 }
 
-fn read_text(path: &Path, node: &str, what: &str) -> Result<String> {
-    let bytes = std::fs::read(path).map_err(|e| {
+async fn read_text(transport: &Transport, path: &Path, node: &str, what: &str) -> Result<String> {
+    let bytes = transport.read_file(path).await.map_err(|e| {
         Error::InvalidInput(format!(
-            "node {node}: cannot read its {what} {}: {e}\n  hint: check the path in the plan and that distls may read it",
+            "node {node}: cannot read its {what} {}: {e}\n  hint: check the path in the plan and that distls (or `become`) may read it",
             path.display()
         ))
     })?;
@@ -83,20 +92,28 @@ fn read_text(path: &Path, node: &str, what: &str) -> Result<String> {
 }
 
 /// Read and check every node's files. Fails before anything is changed if any node cannot be migrated.
-pub fn prepare(plan: &Plan, journal: Option<&Journal>) -> Result<Vec<NodeTarget>> {
+/// `transports[i]` reaches `plan.nodes[i]`.
+pub async fn prepare(
+    plan: &Plan,
+    transports: &[Transport],
+    journal: Option<&Journal>,
+) -> Result<Vec<NodeTarget>> {
     plan.check_local_files()?;
-    let targets = plan
-        .nodes
-        .iter()
-        .map(|spec| prepare_node(spec, journal))
-        .collect::<Result<Vec<_>>>()?;
+    let mut targets = Vec::with_capacity(plan.nodes.len());
+    for (spec, transport) in plan.nodes.iter().zip(transports) {
+        targets.push(prepare_node(spec, transport.clone(), journal).await?);
+    }
     check_consistent_naming(&targets)?;
     Ok(targets)
 }
 
-fn prepare_node(spec: &NodeSpec, journal: Option<&Journal>) -> Result<NodeTarget> {
+async fn prepare_node(
+    spec: &NodeSpec,
+    transport: Transport,
+    journal: Option<&Journal>,
+) -> Result<NodeTarget> {
     let name = spec.name.as_str();
-    let vm_args_text = read_text(&spec.vm_args, name, "vm.args")?;
+    let vm_args_text = read_text(&transport, &spec.vm_args, name, "vm.args").await?;
     if let Some(flag) = argsfile::proto_dist_in_vm_args(&vm_args_text) {
         return Err(Error::InvalidInput(format!(
             "{}:{}:{}: node {name}: vm.args sets -proto_dist {}; it is read before vm.dist.args and the first -proto_dist wins silently, so the TLS switch would have no effect\n  hint: delete that line from vm.args; distls enables TLS in vm.dist.args",
@@ -109,13 +126,15 @@ fn prepare_node(spec: &NodeSpec, journal: Option<&Journal>) -> Result<NodeTarget
     let identity =
         argsfile::node_identity(&vm_args_text).map_err(|e| args_error(&spec.vm_args, &e))?;
     check_identity(spec, &identity)?;
-    let dist_args = std::fs::canonicalize(&spec.vm_dist_args).map_err(|e| {
-        Error::InvalidInput(format!("node {name}: {}: {e}", spec.vm_dist_args.display()))
+    let dist_args = transport.canonicalize(&spec.vm_dist_args).await.map_err(|e| {
+        Error::InvalidInput(format!(
+            "node {name}: its vm.dist.args cannot be found: {e}\n  hint: fix vm_dist_args in the plan"
+        ))
     })?;
     let backup = PathBuf::from(format!("{}{BACKUP_SUFFIX}", dist_args.display()));
-    let current = read_text(&dist_args, name, "vm.dist.args")?;
-    let original = if backup.exists() {
-        read_text(&backup, name, "backup")?
+    let current = read_text(&transport, &dist_args, name, "vm.dist.args").await?;
+    let original = if transport.file_exists(&backup).await {
+        read_text(&transport, &backup, name, "backup").await?
     } else {
         current.clone()
     };
@@ -127,7 +146,7 @@ fn prepare_node(spec: &NodeSpec, journal: Option<&Journal>) -> Result<NodeTarget
     let tls = argsfile::enable_tls(&original, &paths).map_err(|e| args_error(&dist_args, &e))?;
     let target = NodeTarget {
         spec: spec.clone(),
-        transport: Transport::Local,
+        transport,
         identity,
         dist_args,
         backup,

@@ -1,16 +1,28 @@
 //! How distls reaches a node's host: read and write its files, run its commands, start a probe VM.
-//! Only the local host for now; every operation goes through here so another transport can slot in.
+//! Locally, or over a shared SSH connection; optionally as the service user (`become`).
 
 use crate::atomic_file;
-use std::io;
+use crate::ssh::SshConnection;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::process::{Child, Command};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::process::Command;
 
-#[derive(Debug, Clone)]
-pub enum Transport {
+#[derive(Clone)]
+enum Access {
     Local,
+    Ssh(Arc<SshConnection>),
+}
+
+/// One node's way in: the host access, plus the node's environment and `become` prefix.
+#[derive(Clone)]
+pub struct Transport {
+    access: Access,
+    env: Arc<Vec<(String, String)>>,
+    become_command: Option<String>,
 }
 
 /// What a finished command left behind.
@@ -37,138 +49,398 @@ impl CommandOutcome {
 
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
-    #[error("`{command}` did not finish within {}", humantime::format_duration(*.timeout))]
-    Timeout { command: String, timeout: Duration },
-    #[error("cannot run `{command}`: {source}")]
-    Spawn { command: String, source: io::Error },
-    #[error("{path}: {source}")]
-    File { path: PathBuf, source: io::Error },
+    #[error("`{command}` on {host} did not finish within {}", humantime::format_duration(*.timeout))]
+    Timeout {
+        host: String,
+        command: String,
+        timeout: Duration,
+    },
+    #[error("cannot run `{command}` on {host}: {detail}")]
+    Spawn {
+        host: String,
+        command: String,
+        detail: String,
+    },
+    #[error("{host}: {path}: {detail}")]
+    File {
+        host: String,
+        path: PathBuf,
+        detail: String,
+    },
 }
 
-impl Transport {
-    pub fn describe(&self) -> &'static str {
-        match self {
-            Transport::Local => "local",
-        }
-    }
+/// A long-lived process with piped stdio (the probe VM), local or remote.
+pub struct Spawned {
+    pub stdin: Box<dyn AsyncWrite + Send + Unpin>,
+    pub stdout: Box<dyn AsyncRead + Send + Unpin>,
+    pub stderr: Box<dyn AsyncRead + Send + Unpin>,
+    pub handle: ProcessHandle,
+}
 
-    pub async fn read_file(&self, path: &Path) -> Result<Vec<u8>, TransportError> {
+pub enum ProcessHandle {
+    Local(tokio::process::Child),
+    Remote(openssh::Child<Arc<openssh::Session>>),
+}
+
+impl ProcessHandle {
+    /// Its stdin is already closed (the probe halts on EOF); make sure it is gone.
+    pub async fn finish(self) {
         match self {
-            Transport::Local => {
-                tokio::fs::read(path)
+            ProcessHandle::Local(mut child) => {
+                if tokio::time::timeout(Duration::from_secs(5), child.wait())
                     .await
-                    .map_err(|source| TransportError::File {
-                        path: path.to_path_buf(),
-                        source,
-                    })
+                    .is_err()
+                {
+                    let _ = child.start_kill();
+                    let _ = child.wait().await;
+                }
+            }
+            ProcessHandle::Remote(child) => {
+                let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
             }
         }
     }
+}
 
-    pub async fn file_exists(&self, path: &Path) -> bool {
-        match self {
-            Transport::Local => tokio::fs::metadata(path).await.is_ok(),
+/// Single-quote a word for a POSIX shell.
+pub fn shell_quote(word: &str) -> String {
+    format!("'{}'", word.replace('\'', r"'\''"))
+}
+
+impl Transport {
+    pub fn local(env: Vec<(String, String)>, become_command: Option<String>) -> Self {
+        Transport {
+            access: Access::Local,
+            env: Arc::new(env),
+            become_command,
         }
     }
 
-    /// Atomic replace keeping mode and owner (see `atomic_file::write`).
+    pub fn ssh(
+        connection: Arc<SshConnection>,
+        env: Vec<(String, String)>,
+        become_command: Option<String>,
+    ) -> Self {
+        Transport {
+            access: Access::Ssh(connection),
+            env: Arc::new(env),
+            become_command,
+        }
+    }
+
+    /// Where commands run, for messages: `local` or `ssh root@db1:22`.
+    pub fn describe(&self) -> String {
+        match &self.access {
+            Access::Local => "local host".to_string(),
+            Access::Ssh(c) => format!("ssh {}", c.label()),
+        }
+    }
+
+    /// Identifies the host and the user commands run as (probe VMs are shared per site).
+    pub fn site(&self) -> String {
+        format!(
+            "{} as {}",
+            self.describe(),
+            self.become_command.as_deref().unwrap_or("self")
+        )
+    }
+
+    pub fn is_local(&self) -> bool {
+        matches!(self.access, Access::Local)
+    }
+
+    /// Plain local file access works only without `become`; everything else goes through a shell.
+    pub fn is_direct(&self) -> bool {
+        self.is_local() && self.become_command.is_none()
+    }
+
+    fn file_error(&self, path: &Path, detail: impl Into<String>) -> TransportError {
+        TransportError::File {
+            host: self.describe(),
+            path: path.to_path_buf(),
+            detail: detail.into(),
+        }
+    }
+
+    /// `[become] env K=V… sh -c 'script'`: the node's environment reaches the command even
+    /// through sudo, which resets it.
+    fn shell_line(&self, script: &str, extra_env: &[(String, String)]) -> String {
+        let mut words: Vec<String> = Vec::new();
+        if let Some(become_command) = &self.become_command {
+            words.push(become_command.clone());
+        }
+        let env: Vec<&(String, String)> = self.env.iter().chain(extra_env).collect();
+        if !env.is_empty() {
+            words.push("env".into());
+            words.extend(env.iter().map(|(k, v)| shell_quote(&format!("{k}={v}"))));
+        }
+        words.push("sh -c".into());
+        words.push(shell_quote(script));
+        words.join(" ")
+    }
+
+    /// Run a shell script on the host and collect its output; `input` is fed to its stdin.
+    async fn exec(
+        &self,
+        script: &str,
+        input: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<CommandOutcome, TransportError> {
+        let started = Instant::now();
+        let spawn_error = |detail: String| TransportError::Spawn {
+            host: self.describe(),
+            command: script.to_string(),
+            detail,
+        };
+        let timed_out = || TransportError::Timeout {
+            host: self.describe(),
+            command: script.to_string(),
+            timeout,
+        };
+        let stdin = if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        };
+        let output = match &self.access {
+            Access::Local => {
+                let mut cmd = Command::new("/bin/sh");
+                if self.become_command.is_some() {
+                    cmd.arg("-c").arg(self.shell_line(script, &[]));
+                } else {
+                    cmd.arg("-c").arg(script).envs(self.env.iter().cloned());
+                }
+                // Own process group: the operator's Ctrl-C reaches distls only, and a timeout
+                // can kill everything the command started.
+                cmd.stdin(stdin)
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .process_group(0)
+                    .kill_on_drop(true);
+                let mut child = cmd.spawn().map_err(|e| spawn_error(e.to_string()))?;
+                let pid = child.id();
+                if let (Some(bytes), Some(mut pipe)) = (input, child.stdin.take()) {
+                    pipe.write_all(bytes)
+                        .await
+                        .map_err(|e| spawn_error(e.to_string()))?;
+                }
+                match tokio::time::timeout(timeout, child.wait_with_output()).await {
+                    Ok(result) => result.map_err(|e| spawn_error(e.to_string()))?,
+                    Err(_) => {
+                        if let Some(pid) = pid {
+                            kill_process_group(pid);
+                        }
+                        return Err(timed_out());
+                    }
+                }
+            }
+            Access::Ssh(connection) => {
+                let line = self.shell_line(script, &[]);
+                let session = connection.session();
+                let mut cmd = session.arc_raw_command(line);
+                cmd.stdin(if input.is_some() {
+                    openssh::Stdio::piped()
+                } else {
+                    openssh::Stdio::null()
+                })
+                .stdout(openssh::Stdio::piped())
+                .stderr(openssh::Stdio::piped());
+                let run = async {
+                    let mut child = cmd.spawn().await.map_err(|e| spawn_error(ssh_detail(&e)))?;
+                    if let (Some(bytes), Some(mut pipe)) = (input, child.stdin().take()) {
+                        pipe.write_all(bytes)
+                            .await
+                            .map_err(|e| spawn_error(e.to_string()))?;
+                        pipe.shutdown()
+                            .await
+                            .map_err(|e| spawn_error(e.to_string()))?;
+                    }
+                    child
+                        .wait_with_output()
+                        .await
+                        .map_err(|e| spawn_error(ssh_detail(&e)))
+                };
+                match tokio::time::timeout(timeout, run).await {
+                    Ok(result) => result?,
+                    Err(_) => return Err(timed_out()),
+                }
+            }
+        };
+        Ok(CommandOutcome {
+            status: output.status.code(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            elapsed: started.elapsed(),
+        })
+    }
+
+    async fn exec_ok(
+        &self,
+        script: &str,
+        input: Option<&[u8]>,
+        path: &Path,
+    ) -> Result<Vec<u8>, TransportError> {
+        let out = self.exec(script, input, Duration::from_secs(60)).await?;
+        if !out.success() {
+            return Err(self.file_error(path, out.stderr.trim().to_string()));
+        }
+        Ok(out.stdout.into_bytes())
+    }
+
+    pub async fn read_file(&self, path: &Path) -> Result<Vec<u8>, TransportError> {
+        if self.is_direct() {
+            return tokio::fs::read(path)
+                .await
+                .map_err(|e| self.file_error(path, e.to_string()));
+        }
+        let quoted = shell_quote(&path.display().to_string());
+        // stdout is collected as text; args files are text, and a binary file is refused upstream.
+        self.exec_ok(&format!("cat -- {quoted}"), None, path).await
+    }
+
+    pub async fn file_exists(&self, path: &Path) -> bool {
+        if self.is_direct() {
+            return tokio::fs::metadata(path).await.is_ok();
+        }
+        let quoted = shell_quote(&path.display().to_string());
+        self.exec(&format!("test -e {quoted}"), None, Duration::from_secs(60))
+            .await
+            .is_ok_and(|o| o.success())
+    }
+
+    /// The real file behind a path (symlinks followed), so edits keep the link.
+    pub async fn canonicalize(&self, path: &Path) -> Result<PathBuf, TransportError> {
+        if self.is_direct() {
+            return atomic_file::resolve(path).map_err(|e| self.file_error(path, e.to_string()));
+        }
+        let quoted = shell_quote(&path.display().to_string());
+        let out = self
+            .exec_ok(
+                &format!("test -e {quoted} && readlink -f -- {quoted}"),
+                None,
+                path,
+            )
+            .await?;
+        Ok(PathBuf::from(
+            String::from_utf8_lossy(&out).trim_end_matches('\n'),
+        ))
+    }
+
+    /// Atomic replace keeping mode and owner: temp file in the same directory, fsync, rename.
     pub async fn write_file(
         &self,
         path: &Path,
         bytes: &[u8],
         mode_if_new: u32,
     ) -> Result<(), TransportError> {
-        match self {
-            Transport::Local => {
-                let path_owned = path.to_path_buf();
-                let bytes = bytes.to_vec();
-                tokio::task::spawn_blocking(move || {
-                    atomic_file::write(&path_owned, &bytes, mode_if_new)
-                })
-                .await
-                .expect("file writer task")
-                .map_err(|source| TransportError::File {
-                    path: path.to_path_buf(),
-                    source,
-                })
-            }
+        if self.is_direct() {
+            let owned = path.to_path_buf();
+            let data = bytes.to_vec();
+            return tokio::task::spawn_blocking(move || {
+                atomic_file::write(&owned, &data, mode_if_new)
+            })
+            .await
+            .expect("file writer task")
+            .map_err(|e| self.file_error(path, e.to_string()));
         }
+        let script = remote_atomic_write_script(path, mode_if_new);
+        self.exec_ok(&script, Some(bytes), path).await.map(|_| ())
     }
 
-    /// Run a shell command with a deadline. It gets its own process group, so the operator's
-    /// Ctrl-C reaches distls only, and a timeout can kill everything the command started.
+    /// Run a shell command with a deadline.
     pub async fn run(
         &self,
         command: &str,
         timeout: Duration,
     ) -> Result<CommandOutcome, TransportError> {
-        match self {
-            Transport::Local => run_local(command, timeout).await,
-        }
+        self.exec(command, None, timeout).await
     }
 
-    /// Start a long-lived process with piped stdin/stdout (the probe VM).
-    pub fn spawn(
+    /// Start a long-lived process with piped stdio on the host.
+    pub async fn spawn(
         &self,
         program: &str,
         args: &[String],
-        env: &[(String, String)],
-    ) -> Result<Child, TransportError> {
-        match self {
-            Transport::Local => {
-                let mut cmd = Command::new(program);
-                cmd.args(args)
-                    .envs(env.iter().cloned())
+        extra_env: &[(String, String)],
+    ) -> Result<Spawned, TransportError> {
+        let spawn_error = |detail: String| TransportError::Spawn {
+            host: self.describe(),
+            command: program.to_string(),
+            detail,
+        };
+        let script = std::iter::once(shell_quote(program))
+            .chain(args.iter().map(|a| shell_quote(a)))
+            .collect::<Vec<_>>()
+            .join(" ");
+        match &self.access {
+            Access::Local => {
+                let mut cmd = Command::new("/bin/sh");
+                cmd.arg("-c")
+                    .arg(self.shell_line(&format!("exec {script}"), extra_env))
                     .stdin(Stdio::piped())
                     .stdout(Stdio::piped())
                     .stderr(Stdio::piped())
                     .process_group(0)
                     .kill_on_drop(true);
-                cmd.spawn().map_err(|source| TransportError::Spawn {
-                    command: program.to_string(),
-                    source,
+                let mut child = cmd.spawn().map_err(|e| spawn_error(e.to_string()))?;
+                Ok(Spawned {
+                    stdin: Box::new(child.stdin.take().expect("piped stdin")),
+                    stdout: Box::new(child.stdout.take().expect("piped stdout")),
+                    stderr: Box::new(child.stderr.take().expect("piped stderr")),
+                    handle: ProcessHandle::Local(child),
+                })
+            }
+            Access::Ssh(connection) => {
+                let line = self.shell_line(&format!("exec {script}"), extra_env);
+                let mut cmd = connection.session().arc_raw_command(line);
+                cmd.stdin(openssh::Stdio::piped())
+                    .stdout(openssh::Stdio::piped())
+                    .stderr(openssh::Stdio::piped());
+                let mut child = cmd.spawn().await.map_err(|e| spawn_error(ssh_detail(&e)))?;
+                Ok(Spawned {
+                    stdin: Box::new(child.stdin().take().expect("piped stdin")),
+                    stdout: Box::new(child.stdout().take().expect("piped stdout")),
+                    stderr: Box::new(child.stderr().take().expect("piped stderr")),
+                    handle: ProcessHandle::Remote(child),
                 })
             }
         }
     }
 }
 
-async fn run_local(command: &str, timeout: Duration) -> Result<CommandOutcome, TransportError> {
-    let started = Instant::now();
-    let mut cmd = Command::new("/bin/sh");
-    cmd.arg("-c")
-        .arg(command)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
-    let child = cmd.spawn().map_err(|source| TransportError::Spawn {
-        command: command.to_string(),
-        source,
-    })?;
-    let pid = child.id();
-    match tokio::time::timeout(timeout, child.wait_with_output()).await {
-        Ok(Ok(output)) => Ok(CommandOutcome {
-            status: output.status.code(),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-            elapsed: started.elapsed(),
-        }),
-        Ok(Err(source)) => Err(TransportError::Spawn {
-            command: command.to_string(),
-            source,
-        }),
-        Err(_) => {
-            if let Some(pid) = pid {
-                kill_process_group(pid);
-            }
-            Err(TransportError::Timeout {
-                command: command.to_string(),
-                timeout,
-            })
-        }
+/// POSIX sh + coreutils: follow a symlink, write a sibling temp file, copy mode and owner, fsync,
+/// rename over the target, fsync the directory.
+fn remote_atomic_write_script(path: &Path, mode_if_new: u32) -> String {
+    let quoted = shell_quote(&path.display().to_string());
+    format!(
+        r#"set -e
+p={quoted}
+t=$(readlink -f -- "$p" 2>/dev/null || printf '%s' "$p")
+d=$(dirname -- "$t")
+tmp="$d/.$(basename -- "$t").distls-tmp-$$"
+trap 'rm -f -- "$tmp"' EXIT
+umask 077
+cat > "$tmp"
+if [ -e "$t" ]; then
+  chmod "$(stat -c %a -- "$t")" "$tmp"
+  chown "$(stat -c %u:%g -- "$t")" "$tmp" 2>/dev/null || true
+else
+  chmod {mode_if_new:o} "$tmp"
+fi
+sync -- "$tmp" 2>/dev/null || sync
+mv -f -- "$tmp" "$t"
+sync -- "$d" 2>/dev/null || true"#
+    )
+}
+
+fn ssh_detail(error: &openssh::Error) -> String {
+    let mut detail = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        detail.push_str(&format!(": {cause}"));
+        source = cause.source();
     }
+    detail
 }
 
 fn kill_process_group(leader: u32) {
@@ -182,23 +454,69 @@ fn kill_process_group(leader: u32) {
 mod tests {
     use super::*;
 
+    fn local() -> Transport {
+        Transport::local(vec![("DISTLS_TEST_VAR".into(), "it's set".into())], None)
+    }
+
     #[tokio::test]
-    async fn runs_a_command_and_captures_output() {
-        let out = Transport::Local
-            .run("echo hi; echo err >&2; exit 3", Duration::from_secs(5))
+    async fn runs_a_command_with_the_node_environment() {
+        let out = local()
+            .run(
+                "echo \"$DISTLS_TEST_VAR\"; echo err >&2; exit 3",
+                Duration::from_secs(5),
+            )
             .await
             .unwrap();
         assert_eq!(out.status, Some(3));
-        assert_eq!(out.stdout.trim(), "hi");
-        assert_eq!(out.tail(), "hi\nerr");
+        assert_eq!(out.stdout.trim(), "it's set");
+        assert_eq!(out.tail(), "it's set\nerr");
     }
 
     #[tokio::test]
     async fn a_command_past_its_deadline_is_killed() {
-        let err = Transport::Local
+        let err = local()
             .run("sleep 30", Duration::from_millis(200))
             .await
             .unwrap_err();
         assert!(matches!(err, TransportError::Timeout { .. }));
+    }
+
+    /// The shell path (used over SSH and with `become`) edits as atomically as the direct one.
+    #[tokio::test]
+    async fn shell_file_operations_follow_symlinks_and_keep_the_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real args");
+        let link = dir.path().join("vm.dist.args");
+        std::fs::write(&real, "old").unwrap();
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o640)).unwrap();
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let via_shell = Transport::local(vec![], Some("env".into()));
+        assert_eq!(via_shell.canonicalize(&link).await.unwrap(), real);
+        via_shell
+            .write_file(&link, b"new 'quoted' $text", 0o600)
+            .await
+            .unwrap();
+        assert_eq!(
+            via_shell.read_file(&link).await.unwrap(),
+            b"new 'quoted' $text"
+        );
+        assert!(
+            std::fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(
+            std::fs::metadata(&real).unwrap().permissions().mode() & 0o777,
+            0o640
+        );
+        assert!(via_shell.file_exists(&real).await);
+        assert!(!via_shell.file_exists(&dir.path().join("missing")).await);
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            2,
+            "no temp file left"
+        );
     }
 }

@@ -1,4 +1,5 @@
 //! Integration tests: the real `distls` binary against real Erlang nodes in MongooseIM layout.
+mod sshd;
 mod support;
 
 // Located errors for malformed plans; no cluster needed.
@@ -12,3 +13,5 @@ mod failure;
 // kill -9 at several steps, then rerun: the roll completes.
 #[cfg(feature = "failpoints")]
 mod resume;
+// The SSH transport against a real sshd on loopback.
+mod ssh;

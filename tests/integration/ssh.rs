@@ -1,0 +1,98 @@
+use crate::sshd::TestSshd;
+use crate::support::*;
+
+/// Rewrite the cluster's plan so every node is reached through the test sshd.
+fn plan_over_ssh(t: &TestCluster, sshd: &TestSshd, identity: &str, known_hosts: &str) {
+    let plan = t.plan();
+    let text = std::fs::read_to_string(&plan).unwrap();
+    let settings = sshd.plan_settings(identity, known_hosts, &t.cluster.env());
+    assert!(text.contains("  transport: local\n"), "{text}");
+    std::fs::write(&plan, text.replace("  transport: local\n", &settings)).unwrap();
+}
+
+/// The same 3-node cluster as the local tests, every file edit, command and probe VM going
+/// through a real sshd: migrate, then roll back.
+#[test]
+fn migrates_and_rolls_back_over_ssh() {
+    let t = cluster("sshmig", 3);
+    let sshd = TestSshd::start(&t.cluster.dir().join("sshd"));
+    plan_over_ssh(&t, &sshd, "user_key", "known_hosts");
+    let originals: Vec<Vec<u8>> = (0..3).map(|i| std::fs::read(t.dist_args_path(i)).unwrap()).collect();
+    let plan = t.plan();
+    let plan = plan.to_str().unwrap();
+
+    let dry = t.distls(&["migrate", "--dry-run", plan]);
+    assert!(dry.status.success(), "{}", describe(&dry));
+    assert!(stdout(&dry).contains("+-proto_dist inet_tls"), "{}", describe(&dry));
+
+    let started = std::time::Instant::now();
+    let out = t.distls(&["migrate", plan]);
+    assert!(out.status.success(), "{}", describe(&out));
+    eprintln!("migration over ssh took {:.1}s", started.elapsed().as_secs_f64());
+    t.assert_mesh("inet_tls", "tls");
+    for node in 0..3 {
+        assert!(t.cluster.ctl(node, &["ping"]).status.success());
+        let backup = format!("{}.distls-orig", t.dist_args_path(node).display());
+        assert_eq!(std::fs::read(&backup).unwrap(), originals[node], "backup next to the file on the node's host");
+    }
+
+    let status = t.distls(&["status", plan]);
+    assert!(status.status.success(), "{}", describe(&status));
+
+    let back = t.distls(&["rollback", plan]);
+    assert!(back.status.success(), "{}", describe(&back));
+    t.wait_for_mesh("inet_tcp", "tcp");
+    for (node, original) in originals.iter().enumerate() {
+        assert_eq!(&std::fs::read(t.dist_args_path(node)).unwrap(), original);
+    }
+}
+
+/// Strict host-key checking by default; a key the server does not accept is named as such.
+/// Nothing is touched in either case.
+#[test]
+fn unknown_host_keys_and_refused_user_keys_are_explained() {
+    let t = cluster("sshkeys", 3);
+    let sshd = TestSshd::start(&t.cluster.dir().join("sshd"));
+    let before = t.file_hashes();
+    let plan_text = std::fs::read_to_string(t.plan()).unwrap();
+
+    plan_over_ssh(&t, &sshd, "user_key", "empty_known_hosts");
+    let out = t.distls(&["migrate", t.plan().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
+    assert!(stderr(&out).contains("127.0.0.1"), "names the host: {}", describe(&out));
+    assert!(stderr(&out).contains("known_hosts"), "says what to do: {}", describe(&out));
+
+    std::fs::write(t.plan(), &plan_text).unwrap();
+    plan_over_ssh(&t, &sshd, "stranger_key", "known_hosts");
+    let out = t.distls(&["migrate", t.plan().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
+    assert!(stderr(&out).contains("refused the key"), "{}", describe(&out));
+
+    std::fs::write(t.plan(), &plan_text).unwrap();
+    let mut after = t.file_hashes();
+    // The sshd's own files and distls's lock file are not the cluster's.
+    let cluster_file = |p: &std::path::PathBuf| !p.starts_with(&sshd.dir) && !p.to_string_lossy().contains("/.distls/");
+    after.retain(|p, _| cluster_file(p));
+    let mut before = before;
+    before.retain(|p, _| cluster_file(p));
+    assert_eq!(after, before, "nothing touched");
+    t.assert_mesh("inet_tcp", "tcp");
+}
+
+/// distls killed (SIGKILL, so its SSH master is orphaned) in the middle of a node's start over
+/// SSH: the rerun reconnects and completes.
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_run_killed_mid_step_over_ssh_resumes() {
+    use std::os::unix::process::ExitStatusExt;
+    let t = cluster("sshkill", 3);
+    let sshd = TestSshd::start(&t.cluster.dir().join("sshd"));
+    plan_over_ssh(&t, &sshd, "user_key", "known_hosts");
+    let plan = t.plan();
+    let point = format!("{}:starting", t.node_names()[1]);
+    let out = t.distls_env(&["migrate", plan.to_str().unwrap()], &[("DISTLS_FAILPOINT", &point)]);
+    assert_eq!(out.status.signal(), Some(9), "{}", describe(&out));
+    let out = t.distls(&["migrate", plan.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", describe(&out));
+    t.assert_mesh("inet_tls", "tls");
+}

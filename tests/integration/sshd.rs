@@ -1,0 +1,100 @@
+//! A real OpenSSH server on a loopback port, with a throwaway host key, user key and
+//! known_hosts file, for the SSH transport tests. Stopped by pid when dropped.
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct TestSshd {
+    pub port: u16,
+    pub dir: PathBuf,
+    pub user: String,
+    child: Child,
+}
+
+fn keygen(path: &Path) {
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "distls-test", "-f"])
+        .arg(path)
+        .status()
+        .expect("ssh-keygen runs");
+    assert!(status.success(), "ssh-keygen for {}", path.display());
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl TestSshd {
+    pub fn start(dir: &Path) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        // sshd refuses to start without its privilege-separation directory.
+        std::fs::create_dir_all("/run/sshd").unwrap();
+        keygen(&dir.join("host_key"));
+        keygen(&dir.join("user_key"));
+        keygen(&dir.join("stranger_key"));
+        std::fs::copy(dir.join("user_key.pub"), dir.join("authorized_keys")).unwrap();
+        let port = free_port();
+        let user = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout).unwrap().trim().to_string();
+        let config = format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {dir}/host_key\nPidFile {dir}/sshd.pid\n\
+             AuthorizedKeysFile {dir}/authorized_keys\nPermitRootLogin prohibit-password\n\
+             PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
+             StrictModes no\nUsePAM no\nPrintMotd no\nMaxSessions 50\nMaxStartups 50\nLogLevel ERROR\n",
+            dir = dir.display()
+        );
+        std::fs::write(dir.join("sshd_config"), config).unwrap();
+        let host_key = std::fs::read_to_string(dir.join("host_key.pub")).unwrap();
+        let mut fields = host_key.split_whitespace();
+        let (kind, key) = (fields.next().unwrap(), fields.next().unwrap());
+        std::fs::write(dir.join("known_hosts"), format!("[127.0.0.1]:{port} {kind} {key}\n")).unwrap();
+        std::fs::write(dir.join("empty_known_hosts"), "").unwrap();
+        let log = std::fs::File::create(dir.join("sshd.log")).unwrap();
+        let child = Command::new("/usr/sbin/sshd")
+            .args(["-D", "-e", "-f"])
+            .arg(dir.join("sshd_config"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("sshd starts (openssh-server is installed by scripts/install-deps)");
+        let sshd = TestSshd {
+            port,
+            dir: dir.to_path_buf(),
+            user,
+            child,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "sshd did not listen: {}", std::fs::read_to_string(dir.join("sshd.log")).unwrap_or_default());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        sshd
+    }
+
+    /// Plan settings (under `defaults:`) that reach this server; `env` carries the cluster's epmd port.
+    pub fn plan_settings(&self, identity: &str, known_hosts: &str, env: &[(String, String)]) -> String {
+        let mut text = format!(
+            "  transport: ssh\n  host: 127.0.0.1\n  port: {}\n  user: {}\n  identity_file: {}/{identity}\n  known_hosts: {}/{known_hosts}\n",
+            self.port,
+            self.user,
+            self.dir.display(),
+            self.dir.display()
+        );
+        if !env.is_empty() {
+            text.push_str("  env:\n");
+            for (k, v) in env {
+                text.push_str(&format!("    {k}: \"{v}\"\n"));
+            }
+        }
+        text
+    }
+}
+
+impl Drop for TestSshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
