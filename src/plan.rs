@@ -1416,10 +1416,17 @@ impl Resolver<'_> {
     }
 
     fn check_distinct_dist_args(&self, nodes: &[NodeSpec]) -> Result<(), PlanError> {
-        let mut first_user: HashMap<&Path, &NodeSpec> = HashMap::new();
+        // The same path on two different hosts is two different files.
+        let host_of = |node: &NodeSpec| {
+            node.ssh
+                .as_ref()
+                .map_or_else(String::new, |s| format!("{}:{:?}", s.host, s.port))
+        };
+        let mut first_user: HashMap<(String, &Path), &NodeSpec> = HashMap::new();
         for node in nodes {
-            let Some(first) = first_user.get(node.vm_dist_args.as_path()) else {
-                first_user.insert(&node.vm_dist_args, node);
+            let key = (host_of(node), node.vm_dist_args.as_path());
+            let Some(first) = first_user.get(&key) else {
+                first_user.insert(key, node);
                 continue;
             };
             let message = format!(

@@ -17,23 +17,37 @@ fn migrates_and_rolls_back_over_ssh() {
     let t = cluster("sshmig", 3);
     let sshd = TestSshd::start(&t.cluster.dir().join("sshd"));
     plan_over_ssh(&t, &sshd, "user_key", "known_hosts");
-    let originals: Vec<Vec<u8>> = (0..3).map(|i| std::fs::read(t.dist_args_path(i)).unwrap()).collect();
+    let originals: Vec<Vec<u8>> = (0..3)
+        .map(|i| std::fs::read(t.dist_args_path(i)).unwrap())
+        .collect();
     let plan = t.plan();
     let plan = plan.to_str().unwrap();
 
     let dry = t.distls(&["migrate", "--dry-run", plan]);
     assert!(dry.status.success(), "{}", describe(&dry));
-    assert!(stdout(&dry).contains("+-proto_dist inet_tls"), "{}", describe(&dry));
+    assert!(
+        stdout(&dry).contains("+-proto_dist inet_tls"),
+        "{}",
+        describe(&dry)
+    );
 
     let started = std::time::Instant::now();
     let out = t.distls(&["migrate", plan]);
     assert!(out.status.success(), "{}", describe(&out));
-    eprintln!("migration over ssh took {:.1}s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "migration over ssh took {:.1}s\n{}",
+        started.elapsed().as_secs_f64(),
+        stderr(&out)
+    );
     t.assert_mesh("inet_tls", "tls");
     for node in 0..3 {
         assert!(t.cluster.ctl(node, &["ping"]).status.success());
         let backup = format!("{}.distls-orig", t.dist_args_path(node).display());
-        assert_eq!(std::fs::read(&backup).unwrap(), originals[node], "backup next to the file on the node's host");
+        assert_eq!(
+            std::fs::read(&backup).unwrap(),
+            originals[node],
+            "backup next to the file on the node's host"
+        );
     }
 
     let status = t.distls(&["status", plan]);
@@ -59,19 +73,33 @@ fn unknown_host_keys_and_refused_user_keys_are_explained() {
     plan_over_ssh(&t, &sshd, "user_key", "empty_known_hosts");
     let out = t.distls(&["migrate", t.plan().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
-    assert!(stderr(&out).contains("127.0.0.1"), "names the host: {}", describe(&out));
-    assert!(stderr(&out).contains("known_hosts"), "says what to do: {}", describe(&out));
+    assert!(
+        stderr(&out).contains("127.0.0.1"),
+        "names the host: {}",
+        describe(&out)
+    );
+    assert!(
+        stderr(&out).contains("known_hosts"),
+        "says what to do: {}",
+        describe(&out)
+    );
 
     std::fs::write(t.plan(), &plan_text).unwrap();
     plan_over_ssh(&t, &sshd, "stranger_key", "known_hosts");
     let out = t.distls(&["migrate", t.plan().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
-    assert!(stderr(&out).contains("refused the key"), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("refused the key"),
+        "{}",
+        describe(&out)
+    );
 
     std::fs::write(t.plan(), &plan_text).unwrap();
     let mut after = t.file_hashes();
     // The sshd's own files and distls's lock file are not the cluster's.
-    let cluster_file = |p: &std::path::PathBuf| !p.starts_with(&sshd.dir) && !p.to_string_lossy().contains("/.distls/");
+    let cluster_file = |p: &std::path::PathBuf| {
+        !p.starts_with(&sshd.dir) && !p.to_string_lossy().contains("/.distls/")
+    };
     after.retain(|p, _| cluster_file(p));
     let mut before = before;
     before.retain(|p, _| cluster_file(p));
@@ -90,7 +118,10 @@ fn a_run_killed_mid_step_over_ssh_resumes() {
     plan_over_ssh(&t, &sshd, "user_key", "known_hosts");
     let plan = t.plan();
     let point = format!("{}:starting", t.node_names()[1]);
-    let out = t.distls_env(&["migrate", plan.to_str().unwrap()], &[("DISTLS_FAILPOINT", &point)]);
+    let out = t.distls_env(
+        &["migrate", plan.to_str().unwrap()],
+        &[("DISTLS_FAILPOINT", &point)],
+    );
     assert_eq!(out.status.signal(), Some(9), "{}", describe(&out));
     let out = t.distls(&["migrate", plan.to_str().unwrap()]);
     assert!(out.status.success(), "{}", describe(&out));

@@ -23,7 +23,11 @@ fn keygen(path: &Path) {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl TestSshd {
@@ -36,7 +40,10 @@ impl TestSshd {
         keygen(&dir.join("stranger_key"));
         std::fs::copy(dir.join("user_key.pub"), dir.join("authorized_keys")).unwrap();
         let port = free_port();
-        let user = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout).unwrap().trim().to_string();
+        let user = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout)
+            .unwrap()
+            .trim()
+            .to_string();
         let config = format!(
             "Port {port}\nListenAddress 127.0.0.1\nHostKey {dir}/host_key\nPidFile {dir}/sshd.pid\n\
              AuthorizedKeysFile {dir}/authorized_keys\nPermitRootLogin prohibit-password\n\
@@ -48,7 +55,11 @@ impl TestSshd {
         let host_key = std::fs::read_to_string(dir.join("host_key.pub")).unwrap();
         let mut fields = host_key.split_whitespace();
         let (kind, key) = (fields.next().unwrap(), fields.next().unwrap());
-        std::fs::write(dir.join("known_hosts"), format!("[127.0.0.1]:{port} {kind} {key}\n")).unwrap();
+        std::fs::write(
+            dir.join("known_hosts"),
+            format!("[127.0.0.1]:{port} {kind} {key}\n"),
+        )
+        .unwrap();
         std::fs::write(dir.join("empty_known_hosts"), "").unwrap();
         let log = std::fs::File::create(dir.join("sshd.log")).unwrap();
         let child = Command::new("/usr/sbin/sshd")
@@ -67,14 +78,23 @@ impl TestSshd {
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "sshd did not listen: {}", std::fs::read_to_string(dir.join("sshd.log")).unwrap_or_default());
+            assert!(
+                Instant::now() < deadline,
+                "sshd did not listen: {}",
+                std::fs::read_to_string(dir.join("sshd.log")).unwrap_or_default()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         sshd
     }
 
     /// Plan settings (under `defaults:`) that reach this server; `env` carries the cluster's epmd port.
-    pub fn plan_settings(&self, identity: &str, known_hosts: &str, env: &[(String, String)]) -> String {
+    pub fn plan_settings(
+        &self,
+        identity: &str,
+        known_hosts: &str,
+        env: &[(String, String)],
+    ) -> String {
         let mut text = format!(
             "  transport: ssh\n  host: 127.0.0.1\n  port: {}\n  user: {}\n  identity_file: {}/{identity}\n  known_hosts: {}/{known_hosts}\n",
             self.port,
