@@ -40,12 +40,12 @@ fn migrates_and_rolls_back_over_ssh() {
         stderr(&out)
     );
     t.assert_mesh("inet_tls", "tls");
-    for node in 0..3 {
+    for (node, original) in originals.iter().enumerate() {
         assert!(t.cluster.ctl(node, &["ping"]).status.success());
         let backup = format!("{}.distls-orig", t.dist_args_path(node).display());
         assert_eq!(
-            std::fs::read(&backup).unwrap(),
-            originals[node],
+            &std::fs::read(&backup).unwrap(),
+            original,
             "backup next to the file on the node's host"
         );
     }
