@@ -124,6 +124,22 @@ enum Failure {
     Fatal(Error),
 }
 
+impl Failure {
+    /// Losing the way to a node (SSH dropped, probe VM gone) mid-step fails that node's step, so
+    /// the failure policy applies, rather than ending the run as an internal error.
+    fn on_node(self, node: usize) -> Failure {
+        match self {
+            Failure::Fatal(e @ (Error::Probe(_) | Error::Transport(_) | Error::Ssh(_))) => {
+                Failure::Step(StepFailure {
+                    node,
+                    message: e.to_string(),
+                })
+            }
+            other => other,
+        }
+    }
+}
+
 impl From<Error> for Failure {
     fn from(e: Error) -> Self {
         Failure::Fatal(e)
@@ -267,7 +283,9 @@ impl<'a> Rollout<'a> {
         self.store.save(&mut self.journal)?;
         for index in 0..self.targets.len() {
             let started = Instant::now();
-            self.migrate_node(index).await?;
+            self.migrate_node(index)
+                .await
+                .map_err(|f| f.on_node(index))?;
             self.timings[index] = Some(started.elapsed());
             self.progress.node_done(index);
         }

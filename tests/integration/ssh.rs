@@ -127,3 +127,71 @@ fn a_run_killed_mid_step_over_ssh_resumes() {
     assert!(out.status.success(), "{}", describe(&out));
     t.assert_mesh("inet_tls", "tls");
 }
+
+/// The SSH connection itself dies mid-roll (its ControlMaster is killed): the step fails with
+/// the SSH error, the journal stays consistent (paused), and the rerun reconnects and completes.
+#[test]
+fn a_dropped_ssh_connection_fails_the_step_and_the_rerun_completes() {
+    let t = cluster("sshdrop", 3);
+    let sshd = TestSshd::start(&t.cluster.dir().join("sshd"));
+    plan_over_ssh(&t, &sshd, "user_key", "known_hosts");
+    let plan = t.plan();
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_distls"))
+        .args(["migrate", "--on-failure", "pause", plan.to_str().unwrap()])
+        .envs(t.cluster.env())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let second = t.node_names()[1].clone();
+    t.cluster
+        .wait_until(
+            "node 2 is being switched",
+            std::time::Duration::from_secs(120),
+            || {
+                journal_if_any(&plan).is_some_and(|j| {
+                    j["nodes"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|n| n["name"] == second.as_str() && n["step"] != "pending")
+                })
+            },
+        )
+        .unwrap();
+    let master =
+        ssh_master_pid(sshd.port).expect("distls's ControlMaster for the test sshd is running");
+    // SAFETY: the pid was identified by its exact command line (-M, our port) a moment ago.
+    unsafe { libc::kill(master as libc::pid_t, libc::SIGKILL) };
+    let out = run.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("127.0.0.1"),
+        "the failure names the host: {}",
+        describe(&out)
+    );
+    assert_eq!(journal(&plan)["phase"], "paused");
+
+    let out = t.distls(&["migrate", plan.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", describe(&out));
+    t.assert_mesh("inet_tls", "tls");
+}
+
+fn ssh_master_pid(port: u16) -> Option<u32> {
+    let port = port.to_string();
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let raw = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let argv: Vec<String> = raw
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            let is_master = argv.first().is_some_and(|a| a.ends_with("ssh"))
+                && argv.iter().any(|a| a == "-M")
+                && argv.windows(2).any(|w| w[0] == "-p" && w[1] == port);
+            is_master.then_some(pid)
+        })
+}
