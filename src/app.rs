@@ -140,8 +140,7 @@ async fn migrate_over(
     journal: Option<Journal>,
     transports: Vec<Transport>,
 ) -> Result<()> {
-    let targets = target::prepare(plan, &transports, journal.as_ref()).await?;
-    let journal = journal.unwrap_or_else(|| Rollout::new_journal(plan, &targets));
+    let (targets, journal) = prepare_with_journal(plan, &transports, journal).await?;
     let on_failure = match args.on_failure {
         Some(OnFailureArg::Rollback) => OnFailure::Rollback,
         Some(OnFailureArg::Pause) => OnFailure::Pause,
@@ -160,6 +159,17 @@ async fn migrate_over(
         );
     }
     outcome
+}
+
+/// Read every node and start a fresh journal if there is none to resume.
+async fn prepare_with_journal(
+    plan: &Plan,
+    transports: &[Transport],
+    journal: Option<Journal>,
+) -> Result<(Vec<target::NodeTarget>, Journal)> {
+    let targets = target::prepare(plan, transports, journal.as_ref()).await?;
+    let journal = journal.unwrap_or_else(|| Rollout::new_journal(plan, &targets));
+    Ok((targets, journal))
 }
 
 fn check_resumable(journal: &Journal, plan: &Plan, allow_plan_change: bool) -> Result<()> {
@@ -200,8 +210,7 @@ async fn rollback_over(
     journal: Option<Journal>,
     transports: Vec<Transport>,
 ) -> Result<()> {
-    let targets = target::prepare(plan, &transports, journal.as_ref()).await?;
-    let journal = journal.unwrap_or_else(|| Rollout::new_journal(plan, &targets));
+    let (targets, journal) = prepare_with_journal(plan, &transports, journal).await?;
     let options = Options {
         on_failure: OnFailure::Pause,
     };

@@ -5,9 +5,7 @@ use crate::support::*;
 #[test]
 fn a_start_that_fails_with_tls_rolls_the_cluster_back() {
     let t = cluster("fail", 3);
-    let originals: Vec<Vec<u8>> = (0..3)
-        .map(|i| std::fs::read(t.dist_args_path(i)).unwrap())
-        .collect();
+    let originals = t.dist_args_files();
     let third = &t.cluster.nodes()[2];
     let failing_start = format!(
         "if grep -q '^-proto_dist inet_tls' {args}; then echo 'refusing to start with TLS' >&2; exit 1; fi; exec {ctl} start",
@@ -34,13 +32,7 @@ fn a_start_that_fails_with_tls_rolls_the_cluster_back() {
     );
     assert!(stderr(&out).contains("rolled back"), "{}", describe(&out));
     t.wait_for_mesh("inet_tcp", "tcp");
-    for (node, original) in originals.iter().enumerate() {
-        assert_eq!(
-            &std::fs::read(t.dist_args_path(node)).unwrap(),
-            original,
-            "node {node}: vm.dist.args byte-identical"
-        );
-    }
+    t.assert_files_are(&originals);
     assert_eq!(journal(t.plan().as_path())["phase"], "rolled_back");
 }
 
@@ -48,9 +40,7 @@ fn a_start_that_fails_with_tls_rolls_the_cluster_back() {
 #[test]
 fn pause_leaves_the_cluster_for_the_operator_and_rollback_reverts_it() {
     let t = cluster("pause", 3);
-    let originals: Vec<Vec<u8>> = (0..3)
-        .map(|i| std::fs::read(t.dist_args_path(i)).unwrap())
-        .collect();
+    let originals = t.dist_args_files();
     let second = &t.cluster.nodes()[1];
     let failing_start = format!(
         "if grep -q '^-proto_dist inet_tls' {args}; then exit 1; fi; exec {ctl} start",
@@ -79,7 +69,5 @@ fn pause_leaves_the_cluster_for_the_operator_and_rollback_reverts_it() {
     let back = t.distls(&["rollback", plan.to_str().unwrap()]);
     assert!(back.status.success(), "{}", describe(&back));
     t.wait_for_mesh("inet_tcp", "tcp");
-    for (node, original) in originals.iter().enumerate() {
-        assert_eq!(&std::fs::read(t.dist_args_path(node)).unwrap(), original);
-    }
+    t.assert_files_are(&originals);
 }

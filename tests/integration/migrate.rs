@@ -3,9 +3,7 @@ use crate::support::*;
 #[test]
 fn migrates_a_three_node_cluster_and_rolls_it_back() {
     let t = cluster("mig", 3);
-    let originals: Vec<Vec<u8>> = (0..3)
-        .map(|i| std::fs::read(t.dist_args_path(i)).unwrap())
-        .collect();
+    let originals = t.dist_args_files();
     let plan = t.plan();
     let plan = plan.to_str().unwrap();
 
@@ -56,13 +54,7 @@ fn migrates_a_three_node_cluster_and_rolls_it_back() {
     let back = t.distls(&["rollback", plan]);
     assert!(back.status.success(), "{}", describe(&back));
     t.wait_for_mesh("inet_tcp", "tcp");
-    for (node, original) in originals.iter().enumerate() {
-        assert_eq!(
-            &std::fs::read(t.dist_args_path(node)).unwrap(),
-            original,
-            "node {node} file restored byte for byte"
-        );
-    }
+    t.assert_files_are(&originals);
 }
 
 #[test]
@@ -94,13 +86,7 @@ fn dry_run_changes_nothing_and_shows_the_diff() {
 fn a_second_concurrent_run_is_refused() {
     let t = cluster("lock", 3);
     let plan = t.plan();
-    let mut first = std::process::Command::new(env!("CARGO_BIN_EXE_distls"))
-        .args(["migrate", plan.to_str().unwrap()])
-        .envs(t.cluster.env())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let first = t.spawn_distls(&["migrate", plan.to_str().unwrap()]);
     let lock = plan
         .parent()
         .unwrap()
@@ -115,7 +101,7 @@ fn a_second_concurrent_run_is_refused() {
         )
         .unwrap();
     let second = t.distls(&["migrate", plan.to_str().unwrap()]);
-    let status = first.wait().unwrap();
+    let status = first.wait_with_output().unwrap().status;
     assert_eq!(second.status.code(), Some(6), "{}", describe(&second));
     assert!(
         stderr(&second).contains(&format!("pid {first_pid}")),
@@ -132,29 +118,8 @@ fn a_second_concurrent_run_is_refused() {
 fn ctrl_c_stops_at_a_safe_point_and_the_rerun_resumes() {
     let t = cluster("intr", 3);
     let plan = t.plan();
-    let run = std::process::Command::new(env!("CARGO_BIN_EXE_distls"))
-        .args(["migrate", plan.to_str().unwrap()])
-        .envs(t.cluster.env())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let second = t.node_names()[1].clone();
-    t.cluster
-        .wait_until(
-            "node 2 is being stopped",
-            std::time::Duration::from_secs(60),
-            || {
-                journal_if_any(&plan).is_some_and(|j| {
-                    j["nodes"]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .any(|n| n["name"] == second.as_str() && n["step"] != "pending")
-                })
-            },
-        )
-        .unwrap();
+    let run = t.spawn_distls(&["migrate", plan.to_str().unwrap()]);
+    t.wait_until_node_touched(1);
     // SAFETY: signalling the child we spawned.
     unsafe { libc::kill(run.id() as libc::pid_t, libc::SIGINT) };
     let out = run.wait_with_output().unwrap();
@@ -178,14 +143,10 @@ fn the_cookie_stays_secret() {
     let t = cluster("secret", 3);
     let cookie = t.cluster.cookie().to_string();
     let plan = t.plan();
-    let run = std::process::Command::new(env!("CARGO_BIN_EXE_distls"))
-        .args(["migrate", plan.to_str().unwrap()])
-        .envs(t.cluster.env())
-        .env("RUST_LOG", "distls=trace")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let run = t.spawn_distls_env(
+        &["migrate", plan.to_str().unwrap()],
+        &[("RUST_LOG", "distls=trace")],
+    );
     let mut probes_seen = 0;
     t.cluster
         .wait_until(

@@ -51,9 +51,7 @@ fn kill_nine_at_several_steps_then_rerun_completes() {
 #[test]
 fn a_killed_rollback_resumes() {
     let t = cluster("kback", 3);
-    let originals: Vec<Vec<u8>> = (0..3)
-        .map(|i| std::fs::read(t.dist_args_path(i)).unwrap())
-        .collect();
+    let originals = t.dist_args_files();
     let plan = t.plan();
     let plan = plan.to_str().unwrap();
     let out = t.distls(&["migrate", plan]);
@@ -64,7 +62,5 @@ fn a_killed_rollback_resumes() {
     let out = t.distls(&["rollback", plan]);
     assert!(out.status.success(), "{}", describe(&out));
     t.wait_for_mesh("inet_tcp", "tcp");
-    for (node, original) in originals.iter().enumerate() {
-        assert_eq!(&std::fs::read(t.dist_args_path(node)).unwrap(), original);
-    }
+    t.assert_files_are(&originals);
 }

@@ -17,9 +17,7 @@ fn migrates_and_rolls_back_over_ssh() {
     let t = cluster("sshmig", 3);
     let sshd = TestSshd::start(&t.cluster.dir().join("sshd"));
     plan_over_ssh(&t, &sshd, "user_key", "known_hosts");
-    let originals: Vec<Vec<u8>> = (0..3)
-        .map(|i| std::fs::read(t.dist_args_path(i)).unwrap())
-        .collect();
+    let originals = t.dist_args_files();
     let plan = t.plan();
     let plan = plan.to_str().unwrap();
 
@@ -56,9 +54,7 @@ fn migrates_and_rolls_back_over_ssh() {
     let back = t.distls(&["rollback", plan]);
     assert!(back.status.success(), "{}", describe(&back));
     t.wait_for_mesh("inet_tcp", "tcp");
-    for (node, original) in originals.iter().enumerate() {
-        assert_eq!(&std::fs::read(t.dist_args_path(node)).unwrap(), original);
-    }
+    t.assert_files_are(&originals);
 }
 
 /// Strict host-key checking by default; a key the server does not accept is named as such.
@@ -136,29 +132,8 @@ fn a_dropped_ssh_connection_fails_the_step_and_the_rerun_completes() {
     let sshd = TestSshd::start(&t.cluster.dir().join("sshd"));
     plan_over_ssh(&t, &sshd, "user_key", "known_hosts");
     let plan = t.plan();
-    let run = std::process::Command::new(env!("CARGO_BIN_EXE_distls"))
-        .args(["migrate", "--on-failure", "pause", plan.to_str().unwrap()])
-        .envs(t.cluster.env())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let second = t.node_names()[1].clone();
-    t.cluster
-        .wait_until(
-            "node 2 is being switched",
-            std::time::Duration::from_secs(120),
-            || {
-                journal_if_any(&plan).is_some_and(|j| {
-                    j["nodes"]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .any(|n| n["name"] == second.as_str() && n["step"] != "pending")
-                })
-            },
-        )
-        .unwrap();
+    let run = t.spawn_distls(&["migrate", "--on-failure", "pause", plan.to_str().unwrap()]);
+    t.wait_until_node_touched(1);
     let master =
         ssh_master_pid(sshd.port).expect("distls's ControlMaster for the test sshd is running");
     // SAFETY: the pid was identified by its exact command line (-M, our port) a moment ago.

@@ -43,6 +43,60 @@ impl TestCluster {
         cmd.output().expect("distls runs")
     }
 
+    /// Start distls in the background (stdout and stderr captured).
+    pub fn spawn_distls(&self, args: &[&str]) -> std::process::Child {
+        self.spawn_distls_env(args, &[])
+    }
+
+    pub fn spawn_distls_env(&self, args: &[&str], env: &[(&str, &str)]) -> std::process::Child {
+        Command::new(env!("CARGO_BIN_EXE_distls"))
+            .args(args)
+            .envs(self.cluster.env())
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("distls starts")
+    }
+
+    /// Wait until the journal shows node `index` past `pending`.
+    pub fn wait_until_node_touched(&self, index: usize) {
+        let name = self.node_names()[index].clone();
+        let plan = self.plan();
+        self.cluster
+            .wait_until(
+                &format!("{name} is being switched"),
+                std::time::Duration::from_secs(120),
+                || {
+                    journal_if_any(&plan).is_some_and(|j| {
+                        j["nodes"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .any(|n| n["name"] == name.as_str() && n["step"] != "pending")
+                    })
+                },
+            )
+            .unwrap();
+    }
+
+    /// Every node's vm.dist.args as it is now.
+    pub fn dist_args_files(&self) -> Vec<Vec<u8>> {
+        (0..self.node_names().len())
+            .map(|i| std::fs::read(self.dist_args_path(i)).unwrap())
+            .collect()
+    }
+
+    pub fn assert_files_are(&self, originals: &[Vec<u8>]) {
+        for (node, original) in originals.iter().enumerate() {
+            assert_eq!(
+                &std::fs::read(self.dist_args_path(node)).unwrap(),
+                original,
+                "node {node}: vm.dist.args byte-identical to its original"
+            );
+        }
+    }
+
     pub fn dist_args_path(&self, node: usize) -> PathBuf {
         self.cluster.nodes()[node].root.join("etc/vm.dist.args")
     }
