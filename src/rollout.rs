@@ -896,9 +896,11 @@ impl<'a> Rollout<'a> {
 
     fn mark(&mut self, index: usize, step: Step) -> StepResult {
         let name = self.name(index).to_string();
+        // "before": the side effect this step records has happened, the journal does not know yet.
+        failpoint(&format!("{name}:{}:before", step.label()));
         self.journal.set_step(&name, step);
         self.store.save(&mut self.journal)?;
-        failpoint(&name, step);
+        failpoint(&format!("{name}:{}", step.label()));
         Ok(())
     }
 
@@ -999,11 +1001,21 @@ pub fn describe_links(info: &NodeInfo) -> String {
         .join(" ")
 }
 
-/// Test builds can make distls die (SIGKILL, no cleanup) right after a journal write:
-/// DISTLS_FAILPOINT=<node>:<step>, e.g. `mim2@localhost:edited`.
+/// Test builds can make distls die (SIGKILL, no cleanup) around a journal write of a node step:
+/// DISTLS_FAILPOINT=<node>:<step> right after it, <node>:<step>:before right before it
+/// (e.g. `mim2@localhost:edited:before`: the file is edited, the journal still says `editing`).
+/// DISTLS_FAILPOINT=walk kills at the first such point not listed in DISTLS_FAILPOINT_SEEN
+/// (comma-separated), naming it on stderr, so a test can walk every point of a roll in order.
 #[cfg(feature = "failpoints")]
-fn failpoint(node: &str, step: Step) {
-    if std::env::var("DISTLS_FAILPOINT").is_ok_and(|v| v == format!("{node}:{}", step.label())) {
+fn failpoint(point: &str) {
+    let Ok(wanted) = std::env::var("DISTLS_FAILPOINT") else {
+        return;
+    };
+    let walk_hit = wanted == "walk"
+        && !std::env::var("DISTLS_FAILPOINT_SEEN")
+            .is_ok_and(|seen| seen.split(',').any(|p| p == point));
+    if wanted == point || walk_hit {
+        eprintln!("failpoint: {point}");
         // SAFETY: sending a signal to our own pid.
         unsafe {
             libc::kill(libc::getpid(), libc::SIGKILL);
@@ -1012,7 +1024,7 @@ fn failpoint(node: &str, step: Step) {
 }
 
 #[cfg(not(feature = "failpoints"))]
-fn failpoint(_node: &str, _step: Step) {}
+fn failpoint(_point: &str) {}
 
 #[cfg(test)]
 mod tests {

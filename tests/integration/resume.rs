@@ -64,3 +64,98 @@ fn a_killed_rollback_resumes() {
     t.wait_for_mesh("inet_tcp", "tcp");
     t.assert_files_are(&originals);
 }
+
+/// Every crash point of a 3-node roll, in order: SIGKILL right before and right after each
+/// journal write of a node step (named by the journal's event count, which goes on across runs);
+/// each rerun resumes from what the nodes really are and is killed at the next write, until a run
+/// completes. At the end every link is TLS and every backup holds the original.
+#[test]
+fn a_crash_at_every_step_boundary_converges() {
+    let t = cluster("every", 3);
+    let originals = t.dist_args_files();
+    let plan = t.plan();
+    let (points, finished) = crash_at_every_write(&t, &["migrate", plan.to_str().unwrap()]);
+    let killed = points.len();
+    assert!(finished.status.success(), "{}", describe(&finished));
+    t.assert_mesh("inet_tls", "tls");
+    for (node, original) in originals.iter().enumerate() {
+        let backup = format!("{}.distls-orig", t.dist_args_path(node).display());
+        assert_eq!(
+            &std::fs::read(backup).unwrap(),
+            original,
+            "backup of node {node} intact"
+        );
+    }
+    eprintln!("roll: {killed} crash points tried, {killed} converged");
+    // 3 nodes × (stopping, stopped, editing, edited, starting, started, rejoined, verified) × 2.
+    assert!(killed >= 40, "every step write was crash-tested ({killed})");
+}
+
+/// Run `args` again and again, each run SIGKILLed at the first crash point (before or after a
+/// step's journal write) not tried yet, until a run ends by itself. Returns the points tried.
+fn crash_at_every_write(t: &TestCluster, args: &[&str]) -> (Vec<String>, std::process::Output) {
+    let mut seen: Vec<String> = Vec::new();
+    loop {
+        let seen_list = seen.join(",");
+        let out = t.distls_env(
+            args,
+            &[
+                ("DISTLS_FAILPOINT", "walk"),
+                ("DISTLS_FAILPOINT_SEEN", &seen_list),
+            ],
+        );
+        if out.status.signal() != Some(9) {
+            return (seen, out);
+        }
+        let point = stderr(&out)
+            .lines()
+            .find_map(|l| l.strip_prefix("failpoint: "))
+            .unwrap_or_else(|| panic!("a killed run names its failpoint: {}", describe(&out)))
+            .to_string();
+        assert!(!seen.contains(&point), "{point} fired twice");
+        assert!(
+            journal_if_any(&t.plan()).is_some(),
+            "the journal stays readable after a kill at {point}"
+        );
+        seen.push(point);
+        assert!(seen.len() < 300, "the run never finishes");
+    }
+}
+
+/// A roll paused at a failing node, then `distls rollback` killed right before and right after
+/// every journal write it makes, in order (the journal's event count names them): each rerun
+/// resumes, and the cluster ends plain with every file byte-identical.
+#[test]
+fn a_crash_at_every_rollback_step_converges() {
+    let t = cluster("everyback", 3);
+    let originals = t.dist_args_files();
+    let third = t.cluster.nodes()[2].root.join("bin/ctl");
+    let failing_start = format!(
+        "if grep -q '^-proto_dist inet_tls' {}; then exit 1; fi; exec {} start",
+        t.dist_args_path(2).display(),
+        third.display()
+    );
+    t.cluster.write_plan_with(|index| {
+        if index == 2 {
+            format!("    commands:\n      start: \"{failing_start}\"\n")
+        } else {
+            String::new()
+        }
+    });
+    let plan = t.plan();
+    let plan = plan.to_str().unwrap();
+    let out = t.distls(&["migrate", "--on-failure", "pause", plan]);
+    assert_eq!(out.status.code(), Some(4), "{}", describe(&out));
+
+    let (points, finished) = crash_at_every_write(&t, &["rollback", plan]);
+    let killed = points.len();
+    assert!(finished.status.success(), "{}", describe(&finished));
+    assert_eq!(journal(t.plan().as_path())["phase"], "rolled_back");
+    t.wait_for_mesh("inet_tcp", "tcp");
+    t.assert_files_are(&originals);
+    eprintln!("rollback: {killed} crash points tried, all converged");
+    assert!(
+        killed >= 20,
+        "every rollback write was crash-tested ({killed})"
+    );
+}
