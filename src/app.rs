@@ -1,12 +1,14 @@
 //! What each subcommand does, wired from the library's parts.
 
-use crate::cli::{Cli, Command, DemoArgs, MigrateArgs, OnFailureArg, PlanArgs};
+use crate::cli::{
+    CheckArgs, Cli, Command, DemoArgs, MigrateArgs, OnFailureArg, PlanArgs, PreflightArgs,
+};
 use crate::error::{Error, Result, exit_code};
 use crate::journal::{Journal, JournalStore, Phase};
 use crate::plan::{OnFailure, Plan};
 use crate::rollout::{self, NodeSummary, Options, Rollout, Running};
 use crate::target::{self, FileState};
-use crate::{preview, rehearsal};
+use crate::{preflight, preview, rehearsal};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -49,6 +51,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Migrate(args) => migrate(args).await,
         Command::Rollback(args) => rollback(args).await,
         Command::Status(args) => status(args).await,
+        Command::Check(args) => check(args).await,
         Command::Demo(args) => demo(args).await,
     }
 }
@@ -85,12 +88,23 @@ fn state_dir(args: &PlanArgs, plan: &Plan) -> PathBuf {
 async fn migrate(args: MigrateArgs) -> Result<()> {
     let plan = Plan::load(&args.plan.plan)?;
     let mut store = JournalStore::new(&state_dir(&args.plan, &plan), &plan.cluster);
+    let preflight_options = preflight::Options {
+        expiry_window: args.preflight.expiry_window,
+        handshake: false,
+    };
     if args.dry_run {
         let journal = store.load()?;
         let targets = target::prepare(&plan, journal.as_ref())?;
         print!("{}", preview::render(&plan, &targets, journal.as_ref()));
+        // Information only: a real run would refuse to start on a FAIL.
+        let findings = preflight::run(&plan, preflight_options).await;
+        print!("\n{}", preflight::render_table(&findings));
         return Ok(());
     }
+    // Before the lock and the journal: a refused plan leaves no trace.
+    let findings = preflight::run(&plan, preflight_options).await;
+    refuse_on_failures(&findings, &plan.path)?;
+    println!("{}", preflight::summary(&findings));
     store.lock()?;
     let journal = match store.load()? {
         // A finished rollback leaves nothing to resume: start over.
@@ -120,6 +134,44 @@ async fn migrate(args: MigrateArgs) -> Result<()> {
         );
     }
     outcome
+}
+
+/// Prints the failed (and warned) findings and refuses the run if any check failed.
+fn refuse_on_failures(findings: &[preflight::Finding], plan: &std::path::Path) -> Result<()> {
+    if !preflight::has_failures(findings) {
+        return Ok(());
+    }
+    let problems: Vec<preflight::Finding> = findings
+        .iter()
+        .filter(|f| f.severity != preflight::Severity::Ok)
+        .cloned()
+        .collect();
+    eprint!("{}", preflight::render_table(&problems));
+    Err(Error::Refused(format!(
+        "preflight found problems that would make the switch fail; nothing was touched\n  hint: fix every FAIL above (`distls check {}` shows all checks), then run again",
+        plan.display()
+    )))
+}
+
+async fn check(args: CheckArgs) -> Result<()> {
+    let plan = Plan::load(&args.plan)?;
+    let options = preflight::Options {
+        expiry_window: args.preflight.expiry_window,
+        handshake: args.handshake,
+    };
+    let findings = preflight::run(&plan, options).await;
+    if args.json {
+        println!("{}", preflight::render_json(&findings));
+    } else {
+        print!("{}", preflight::render_table(&findings));
+    }
+    if preflight::has_failures(&findings) {
+        return Err(Error::Refused(format!(
+            "{}: the plan would fail; nothing was touched",
+            preflight::summary(&findings)
+        )));
+    }
+    Ok(())
 }
 
 fn check_resumable(journal: &Journal, plan: &Plan, allow_plan_change: bool) -> Result<()> {
@@ -216,6 +268,12 @@ async fn status(args: PlanArgs) -> Result<()> {
     Ok(())
 }
 
+fn default_preflight() -> PreflightArgs {
+    PreflightArgs {
+        expiry_window: preflight::DEFAULT_EXPIRY_WINDOW,
+    }
+}
+
 fn print_summary(rows: &[NodeSummary]) {
     if rows.is_empty() {
         return;
@@ -279,6 +337,7 @@ async fn demo(args: DemoArgs) -> Result<()> {
             dry_run: true,
             on_failure: None,
             allow_plan_change: false,
+            preflight: default_preflight(),
         })
         .await?;
         println!("$ distls migrate {}", cluster.plan_path().display());
@@ -287,6 +346,7 @@ async fn demo(args: DemoArgs) -> Result<()> {
             dry_run: false,
             on_failure: None,
             allow_plan_change: false,
+            preflight: default_preflight(),
         })
         .await?;
         println!("\n$ distls status {}", cluster.plan_path().display());
