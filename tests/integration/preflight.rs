@@ -1,0 +1,384 @@
+//! `distls check` and the preflight of `migrate` against a real 3-node cluster. The checks are
+//! read-only, so the defect cases share one cluster: each gets its own plan (outside the cluster's
+//! directory) that points node 1 at a broken copy, and must FAIL naming that defect while the
+//! untouched nodes pass the same check.
+
+use crate::support::*;
+use distls::rehearsal::{TlsFiles, write_foreign_ca_cert};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+};
+use serde_json::Value;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Every check that runs on a healthy cluster without `--handshake`.
+const CHECK_IDS: [&str; 19] = [
+    "plan.commands",
+    "plan.files",
+    "plan.identity",
+    "plan.proto_dist",
+    "plan.dist_args",
+    "plan.listen_port",
+    "runtime.otp",
+    "tls.known_keys",
+    "tls.client_fail_if_no_peer_cert",
+    "tls.verify_peer",
+    "cert.files",
+    "cert.readable",
+    "cert.key_permissions",
+    "cert.pem",
+    "cert.key_matches",
+    "cert.chain",
+    "cert.expiry",
+    "cert.hostname",
+    "tls.same_options",
+];
+
+struct Check {
+    code: Option<i32>,
+    findings: Vec<Value>,
+    output: String,
+}
+
+impl Check {
+    fn finding(&self, node: Option<&str>, check: &str) -> &Value {
+        self.findings
+            .iter()
+            .find(|f| f["check"] == check && f["node"].as_str() == node)
+            .unwrap_or_else(|| panic!("no {check} finding for {node:?}:\n{}", self.output))
+    }
+
+    /// `check` FAILs for `node` with a message containing `needle`.
+    fn assert_fails(&self, node: &str, check: &str, needle: &str) {
+        assert_eq!(self.code, Some(3), "{}", self.output);
+        let finding = self.finding(Some(node), check);
+        assert_eq!(finding["severity"], "fail", "{finding}");
+        let message = finding["message"].as_str().unwrap();
+        assert!(
+            message.contains(needle),
+            "{check} should name {needle:?}: {message}"
+        );
+        assert!(!finding["fix"].as_str().unwrap().is_empty(), "{finding}");
+    }
+
+    fn assert_ok(&self, node: Option<&str>, check: &str) {
+        let finding = self.finding(node, check);
+        assert_eq!(finding["severity"], "ok", "{finding}");
+    }
+}
+
+fn check(t: &TestCluster, plan: &Path, extra: &[&str]) -> Check {
+    let mut args = vec!["check", "--json"];
+    args.extend_from_slice(extra);
+    args.push(plan.to_str().unwrap());
+    let out = t.distls(&args);
+    let json: Value = serde_json::from_str(&stdout(&out))
+        .unwrap_or_else(|e| panic!("--json prints JSON ({e}): {}", describe(&out)));
+    Check {
+        code: out.status.code(),
+        findings: json["findings"].as_array().unwrap().clone(),
+        output: describe(&out),
+    }
+}
+
+/// A plan for the cluster in which node 1 (index 0) gets `node_yaml`, written to `dir/name.yaml`.
+fn defect_plan(t: &TestCluster, dir: &Path, name: &str, node_yaml: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.yaml"));
+    let text = t.cluster.plan_yaml(|index| {
+        if index == 0 {
+            node_yaml.to_string()
+        } else {
+            String::new()
+        }
+    });
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn tls_yaml(files: &TlsFiles) -> String {
+    format!(
+        "    tls:\n      certfile: {}\n      keyfile: {}\n      cacertfile: {}\n",
+        files.certfile.display(),
+        files.keyfile.display(),
+        files.cacertfile.display()
+    )
+}
+
+/// A copy of the cluster's certificate files in `dir`, each with mode `modes`.
+fn copy_tls(t: &TestCluster, dir: &Path, modes: [u32; 3]) -> TlsFiles {
+    std::fs::create_dir_all(dir).unwrap();
+    let source = t.cluster.tls_files();
+    let copy = |from: &Path, mode: u32| {
+        let to = dir.join(from.file_name().unwrap());
+        std::fs::copy(from, &to).unwrap();
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(mode)).unwrap();
+        to
+    };
+    TlsFiles {
+        certfile: copy(&source.certfile, modes[0]),
+        keyfile: copy(&source.keyfile, modes[1]),
+        cacertfile: copy(&source.cacertfile, modes[2]),
+    }
+}
+
+/// A fresh CA and a certificate for `sans` valid between the two offsets from now (in days).
+fn make_pki(dir: &Path, sans: &[&str], valid_days: (i64, i64)) -> TlsFiles {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "preflight test CA");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_pem = ca_params.self_signed(&ca_key).unwrap().pem();
+    let mut params =
+        CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "preflight test node");
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let now =
+        rcgen::date_time_ymd(1970, 1, 1) + SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    let days = |n: i64| Duration::from_secs(n.unsigned_abs() * 86_400);
+    let at = |n: i64| if n < 0 { now - days(n) } else { now + days(n) };
+    params.not_before = at(valid_days.0);
+    params.not_after = at(valid_days.1);
+    let key = KeyPair::generate().unwrap();
+    let cert = params
+        .signed_by(&key, &Issuer::from_params(&ca_params, &ca_key))
+        .unwrap();
+    let files = TlsFiles {
+        certfile: dir.join("cert.pem"),
+        keyfile: dir.join("key.pem"),
+        cacertfile: dir.join("cacert.pem"),
+    };
+    std::fs::write(&files.certfile, cert.pem()).unwrap();
+    std::fs::write(&files.keyfile, key.serialize_pem()).unwrap();
+    std::fs::set_permissions(&files.keyfile, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::write(&files.cacertfile, ca_pem).unwrap();
+    files
+}
+
+/// Node 1's vm.dist.args (or vm.args) copied to `dir` with `edit` applied; returns plan YAML.
+fn edited_args(t: &TestCluster, dir: &Path, key: &str, edit: impl Fn(&str) -> String) -> String {
+    std::fs::create_dir_all(dir).unwrap();
+    let node = &t.cluster.nodes()[0];
+    let source = if key == "vm_args" {
+        node.vm_args()
+    } else {
+        node.vm_dist_args()
+    };
+    let text = std::fs::read_to_string(&source).unwrap();
+    let edited = edit(&text);
+    assert_ne!(edited, text, "the edit changes the file");
+    let copy = dir.join(source.file_name().unwrap());
+    std::fs::write(&copy, edited).unwrap();
+    format!("    {key}: {}\n", copy.display())
+}
+
+struct Untouched {
+    hashes: std::collections::BTreeMap<PathBuf, String>,
+    pids: Vec<Option<u32>>,
+}
+
+fn snapshot(t: &TestCluster) -> Untouched {
+    Untouched {
+        hashes: t.file_hashes(),
+        pids: (0..3).map(|i| t.cluster.node_os_pid(i)).collect(),
+    }
+}
+
+fn assert_untouched(t: &TestCluster, before: &Untouched) {
+    assert_eq!(t.file_hashes(), before.hashes, "files byte-identical");
+    let pids: Vec<Option<u32>> = (0..3).map(|i| t.cluster.node_os_pid(i)).collect();
+    assert_eq!(pids, before.pids, "no node restarted");
+    assert!(before.pids.iter().all(Option::is_some));
+    t.assert_mesh("inet_tcp", "tcp");
+}
+
+#[test]
+fn a_healthy_cluster_passes_every_check() {
+    let t = cluster("pfok", 3);
+    let before = snapshot(&t);
+    let names = t.node_names();
+
+    let result = check(&t, &t.plan(), &["--handshake"]);
+    assert_eq!(result.code, Some(0), "{}", result.output);
+    for finding in &result.findings {
+        assert_eq!(finding["severity"], "ok", "{finding}");
+    }
+    for id in CHECK_IDS {
+        assert!(
+            result.findings.iter().any(|f| f["check"] == id),
+            "{id} ran: {}",
+            result.output
+        );
+    }
+    result.assert_ok(None, "handshake");
+    for name in &names {
+        result.assert_ok(Some(name), "cert.chain");
+        result.assert_ok(Some(name), "cert.readable");
+    }
+    let otp = result.finding(None, "runtime.otp")["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(otp.starts_with("OTP ") && otp.contains("ssl "), "{otp}");
+
+    let table = t.distls(&["check", t.plan().to_str().unwrap()]);
+    assert!(table.status.success(), "{}", describe(&table));
+    let text = stdout(&table);
+    assert!(text.starts_with("HOST"), "{text}");
+    assert!(text.contains("cert.key_matches"), "{text}");
+    assert!(text.contains(" 0 warn, 0 FAIL"), "{text}");
+    assert_untouched(&t, &before);
+}
+
+#[test]
+fn each_defect_fails_its_check_and_touches_nothing() {
+    let t = cluster("pfbad", 3);
+    let before = snapshot(&t);
+    let first = t.node_names()[0].clone();
+    let second = t.node_names()[1].clone();
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+
+    // Missing certificate file.
+    let mut files = copy_tls(&t, &dir.join("missing"), [0o644, 0o600, 0o644]);
+    files.certfile = dir.join("missing/no_such_cert.pem");
+    let plan = defect_plan(&t, dir, "missing", &tls_yaml(&files));
+    let result = check(&t, &plan, &[]);
+    result.assert_fails(&first, "cert.files", "no_such_cert.pem does not exist");
+    result.assert_ok(Some(&second), "cert.files");
+
+    // Unreadable file. distls runs as root here, and root reads anything; the check judges the
+    // mode bits for the node's user without root's override, so mode 000 fails (see access.rs).
+    let files = copy_tls(&t, &dir.join("unreadable"), [0o000, 0o600, 0o644]);
+    let plan = defect_plan(&t, dir, "unreadable", &tls_yaml(&files));
+    let result = check(&t, &plan, &[]);
+    result.assert_fails(&first, "cert.readable", "mode 000");
+    result.assert_ok(Some(&second), "cert.readable");
+
+    // Key and certificate that do not belong together.
+    let foreign = write_foreign_ca_cert(&dir.join("foreign")).unwrap();
+    let mut files = copy_tls(&t, &dir.join("mismatch"), [0o644, 0o600, 0o644]);
+    files.keyfile = foreign.keyfile.clone();
+    let plan = defect_plan(&t, dir, "mismatch", &tls_yaml(&files));
+    let result = check(&t, &plan, &[]);
+    result.assert_fails(&first, "cert.key_matches", "does not belong to certfile");
+    result.assert_ok(Some(&second), "cert.key_matches");
+
+    // A certificate from another CA than cacertfile.
+    let files = TlsFiles {
+        cacertfile: t.cluster.tls_files().cacertfile.clone(),
+        ..foreign
+    };
+    let plan = defect_plan(&t, dir, "wrong_ca", &tls_yaml(&files));
+    let result = check(&t, &plan, &[]);
+    result.assert_fails(&first, "cert.chain", "not issued by a CA in cacertfile");
+    result.assert_ok(Some(&first), "cert.key_matches");
+    result.assert_ok(Some(&second), "cert.chain");
+
+    // SAN without the node's host; the handshake shows OTP refuses it too.
+    let files = make_pki(&dir.join("san"), &["otherhost.example"], (-1, 365));
+    let plan = defect_plan(&t, dir, "san", &tls_yaml(&files));
+    let result = check(&t, &plan, &[]);
+    result.assert_fails(&first, "cert.hostname", "does not cover host localhost");
+    result.assert_ok(Some(&first), "cert.chain");
+    result.assert_ok(Some(&second), "cert.hostname");
+    let all_san = t.cluster.plan_yaml(|_| tls_yaml(&files));
+    let all_san_plan = dir.join("san_all.yaml");
+    std::fs::write(&all_san_plan, all_san).unwrap();
+    let result = check(&t, &all_san_plan, &["--handshake"]);
+    let handshake = result.finding(None, "handshake");
+    assert_eq!(handshake["severity"], "fail", "{}", result.output);
+
+    // Expired certificate.
+    let files = make_pki(&dir.join("expired"), &["localhost"], (-400, -1));
+    let plan = defect_plan(&t, dir, "expired", &tls_yaml(&files));
+    let result = check(&t, &plan, &[]);
+    result.assert_fails(&first, "cert.expiry", "expired on");
+    result.assert_ok(Some(&second), "cert.expiry");
+
+    // World-readable key.
+    let files = copy_tls(&t, &dir.join("world"), [0o644, 0o644, 0o644]);
+    let plan = defect_plan(&t, dir, "world", &tls_yaml(&files));
+    let result = check(&t, &plan, &[]);
+    result.assert_fails(&first, "cert.key_permissions", "world-readable (mode 644)");
+    result.assert_ok(Some(&second), "cert.key_permissions");
+
+    // A typo'd option key in the commented block distls would enable.
+    let yaml = edited_args(&t, &dir.join("typo"), "vm_dist_args", |text| {
+        text.replace("server_certfile", "server_certfle")
+    });
+    let plan = defect_plan(&t, dir, "typo", &yaml);
+    let result = check(&t, &plan, &[]);
+    result.assert_fails(&first, "tls.known_keys", "`server_certfle`");
+    result.assert_fails(&first, "tls.known_keys", "did you mean `server_certfile`");
+    result.assert_ok(Some(&second), "tls.known_keys");
+
+    // fail_if_no_peer_cert in the client options (fatal on OTP 25 too; the OTP >= 26 wording is
+    // unit-tested in preflight::options with a made-up release).
+    let yaml = edited_args(&t, &dir.join("client_fail"), "vm_dist_args", |text| {
+        text.replace(
+            "#              server_fail_if_no_peer_cert true",
+            "#              server_fail_if_no_peer_cert true\n#              client_fail_if_no_peer_cert true",
+        )
+    });
+    let plan = defect_plan(&t, dir, "client_fail", &yaml);
+    let result = check(&t, &plan, &[]);
+    result.assert_fails(
+        &first,
+        "tls.client_fail_if_no_peer_cert",
+        "client_fail_if_no_peer_cert",
+    );
+    result.assert_ok(Some(&second), "tls.client_fail_if_no_peer_cert");
+
+    // -proto_dist in vm.args.
+    let yaml = edited_args(&t, &dir.join("proto"), "vm_args", |text| {
+        format!("{text}-proto_dist inet_tcp\n")
+    });
+    let plan = defect_plan(&t, dir, "proto", &yaml);
+    let result = check(&t, &plan, &[]);
+    result.assert_fails(
+        &first,
+        "plan.proto_dist",
+        "vm.args sets -proto_dist inet_tcp",
+    );
+    result.assert_ok(Some(&second), "plan.proto_dist");
+
+    // A single pinned listen port, which the ctl VMs would also try to bind.
+    let yaml = edited_args(&t, &dir.join("port"), "vm_dist_args", |text| {
+        text.replace(
+            "#-kernel inet_dist_listen_min",
+            "-kernel inet_dist_listen_min",
+        )
+    });
+    let plan = defect_plan(&t, dir, "port", &yaml);
+    let result = check(&t, &plan, &[]);
+    result.assert_fails(
+        &first,
+        "plan.listen_port",
+        "pins the distribution listen port to 30000",
+    );
+    result.assert_ok(Some(&second), "plan.listen_port");
+
+    // migrate runs the same checks first and refuses, touching nothing.
+    let plan = dir.join("expired.yaml");
+    let out = t.distls(&["migrate", plan.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
+    assert!(stderr(&out).contains("cert.expiry"), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("nothing was touched"),
+        "{}",
+        describe(&out)
+    );
+    assert!(!dir.join(".distls").exists(), "no journal, no lock");
+
+    assert_untouched(&t, &before);
+}
