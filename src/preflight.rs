@@ -256,6 +256,14 @@ async fn check_host(
         };
         report.findings.push(verdict.at(&host, None));
     }
+    // Host-wide findings first, then node by node, each in check order (the sort is stable).
+    report.findings.sort_by_key(|finding| {
+        finding
+            .node
+            .as_ref()
+            .and_then(|node| settings.iter().position(|(spec, _)| &spec.name == node))
+            .map_or(0, |index| index + 1)
+    });
     report
 }
 

@@ -96,7 +96,18 @@ async fn run(target: &NodeTarget) -> Result<(), String> {
     let said: Vec<&str> = tail
         .lines()
         .chain(listener_output.lines())
-        .filter(|line| !line.trim().is_empty() && !line.contains("DISTLS_HANDSHAKE"))
+        // Report headers (`=NOTICE REPORT==== date ===`) carry no reason.
+        .filter(|line| {
+            let line = line.trim();
+            !line.is_empty() && !line.starts_with('=') && !line.contains("DISTLS_HANDSHAKE")
+        })
+        .fold(Vec::new(), |mut kept, line| {
+            if !kept.contains(&line) {
+                kept.push(line);
+            }
+            kept
+        })
+        .into_iter()
         .take(6)
         .collect();
     Err(if said.is_empty() {
