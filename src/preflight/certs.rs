@@ -363,9 +363,7 @@ fn ip_text(bytes: &[u8]) -> Option<String> {
 mod tests {
     use super::*;
     use crate::preflight::Severity;
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    };
+    use crate::rehearsal::write_custom_cert;
 
     struct Pki {
         ca: String,
@@ -375,41 +373,15 @@ mod tests {
 
     const DAY: Duration = Duration::from_secs(86_400);
 
-    fn ca() -> (CertificateParams, KeyPair, String) {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "test CA");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let key = KeyPair::generate().unwrap();
-        let pem = params.self_signed(&key).unwrap().pem();
-        (params, key, pem)
-    }
-
-    fn pki(sans: &[&str], days_left: u64) -> Pki {
-        let (ca_params, ca_key, ca_pem) = ca();
-        let mut params =
-            CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        let now = rcgen::date_time_ymd(1970, 1, 1)
-            + SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
-        params.not_before = now - 400 * DAY;
-        params.not_after = if days_left == 0 {
-            now - DAY
-        } else {
-            now + DAY * u32::try_from(days_left).unwrap()
-        };
-        let key = KeyPair::generate().unwrap();
-        let cert = params
-            .signed_by(&key, &Issuer::from_params(&ca_params, &ca_key))
-            .unwrap();
+    /// A fresh CA and a certificate for `sans` that expires in `days_left` days (in the past if < 0).
+    fn pki(sans: &[&str], days_left: i64) -> Pki {
+        let dir = tempfile::tempdir().unwrap();
+        let files = write_custom_cert(dir.path(), sans, -400..days_left).unwrap();
+        let read = |path: &std::path::Path| std::fs::read_to_string(path).unwrap();
         Pki {
-            ca: ca_pem,
-            cert: cert.pem(),
-            key: key.serialize_pem(),
+            ca: read(&files.cacertfile),
+            cert: read(&files.certfile),
+            key: read(&files.keyfile),
         }
     }
 
@@ -460,16 +432,19 @@ mod tests {
     #[test]
     fn another_ca_fails_the_chain() {
         let mut set = pki(&["localhost"], 365);
-        set.ca = ca().2;
+        set.ca = pki(&["localhost"], 365).ca;
         let verdicts = run(&set, "localhost");
         assert_eq!(severity_of(&verdicts, "cert.chain"), Severity::Fail);
         let chain = verdicts.iter().find(|v| v.check == "cert.chain").unwrap();
-        assert!(chain.message.contains("not issued by a CA"), "{chain:?}");
+        assert!(
+            chain.message.contains("not issued by a CA in cacertfile"),
+            "{chain:?}"
+        );
     }
 
     #[test]
     fn expiry_fails_when_past_and_warns_within_the_window() {
-        let expired = run(&pki(&["localhost"], 0), "localhost");
+        let expired = run(&pki(&["localhost"], -1), "localhost");
         assert_eq!(severity_of(&expired, "cert.expiry"), Severity::Fail);
         assert_eq!(
             severity_of(&expired, "cert.chain"),

@@ -4,14 +4,10 @@
 //! untouched nodes pass the same check.
 
 use crate::support::*;
-use distls::rehearsal::{TlsFiles, write_foreign_ca_cert};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-};
+use distls::rehearsal::{TlsFiles, write_custom_cert, write_foreign_ca_cert};
 use serde_json::Value;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Every check that runs on a healthy cluster without `--handshake`.
 const CHECK_IDS: [&str; 19] = [
@@ -121,47 +117,6 @@ fn copy_tls(t: &TestCluster, dir: &Path, modes: [u32; 3]) -> TlsFiles {
         keyfile: copy(&source.keyfile, modes[1]),
         cacertfile: copy(&source.cacertfile, modes[2]),
     }
-}
-
-/// A fresh CA and a certificate for `sans` valid between the two offsets from now (in days).
-fn make_pki(dir: &Path, sans: &[&str], valid_days: (i64, i64)) -> TlsFiles {
-    std::fs::create_dir_all(dir).unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "preflight test CA");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_key = KeyPair::generate().unwrap();
-    let ca_pem = ca_params.self_signed(&ca_key).unwrap().pem();
-    let mut params =
-        CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "preflight test node");
-    params.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
-    let now =
-        rcgen::date_time_ymd(1970, 1, 1) + SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
-    let days = |n: i64| Duration::from_secs(n.unsigned_abs() * 86_400);
-    let at = |n: i64| if n < 0 { now - days(n) } else { now + days(n) };
-    params.not_before = at(valid_days.0);
-    params.not_after = at(valid_days.1);
-    let key = KeyPair::generate().unwrap();
-    let cert = params
-        .signed_by(&key, &Issuer::from_params(&ca_params, &ca_key))
-        .unwrap();
-    let files = TlsFiles {
-        certfile: dir.join("cert.pem"),
-        keyfile: dir.join("key.pem"),
-        cacertfile: dir.join("cacert.pem"),
-    };
-    std::fs::write(&files.certfile, cert.pem()).unwrap();
-    std::fs::write(&files.keyfile, key.serialize_pem()).unwrap();
-    std::fs::set_permissions(&files.keyfile, std::fs::Permissions::from_mode(0o600)).unwrap();
-    std::fs::write(&files.cacertfile, ca_pem).unwrap();
-    files
 }
 
 /// Node 1's vm.dist.args (or vm.args) copied to `dir` with `edit` applied; returns plan YAML.
@@ -285,7 +240,7 @@ fn each_defect_fails_its_check_and_touches_nothing() {
     result.assert_ok(Some(&second), "cert.chain");
 
     // SAN without the node's host; the handshake shows OTP refuses it too.
-    let files = make_pki(&dir.join("san"), &["otherhost.example"], (-1, 365));
+    let files = write_custom_cert(&dir.join("san"), &["otherhost.example"], -1..365).unwrap();
     let plan = defect_plan(&t, dir, "san", &tls_yaml(&files));
     let result = check(&t, &plan, &[]);
     result.assert_fails(&first, "cert.hostname", "does not cover host localhost");
@@ -299,7 +254,7 @@ fn each_defect_fails_its_check_and_touches_nothing() {
     assert_eq!(handshake["severity"], "fail", "{}", result.output);
 
     // Expired certificate.
-    let files = make_pki(&dir.join("expired"), &["localhost"], (-400, -1));
+    let files = write_custom_cert(&dir.join("expired"), &["localhost"], -400..-1).unwrap();
     let plan = defect_plan(&t, dir, "expired", &tls_yaml(&files));
     let result = check(&t, &plan, &[]);
     result.assert_fails(&first, "cert.expiry", "expired on");
