@@ -266,7 +266,7 @@ fn validity(material: &TlsMaterial, cert: &X509Certificate, clock: Clock) -> Ver
                 "certfile {} expires on {} ({days_left} days left, within the {} window)",
                 material.cert_path,
                 validity.not_after,
-                humantime::format_duration(clock.expiry_window)
+                describe_window(clock.expiry_window)
             ),
             reissue,
         );
@@ -275,6 +275,16 @@ fn validity(material: &TlsMaterial, cert: &X509Certificate, clock: Clock) -> Ver
         "cert.expiry",
         format!("valid until {} ({days_left} days)", validity.not_after),
     )
+}
+
+/// `30-day`, or humantime's form for a window that is not whole days.
+fn describe_window(window: Duration) -> String {
+    let seconds = window.as_secs();
+    if seconds % 86_400 == 0 {
+        format!("{}-day", seconds / 86_400)
+    } else {
+        humantime::format_duration(window).to_string()
+    }
 }
 
 /// OTP's client checks the peer certificate against the host part of the node name (its SNI):

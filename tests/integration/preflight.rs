@@ -185,6 +185,19 @@ fn a_healthy_cluster_passes_every_check() {
         .to_string();
     assert!(otp.starts_with("OTP ") && otp.contains("ssl "), "{otp}");
 
+    // The rehearsal certificate has about a year left: a 400-day window warns, and warnings pass.
+    let window = check(&t, &t.plan(), &["--expiry-window", "400d"]);
+    assert_eq!(window.code, Some(0), "{}", window.output);
+    let expiry = window.finding(Some(&names[0]), "cert.expiry");
+    assert_eq!(expiry["severity"], "warn", "{expiry}");
+    assert!(
+        expiry["message"]
+            .as_str()
+            .unwrap()
+            .contains("within the 400-day window"),
+        "{expiry}"
+    );
+
     let table = t.distls(&["check", t.plan().to_str().unwrap()]);
     assert!(table.status.success(), "{}", describe(&table));
     let text = stdout(&table);
