@@ -236,6 +236,14 @@ fn defects(t: &TestCluster, dir: &Path) -> Vec<Defect> {
         names,
         still_ok,
     };
+    let args_defect =
+        |name: &'static str, key, edit: &dyn Fn(&str) -> String, check, names, still_ok| Defect {
+            name,
+            node_yaml: edited_args(t, &dir.join(name), key, edit),
+            check,
+            names,
+            still_ok,
+        };
     vec![
         tls_defect(
             "missing",
@@ -288,51 +296,52 @@ fn defects(t: &TestCluster, dir: &Path) -> Vec<Defect> {
             &["world-readable (mode 644)"],
             &["cert.readable"],
         ),
-        Defect {
-            name: "typo",
-            node_yaml: edited_args(t, &dir.join("typo"), "vm_dist_args", |text| {
-                text.replace("server_certfile", "server_certfle")
-            }),
-            check: "tls.known_keys",
-            names: &["`server_certfle`", "did you mean `server_certfile`?"],
-            still_ok: &["plan.commands", "tls.verify_peer"],
-        },
+        args_defect(
+            "typo",
+            "vm_dist_args",
+            &|text| text.replace("server_certfile", "server_certfle"),
+            "tls.known_keys",
+            &["`server_certfle`", "did you mean `server_certfile`?"],
+            &["plan.commands", "tls.verify_peer"],
+        ),
         // Fatal on OTP 25 too; the OTP >= 26 wording is unit-tested in preflight::options with a
         // made-up release, since this machine runs OTP 25.
-        Defect {
-            name: "client_fail",
-            node_yaml: edited_args(t, &dir.join("client_fail"), "vm_dist_args", |text| {
+        args_defect(
+            "client_fail",
+            "vm_dist_args",
+            &|text| {
+                let line = "#              server_fail_if_no_peer_cert true";
                 text.replace(
-                    "#              server_fail_if_no_peer_cert true",
-                    "#              server_fail_if_no_peer_cert true\n#              client_fail_if_no_peer_cert true",
+                    line,
+                    &format!("{line}\n#              client_fail_if_no_peer_cert true"),
                 )
-            }),
-            check: "tls.client_fail_if_no_peer_cert",
-            names: &["client_fail_if_no_peer_cert (line ", "only for the server"],
-            still_ok: &["tls.known_keys"],
-        },
-        Defect {
-            name: "proto_dist",
-            node_yaml: edited_args(t, &dir.join("proto"), "vm_args", |text| {
-                format!("{text}-proto_dist inet_tcp\n")
-            }),
-            check: "plan.proto_dist",
-            names: &["vm.args sets -proto_dist inet_tcp"],
-            still_ok: &["plan.commands", "cert.chain"],
-        },
+            },
+            "tls.client_fail_if_no_peer_cert",
+            &["client_fail_if_no_peer_cert (line ", "only for the server"],
+            &["tls.known_keys"],
+        ),
+        args_defect(
+            "proto_dist",
+            "vm_args",
+            &|text| format!("{text}-proto_dist inet_tcp\n"),
+            "plan.proto_dist",
+            &["vm.args sets -proto_dist inet_tcp"],
+            &["plan.commands", "cert.chain"],
+        ),
         // A single pinned listen port, which the ctl VMs would also try to bind.
-        Defect {
-            name: "pinned_port",
-            node_yaml: edited_args(t, &dir.join("port"), "vm_dist_args", |text| {
+        args_defect(
+            "pinned_port",
+            "vm_dist_args",
+            &|text| {
                 text.replace(
                     "#-kernel inet_dist_listen_min",
                     "-kernel inet_dist_listen_min",
                 )
-            }),
-            check: "plan.listen_port",
-            names: &["pins the distribution listen port to 30000"],
-            still_ok: &["plan.dist_args"],
-        },
+            },
+            "plan.listen_port",
+            &["pins the distribution listen port to 30000"],
+            &["plan.dist_args"],
+        ),
     ]
 }
 
