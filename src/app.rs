@@ -101,16 +101,14 @@ async fn migrate(args: MigrateArgs) -> Result<()> {
         print!("\n{}", preflight::render_table(&findings));
         return Ok(());
     }
-    // Before the lock and the journal: a refused plan leaves no trace.
+    // Read-only, before the lock: a bad plan or node file is still invalid input (exit 2), and a
+    // refused preflight leaves no trace, not even a state directory.
+    target::prepare(&plan, resumable(store.load()?).as_ref())?;
     let findings = preflight::run(&plan, preflight_options).await;
     refuse_on_failures(&findings, &plan.path)?;
     println!("{}", preflight::summary(&findings));
     store.lock()?;
-    let journal = match store.load()? {
-        // A finished rollback leaves nothing to resume: start over.
-        Some(j) if j.phase == Phase::RolledBack => None,
-        other => other,
-    };
+    let journal = resumable(store.load()?);
     if let Some(journal) = &journal {
         check_resumable(journal, &plan, args.allow_plan_change)?;
     }
@@ -134,6 +132,11 @@ async fn migrate(args: MigrateArgs) -> Result<()> {
         );
     }
     outcome
+}
+
+/// The journal a migrate run continues from: a finished rollback leaves nothing to resume.
+fn resumable(journal: Option<Journal>) -> Option<Journal> {
+    journal.filter(|j| j.phase != Phase::RolledBack)
 }
 
 /// Prints the failed (and warned) findings and refuses the run if any check failed.
