@@ -9,13 +9,13 @@ mod options;
 
 use crate::argsfile::{self, DistSettings};
 use crate::plan::{NodeSpec, Plan, TransportKind};
-use crate::probe::RuntimeVersions;
+use crate::probe::{NodeInfo, ProbeError, RuntimeVersions};
 use crate::rollout;
 use crate::target::{self, NodeTarget};
 use crate::transport::Transport;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 pub const DEFAULT_EXPIRY_WINDOW: Duration = Duration::from_secs(30 * 86_400);
@@ -144,20 +144,8 @@ pub async fn run(plan: &Plan, options: Options) -> Vec<Finding> {
     while let Some(joined) = tasks.join_next().await {
         match joined {
             Ok(report) => reports.push(report),
-            Err(err) => reports.push((
-                usize::MAX,
-                HostReport {
-                    findings: vec![
-                        Verdict::fail(
-                            "runtime.otp",
-                            format!("the checks of a host stopped: {err}"),
-                            "rerun with RUST_LOG=distls=debug and report this as a distls bug",
-                        )
-                        .at(CLUSTER, None),
-                    ],
-                    ..HostReport::default()
-                },
-            )),
+            // Nothing aborts these tasks, so an error is a panic: let it surface.
+            Err(err) => std::panic::resume_unwind(err.into_panic()),
         }
     }
     reports.sort_by_key(|(order, _)| *order);
@@ -395,11 +383,11 @@ async fn runtime(targets: &[NodeTarget]) -> Runtime {
         let versions = probe.versions().await?;
         let mut os_pids = BTreeMap::new();
         for target in targets {
-            if let Ok(crate::probe::NodeInfo::Up { os_pid, .. }) = probe.info(target.name()).await {
+            if let Ok(NodeInfo::Up { os_pid, .. }) = probe.info(target.name()).await {
                 os_pids.insert(target.name().to_string(), os_pid);
             }
         }
-        Ok::<_, crate::probe::ProbeError>((versions, os_pids))
+        Ok::<_, ProbeError>((versions, os_pids))
     }
     .await;
     pool.shutdown().await;
@@ -435,7 +423,7 @@ async fn tls_files(
     spec: &NodeSpec,
     os_pid: Option<u32>,
     clock: certs::Clock,
-) -> Vec<crate::preflight::Verdict> {
+) -> Vec<Verdict> {
     let files = [
         ("certfile", &spec.tls.certfile),
         ("keyfile", &spec.tls.keyfile),
@@ -494,7 +482,7 @@ async fn readable(
     transport: &Transport,
     spec: &NodeSpec,
     os_pid: Option<u32>,
-    files: &[(&str, &std::path::PathBuf)],
+    files: &[(&str, &PathBuf)],
 ) -> Verdict {
     let check = "cert.readable";
     let user = match access::service_user(transport, os_pid, &spec.vm_args).await {

@@ -74,7 +74,12 @@ pub async fn mode_chain(
     transport: &Transport,
     path: &Path,
 ) -> Result<Vec<(PathBuf, Mode)>, String> {
-    let mut paths: Vec<PathBuf> = path.ancestors().map(Path::to_path_buf).collect();
+    // A relative path ends in an empty ancestor: the working directory, which is not checked.
+    let mut paths: Vec<PathBuf> = path
+        .ancestors()
+        .filter(|ancestor| !ancestor.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .collect();
     paths.reverse();
     let quoted: Vec<String> = paths
         .iter()
@@ -216,6 +221,23 @@ mod tests {
     fn an_unsearchable_directory_blocks() {
         let err = can_read(&user(1000, &[]), &chain(0o600, 0o700)).unwrap_err();
         assert!(err.starts_with("directory /etc"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn modes_of_a_relative_path_and_its_directories() {
+        let chain = mode_chain(&Transport::Local, Path::new("src/preflight/access.rs"))
+            .await
+            .unwrap();
+        let paths: Vec<&Path> = chain.iter().map(|(path, _)| path.as_path()).collect();
+        assert_eq!(
+            paths,
+            [
+                Path::new("src"),
+                Path::new("src/preflight"),
+                Path::new("src/preflight/access.rs")
+            ]
+        );
+        assert_eq!(chain[2].1.bits & 0o400, 0o400, "{chain:?}");
     }
 
     #[test]
