@@ -98,7 +98,7 @@ async fn migrate(args: MigrateArgs) -> Result<()> {
         print!("{}", preview::render(&plan, &targets, journal.as_ref()));
         // Information only: a real run would refuse to start on a FAIL.
         let findings = preflight::run(&plan, preflight_options).await;
-        print!("\n{}", preflight::render_table(&findings));
+        print!("\n{}", preflight::render_problems(&findings));
         return Ok(());
     }
     // Read-only, before the lock: a bad plan or node file is still invalid input (exit 2), and a
@@ -106,7 +106,7 @@ async fn migrate(args: MigrateArgs) -> Result<()> {
     target::prepare(&plan, resumable(store.load()?).as_ref())?;
     let findings = preflight::run(&plan, preflight_options).await;
     refuse_on_failures(&findings, &plan.path)?;
-    println!("{}", preflight::summary(&findings));
+    print!("{}", preflight::render_problems(&findings));
     store.lock()?;
     let journal = resumable(store.load()?);
     if let Some(journal) = &journal {
@@ -139,17 +139,12 @@ fn resumable(journal: Option<Journal>) -> Option<Journal> {
     journal.filter(|j| j.phase != Phase::RolledBack)
 }
 
-/// Prints the failed (and warned) findings and refuses the run if any check failed.
+/// Prints the warned and failed findings and refuses the run if any check failed.
 fn refuse_on_failures(findings: &[preflight::Finding], plan: &std::path::Path) -> Result<()> {
     if !preflight::has_failures(findings) {
         return Ok(());
     }
-    let problems: Vec<preflight::Finding> = findings
-        .iter()
-        .filter(|f| f.severity != preflight::Severity::Ok)
-        .cloned()
-        .collect();
-    eprint!("{}", preflight::render_table(&problems));
+    eprint!("{}", preflight::render_problems(findings));
     Err(Error::Refused(format!(
         "preflight found problems that would make the switch fail; nothing was touched\n  hint: fix every FAIL above (`distls check {}` shows all checks), then run again",
         plan.display()

@@ -595,7 +595,25 @@ fn mixed_otp(reports: &[HostReport]) -> Verdict {
 
 /// `host × check → result` with the message, and the fix under every warn and FAIL.
 pub fn render_table(findings: &[Finding]) -> String {
+    render(findings.iter().collect(), findings)
+}
+
+/// Only the warn and FAIL rows (nothing but the summary when there are none), then the summary
+/// of every finding: what `migrate` shows.
+pub fn render_problems(findings: &[Finding]) -> String {
+    let problems: Vec<&Finding> = findings
+        .iter()
+        .filter(|f| f.severity != Severity::Ok)
+        .collect();
+    if problems.is_empty() {
+        return format!("{}\n", summary(findings));
+    }
+    render(problems, findings)
+}
+
+fn render(rows: Vec<&Finding>, all: &[Finding]) -> String {
     use std::fmt::Write as _;
+    let findings = rows;
     let host_width = findings
         .iter()
         .map(|f| f.host.len())
@@ -634,7 +652,7 @@ pub fn render_table(findings: &[Finding]) -> String {
             );
         }
     }
-    let _ = writeln!(out, "{}", summary(findings));
+    let _ = writeln!(out, "{}", summary(all));
     out
 }
 
