@@ -23,16 +23,32 @@ pub const DEFAULT_EXPIRY_WINDOW: Duration = Duration::from_secs(30 * 86_400);
 pub const CLUSTER: &str = "(cluster)";
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The checks `target::read_node` performs; all passed when it succeeds.
+/// The checks `target::read_node` performs, in its order; all passed when it succeeds.
 const NODE_FILE_CHECKS: [(&str, &str); 4] = [
     ("plan.files", "vm.args and vm.dist.args are readable text"),
+    ("plan.proto_dist", "vm.args sets no -proto_dist"),
     (
         "plan.identity",
         "vm.args names the node and sets its cookie",
     ),
-    ("plan.proto_dist", "vm.args sets no -proto_dist"),
     ("plan.dist_args", "vm.dist.args can be switched to TLS"),
 ];
+
+/// The checks `target::read_node` had passed when it stopped at `failed` (none for a file it
+/// could not read: that may be either file).
+fn passed_before(failed: &str) -> &'static [(&'static str, &'static str)] {
+    // An unknown key stops the same step as any other problem of the TLS edit.
+    let step = if failed == "tls.known_keys" {
+        "plan.dist_args"
+    } else {
+        failed
+    };
+    let end = NODE_FILE_CHECKS
+        .iter()
+        .position(|(check, _)| *check == step)
+        .unwrap_or(0);
+    &NODE_FILE_CHECKS[..end]
+}
 
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
@@ -193,6 +209,11 @@ async fn check_host(
                 Some(settings)
             }
             Err(problem) => {
+                for (check, message) in passed_before(problem.check) {
+                    report
+                        .findings
+                        .push(Verdict::ok(check, *message).at(&host, node));
+                }
                 // An unknown key is reported by tls.known_keys, with every key and a suggestion.
                 if problem.check != "tls.known_keys" {
                     report.findings.push(
@@ -697,6 +718,22 @@ mod tests {
         assert_eq!(range.severity, Severity::Ok);
         let commented = listen_port("#-kernel inet_dist_listen_min 30000\n");
         assert_eq!(commented.severity, Severity::Ok);
+    }
+
+    #[test]
+    fn checks_before_the_failed_step_passed() {
+        let names = |failed| -> Vec<&str> {
+            passed_before(failed)
+                .iter()
+                .map(|(check, _)| *check)
+                .collect()
+        };
+        assert_eq!(
+            names("tls.known_keys"),
+            ["plan.files", "plan.proto_dist", "plan.identity"]
+        );
+        assert_eq!(names("plan.identity"), ["plan.files", "plan.proto_dist"]);
+        assert!(names("plan.files").is_empty());
     }
 
     #[test]

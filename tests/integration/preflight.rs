@@ -302,7 +302,7 @@ fn defects(t: &TestCluster, dir: &Path) -> Vec<Defect> {
             &|text| text.replace("server_certfile", "server_certfle"),
             "tls.known_keys",
             &["`server_certfle`", "did you mean `server_certfile`?"],
-            &["plan.commands", "tls.verify_peer"],
+            &["plan.identity", "plan.proto_dist", "tls.verify_peer"],
         ),
         // Fatal on OTP 25 too; the OTP >= 26 wording is unit-tested in preflight::options with a
         // made-up release, since this machine runs OTP 25.
@@ -326,7 +326,7 @@ fn defects(t: &TestCluster, dir: &Path) -> Vec<Defect> {
             &|text| format!("{text}-proto_dist inet_tcp\n"),
             "plan.proto_dist",
             &["vm.args sets -proto_dist inet_tcp"],
-            &["plan.commands", "cert.chain"],
+            &["plan.files", "plan.commands", "cert.chain"],
         ),
         // A single pinned listen port, which the ctl VMs would also try to bind.
         args_defect(
