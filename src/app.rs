@@ -1,6 +1,8 @@
 //! What each subcommand does, wired from the library's parts.
 
-use crate::cli::{Cli, Command, DemoArgs, MigrateArgs, OnFailureArg, PlanArgs};
+use crate::cli::{
+    CheckArgs, Cli, Command, DemoArgs, MigrateArgs, OnFailureArg, PlanArgs, PreflightArgs,
+};
 use crate::error::{Error, Result, exit_code};
 use crate::journal::{Journal, JournalStore, Phase};
 use crate::plan::{OnFailure, Plan, SshSpec};
@@ -8,7 +10,7 @@ use crate::rollout::{self, NodeSummary, Options, Rollout, Running};
 use crate::ssh;
 use crate::target::{self, FileState};
 use crate::transport::Transport;
-use crate::{preview, rehearsal};
+use crate::{preflight, preview, rehearsal};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -51,6 +53,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Migrate(args) => migrate(args).await,
         Command::Rollback(args) => rollback(args).await,
         Command::Status(args) => status(args).await,
+        Command::Check(args) => check(args).await,
         Command::Demo(args) => demo(args).await,
     }
 }
@@ -107,30 +110,55 @@ fn state_dir(args: &PlanArgs, plan: &Plan) -> PathBuf {
 
 async fn migrate(args: MigrateArgs) -> Result<()> {
     let plan = Plan::load(&args.plan.plan)?;
-    let mut store = JournalStore::new(&state_dir(&args.plan, &plan), &plan.cluster);
-    if args.dry_run {
-        let journal = store.load()?;
-        let (transports, connections) = open_transports(&plan).await?;
-        let targets = target::prepare(&plan, &transports, journal.as_ref()).await;
-        drop(transports);
-        let rendered = targets.map(|targets| preview::render(&plan, &targets, journal.as_ref()));
-        ssh::close_all(connections).await;
-        print!("{}", rendered?);
-        return Ok(());
-    }
-    store.lock()?;
-    let journal = match store.load()? {
-        // A finished rollback leaves nothing to resume: start over.
-        Some(j) if j.phase == Phase::RolledBack => None,
-        other => other,
+    let store = JournalStore::new(&state_dir(&args.plan, &plan), &plan.cluster);
+    let preflight_options = preflight::Options {
+        expiry_window: args.preflight.expiry_window,
+        handshake: false,
     };
-    if let Some(journal) = &journal {
-        check_resumable(journal, &plan, args.allow_plan_change)?;
-    }
     let (transports, connections) = open_transports(&plan).await?;
-    let outcome = migrate_over(&plan, &args, store, journal, transports).await;
+    let outcome = if args.dry_run {
+        dry_run(&plan, &store, &transports, preflight_options).await
+    } else {
+        migrate_checked(&plan, &args, store, transports, preflight_options).await
+    };
     ssh::close_all(connections).await;
     outcome
+}
+
+async fn dry_run(
+    plan: &Plan,
+    store: &JournalStore,
+    transports: &[Transport],
+    preflight_options: preflight::Options,
+) -> Result<()> {
+    let journal = store.load()?;
+    let targets = target::prepare(plan, transports, journal.as_ref()).await?;
+    print!("{}", preview::render(plan, &targets, journal.as_ref()));
+    // Information only: a real run would refuse to start on a FAIL.
+    let findings = preflight::run(plan, transports, preflight_options).await;
+    print!("\n{}", preflight::render_problems(&findings));
+    Ok(())
+}
+
+async fn migrate_checked(
+    plan: &Plan,
+    args: &MigrateArgs,
+    mut store: JournalStore,
+    transports: Vec<Transport>,
+    preflight_options: preflight::Options,
+) -> Result<()> {
+    // Read-only, before the lock: a bad plan or node file is still invalid input (exit 2), and a
+    // refused preflight leaves no trace, not even a state directory.
+    target::prepare(plan, &transports, resumable(store.load()?).as_ref()).await?;
+    let findings = preflight::run(plan, &transports, preflight_options).await;
+    refuse_on_failures(&findings, &plan.path)?;
+    print!("{}", preflight::render_problems(&findings));
+    store.lock()?;
+    let journal = resumable(store.load()?);
+    if let Some(journal) = &journal {
+        check_resumable(journal, plan, args.allow_plan_change)?;
+    }
+    migrate_over(plan, args, store, journal, transports).await
 }
 
 async fn migrate_over(
@@ -170,6 +198,47 @@ async fn prepare_with_journal(
     let targets = target::prepare(plan, transports, journal.as_ref()).await?;
     let journal = journal.unwrap_or_else(|| Rollout::new_journal(plan, &targets));
     Ok((targets, journal))
+}
+
+/// The journal a migrate run continues from: a finished rollback leaves nothing to resume.
+fn resumable(journal: Option<Journal>) -> Option<Journal> {
+    journal.filter(|j| j.phase != Phase::RolledBack)
+}
+
+/// Prints the warned and failed findings and refuses the run if any check failed.
+fn refuse_on_failures(findings: &[preflight::Finding], plan: &std::path::Path) -> Result<()> {
+    if !preflight::has_failures(findings) {
+        return Ok(());
+    }
+    eprint!("{}", preflight::render_problems(findings));
+    Err(Error::Refused(format!(
+        "preflight found problems that would make the switch fail; nothing was touched\n  hint: fix every FAIL above (`distls check {}` shows all checks), then run again",
+        plan.display()
+    )))
+}
+
+async fn check(args: CheckArgs) -> Result<()> {
+    let plan = Plan::load(&args.plan)?;
+    let options = preflight::Options {
+        expiry_window: args.preflight.expiry_window,
+        handshake: args.handshake,
+    };
+    let (transports, connections) = open_transports(&plan).await?;
+    let findings = preflight::run(&plan, &transports, options).await;
+    drop(transports);
+    ssh::close_all(connections).await;
+    if args.json {
+        println!("{}", preflight::render_json(&findings));
+    } else {
+        print!("{}", preflight::render_table(&findings));
+    }
+    if preflight::has_failures(&findings) {
+        return Err(Error::Refused(format!(
+            "{}: the plan would fail; nothing was touched",
+            preflight::summary(&findings)
+        )));
+    }
+    Ok(())
 }
 
 fn check_resumable(journal: &Journal, plan: &Plan, allow_plan_change: bool) -> Result<()> {
@@ -289,6 +358,12 @@ async fn status_over(
     Ok(())
 }
 
+fn default_preflight() -> PreflightArgs {
+    PreflightArgs {
+        expiry_window: preflight::DEFAULT_EXPIRY_WINDOW,
+    }
+}
+
 fn print_summary(rows: &[NodeSummary]) {
     if rows.is_empty() {
         return;
@@ -352,6 +427,7 @@ async fn demo(args: DemoArgs) -> Result<()> {
             dry_run: true,
             on_failure: None,
             allow_plan_change: false,
+            preflight: default_preflight(),
         })
         .await?;
         println!("$ distls migrate {}", cluster.plan_path().display());
@@ -360,6 +436,7 @@ async fn demo(args: DemoArgs) -> Result<()> {
             dry_run: false,
             on_failure: None,
             allow_plan_change: false,
+            preflight: default_preflight(),
         })
         .await?;
         println!("\n$ distls status {}", cluster.plan_path().display());

@@ -29,6 +29,9 @@ use std::ops::Range;
 pub enum ErrorKind {
     /// The file's content is the problem (line 0 when no position applies, e.g. a missing flag).
     File,
+    /// An `-ssl_dist_opt` key that `inet_tls_dist` does not accept (a typo, or a server-only key
+    /// given to the client); preflight reports these per key with its own check.
+    UnknownOption,
     /// A requested certificate path cannot be written into an args file.
     Path,
     /// distls produced text that failed its own verification; nothing should be written.
@@ -629,8 +632,7 @@ pub fn enable_tls(source: &str, paths: &TlsPaths) -> Result<TlsEdit, ArgsFileErr
     let original = dist_settings(source);
     reject_conflicting_protocol(&original)?;
     check_file_ending(source)?;
-    let hashes = hashes_to_remove(source, original.uses_tls())?;
-    let view = activated_view(source, &hashes);
+    let (hashes, view) = enabled_view(source, &original)?;
     check_file_ending(&view)?;
     reject_multiline_arguments(&view)?;
     let settings = dist_settings(&view);
@@ -655,6 +657,23 @@ pub fn enable_tls(source: &str, paths: &TlsPaths) -> Result<TlsEdit, ArgsFileErr
     verify_enabled(&text, paths)?;
     let outcome = describe_outcome(&text, appended, !hashes.is_empty());
     Ok(TlsEdit { text, outcome })
+}
+
+/// The `#`s to delete and the text as erlexec would read it once they are gone.
+fn enabled_view(
+    source: &str,
+    settings: &DistSettings,
+) -> Result<(Vec<usize>, String), ArgsFileError> {
+    let hashes = hashes_to_remove(source, settings.uses_tls())?;
+    let view = activated_view(source, &hashes);
+    Ok((hashes, view))
+}
+
+/// The distribution settings a `vm.dist.args` text has once its TLS block is enabled, before any
+/// validation: what preflight inspects, so that it can report every bad option, not just the first.
+pub fn settings_once_enabled(source: &str) -> Result<DistSettings, ArgsFileError> {
+    let (_, view) = enabled_view(source, &dist_settings(source))?;
+    Ok(dist_settings(&view))
 }
 
 fn reject_conflicting_protocol(settings: &DistSettings) -> Result<(), ArgsFileError> {
@@ -989,14 +1008,16 @@ fn check_ssl_dist_opt_key(key: &Located<String>) -> Result<(), ArgsFileError> {
                  must start with `##`"
             .to_string(),
     };
-    Err(ArgsFileError::in_file(
+    Err(ArgsFileError::new(
+        ErrorKind::UnknownOption,
         key.position(),
         format!("unknown -ssl_dist_opt key `{}`", key.value),
         hint,
     ))
 }
 
-fn closest_known_key(key: &str) -> Option<String> {
+/// The accepted key nearest to a misspelt one (at most two edits away).
+pub fn closest_known_key(key: &str) -> Option<String> {
     known_ssl_dist_opts()
         .map(|known| (edit_distance(key, &known), known))
         .filter(|(distance, _)| *distance <= 2)

@@ -23,6 +23,8 @@ pub enum Command {
     Rollback(PlanArgs),
     /// Show the journal and what every node really runs right now.
     Status(PlanArgs),
+    /// Read-only preflight: files, certificates, TLS options and runtime of every node (exit 3 on any FAIL).
+    Check(CheckArgs),
     /// Build a throwaway local 3-node cluster (MongooseIM layout, fresh certificates) and migrate it.
     Demo(DemoArgs),
 }
@@ -49,6 +51,29 @@ pub struct MigrateArgs {
     /// Resume even though the plan file changed since the journal was started.
     #[arg(long)]
     pub allow_plan_change: bool,
+    #[command(flatten)]
+    pub preflight: PreflightArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PreflightArgs {
+    /// Warn about a certificate that expires within this time (e.g. 30d, 2w, 72h).
+    #[arg(long, value_name = "DUR", default_value = "30d", value_parser = humantime::parse_duration)]
+    pub expiry_window: std::time::Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The plan file (format v1, see docs/plan-format.md).
+    pub plan: PathBuf,
+    /// Print the findings as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Also start two throwaway TLS VMs on each host and ping between them.
+    #[arg(long)]
+    pub handshake: bool,
+    #[command(flatten)]
+    pub preflight: PreflightArgs,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

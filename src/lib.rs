@@ -6,6 +6,7 @@ pub mod cli;
 pub mod error;
 pub mod journal;
 pub mod plan;
+pub mod preflight;
 pub mod preview;
 pub mod probe;
 pub mod progress;

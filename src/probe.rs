@@ -146,6 +146,15 @@ impl Probe {
             .map(|_| ())
     }
 
+    /// The OTP release and ssl application version of the probe VM: those of `erl` on its host.
+    pub async fn versions(&self) -> Result<RuntimeVersions, ProbeError> {
+        let reply = self.request("versions").await?;
+        parse_versions(&reply).ok_or_else(|| ProbeError::Gone {
+            proto: self.label.clone(),
+            detail: format!("unexpected reply to `versions`: `{reply}`"),
+        })
+    }
+
     /// Close its stdin (the VM halts on EOF) and reap it.
     pub async fn stop(&self) {
         self.stdin.lock().await.take();
@@ -153,6 +162,31 @@ impl Probe {
             process.finish().await;
         }
     }
+}
+
+/// What Erlang/OTP a host offers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeVersions {
+    /// `erlang:system_info(otp_release)`, e.g. `25`.
+    pub otp_release: String,
+    /// The ssl application's version; `None` when it is not installed.
+    pub ssl: Option<String>,
+}
+
+impl RuntimeVersions {
+    pub fn otp_major(&self) -> Option<u32> {
+        self.otp_release.split('.').next()?.parse().ok()
+    }
+}
+
+fn parse_versions(reply: &str) -> Option<RuntimeVersions> {
+    let mut words = reply.split_whitespace();
+    if words.next()? != "versions" {
+        return None;
+    }
+    let otp_release = words.next()?.to_string();
+    let ssl = words.next().filter(|v| *v != "missing").map(str::to_string);
+    Some(RuntimeVersions { otp_release, ssl })
 }
 
 fn parse_info(reply: &str) -> NodeInfo {
@@ -474,6 +508,15 @@ mod tests {
             !info.has_link("mim3@localhost", true),
             "pending links do not count"
         );
+    }
+
+    #[test]
+    fn parses_versions() {
+        let versions = parse_versions("versions 25 10.8.7").unwrap();
+        assert_eq!(versions.otp_major(), Some(25));
+        assert_eq!(versions.ssl.as_deref(), Some("10.8.7"));
+        assert_eq!(parse_versions("versions 26 missing").unwrap().ssl, None);
+        assert_eq!(parse_versions("up inet_tcp 1 -"), None);
     }
 
     #[test]

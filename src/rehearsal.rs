@@ -26,6 +26,7 @@ use std::fmt::Write as _;
 use std::fs;
 use std::io::{self, Read as _, Write as _};
 use std::net::{Ipv4Addr, TcpListener};
+use std::ops::Range;
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
@@ -35,7 +36,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
+    KeyUsagePurpose,
 };
 
 /// The ctl script installed as `<node>/bin/ctl`.
@@ -890,19 +891,27 @@ fn make_ca(common_name: &str) -> Result<Ca, RehearsalError> {
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    set_validity(&mut params);
+    set_validity(&mut params, -1..364);
     let key = KeyPair::generate()?;
     let pem = params.self_signed(&key)?.pem();
     Ok(Ca { params, key, pem })
 }
 
-/// A node certificate for `localhost` / 127.0.0.1, usable as TLS server and client; returns
-/// (certificate PEM, key PEM).
+/// A node certificate for `localhost` / 127.0.0.1, usable as TLS server and client, valid from
+/// yesterday for a year; returns (certificate PEM, key PEM).
 fn make_node_cert(ca: &Ca, common_name: &str) -> Result<(String, String), RehearsalError> {
-    let mut params = CertificateParams::new(vec!["localhost".to_owned()])?;
-    params
-        .subject_alt_names
-        .push(SanType::IpAddress(Ipv4Addr::LOCALHOST.into()));
+    make_leaf_cert(ca, common_name, &["localhost", "127.0.0.1"], -1..364)
+}
+
+/// A certificate for `sans` (DNS names or IP addresses) valid over `valid_days`, in days from now.
+fn make_leaf_cert(
+    ca: &Ca,
+    common_name: &str,
+    sans: &[&str],
+    valid_days: Range<i64>,
+) -> Result<(String, String), RehearsalError> {
+    let mut params =
+        CertificateParams::new(sans.iter().map(|san| (*san).to_owned()).collect::<Vec<_>>())?;
     params
         .distinguished_name
         .push(DnType::CommonName, common_name);
@@ -912,21 +921,25 @@ fn make_node_cert(ca: &Ca, common_name: &str) -> Result<(String, String), Rehear
         ExtendedKeyUsagePurpose::ServerAuth,
         ExtendedKeyUsagePurpose::ClientAuth,
     ];
-    set_validity(&mut params);
+    set_validity(&mut params, valid_days);
     let key = KeyPair::generate()?;
     let issuer = Issuer::from_params(&ca.params, &ca.key);
     let cert = params.signed_by(&key, &issuer)?;
     Ok((cert.pem(), key.serialize_pem()))
 }
 
-fn set_validity(params: &mut CertificateParams) {
+/// Valid over `valid_days`, counted in days from now.
+fn set_validity(params: &mut CertificateParams, valid_days: Range<i64>) {
     let since_epoch = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    let day = Duration::from_secs(24 * 3600);
     let now = rcgen::date_time_ymd(1970, 1, 1) + since_epoch;
-    params.not_before = now - day;
-    params.not_after = now - day + 365 * day;
+    let at = |days: i64| {
+        let offset = Duration::from_secs(days.unsigned_abs() * 24 * 3600);
+        if days < 0 { now - offset } else { now + offset }
+    };
+    params.not_before = at(valid_days.start);
+    params.not_after = at(valid_days.end);
 }
 
 fn write_tls_files(
@@ -955,6 +968,24 @@ fn write_cluster_certs(ssl_dir: &Path) -> Result<TlsFiles, RehearsalError> {
     write_tls_files(
         ssl_dir,
         ["cacert.pem", "node_cert.pem", "node_key.pem"],
+        &ca.pem,
+        &cert,
+        &key,
+    )
+}
+
+/// A fresh CA and a certificate for `sans` valid over `valid_days` (in days from now, e.g. `-400..-1`
+/// for an expired one), written as `<dir>/{cacert,cert,key}.pem`: certificates with a chosen defect.
+pub fn write_custom_cert(
+    dir: &Path,
+    sans: &[&str],
+    valid_days: Range<i64>,
+) -> Result<TlsFiles, RehearsalError> {
+    let ca = make_ca("distls rehearsal custom CA")?;
+    let (cert, key) = make_leaf_cert(&ca, "distls rehearsal custom node", sans, valid_days)?;
+    write_tls_files(
+        dir,
+        ["cacert.pem", "cert.pem", "key.pem"],
         &ca.pem,
         &cert,
         &key,

@@ -1,7 +1,7 @@
 //! What distls knows about each node before it touches anything: its identity (from vm.args), its
 //! original vm.dist.args, and the TLS-enabled text it will write. Everything here is read-only.
 
-use crate::argsfile::{self, ArgsFileError, NodeIdentity, TlsEdit};
+use crate::argsfile::{self, ArgsFileError, ErrorKind, NodeIdentity, TlsEdit};
 use crate::atomic_file::sha256_hex;
 use crate::error::{Error, Result};
 use crate::journal::Journal;
@@ -72,22 +72,57 @@ impl NodeTarget {
     }
 }
 
-fn args_error(path: &Path, err: &ArgsFileError) -> Error {
-    Error::InvalidInput(format!("{}:{err}\n  hint: {}", path.display(), err.hint()))
+/// Why a node's files cannot be migrated, tied to the preflight check that reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeProblem {
+    /// A preflight check id (docs/preflight.md).
+    pub check: &'static str,
+    pub message: String,
+    pub fix: String,
 }
 
-async fn read_text(transport: &Transport, path: &Path, node: &str, what: &str) -> Result<String> {
+impl NodeProblem {
+    fn new(check: &'static str, message: String, fix: impl Into<String>) -> Self {
+        NodeProblem {
+            check,
+            message,
+            fix: fix.into(),
+        }
+    }
+}
+
+impl From<NodeProblem> for Error {
+    fn from(problem: NodeProblem) -> Self {
+        Error::InvalidInput(format!("{}\n  hint: {}", problem.message, problem.fix))
+    }
+}
+
+fn args_problem(check: &'static str, path: &Path, err: &ArgsFileError) -> NodeProblem {
+    NodeProblem::new(check, format!("{}:{err}", path.display()), err.hint())
+}
+
+async fn read_text(
+    transport: &Transport,
+    path: &Path,
+    node: &str,
+    what: &str,
+) -> Result<String, NodeProblem> {
     let bytes = transport.read_file(path).await.map_err(|e| {
-        Error::InvalidInput(format!(
-            "node {node}: cannot read its {what} {}: {e}\n  hint: check the path in the plan and that distls (or `become`) may read it",
-            path.display()
-        ))
+        NodeProblem::new(
+            "plan.files",
+            format!(
+                "node {node}: cannot read its {what} {}: {e}",
+                path.display()
+            ),
+            "check the path in the plan and that distls (or `become`) may read it",
+        )
     })?;
     String::from_utf8(bytes).map_err(|_| {
-        Error::InvalidInput(format!(
-            "node {node}: {what} {} is not UTF-8 text\n  hint: an args file is plain text; restore it from the release",
-            path.display()
-        ))
+        NodeProblem::new(
+            "plan.files",
+            format!("node {node}: {what} {} is not UTF-8 text", path.display()),
+            "an args file is plain text; restore it from the release",
+        )
     })
 }
 
@@ -101,79 +136,127 @@ pub async fn prepare(
     plan.check_local_files()?;
     let mut targets = Vec::with_capacity(plan.nodes.len());
     for (spec, transport) in plan.nodes.iter().zip(transports) {
-        targets.push(prepare_node(spec, transport.clone(), journal).await?);
+        let target = read_node(spec, transport).await?;
+        check_against_journal(&target, journal)?;
+        targets.push(target);
     }
     check_consistent_naming(&targets)?;
     Ok(targets)
 }
 
-async fn prepare_node(
-    spec: &NodeSpec,
-    transport: Transport,
-    journal: Option<&Journal>,
-) -> Result<NodeTarget> {
+/// One node's identity, files and TLS text, without looking at any journal.
+pub async fn read_node(spec: &NodeSpec, transport: &Transport) -> Result<NodeTarget, NodeProblem> {
     let name = spec.name.as_str();
-    let vm_args_text = read_text(&transport, &spec.vm_args, name, "vm.args").await?;
+    let vm_args_text = read_text(transport, &spec.vm_args, name, "vm.args").await?;
     if let Some(flag) = argsfile::proto_dist_in_vm_args(&vm_args_text) {
-        return Err(Error::InvalidInput(format!(
-            "{}:{}:{}: node {name}: vm.args sets -proto_dist {}; it is read before vm.dist.args and the first -proto_dist wins silently, so the TLS switch would have no effect\n  hint: delete that line from vm.args; distls enables TLS in vm.dist.args",
-            spec.vm_args.display(),
-            flag.line,
-            flag.column,
-            flag.value
-        )));
+        return Err(NodeProblem::new(
+            "plan.proto_dist",
+            format!(
+                "{}:{}:{}: node {name}: vm.args sets -proto_dist {}; it is read before vm.dist.args and the first -proto_dist wins silently, so the TLS switch would have no effect",
+                spec.vm_args.display(),
+                flag.line,
+                flag.column,
+                flag.value
+            ),
+            "delete that line from vm.args; distls enables TLS in vm.dist.args",
+        ));
     }
-    let identity =
-        argsfile::node_identity(&vm_args_text).map_err(|e| args_error(&spec.vm_args, &e))?;
+    let identity = argsfile::node_identity(&vm_args_text)
+        .map_err(|e| args_problem("plan.identity", &spec.vm_args, &e))?;
     check_identity(spec, &identity)?;
-    let dist_args = transport.canonicalize(&spec.vm_dist_args).await.map_err(|e| {
-        Error::InvalidInput(format!(
-            "node {name}: its vm.dist.args cannot be found: {e}\n  hint: fix vm_dist_args in the plan"
-        ))
-    })?;
-    let backup = PathBuf::from(format!("{}{BACKUP_SUFFIX}", dist_args.display()));
-    let current = read_text(&transport, &dist_args, name, "vm.dist.args").await?;
-    let original = if transport.file_exists(&backup).await {
-        read_text(&transport, &backup, name, "backup").await?
-    } else {
-        current.clone()
-    };
+    let DistArgsFile {
+        dist_args,
+        backup,
+        current,
+        original,
+    } = read_dist_args(spec, transport).await?;
     let paths = argsfile::TlsPaths {
         certfile: spec.tls.certfile.display().to_string(),
         keyfile: spec.tls.keyfile.display().to_string(),
         cacertfile: spec.tls.cacertfile.display().to_string(),
     };
-    let tls = argsfile::enable_tls(&original, &paths).map_err(|e| args_error(&dist_args, &e))?;
-    let target = NodeTarget {
+    let tls = argsfile::enable_tls(&original, &paths).map_err(|e| {
+        let check = match e.kind {
+            ErrorKind::UnknownOption => "tls.known_keys",
+            _ => "plan.dist_args",
+        };
+        args_problem(check, &dist_args, &e)
+    })?;
+    Ok(NodeTarget {
         spec: spec.clone(),
-        transport,
+        transport: transport.clone(),
         identity,
         dist_args,
         backup,
         original,
         tls,
         current,
-    };
-    check_against_journal(&target, journal)?;
-    Ok(target)
+    })
 }
 
-fn check_identity(spec: &NodeSpec, identity: &NodeIdentity) -> Result<()> {
+/// A node's vm.dist.args as it is now, and as it was before distls first changed it.
+pub struct DistArgsFile {
+    /// The real file (symlinks followed), and its backup beside it.
+    pub dist_args: PathBuf,
+    pub backup: PathBuf,
+    pub current: String,
+    pub original: String,
+}
+
+pub async fn read_dist_args(
+    spec: &NodeSpec,
+    transport: &Transport,
+) -> Result<DistArgsFile, NodeProblem> {
+    let name = spec.name.as_str();
+    let dist_args = transport
+        .canonicalize(&spec.vm_dist_args)
+        .await
+        .map_err(|e| {
+            NodeProblem::new(
+                "plan.files",
+                format!("node {name}: {}: {e}", spec.vm_dist_args.display()),
+                "fix the vm_dist_args path in the plan",
+            )
+        })?;
+    let backup = PathBuf::from(format!("{}{BACKUP_SUFFIX}", dist_args.display()));
+    let current = read_text(transport, &dist_args, name, "vm.dist.args").await?;
+    let original = if transport.file_exists(&backup).await {
+        read_text(transport, &backup, name, "backup").await?
+    } else {
+        current.clone()
+    };
+    Ok(DistArgsFile {
+        dist_args,
+        backup,
+        current,
+        original,
+    })
+}
+
+fn check_identity(spec: &NodeSpec, identity: &NodeIdentity) -> Result<(), NodeProblem> {
     let vm_name = identity.node_name.as_str();
     let matches = vm_name == spec.name || (!vm_name.contains('@') && vm_name == spec.sname);
     if !matches {
-        return Err(Error::InvalidInput(format!(
-            "node {}: its vm.args {} names the node {vm_name}\n  hint: the plan's node name must be the name the node runs under",
-            spec.name,
-            spec.vm_args.display()
-        )));
+        return Err(NodeProblem::new(
+            "plan.identity",
+            format!(
+                "node {}: its vm.args {} names the node {vm_name}",
+                spec.name,
+                spec.vm_args.display()
+            ),
+            "the plan's node name must be the name the node runs under",
+        ));
     }
     if identity.cookie.is_none() {
-        return Err(Error::InvalidInput(format!(
-            "node {}: its vm.args {} has no -setcookie line\n  hint: distls reaches the node the way its ctl does, with the cookie from vm.args",
-            spec.name,
-            spec.vm_args.display()
-        )));
+        return Err(NodeProblem::new(
+            "plan.identity",
+            format!(
+                "node {}: its vm.args {} has no -setcookie line",
+                spec.name,
+                spec.vm_args.display()
+            ),
+            "distls reaches the node the way its ctl does, with the cookie from vm.args",
+        ));
     }
     Ok(())
 }

@@ -7,6 +7,7 @@
 %%   <id> info <node>                -> DISTLS <id> up <proto> <ospid> <peer>:<state>:<tcp|tls>:<type>,...
 %%                                   |  DISTLS <id> down <reason>
 %%   <id> connect <node> <peer>...   -> DISTLS <id> ok        (asks <node> to dial each peer)
+%%   <id> versions                   -> DISTLS <id> versions <otp_release> <ssl_vsn|missing>  (this VM's own)
 -module(distls_probe).
 -export([main/0]).
 
@@ -36,6 +37,15 @@ handle([Id, "connect", Node | Peers]) ->
                   [rpc:cast(list_to_atom(Node), net_kernel, connect_node, [list_to_atom(P)]) || P <- Peers],
                   reply(Id, "ok")
           end);
+handle([Id, "versions"]) ->
+    Ssl = case application:load(ssl) of
+              R when R =:= ok; R =:= {error, {already_loaded, ssl}} ->
+                  {ok, Vsn} = application:get_key(ssl, vsn),
+                  Vsn;
+              _ ->
+                  "missing"
+          end,
+    reply(Id, "versions " ++ erlang:system_info(otp_release) ++ " " ++ Ssl);
 handle([]) ->
     ok;
 handle(Other) ->

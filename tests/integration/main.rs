@@ -10,6 +10,8 @@ mod examples;
 mod migrate;
 // Failure handling: a start that fails once TLS is on rolls the cluster back.
 mod failure;
+// Preflight: `distls check` on a healthy cluster and one broken copy per defect.
+mod preflight;
 // kill -9 at several steps, then rerun: the roll completes.
 #[cfg(feature = "failpoints")]
 mod resume;

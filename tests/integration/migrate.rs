@@ -72,6 +72,10 @@ fn dry_run_changes_nothing_and_shows_the_diff() {
         "continuation lines are uncommented too:\n{text}"
     );
     assert!(text.contains("node 3/3"), "{text}");
+    assert!(
+        text.contains("preflight: ") && text.contains(" 0 FAIL"),
+        "the preflight is shown as information:\n{text}"
+    );
     assert_eq!(t.file_hashes(), before, "dry run wrote nothing");
     assert!(
         !t.plan().parent().unwrap().join(".distls").exists(),

@@ -1,0 +1,790 @@
+//! Preflight: read-only checks that find, before any node is stopped, what would make the TLS
+//! switch fail. Each host is checked in its own task; a few checks then compare across nodes.
+//! Every check id, message and fix is listed in docs/preflight.md.
+
+pub mod access;
+mod certs;
+mod handshake;
+mod options;
+
+use crate::argsfile::{self, DistSettings};
+use crate::plan::{NodeSpec, Plan};
+use crate::probe::{NodeInfo, ProbeError, RuntimeVersions};
+use crate::rollout;
+use crate::target::{self, NodeTarget};
+use crate::transport::Transport;
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+pub const DEFAULT_EXPIRY_WINDOW: Duration = Duration::from_secs(30 * 86_400);
+/// The `host` of findings that compare nodes across the cluster.
+pub const CLUSTER: &str = "(cluster)";
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The checks `target::read_node` performs, in its order; all passed when it succeeds.
+const NODE_FILE_CHECKS: [(&str, &str); 4] = [
+    ("plan.files", "vm.args and vm.dist.args are readable text"),
+    ("plan.proto_dist", "vm.args sets no -proto_dist"),
+    (
+        "plan.identity",
+        "vm.args names the node and sets its cookie",
+    ),
+    ("plan.dist_args", "vm.dist.args can be switched to TLS"),
+];
+
+/// The checks `target::read_node` had passed when it stopped at `failed` (none for a file it
+/// could not read: that may be either file).
+fn passed_before(failed: &str) -> &'static [(&'static str, &'static str)] {
+    // An unknown key stops the same step as any other problem of the TLS edit.
+    let step = if failed == "tls.known_keys" {
+        "plan.dist_args"
+    } else {
+        failed
+    };
+    let end = NODE_FILE_CHECKS
+        .iter()
+        .position(|(check, _)| *check == step)
+        .unwrap_or(0);
+    &NODE_FILE_CHECKS[..end]
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    pub expiry_window: Duration,
+    pub handshake: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Ok,
+    Warn,
+    Fail,
+}
+
+impl Severity {
+    pub fn label(self) -> &'static str {
+        match self {
+            Severity::Ok => "ok",
+            Severity::Warn => "warn",
+            Severity::Fail => "FAIL",
+        }
+    }
+}
+
+/// One check's result for one node (or host, or the whole cluster).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub host: String,
+    pub node: Option<String>,
+    pub check: &'static str,
+    pub severity: Severity,
+    pub message: String,
+    /// What to do about it; empty when the check passed.
+    pub fix: String,
+}
+
+/// A finding before it is placed on a host and node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub check: &'static str,
+    pub severity: Severity,
+    pub message: String,
+    pub fix: String,
+}
+
+impl Verdict {
+    pub fn ok(check: &'static str, message: impl Into<String>) -> Self {
+        Self::new(check, Severity::Ok, message.into(), String::new())
+    }
+
+    pub fn warn(check: &'static str, message: impl Into<String>, fix: impl Into<String>) -> Self {
+        Self::new(check, Severity::Warn, message.into(), fix.into())
+    }
+
+    pub fn fail(check: &'static str, message: impl Into<String>, fix: impl Into<String>) -> Self {
+        Self::new(check, Severity::Fail, message.into(), fix.into())
+    }
+
+    fn new(check: &'static str, severity: Severity, message: String, fix: String) -> Self {
+        Verdict {
+            check,
+            severity,
+            message,
+            fix,
+        }
+    }
+
+    fn at(self, host: &str, node: Option<&str>) -> Finding {
+        Finding {
+            host: host.to_string(),
+            node: node.map(str::to_string),
+            check: self.check,
+            severity: self.severity,
+            message: self.message,
+            fix: self.fix,
+        }
+    }
+}
+
+/// What the cross-node checks need from each node.
+struct NodeFacts {
+    name: String,
+    shared_options: Option<Vec<(String, String)>>,
+}
+
+#[derive(Default)]
+struct HostReport {
+    findings: Vec<Finding>,
+    nodes: Vec<NodeFacts>,
+    otp_release: Option<String>,
+}
+
+/// Runs every check on every node of the plan. Changes nothing anywhere.
+/// `transports[i]` reaches `plan.nodes[i]`.
+pub async fn run(plan: &Plan, transports: &[Transport], options: Options) -> Vec<Finding> {
+    let now = SystemTime::now();
+    let mut by_host: BTreeMap<String, Vec<(NodeSpec, Transport)>> = BTreeMap::new();
+    for (spec, transport) in plan.nodes.iter().zip(transports) {
+        let host = spec.ssh.as_ref().map_or(&spec.host, |ssh| &ssh.host);
+        by_host
+            .entry(host.clone())
+            .or_default()
+            .push((spec.clone(), transport.clone()));
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for (order, (host, specs)) in by_host.into_iter().enumerate() {
+        tasks.spawn(async move { (order, check_host(host, specs, options, now).await) });
+    }
+    let mut reports = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(report) => reports.push(report),
+            // Nothing aborts these tasks, so an error is a panic: let it surface.
+            Err(err) => std::panic::resume_unwind(err.into_panic()),
+        }
+    }
+    reports.sort_by_key(|(order, _)| *order);
+    let reports: Vec<HostReport> = reports.into_iter().map(|(_, report)| report).collect();
+    let mut findings: Vec<Finding> = reports
+        .iter()
+        .flat_map(|report| report.findings.iter().cloned())
+        .collect();
+    findings.push(same_options(&reports).at(CLUSTER, None));
+    findings.push(mixed_otp(&reports).at(CLUSTER, None));
+    findings
+}
+
+pub fn has_failures(findings: &[Finding]) -> bool {
+    findings.iter().any(|f| f.severity == Severity::Fail)
+}
+
+async fn check_host(
+    host: String,
+    specs: Vec<(NodeSpec, Transport)>,
+    options: Options,
+    now: SystemTime,
+) -> HostReport {
+    let mut report = HostReport::default();
+    let mut targets: Vec<NodeTarget> = Vec::new();
+    let mut settings: Vec<(NodeSpec, Transport, Option<DistSettings>)> = Vec::new();
+    for (spec, transport) in specs {
+        let node = Some(spec.name.as_str());
+        report
+            .findings
+            .push(commands(&transport, &spec).await.at(&host, node));
+        let node_settings = match target::read_node(&spec, &transport).await {
+            Ok(target) => {
+                for (check, message) in NODE_FILE_CHECKS {
+                    report
+                        .findings
+                        .push(Verdict::ok(check, message).at(&host, node));
+                }
+                report
+                    .findings
+                    .push(listen_port(&target.tls.text).at(&host, node));
+                let settings = argsfile::dist_settings(&target.tls.text);
+                targets.push(target);
+                Some(settings)
+            }
+            Err(problem) => {
+                for (check, message) in passed_before(problem.check) {
+                    report
+                        .findings
+                        .push(Verdict::ok(check, *message).at(&host, node));
+                }
+                // An unknown key is reported by tls.known_keys, with every key and a suggestion.
+                if problem.check != "tls.known_keys" {
+                    report.findings.push(
+                        Verdict::fail(problem.check, problem.message, problem.fix).at(&host, node),
+                    );
+                }
+                target::read_dist_args(&spec, &transport)
+                    .await
+                    .ok()
+                    .and_then(|file| argsfile::settings_once_enabled(&file.original).ok())
+            }
+        };
+        settings.push((spec, transport, node_settings));
+    }
+    let runtime = runtime(&targets).await;
+    let otp_major = runtime
+        .versions
+        .as_ref()
+        .and_then(RuntimeVersions::otp_major);
+    report.otp_release = runtime.versions.map(|v| v.otp_release);
+    report.findings.push(runtime.verdict.at(&host, None));
+    let clock = certs::Clock {
+        now,
+        expiry_window: options.expiry_window,
+    };
+    for (spec, transport, node_settings) in &settings {
+        let node = Some(spec.name.as_str());
+        if let Some(node_settings) = node_settings {
+            for verdict in options::check(node_settings, otp_major) {
+                report.findings.push(verdict.at(&host, node));
+            }
+        }
+        let os_pid = runtime.os_pids.get(&spec.name).copied();
+        for verdict in tls_files(transport, spec, os_pid, clock).await {
+            report.findings.push(verdict.at(&host, node));
+        }
+        report.nodes.push(NodeFacts {
+            name: spec.name.clone(),
+            shared_options: node_settings.as_ref().map(options::shared_options),
+        });
+    }
+    if options.handshake {
+        let verdict = match targets.first() {
+            Some(target) => handshake::check(target).await,
+            None => Verdict::fail(
+                "handshake",
+                "no node on this host has a usable TLS text to try",
+                "fix the failed plan.* checks first",
+            ),
+        };
+        report.findings.push(verdict.at(&host, None));
+    }
+    // Host-wide findings first, then node by node, each in check order (the sort is stable).
+    report.findings.sort_by_key(|finding| {
+        finding
+            .node
+            .as_ref()
+            .and_then(|node| settings.iter().position(|(spec, _, _)| &spec.name == node))
+            .map_or(0, |index| index + 1)
+    });
+    report
+}
+
+/// The program each command line starts: its first word after any `VAR=value` assignments.
+fn program_of(command: &str) -> Option<String> {
+    command
+        .split_whitespace()
+        .find(|word| {
+            !word
+                .split_once('=')
+                .is_some_and(|(name, _)| !name.is_empty() && !name.contains('/'))
+        })
+        .map(|word| word.trim_matches(['"', '\'']).to_string())
+}
+
+async fn commands(transport: &Transport, spec: &NodeSpec) -> Verdict {
+    let lines = [
+        ("erl", Some(spec.erl.as_str())),
+        ("commands.start", Some(spec.commands.start.as_str())),
+        ("commands.stop", Some(spec.commands.stop.as_str())),
+        ("commands.ping", spec.commands.ping.as_deref()),
+    ];
+    let mut missing = Vec::new();
+    for (key, line) in lines {
+        let Some(program) = line.and_then(program_of) else {
+            continue;
+        };
+        let quoted = crate::transport::shell_quote(&program);
+        // A path must be an executable file; a bare name must be found on PATH (or be a builtin).
+        let test = if program.contains('/') {
+            format!("test -f {quoted} && test -x {quoted}")
+        } else {
+            format!("command -v {quoted} >/dev/null")
+        };
+        let found = transport
+            .run(&test, COMMAND_TIMEOUT)
+            .await
+            .is_ok_and(|outcome| outcome.success());
+        if !found {
+            missing.push(format!("{key} runs `{program}`"));
+        }
+    }
+    if missing.is_empty() {
+        return Verdict::ok(
+            "plan.commands",
+            "erl and the start, stop and ping commands exist",
+        );
+    }
+    Verdict::fail(
+        "plan.commands",
+        format!(
+            "{}, which is not an executable file on this host (nor on PATH)",
+            missing.join("; ")
+        ),
+        "fix the command in the plan, or install the program; commands run through /bin/sh as the user running distls",
+    )
+}
+
+/// The ctl and nodetool VMs read the same vm.dist.args as the node: a single pinned port makes
+/// them fail with eaddrinuse while the node holds it.
+fn listen_port(tls_text: &str) -> Verdict {
+    let check = "plan.listen_port";
+    let mut min = None;
+    let mut max = None;
+    for flag in argsfile::parse_flags(tls_text) {
+        if flag.name.text != "-kernel" {
+            continue;
+        }
+        for pair in flag.values.chunks_exact(2) {
+            match pair[0].text.as_str() {
+                "inet_dist_listen_min" => min = Some(pair[1].text.clone()),
+                "inet_dist_listen_max" => max = Some(pair[1].text.clone()),
+                _ => {}
+            }
+        }
+    }
+    let pinned = match (&min, &max) {
+        // Without a max, OTP listens on min only.
+        (Some(min), None) => Some(min.clone()),
+        (Some(min), Some(max)) if min == max => Some(min.clone()),
+        _ => None,
+    };
+    match pinned {
+        Some(port) => Verdict::fail(
+            check,
+            format!(
+                "vm.dist.args pins the distribution listen port to {port}; the ctl and nodetool VMs read the same file and fail to bind it (eaddrinuse) while the node runs"
+            ),
+            "give a range: -kernel inet_dist_listen_min P -kernel inet_dist_listen_max P+N (or remove both)",
+        ),
+        None => Verdict::ok(check, "no single pinned listen port"),
+    }
+}
+
+struct Runtime {
+    verdict: Verdict,
+    versions: Option<RuntimeVersions>,
+    os_pids: BTreeMap<String, u32>,
+}
+
+/// The host's OTP and ssl versions, and the OS pid of every running node, through one probe VM.
+async fn runtime(targets: &[NodeTarget]) -> Runtime {
+    let failed = |message: String| Runtime {
+        verdict: Verdict::fail(
+            "runtime.otp",
+            message,
+            "install Erlang/OTP with its ssl application on this host, and check the plan's erl",
+        ),
+        versions: None,
+        os_pids: BTreeMap::new(),
+    };
+    let Some(first) = targets.first() else {
+        return failed(
+            "no node on this host passed the plan checks, so no probe was started".into(),
+        );
+    };
+    let pool = match rollout::probe_pool(targets) {
+        Ok(pool) => pool,
+        Err(err) => return failed(err.to_string()),
+    };
+    let outcome = async {
+        let probe = pool
+            .probe_for(&first.probe_site(), &first.current, "preflight")
+            .await?;
+        let versions = probe.versions().await?;
+        let mut os_pids = BTreeMap::new();
+        for target in targets {
+            if let Ok(NodeInfo::Up { os_pid, .. }) = probe.info(target.name()).await {
+                os_pids.insert(target.name().to_string(), os_pid);
+            }
+        }
+        Ok::<_, ProbeError>((versions, os_pids))
+    }
+    .await;
+    pool.shutdown().await;
+    match outcome {
+        Err(err) => failed(format!("cannot ask the host's Erlang: {err}")),
+        Ok((versions, os_pids)) => {
+            let verdict = match &versions.ssl {
+                Some(ssl) => Verdict::ok(
+                    "runtime.otp",
+                    format!("OTP {}, ssl {ssl}", versions.otp_release),
+                ),
+                None => Verdict::fail(
+                    "runtime.otp",
+                    format!(
+                        "OTP {} has no ssl application: TLS distribution cannot start",
+                        versions.otp_release
+                    ),
+                    "install the ssl application (Debian: erlang-ssl) for the erl the nodes use",
+                ),
+            };
+            Runtime {
+                verdict,
+                versions: Some(versions),
+                os_pids,
+            }
+        }
+    }
+}
+
+/// Existence, readability and mode of the certificate files, then their content.
+async fn tls_files(
+    transport: &Transport,
+    spec: &NodeSpec,
+    os_pid: Option<u32>,
+    clock: certs::Clock,
+) -> Vec<Verdict> {
+    let files = [
+        ("certfile", &spec.tls.certfile),
+        ("keyfile", &spec.tls.keyfile),
+        ("cacertfile", &spec.tls.cacertfile),
+    ];
+    let mut missing = Vec::new();
+    for (what, path) in files {
+        if !transport.file_exists(path).await {
+            missing.push(format!("{what} {}", path.display()));
+        }
+    }
+    if !missing.is_empty() {
+        return vec![Verdict::fail(
+            "cert.files",
+            format!("{} does not exist", missing.join(", ")),
+            "fix the tls paths in the plan, or install the files on this host; OTP would only report it when a connection is attempted",
+        )];
+    }
+    let mut verdicts = vec![Verdict::ok(
+        "cert.files",
+        "certfile, keyfile and cacertfile exist",
+    )];
+    verdicts.push(readable(transport, spec, os_pid, &files).await);
+    verdicts.push(key_permissions(transport, &spec.tls.keyfile).await);
+    let mut contents = Vec::new();
+    for (what, path) in files {
+        match transport.read_file(path).await {
+            Ok(bytes) => contents.push(bytes),
+            Err(err) => {
+                verdicts.push(Verdict::fail(
+                    "cert.pem",
+                    format!("cannot read {what}: {err}"),
+                    "make the file readable by the user running distls too",
+                ));
+                return verdicts;
+            }
+        }
+    }
+    let paths: Vec<String> = files
+        .iter()
+        .map(|(_, path)| path.display().to_string())
+        .collect();
+    let material = certs::TlsMaterial {
+        cert_path: &paths[0],
+        cert: &contents[0],
+        key_path: &paths[1],
+        key: &contents[1],
+        ca_path: &paths[2],
+        ca: &contents[2],
+    };
+    verdicts.extend(certs::check(&material, &spec.host, clock));
+    verdicts
+}
+
+async fn readable(
+    transport: &Transport,
+    spec: &NodeSpec,
+    os_pid: Option<u32>,
+    files: &[(&str, &PathBuf)],
+) -> Verdict {
+    let check = "cert.readable";
+    let user = match access::service_user(transport, os_pid, &spec.vm_args).await {
+        Ok(user) => user,
+        Err(err) => {
+            return Verdict::warn(
+                check,
+                format!("cannot tell which user runs the node: {err}"),
+                "check by hand that the node's user can read certfile, keyfile and cacertfile",
+            );
+        }
+    };
+    let mut blocked = Vec::new();
+    for (what, path) in files {
+        let verdict = match access::mode_chain(transport, path).await {
+            Ok(chain) => access::can_read(&user, &chain),
+            Err(err) => Err(err),
+        };
+        if let Err(why) = verdict {
+            blocked.push(format!("{what}: {why}"));
+        }
+    }
+    if blocked.is_empty() {
+        return Verdict::ok(
+            check,
+            format!("readable by the node's user ({})", user.source),
+        );
+    }
+    Verdict::fail(
+        check,
+        format!(
+            "the node's user ({}) cannot read {}",
+            user.source,
+            blocked.join("; ")
+        ),
+        "chown the file to the node's user (or its group) and give it read permission (e.g. chmod 640 for the key, 644 for certificates); every directory above needs x",
+    )
+}
+
+async fn key_permissions(transport: &Transport, keyfile: &Path) -> Verdict {
+    let check = "cert.key_permissions";
+    match access::mode_chain(transport, keyfile).await {
+        Ok(chain) => match chain.last() {
+            Some((_, mode)) if mode.bits & 0o004 != 0 => Verdict::fail(
+                check,
+                format!(
+                    "keyfile {} is world-readable (mode {:03o}): every local user can read the cluster's private key",
+                    keyfile.display(),
+                    mode.bits
+                ),
+                "chmod o-r the key (600, or 640 with the node's group)",
+            ),
+            _ => Verdict::ok(check, "the key is not world-readable"),
+        },
+        Err(err) => Verdict::warn(
+            check,
+            format!("cannot read the mode of {}: {err}", keyfile.display()),
+            "check by hand that the key is not world-readable",
+        ),
+    }
+}
+
+/// Every node must run the same TLS options, or some pairs of nodes may fail to connect.
+fn same_options(reports: &[HostReport]) -> Verdict {
+    let check = "tls.same_options";
+    let mut groups: BTreeMap<&Vec<(String, String)>, Vec<&str>> = BTreeMap::new();
+    for node in reports.iter().flat_map(|r| &r.nodes) {
+        if let Some(options) = &node.shared_options {
+            groups.entry(options).or_default().push(&node.name);
+        }
+    }
+    if groups.len() <= 1 {
+        return Verdict::ok(check, "every node gets the same TLS options");
+    }
+    let described: Vec<String> = groups
+        .iter()
+        .map(|(options, nodes)| {
+            let options: Vec<String> = options.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            format!("{} use [{}]", nodes.join(", "), options.join(", "))
+        })
+        .collect();
+    Verdict::fail(
+        check,
+        format!(
+            "the nodes would run different TLS options: {}",
+            described.join("; ")
+        ),
+        "make the -ssl_dist_opt options (other than the file paths) identical in every node's vm.dist.args",
+    )
+}
+
+fn mixed_otp(reports: &[HostReport]) -> Verdict {
+    let check = "runtime.otp_mixed";
+    let majors: BTreeSet<&str> = reports
+        .iter()
+        .filter_map(|r| r.otp_release.as_deref())
+        .collect();
+    if majors.len() <= 1 {
+        return Verdict::ok(check, "one OTP release across the cluster");
+    }
+    Verdict::warn(
+        check,
+        format!(
+            "the hosts run different OTP releases ({}): defaults differ (OTP 26 verifies the peer by default and rejects some options)",
+            majors.into_iter().collect::<Vec<_>>().join(", ")
+        ),
+        "finish the OTP upgrade first, or make sure the options suit every release (see docs/preflight.md)",
+    )
+}
+
+/// `host × check → result` with the message, and the fix under every warn and FAIL.
+pub fn render_table(findings: &[Finding]) -> String {
+    render(findings.iter().collect(), findings)
+}
+
+/// Only the warn and FAIL rows (nothing but the summary when there are none), then the summary
+/// of every finding: what `migrate` shows.
+pub fn render_problems(findings: &[Finding]) -> String {
+    let problems: Vec<&Finding> = findings
+        .iter()
+        .filter(|f| f.severity != Severity::Ok)
+        .collect();
+    if problems.is_empty() {
+        return format!("{}\n", summary(findings));
+    }
+    render(problems, findings)
+}
+
+fn render(rows: Vec<&Finding>, all: &[Finding]) -> String {
+    use std::fmt::Write as _;
+    let findings = rows;
+    let host_width = findings
+        .iter()
+        .map(|f| f.host.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let node_width = findings
+        .iter()
+        .map(|f| f.node.as_deref().unwrap_or("-").len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<host_width$}  {:<node_width$}  {:<32} {:<6} MESSAGE",
+        "HOST", "NODE", "CHECK", "RESULT"
+    );
+    for finding in findings {
+        let _ = writeln!(
+            out,
+            "{:<host_width$}  {:<node_width$}  {:<32} {:<6} {}",
+            finding.host,
+            finding.node.as_deref().unwrap_or("-"),
+            finding.check,
+            finding.severity.label(),
+            finding.message
+        );
+        if finding.severity != Severity::Ok && !finding.fix.is_empty() {
+            let _ = writeln!(
+                out,
+                "{:<width$}fix: {}",
+                "",
+                finding.fix,
+                width = host_width + node_width + 4 + 33 + 7
+            );
+        }
+    }
+    let _ = writeln!(out, "{}", summary(all));
+    out
+}
+
+/// `preflight: N ok, N warn, N FAIL`.
+pub fn summary(findings: &[Finding]) -> String {
+    let count = |s: Severity| findings.iter().filter(|f| f.severity == s).count();
+    format!(
+        "preflight: {} ok, {} warn, {} FAIL",
+        count(Severity::Ok),
+        count(Severity::Warn),
+        count(Severity::Fail)
+    )
+}
+
+pub fn render_json(findings: &[Finding]) -> String {
+    let count = |s: Severity| findings.iter().filter(|f| f.severity == s).count();
+    let value = serde_json::json!({
+        "findings": findings,
+        "summary": {
+            "ok": count(Severity::Ok),
+            "warn": count(Severity::Warn),
+            "fail": count(Severity::Fail),
+        },
+    });
+    serde_json::to_string_pretty(&value).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pinned_port_fails_and_a_range_passes() {
+        let pinned = listen_port("-kernel inet_dist_listen_min 30000\n");
+        assert_eq!(pinned.severity, Severity::Fail);
+        assert!(pinned.message.contains("30000"), "{pinned:?}");
+        let same =
+            listen_port("-kernel inet_dist_listen_min 9100\n-kernel inet_dist_listen_max 9100\n");
+        assert_eq!(same.severity, Severity::Fail);
+        let range =
+            listen_port("-kernel inet_dist_listen_min 9100\n-kernel inet_dist_listen_max 9105\n");
+        assert_eq!(range.severity, Severity::Ok);
+        let commented = listen_port("#-kernel inet_dist_listen_min 30000\n");
+        assert_eq!(commented.severity, Severity::Ok);
+    }
+
+    #[test]
+    fn checks_before_the_failed_step_passed() {
+        let names = |failed| -> Vec<&str> {
+            passed_before(failed)
+                .iter()
+                .map(|(check, _)| *check)
+                .collect()
+        };
+        assert_eq!(
+            names("tls.known_keys"),
+            ["plan.files", "plan.proto_dist", "plan.identity"]
+        );
+        assert_eq!(names("plan.identity"), ["plan.files", "plan.proto_dist"]);
+        assert!(names("plan.files").is_empty());
+    }
+
+    #[test]
+    fn the_program_is_the_first_word_after_assignments() {
+        assert_eq!(
+            program_of("/r/bin/ctl start").as_deref(),
+            Some("/r/bin/ctl")
+        );
+        assert_eq!(
+            program_of("HOME=/x LANG=C mongooseimctl start").as_deref(),
+            Some("mongooseimctl")
+        );
+        assert_eq!(program_of("  ").as_deref(), None);
+    }
+
+    fn facts(name: &str, verify: &str) -> NodeFacts {
+        NodeFacts {
+            name: name.to_string(),
+            shared_options: Some(vec![("server_verify".into(), verify.into())]),
+        }
+    }
+
+    #[test]
+    fn different_options_name_the_nodes() {
+        let reports = [HostReport {
+            nodes: vec![
+                facts("a@h", "verify_peer"),
+                facts("b@h", "verify_peer"),
+                facts("c@h", "verify_none"),
+            ],
+            ..HostReport::default()
+        }];
+        let verdict = same_options(&reports);
+        assert_eq!(verdict.severity, Severity::Fail);
+        assert!(
+            verdict
+                .message
+                .contains("c@h use [server_verify verify_none]"),
+            "{verdict:?}"
+        );
+        assert!(verdict.message.contains("a@h, b@h use"), "{verdict:?}");
+    }
+
+    #[test]
+    fn mixed_otp_releases_warn() {
+        let host = |otp: &str| HostReport {
+            otp_release: Some(otp.to_string()),
+            ..HostReport::default()
+        };
+        assert_eq!(mixed_otp(&[host("25"), host("25")]).severity, Severity::Ok);
+        assert_eq!(
+            mixed_otp(&[host("25"), host("26")]).severity,
+            Severity::Warn
+        );
+    }
+}

@@ -1,0 +1,154 @@
+//! `--handshake`: two throwaway VMs on the host, started with the TLS text distls would write,
+//! ping each other. Proof that the options, files and host names work there, short of a real node.
+//! Both use the cluster's epmd (inherited `ERL_EPMD_PORT`) and a private HOME, and are stopped by pid.
+
+use super::Verdict;
+use crate::target::NodeTarget;
+use crate::transport::shell_quote;
+use std::time::Duration;
+
+/// Long enough for a few TLS setup attempts while the listener registers in epmd.
+const PING_TIMEOUT: Duration = Duration::from_secs(40);
+const CHECK: &str = "handshake";
+
+pub async fn check(target: &NodeTarget) -> Verdict {
+    match run(target).await {
+        Ok(()) => Verdict::ok(
+            CHECK,
+            "two throwaway VMs with the planned TLS options connected to each other",
+        ),
+        Err(reason) => Verdict::fail(
+            CHECK,
+            format!("two throwaway VMs with the planned TLS options could not connect: {reason}"),
+            "fix the other failed checks first; the reason above comes from OTP itself",
+        ),
+    }
+}
+
+async fn run(target: &NodeTarget) -> Result<(), String> {
+    // A private directory on the node's host (through its transport): args copy and a HOME.
+    let transport = &target.transport;
+    let made = transport
+        .run(
+            r#"d=$(mktemp -d "${TMPDIR:-/tmp}/distls-handshake.XXXXXX") && printf '%s' "$d""#,
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    if !made.success() {
+        return Err(format!(
+            "cannot create a private directory: {}",
+            made.tail()
+        ));
+    }
+    let dir = std::path::PathBuf::from(made.stdout.trim());
+    let result = run_in(target, &dir).await;
+    let cleanup = format!("rm -rf -- {}", shell_quote(&dir.display().to_string()));
+    let _ = transport.run(&cleanup, Duration::from_secs(30)).await;
+    result
+}
+
+async fn run_in(target: &NodeTarget, dir: &std::path::Path) -> Result<(), String> {
+    let args_file = dir.join("vm.dist.args");
+    target
+        .transport
+        .write_file(&args_file, target.tls.text.as_bytes(), 0o600)
+        .await
+        .map_err(|e| e.to_string())?;
+    let pid = std::process::id();
+    let host = &target.spec.host;
+    let name_flag = target.identity.name_flag.flag();
+    let listener = format!("distls_hs_a_{pid}@{host}");
+    let dialer = format!("distls_hs_b_{pid}@{host}");
+    // A throwaway cookie for two throwaway nodes: not the cluster's secret.
+    let cookie = format!("distls_hs_{pid}");
+    let common = |name: &str| {
+        vec![
+            "-noshell".to_string(),
+            name_flag.to_string(),
+            name.to_string(),
+            "-setcookie".to_string(),
+            cookie.clone(),
+            "-args_file".to_string(),
+            args_file.display().to_string(),
+        ]
+    };
+    let mut listen_args = common(&listener);
+    // Halts when its stdin closes (locally or over SSH), and by itself should distls die.
+    listen_args.extend([
+        "-eval".into(),
+        "spawn(fun() -> io:get_line(''), halt() end), timer:sleep(120000), halt().".into(),
+    ]);
+    let home = dir.display().to_string();
+    let env = vec![("HOME".to_string(), home.clone())];
+    let listening = target
+        .transport
+        .spawn(&target.spec.erl, &listen_args, &env)
+        .await
+        .map_err(|e| e.to_string())?;
+    let ping = format!(
+        "Ping = fun P(0) -> pang; P(N) -> case net_adm:ping('{listener}') of pong -> pong; pang -> timer:sleep(500), P(N - 1) end end, \
+         io:format(\"DISTLS_HANDSHAKE ~p~n\", [Ping(20)]), halt()."
+    );
+    let mut dial_args = common(&dialer);
+    dial_args.extend(["-eval".to_string(), ping]);
+    let command = format!(
+        "HOME={} exec {} {}",
+        shell_quote(&home),
+        shell_quote(&target.spec.erl),
+        dial_args
+            .iter()
+            .map(|a| shell_quote(a))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let outcome = target.transport.run(&command, PING_TIMEOUT).await;
+    let listener_output = stop_listener(listening).await;
+    let outcome = outcome.map_err(|e| e.to_string())?;
+    if outcome.stdout.contains("DISTLS_HANDSHAKE pong") {
+        return Ok(());
+    }
+    let tail = outcome.tail();
+    let said: Vec<&str> = tail
+        .lines()
+        .chain(listener_output.lines())
+        // Report headers (`=NOTICE REPORT==== date ===`) carry no reason.
+        .filter(|line| {
+            let line = line.trim();
+            !line.is_empty() && !line.starts_with('=') && !line.contains("DISTLS_HANDSHAKE")
+        })
+        .fold(Vec::new(), |mut kept, line| {
+            if !kept.contains(&line) {
+                kept.push(line);
+            }
+            kept
+        })
+        .into_iter()
+        .take(6)
+        .collect();
+    Err(if said.is_empty() {
+        "pang (no reason printed)".to_string()
+    } else {
+        format!("pang: {}", said.join(" | "))
+    })
+}
+
+/// Stop the listening VM and return what it printed.
+async fn stop_listener(mut listening: crate::transport::Spawned) -> String {
+    use tokio::io::AsyncReadExt;
+    drop(listening.stdin);
+    listening.handle.finish().await;
+    let mut said = String::new();
+    let _ = tokio::time::timeout(
+        Duration::from_secs(5),
+        listening.stderr.read_to_string(&mut said),
+    )
+    .await;
+    let mut out = String::new();
+    let _ = tokio::time::timeout(
+        Duration::from_secs(5),
+        listening.stdout.read_to_string(&mut out),
+    )
+    .await;
+    said + &out
+}

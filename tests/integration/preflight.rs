@@ -1,0 +1,397 @@
+//! `distls check` and the preflight of `migrate` against a real 3-node cluster. The checks are
+//! read-only, so the defect cases share one cluster: each gets its own plan (outside the cluster's
+//! directory) that points node 1 at a broken copy, and must FAIL naming that defect while the
+//! untouched nodes pass the same check.
+
+use crate::support::*;
+use distls::rehearsal::{TlsFiles, write_custom_cert, write_foreign_ca_cert};
+use serde_json::Value;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+/// Every check that runs on a healthy cluster without `--handshake`.
+const CHECK_IDS: [&str; 19] = [
+    "plan.commands",
+    "plan.files",
+    "plan.identity",
+    "plan.proto_dist",
+    "plan.dist_args",
+    "plan.listen_port",
+    "runtime.otp",
+    "tls.known_keys",
+    "tls.client_fail_if_no_peer_cert",
+    "tls.verify_peer",
+    "cert.files",
+    "cert.readable",
+    "cert.key_permissions",
+    "cert.pem",
+    "cert.key_matches",
+    "cert.chain",
+    "cert.expiry",
+    "cert.hostname",
+    "tls.same_options",
+];
+
+struct Check {
+    code: Option<i32>,
+    findings: Vec<Value>,
+    output: String,
+}
+
+impl Check {
+    fn finding(&self, node: Option<&str>, check: &str) -> &Value {
+        self.findings
+            .iter()
+            .find(|f| f["check"] == check && f["node"].as_str() == node)
+            .unwrap_or_else(|| panic!("no {check} finding for {node:?}:\n{}", self.output))
+    }
+
+    /// `check` FAILs for `node` with a message containing `needle`.
+    fn assert_fails(&self, node: &str, check: &str, needle: &str) {
+        assert_eq!(self.code, Some(3), "{}", self.output);
+        let finding = self.finding(Some(node), check);
+        assert_eq!(finding["severity"], "fail", "{finding}");
+        let message = finding["message"].as_str().unwrap();
+        assert!(
+            message.contains(needle),
+            "{check} should name {needle:?}: {message}"
+        );
+        assert!(!finding["fix"].as_str().unwrap().is_empty(), "{finding}");
+    }
+
+    fn assert_ok(&self, node: Option<&str>, check: &str) {
+        let finding = self.finding(node, check);
+        assert_eq!(finding["severity"], "ok", "{finding}");
+    }
+}
+
+fn check(t: &TestCluster, plan: &Path, extra: &[&str]) -> Check {
+    let mut args = vec!["check", "--json"];
+    args.extend_from_slice(extra);
+    args.push(plan.to_str().unwrap());
+    let out = t.distls(&args);
+    let json: Value = serde_json::from_str(&stdout(&out))
+        .unwrap_or_else(|e| panic!("--json prints JSON ({e}): {}", describe(&out)));
+    Check {
+        code: out.status.code(),
+        findings: json["findings"].as_array().unwrap().clone(),
+        output: describe(&out),
+    }
+}
+
+/// A plan for the cluster in which node 1 (index 0) gets `node_yaml`, written to `dir/name.yaml`.
+fn defect_plan(t: &TestCluster, dir: &Path, name: &str, node_yaml: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.yaml"));
+    let text = t.cluster.plan_yaml(|index| {
+        if index == 0 {
+            node_yaml.to_string()
+        } else {
+            String::new()
+        }
+    });
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn tls_yaml(files: &TlsFiles) -> String {
+    format!(
+        "    tls:\n      certfile: {}\n      keyfile: {}\n      cacertfile: {}\n",
+        files.certfile.display(),
+        files.keyfile.display(),
+        files.cacertfile.display()
+    )
+}
+
+/// A copy of the cluster's certificate files in `dir`, each with mode `modes`.
+fn copy_tls(t: &TestCluster, dir: &Path, modes: [u32; 3]) -> TlsFiles {
+    std::fs::create_dir_all(dir).unwrap();
+    let source = t.cluster.tls_files();
+    let copy = |from: &Path, mode: u32| {
+        let to = dir.join(from.file_name().unwrap());
+        std::fs::copy(from, &to).unwrap();
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(mode)).unwrap();
+        to
+    };
+    TlsFiles {
+        certfile: copy(&source.certfile, modes[0]),
+        keyfile: copy(&source.keyfile, modes[1]),
+        cacertfile: copy(&source.cacertfile, modes[2]),
+    }
+}
+
+/// Node 1's vm.dist.args (or vm.args) copied to `dir` with `edit` applied; returns plan YAML.
+fn edited_args(t: &TestCluster, dir: &Path, key: &str, edit: impl Fn(&str) -> String) -> String {
+    std::fs::create_dir_all(dir).unwrap();
+    let node = &t.cluster.nodes()[0];
+    let source = if key == "vm_args" {
+        node.vm_args()
+    } else {
+        node.vm_dist_args()
+    };
+    let text = std::fs::read_to_string(&source).unwrap();
+    let edited = edit(&text);
+    assert_ne!(edited, text, "the edit changes the file");
+    let copy = dir.join(source.file_name().unwrap());
+    std::fs::write(&copy, edited).unwrap();
+    format!("    {key}: {}\n", copy.display())
+}
+
+struct Untouched {
+    hashes: std::collections::BTreeMap<PathBuf, String>,
+    pids: Vec<Option<u32>>,
+}
+
+fn snapshot(t: &TestCluster) -> Untouched {
+    Untouched {
+        hashes: t.file_hashes(),
+        pids: (0..3).map(|i| t.cluster.node_os_pid(i)).collect(),
+    }
+}
+
+fn assert_untouched(t: &TestCluster, before: &Untouched) {
+    assert_eq!(t.file_hashes(), before.hashes, "files byte-identical");
+    let pids: Vec<Option<u32>> = (0..3).map(|i| t.cluster.node_os_pid(i)).collect();
+    assert_eq!(pids, before.pids, "no node restarted");
+    assert!(before.pids.iter().all(Option::is_some));
+    t.assert_mesh("inet_tcp", "tcp");
+}
+
+#[test]
+fn a_healthy_cluster_passes_every_check() {
+    let t = cluster("pfok", 3);
+    let before = snapshot(&t);
+    let names = t.node_names();
+
+    let result = check(&t, &t.plan(), &["--handshake"]);
+    assert_eq!(result.code, Some(0), "{}", result.output);
+    for finding in &result.findings {
+        assert_eq!(finding["severity"], "ok", "{finding}");
+    }
+    for id in CHECK_IDS {
+        assert!(
+            result.findings.iter().any(|f| f["check"] == id),
+            "{id} ran: {}",
+            result.output
+        );
+    }
+    result.assert_ok(None, "handshake");
+    for name in &names {
+        result.assert_ok(Some(name), "cert.chain");
+        result.assert_ok(Some(name), "cert.readable");
+    }
+    let otp = result.finding(None, "runtime.otp")["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(otp.starts_with("OTP ") && otp.contains("ssl "), "{otp}");
+
+    // The rehearsal certificate has about a year left: a 400-day window warns, and warnings pass.
+    let window = check(&t, &t.plan(), &["--expiry-window", "400d"]);
+    assert_eq!(window.code, Some(0), "{}", window.output);
+    let expiry = window.finding(Some(&names[0]), "cert.expiry");
+    assert_eq!(expiry["severity"], "warn", "{expiry}");
+    assert!(
+        expiry["message"]
+            .as_str()
+            .unwrap()
+            .contains("within the 400-day window"),
+        "{expiry}"
+    );
+
+    let table = t.distls(&["check", t.plan().to_str().unwrap()]);
+    assert!(table.status.success(), "{}", describe(&table));
+    let text = stdout(&table);
+    assert!(text.starts_with("HOST"), "{text}");
+    assert!(text.contains("cert.key_matches"), "{text}");
+    assert!(text.contains(" 0 warn, 0 FAIL"), "{text}");
+    assert_untouched(&t, &before);
+}
+
+/// One broken copy for node 1: the plan YAML that points at it, and what preflight must say.
+struct Defect {
+    name: &'static str,
+    node_yaml: String,
+    check: &'static str,
+    /// Each must appear in the FAIL message.
+    names: &'static [&'static str],
+    /// Checks that must still pass for node 1: the defect is reported by its own check only.
+    still_ok: &'static [&'static str],
+}
+
+fn defects(t: &TestCluster, dir: &Path) -> Vec<Defect> {
+    let good_modes = [0o644, 0o600, 0o644];
+    let mut missing = copy_tls(t, &dir.join("missing"), good_modes);
+    missing.certfile = dir.join("missing/no_such_cert.pem");
+    let foreign = write_foreign_ca_cert(&dir.join("foreign")).unwrap();
+    let mut mismatch = copy_tls(t, &dir.join("mismatch"), good_modes);
+    mismatch.keyfile = foreign.keyfile.clone();
+    let wrong_ca = TlsFiles {
+        cacertfile: t.cluster.tls_files().cacertfile.clone(),
+        ..foreign
+    };
+    let tls_defect = |name, files: &TlsFiles, check, names, still_ok| Defect {
+        name,
+        node_yaml: tls_yaml(files),
+        check,
+        names,
+        still_ok,
+    };
+    let args_defect =
+        |name: &'static str, key, edit: &dyn Fn(&str) -> String, check, names, still_ok| Defect {
+            name,
+            node_yaml: edited_args(t, &dir.join(name), key, edit),
+            check,
+            names,
+            still_ok,
+        };
+    vec![
+        tls_defect(
+            "missing",
+            &missing,
+            "cert.files",
+            &["no_such_cert.pem does not exist"],
+            &["plan.files"],
+        ),
+        // distls runs as root here, and root reads anything; the check judges the mode bits for
+        // the node's user without root's override, so mode 000 fails (see preflight/access.rs).
+        tls_defect(
+            "unreadable",
+            &copy_tls(t, &dir.join("unreadable"), [0o000, 0o600, 0o644]),
+            "cert.readable",
+            &["node_cert.pem (mode 000"],
+            &["cert.pem", "cert.chain"],
+        ),
+        tls_defect(
+            "mismatch",
+            &mismatch,
+            "cert.key_matches",
+            &["does not belong to certfile"],
+            &["cert.chain"],
+        ),
+        tls_defect(
+            "wrong_ca",
+            &wrong_ca,
+            "cert.chain",
+            &["not issued by a CA in cacertfile"],
+            &["cert.key_matches", "cert.hostname"],
+        ),
+        tls_defect(
+            "san",
+            &write_custom_cert(&dir.join("san"), &["otherhost.example"], -1..365).unwrap(),
+            "cert.hostname",
+            &["does not cover host localhost", "DNS:otherhost.example"],
+            &["cert.chain", "cert.expiry"],
+        ),
+        tls_defect(
+            "expired",
+            &write_custom_cert(&dir.join("expired"), &["localhost"], -400..-1).unwrap(),
+            "cert.expiry",
+            &["expired on"],
+            &["cert.chain", "cert.hostname"],
+        ),
+        tls_defect(
+            "world_readable",
+            &copy_tls(t, &dir.join("world"), [0o644, 0o644, 0o644]),
+            "cert.key_permissions",
+            &["world-readable (mode 644)"],
+            &["cert.readable"],
+        ),
+        args_defect(
+            "typo",
+            "vm_dist_args",
+            &|text| text.replace("server_certfile", "server_certfle"),
+            "tls.known_keys",
+            &["`server_certfle`", "did you mean `server_certfile`?"],
+            &["plan.identity", "plan.proto_dist", "tls.verify_peer"],
+        ),
+        // Fatal on OTP 25 too; the OTP >= 26 wording is unit-tested in preflight::options with a
+        // made-up release, since this machine runs OTP 25.
+        args_defect(
+            "client_fail",
+            "vm_dist_args",
+            &|text| {
+                let line = "#              server_fail_if_no_peer_cert true";
+                text.replace(
+                    line,
+                    &format!("{line}\n#              client_fail_if_no_peer_cert true"),
+                )
+            },
+            "tls.client_fail_if_no_peer_cert",
+            &["client_fail_if_no_peer_cert (line ", "only for the server"],
+            &["tls.known_keys"],
+        ),
+        args_defect(
+            "proto_dist",
+            "vm_args",
+            &|text| format!("{text}-proto_dist inet_tcp\n"),
+            "plan.proto_dist",
+            &["vm.args sets -proto_dist inet_tcp"],
+            &["plan.files", "plan.commands", "cert.chain"],
+        ),
+        // A single pinned listen port, which the ctl VMs would also try to bind.
+        args_defect(
+            "pinned_port",
+            "vm_dist_args",
+            &|text| {
+                text.replace(
+                    "#-kernel inet_dist_listen_min",
+                    "-kernel inet_dist_listen_min",
+                )
+            },
+            "plan.listen_port",
+            &["pins the distribution listen port to 30000"],
+            &["plan.dist_args"],
+        ),
+    ]
+}
+
+#[test]
+fn each_defect_fails_its_check_and_touches_nothing() {
+    let t = cluster("pfbad", 3);
+    let before = snapshot(&t);
+    let first = t.node_names()[0].clone();
+    let second = t.node_names()[1].clone();
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+
+    for defect in defects(&t, dir) {
+        let plan = defect_plan(&t, dir, defect.name, &defect.node_yaml);
+        let result = check(&t, &plan, &[]);
+        for name in defect.names {
+            result.assert_fails(&first, defect.check, name);
+        }
+        for check in defect.still_ok {
+            result.assert_ok(Some(&first), check);
+        }
+        result.assert_ok(Some(&second), defect.check);
+    }
+
+    // With the SAN-less certificate on every node, two real TLS VMs cannot connect either.
+    let san = write_custom_cert(&dir.join("san_all"), &["otherhost.example"], -1..365).unwrap();
+    let plan = dir.join("san_all.yaml");
+    std::fs::write(&plan, t.cluster.plan_yaml(|_| tls_yaml(&san))).unwrap();
+    let result = check(&t, &plan, &["--handshake"]);
+    let handshake = result.finding(None, "handshake");
+    assert_eq!(handshake["severity"], "fail", "{}", result.output);
+    assert!(
+        handshake["message"]
+            .as_str()
+            .unwrap()
+            .contains("hostname_check_failed"),
+        "OTP's own reason is shown: {handshake}"
+    );
+
+    // migrate runs the same checks first and refuses, touching nothing.
+    let plan = dir.join("expired.yaml");
+    let out = t.distls(&["migrate", plan.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
+    assert!(stderr(&out).contains("cert.expiry"), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("nothing was touched"),
+        "{}",
+        describe(&out)
+    );
+    assert!(!dir.join(".distls").exists(), "no journal, no lock");
+
+    assert_untouched(&t, &before);
+}
