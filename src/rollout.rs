@@ -261,9 +261,14 @@ impl<'a> Rollout<'a> {
                     .note("an interrupted rollback is in the journal: finishing it first");
                 let last = self.targets.len().saturating_sub(1);
                 self.rollback_from(last).await?;
-                return Err(Failure::Fatal(Error::StepFailed(
-                    "finished the interrupted rollback: every node runs plain TCP again; rerun `distls migrate` to try again".into(),
-                )));
+                let cause = self
+                    .journal
+                    .failure
+                    .clone()
+                    .unwrap_or_else(|| "unknown".into());
+                return Err(Failure::Fatal(Error::StepFailed(format!(
+                    "finished the interrupted rollback (it began after: {cause}): every node runs plain TCP again; rerun `distls migrate` to try again"
+                ))));
             }
             Phase::Completed => {
                 self.progress

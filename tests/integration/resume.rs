@@ -87,8 +87,9 @@ fn a_crash_at_every_step_boundary_converges() {
         );
     }
     eprintln!("roll: {killed} crash points tried, {killed} converged");
-    // 3 nodes × (stopping, stopped, editing, edited, starting, started, rejoined, verified) × 2.
-    assert!(killed >= 40, "every step write was crash-tested ({killed})");
+    // 3 nodes × 8 steps × (before, after), less the "after" of stopped, edited and started: a
+    // rerun killed just before those writes sees the effect done and moves on without writing them.
+    assert!(killed >= 39, "every step write was crash-tested ({killed})");
 }
 
 /// Run `args` again and again, each run SIGKILLed at the first crash point (before or after a
@@ -105,6 +106,12 @@ fn crash_at_every_write(t: &TestCluster, args: &[&str]) -> (Vec<String>, std::pr
             ],
         );
         if out.status.signal() != Some(9) {
+            let failure = journal_if_any(&t.plan()).map(|j| j["failure"].to_string());
+            eprintln!(
+                "after {} crash points ({}), the run ended by itself; journal failure: {failure:?}",
+                seen.len(),
+                seen.join(", ")
+            );
             return (seen, out);
         }
         let point = stderr(&out)
