@@ -434,6 +434,9 @@ fn probe_args(
         // No listener: the probe only dials out, and a port pinned in the args file stays free.
         "-dist_listen".into(),
         "false".into(),
+        // Never leave an epmd daemon behind: with none running there is no node to ask anyway.
+        "-start_epmd".into(),
+        "false".into(),
         name_flag.flag().into(),
         name.into(),
         "-args_file".into(),

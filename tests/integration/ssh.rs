@@ -21,6 +21,11 @@ fn migrates_and_rolls_back_over_ssh() {
     let plan = t.plan();
     let plan = plan.to_str().unwrap();
 
+    // The preflight reaches every node's files, OTP and certificates through the same connection.
+    let check = t.distls(&["check", "--handshake", plan]);
+    assert!(check.status.success(), "{}", describe(&check));
+    assert!(stdout(&check).contains("0 FAIL"), "{}", describe(&check));
+
     let dry = t.distls(&["migrate", "--dry-run", plan]);
     assert!(dry.status.success(), "{}", describe(&dry));
     assert!(
