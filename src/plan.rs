@@ -215,7 +215,7 @@ impl SourceLocation {
 impl Plan {
     /// Reads and validates a plan file. Does not look at the files the plan refers to.
     pub fn load(path: &Path) -> Result<Plan, PlanError> {
-        let bytes = std::fs::read(path).map_err(|err| PlanError::unreadable(path, &err))?;
+        let bytes = read_bounded(path)?;
         match String::from_utf8(bytes) {
             Ok(source) => Plan::from_source(path, &source),
             Err(err) => Err(PlanError::not_utf8(path, err.as_bytes(), err.utf8_error())),
@@ -313,6 +313,31 @@ impl Plan {
         }
         .error(at, message, hint)
     }
+}
+
+/// A plan bigger than this is refused before it is parsed: real plans are a few kilobytes.
+pub const MAX_PLAN_BYTES: u64 = 1024 * 1024;
+
+/// Reads at most [`MAX_PLAN_BYTES`] (+1 to notice a bigger file), so a huge or endless file
+/// (a device, a FIFO fed forever) cannot exhaust memory.
+fn read_bounded(path: &Path) -> Result<Vec<u8>, PlanError> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|err| PlanError::unreadable(path, &err))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_PLAN_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|err| PlanError::unreadable(path, &err))?;
+    if bytes.len() as u64 > MAX_PLAN_BYTES {
+        return Err(PlanError::unlocated(
+            path,
+            format!(
+                "the plan file is larger than {MAX_PLAN_BYTES} bytes ({} KiB); a plan is a few kilobytes",
+                MAX_PLAN_BYTES / 1024
+            ),
+            "give the path of the plan's YAML file; if it is one, remove what does not belong in it",
+        ));
+    }
+    Ok(bytes)
 }
 
 fn local_file_problem(path: &Path, key: &str, file_name: &str) -> Option<(String, String)> {
@@ -673,9 +698,20 @@ fn defined<T>(value: &Spanned<T>) -> SourceLocation {
 }
 
 fn parse_yaml(text: &SourceText) -> Result<RawPlan, PlanError> {
+    // A plan is small and flat: tight limits turn alias bombs ("billion laughs"), deep nesting
+    // and event floods into a located error instead of memory or stack exhaustion.
     let options = serde_saphyr::options! {
         with_snippet: false,
         duplicate_keys: DuplicateKeyPolicy::Error,
+        budget: serde_saphyr::budget! {
+            max_events: 200_000,
+            max_aliases: 1_000,
+            max_anchors: 1_000,
+            max_depth: 16,
+            max_nodes: 100_000,
+            max_documents: 2,
+            max_total_scalar_bytes: 1024 * 1024,
+        },
     };
     serde_saphyr::from_str_with_options(text.text, options).map_err(|err| {
         let (message, hint) = describe_yaml_error(&err, text);
@@ -719,6 +755,11 @@ fn describe_yaml_error(err: &serde_saphyr::Error, text: &SourceText) -> (String,
                 }
             ),
             "see the plan format for what this key takes".to_owned(),
+        ),
+        YamlError::Budget { breach, .. } => (
+            format!("the plan exceeds a safety limit of the YAML reader: {breach:?}"),
+            "a plan is a small, flat document: remove deep nesting and repeated aliases (`*name`)"
+                .to_owned(),
         ),
         YamlError::MultipleDocuments { .. } => (
             "the plan file holds more than one YAML document".to_owned(),
@@ -1339,6 +1380,13 @@ impl Resolver<'_> {
                 defined(text),
                 format!("{key} is empty"),
                 format!("give {key} a value, or remove the key"),
+            ));
+        }
+        if key.starts_with("tls.") && text.value.contains(['\n', '\r', '\0']) {
+            return Err(self.error(
+                defined(text),
+                format!("{key} contains a line break or a NUL byte"),
+                "vm.dist.args cannot carry such a path: move or link the file to a path without one",
             ));
         }
         match find_bad_placeholder(&text.value) {

@@ -72,8 +72,23 @@ impl NodeTarget {
     }
 }
 
-fn args_error(path: &Path, err: &ArgsFileError) -> Error {
-    Error::InvalidInput(format!("{}:{err}\n  hint: {}", path.display(), err.hint()))
+/// An args file bigger than this is refused: real ones are a few kilobytes, and everything
+/// distls does with the text (diff, journal hashes, the edit) is kept in memory.
+pub const MAX_ARGS_FILE_BYTES: usize = 1024 * 1024;
+
+/// `FILE:LINE:COLUMN: node N: message` (or `FILE: node N: message` without a position), then the hint.
+fn args_error(path: &Path, node: &str, err: &ArgsFileError) -> Error {
+    let at = if err.line == 0 {
+        String::new()
+    } else {
+        format!("{}:{}:", err.line, err.column)
+    };
+    Error::InvalidInput(format!(
+        "{}:{at} node {node}: {}\n  hint: {}",
+        path.display(),
+        err.message,
+        err.hint()
+    ))
 }
 
 async fn read_text(transport: &Transport, path: &Path, node: &str, what: &str) -> Result<String> {
@@ -83,10 +98,23 @@ async fn read_text(transport: &Transport, path: &Path, node: &str, what: &str) -
             path.display()
         ))
     })?;
-    String::from_utf8(bytes).map_err(|_| {
+    if bytes.len() > MAX_ARGS_FILE_BYTES {
+        return Err(Error::InvalidInput(format!(
+            "{}: node {node}: its {what} is {} bytes, more than the {} distls accepts for an args file\n  hint: an args file holds a few flags; restore it from the release (e.g. from a backup), then run distls again",
+            path.display(),
+            bytes.len(),
+            MAX_ARGS_FILE_BYTES
+        )));
+    }
+    String::from_utf8(bytes).map_err(|err| {
+        let valid = &err.as_bytes()[..err.utf8_error().valid_up_to()];
+        let line = valid.iter().filter(|b| **b == b'\n').count() + 1;
+        let line_start = valid.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        let column = String::from_utf8_lossy(&valid[line_start..]).chars().count() + 1;
         Error::InvalidInput(format!(
-            "node {node}: {what} {} is not UTF-8 text\n  hint: an args file is plain text; restore it from the release",
-            path.display()
+            "{}:{line}:{column}: node {node}: its {what} is not UTF-8 text (byte 0x{:02x})\n  hint: an args file is plain text: save it as UTF-8 (or ASCII), or restore it from the release",
+            path.display(),
+            err.as_bytes()[valid.len()]
         ))
     })
 }
@@ -124,7 +152,7 @@ async fn prepare_node(
         )));
     }
     let identity =
-        argsfile::node_identity(&vm_args_text).map_err(|e| args_error(&spec.vm_args, &e))?;
+        argsfile::node_identity(&vm_args_text).map_err(|e| args_error(&spec.vm_args, name, &e))?;
     check_identity(spec, &identity)?;
     let dist_args = transport.canonicalize(&spec.vm_dist_args).await.map_err(|e| {
         Error::InvalidInput(format!(
@@ -143,7 +171,7 @@ async fn prepare_node(
         keyfile: spec.tls.keyfile.display().to_string(),
         cacertfile: spec.tls.cacertfile.display().to_string(),
     };
-    let tls = argsfile::enable_tls(&original, &paths).map_err(|e| args_error(&dist_args, &e))?;
+    let tls = argsfile::enable_tls(&original, &paths).map_err(|e| args_error(&dist_args, name, &e))?;
     let target = NodeTarget {
         spec: spec.clone(),
         transport,
