@@ -844,9 +844,9 @@ fn block_runs(source: &str) -> Vec<BlockRun> {
 /// used to take minutes).
 fn starts_fresh(tokens: &[Token], line_start: usize) -> bool {
     let before = tokens.partition_point(|token| token.span.start < line_start);
-    !before
+    before
         .checked_sub(1)
-        .is_some_and(|last| tokens[last].span.end >= line_start)
+        .is_none_or(|last| tokens[last].span.end < line_start)
 }
 
 /// `(1-based line number, byte offset of the line, line text without its `\n`)`.

@@ -171,7 +171,8 @@ async fn prepare_node(
         keyfile: spec.tls.keyfile.display().to_string(),
         cacertfile: spec.tls.cacertfile.display().to_string(),
     };
-    let tls = argsfile::enable_tls(&original, &paths).map_err(|e| args_error(&dist_args, name, &e))?;
+    let tls =
+        argsfile::enable_tls(&original, &paths).map_err(|e| args_error(&dist_args, name, &e))?;
     let target = NodeTarget {
         spec: spec.clone(),
         transport,

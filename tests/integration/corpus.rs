@@ -82,7 +82,11 @@ fn parse_expect(case: &Path) -> Result<Expect, String> {
             continue;
         }
         let Some((key, value)) = line.split_once(": ") else {
-            return Err(format!("{}:{}: not `key: value`", path.display(), index + 1));
+            return Err(format!(
+                "{}:{}: not `key: value`",
+                path.display(),
+                index + 1
+            ));
         };
         match key {
             "expect" => kind = Some(value == "ok"),
@@ -107,10 +111,7 @@ fn parse_expect(case: &Path) -> Result<Expect, String> {
         return Err(format!("{}: no `contains:`", path.display()));
     }
     if expect.ok != (expect.exit == 0) {
-        return Err(format!(
-            "{}: `expect: ok` goes with exit 0",
-            path.display()
-        ));
+        return Err(format!("{}: `expect: ok` goes with exit 0", path.display()));
     }
     Ok(expect)
 }
@@ -237,7 +238,9 @@ fn run(args: &[&str], plan: &Path, state_dir: &Path) -> Result<Run, String> {
         if started.elapsed() > RUN_LIMIT {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(format!("distls {args:?} still running after {RUN_LIMIT:?}: killed"));
+            return Err(format!(
+                "distls {args:?} still running after {RUN_LIMIT:?}: killed"
+            ));
         }
         std::thread::sleep(Duration::from_millis(10));
     }
