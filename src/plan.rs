@@ -469,7 +469,8 @@ impl fmt::Display for PlanError {
         )?;
         let number = at.line.to_string();
         let gutter = " ".repeat(number.len());
-        let line = self.source_line.as_deref().unwrap_or("");
+        let (line, at) = shown_window(self.source_line.as_deref().unwrap_or(""), at);
+        let line = line.as_str();
         writeln!(f, "{gutter} |")?;
         if line.is_empty() {
             writeln!(f, "{number} |")?;
@@ -482,6 +483,35 @@ impl fmt::Display for PlanError {
 }
 
 impl std::error::Error for PlanError {}
+
+/// Longest source line shown whole; a longer one (a minified or hostile plan) is shown as a window
+/// around the column, so an error never prints megabytes.
+const MAX_SHOWN_LINE_CHARS: usize = 160;
+
+fn shown_window(line: &str, at: SourceLocation) -> (String, SourceLocation) {
+    let chars: Vec<char> = line.chars().collect();
+    if chars.len() <= MAX_SHOWN_LINE_CHARS {
+        return (line.to_owned(), at);
+    }
+    let column = (at.column as usize).saturating_sub(1).min(chars.len());
+    let start = column.saturating_sub(MAX_SHOWN_LINE_CHARS / 2);
+    let end = (start + MAX_SHOWN_LINE_CHARS).min(chars.len());
+    let mut shown = String::new();
+    if start > 0 {
+        shown.push('…');
+    }
+    shown.extend(&chars[start..end]);
+    if end < chars.len() {
+        shown.push('…');
+    }
+    let shift = u32::try_from(start).unwrap_or(0);
+    let marker = u32::from(start > 0);
+    let moved = SourceLocation {
+        column: at.column.saturating_sub(shift) + marker,
+        ..at
+    };
+    (shown, moved)
+}
 
 /// The marker line under the source line; tabs are mirrored so the carets line up.
 fn underline(line: &str, at: SourceLocation) -> String {
@@ -1766,6 +1796,27 @@ error: plans/prod.yaml:14:11: node name \"mim1\" has no host part
         assert_eq!(err.file(), Path::new("plans/prod.yaml"));
         assert_eq!(err.source_line(), Some("  - name: mim1"));
         assert_eq!(err.location().map(|at| at.width), Some(4));
+    }
+
+    #[test]
+    fn a_very_long_source_line_is_shown_as_a_window_around_the_column() {
+        let line = format!("key: {}X{}", "a".repeat(1000), "b".repeat(1000));
+        let at = SourceLocation {
+            line: 1,
+            column: 1006,
+            width: 1,
+        };
+        let (shown, moved) = shown_window(&line, at);
+        assert!(shown.chars().count() <= MAX_SHOWN_LINE_CHARS + 2, "{shown}");
+        assert!(shown.starts_with('…') && shown.ends_with('…'), "{shown}");
+        let marker = underline(&shown, moved);
+        assert_eq!(
+            shown.chars().nth(marker.len() - 1),
+            Some('X'),
+            "{shown}\n{marker}"
+        );
+        let short = "key: value";
+        assert_eq!(shown_window(short, at).0, short);
     }
 
     #[test]

@@ -309,6 +309,19 @@ fn check_case(case: &Path) -> Result<Duration, String> {
                 return Err(format!("garbled error output; {}", describe()));
             }
         }
+        if !expect.ok {
+            let journal = std::fs::read_dir(&state_dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .find(|e| e.file_name().to_string_lossy().ends_with(".journal.json"));
+            if let Some(journal) = journal {
+                return Err(format!(
+                    "distls {args:?} refused but wrote a journal {}",
+                    journal.path().display()
+                ));
+            }
+        }
         let after = snapshot(&dir);
         if after != before {
             return Err(format!(
