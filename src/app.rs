@@ -32,7 +32,13 @@ pub fn main_with(cli: Cli) -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err}");
+            // A plan error renders its own `error:` prefix (with its location and source line).
+            let text = err.to_string();
+            if text.starts_with("error:") {
+                eprintln!("{text}");
+            } else {
+                eprintln!("error: {text}");
+            }
             ExitCode::from(err.exit_code())
         }
     }

@@ -215,7 +215,7 @@ impl SourceLocation {
 impl Plan {
     /// Reads and validates a plan file. Does not look at the files the plan refers to.
     pub fn load(path: &Path) -> Result<Plan, PlanError> {
-        let bytes = std::fs::read(path).map_err(|err| PlanError::unreadable(path, &err))?;
+        let bytes = read_bounded(path)?;
         match String::from_utf8(bytes) {
             Ok(source) => Plan::from_source(path, &source),
             Err(err) => Err(PlanError::not_utf8(path, err.as_bytes(), err.utf8_error())),
@@ -313,6 +313,31 @@ impl Plan {
         }
         .error(at, message, hint)
     }
+}
+
+/// A plan bigger than this is refused before it is parsed: real plans are a few kilobytes.
+pub const MAX_PLAN_BYTES: u64 = 1024 * 1024;
+
+/// Reads at most [`MAX_PLAN_BYTES`] (+1 to notice a bigger file), so a huge or endless file
+/// (a device, a FIFO fed forever) cannot exhaust memory.
+fn read_bounded(path: &Path) -> Result<Vec<u8>, PlanError> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|err| PlanError::unreadable(path, &err))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_PLAN_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|err| PlanError::unreadable(path, &err))?;
+    if bytes.len() as u64 > MAX_PLAN_BYTES {
+        return Err(PlanError::unlocated(
+            path,
+            format!(
+                "the plan file is larger than {MAX_PLAN_BYTES} bytes ({} KiB); a plan is a few kilobytes",
+                MAX_PLAN_BYTES / 1024
+            ),
+            "give the path of the plan's YAML file; if it is one, remove what does not belong in it",
+        ));
+    }
+    Ok(bytes)
 }
 
 fn local_file_problem(path: &Path, key: &str, file_name: &str) -> Option<(String, String)> {
@@ -444,7 +469,8 @@ impl fmt::Display for PlanError {
         )?;
         let number = at.line.to_string();
         let gutter = " ".repeat(number.len());
-        let line = self.source_line.as_deref().unwrap_or("");
+        let (line, at) = shown_window(self.source_line.as_deref().unwrap_or(""), at);
+        let line = line.as_str();
         writeln!(f, "{gutter} |")?;
         if line.is_empty() {
             writeln!(f, "{number} |")?;
@@ -457,6 +483,35 @@ impl fmt::Display for PlanError {
 }
 
 impl std::error::Error for PlanError {}
+
+/// Longest source line shown whole; a longer one (a minified or hostile plan) is shown as a window
+/// around the column, so an error never prints megabytes.
+const MAX_SHOWN_LINE_CHARS: usize = 160;
+
+fn shown_window(line: &str, at: SourceLocation) -> (String, SourceLocation) {
+    let chars: Vec<char> = line.chars().collect();
+    if chars.len() <= MAX_SHOWN_LINE_CHARS {
+        return (line.to_owned(), at);
+    }
+    let column = (at.column as usize).saturating_sub(1).min(chars.len());
+    let start = column.saturating_sub(MAX_SHOWN_LINE_CHARS / 2);
+    let end = (start + MAX_SHOWN_LINE_CHARS).min(chars.len());
+    let mut shown = String::new();
+    if start > 0 {
+        shown.push('…');
+    }
+    shown.extend(&chars[start..end]);
+    if end < chars.len() {
+        shown.push('…');
+    }
+    let shift = u32::try_from(start).unwrap_or(0);
+    let marker = u32::from(start > 0);
+    let moved = SourceLocation {
+        column: at.column.saturating_sub(shift) + marker,
+        ..at
+    };
+    (shown, moved)
+}
 
 /// The marker line under the source line; tabs are mirrored so the carets line up.
 fn underline(line: &str, at: SourceLocation) -> String {
@@ -673,9 +728,20 @@ fn defined<T>(value: &Spanned<T>) -> SourceLocation {
 }
 
 fn parse_yaml(text: &SourceText) -> Result<RawPlan, PlanError> {
+    // A plan is small and flat: tight limits turn alias bombs ("billion laughs"), deep nesting
+    // and event floods into a located error instead of memory or stack exhaustion.
     let options = serde_saphyr::options! {
         with_snippet: false,
         duplicate_keys: DuplicateKeyPolicy::Error,
+        budget: serde_saphyr::budget! {
+            max_events: 200_000,
+            max_aliases: 1_000,
+            max_anchors: 1_000,
+            max_depth: 16,
+            max_nodes: 100_000,
+            max_documents: 2,
+            max_total_scalar_bytes: 1024 * 1024,
+        },
     };
     serde_saphyr::from_str_with_options(text.text, options).map_err(|err| {
         let (message, hint) = describe_yaml_error(&err, text);
@@ -719,6 +785,11 @@ fn describe_yaml_error(err: &serde_saphyr::Error, text: &SourceText) -> (String,
                 }
             ),
             "see the plan format for what this key takes".to_owned(),
+        ),
+        YamlError::Budget { breach, .. } => (
+            format!("the plan exceeds a safety limit of the YAML reader: {breach:?}"),
+            "a plan is a small, flat document: remove deep nesting and repeated aliases (`*name`)"
+                .to_owned(),
         ),
         YamlError::MultipleDocuments { .. } => (
             "the plan file holds more than one YAML document".to_owned(),
@@ -1341,6 +1412,13 @@ impl Resolver<'_> {
                 format!("give {key} a value, or remove the key"),
             ));
         }
+        if key.starts_with("tls.") && text.value.contains(['\n', '\r', '\0']) {
+            return Err(self.error(
+                defined(text),
+                format!("{key} contains a line break or a NUL byte"),
+                "vm.dist.args cannot carry such a path: move or link the file to a path without one",
+            ));
+        }
         match find_bad_placeholder(&text.value) {
             None => Ok(()),
             Some(BadPlaceholder::Unclosed(range)) => Err(self.error(
@@ -1718,6 +1796,27 @@ error: plans/prod.yaml:14:11: node name \"mim1\" has no host part
         assert_eq!(err.file(), Path::new("plans/prod.yaml"));
         assert_eq!(err.source_line(), Some("  - name: mim1"));
         assert_eq!(err.location().map(|at| at.width), Some(4));
+    }
+
+    #[test]
+    fn a_very_long_source_line_is_shown_as_a_window_around_the_column() {
+        let line = format!("key: {}X{}", "a".repeat(1000), "b".repeat(1000));
+        let at = SourceLocation {
+            line: 1,
+            column: 1006,
+            width: 1,
+        };
+        let (shown, moved) = shown_window(&line, at);
+        assert!(shown.chars().count() <= MAX_SHOWN_LINE_CHARS + 2, "{shown}");
+        assert!(shown.starts_with('…') && shown.ends_with('…'), "{shown}");
+        let marker = underline(&shown, moved);
+        assert_eq!(
+            shown.chars().nth(marker.len() - 1),
+            Some('X'),
+            "{shown}\n{marker}"
+        );
+        let short = "key: value";
+        assert_eq!(shown_window(short, at).0, short);
     }
 
     #[test]

@@ -97,8 +97,22 @@ impl From<NodeProblem> for Error {
     }
 }
 
-fn args_problem(check: &'static str, path: &Path, err: &ArgsFileError) -> NodeProblem {
-    NodeProblem::new(check, format!("{}:{err}", path.display()), err.hint())
+/// An args file bigger than this is refused: real ones are a few kilobytes, and everything
+/// distls does with the text (diff, journal hashes, the edit) is kept in memory.
+pub const MAX_ARGS_FILE_BYTES: usize = 1024 * 1024;
+
+/// `FILE:LINE:COLUMN: node N: message` (or `FILE: node N: message` without a position).
+fn args_problem(check: &'static str, path: &Path, node: &str, err: &ArgsFileError) -> NodeProblem {
+    let at = if err.line == 0 {
+        String::new()
+    } else {
+        format!("{}:{}:", err.line, err.column)
+    };
+    NodeProblem::new(
+        check,
+        format!("{}:{at} node {node}: {}", path.display(), err.message),
+        err.hint(),
+    )
 }
 
 async fn read_text(
@@ -117,11 +131,30 @@ async fn read_text(
             "check the path in the plan and that distls (or `become`) may read it",
         )
     })?;
-    String::from_utf8(bytes).map_err(|_| {
+    if bytes.len() > MAX_ARGS_FILE_BYTES {
+        return Err(NodeProblem::new(
+            "plan.files",
+            format!(
+                "{}: node {node}: its {what} is {} bytes, more than the {MAX_ARGS_FILE_BYTES} distls accepts for an args file",
+                path.display(),
+                bytes.len()
+            ),
+            "an args file holds a few flags; restore it from the release (e.g. from a backup), then run distls again",
+        ));
+    }
+    String::from_utf8(bytes).map_err(|err| {
+        let valid = &err.as_bytes()[..err.utf8_error().valid_up_to()];
+        let line = valid.iter().filter(|b| **b == b'\n').count() + 1;
+        let line_start = valid.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        let column = String::from_utf8_lossy(&valid[line_start..]).chars().count() + 1;
         NodeProblem::new(
             "plan.files",
-            format!("node {node}: {what} {} is not UTF-8 text", path.display()),
-            "an args file is plain text; restore it from the release",
+            format!(
+                "{}:{line}:{column}: node {node}: its {what} is not UTF-8 text (byte 0x{:02x})",
+                path.display(),
+                err.as_bytes()[valid.len()]
+            ),
+            "an args file is plain text: save it as UTF-8 (or ASCII), or restore it from the release",
         )
     })
 }
@@ -162,7 +195,7 @@ pub async fn read_node(spec: &NodeSpec, transport: &Transport) -> Result<NodeTar
         ));
     }
     let identity = argsfile::node_identity(&vm_args_text)
-        .map_err(|e| args_problem("plan.identity", &spec.vm_args, &e))?;
+        .map_err(|e| args_problem("plan.identity", &spec.vm_args, name, &e))?;
     check_identity(spec, &identity)?;
     let DistArgsFile {
         dist_args,
@@ -180,7 +213,7 @@ pub async fn read_node(spec: &NodeSpec, transport: &Transport) -> Result<NodeTar
             ErrorKind::UnknownOption => "tls.known_keys",
             _ => "plan.dist_args",
         };
-        args_problem(check, &dist_args, &e)
+        args_problem(check, &dist_args, name, &e)
     })?;
     Ok(NodeTarget {
         spec: spec.clone(),

@@ -4,6 +4,8 @@ mod support;
 
 // Located errors for malformed plans; no cluster needed.
 mod plan_errors;
+// The bad input corpus under tests/corpus/: refused or handled, no file changed.
+mod corpus;
 // Every example under plans/ loads.
 mod examples;
 // The full roll on a real 3-node cluster: migrate, status, rollback, dry-run, lock.
