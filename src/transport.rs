@@ -218,20 +218,19 @@ impl Transport {
                     .process_group(0)
                     .kill_on_drop(true);
                 let mut child = cmd.spawn().map_err(|e| spawn_error(e.to_string()))?;
-                let pid = child.id();
+                // Timed out or abandoned (its future dropped): the whole group goes.
+                let mut group = GroupGuard(child.id());
                 if let (Some(bytes), Some(mut pipe)) = (input, child.stdin.take()) {
                     pipe.write_all(bytes)
                         .await
                         .map_err(|e| spawn_error(e.to_string()))?;
                 }
                 match tokio::time::timeout(timeout, child.wait_with_output()).await {
-                    Ok(result) => result.map_err(|e| spawn_error(e.to_string()))?,
-                    Err(_) => {
-                        if let Some(pid) = pid {
-                            kill_process_group(pid);
-                        }
-                        return Err(timed_out());
+                    Ok(result) => {
+                        group.0 = None;
+                        result.map_err(|e| spawn_error(e.to_string()))?
                     }
+                    Err(_) => return Err(timed_out()),
                 }
             }
             Access::Ssh(connection) => {
@@ -443,6 +442,17 @@ fn ssh_detail(error: &openssh::Error) -> String {
     detail
 }
 
+/// Kills the process group of a command distls gave up on, when dropped armed.
+struct GroupGuard(Option<u32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(leader) = self.0 {
+            kill_process_group(leader);
+        }
+    }
+}
+
 fn kill_process_group(leader: u32) {
     // SAFETY: plain syscall on a process group this process created.
     unsafe {
@@ -479,6 +489,55 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, TransportError::Timeout { .. }));
+    }
+
+    /// A command whose future is dropped (an abandoned early ping) takes its children with it.
+    #[tokio::test]
+    async fn an_abandoned_command_takes_its_process_group_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let pid_file = dir.path().join("child.pid");
+        let script = format!("sleep 30 & echo $! > '{}'; wait", pid_file.display());
+        let transport = local();
+        let mut run = Box::pin(transport.run(&script, Duration::from_secs(60)));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let child: libc::pid_t = loop {
+            tokio::select! {
+                _ = &mut run => panic!("the command ended by itself"),
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            }
+            if let Some(pid) = std::fs::read_to_string(&pid_file)
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+            {
+                break pid;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the command never started its child"
+            );
+        };
+        drop(run);
+        // SAFETY: signal 0 only asks whether the process exists.
+        let alive = || unsafe { libc::kill(child, 0) } == 0 && !is_zombie(child);
+        while alive() {
+            assert!(
+                Instant::now() < deadline,
+                "the abandoned command's child still runs"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn is_zombie(pid: libc::pid_t) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| {
+                s.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
+            .unwrap_or(true)
     }
 
     /// The shell path (used over SSH and with `become`) edits as atomically as the direct one.
