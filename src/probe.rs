@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::sync::{Mutex, oneshot};
+use tokio::sync::{Mutex, OnceCell, oneshot};
 
 const PROBE_SOURCE: &str = include_str!("probe/distls_probe.erl");
 const BOOT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -257,7 +257,9 @@ impl Workdir {
 pub struct ProbePool {
     name_flag: NameFlag,
     cookies: Vec<(String, Cookie)>,
-    probes: Mutex<HashMap<String, Arc<Probe>>>,
+    /// One cell per site and args text, so that different probes boot concurrently while two
+    /// askers of the same probe share one boot.
+    probes: Mutex<HashMap<String, Arc<OnceCell<Arc<Probe>>>>>,
     workdirs: Mutex<HashMap<String, Arc<Workdir>>>,
     started: AtomicU64,
 }
@@ -287,13 +289,14 @@ impl ProbePool {
             site.erl,
             site.host
         );
-        let mut probes = self.probes.lock().await;
-        if let Some(probe) = probes.get(&key) {
-            return Ok(probe.clone());
-        }
-        let probe = Arc::new(self.boot(site, &args_key, dist_args, label).await?);
-        probes.insert(key, probe.clone());
-        Ok(probe)
+        let cell = self.probes.lock().await.entry(key).or_default().clone();
+        cell.get_or_try_init(|| async {
+            Ok(Arc::new(
+                self.boot(site, &args_key, dist_args, label).await?,
+            ))
+        })
+        .await
+        .cloned()
     }
 
     async fn workdir(&self, transport: &Transport) -> Result<Arc<Workdir>, ProbeError> {
@@ -403,8 +406,10 @@ impl ProbePool {
 
     /// Stop every probe VM and remove the remote working directories.
     pub async fn shutdown(&self) {
-        for probe in self.probes.lock().await.values() {
-            probe.stop().await;
+        for cell in self.probes.lock().await.values() {
+            if let Some(probe) = cell.get() {
+                probe.stop().await;
+            }
         }
         for workdir in self.workdirs.lock().await.values() {
             if let Workdir::Remote { transport, path } = workdir.as_ref() {

@@ -1030,12 +1030,11 @@ impl<'a> Rollout<'a> {
 }
 
 pub async fn observe_with(probes: &ProbePool, target: &NodeTarget) -> Result<NodeInfo> {
-    let plain = probes
-        .probe_for(&target.probe_site(), &target.original, "plain tcp")
-        .await?;
-    let tls = probes
-        .probe_for(&target.probe_site(), &target.tls.text, "tls")
-        .await?;
+    let site = target.probe_site();
+    let (plain, tls) = tokio::try_join!(
+        probes.probe_for(&site, &target.original, "plain tcp"),
+        probes.probe_for(&site, &target.tls.text, "tls"),
+    )?;
     let name = target.name();
     let plain_info = plain.info(name);
     let tls_info = tls.info(name);
