@@ -614,6 +614,31 @@ pub enum EditOutcome {
     AlreadyEnabled,
 }
 
+impl std::fmt::Display for EditOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EditOutcome::UncommentedBlock {
+                first_line,
+                last_line,
+            } => write!(
+                f,
+                "uncomment the TLS block (lines {first_line}-{last_line}) and point it at the plan's certificates"
+            ),
+            EditOutcome::UpdatedActiveBlock {
+                first_line,
+                last_line,
+            } => write!(
+                f,
+                "complete the active TLS block (lines {first_line}-{last_line}) and point it at the plan's certificates"
+            ),
+            EditOutcome::AppendedBlock => {
+                write!(f, "append a TLS block (the file has none to uncomment)")
+            }
+            EditOutcome::AlreadyEnabled => write!(f, "nothing to change: TLS is already on"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsEdit {
     pub text: String,

@@ -154,20 +154,12 @@ pub async fn run(plan: &Plan, transports: &[Transport], options: Options) -> Vec
             .or_default()
             .push((spec.clone(), transport.clone()));
     }
-    let mut tasks = tokio::task::JoinSet::new();
-    for (order, (host, specs)) in by_host.into_iter().enumerate() {
-        tasks.spawn(async move { (order, check_host(host, specs, options, now).await) });
-    }
-    let mut reports = Vec::new();
-    while let Some(joined) = tasks.join_next().await {
-        match joined {
-            Ok(report) => reports.push(report),
-            // Nothing aborts these tasks, so an error is a panic: let it surface.
-            Err(err) => std::panic::resume_unwind(err.into_panic()),
-        }
-    }
-    reports.sort_by_key(|(order, _)| *order);
-    let reports: Vec<HostReport> = reports.into_iter().map(|(_, report)| report).collect();
+    let reports: Vec<HostReport> = in_plan_order(
+        by_host
+            .into_iter()
+            .map(|(host, specs)| check_host(host, specs, options, now)),
+    )
+    .await;
     let mut findings: Vec<Finding> = reports
         .iter()
         .flat_map(|report| report.findings.iter().cloned())
@@ -190,12 +182,26 @@ async fn check_host(
     let mut report = HostReport::default();
     let mut targets: Vec<NodeTarget> = Vec::new();
     let mut settings: Vec<(NodeSpec, Transport, Option<DistSettings>)> = Vec::new();
-    for (spec, transport) in specs {
+    // Each node's commands and files are read concurrently (each is a few commands on the host);
+    // the findings keep plan order.
+    let reads = in_plan_order(specs.into_iter().map(|(spec, transport)| async move {
+        let commands = commands(&transport, &spec).await;
+        let read = target::read_node(&spec, &transport).await;
+        // A node whose files stop at one check still gets its TLS options checked.
+        let fallback = match &read {
+            Ok(_) => None,
+            Err(_) => target::read_dist_args(&spec, &transport)
+                .await
+                .ok()
+                .and_then(|file| argsfile::settings_once_enabled(&file.original).ok()),
+        };
+        (spec, transport, commands, read, fallback)
+    }))
+    .await;
+    for (spec, transport, commands, read, fallback) in reads {
         let node = Some(spec.name.as_str());
-        report
-            .findings
-            .push(commands(&transport, &spec).await.at(&host, node));
-        let node_settings = match target::read_node(&spec, &transport).await {
+        report.findings.push(commands.at(&host, node));
+        let node_settings = match read {
             Ok(target) => {
                 for (check, message) in NODE_FILE_CHECKS {
                     report
@@ -221,10 +227,7 @@ async fn check_host(
                         Verdict::fail(problem.check, problem.message, problem.fix).at(&host, node),
                     );
                 }
-                target::read_dist_args(&spec, &transport)
-                    .await
-                    .ok()
-                    .and_then(|file| argsfile::settings_once_enabled(&file.original).ok())
+                fallback
             }
         };
         settings.push((spec, transport, node_settings));
@@ -240,15 +243,20 @@ async fn check_host(
         now,
         expiry_window: options.expiry_window,
     };
-    for (spec, transport, node_settings) in &settings {
+    let file_verdicts = in_plan_order(settings.iter().map(|(spec, transport, _)| {
+        let os_pid = runtime.os_pids.get(&spec.name).copied();
+        let (spec, transport) = (spec.clone(), transport.clone());
+        async move { tls_files(&transport, &spec, os_pid, clock).await }
+    }))
+    .await;
+    for ((spec, _, node_settings), verdicts) in settings.iter().zip(file_verdicts) {
         let node = Some(spec.name.as_str());
         if let Some(node_settings) = node_settings {
             for verdict in options::check(node_settings, otp_major) {
                 report.findings.push(verdict.at(&host, node));
             }
         }
-        let os_pid = runtime.os_pids.get(&spec.name).copied();
-        for verdict in tls_files(transport, spec, os_pid, clock).await {
+        for verdict in verdicts {
             report.findings.push(verdict.at(&host, node));
         }
         report.nodes.push(NodeFacts {
@@ -276,6 +284,28 @@ async fn check_host(
             .map_or(0, |index| index + 1)
     });
     report
+}
+
+/// Runs the futures concurrently as tasks and returns their outputs in the order given; a
+/// panic in one of them surfaces here.
+async fn in_plan_order<T, F>(futures: impl IntoIterator<Item = F>) -> Vec<T>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = T> + Send + 'static,
+{
+    let mut tasks = tokio::task::JoinSet::new();
+    for (index, future) in futures.into_iter().enumerate() {
+        tasks.spawn(async move { (index, future.await) });
+    }
+    let mut outputs = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(output) => outputs.push(output),
+            Err(err) => std::panic::resume_unwind(err.into_panic()),
+        }
+    }
+    outputs.sort_by_key(|(index, _)| *index);
+    outputs.into_iter().map(|(_, output)| output).collect()
 }
 
 /// The program each command line starts: its first word after any `VAR=value` assignments.

@@ -72,7 +72,7 @@ fn render_node(out: &mut String, index: usize, targets: &[NodeTarget], journal: 
     }
     let _ = writeln!(
         out,
-        "     edit {} (atomic replace, mode kept): {:?}",
+        "     edit {} (atomic replace, mode kept): {}",
         target.dist_args.display(),
         target.tls.outcome
     );
