@@ -549,37 +549,41 @@ impl<'a> Rollout<'a> {
 
     async fn verify(&mut self, index: usize) -> StepResult {
         let early = self.early_ping.take().filter(|e| e.node == index);
-        if let Some(ping) = self.targets[index].spec.commands.ping.clone() {
-            self.progress
-                .step(index, self.name(index), "checking that its ctl reaches it");
-            let early_ok = match early {
-                Some(mut early) => matches!((&mut early.task).await, Ok(Ok(()))),
-                None => false,
-            };
-            if !early_ok {
-                // No early ping (resumed run) or it gave up: one more try, whose error is the
-                // one the operator sees.
-                let timeout = self.targets[index].spec.timeouts.ping;
-                let out = self.targets[index].transport.run(&ping, timeout).await;
-                match out {
-                    Ok(out) if out.success() => {}
-                    Ok(out) => {
-                        return Err(self.step_failed(
-                            index,
-                            &format!(
-                                "its ctl cannot reach it: `{ping}` exited with {:?}: {}",
-                                out.status,
-                                out.tail()
-                            ),
-                        ));
-                    }
-                    Err(e) => {
-                        return Err(
-                            self.step_failed(index, &format!("its ctl cannot reach it: {e}"))
-                        );
-                    }
+        let Some(ping) = self.targets[index].spec.commands.ping.clone() else {
+            return self.mark(index, Step::Verified);
+        };
+        self.progress
+            .step(index, self.name(index), "checking that its ctl reaches it");
+        let timeout = self.targets[index].spec.timeouts.ping;
+        let fresh = self.targets[index].transport.run(&ping, timeout);
+        // The early ping may be halfway through an attempt begun before the node was up: race it
+        // against a fresh one. The fresh one decides unless the early one succeeds first; with
+        // no early ping (a resumed run) the fresh one alone decides.
+        let outcome = match early {
+            Some(mut early) => {
+                tokio::pin!(fresh);
+                tokio::select! {
+                    joined = &mut early.task => match joined {
+                        Ok(Ok(())) => None,
+                        _ => Some(fresh.await),
+                    },
+                    out = &mut fresh => Some(out),
                 }
             }
+            None => Some(fresh.await),
+        };
+        let failure = match outcome {
+            None => None,
+            Some(Ok(out)) if out.success() => None,
+            Some(Ok(out)) => Some(format!(
+                "`{ping}` exited with {:?}: {}",
+                out.status,
+                out.tail()
+            )),
+            Some(Err(e)) => Some(e.to_string()),
+        };
+        if let Some(why) = failure {
+            return Err(self.step_failed(index, &format!("its ctl cannot reach it: {why}")));
         }
         self.mark(index, Step::Verified)
     }
