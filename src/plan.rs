@@ -132,6 +132,9 @@ pub struct Timeouts {
     pub start: Duration,
     pub rejoin: Duration,
     pub ping: Duration,
+    /// After a stop command that did not bring the node down within `stop`: how long to wait after
+    /// SIGTERM to the node's OS pid before SIGKILL (and after SIGKILL before giving up).
+    pub kill_grace: Duration,
 }
 
 impl Default for Timeouts {
@@ -141,6 +144,7 @@ impl Default for Timeouts {
             start: Duration::from_secs(60),
             rejoin: Duration::from_secs(120),
             ping: Duration::from_secs(30),
+            kill_grace: Duration::from_secs(10),
         }
     }
 }
@@ -624,6 +628,7 @@ struct RawTimeouts {
     start: Option<Text>,
     rejoin: Option<Text>,
     ping: Option<Text>,
+    kill_grace: Option<Text>,
 }
 
 #[derive(Deserialize, Default)]
@@ -1137,6 +1142,7 @@ impl Resolver<'_> {
             ("start", settings.timeout(|t| &t.start)),
             ("rejoin", settings.timeout(|t| &t.rejoin)),
             ("ping", settings.timeout(|t| &t.ping)),
+            ("kill_grace", settings.timeout(|t| &t.kill_grace)),
         ];
         for (key, value) in timeouts {
             if let Some(value) = value {
@@ -1210,6 +1216,7 @@ impl Resolver<'_> {
             start: timeout("start", |t| &t.start, built_in.start)?,
             rejoin: timeout("rejoin", |t| &t.rejoin, built_in.rejoin)?,
             ping: timeout("ping", |t| &t.ping, built_in.ping)?,
+            kill_grace: timeout("kill_grace", |t| &t.kill_grace, built_in.kill_grace)?,
         };
 
         let tls_file = |pick: fn(&RawTls) -> &Option<Text>, top: &Text| {

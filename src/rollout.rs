@@ -363,6 +363,11 @@ impl<'a> Rollout<'a> {
 
     async fn stop(&mut self, index: usize, intent: Step, done: Step) -> StepResult {
         self.progress.step(index, self.name(index), "stopping");
+        // Its OS pid, from the node itself, in case the stop command does not bring it down.
+        let os_pid = match self.observe(index).await? {
+            NodeInfo::Up { os_pid, .. } => Some(os_pid),
+            NodeInfo::Down { .. } => None,
+        };
         self.mark(index, intent)?;
         let spec = &self.targets[index].spec;
         let (command, timeout) = (spec.commands.stop.clone(), spec.timeouts.stop);
@@ -374,18 +379,111 @@ impl<'a> Rollout<'a> {
             Err(e) => e.to_string(),
         };
         if !self.wait_running(index, Running::Down, deadline).await? {
-            return Err(self.step_failed(
-                index,
-                &format!("it still runs after its stop command. {said}"),
-            ));
-        }
-        if !said.is_empty() {
+            let Some(os_pid) = os_pid else {
+                return Err(self.step_failed(
+                    index,
+                    &format!("it still runs after its stop command. {said}"),
+                ));
+            };
+            self.force_stop(index, os_pid, &said).await?;
+        } else if !said.is_empty() {
             self.progress.note(&format!(
                 "warning: {}: {said} (the node stopped anyway)",
                 self.name(index)
             ));
         }
         self.mark(index, done)
+    }
+
+    /// The stop command did not bring the node down in time: SIGTERM to its OS pid, then SIGKILL
+    /// after `timeouts.kill_grace`, the way MongooseIM's `force_stop` does, through the node's
+    /// transport (so over SSH and with `become` too). Each signal is recorded in the journal first.
+    async fn force_stop(&mut self, index: usize, os_pid: u32, said: &str) -> StepResult {
+        let name = self.name(index).to_string();
+        let spec = &self.targets[index].spec;
+        let (grace, stop_timeout) = (spec.timeouts.kill_grace, spec.timeouts.stop);
+        // Only the process the node itself reported, and only while it still reports it.
+        match self.observe(index).await? {
+            NodeInfo::Up { os_pid: now, .. } if now != os_pid => {
+                return Err(self.step_failed(
+                    index,
+                    &format!(
+                        "it still runs after its stop command (now as OS pid {now}, was {os_pid}; not signalled). {said}"
+                    ),
+                ));
+            }
+            _ => {}
+        }
+        let started = Instant::now();
+        for signal in ["TERM", "KILL"] {
+            let what = format!(
+                "force stop: the stop command did not stop it within {} ({}); SIG{signal} to OS pid {os_pid}",
+                humantime::format_duration(stop_timeout),
+                if said.is_empty() { "it exited 0" } else { said }
+            );
+            self.progress.note(&format!("warning: {name}: {what}"));
+            self.journal.record(Some(&name), &what);
+            self.store.save(&mut self.journal)?;
+            let transport = self.targets[index].transport.clone();
+            let out = transport
+                .run(&format!("kill -{signal} {os_pid}"), Duration::from_secs(30))
+                .await?;
+            if !out.success() && self.os_process_alive(index, os_pid).await? {
+                return Err(self.step_failed(
+                    index,
+                    &format!(
+                        "cannot signal its OS pid {os_pid} (`kill -{signal} {os_pid}` on {}: {})",
+                        transport.describe(),
+                        out.tail()
+                    ),
+                ));
+            }
+            let deadline = Instant::now() + grace;
+            loop {
+                if !self.os_process_alive(index, os_pid).await? {
+                    let after = started.elapsed();
+                    let done = format!(
+                        "force stop: OS pid {os_pid} is gone {:.1}s after SIGTERM{}",
+                        after.as_secs_f64(),
+                        if signal == "KILL" {
+                            " (it took SIGKILL)"
+                        } else {
+                            ""
+                        }
+                    );
+                    self.progress.note(&format!("{name}: {done}"));
+                    self.journal.record(Some(&name), &done);
+                    let deadline = Instant::now() + grace;
+                    if !self.wait_running(index, Running::Down, deadline).await? {
+                        return Err(self.step_failed(
+                            index,
+                            &format!("OS pid {os_pid} is gone, but the node still answers"),
+                        ));
+                    }
+                    return Ok(());
+                }
+                if Instant::now() >= deadline {
+                    break;
+                }
+                self.pause_between_polls().await?;
+            }
+        }
+        Err(self.step_failed(
+            index,
+            &format!("it still runs after its stop command and SIGKILL to OS pid {os_pid}. {said}"),
+        ))
+    }
+
+    /// Whether the OS process is alive on the node's host (a zombie counts as gone).
+    async fn os_process_alive(&self, index: usize, os_pid: u32) -> Result<bool> {
+        let script = format!(
+            "if [ -r /proc/{os_pid}/stat ]; then s=$(sed -e 's/^.*) //' /proc/{os_pid}/stat 2>/dev/null | cut -c1); [ -n \"$s\" ] && [ \"$s\" != Z ] && [ \"$s\" != X ]; else kill -0 {os_pid} 2>/dev/null; fi"
+        );
+        let out = self.targets[index]
+            .transport
+            .run(&script, Duration::from_secs(30))
+            .await?;
+        Ok(out.success())
     }
 
     async fn edit(&mut self, index: usize) -> StepResult {
@@ -669,27 +767,51 @@ impl<'a> Rollout<'a> {
 
     async fn rollback_stuck(&mut self, why: &str) -> Error {
         let mut table = String::new();
+        let short = |e: &Error| {
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("").to_string();
+            if first.chars().count() > 160 {
+                format!("{}…", first.chars().take(160).collect::<String>())
+            } else {
+                first
+            }
+        };
         for index in 0..self.targets.len() {
-            let file = self.file_state(index).await.ok();
-            let running = self.observe(index).await.map(|i| Running::of_info(&i)).ok();
+            let file = self.file_state(index).await;
+            let running = match &file {
+                // The same way in failed a moment ago: do not wait for a probe too.
+                Err(_) => None,
+                Ok(_) => self.observe(index).await.map(|i| Running::of_info(&i)).ok(),
+            };
+            let unreachable = match &file {
+                Err(e) => format!(" (cannot reach it: {})", short(e)),
+                Ok(_) => String::new(),
+            };
             table.push_str(&format!(
-                "\n  {:<32} runs {:<10} vm.dist.args {}",
+                "\n  {:<32} journal {:<17} runs {:<10} vm.dist.args {}{unreachable}",
                 self.name(index),
+                self.step_of(index).label(),
                 running.map_or("unknown", Running::label),
                 match file {
-                    Some(FileState::Original) => "original",
-                    Some(FileState::Tls) => "TLS",
-                    Some(FileState::Foreign) => "changed outside distls",
-                    None => "unreadable",
+                    Ok(FileState::Original) => "original",
+                    Ok(FileState::Tls) => "TLS",
+                    Ok(FileState::Foreign) => "changed outside distls",
+                    Err(_) => "unknown",
                 }
             ));
         }
         self.journal.failure = Some(format!("rollback stopped: {why}"));
-        let _ = self.store.save(&mut self.journal);
+        let saved = self.store.save(&mut self.journal);
+        let journal_note = match saved {
+            Ok(()) => format!(
+                "the journal {} is consistent (phase rolling_back)",
+                self.store.journal_path().display()
+            ),
+            Err(e) => format!("the journal could not be updated: {e}"),
+        };
         Error::NeedsOperator(format!(
-            "the rollback could not finish: {why}\nnode states:{table}\n  hint: fix the cause, then run `distls rollback {}`; the journal {} keeps the originals' hashes and the backups sit next to each vm.dist.args",
-            self.plan.path.display(),
-            self.store.journal_path().display()
+            "the rollback could not finish: {why}\nnode states (journal step, then what distls sees now):{table}\n{journal_note}; the original vm.dist.args of each node is backed up next to it.\n  hint: fix the cause (bring the host back if it is unreachable), then run `distls rollback {plan}`; `distls status {plan}` shows where each node is",
+            plan = self.plan.path.display(),
         ))
     }
 
