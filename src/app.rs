@@ -160,6 +160,7 @@ async fn migrate_checked(
     refuse_on_failures(&findings, &plan.path)?;
     print!("{}", preflight::render_problems(&findings));
     store.lock()?;
+    store.check_space(plan.nodes.len())?;
     let journal = resumable(store.load()?);
     if let Some(journal) = &journal {
         check_resumable(journal, plan, args.allow_plan_change)?;
@@ -272,6 +273,7 @@ async fn rollback(args: PlanArgs) -> Result<()> {
     let plan = Plan::load(&args.plan)?;
     let mut store = JournalStore::new(&state_dir(&args, &plan), &plan.cluster);
     store.lock()?;
+    store.check_space(plan.nodes.len())?;
     let journal = store.load()?;
     let (transports, connections) = open_transports(&plan).await?;
     let outcome = rollback_over(&plan, store, journal, transports).await;
