@@ -313,6 +313,7 @@ fn an_unusable_state_directory_fails_before_any_node_is_stopped() {
             );
         }
         assert!(text.contains("hint:"), "{}", describe(&out));
+        eprintln!("{text}");
         assert!(
             !text.contains("stopping"),
             "no node was stopped: {}",

@@ -175,3 +175,56 @@ fn ssh_master_pid(port: u16) -> Option<u32> {
             is_master.then_some(pid)
         })
 }
+
+/// The host itself becomes unreachable mid-roll (its sshd and every session it forked are
+/// killed, new connections are refused): distls cannot roll back the nodes on it, so it stops
+/// with exit 5, the journal consistent (`rolling_back`), and a message that gives every node's
+/// journal step and what it could see, and the command to run next. Once the host is back,
+/// `distls rollback` converges: one plain mesh, every file byte-identical.
+#[test]
+fn an_unreachable_host_mid_roll_stops_with_a_consistent_journal_and_rollback_converges() {
+    let t = cluster("sshgone", 3);
+    let mut sshd = TestSshd::start(&t.cluster.dir().join("sshd"));
+    plan_over_ssh(&t, &sshd, "user_key", "known_hosts");
+    let originals = t.dist_args_files();
+    let plan = t.plan();
+    let run = t.spawn_distls(&["migrate", plan.to_str().unwrap()]);
+    t.wait_until_node_touched(1);
+    sshd.kill_all();
+    let out = run.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(5), "{}", describe(&out));
+    let text = stderr(&out);
+    let journal_now = journal(&plan);
+    assert_eq!(journal_now["phase"], "rolling_back", "{}", describe(&out));
+    for record in journal_now["nodes"].as_array().unwrap() {
+        let (name, step) = (
+            record["name"].as_str().unwrap(),
+            record["step"].as_str().unwrap(),
+        );
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(name))
+            .unwrap_or_else(|| panic!("the message lists {name}: {}", describe(&out)));
+        assert!(
+            line.contains(&format!("journal {step} ")),
+            "{name}'s line gives its journal step {step}: {line}"
+        );
+        assert!(
+            line.contains("cannot reach it") && line.contains("127.0.0.1"),
+            "{name}'s line says it cannot be reached, naming the host: {line}"
+        );
+    }
+    assert!(
+        text.contains(&format!("distls rollback {}", plan.display())),
+        "says what to run next: {}",
+        describe(&out)
+    );
+    eprintln!("{text}");
+
+    sshd.restart();
+    let back = t.distls(&["rollback", plan.to_str().unwrap()]);
+    assert!(back.status.success(), "{}", describe(&back));
+    t.wait_for_mesh("inet_tcp", "tcp");
+    t.assert_files_are(&originals);
+    assert_eq!(journal(&plan)["phase"], "rolled_back");
+}
