@@ -800,6 +800,12 @@ impl<'a> Rollout<'a> {
                 }
             ));
         }
+        let began_after = match &self.journal.failure {
+            Some(cause) if !cause.starts_with("rollback stopped:") => {
+                format!("\nthe rollback began after: {cause}")
+            }
+            _ => String::new(),
+        };
         self.journal.failure = Some(format!("rollback stopped: {why}"));
         let saved = self.store.save(&mut self.journal);
         let journal_note = match saved {
@@ -810,7 +816,7 @@ impl<'a> Rollout<'a> {
             Err(e) => format!("the journal could not be updated: {e}"),
         };
         Error::NeedsOperator(format!(
-            "the rollback could not finish: {why}\nnode states (journal step, then what distls sees now):{table}\n{journal_note}; the original vm.dist.args of each node is backed up next to it.\n  hint: fix the cause (bring the host back if it is unreachable), then run `distls rollback {plan}`; `distls status {plan}` shows where each node is",
+            "the rollback could not finish: {why}{began_after}\nnode states (journal step, then what distls sees now):{table}\n{journal_note}; every node distls edited has its original vm.dist.args backed up next to it (.distls-orig).\n  hint: fix the cause (bring the host back if it is unreachable), then run `distls rollback {plan}`; `distls status {plan}` shows where each node is",
             plan = self.plan.path.display(),
         ))
     }
