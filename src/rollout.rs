@@ -680,9 +680,11 @@ impl<'a> Rollout<'a> {
             if let Err(e) = self.store.save(&mut self.journal) {
                 return e.into();
             }
+            let table = self.node_states().await;
             return Error::StepFailed(format!(
-                "{message}\npaused (--on-failure pause): nothing was reverted.\n  hint: fix the cause and rerun `distls migrate {plan}` to retry from {node}, or run `distls rollback {plan}` to go back to plain TCP",
-                plan = self.plan.path.display()
+                "{message}\npaused (--on-failure pause): nothing was reverted; the journal {journal} says `paused`.\nnode states (journal step, then what distls sees now):{table}\n  hint: fix the cause and rerun `distls migrate {plan}` to retry from {node}, or run `distls rollback {plan}` to go back to plain TCP",
+                plan = self.plan.path.display(),
+                journal = self.store.journal_path().display()
             ));
         }
         self.journal.phase = Phase::RollingBack;
@@ -765,7 +767,8 @@ impl<'a> Rollout<'a> {
         Err(self.needs_operator(index, "its state keeps changing under distls"))
     }
 
-    async fn rollback_stuck(&mut self, why: &str) -> Error {
+    /// One line per node: its journal step, then what distls can see of it now (or why not).
+    async fn node_states(&self) -> String {
         let mut table = String::new();
         let short = |e: &Error| {
             let text = e.to_string();
@@ -800,6 +803,11 @@ impl<'a> Rollout<'a> {
                 }
             ));
         }
+        table
+    }
+
+    async fn rollback_stuck(&mut self, why: &str) -> Error {
+        let table = self.node_states().await;
         let began_after = match &self.journal.failure {
             Some(cause) if !cause.starts_with("rollback stopped:") => {
                 format!("\nthe rollback began after: {cause}")

@@ -193,10 +193,32 @@ fn an_unreachable_host_mid_roll_stops_with_a_consistent_journal_and_rollback_con
     sshd.kill_all();
     let out = run.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(5), "{}", describe(&out));
-    let text = stderr(&out);
-    let journal_now = journal(&plan);
-    assert_eq!(journal_now["phase"], "rolling_back", "{}", describe(&out));
-    for record in journal_now["nodes"].as_array().unwrap() {
+    assert_eq!(
+        journal(&plan)["phase"],
+        "rolling_back",
+        "{}",
+        describe(&out)
+    );
+    assert_every_node_state_is_named(&out, &plan, "rollback");
+    eprintln!("{}", stderr(&out));
+
+    sshd.restart();
+    let back = t.distls(&["rollback", plan.to_str().unwrap()]);
+    assert!(back.status.success(), "{}", describe(&back));
+    t.wait_for_mesh("inet_tcp", "tcp");
+    t.assert_files_are(&originals);
+    assert_eq!(journal(&plan)["phase"], "rolled_back");
+}
+
+/// The message lists every node with its journal step, says it cannot be reached (naming the
+/// host), and gives the command to run next.
+fn assert_every_node_state_is_named(
+    out: &std::process::Output,
+    plan: &std::path::Path,
+    next: &str,
+) {
+    let text = stderr(out);
+    for record in journal(plan)["nodes"].as_array().unwrap() {
         let (name, step) = (
             record["name"].as_str().unwrap(),
             record["step"].as_str().unwrap(),
@@ -204,7 +226,7 @@ fn an_unreachable_host_mid_roll_stops_with_a_consistent_journal_and_rollback_con
         let line = text
             .lines()
             .find(|l| l.trim_start().starts_with(name))
-            .unwrap_or_else(|| panic!("the message lists {name}: {}", describe(&out)));
+            .unwrap_or_else(|| panic!("the message lists {name}: {}", describe(out)));
         assert!(
             line.contains(&format!("journal {step} ")),
             "{name}'s line gives its journal step {step}: {line}"
@@ -215,16 +237,32 @@ fn an_unreachable_host_mid_roll_stops_with_a_consistent_journal_and_rollback_con
         );
     }
     assert!(
-        text.contains(&format!("distls rollback {}", plan.display())),
+        text.contains(&format!("distls {next} {}", plan.display())),
         "says what to run next: {}",
-        describe(&out)
+        describe(out)
     );
-    eprintln!("{text}");
+}
+
+/// The same with `--on-failure pause`: exit 4, journal `paused`, every node's state named; once
+/// the host is back, `distls migrate` resumes and completes.
+#[test]
+fn an_unreachable_host_mid_roll_pauses_and_the_rerun_completes() {
+    let t = cluster("sshgonep", 3);
+    let mut sshd = TestSshd::start(&t.cluster.dir().join("sshd"));
+    plan_over_ssh(&t, &sshd, "user_key", "known_hosts");
+    let plan = t.plan();
+    let run = t.spawn_distls(&["migrate", "--on-failure", "pause", plan.to_str().unwrap()]);
+    t.wait_until_node_touched(1);
+    sshd.kill_all();
+    let out = run.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", describe(&out));
+    assert_eq!(journal(&plan)["phase"], "paused", "{}", describe(&out));
+    assert_every_node_state_is_named(&out, &plan, "migrate");
+    eprintln!("{}", stderr(&out));
 
     sshd.restart();
-    let back = t.distls(&["rollback", plan.to_str().unwrap()]);
-    assert!(back.status.success(), "{}", describe(&back));
-    t.wait_for_mesh("inet_tcp", "tcp");
-    t.assert_files_are(&originals);
-    assert_eq!(journal(&plan)["phase"], "rolled_back");
+    let again = t.distls(&["migrate", plan.to_str().unwrap()]);
+    assert!(again.status.success(), "{}", describe(&again));
+    t.assert_mesh("inet_tls", "tls");
+    assert_eq!(journal(&plan)["phase"], "completed");
 }
