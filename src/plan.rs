@@ -1710,6 +1710,25 @@ defaults:
     }
 
     #[test]
+    fn kill_grace_defaults_to_ten_seconds_and_is_overridable_per_node() {
+        let source = format!(
+            "{HEADER}  timeouts:\n    kill_grace: 30s\nnodes:\n  - name: mim1@db1\n    timeouts:\n      kill_grace: 3s\n  - name: mim2@db1\n"
+        );
+        let plan = load(&source);
+        assert_eq!(plan.nodes[0].timeouts.kill_grace, Duration::from_secs(3));
+        assert_eq!(plan.nodes[1].timeouts.kill_grace, Duration::from_secs(30));
+        assert_eq!(Timeouts::default().kill_grace, Duration::from_secs(10));
+        let err = load_err(&format!(
+            "{HEADER}  timeouts:\n    kill_grace: soon\nnodes:\n  - name: mim1@db1\n"
+        ));
+        let text = err.to_string();
+        assert!(
+            text.contains("timeouts.kill_grace \"soon\" is not a duration"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn node_overrides_one_command_key_and_one_timeout() {
         let source = format!(
             "{HEADER}  timeouts:\n    stop: 2m\nnodes:\n  - name: mim1@db1\n    commands:\n      start: /usr/local/bin/start-{{name}}\n    timeouts:\n      rejoin: 5m\n    erl: /usr/lib/erlang/bin/erl\n  - name: mim2@db1\n"
