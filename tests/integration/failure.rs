@@ -72,29 +72,6 @@ fn pause_leaves_the_cluster_for_the_operator_and_rollback_reverts_it() {
     t.assert_files_are(&originals);
 }
 
-/// Processes whose argv runs `<root>/bin/ctl stop` (a stop command in progress), by pid.
-fn ctl_stop_pids(root: &std::path::Path) -> Vec<u32> {
-    let ctl = root.join("bin/ctl").display().to_string();
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse().ok()) else {
-            continue;
-        };
-        let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let argv: Vec<String> = raw
-            .split(|b| *b == 0)
-            .filter(|a| !a.is_empty())
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        if argv.contains(&ctl) && argv.last().is_some_and(|a| a == "stop") {
-            out.push(pid);
-        }
-    }
-    out
-}
-
 /// Node 1's and node 2's `ctl stop` hang without stopping them (a test knob of the rehearsal
 /// ctl), and node 2 ignores SIGTERM. distls escalates the way MongooseIM's `force_stop` does:
 /// after `timeouts.stop`, SIGTERM to the node's OS pid (learned from the node), then SIGKILL after

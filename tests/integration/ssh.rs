@@ -266,3 +266,57 @@ fn an_unreachable_host_mid_roll_pauses_and_the_rerun_completes() {
     t.assert_mesh("inet_tls", "tls");
     assert_eq!(journal(&plan)["phase"], "completed");
 }
+
+/// Node 1's `ctl stop` hangs over SSH (rehearsal knob `var/stop-hangs`): after `timeouts.stop` the
+/// remote command's whole process group is killed through the same connection (not just
+/// abandoned), distls sends SIGTERM to the node's OS pid over SSH, and the roll completes.
+#[test]
+fn a_hung_stop_over_ssh_is_killed_and_escalated() {
+    let t = cluster("sshhang", 3);
+    let sshd = TestSshd::start(&t.cluster.dir().join("sshd"));
+    let root = t.cluster.nodes()[0].root.clone();
+    std::fs::write(root.join("var/stop-hangs"), "").unwrap();
+    let plan = t.plan();
+    t.cluster.write_plan_with(|index| {
+        if index == 0 {
+            "    timeouts:\n      stop: 5s\n      kill_grace: 20s\n".to_string()
+        } else {
+            String::new()
+        }
+    });
+    plan_over_ssh(&t, &sshd, "user_key", "known_hosts");
+    let os_pid = t.cluster.node_os_pid(0).unwrap();
+    let mut run = t.spawn_distls(&["migrate", plan.to_str().unwrap()]);
+    let mut hung = Vec::new();
+    let mut exited = false;
+    t.cluster
+        .wait_until(
+            "node 1's ctl stop to hang",
+            std::time::Duration::from_secs(120),
+            || {
+                hung = ctl_stop_pids(&root);
+                exited = run.try_wait().unwrap().is_some();
+                !hung.is_empty() || exited
+            },
+        )
+        .unwrap();
+    let out = run.wait_with_output().unwrap();
+    std::fs::remove_file(root.join("var/stop-hangs")).unwrap();
+    assert!(
+        !exited,
+        "distls ended before the stop hung: {}",
+        describe(&out)
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    eprintln!("{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("SIGTERM to OS pid {os_pid}")),
+        "{}",
+        describe(&out)
+    );
+    t.assert_mesh("inet_tls", "tls");
+    assert!(
+        ctl_stop_pids(&root).is_empty(),
+        "the remote `ctl stop` (pids {hung:?}) was killed with its process group"
+    );
+}
