@@ -29,12 +29,15 @@ pub enum Running {
     Down,
     Plain,
     Tls,
+    /// Its VM runs (registered with epmd) but answers neither probe, plain nor TLS.
+    Unreachable,
 }
 
 impl Running {
     pub fn of_info(info: &NodeInfo) -> Self {
         match info {
             NodeInfo::Down { .. } => Running::Down,
+            NodeInfo::Unreachable { .. } => Running::Unreachable,
             _ if info.runs_tls() => Running::Tls,
             _ => Running::Plain,
         }
@@ -45,9 +48,12 @@ impl Running {
             Running::Down => "down",
             Running::Plain => "plain tcp",
             Running::Tls => "tls",
+            Running::Unreachable => "unreachable",
         }
     }
 }
+
+const UNREACHABLE: &str = "its VM runs (it is registered with epmd) but answers neither over plain TCP nor over TLS; check its log, then stop or fix it by hand";
 
 /// What to do next for a node on its way to TLS, given its file and what it runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +83,10 @@ pub fn forward_action(
         (FileState::Tls, Running::Tls) if step == Step::Rejoined => Ok(Verify),
         (FileState::Tls, Running::Tls) => Ok(Done),
         (FileState::Tls, Running::Plain) => Ok(RestoreFile),
+        // Still booting after a start, or up with something its peers reject: the start step
+        // waits for it, and fails (policy applies) if it never answers.
+        (FileState::Tls, Running::Unreachable) => Ok(Start),
+        (FileState::Original, Running::Unreachable) => Err(UNREACHABLE.into()),
         (FileState::Original, Running::Tls) => Err(
             "it runs TLS but its vm.dist.args is the plain original; its ctl cannot reach it"
                 .into(),
@@ -99,7 +109,8 @@ pub fn backward_action(
     running: Running,
 ) -> std::result::Result<BackwardAction, String> {
     match (file, running) {
-        (FileState::Tls, Running::Tls) => Ok(BackwardAction::Stop),
+        (FileState::Tls, Running::Tls | Running::Unreachable) => Ok(BackwardAction::Stop),
+        (FileState::Original, Running::Unreachable) => Err(UNREACHABLE.into()),
         (FileState::Tls, _) => Ok(BackwardAction::RestoreFile),
         (FileState::Original, Running::Down) => Ok(BackwardAction::Start),
         (FileState::Original, Running::Plain) => Ok(BackwardAction::AwaitRejoin),
@@ -366,6 +377,10 @@ impl<'a> Rollout<'a> {
         // Its OS pid, from the node itself, in case the stop command does not bring it down.
         let os_pid = match self.observe(index).await? {
             NodeInfo::Up { os_pid, .. } => Some(os_pid),
+            // No rpc possible: the VM listening on the port epmd gives for it is the node.
+            NodeInfo::Unreachable { epmd_port, .. } => {
+                self.beam_listening_on(index, epmd_port).await?
+            }
             NodeInfo::Down { .. } => None,
         };
         self.mark(index, intent)?;
@@ -472,6 +487,33 @@ impl<'a> Rollout<'a> {
             index,
             &format!("it still runs after its stop command and SIGKILL to OS pid {os_pid}. {said}"),
         ))
+    }
+
+    /// The OS pid of the Erlang VM (`beam*`) listening on `port` on the node's host (Linux /proc),
+    /// if there is one.
+    async fn beam_listening_on(&self, index: usize, port: u16) -> Result<Option<u32>> {
+        let script = format!(
+            r#"hex=$(printf ':%04X' {port})
+for inode in $(awk -v p="$hex" '$4 == "0A" && substr($2, length($2) - 4) == p {{ print $10 }}' /proc/net/tcp /proc/net/tcp6 2>/dev/null); do
+  for fd in $(find /proc/[0-9]*/fd -maxdepth 1 -lname "socket:\[$inode\]" 2>/dev/null); do
+    pid=${{fd#/proc/}}; pid=${{pid%%/*}}
+    case "$(cat /proc/$pid/comm 2>/dev/null)" in beam*) echo "$pid"; exit 0;; esac
+  done
+done
+exit 1"#
+        );
+        let out = self.targets[index]
+            .transport
+            .run(&script, Duration::from_secs(30))
+            .await?;
+        let pid = out.stdout.trim().parse().ok().filter(|_| out.success());
+        tracing::debug!(
+            node = self.name(index),
+            port,
+            ?pid,
+            "VM listening on its port"
+        );
+        Ok(pid)
     }
 
     /// Whether the OS process is alive on the node's host (a zombie counts as gone).
@@ -587,10 +629,15 @@ impl<'a> Rollout<'a> {
         }
         if !self.wait_running(index, expect, deadline).await? {
             let now = Running::of_info(&self.observe(index).await?);
+            let why = if now == Running::Unreachable {
+                ": its VM runs (registered with epmd) but answers neither over plain TCP nor over TLS, as happens when its certificate, key or CA is rejected; see its log"
+            } else {
+                ""
+            };
             return Err(self.step_failed(
                 index,
                 &format!(
-                    "it is {} {} after its start command (expected {})",
+                    "it is {} {} after its start command (expected {}){why}",
                     now.label(),
                     humantime::format_duration(timeout),
                     expect.label()
@@ -1124,8 +1171,14 @@ pub async fn observe_with(probes: &ProbePool, target: &NodeTarget) -> Result<Nod
                 tls_done = Some(info);
             }
         }
-        if let (Some(info), Some(_)) = (&plain_done, &tls_done) {
-            return Ok(info.clone());
+        if let (Some(plain), Some(tls)) = (&plain_done, &tls_done) {
+            // Unreachable only when both probes found it registered with epmd; a probe that
+            // found it gone wins.
+            return Ok(match (plain, tls) {
+                (NodeInfo::Unreachable { .. }, NodeInfo::Unreachable { .. }) => plain.clone(),
+                (NodeInfo::Down { .. }, _) => plain.clone(),
+                _ => tls.clone(),
+            });
         }
     }
 }

@@ -342,3 +342,77 @@ fn an_unusable_state_directory_fails_before_any_node_is_stopped() {
     assert_eq!(pids, after, "no node restarted");
     t.assert_mesh("inet_tcp", "tcp");
 }
+
+/// Replace `path` atomically (temp file + rename), as an operator's deploy tool would.
+fn replace_file(path: &std::path::Path, from: &std::path::Path) {
+    let temp = path.with_extension("swap-tmp");
+    std::fs::copy(from, &temp).unwrap();
+    std::fs::rename(&temp, path).unwrap();
+}
+
+/// Node 2's certificate and key (its own per-node `tls:` files, a copy of the cluster's that the
+/// preflight accepts) are replaced, once the roll has reached node 2, by ones from another CA.
+/// It starts on TLS, but nobody accepts it: not its peers, not distls's probes, not its own ctl.
+/// distls sees its VM running but unreachable (registered with epmd), fails the start, and rolls
+/// back: node 2's `ctl stop` cannot reach it either, so distls finds the VM listening on the port
+/// epmd gives for it and escalates (SIGTERM); then one plain mesh, every file byte-identical.
+#[test]
+fn a_node_that_everyone_rejects_is_stopped_by_pid_and_rolled_back() {
+    let t = cluster("rejected", 3);
+    let originals = t.dist_args_files();
+    let own = t.cluster.dir().join("node2-ssl");
+    std::fs::create_dir_all(&own).unwrap();
+    let tls = t.cluster.tls_files().clone();
+    let (cert, key, ca) = (
+        own.join("cert.pem"),
+        own.join("key.pem"),
+        own.join("cacert.pem"),
+    );
+    for (from, to) in [
+        (&tls.certfile, &cert),
+        (&tls.keyfile, &key),
+        (&tls.cacertfile, &ca),
+    ] {
+        std::fs::copy(from, to).unwrap();
+    }
+    t.cluster.write_plan_with(|index| {
+        if index == 1 {
+            format!(
+                "    timeouts:\n      start: 20s\n      stop: 10s\n      kill_grace: 10s\n    tls:\n      certfile: \"{}\"\n      keyfile: \"{}\"\n      cacertfile: \"{}\"\n",
+                cert.display(),
+                key.display(),
+                ca.display()
+            )
+        } else {
+            String::new()
+        }
+    });
+    let plan = t.plan();
+    let run = t.spawn_distls(&["migrate", plan.to_str().unwrap()]);
+    t.wait_until_node_touched(1);
+    let foreign = distls::rehearsal::write_foreign_ca_cert(&t.cluster.dir().join("foreign-ssl"))
+        .expect("foreign certificate");
+    replace_file(&key, &foreign.keyfile);
+    replace_file(&cert, &foreign.certfile);
+    let out = run.wait_with_output().unwrap();
+    eprintln!("{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(4), "{}", describe(&out));
+    let text = stderr(&out);
+    let second = &t.node_names()[1];
+    assert!(
+        text.contains(&format!(
+            "node {second}: it is unreachable 20s after its start command (expected tls)"
+        )) && text.contains("registered with epmd"),
+        "{}",
+        describe(&out)
+    );
+    assert!(
+        text.contains("SIGTERM to OS pid"),
+        "stopped by pid: {}",
+        describe(&out)
+    );
+    assert!(text.contains("rolled back"), "{}", describe(&out));
+    t.wait_for_mesh("inet_tcp", "tcp");
+    t.assert_files_are(&originals);
+    assert_eq!(journal(&plan)["phase"], "rolled_back");
+}
