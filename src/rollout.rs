@@ -431,12 +431,25 @@ impl<'a> Rollout<'a> {
         }
         let started = Instant::now();
         for signal in ["TERM", "KILL"] {
-            let what = format!(
-                "force stop: the stop command did not stop it within {} ({}); SIG{signal} to OS pid {os_pid}",
-                humantime::format_duration(stop_timeout),
-                if said.is_empty() { "it exited 0" } else { said }
-            );
-            self.progress.note(&format!("warning: {name}: {what}"));
+            let what = if signal == "TERM" {
+                format!(
+                    "force stop: still running {} after its stop command; SIGTERM to OS pid {os_pid}",
+                    humantime::format_duration(stop_timeout)
+                )
+            } else {
+                format!(
+                    "force stop: still running {} after SIGTERM; SIGKILL to OS pid {os_pid}",
+                    humantime::format_duration(grace)
+                )
+            };
+            let detail = if signal == "TERM" && !said.is_empty() {
+                format!(" (the stop command: {said})")
+            } else {
+                String::new()
+            };
+            self.progress
+                .note(&format!("warning: {name}: {what}{detail}"));
+            // The journal gets the fact, not the command's output.
             self.journal.record(Some(&name), &what);
             self.store.save(&mut self.journal)?;
             let transport = self.targets[index].transport.clone();
