@@ -339,7 +339,7 @@ async fn status_over(
     }
     let probes = rollout::probe_pool(&targets)?;
     println!(
-        "{:<28} {:<12} {:<10} {:<10} LINKS",
+        "{:<28} {:<16} {:<10} {:<11} LINKS",
         "NODE", "JOURNAL", "FILE", "RUNS"
     );
     for target in &targets {
@@ -354,7 +354,7 @@ async fn status_over(
             FileState::Foreign => "changed",
         };
         println!(
-            "{:<28} {:<12} {:<10} {:<10} {}",
+            "{:<28} {:<16} {:<10} {:<11} {}",
             target.name(),
             step,
             file,
@@ -376,13 +376,13 @@ fn print_summary(rows: &[NodeSummary]) {
     if rows.is_empty() {
         return;
     }
-    println!("{:<28} {:<10} {:<8} LINKS", "NODE", "RUNS", "TOOK");
+    println!("{:<28} {:<11} {:<8} LINKS", "NODE", "RUNS", "TOOK");
     for row in rows {
         let took = row
             .took
             .map_or("-".to_string(), |d| format!("{:.1}s", d.as_secs_f64()));
         println!(
-            "{:<28} {:<10} {:<8} {}",
+            "{:<28} {:<11} {:<8} {}",
             row.name,
             row.running.label(),
             took,

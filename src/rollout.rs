@@ -1253,6 +1253,13 @@ mod tests {
             f(FileState::Tls, Running::Plain, Step::Pending),
             RestoreFile
         );
+        // Registered with epmd but answering neither probe: the start step waits for it (and
+        // fails, policy applies, if it never answers); a plain-file node like that needs a person.
+        assert_eq!(
+            f(FileState::Tls, Running::Unreachable, Step::Starting),
+            Start
+        );
+        assert!(forward_action(FileState::Original, Running::Unreachable, Step::Pending).is_err());
         assert!(forward_action(FileState::Original, Running::Tls, Step::Pending).is_err());
         assert!(forward_action(FileState::Foreign, Running::Plain, Step::Pending).is_err());
     }
@@ -1274,5 +1281,11 @@ mod tests {
             AwaitRejoin
         );
         assert!(backward_action(FileState::Original, Running::Tls).is_err());
+        // A TLS node nobody can reach is stopped (its ctl, then its pid from its epmd port).
+        assert_eq!(
+            backward_action(FileState::Tls, Running::Unreachable).unwrap(),
+            Stop
+        );
+        assert!(backward_action(FileState::Original, Running::Unreachable).is_err());
     }
 }
