@@ -416,3 +416,58 @@ fn a_node_that_everyone_rejects_is_stopped_by_pid_and_rolled_back() {
     t.assert_files_are(&originals);
     assert_eq!(journal(&plan)["phase"], "rolled_back");
 }
+
+/// Rollback under a fault: node 3's start fails with TLS, and by then node 1's `ctl stop` hangs
+/// (the knob is set once node 1 is verified). The rollback escalates on node 1 (SIGTERM to its
+/// OS pid) and still brings the whole cluster back to one plain mesh, files byte-identical.
+#[test]
+fn a_rollback_whose_stop_hangs_escalates_and_still_converges() {
+    let t = cluster("rbhang", 3);
+    let originals = t.dist_args_files();
+    let roots: Vec<_> = t.cluster.nodes().iter().map(|n| n.root.clone()).collect();
+    let failing_start = format!(
+        "if grep -q '^-proto_dist inet_tls' {args}; then echo 'refusing to start with TLS' >&2; exit 1; fi; exec {ctl} start",
+        args = t.dist_args_path(2).display(),
+        ctl = roots[2].join("bin/ctl").display()
+    );
+    t.cluster.write_plan_with(|index| match index {
+        0 => "    timeouts:\n      stop: 5s\n      kill_grace: 20s\n".to_string(),
+        2 => format!("    commands:\n      start: \"{failing_start}\"\n"),
+        _ => String::new(),
+    });
+    let plan = t.plan();
+    let first = t.node_names()[0].clone();
+    let run = t.spawn_distls(&["migrate", plan.to_str().unwrap()]);
+    t.cluster
+        .wait_until(
+            "node 1 to be verified on TLS",
+            std::time::Duration::from_secs(120),
+            || {
+                journal_if_any(&plan).is_some_and(|j| {
+                    j["nodes"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|n| n["name"] == first.as_str() && n["step"] == "verified")
+                })
+            },
+        )
+        .unwrap();
+    std::fs::write(roots[0].join("var/stop-hangs"), "").unwrap();
+    let os_pid = t.cluster.node_os_pid(0).unwrap();
+    let out = run.wait_with_output().unwrap();
+    std::fs::remove_file(roots[0].join("var/stop-hangs")).unwrap();
+    eprintln!("{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(4), "{}", describe(&out));
+    let text = stderr(&out);
+    assert!(text.contains("refusing to start with TLS"), "{text}");
+    assert!(
+        text.contains(&format!("SIGTERM to OS pid {os_pid}")),
+        "the rollback escalated on node 1: {text}"
+    );
+    assert!(text.contains("rolled back"), "{text}");
+    t.wait_for_mesh("inet_tcp", "tcp");
+    t.assert_files_are(&originals);
+    assert_eq!(journal(&plan)["phase"], "rolled_back");
+    assert!(ctl_stop_pids(&roots[0]).is_empty(), "no hung ctl stop left");
+}
