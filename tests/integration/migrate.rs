@@ -208,8 +208,14 @@ fn the_cookie_and_the_private_key_stay_secret() {
         assert!(found.is_empty(), "{found:?} in {what}");
     }
     let state_dir = plan.parent().unwrap().join(".distls");
+    let mode = |path: &std::path::Path| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    };
+    assert_eq!(mode(&state_dir), 0o700, "the state directory is private");
     let mut files = 0;
     for entry in std::fs::read_dir(&state_dir).unwrap().flatten() {
+        assert_eq!(mode(&entry.path()), 0o600, "{}", entry.path().display());
         let text = String::from_utf8_lossy(&std::fs::read(entry.path()).unwrap()).into_owned();
         let found = leaks(&text);
         assert!(found.is_empty(), "{found:?} in {}", entry.path().display());
@@ -218,6 +224,7 @@ fn the_cookie_and_the_private_key_stay_secret() {
     assert!(files >= 2, "journal and lock checked");
     for node in 0..3 {
         let backup = format!("{}.distls-orig", t.dist_args_path(node).display());
+        assert_eq!(mode(std::path::Path::new(&backup)), 0o600, "{backup}");
         let text = std::fs::read_to_string(&backup).unwrap();
         assert!(leaks(&text).is_empty(), "{backup}");
         let etc = t.dist_args_path(node).parent().unwrap().to_path_buf();
