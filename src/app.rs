@@ -160,6 +160,7 @@ async fn migrate_checked(
     refuse_on_failures(&findings, &plan.path)?;
     print!("{}", preflight::render_problems(&findings));
     store.lock()?;
+    store.check_space(plan.nodes.len())?;
     let journal = resumable(store.load()?);
     if let Some(journal) = &journal {
         check_resumable(journal, plan, args.allow_plan_change)?;
@@ -272,6 +273,7 @@ async fn rollback(args: PlanArgs) -> Result<()> {
     let plan = Plan::load(&args.plan)?;
     let mut store = JournalStore::new(&state_dir(&args, &plan), &plan.cluster);
     store.lock()?;
+    store.check_space(plan.nodes.len())?;
     let journal = store.load()?;
     let (transports, connections) = open_transports(&plan).await?;
     let outcome = rollback_over(&plan, store, journal, transports).await;
@@ -337,7 +339,7 @@ async fn status_over(
     }
     let probes = rollout::probe_pool(&targets)?;
     println!(
-        "{:<28} {:<12} {:<10} {:<10} LINKS",
+        "{:<28} {:<16} {:<10} {:<11} LINKS",
         "NODE", "JOURNAL", "FILE", "RUNS"
     );
     for target in &targets {
@@ -352,7 +354,7 @@ async fn status_over(
             FileState::Foreign => "changed",
         };
         println!(
-            "{:<28} {:<12} {:<10} {:<10} {}",
+            "{:<28} {:<16} {:<10} {:<11} {}",
             target.name(),
             step,
             file,
@@ -374,13 +376,13 @@ fn print_summary(rows: &[NodeSummary]) {
     if rows.is_empty() {
         return;
     }
-    println!("{:<28} {:<10} {:<8} LINKS", "NODE", "RUNS", "TOOK");
+    println!("{:<28} {:<11} {:<8} LINKS", "NODE", "RUNS", "TOOK");
     for row in rows {
         let took = row
             .took
             .map_or("-".to_string(), |d| format!("{:.1}s", d.as_secs_f64()));
         println!(
-            "{:<28} {:<10} {:<8} {}",
+            "{:<28} {:<11} {:<8} {}",
             row.name,
             row.running.label(),
             took,

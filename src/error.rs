@@ -61,7 +61,7 @@ impl Error {
             Error::Interrupted(_) => exit_code::INTERRUPTED,
             Error::Journal(JournalError::Locked { .. }) => exit_code::LOCKED,
             Error::Journal(JournalError::Unreadable { .. }) => exit_code::INVALID_INPUT,
-            Error::Journal(JournalError::Io { .. })
+            Error::Journal(JournalError::Io { .. } | JournalError::NoSpace { .. })
             | Error::Probe(_)
             | Error::Transport(_)
             | Error::Internal(_) => exit_code::INTERNAL,

@@ -137,8 +137,19 @@ impl Journal {
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
-    #[error("{path}: {source}")]
+    #[error(
+        "{path}: {source}\n  hint: distls keeps its journal and lock in {dir}: make it a writable directory with free space (or pass --state-dir DIR), then rerun",
+        dir = path.parent().unwrap_or(Path::new(".")).display()
+    )]
     Io { path: PathBuf, source: io::Error },
+    #[error(
+        "{dir}: only {available} bytes free, the journal of this run needs {needed}; this run changed nothing\n  hint: free space there, or pass --state-dir DIR on a filesystem with room, then rerun"
+    )]
+    NoSpace {
+        dir: PathBuf,
+        available: u64,
+        needed: u64,
+    },
     #[error(
         "{path}: not a distls journal this version can read ({reason})\n  hint: finish or roll back with the distls version that wrote it, or move the file away to start over"
     )]
@@ -203,6 +214,26 @@ impl JournalStore {
         Ok(())
     }
 
+    /// Before the first side effect: the state directory must have room for every journal write
+    /// of the run (each one is a complete copy beside the old file until the rename), so a full
+    /// disk stops the run here rather than between a node's stop and its next journal entry.
+    pub fn check_space(&self, nodes: usize) -> Result<(), JournalError> {
+        let dir = self.journal_path.parent().unwrap_or(Path::new("."));
+        let needed = JOURNAL_SPACE_BASE + JOURNAL_SPACE_PER_NODE * nodes as u64;
+        let available = free_bytes(dir).map_err(|source| JournalError::Io {
+            path: self.journal_path.clone(),
+            source,
+        })?;
+        if available < needed {
+            return Err(JournalError::NoSpace {
+                dir: dir.to_path_buf(),
+                available,
+                needed,
+            });
+        }
+        Ok(())
+    }
+
     pub fn load(&self) -> Result<Option<Journal>, JournalError> {
         let bytes = match fs::read(&self.journal_path) {
             Ok(b) => b,
@@ -240,6 +271,24 @@ impl JournalStore {
             source,
         })
     }
+}
+
+/// Room the journal needs: twice its largest size (old file + new copy), with margin. A node's
+/// record and its events over a whole roll and rollback stay well under 4 KiB.
+const JOURNAL_SPACE_BASE: u64 = 64 * 1024;
+const JOURNAL_SPACE_PER_NODE: u64 = 8 * 1024;
+
+fn free_bytes(dir: &Path) -> io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: statvfs fills the zeroed struct; the path is a valid NUL-terminated string.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stat) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+    Ok(u64::from(stat.f_bavail as u64) * u64::from(stat.f_frsize as u64))
 }
 
 trait PrivateMode {

@@ -132,6 +132,9 @@ pub struct Timeouts {
     pub start: Duration,
     pub rejoin: Duration,
     pub ping: Duration,
+    /// After a stop command that did not bring the node down within `stop`: how long to wait after
+    /// SIGTERM to the node's OS pid before SIGKILL (and after SIGKILL before giving up).
+    pub kill_grace: Duration,
 }
 
 impl Default for Timeouts {
@@ -141,6 +144,7 @@ impl Default for Timeouts {
             start: Duration::from_secs(60),
             rejoin: Duration::from_secs(120),
             ping: Duration::from_secs(30),
+            kill_grace: Duration::from_secs(10),
         }
     }
 }
@@ -624,6 +628,7 @@ struct RawTimeouts {
     start: Option<Text>,
     rejoin: Option<Text>,
     ping: Option<Text>,
+    kill_grace: Option<Text>,
 }
 
 #[derive(Deserialize, Default)]
@@ -1137,6 +1142,7 @@ impl Resolver<'_> {
             ("start", settings.timeout(|t| &t.start)),
             ("rejoin", settings.timeout(|t| &t.rejoin)),
             ("ping", settings.timeout(|t| &t.ping)),
+            ("kill_grace", settings.timeout(|t| &t.kill_grace)),
         ];
         for (key, value) in timeouts {
             if let Some(value) = value {
@@ -1210,6 +1216,7 @@ impl Resolver<'_> {
             start: timeout("start", |t| &t.start, built_in.start)?,
             rejoin: timeout("rejoin", |t| &t.rejoin, built_in.rejoin)?,
             ping: timeout("ping", |t| &t.ping, built_in.ping)?,
+            kill_grace: timeout("kill_grace", |t| &t.kill_grace, built_in.kill_grace)?,
         };
 
         let tls_file = |pick: fn(&RawTls) -> &Option<Text>, top: &Text| {
@@ -1700,6 +1707,25 @@ defaults:
 
         let err = load_err(&format!("{SAMPLE}on_failure: abort\n"));
         assert_error(&err, 17, 13, "on_failure \"abort\"");
+    }
+
+    #[test]
+    fn kill_grace_defaults_to_ten_seconds_and_is_overridable_per_node() {
+        let source = format!(
+            "{HEADER}  timeouts:\n    kill_grace: 30s\nnodes:\n  - name: mim1@db1\n    timeouts:\n      kill_grace: 3s\n  - name: mim2@db1\n"
+        );
+        let plan = load(&source);
+        assert_eq!(plan.nodes[0].timeouts.kill_grace, Duration::from_secs(3));
+        assert_eq!(plan.nodes[1].timeouts.kill_grace, Duration::from_secs(30));
+        assert_eq!(Timeouts::default().kill_grace, Duration::from_secs(10));
+        let err = load_err(&format!(
+            "{HEADER}  timeouts:\n    kill_grace: soon\nnodes:\n  - name: mim1@db1\n"
+        ));
+        let text = err.to_string();
+        assert!(
+            text.contains("timeouts.kill_grace \"soon\" is not a duration"),
+            "{text}"
+        );
     }
 
     #[test]

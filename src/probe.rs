@@ -34,6 +34,12 @@ pub enum NodeInfo {
         os_pid: u32,
         peers: Vec<PeerLink>,
     },
+    /// Registered with epmd (so its VM runs) but not answering this probe: e.g. it speaks the
+    /// other protocol's peer can not reach, or its certificate is rejected.
+    Unreachable {
+        epmd_port: u16,
+        reason: String,
+    },
     Down {
         reason: String,
     },
@@ -56,7 +62,7 @@ impl NodeInfo {
                 .filter(|p| p.up && !p.hidden)
                 .map(|p| (p.node.as_str(), p.tls))
                 .collect(),
-            NodeInfo::Down { .. } => Vec::new(),
+            NodeInfo::Unreachable { .. } | NodeInfo::Down { .. } => Vec::new(),
         }
     }
 
@@ -202,6 +208,15 @@ fn parse_info(reply: &str) -> NodeInfo {
                 peers,
             }
         }
+        Some("unreachable") => match words.next().and_then(|p| p.parse().ok()) {
+            Some(epmd_port) => NodeInfo::Unreachable {
+                epmd_port,
+                reason: words.next().unwrap_or("unknown").to_string(),
+            },
+            None => NodeInfo::Down {
+                reason: format!("unexpected probe reply `{reply}`"),
+            },
+        },
         Some("down") => NodeInfo::Down {
             reason: words.next().unwrap_or("unknown").to_string(),
         },
@@ -537,5 +552,16 @@ mod tests {
         );
         let info = parse_info("up inet_tcp 1 -");
         assert!(info.is_up() && !info.runs_tls() && info.live_links().is_empty());
+        assert_eq!(
+            parse_info("unreachable 40123 nodedown"),
+            NodeInfo::Unreachable {
+                epmd_port: 40123,
+                reason: "nodedown".into()
+            }
+        );
+        assert!(matches!(
+            parse_info("unreachable x nodedown"),
+            NodeInfo::Down { .. }
+        ));
     }
 }

@@ -31,12 +31,15 @@ pub enum Running {
     Down,
     Plain,
     Tls,
+    /// Its VM runs (registered with epmd) but answers neither probe, plain nor TLS.
+    Unreachable,
 }
 
 impl Running {
     pub fn of_info(info: &NodeInfo) -> Self {
         match info {
             NodeInfo::Down { .. } => Running::Down,
+            NodeInfo::Unreachable { .. } => Running::Unreachable,
             _ if info.runs_tls() => Running::Tls,
             _ => Running::Plain,
         }
@@ -47,9 +50,12 @@ impl Running {
             Running::Down => "down",
             Running::Plain => "plain tcp",
             Running::Tls => "tls",
+            Running::Unreachable => "unreachable",
         }
     }
 }
+
+const UNREACHABLE: &str = "its VM runs (it is registered with epmd) but answers neither over plain TCP nor over TLS; check its log, then stop or fix it by hand";
 
 /// What to do next for a node on its way to TLS, given its file and what it runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +85,10 @@ pub fn forward_action(
         (FileState::Tls, Running::Tls) if step == Step::Rejoined => Ok(Verify),
         (FileState::Tls, Running::Tls) => Ok(Done),
         (FileState::Tls, Running::Plain) => Ok(RestoreFile),
+        // Still booting after a start, or up with something its peers reject: the start step
+        // waits for it, and fails (policy applies) if it never answers.
+        (FileState::Tls, Running::Unreachable) => Ok(Start),
+        (FileState::Original, Running::Unreachable) => Err(UNREACHABLE.into()),
         (FileState::Original, Running::Tls) => Err(
             "it runs TLS but its vm.dist.args is the plain original; its ctl cannot reach it"
                 .into(),
@@ -101,7 +111,8 @@ pub fn backward_action(
     running: Running,
 ) -> std::result::Result<BackwardAction, String> {
     match (file, running) {
-        (FileState::Tls, Running::Tls) => Ok(BackwardAction::Stop),
+        (FileState::Tls, Running::Tls | Running::Unreachable) => Ok(BackwardAction::Stop),
+        (FileState::Original, Running::Unreachable) => Err(UNREACHABLE.into()),
         (FileState::Tls, _) => Ok(BackwardAction::RestoreFile),
         (FileState::Original, Running::Down) => Ok(BackwardAction::Start),
         (FileState::Original, Running::Plain) => Ok(BackwardAction::AwaitRejoin),
@@ -381,6 +392,15 @@ impl<'a> Rollout<'a> {
 
     async fn stop(&mut self, index: usize, intent: Step, done: Step) -> StepResult {
         self.progress.step(index, self.name(index), "stopping");
+        // Its OS pid, from the node itself, in case the stop command does not bring it down.
+        let os_pid = match self.observe(index).await? {
+            NodeInfo::Up { os_pid, .. } => Some(os_pid),
+            // No rpc possible: the VM listening on the port epmd gives for it is the node.
+            NodeInfo::Unreachable { epmd_port, .. } => {
+                self.beam_listening_on(index, epmd_port).await?
+            }
+            NodeInfo::Down { .. } => None,
+        };
         self.mark(index, intent)?;
         let spec = &self.targets[index].spec;
         let (command, timeout) = (spec.commands.stop.clone(), spec.timeouts.stop);
@@ -392,18 +412,151 @@ impl<'a> Rollout<'a> {
             Err(e) => e.to_string(),
         };
         if !self.wait_running(index, Running::Down, deadline).await? {
-            return Err(self.step_failed(
-                index,
-                &format!("it still runs after its stop command. {said}"),
-            ));
-        }
-        if !said.is_empty() {
+            let Some(os_pid) = os_pid else {
+                return Err(self.step_failed(
+                    index,
+                    &format!("it still runs after its stop command. {said}"),
+                ));
+            };
+            self.force_stop(index, os_pid, &said).await?;
+        } else if !said.is_empty() {
             self.progress.note(&format!(
                 "warning: {}: {said} (the node stopped anyway)",
                 self.name(index)
             ));
         }
         self.mark(index, done)
+    }
+
+    /// The stop command did not bring the node down in time: SIGTERM to its OS pid, then SIGKILL
+    /// after `timeouts.kill_grace`, the way MongooseIM's `force_stop` does, through the node's
+    /// transport (so over SSH and with `become` too). Each signal is recorded in the journal first.
+    async fn force_stop(&mut self, index: usize, os_pid: u32, said: &str) -> StepResult {
+        let name = self.name(index).to_string();
+        let spec = &self.targets[index].spec;
+        let (grace, stop_timeout) = (spec.timeouts.kill_grace, spec.timeouts.stop);
+        // Only the process the node itself reported, and only while it still reports it.
+        match self.observe(index).await? {
+            NodeInfo::Up { os_pid: now, .. } if now != os_pid => {
+                return Err(self.step_failed(
+                    index,
+                    &format!(
+                        "it still runs after its stop command (now as OS pid {now}, was {os_pid}; not signalled). {said}"
+                    ),
+                ));
+            }
+            _ => {}
+        }
+        let started = Instant::now();
+        for signal in ["TERM", "KILL"] {
+            let what = if signal == "TERM" {
+                format!(
+                    "force stop: still running {} after its stop command; SIGTERM to OS pid {os_pid}",
+                    humantime::format_duration(stop_timeout)
+                )
+            } else {
+                format!(
+                    "force stop: still running {} after SIGTERM; SIGKILL to OS pid {os_pid}",
+                    humantime::format_duration(grace)
+                )
+            };
+            let detail = if signal == "TERM" && !said.is_empty() {
+                format!(" (the stop command: {said})")
+            } else {
+                String::new()
+            };
+            self.progress
+                .note(&format!("warning: {name}: {what}{detail}"));
+            // The journal gets the fact, not the command's output.
+            self.journal.record(Some(&name), &what);
+            self.store.save(&mut self.journal)?;
+            let transport = self.targets[index].transport.clone();
+            let out = transport
+                .run(&format!("kill -{signal} {os_pid}"), Duration::from_secs(30))
+                .await?;
+            if !out.success() && self.os_process_alive(index, os_pid).await? {
+                return Err(self.step_failed(
+                    index,
+                    &format!(
+                        "cannot signal its OS pid {os_pid} (`kill -{signal} {os_pid}` on {}: {})",
+                        transport.describe(),
+                        out.tail()
+                    ),
+                ));
+            }
+            let deadline = Instant::now() + grace;
+            loop {
+                if !self.os_process_alive(index, os_pid).await? {
+                    let after = started.elapsed();
+                    let done = format!(
+                        "force stop: OS pid {os_pid} is gone {:.1}s after SIGTERM{}",
+                        after.as_secs_f64(),
+                        if signal == "KILL" {
+                            " (it took SIGKILL)"
+                        } else {
+                            ""
+                        }
+                    );
+                    self.progress.note(&format!("{name}: {done}"));
+                    self.journal.record(Some(&name), &done);
+                    let deadline = Instant::now() + grace;
+                    if !self.wait_running(index, Running::Down, deadline).await? {
+                        return Err(self.step_failed(
+                            index,
+                            &format!("OS pid {os_pid} is gone, but the node still answers"),
+                        ));
+                    }
+                    return Ok(());
+                }
+                if Instant::now() >= deadline {
+                    break;
+                }
+                self.pause_between_polls().await?;
+            }
+        }
+        Err(self.step_failed(
+            index,
+            &format!("it still runs after its stop command and SIGKILL to OS pid {os_pid}. {said}"),
+        ))
+    }
+
+    /// The OS pid of the Erlang VM (`beam*`) listening on `port` on the node's host (Linux /proc),
+    /// if there is one.
+    async fn beam_listening_on(&self, index: usize, port: u16) -> Result<Option<u32>> {
+        let script = format!(
+            r#"hex=$(printf ':%04X' {port})
+for inode in $(awk -v p="$hex" '$4 == "0A" && substr($2, length($2) - 4) == p {{ print $10 }}' /proc/net/tcp /proc/net/tcp6 2>/dev/null); do
+  for fd in $(find /proc/[0-9]*/fd -maxdepth 1 -lname "socket:\[$inode\]" 2>/dev/null); do
+    pid=${{fd#/proc/}}; pid=${{pid%%/*}}
+    case "$(cat /proc/$pid/comm 2>/dev/null)" in beam*) echo "$pid"; exit 0;; esac
+  done
+done
+exit 1"#
+        );
+        let out = self.targets[index]
+            .transport
+            .run(&script, Duration::from_secs(30))
+            .await?;
+        let pid = out.stdout.trim().parse().ok().filter(|_| out.success());
+        tracing::debug!(
+            node = self.name(index),
+            port,
+            ?pid,
+            "VM listening on its port"
+        );
+        Ok(pid)
+    }
+
+    /// Whether the OS process is alive on the node's host (a zombie counts as gone).
+    async fn os_process_alive(&self, index: usize, os_pid: u32) -> Result<bool> {
+        let script = format!(
+            "if [ -r /proc/{os_pid}/stat ]; then s=$(sed -e 's/^.*) //' /proc/{os_pid}/stat 2>/dev/null | cut -c1); [ -n \"$s\" ] && [ \"$s\" != Z ] && [ \"$s\" != X ]; else kill -0 {os_pid} 2>/dev/null; fi"
+        );
+        let out = self.targets[index]
+            .transport
+            .run(&script, Duration::from_secs(30))
+            .await?;
+        Ok(out.success())
     }
 
     async fn edit(&mut self, index: usize) -> StepResult {
@@ -510,10 +663,15 @@ impl<'a> Rollout<'a> {
         }
         if !self.wait_running(index, expect, deadline).await? {
             let now = Running::of_info(&self.observe(index).await?);
+            let why = if now == Running::Unreachable {
+                ": its VM runs (registered with epmd) but answers neither over plain TCP nor over TLS, as happens when its certificate, key or CA is rejected; see its log"
+            } else {
+                ""
+            };
             return Err(self.step_failed(
                 index,
                 &format!(
-                    "it is {} {} after its start command (expected {})",
+                    "it is {} {} after its start command (expected {}){why}",
                     now.label(),
                     humantime::format_duration(timeout),
                     expect.label()
@@ -652,9 +810,11 @@ impl<'a> Rollout<'a> {
             if let Err(e) = self.store.save(&mut self.journal) {
                 return e.into();
             }
+            let table = self.node_states().await;
             return Error::StepFailed(format!(
-                "{message}\npaused (--on-failure pause): nothing was reverted.\n  hint: fix the cause and rerun `distls migrate {plan}` to retry from {node}, or run `distls rollback {plan}` to go back to plain TCP",
-                plan = self.plan.path.display()
+                "{message}\npaused (--on-failure pause): nothing was reverted; the journal {journal} says `paused`.\nnode states (journal step, then what distls sees now):{table}\n  hint: fix the cause and rerun `distls migrate {plan}` to retry from {node}, or run `distls rollback {plan}` to go back to plain TCP",
+                plan = self.plan.path.display(),
+                journal = self.store.journal_path().display()
             ));
         }
         self.journal.phase = Phase::RollingBack;
@@ -737,29 +897,65 @@ impl<'a> Rollout<'a> {
         Err(self.needs_operator(index, "its state keeps changing under distls"))
     }
 
-    async fn rollback_stuck(&mut self, why: &str) -> Error {
+    /// One line per node: its journal step, then what distls can see of it now (or why not).
+    async fn node_states(&self) -> String {
         let mut table = String::new();
+        let short = |e: &Error| {
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("").to_string();
+            if first.chars().count() > 160 {
+                format!("{}…", first.chars().take(160).collect::<String>())
+            } else {
+                first
+            }
+        };
         for index in 0..self.targets.len() {
-            let file = self.file_state(index).await.ok();
-            let running = self.observe(index).await.map(|i| Running::of_info(&i)).ok();
+            let file = self.file_state(index).await;
+            let running = match &file {
+                // The same way in failed a moment ago: do not wait for a probe too.
+                Err(_) => None,
+                Ok(_) => self.observe(index).await.map(|i| Running::of_info(&i)).ok(),
+            };
+            let unreachable = match &file {
+                Err(e) => format!(" (cannot reach it: {})", short(e)),
+                Ok(_) => String::new(),
+            };
             table.push_str(&format!(
-                "\n  {:<32} runs {:<10} vm.dist.args {}",
+                "\n  {:<32} journal {:<17} runs {:<10} vm.dist.args {}{unreachable}",
                 self.name(index),
+                self.step_of(index).label(),
                 running.map_or("unknown", Running::label),
                 match file {
-                    Some(FileState::Original) => "original",
-                    Some(FileState::Tls) => "TLS",
-                    Some(FileState::Foreign) => "changed outside distls",
-                    None => "unreadable",
+                    Ok(FileState::Original) => "original",
+                    Ok(FileState::Tls) => "TLS",
+                    Ok(FileState::Foreign) => "changed outside distls",
+                    Err(_) => "unknown",
                 }
             ));
         }
+        table
+    }
+
+    async fn rollback_stuck(&mut self, why: &str) -> Error {
+        let table = self.node_states().await;
+        let began_after = match &self.journal.failure {
+            Some(cause) if !cause.starts_with("rollback stopped:") => {
+                format!("\nthe rollback began after: {cause}")
+            }
+            _ => String::new(),
+        };
         self.journal.failure = Some(format!("rollback stopped: {why}"));
-        let _ = self.store.save(&mut self.journal);
+        let saved = self.store.save(&mut self.journal);
+        let journal_note = match saved {
+            Ok(()) => format!(
+                "the journal {} is consistent (phase rolling_back)",
+                self.store.journal_path().display()
+            ),
+            Err(e) => format!("the journal could not be updated: {e}"),
+        };
         Error::NeedsOperator(format!(
-            "the rollback could not finish: {why}\nnode states:{table}\n  hint: fix the cause, then run `distls rollback {}`; the journal {} keeps the originals' hashes and the backups sit next to each vm.dist.args",
-            self.plan.path.display(),
-            self.store.journal_path().display()
+            "the rollback could not finish: {why}{began_after}\nnode states (journal step, then what distls sees now):{table}\n{journal_note}; every node distls edited has its original vm.dist.args backed up next to it (.distls-orig).\n  hint: fix the cause (bring the host back if it is unreachable), then run `distls rollback {plan}`; `distls status {plan}` shows where each node is",
+            plan = self.plan.path.display(),
         ))
     }
 
@@ -1057,8 +1253,14 @@ pub async fn observe_with(probes: &ProbePool, target: &NodeTarget) -> Result<Nod
                 tls_done = Some(info);
             }
         }
-        if let (Some(info), Some(_)) = (&plain_done, &tls_done) {
-            return Ok(info.clone());
+        if let (Some(plain), Some(tls)) = (&plain_done, &tls_done) {
+            // Unreachable only when both probes found it registered with epmd; a probe that
+            // found it gone wins.
+            return Ok(match (plain, tls) {
+                (NodeInfo::Unreachable { .. }, NodeInfo::Unreachable { .. }) => plain.clone(),
+                (NodeInfo::Down { .. }, _) => plain.clone(),
+                _ => tls.clone(),
+            });
         }
     }
 }
@@ -1120,6 +1322,13 @@ mod tests {
             f(FileState::Tls, Running::Plain, Step::Pending),
             RestoreFile
         );
+        // Registered with epmd but answering neither probe: the start step waits for it (and
+        // fails, policy applies, if it never answers); a plain-file node like that needs a person.
+        assert_eq!(
+            f(FileState::Tls, Running::Unreachable, Step::Starting),
+            Start
+        );
+        assert!(forward_action(FileState::Original, Running::Unreachable, Step::Pending).is_err());
         assert!(forward_action(FileState::Original, Running::Tls, Step::Pending).is_err());
         assert!(forward_action(FileState::Foreign, Running::Plain, Step::Pending).is_err());
     }
@@ -1141,5 +1350,11 @@ mod tests {
             AwaitRejoin
         );
         assert!(backward_action(FileState::Original, Running::Tls).is_err());
+        // A TLS node nobody can reach is stopped (its ctl, then its pid from its epmd port).
+        assert_eq!(
+            backward_action(FileState::Tls, Running::Unreachable).unwrap(),
+            Stop
+        );
+        assert!(backward_action(FileState::Original, Running::Unreachable).is_err());
     }
 }

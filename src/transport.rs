@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::process::Command;
 
 #[derive(Clone)]
@@ -234,7 +234,13 @@ impl Transport {
                 }
             }
             Access::Ssh(connection) => {
-                let line = self.shell_line(script, &[]);
+                // sshd runs each command as the leader of its own session: its first line of
+                // output is that pid, so a timeout can kill the whole remote process group (the
+                // way the local path does), not just drop the channel and leave it running.
+                let line = format!(
+                    "printf '{PGID_MARKER}%s\\n' \"$$\"; exec {}",
+                    self.shell_line(script, &[])
+                );
                 let session = connection.session();
                 let mut cmd = session.arc_raw_command(line);
                 cmd.stdin(if input.is_some() {
@@ -244,6 +250,8 @@ impl Transport {
                 })
                 .stdout(openssh::Stdio::piped())
                 .stderr(openssh::Stdio::piped());
+                let leader = Arc::new(std::sync::Mutex::new(None::<u32>));
+                let seen = leader.clone();
                 let run = async {
                     let mut child = cmd.spawn().await.map_err(|e| spawn_error(ssh_detail(&e)))?;
                     if let (Some(bytes), Some(mut pipe)) = (input, child.stdin().take()) {
@@ -254,14 +262,51 @@ impl Transport {
                             .await
                             .map_err(|e| spawn_error(e.to_string()))?;
                     }
-                    child
-                        .wait_with_output()
+                    let out_pipe = child.stdout().take();
+                    let err_pipe = child.stderr().take();
+                    let read_out = async move {
+                        let mut bytes = Vec::new();
+                        if let Some(pipe) = out_pipe {
+                            let mut reader = tokio::io::BufReader::new(pipe);
+                            let mut first = Vec::new();
+                            reader.read_until(b'\n', &mut first).await?;
+                            match parse_pgid_marker(&first) {
+                                Some(pid) => {
+                                    *seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(pid)
+                                }
+                                None => bytes.extend_from_slice(&first),
+                            }
+                            reader.read_to_end(&mut bytes).await?;
+                        }
+                        Ok::<_, std::io::Error>(bytes)
+                    };
+                    let read_err = async move {
+                        let mut bytes = Vec::new();
+                        if let Some(mut pipe) = err_pipe {
+                            pipe.read_to_end(&mut bytes).await?;
+                        }
+                        Ok::<_, std::io::Error>(bytes)
+                    };
+                    let (stdout, stderr) = tokio::join!(read_out, read_err);
+                    let status = child
+                        .wait()
                         .await
-                        .map_err(|e| spawn_error(ssh_detail(&e)))
+                        .map_err(|e| spawn_error(ssh_detail(&e)))?;
+                    Ok::<_, TransportError>(std::process::Output {
+                        status,
+                        stdout: stdout.map_err(|e| spawn_error(e.to_string()))?,
+                        stderr: stderr.map_err(|e| spawn_error(e.to_string()))?,
+                    })
                 };
                 match tokio::time::timeout(timeout, run).await {
                     Ok(result) => result?,
-                    Err(_) => return Err(timed_out()),
+                    Err(_) => {
+                        let pid = *leader.lock().unwrap_or_else(|p| p.into_inner());
+                        if let Some(pid) = pid {
+                            self.kill_remote_group(connection, pid).await;
+                        }
+                        return Err(timed_out());
+                    }
                 }
             }
         };
@@ -271,6 +316,21 @@ impl Transport {
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
             elapsed: started.elapsed(),
         })
+    }
+
+    /// SIGKILL a timed-out remote command's process group (as the `become` user, who owns it).
+    async fn kill_remote_group(&self, connection: &SshConnection, leader: u32) {
+        let line = self.shell_line(&format!("kill -KILL -{leader}"), &[]);
+        let mut cmd = connection.session().arc_raw_command(line);
+        cmd.stdin(openssh::Stdio::null())
+            .stdout(openssh::Stdio::null())
+            .stderr(openssh::Stdio::null());
+        let outcome = tokio::time::timeout(Duration::from_secs(10), cmd.status()).await;
+        tracing::debug!(
+            leader,
+            ?outcome,
+            "killed a timed-out remote command's process group"
+        );
     }
 
     async fn exec_ok(
@@ -432,6 +492,18 @@ sync -- "$d" 2>/dev/null || true"#
     )
 }
 
+const PGID_MARKER: &str = "distls-pgid ";
+
+fn parse_pgid_marker(line: &[u8]) -> Option<u32> {
+    std::str::from_utf8(line)
+        .ok()?
+        .strip_prefix(PGID_MARKER)?
+        .trim_end()
+        .parse()
+        .ok()
+        .filter(|pid| *pid > 1)
+}
+
 fn ssh_detail(error: &openssh::Error) -> String {
     let mut detail = error.to_string();
     let mut source = std::error::Error::source(error);
@@ -538,6 +610,14 @@ mod tests {
                     .starts_with('Z')
             })
             .unwrap_or(true)
+    }
+
+    #[test]
+    fn the_remote_process_group_marker_is_parsed_strictly() {
+        assert_eq!(parse_pgid_marker(b"distls-pgid 4242\n"), Some(4242));
+        assert_eq!(parse_pgid_marker(b"distls-pgid 1\n"), None);
+        assert_eq!(parse_pgid_marker(b"distls-pgid x\n"), None);
+        assert_eq!(parse_pgid_marker(b"4242\n"), None);
     }
 
     /// The shell path (used over SSH and with `become`) edits as atomically as the direct one.

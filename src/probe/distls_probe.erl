@@ -5,6 +5,7 @@
 %%   <id> cookie <node> <cookie>     -> DISTLS <id> ok         (the cookie is never echoed)
 %%   <id> self                       -> DISTLS <id> self <proto>
 %%   <id> info <node>                -> DISTLS <id> up <proto> <ospid> <peer>:<state>:<tcp|tls>:<type>,...
+%%                                   |  DISTLS <id> unreachable <epmd_port> <reason>  (registered with epmd, no answer)
 %%                                   |  DISTLS <id> down <reason>
 %%   <id> connect <node> <peer>...   -> DISTLS <id> ok        (asks <node> to dial each peer)
 %%   <id> versions                   -> DISTLS <id> versions <otp_release> <ssl_vsn|missing>  (this VM's own)
@@ -55,7 +56,7 @@ info(Node) ->
     Timeout = 5000,
     case rpc:call(Node, init, get_argument, [proto_dist], Timeout) of
         {badrpc, Reason} ->
-            "down " ++ reason(Reason);
+            down(Node, Reason);
         Proto ->
             Pid = rpc:call(Node, os, getpid, [], Timeout),
             case rpc:call(Node, net_kernel, nodes_info, [], Timeout) of
@@ -64,6 +65,21 @@ info(Node) ->
                 Other ->
                     "down " ++ reason(Other)
             end
+    end.
+
+%% Not answering: is it registered with epmd (running, but this VM cannot talk to it, e.g. its
+%% certificate is rejected), or really gone?
+down(Node, Reason) ->
+    case string:split(atom_to_list(Node), "@") of
+        [Name, Host] ->
+            case catch erl_epmd:port_please(Name, Host, 2000) of
+                {port, Port, _Version} ->
+                    "unreachable " ++ integer_to_list(Port) ++ " " ++ reason(Reason);
+                _ ->
+                    "down " ++ reason(Reason)
+            end;
+        _ ->
+            "down " ++ reason(Reason)
     end.
 
 proto({ok, [[P | _] | _]}) -> P;

@@ -12,6 +12,8 @@
 #   start   ping first: "Node is already running!" (1) if it answers; otherwise
 #           launch the server detached and exit 0 (readiness is checked by others).
 #   stop    rpc init:stop, then wait (60 s) for the pid in var/pid to exit.
+#           Test knobs: var/stop-hangs makes stop hang without stopping the node;
+#           var/ignore-sigterm (read at boot) makes the VM ignore SIGTERM.
 #           "Node N not responding to pings." (1) when the node cannot be reached.
 #   ping    "pong" (0) or "Node N not responding to pings." (1)
 #   status  "distribution protocol: inet_tcp|inet_tls" (0), or
@@ -111,6 +113,11 @@ BOOT_ERL='
 {ok, [[Root | _] | _]} = init:get_argument(rehearsal_root),
 Var = filename:join(Root, "var"),
 Pid = os:getpid(),
+%% Test knob: a VM that ignores SIGTERM (only SIGKILL stops it without its ctl).
+case filelib:is_file(filename:join(Var, "ignore-sigterm")) of
+    true -> os:set_signal(sigterm, ignore);
+    false -> ok
+end,
 ok = file:write_file(filename:join(Var, "pids.log"), [Pid, "\n"], [append]),
 ok = file:write_file(filename:join(Var, "pid"), Pid),
 logger:add_handler(rehearsal_file, logger_std_h,
@@ -176,6 +183,11 @@ case "${1:-}" in
             -eval "$BOOT_ERL"
         ;;
     stop)
+        if [ -e "$VAR/stop-hangs" ]; then
+            # Test knob: a stop that hangs and never stops the node (distls must escalate).
+            echo "ctl stop hangs (test knob $VAR/stop-hangs)" >&2
+            while :; do sleep 1; done
+        fi
         PID=$(cat "$VAR/pid" 2>/dev/null)
         ctl_vm stop || exit $?
         if [ -n "$PID" ] && ! wait_for_pid_exit "$PID"; then

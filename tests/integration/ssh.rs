@@ -175,3 +175,148 @@ fn ssh_master_pid(port: u16) -> Option<u32> {
             is_master.then_some(pid)
         })
 }
+
+/// The host itself becomes unreachable mid-roll (its sshd and every session it forked are
+/// killed, new connections are refused): distls cannot roll back the nodes on it, so it stops
+/// with exit 5, the journal consistent (`rolling_back`), and a message that gives every node's
+/// journal step and what it could see, and the command to run next. Once the host is back,
+/// `distls rollback` converges: one plain mesh, every file byte-identical.
+#[test]
+fn an_unreachable_host_mid_roll_stops_with_a_consistent_journal_and_rollback_converges() {
+    let t = cluster("sshgone", 3);
+    let mut sshd = TestSshd::start(&t.cluster.dir().join("sshd"));
+    plan_over_ssh(&t, &sshd, "user_key", "known_hosts");
+    let originals = t.dist_args_files();
+    let plan = t.plan();
+    let run = t.spawn_distls(&["migrate", plan.to_str().unwrap()]);
+    t.wait_until_node_touched(1);
+    sshd.kill_all();
+    let out = run.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(5), "{}", describe(&out));
+    assert_eq!(
+        journal(&plan)["phase"],
+        "rolling_back",
+        "{}",
+        describe(&out)
+    );
+    assert_every_node_state_is_named(&out, &plan, "rollback");
+    eprintln!("{}", stderr(&out));
+
+    sshd.restart();
+    let back = t.distls(&["rollback", plan.to_str().unwrap()]);
+    assert!(back.status.success(), "{}", describe(&back));
+    t.wait_for_mesh("inet_tcp", "tcp");
+    t.assert_files_are(&originals);
+    assert_eq!(journal(&plan)["phase"], "rolled_back");
+}
+
+/// The message lists every node with its journal step, says it cannot be reached (naming the
+/// host), and gives the command to run next.
+fn assert_every_node_state_is_named(
+    out: &std::process::Output,
+    plan: &std::path::Path,
+    next: &str,
+) {
+    let text = stderr(out);
+    for record in journal(plan)["nodes"].as_array().unwrap() {
+        let (name, step) = (
+            record["name"].as_str().unwrap(),
+            record["step"].as_str().unwrap(),
+        );
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(name))
+            .unwrap_or_else(|| panic!("the message lists {name}: {}", describe(out)));
+        assert!(
+            line.contains(&format!("journal {step} ")),
+            "{name}'s line gives its journal step {step}: {line}"
+        );
+        assert!(
+            line.contains("cannot reach it") && line.contains("127.0.0.1"),
+            "{name}'s line says it cannot be reached, naming the host: {line}"
+        );
+    }
+    assert!(
+        text.contains(&format!("distls {next} {}", plan.display())),
+        "says what to run next: {}",
+        describe(out)
+    );
+}
+
+/// The same with `--on-failure pause`: exit 4, journal `paused`, every node's state named; once
+/// the host is back, `distls migrate` resumes and completes.
+#[test]
+fn an_unreachable_host_mid_roll_pauses_and_the_rerun_completes() {
+    let t = cluster("sshgonep", 3);
+    let mut sshd = TestSshd::start(&t.cluster.dir().join("sshd"));
+    plan_over_ssh(&t, &sshd, "user_key", "known_hosts");
+    let plan = t.plan();
+    let run = t.spawn_distls(&["migrate", "--on-failure", "pause", plan.to_str().unwrap()]);
+    t.wait_until_node_touched(1);
+    sshd.kill_all();
+    let out = run.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(4), "{}", describe(&out));
+    assert_eq!(journal(&plan)["phase"], "paused", "{}", describe(&out));
+    assert_every_node_state_is_named(&out, &plan, "migrate");
+    eprintln!("{}", stderr(&out));
+
+    sshd.restart();
+    let again = t.distls(&["migrate", plan.to_str().unwrap()]);
+    assert!(again.status.success(), "{}", describe(&again));
+    t.assert_mesh("inet_tls", "tls");
+    assert_eq!(journal(&plan)["phase"], "completed");
+}
+
+/// Node 1's `ctl stop` hangs over SSH (rehearsal knob `var/stop-hangs`): after `timeouts.stop` the
+/// remote command's whole process group is killed through the same connection (not just
+/// abandoned), distls sends SIGTERM to the node's OS pid over SSH, and the roll completes.
+#[test]
+fn a_hung_stop_over_ssh_is_killed_and_escalated() {
+    let t = cluster("sshhang", 3);
+    let sshd = TestSshd::start(&t.cluster.dir().join("sshd"));
+    let root = t.cluster.nodes()[0].root.clone();
+    std::fs::write(root.join("var/stop-hangs"), "").unwrap();
+    let plan = t.plan();
+    t.cluster.write_plan_with(|index| {
+        if index == 0 {
+            "    timeouts:\n      stop: 5s\n      kill_grace: 20s\n".to_string()
+        } else {
+            String::new()
+        }
+    });
+    plan_over_ssh(&t, &sshd, "user_key", "known_hosts");
+    let os_pid = t.cluster.node_os_pid(0).unwrap();
+    let mut run = t.spawn_distls(&["migrate", plan.to_str().unwrap()]);
+    let mut hung = Vec::new();
+    let mut exited = false;
+    t.cluster
+        .wait_until(
+            "node 1's ctl stop to hang",
+            std::time::Duration::from_secs(120),
+            || {
+                hung = ctl_stop_pids(&root);
+                exited = run.try_wait().unwrap().is_some();
+                !hung.is_empty() || exited
+            },
+        )
+        .unwrap();
+    let out = run.wait_with_output().unwrap();
+    std::fs::remove_file(root.join("var/stop-hangs")).unwrap();
+    assert!(
+        !exited,
+        "distls ended before the stop hung: {}",
+        describe(&out)
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    eprintln!("{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("SIGTERM to OS pid {os_pid}")),
+        "{}",
+        describe(&out)
+    );
+    t.assert_mesh("inet_tls", "tls");
+    assert!(
+        ctl_stop_pids(&root).is_empty(),
+        "the remote `ctl stop` (pids {hung:?}) was killed with its process group"
+    );
+}

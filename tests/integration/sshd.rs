@@ -6,6 +6,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The login shell of the test user may source an rc file that runs `pyenv rehash` (root's
+/// .bashrc on these machines does); a session killed mid-rehash leaves its lock behind and every
+/// later remote command would then wait 60 s for it. Not waiting keeps each command's cost its own.
+pub const PYENV_GUARD: &str = "SetEnv PYENV_REHASH_TIMEOUT=0\n";
+
 pub struct TestSshd {
     pub port: u16,
     pub dir: PathBuf,
@@ -48,7 +53,8 @@ impl TestSshd {
             "Port {port}\nListenAddress 127.0.0.1\nHostKey {dir}/host_key\nPidFile {dir}/sshd.pid\n\
              AuthorizedKeysFile {dir}/authorized_keys\nPermitRootLogin prohibit-password\n\
              PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
-             StrictModes no\nUsePAM no\nPrintMotd no\nMaxSessions 50\nMaxStartups 50\nLogLevel ERROR\n",
+             StrictModes no\nUsePAM no\nPrintMotd no\nMaxSessions 50\nMaxStartups 50\nLogLevel ERROR\n\
+             {PYENV_GUARD}",
             dir = dir.display()
         );
         std::fs::write(dir.join("sshd_config"), config).unwrap();
@@ -61,31 +67,51 @@ impl TestSshd {
         )
         .unwrap();
         std::fs::write(dir.join("empty_known_hosts"), "").unwrap();
-        let log = std::fs::File::create(dir.join("sshd.log")).unwrap();
-        let child = Command::new("/usr/sbin/sshd")
-            .args(["-D", "-e", "-f"])
-            .arg(dir.join("sshd_config"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("sshd starts (openssh-server is installed by scripts/install-deps)");
+        let child = spawn_sshd(dir);
         let sshd = TestSshd {
             port,
             dir: dir.to_path_buf(),
             user,
             child,
         };
+        sshd.wait_listening();
+        sshd
+    }
+
+    fn wait_listening(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             assert!(
                 Instant::now() < deadline,
                 "sshd did not listen: {}",
-                std::fs::read_to_string(dir.join("sshd.log")).unwrap_or_default()
+                std::fs::read_to_string(self.dir.join("sshd.log")).unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        sshd
+    }
+
+    /// The host goes away: the listening sshd and every session process it forked (so every
+    /// established connection drops too) are SIGKILLed by pid, and new connections are refused.
+    pub fn kill_all(&mut self) {
+        let listener = self.child.id();
+        let sessions = descendants(listener);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for pid in sessions {
+            // SAFETY: a process forked by the sshd this fixture started, found a moment ago.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            assert!(Instant::now() < deadline, "sshd still accepts connections");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The host is back: the same server (port, host key, users) starts again.
+    pub fn restart(&mut self) {
+        self.child = spawn_sshd(&self.dir);
+        self.wait_listening();
     }
 
     /// Plan settings (under `defaults:`) that reach this server; `env` carries the cluster's epmd port.
@@ -117,4 +143,65 @@ impl Drop for TestSshd {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn spawn_sshd(dir: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("sshd.log"))
+        .unwrap();
+    Command::new("/usr/sbin/sshd")
+        .args(["-D", "-e", "-f"])
+        .arg(dir.join("sshd_config"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("sshd starts (openssh-server is installed by scripts/install-deps)")
+}
+
+/// Every live descendant of `root`, found through /proc/<pid>/stat.
+fn descendants(root: u32) -> Vec<u32> {
+    let mut parent = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        if let Some(ppid) = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok())
+        {
+            parent.push((pid, ppid));
+        }
+    }
+    let mut found = vec![root];
+    let mut index = 0;
+    while index < found.len() {
+        let current = found[index];
+        // A node VM started through this server (detached, normally reparented already) is the
+        // cluster's, not the connection's: the host being unreachable does not stop it.
+        found.extend(
+            parent
+                .iter()
+                .filter(|(child, p)| *p == current && !is_node_vm(*child))
+                .map(|(c, _)| *c),
+        );
+        index += 1;
+    }
+    found.remove(0);
+    found
+}
+
+fn is_node_vm(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .is_ok_and(|raw| String::from_utf8_lossy(&raw).contains("rehearsal_root"))
 }

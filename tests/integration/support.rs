@@ -203,3 +203,26 @@ pub fn journal_if_any(plan: &Path) -> Option<serde_json::Value> {
         .find(|p| p.to_string_lossy().ends_with(".journal.json"))?;
     serde_json::from_slice(&std::fs::read(file).ok()?).ok()
 }
+
+/// Processes whose argv runs `<root>/bin/ctl stop` (a stop command in progress), by pid.
+pub fn ctl_stop_pids(root: &std::path::Path) -> Vec<u32> {
+    let ctl = root.join("bin/ctl").display().to_string();
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse().ok()) else {
+            continue;
+        };
+        let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let argv: Vec<String> = raw
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if argv.contains(&ctl) && argv.last().is_some_and(|a| a == "stop") {
+            out.push(pid);
+        }
+    }
+    out
+}
