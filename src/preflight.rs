@@ -332,17 +332,25 @@ async fn commands(transport: &Transport, spec: &NodeSpec) -> Verdict {
         let Some(program) = line.and_then(program_of) else {
             continue;
         };
-        let quoted = crate::transport::shell_quote(&program);
-        // A path must be an executable file; a bare name must be found on PATH (or be a builtin).
-        let test = if program.contains('/') {
-            format!("test -f {quoted} && test -x {quoted}")
+        let same_lookup = transport.is_direct() && !transport.sets_env("PATH");
+        // In-process answers are final for a path; a bare name not found on PATH may still be
+        // a shell builtin, which only the shell knows.
+        let found = if same_lookup && (program.contains('/') || executable_here(&program)) {
+            executable_here(&program)
         } else {
-            format!("command -v {quoted} >/dev/null")
+            let quoted = crate::transport::shell_quote(&program);
+            // A path must be an executable file; a bare name must be found on PATH (or be a
+            // builtin, which only the shell knows).
+            let test = if program.contains('/') {
+                format!("test -f {quoted} && test -x {quoted}")
+            } else {
+                format!("command -v {quoted} >/dev/null")
+            };
+            transport
+                .run(&test, COMMAND_TIMEOUT)
+                .await
+                .is_ok_and(|outcome| outcome.success())
         };
-        let found = transport
-            .run(&test, COMMAND_TIMEOUT)
-            .await
-            .is_ok_and(|outcome| outcome.success());
         if !found {
             missing.push(format!("{key} runs `{program}`"));
         }
@@ -361,6 +369,23 @@ async fn commands(transport: &Transport, spec: &NodeSpec) -> Verdict {
         ),
         "fix the command in the plan, or install the program; commands run through /bin/sh as the user running distls",
     )
+}
+
+/// What `test -f P && test -x P` (a path) or a PATH search (a bare name) says on this host, for
+/// this user, without starting a shell.
+fn executable_here(program: &str) -> bool {
+    let executable = |path: &Path| {
+        let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+            return false;
+        };
+        // SAFETY: access(2) on a NUL-terminated path; it only reads the string.
+        path.is_file() && unsafe { libc::access(c_path.as_ptr(), libc::X_OK) } == 0
+    };
+    if program.contains('/') {
+        return executable(Path::new(program));
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| executable(&dir.join(program))))
 }
 
 /// The ctl and nodetool VMs read the same vm.dist.args as the node: a single pinned port makes
@@ -523,7 +548,37 @@ async fn tls_files(
         ca_path: &paths[2],
         ca: &contents[2],
     };
-    verdicts.extend(certs::check(&material, &spec.host, clock));
+    verdicts.extend(checked_once(&material, &spec.host, clock));
+    verdicts
+}
+
+/// `certs::check`, computed once per distinct input: the nodes of a cluster usually share one
+/// certificate set, and a chain verification per node made a 1,000-node preflight CPU-bound.
+fn checked_once(material: &certs::TlsMaterial, host: &str, clock: certs::Clock) -> Vec<Verdict> {
+    type Known = std::sync::Mutex<std::collections::HashMap<String, Vec<Verdict>>>;
+    static KNOWN: std::sync::OnceLock<Known> = std::sync::OnceLock::new();
+    let since_epoch = |t: SystemTime| t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let key = [
+        crate::atomic_file::sha256_hex(material.cert),
+        crate::atomic_file::sha256_hex(material.key),
+        crate::atomic_file::sha256_hex(material.ca),
+        material.cert_path.to_string(),
+        material.key_path.to_string(),
+        material.ca_path.to_string(),
+        host.to_string(),
+        format!("{:?}", since_epoch(clock.now)),
+        format!("{:?}", clock.expiry_window),
+    ]
+    .join("\0");
+    let known = KNOWN.get_or_init(Default::default);
+    if let Some(verdicts) = known.lock().expect("not poisoned").get(&key) {
+        return verdicts.clone();
+    }
+    let verdicts = certs::check(material, host, clock);
+    known
+        .lock()
+        .expect("not poisoned")
+        .insert(key, verdicts.clone());
     verdicts
 }
 

@@ -150,6 +150,11 @@ impl Transport {
     }
 
     /// Plain local file access works only without `become`; everything else goes through a shell.
+    /// Whether the node's environment (the plan's `env`) sets `name` for its commands.
+    pub fn sets_env(&self, name: &str) -> bool {
+        self.env.iter().any(|(key, _)| key == name)
+    }
+
     pub fn is_direct(&self) -> bool {
         self.is_local() && self.become_command.is_none()
     }

@@ -82,6 +82,23 @@ pub async fn mode_chain(
         .map(Path::to_path_buf)
         .collect();
     paths.reverse();
+    if transport.is_direct() {
+        // This host, as this user: ask the kernel instead of starting a `stat` per file.
+        return paths
+            .into_iter()
+            .map(|path| {
+                use std::os::unix::fs::MetadataExt;
+                let meta = std::fs::metadata(&path)
+                    .map_err(|e| format!("stat: cannot stat '{}': {e}", path.display()))?;
+                let mode = Mode {
+                    uid: meta.uid(),
+                    gid: meta.gid(),
+                    bits: meta.mode() & 0o7777,
+                };
+                Ok((path, mode))
+            })
+            .collect();
+    }
     let quoted: Vec<String> = paths
         .iter()
         .map(|p| shell_quote(&p.display().to_string()))
@@ -127,20 +144,38 @@ pub async fn service_user(
     }
     let chain = mode_chain(transport, owned_file).await?;
     let owner = chain.last().map(|(_, mode)| mode.uid).unwrap_or(0);
-    let groups = transport
-        .run(&format!("id -G {owner}"), STAT_TIMEOUT)
-        .await
-        .map_err(|e| e.to_string())?;
-    let gids = groups
-        .stdout
-        .split_whitespace()
-        .filter_map(|g| g.parse().ok())
-        .collect();
+    let gids = groups_of(transport, owner).await?;
     Ok(ServiceUser {
         uid: owner,
         gids,
         source: format!("uid {owner}, the owner of {}", owned_file.display()),
     })
+}
+
+/// The groups of `uid` on the transport's host, asked once per host and user in a run: every
+/// node of a big plan usually shares one owner.
+async fn groups_of(transport: &Transport, uid: u32) -> Result<Vec<u32>, String> {
+    type Known = std::sync::Mutex<std::collections::HashMap<(String, u32), Vec<u32>>>;
+    static KNOWN: std::sync::OnceLock<Known> = std::sync::OnceLock::new();
+    let known = KNOWN.get_or_init(Default::default);
+    let key = (transport.site(), uid);
+    if let Some(gids) = known.lock().expect("not poisoned").get(&key) {
+        return Ok(gids.clone());
+    }
+    let groups = transport
+        .run(&format!("id -G {uid}"), STAT_TIMEOUT)
+        .await
+        .map_err(|e| e.to_string())?;
+    let gids: Vec<u32> = groups
+        .stdout
+        .split_whitespace()
+        .filter_map(|g| g.parse().ok())
+        .collect();
+    known
+        .lock()
+        .expect("not poisoned")
+        .insert(key, gids.clone());
+    Ok(gids)
 }
 
 /// Effective uid and gid, plus supplementary groups, from `/proc/<pid>/status`.
