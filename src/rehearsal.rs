@@ -39,7 +39,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
+    KeyUsagePurpose, SanType,
 };
 
 /// The ctl script installed as `<node>/bin/ctl`.
@@ -991,27 +991,40 @@ fn make_ca(common_name: &str) -> Result<Ca, RehearsalError> {
     Ok(Ca { params, key, pem })
 }
 
-/// A node certificate for `localhost` / 127.0.0.1 and `extra_sans`, usable as TLS server and
-/// client, valid from yesterday for a year; returns (certificate PEM, key PEM).
+/// A node certificate for `localhost` / 127.0.0.1 and the addresses `host_ips` (each both as an IP
+/// SAN and as a DNS SAN spelled as the address: OTP's TLS distribution client checks the host part
+/// of a `-name n@10.0.0.5` node as a DNS name), usable as TLS server and client, valid from
+/// yesterday for a year; returns (certificate PEM, key PEM).
 fn make_node_cert(
     ca: &Ca,
     common_name: &str,
-    extra_sans: &[String],
+    host_ips: &[String],
 ) -> Result<(String, String), RehearsalError> {
+    let dns_ips: Vec<String> = host_ips.iter().map(|ip| format!("DNS:{ip}")).collect();
     let mut sans = vec!["localhost", "127.0.0.1"];
-    sans.extend(extra_sans.iter().map(String::as_str));
+    sans.extend(host_ips.iter().chain(&dns_ips).map(String::as_str));
     make_leaf_cert(ca, common_name, &sans, -1..364)
 }
 
-/// A certificate for `sans` (DNS names or IP addresses) valid over `valid_days`, in days from now.
+/// A certificate for `sans` valid over `valid_days`, in days from now. A SAN that parses as an IP
+/// address is an IP SAN, anything else a DNS name; `DNS:<text>` forces a DNS name (e.g.
+/// `DNS:10.0.0.5`, which is what OTP's TLS distribution checks for a node named `n@10.0.0.5`).
 fn make_leaf_cert(
     ca: &Ca,
     common_name: &str,
     sans: &[&str],
     valid_days: Range<i64>,
 ) -> Result<(String, String), RehearsalError> {
+    let (forced_dns, auto): (Vec<&str>, Vec<&str>) =
+        sans.iter().partition(|san| san.starts_with("DNS:"));
     let mut params =
-        CertificateParams::new(sans.iter().map(|san| (*san).to_owned()).collect::<Vec<_>>())?;
+        CertificateParams::new(auto.iter().map(|san| (*san).to_owned()).collect::<Vec<_>>())?;
+    for san in forced_dns {
+        let name = san.trim_start_matches("DNS:").to_owned();
+        params
+            .subject_alt_names
+            .push(SanType::DnsName(name.try_into()?));
+    }
     params
         .distinguished_name
         .push(DnType::CommonName, common_name);
@@ -1061,10 +1074,10 @@ fn write_tls_files(
     Ok(files)
 }
 
-/// The cluster's CA and node certificate (also for `extra_sans`): `<ssl_dir>/{cacert,node_cert,node_key}.pem`.
-fn write_cluster_certs(ssl_dir: &Path, extra_sans: &[String]) -> Result<TlsFiles, RehearsalError> {
+/// The cluster's CA and node certificate (also for `host_ips`): `<ssl_dir>/{cacert,node_cert,node_key}.pem`.
+fn write_cluster_certs(ssl_dir: &Path, host_ips: &[String]) -> Result<TlsFiles, RehearsalError> {
     let ca = make_ca("distls rehearsal CA")?;
-    let (cert, key) = make_node_cert(&ca, "distls rehearsal node", extra_sans)?;
+    let (cert, key) = make_node_cert(&ca, "distls rehearsal node", host_ips)?;
     write_tls_files(
         ssl_dir,
         ["cacert.pem", "node_cert.pem", "node_key.pem"],
@@ -1074,7 +1087,7 @@ fn write_cluster_certs(ssl_dir: &Path, extra_sans: &[String]) -> Result<TlsFiles
     )
 }
 
-/// A fresh CA and a certificate for `sans` valid over `valid_days` (in days from now, e.g. `-400..-1`
+/// A fresh CA and a certificate for `sans` (see `make_leaf_cert`: `DNS:` forces a DNS name) valid over `valid_days` (in days from now, e.g. `-400..-1`
 /// for an expired one), written as `<dir>/{cacert,cert,key}.pem`: certificates with a chosen defect.
 pub fn write_custom_cert(
     dir: &Path,

@@ -1,5 +1,6 @@
-//! A real OpenSSH server on a loopback port, with a throwaway host key, user key and
-//! known_hosts file, for the SSH transport tests. Stopped by pid when dropped.
+//! A real OpenSSH server on a loopback port (or on a chosen address and port, started under a
+//! prefix such as `ip netns exec NS`), with a throwaway host key, user key and known_hosts file,
+//! for the SSH transport tests. Stopped by pid when dropped.
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -7,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub struct TestSshd {
+    pub address: String,
     pub port: u16,
     pub dir: PathBuf,
     pub user: String,
@@ -32,6 +34,12 @@ fn free_port() -> u16 {
 
 impl TestSshd {
     pub fn start(dir: &Path) -> Self {
+        Self::start_on(dir, "127.0.0.1", free_port(), &[])
+    }
+
+    /// An sshd listening on `address:port`, started as `exec_prefix... sshd ...` (e.g. inside a
+    /// network namespace with `ip netns exec NS`); ready once a connection from here succeeds.
+    pub fn start_on(dir: &Path, address: &str, port: u16, exec_prefix: &[String]) -> Self {
         std::fs::create_dir_all(dir).unwrap();
         // sshd refuses to start without its privilege-separation directory.
         std::fs::create_dir_all("/run/sshd").unwrap();
@@ -39,13 +47,12 @@ impl TestSshd {
         keygen(&dir.join("user_key"));
         keygen(&dir.join("stranger_key"));
         std::fs::copy(dir.join("user_key.pub"), dir.join("authorized_keys")).unwrap();
-        let port = free_port();
         let user = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout)
             .unwrap()
             .trim()
             .to_string();
         let config = format!(
-            "Port {port}\nListenAddress 127.0.0.1\nHostKey {dir}/host_key\nPidFile {dir}/sshd.pid\n\
+            "Port {port}\nListenAddress {address}\nHostKey {dir}/host_key\nPidFile {dir}/sshd.pid\n\
              AuthorizedKeysFile {dir}/authorized_keys\nPermitRootLogin prohibit-password\n\
              PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
              StrictModes no\nUsePAM no\nPrintMotd no\nMaxSessions 50\nMaxStartups 50\nLogLevel ERROR\n",
@@ -55,14 +62,24 @@ impl TestSshd {
         let host_key = std::fs::read_to_string(dir.join("host_key.pub")).unwrap();
         let mut fields = host_key.split_whitespace();
         let (kind, key) = (fields.next().unwrap(), fields.next().unwrap());
-        std::fs::write(
-            dir.join("known_hosts"),
-            format!("[127.0.0.1]:{port} {kind} {key}\n"),
-        )
-        .unwrap();
+        // ssh looks a host up as `[host]:port`, except on port 22.
+        let host = if port == 22 {
+            address.to_string()
+        } else {
+            format!("[{address}]:{port}")
+        };
+        std::fs::write(dir.join("known_hosts"), format!("{host} {kind} {key}\n")).unwrap();
         std::fs::write(dir.join("empty_known_hosts"), "").unwrap();
         let log = std::fs::File::create(dir.join("sshd.log")).unwrap();
-        let child = Command::new("/usr/sbin/sshd")
+        let mut command = match exec_prefix.split_first() {
+            None => Command::new("/usr/sbin/sshd"),
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg("/usr/sbin/sshd");
+                c
+            }
+        };
+        let child = command
             .args(["-D", "-e", "-f"])
             .arg(dir.join("sshd_config"))
             .stdin(Stdio::null())
@@ -71,13 +88,14 @@ impl TestSshd {
             .spawn()
             .expect("sshd starts (openssh-server is installed by scripts/install-deps)");
         let sshd = TestSshd {
+            address: address.to_string(),
             port,
             dir: dir.to_path_buf(),
             user,
             child,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while TcpStream::connect((address, port)).is_err() {
             assert!(
                 Instant::now() < deadline,
                 "sshd did not listen: {}",
@@ -96,7 +114,8 @@ impl TestSshd {
         env: &[(String, String)],
     ) -> String {
         let mut text = format!(
-            "  transport: ssh\n  host: 127.0.0.1\n  port: {}\n  user: {}\n  identity_file: {}/{identity}\n  known_hosts: {}/{known_hosts}\n",
+            "  transport: ssh\n  host: {}\n  port: {}\n  user: {}\n  identity_file: {}/{identity}\n  known_hosts: {}/{known_hosts}\n",
+            self.address,
             self.port,
             self.user,
             self.dir.display(),
