@@ -338,7 +338,7 @@ fn covers_host(
 /// An address as host part: covered by a DNS SAN spelled as the address (or, with no SAN, the CN).
 fn covers_ip_host(material: &TlsMaterial, names: &CertificateNames, host: &str) -> Verdict {
     let dns = format!("DNS:{host}");
-    let covered = names.sans.iter().any(|san| *san == dns)
+    let covered = names.sans.contains(&dns)
         || (names.sans.is_empty() && names.common_name.as_deref() == Some(host));
     if covered {
         return Verdict::ok(
@@ -346,7 +346,7 @@ fn covers_ip_host(material: &TlsMaterial, names: &CertificateNames, host: &str) 
             format!("the certificate covers host {host} (subjectAltName {dns})"),
         );
     }
-    let ip_only = names.sans.iter().any(|san| *san == format!("IP:{host}"));
+    let ip_only = names.sans.contains(&format!("IP:{host}"));
     let has = if names.sans.is_empty() {
         format!(
             "no subjectAltName; CN {}",
