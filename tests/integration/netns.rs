@@ -105,6 +105,24 @@ impl Netns {
             .to_vec()
     }
 
+    /// [`Self::exec_prefix`] for the host's sshd. Its sessions run the user's login shell, which
+    /// reads `~/.bashrc`: on a shared machine that file may do slow or lock-bound work (a
+    /// `pyenv rehash` waits up to 60 s for a lock every other shell of the machine also takes), so
+    /// this host gets an empty one: `/dev/null` bound over it in the private mount namespace that
+    /// `ip netns exec` gives the sshd (nothing changes outside it).
+    fn sshd_prefix(&self, k: u8) -> Vec<String> {
+        let mut prefix = self.exec_prefix(k);
+        prefix.extend(
+            [
+                "sh",
+                "-c",
+                r#"if [ -f "$HOME/.bashrc" ]; then mount --bind /dev/null "$HOME/.bashrc" || exit 1; fi; exec "$0" "$@""#,
+            ]
+            .map(String::from),
+        );
+        prefix
+    }
+
     /// Removes everything; returns what could not be removed.
     fn teardown(&mut self) -> Vec<String> {
         let mut failed = Vec::new();
@@ -212,7 +230,7 @@ fn migrates_three_nodes_on_three_namespaced_hosts_over_ssh() {
                 &t.cluster.dir().join(format!("sshd{k}")),
                 &net.ip(k).to_string(),
                 22,
-                &net.exec_prefix(k),
+                &net.sshd_prefix(k),
             )
         })
         .collect();
@@ -254,8 +272,10 @@ fn migrates_three_nodes_on_three_namespaced_hosts_over_ssh() {
     std::fs::write(&plan, text.replace("  transport: local\n", &ssh)).unwrap();
     let plan = plan.to_str().unwrap();
 
-    let check = t.distls(&["check", plan]);
+    // The preflight, a real TLS handshake with the planned options on every host included.
+    let check = t.distls(&["check", "--handshake", plan]);
     assert!(check.status.success(), "{}", describe(&check));
+    assert!(stdout(&check).contains("0 FAIL"), "{}", describe(&check));
 
     let roll_started = Instant::now();
     let out = t.distls(&["migrate", plan]);
