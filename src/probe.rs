@@ -419,22 +419,42 @@ impl ProbePool {
         }
     }
 
-    /// Stop every probe VM and remove the remote working directories.
+    /// Stop every probe VM and remove the remote working directories, all at once: each remote
+    /// probe may take up to its reap timeout, and there are two per host.
     pub async fn shutdown(&self) {
-        for cell in self.probes.lock().await.values() {
-            if let Some(probe) = cell.get() {
+        let started = std::time::Instant::now();
+        let probes: Vec<Arc<Probe>> = self
+            .probes
+            .lock()
+            .await
+            .values()
+            .filter_map(|cell| cell.get().cloned())
+            .collect();
+        let count = probes.len();
+        let mut stopping = tokio::task::JoinSet::new();
+        for probe in probes {
+            stopping.spawn(async move {
+                let started = std::time::Instant::now();
                 probe.stop().await;
-            }
+                tracing::debug!(probe = %probe.label, took = ?started.elapsed(), "probe stopped");
+            });
         }
-        for workdir in self.workdirs.lock().await.values() {
-            if let Workdir::Remote { transport, path } = workdir.as_ref() {
-                let script = format!(
-                    "rm -rf -- {}",
-                    crate::transport::shell_quote(&path.display().to_string())
-                );
-                let _ = transport.run(&script, Duration::from_secs(30)).await;
-            }
+        while stopping.join_next().await.is_some() {}
+        let workdirs: Vec<Arc<Workdir>> = self.workdirs.lock().await.values().cloned().collect();
+        let mut removing = tokio::task::JoinSet::new();
+        for workdir in workdirs {
+            removing.spawn(async move {
+                if let Workdir::Remote { transport, path } = workdir.as_ref() {
+                    let script = format!(
+                        "rm -rf -- {}",
+                        crate::transport::shell_quote(&path.display().to_string())
+                    );
+                    let _ = transport.run(&script, Duration::from_secs(30)).await;
+                }
+            });
         }
+        while removing.join_next().await.is_some() {}
+        tracing::debug!(probes = count, took = ?started.elapsed(), "probe pool shut down");
     }
 }
 

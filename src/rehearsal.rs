@@ -7,6 +7,7 @@
 //! <dir>/ssl/{cacert,node_cert,node_key}.pem   CA + node certificate for `localhost` (rcgen)
 //! <dir>/plan.yaml                              a distls plan (v1) for the cluster
 //! <dir>/log/epmd.log                           output of the cluster's own epmd
+//!                                              (`epmd-<sname>.log` per host with `ClusterSpec::hosts`)
 //! <dir>/<sname>/etc/vm.args                    -sname, -setcookie, ... (MongooseIM style)
 //! <dir>/<sname>/etc/vm.dist.args               MongooseIM's template, TLS block commented out
 //! <dir>/<sname>/etc/peers                      the other nodes, one per line
@@ -19,7 +20,9 @@
 //! (`ERL_EPMD_PORT`). Nothing here sleeps to synchronise: waits poll a condition under a deadline.
 //! Every process started is stopped by its pid in [`RehearsalCluster::shutdown`], which also runs on drop.
 //!
-//! Node indexes are 0-based everywhere: node `i` is `<prefix>{i+1}@localhost`.
+//! Node indexes are 0-based everywhere: node `i` is `<prefix>{i+1}@localhost`, or
+//! `<prefix>{i+1}@<ip>` when the spec gives each node its own host ([`ClusterSpec::hosts`], e.g.
+//! network namespaces: one epmd per host, long names, every ctl run inside its host).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -36,7 +39,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
+    KeyUsagePurpose, SanType,
 };
 
 /// The ctl script installed as `<node>/bin/ctl`.
@@ -92,8 +95,12 @@ pub enum RehearsalError {
     #[error("cannot generate rehearsal certificates: {0}")]
     Cert(#[from] rcgen::Error),
     /// The cluster's own epmd did not come up.
-    #[error("epmd did not come up on 127.0.0.1:{port}: {detail}")]
-    Epmd { port: u16, detail: String },
+    #[error("epmd did not come up on {address}:{port}: {detail}")]
+    Epmd {
+        address: String,
+        port: u16,
+        detail: String,
+    },
     /// A node index outside `0..nodes`.
     #[error("no rehearsal node with index {index} (the cluster has {count} nodes)")]
     NoSuchNode { index: usize, count: usize },
@@ -145,6 +152,26 @@ pub struct ClusterSpec {
     /// Node short names are `<name_prefix>1`, `<name_prefix>2`, ... (`mim` by default). Give
     /// clusters that run at the same time different prefixes so their names and logs never mix.
     pub name_prefix: String,
+    /// Empty (the default): every node is `<prefix>N@localhost` (`-sname`), listens on loopback and
+    /// uses one epmd on a free loopback port. Otherwise one [`NodeHost`] per node: node `i` is
+    /// `<prefix>{i+1}@<ip>` (`-name`), listens on that address, and gets its own epmd, started like
+    /// its ctl under [`NodeHost::exec_prefix`], listening on that address (and loopback) on the
+    /// default port 4369 (see [`DEFAULT_EPMD_PORT`]). Meant for hosts that are separate network
+    /// namespaces; the certificate also covers every host address.
+    pub hosts: Vec<NodeHost>,
+}
+
+/// The port every epmd of a cluster with [`ClusterSpec::hosts`] listens on: epmd's default.
+pub const DEFAULT_EPMD_PORT: u16 = 4369;
+
+/// Where one node of a multi-host cluster runs (see [`ClusterSpec::hosts`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeHost {
+    /// The host part of the node name, the address its distribution listener and its epmd use.
+    pub ip: Ipv4Addr,
+    /// Every process of this host (its epmd, every `ctl` command of its node) is started as
+    /// `exec_prefix... program args...`, e.g. `["ip", "netns", "exec", "ns1"]`; empty runs it directly.
+    pub exec_prefix: Vec<String>,
 }
 
 impl ClusterSpec {
@@ -155,6 +182,7 @@ impl ClusterSpec {
             dir: dir.into(),
             cluster_name: "rehearsal".to_owned(),
             name_prefix: "mim".to_owned(),
+            hosts: Vec::new(),
         }
     }
 
@@ -186,6 +214,13 @@ impl ClusterSpec {
             return Err(RehearsalError::Spec(format!(
                 "cluster name {:?} must match [A-Za-z0-9_.-]+ (it names the plan's journal)",
                 self.cluster_name
+            )));
+        }
+        if !self.hosts.is_empty() && self.hosts.len() != self.nodes {
+            return Err(RehearsalError::Spec(format!(
+                "{} hosts for {} nodes: give one host per node, or none",
+                self.hosts.len(),
+                self.nodes
             )));
         }
         check_path_chars(&self.dir)
@@ -269,7 +304,10 @@ pub struct RehearsalCluster {
     cookie: String,
     tls: TlsFiles,
     nodes: Vec<RehearsalNode>,
-    epmd: Option<Child>,
+    /// One per node with [`ClusterSpec::hosts`], same order; empty otherwise.
+    hosts: Vec<NodeHost>,
+    /// The cluster's epmd, or one per host.
+    epmds: Vec<Child>,
     epmd_port: u16,
     /// Set by [`Self::shutdown`], so a second call does nothing.
     shut_down: bool,
@@ -288,34 +326,55 @@ impl RehearsalCluster {
         let dir = fs::canonicalize(&spec.dir).map_err(io_err("resolve", &spec.dir))?;
         check_path_chars(&dir)?;
 
-        let tls = write_cluster_certs(&dir.join("ssl"))?;
+        let host_ips: Vec<String> = spec.hosts.iter().map(|h| h.ip.to_string()).collect();
+        let tls = write_cluster_certs(&dir.join("ssl"), &host_ips)?;
         let cookie = random_cookie()?;
         let nodes: Vec<RehearsalNode> = (1..=spec.nodes)
             .map(|k| {
                 let sname = format!("{}{k}", spec.name_prefix);
+                let host = host_ips.get(k - 1).map_or("localhost", String::as_str);
                 RehearsalNode {
-                    name: format!("{sname}@localhost"),
+                    name: format!("{sname}@{host}"),
                     root: dir.join(&sname),
                     sname,
                 }
             })
             .collect();
-        for node in &nodes {
-            write_node_layout(node, &nodes, &cookie, &tls)?;
+        for (i, node) in nodes.iter().enumerate() {
+            let listen = spec.hosts.get(i).map_or(Ipv4Addr::LOCALHOST, |h| h.ip);
+            write_node_layout(node, &nodes, &cookie, &tls, listen)?;
         }
 
-        let (epmd, epmd_port) = start_epmd(&dir)?;
-        let cluster = Self {
+        let mut cluster = Self {
             dir,
             cluster_name: spec.cluster_name.clone(),
             cookie,
             tls,
             nodes,
-            epmd: Some(epmd),
-            epmd_port,
+            hosts: spec.hosts.clone(),
+            epmds: Vec::new(),
+            epmd_port: DEFAULT_EPMD_PORT,
             shut_down: false,
             _tempdir: None,
         };
+        if spec.hosts.is_empty() {
+            let (epmd, port) =
+                start_epmd(&cluster.dir, "epmd.log", &[], Ipv4Addr::LOCALHOST, None)?;
+            cluster.epmds.push(epmd);
+            cluster.epmd_port = port;
+        } else {
+            for (i, host) in spec.hosts.iter().enumerate() {
+                let log = format!("epmd-{}.log", cluster.nodes[i].sname);
+                let (epmd, _) = start_epmd(
+                    &cluster.dir,
+                    &log,
+                    &host.exec_prefix,
+                    host.ip,
+                    Some(DEFAULT_EPMD_PORT),
+                )?;
+                cluster.epmds.push(epmd);
+            }
+        }
         cluster.write_plan(&cluster.plan_path(), |_| String::new())?;
         cluster.start_all()?;
         cluster.wait_meshed(MESH_DEADLINE)?;
@@ -442,7 +501,8 @@ impl RehearsalCluster {
         }
     }
 
-    /// The port of the cluster's own epmd (on 127.0.0.1).
+    /// The port of the cluster's own epmd (on 127.0.0.1), or of every host's epmd
+    /// ([`DEFAULT_EPMD_PORT`]) with [`ClusterSpec::hosts`].
     pub fn epmd_port(&self) -> u16 {
         self.epmd_port
     }
@@ -452,11 +512,21 @@ impl RehearsalCluster {
         vec![("ERL_EPMD_PORT".to_owned(), self.epmd_port.to_string())]
     }
 
-    /// A [`Command`] for `<root>/bin/ctl args...` with [`Self::env`], stdin closed and the
-    /// `ERL_*FLAGS`/`ERL_LIBS` of the caller's environment removed.
-    pub fn ctl_command(&self, node: usize, args: &[&str]) -> Result<Command, RehearsalError> {
-        let node = self.node(node)?;
-        let mut cmd = Command::new(node.ctl_path());
+    /// The hosts of the nodes ([`ClusterSpec::hosts`]); empty when every node is on localhost.
+    pub fn hosts(&self) -> &[NodeHost] {
+        &self.hosts
+    }
+
+    /// A [`Command`] for `<root>/bin/ctl args...` (under the node's [`NodeHost::exec_prefix`], if
+    /// any) with [`Self::env`], stdin closed and the `ERL_*FLAGS`/`ERL_LIBS` of the caller's
+    /// environment removed.
+    pub fn ctl_command(&self, index: usize, args: &[&str]) -> Result<Command, RehearsalError> {
+        let node = self.node(index)?;
+        let prefix = self
+            .hosts
+            .get(index)
+            .map_or(&[][..], |h| &h.exec_prefix[..]);
+        let mut cmd = prefixed_command(prefix, node.ctl_path().as_os_str());
         cmd.args(args).stdin(Stdio::null());
         for var in ERL_ENV_TO_CLEAR {
             cmd.env_remove(var);
@@ -595,7 +665,7 @@ impl RehearsalCluster {
     /// `var/pids.log`, plus, as a safety net for a VM killed before it recorded itself, any process
     /// whose argv carries `-rehearsal_root <node root>`. A pid is only signalled after its
     /// `/proc/<pid>/cmdline` shows it is that node's VM (pids get reused). Waits for them to be
-    /// gone (exited or zombie), then kills and reaps the epmd child. Idempotent; also run on drop.
+    /// gone (exited or zombie), then kills and reaps the epmd children. Idempotent; also run on drop.
     pub fn shutdown(&mut self) {
         if self.shut_down {
             return;
@@ -629,7 +699,7 @@ impl RehearsalCluster {
                 Err(alive.join(" "))
             }
         });
-        if let Some(mut epmd) = self.epmd.take() {
+        for mut epmd in self.epmds.drain(..) {
             let _ = epmd.kill();
             let _ = epmd.wait();
         }
@@ -695,6 +765,18 @@ fn poll_until(
             });
         }
         thread::sleep(POLL_INTERVAL.min(deadline - elapsed));
+    }
+}
+
+/// `prefix[0] prefix[1..] program` (or just `program` when `prefix` is empty).
+fn prefixed_command(prefix: &[String], program: &std::ffi::OsStr) -> Command {
+    match prefix.split_first() {
+        None => Command::new(program),
+        Some((first, rest)) => {
+            let mut cmd = Command::new(first);
+            cmd.args(rest).arg(program);
+            cmd
+        }
     }
 }
 
@@ -788,12 +870,17 @@ fn write_node_layout(
     all: &[RehearsalNode],
     cookie: &str,
     tls: &TlsFiles,
+    listen: Ipv4Addr,
 ) -> Result<(), RehearsalError> {
     for sub in ["etc", "bin", "var", "log"] {
         let d = node.root.join(sub);
         fs::create_dir_all(&d).map_err(io_err("create directory", &d))?;
     }
-    write_file(&node.vm_args(), &vm_args_text(&node.name, cookie), 0o644)?;
+    write_file(
+        &node.vm_args(),
+        &vm_args_text(&node.name, cookie, listen),
+        0o644,
+    )?;
     write_file(&node.vm_dist_args(), &vm_dist_args_text(tls), 0o644)?;
     let peers: String = all
         .iter()
@@ -807,14 +894,21 @@ fn write_node_layout(
     Ok(())
 }
 
-/// MongooseIM's `rel/files/vm.args`, plus a loopback-only listen interface.
-fn vm_args_text(name: &str, cookie: &str) -> String {
+/// MongooseIM's `rel/files/vm.args`, plus a listen interface: loopback only (`-sname`), or the
+/// host's own address (`-name`, the address is the host part of `name`).
+fn vm_args_text(name: &str, cookie: &str, listen: Ipv4Addr) -> String {
+    let (flag, scope) = if listen.is_loopback() {
+        ("-sname", "loopback only".to_owned())
+    } else {
+        ("-name", format!("the host's address {listen} only"))
+    };
+    let [a, b, c, d] = listen.octets();
     format!(
-        "-sname {name}\n\
+        "{flag} {name}\n\
          -setcookie {cookie}\n\
          -env ERL_FULLSWEEP_AFTER 2\n\
-         ## Rehearsal cluster: listen for distribution on loopback only.\n\
-         -kernel inet_dist_use_interface {{127,0,0,1}}\n"
+         ## Rehearsal cluster: listen for distribution on {scope}.\n\
+         -kernel inet_dist_use_interface {{{a},{b},{c},{d}}}\n"
     )
 }
 
@@ -897,21 +991,40 @@ fn make_ca(common_name: &str) -> Result<Ca, RehearsalError> {
     Ok(Ca { params, key, pem })
 }
 
-/// A node certificate for `localhost` / 127.0.0.1, usable as TLS server and client, valid from
+/// A node certificate for `localhost` / 127.0.0.1 and the addresses `host_ips` (each both as an IP
+/// SAN and as a DNS SAN spelled as the address: OTP's TLS distribution client checks the host part
+/// of a `-name n@10.0.0.5` node as a DNS name), usable as TLS server and client, valid from
 /// yesterday for a year; returns (certificate PEM, key PEM).
-fn make_node_cert(ca: &Ca, common_name: &str) -> Result<(String, String), RehearsalError> {
-    make_leaf_cert(ca, common_name, &["localhost", "127.0.0.1"], -1..364)
+fn make_node_cert(
+    ca: &Ca,
+    common_name: &str,
+    host_ips: &[String],
+) -> Result<(String, String), RehearsalError> {
+    let dns_ips: Vec<String> = host_ips.iter().map(|ip| format!("DNS:{ip}")).collect();
+    let mut sans = vec!["localhost", "127.0.0.1"];
+    sans.extend(host_ips.iter().chain(&dns_ips).map(String::as_str));
+    make_leaf_cert(ca, common_name, &sans, -1..364)
 }
 
-/// A certificate for `sans` (DNS names or IP addresses) valid over `valid_days`, in days from now.
+/// A certificate for `sans` valid over `valid_days`, in days from now. A SAN that parses as an IP
+/// address is an IP SAN, anything else a DNS name; `DNS:<text>` forces a DNS name (e.g.
+/// `DNS:10.0.0.5`, which is what OTP's TLS distribution checks for a node named `n@10.0.0.5`).
 fn make_leaf_cert(
     ca: &Ca,
     common_name: &str,
     sans: &[&str],
     valid_days: Range<i64>,
 ) -> Result<(String, String), RehearsalError> {
+    let (forced_dns, auto): (Vec<&str>, Vec<&str>) =
+        sans.iter().partition(|san| san.starts_with("DNS:"));
     let mut params =
-        CertificateParams::new(sans.iter().map(|san| (*san).to_owned()).collect::<Vec<_>>())?;
+        CertificateParams::new(auto.iter().map(|san| (*san).to_owned()).collect::<Vec<_>>())?;
+    for san in forced_dns {
+        let name = san.trim_start_matches("DNS:").to_owned();
+        params
+            .subject_alt_names
+            .push(SanType::DnsName(name.try_into()?));
+    }
     params
         .distinguished_name
         .push(DnType::CommonName, common_name);
@@ -961,10 +1074,10 @@ fn write_tls_files(
     Ok(files)
 }
 
-/// The cluster's CA and node certificate: `<ssl_dir>/{cacert,node_cert,node_key}.pem`.
-fn write_cluster_certs(ssl_dir: &Path) -> Result<TlsFiles, RehearsalError> {
+/// The cluster's CA and node certificate (also for `host_ips`): `<ssl_dir>/{cacert,node_cert,node_key}.pem`.
+fn write_cluster_certs(ssl_dir: &Path, host_ips: &[String]) -> Result<TlsFiles, RehearsalError> {
     let ca = make_ca("distls rehearsal CA")?;
-    let (cert, key) = make_node_cert(&ca, "distls rehearsal node")?;
+    let (cert, key) = make_node_cert(&ca, "distls rehearsal node", host_ips)?;
     write_tls_files(
         ssl_dir,
         ["cacert.pem", "node_cert.pem", "node_key.pem"],
@@ -974,7 +1087,7 @@ fn write_cluster_certs(ssl_dir: &Path) -> Result<TlsFiles, RehearsalError> {
     )
 }
 
-/// A fresh CA and a certificate for `sans` valid over `valid_days` (in days from now, e.g. `-400..-1`
+/// A fresh CA and a certificate for `sans` (see `make_leaf_cert`: `DNS:` forces a DNS name) valid over `valid_days` (in days from now, e.g. `-400..-1`
 /// for an expired one), written as `<dir>/{cacert,cert,key}.pem`: certificates with a chosen defect.
 pub fn write_custom_cert(
     dir: &Path,
@@ -997,7 +1110,7 @@ pub fn write_custom_cert(
 /// the cluster's CA.
 pub fn write_foreign_ca_cert(dir: &Path) -> Result<TlsFiles, RehearsalError> {
     let ca = make_ca("distls rehearsal FOREIGN CA")?;
-    let (cert, key) = make_node_cert(&ca, "distls rehearsal foreign node")?;
+    let (cert, key) = make_node_cert(&ca, "distls rehearsal foreign node", &[])?;
     write_tls_files(
         dir,
         ["foreign_cacert.pem", "foreign_cert.pem", "foreign_key.pem"],
@@ -1010,34 +1123,49 @@ pub fn write_foreign_ca_cert(dir: &Path) -> Result<TlsFiles, RehearsalError> {
 // ---------------------------------------------------------------------------------------------
 // epmd
 
-/// Starts `epmd -port P -address 127.0.0.1` in the foreground on a free port, and waits until
-/// `epmd -port P -names` answers. Retries with another port if the chosen one got taken.
-fn start_epmd(dir: &Path) -> Result<(Child, u16), RehearsalError> {
+/// Starts `epmd -port P -address <address>` in the foreground (under `prefix`, see
+/// [`NodeHost::exec_prefix`]) and waits until `epmd -port P -names` (under the same prefix)
+/// answers. `port`: that port, or a free loopback port, retried with another one if it got taken.
+fn start_epmd(
+    dir: &Path,
+    log_name: &str,
+    prefix: &[String],
+    address: Ipv4Addr,
+    port: Option<u16>,
+) -> Result<(Child, u16), RehearsalError> {
     let log_dir = dir.join("log");
     fs::create_dir_all(&log_dir).map_err(io_err("create directory", &log_dir))?;
-    let log_path = log_dir.join("epmd.log");
+    let log_path = log_dir.join(log_name);
     let mut last_err = None;
-    for _ in 0..5 {
-        let port =
-            free_loopback_port().map_err(io_err("find a free port on", Path::new("127.0.0.1")))?;
+    let attempts = if port.is_some() { 1 } else { 5 };
+    for _ in 0..attempts {
+        let port = match port {
+            Some(port) => port,
+            None => free_loopback_port()
+                .map_err(io_err("find a free port on", Path::new("127.0.0.1")))?,
+        };
         let log = fs::File::create(&log_path).map_err(io_err("create", &log_path))?;
         let log2 = log.try_clone().map_err(io_err("open", &log_path))?;
-        let command = format!("epmd -port {port} -address 127.0.0.1");
-        let mut child = Command::new("epmd")
-            .args(["-port", &port.to_string(), "-address", "127.0.0.1"])
+        let command = format!(
+            "{}epmd -port {port} -address {address}",
+            prefix_display(prefix)
+        );
+        let mut child = prefixed_command(prefix, "epmd".as_ref())
+            .args(["-port", &port.to_string(), "-address", &address.to_string()])
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)
             .env_remove("ERL_EPMD_PORT")
             .spawn()
             .map_err(|source| RehearsalError::Spawn { command, source })?;
-        match wait_epmd(&mut child, port) {
+        match wait_epmd(&mut child, port, prefix) {
             Ok(()) => return Ok((child, port)),
             Err(detail) => {
                 let _ = child.kill();
                 let _ = child.wait();
                 let log = fs::read_to_string(&log_path).unwrap_or_default();
                 last_err = Some(RehearsalError::Epmd {
+                    address: address.to_string(),
                     port,
                     detail: format!("{detail}{}", show_output("", &log)),
                 });
@@ -1047,14 +1175,18 @@ fn start_epmd(dir: &Path) -> Result<(Child, u16), RehearsalError> {
     Err(last_err.expect("at least one attempt"))
 }
 
-fn wait_epmd(child: &mut Child, port: u16) -> Result<(), String> {
+fn prefix_display(prefix: &[String]) -> String {
+    prefix.iter().map(|p| format!("{p} ")).collect()
+}
+
+fn wait_epmd(child: &mut Child, port: u16, prefix: &[String]) -> Result<(), String> {
     let mut exited = None;
     let result = poll_until("epmd", EPMD_DEADLINE, &mut || {
         if let Ok(Some(status)) = child.try_wait() {
             exited = Some(status);
             return Ok(());
         }
-        let names = Command::new("epmd")
+        let names = prefixed_command(prefix, "epmd".as_ref())
             .args(["-port", &port.to_string(), "-names"])
             .stdin(Stdio::null())
             .env_remove("ERL_EPMD_PORT")
@@ -1270,7 +1402,7 @@ mod tests {
                 root.display()
             );
         }
-        assert!(cluster.epmd.is_none());
+        assert!(cluster.epmds.is_empty());
         let names = Command::new("epmd")
             .args(["-port", &port.to_string(), "-names"])
             .output()
@@ -1401,12 +1533,16 @@ mod tests {
             keyfile: "/r/ssl/node_key.pem".into(),
             cacertfile: "/r/ssl/cacert.pem".into(),
         };
-        let vm_args = vm_args_text("mim1@localhost", "C00K1E");
+        let vm_args = vm_args_text("mim1@localhost", "C00K1E", Ipv4Addr::LOCALHOST);
         assert!(vm_args.lines().any(|l| l == "-sname mim1@localhost"));
         assert!(vm_args.lines().any(|l| l == "-setcookie C00K1E"));
         assert!(vm_args.contains("-env ERL_FULLSWEEP_AFTER 2\n"));
         assert!(vm_args.contains("-kernel inet_dist_use_interface {127,0,0,1}\n"));
         assert!(!vm_args.contains("proto_dist"));
+        let long = vm_args_text("mim2@10.213.7.2", "C00K1E", Ipv4Addr::new(10, 213, 7, 2));
+        assert!(long.lines().any(|l| l == "-name mim2@10.213.7.2"), "{long}");
+        assert!(long.contains("-kernel inet_dist_use_interface {10,213,7,2}\n"));
+        assert!(!long.contains("-sname"));
 
         let dist = vm_dist_args_text(&tls);
         assert!(
@@ -1463,6 +1599,23 @@ mod tests {
         assert!(spec("mim", 0).validate().is_err());
         assert!(spec("Mim", 3).validate().is_err());
         assert!(spec("m-1", 3).validate().is_err());
+        let host = |k: u8| NodeHost {
+            ip: Ipv4Addr::new(10, 213, 7, k),
+            exec_prefix: vec!["ip".into(), "netns".into(), "exec".into(), format!("ns{k}")],
+        };
+        let hosted = |n: u8| ClusterSpec {
+            hosts: (1..=n).map(host).collect(),
+            ..ClusterSpec::new("/tmp/x", 3)
+        };
+        assert!(hosted(3).validate().is_ok());
+        assert!(hosted(2).validate().is_err(), "one host per node");
+        let cmd = prefixed_command(&host(1).exec_prefix, "epmd".as_ref());
+        assert_eq!(cmd.get_program(), "ip");
+        assert_eq!(
+            cmd.get_args().collect::<Vec<_>>(),
+            ["netns", "exec", "ns1", "epmd"]
+        );
+        assert_eq!(prefixed_command(&[], "epmd".as_ref()).get_program(), "epmd");
         let named = |name: &str| ClusterSpec {
             cluster_name: name.into(),
             ..ClusterSpec::new("/tmp/x", 3)
@@ -1520,7 +1673,7 @@ mod tests {
     fn plan_lists_every_node_with_overrides() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = fs::canonicalize(tmp.path()).unwrap();
-        let tls = write_cluster_certs(&dir.join("ssl")).unwrap();
+        let tls = write_cluster_certs(&dir.join("ssl"), &[]).unwrap();
         let cluster = RehearsalCluster {
             nodes: (1..=3)
                 .map(|k| RehearsalNode {
@@ -1533,7 +1686,8 @@ mod tests {
             cluster_name: "demo".into(),
             cookie: "X".into(),
             tls,
-            epmd: None,
+            hosts: Vec::new(),
+            epmds: Vec::new(),
             epmd_port: 1,
             shut_down: true,
             _tempdir: None,

@@ -88,14 +88,25 @@ pub async fn connect_all(
     }
 }
 
+/// Close every master, all at once (each close waits for its master to exit).
 pub async fn close_all(connections: HashMap<SshSpec, Arc<SshConnection>>) {
+    let started = std::time::Instant::now();
+    let count = connections.len();
+    let mut closing = tokio::task::JoinSet::new();
     for (_, connection) in connections {
-        if let Ok(connection) = Arc::try_unwrap(connection)
-            && let Ok(session) = Arc::try_unwrap(connection.session)
-        {
-            let _ = session.close().await;
-        }
+        closing.spawn(async move {
+            let started = std::time::Instant::now();
+            let label = connection.label.clone();
+            if let Ok(connection) = Arc::try_unwrap(connection)
+                && let Ok(session) = Arc::try_unwrap(connection.session)
+            {
+                let _ = session.close().await;
+            }
+            tracing::debug!(connection = %label, took = ?started.elapsed(), "ssh connection closed");
+        });
     }
+    while closing.join_next().await.is_some() {}
+    tracing::debug!(connections = count, took = ?started.elapsed(), "ssh connections closed");
 }
 
 async fn connect(spec: &SshSpec) -> Result<SshConnection, SshError> {

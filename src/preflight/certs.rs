@@ -288,7 +288,9 @@ fn describe_window(window: Duration) -> String {
 }
 
 /// OTP's client checks the peer certificate against the host part of the node name (its SNI):
-/// a SAN DNS name (wildcards allowed) or IP address; the CN only when there is no SAN.
+/// a SAN DNS name (wildcards allowed); the CN only when there is no SAN. The host part is checked
+/// as a DNS name even when it is an IP address (`n@10.0.0.5`): an IP SAN alone does not cover it
+/// (OTP 25: `{bad_cert,hostname_check_failed}`), a DNS SAN spelled as the address does.
 fn covers_host(
     material: &TlsMaterial,
     der: &CertificateDer,
@@ -296,6 +298,9 @@ fn covers_host(
     host: &str,
 ) -> Verdict {
     let names = certificate_names(cert);
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return covers_ip_host(material, &names, host);
+    }
     let covered = match (EndEntityCert::try_from(der), ServerName::try_from(host)) {
         (Ok(ee), Ok(server_name)) => ee.verify_is_valid_for_subject_name(&server_name).is_ok(),
         _ => false,
@@ -326,6 +331,45 @@ fn covers_host(
         ),
         format!(
             "reissue the certificate with subjectAltName DNS:{host} (or IP:{host} for an address); -sname nodes need the short host name, -name nodes the FQDN or IP"
+        ),
+    )
+}
+
+/// An address as host part: covered by a DNS SAN spelled as the address (or, with no SAN, the CN).
+fn covers_ip_host(material: &TlsMaterial, names: &CertificateNames, host: &str) -> Verdict {
+    let dns = format!("DNS:{host}");
+    let covered = names.sans.contains(&dns)
+        || (names.sans.is_empty() && names.common_name.as_deref() == Some(host));
+    if covered {
+        return Verdict::ok(
+            "cert.hostname",
+            format!("the certificate covers host {host} (subjectAltName {dns})"),
+        );
+    }
+    let ip_only = names.sans.contains(&format!("IP:{host}"));
+    let has = if names.sans.is_empty() {
+        format!(
+            "no subjectAltName; CN {}",
+            names.common_name.as_deref().unwrap_or("(none)")
+        )
+    } else {
+        format!("subjectAltName {}", names.sans.join(", "))
+    };
+    let why = if ip_only {
+        format!(
+            "it names the address only as IP:{host}, but OTP's TLS distribution checks the host part of the node name as a DNS name, so peers refuse it (hostname_check_failed) and the node is unreachable once on TLS"
+        )
+    } else {
+        "peers verify the host part of the node name and refuse the connection (hostname_check_failed)".to_owned()
+    };
+    Verdict::fail(
+        "cert.hostname",
+        format!(
+            "certfile {} does not cover host {host} ({has}); {why}",
+            material.cert_path
+        ),
+        format!(
+            "reissue the certificate with subjectAltName DNS:{host} (an address spelled as a DNS name; keep IP:{host} for other clients), or name the nodes by a host name the certificate covers"
         ),
     )
 }
@@ -467,7 +511,7 @@ mod tests {
 
     #[test]
     fn host_coverage_follows_san_wildcards_and_ips() {
-        let set = pki(&["*.example.com", "127.0.0.1"], 365);
+        let set = pki(&["*.example.com", "127.0.0.1", "DNS:127.0.0.1"], 365);
         assert_eq!(
             severity_of(&run(&set, "db1.example.com"), "cert.hostname"),
             Severity::Ok
@@ -484,6 +528,27 @@ mod tests {
             .unwrap()
             .message;
         assert!(message.contains("DNS:*.example.com"), "{message}");
+    }
+
+    /// OTP's TLS distribution checks the host part of `n@10.0.0.5` as a DNS name: a certificate
+    /// that has the address only as an IP SAN passes webpki but leaves the node unreachable on TLS
+    /// (seen in the network-namespace test: `{bad_cert,hostname_check_failed}` on OTP 25).
+    #[test]
+    fn an_address_host_needs_a_dns_san_spelled_as_the_address() {
+        let ip_only = run(&pki(&["localhost", "10.0.0.5"], 365), "10.0.0.5");
+        assert_eq!(severity_of(&ip_only, "cert.hostname"), Severity::Fail);
+        let verdict = ip_only.iter().find(|v| v.check == "cert.hostname").unwrap();
+        assert!(
+            verdict.message.contains("only as IP:10.0.0.5"),
+            "{verdict:?}"
+        );
+        assert!(verdict.fix.contains("DNS:10.0.0.5"), "{verdict:?}");
+        let both = run(&pki(&["10.0.0.5", "DNS:10.0.0.5"], 365), "10.0.0.5");
+        assert_eq!(severity_of(&both, "cert.hostname"), Severity::Ok);
+        let dns_only = run(&pki(&["DNS:10.0.0.5"], 365), "10.0.0.5");
+        assert_eq!(severity_of(&dns_only, "cert.hostname"), Severity::Ok);
+        let other = run(&pki(&["10.0.0.6", "DNS:10.0.0.6"], 365), "10.0.0.5");
+        assert_eq!(severity_of(&other, "cert.hostname"), Severity::Fail);
     }
 
     #[test]

@@ -19,3 +19,6 @@ mod preflight;
 mod resume;
 // The SSH transport against a real sshd on loopback.
 mod ssh;
+// Three network namespaces as three hosts, each with its own sshd and epmd (skipped where
+// namespaces are not permitted).
+mod netns;

@@ -1,5 +1,6 @@
-//! A real OpenSSH server on a loopback port, with a throwaway host key, user key and
-//! known_hosts file, for the SSH transport tests. Stopped by pid when dropped.
+//! A real OpenSSH server on a loopback port (or on a chosen address and port, started under a
+//! prefix such as `ip netns exec NS`), with a throwaway host key, user key and known_hosts file,
+//! for the SSH transport tests. Stopped by pid when dropped.
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -12,6 +13,9 @@ use std::time::{Duration, Instant};
 pub const PYENV_GUARD: &str = "SetEnv PYENV_REHASH_TIMEOUT=0\n";
 
 pub struct TestSshd {
+    pub address: String,
+    /// What the sshd runs under (e.g. `ip netns exec NS`), kept for a restart.
+    exec_prefix: Vec<String>,
     pub port: u16,
     pub dir: PathBuf,
     pub user: String,
@@ -37,6 +41,12 @@ fn free_port() -> u16 {
 
 impl TestSshd {
     pub fn start(dir: &Path) -> Self {
+        Self::start_on(dir, "127.0.0.1", free_port(), &[])
+    }
+
+    /// An sshd listening on `address:port`, started as `exec_prefix... sshd ...` (e.g. inside a
+    /// network namespace with `ip netns exec NS`); ready once a connection from here succeeds.
+    pub fn start_on(dir: &Path, address: &str, port: u16, exec_prefix: &[String]) -> Self {
         std::fs::create_dir_all(dir).unwrap();
         // sshd refuses to start without its privilege-separation directory.
         std::fs::create_dir_all("/run/sshd").unwrap();
@@ -44,13 +54,12 @@ impl TestSshd {
         keygen(&dir.join("user_key"));
         keygen(&dir.join("stranger_key"));
         std::fs::copy(dir.join("user_key.pub"), dir.join("authorized_keys")).unwrap();
-        let port = free_port();
         let user = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout)
             .unwrap()
             .trim()
             .to_string();
         let config = format!(
-            "Port {port}\nListenAddress 127.0.0.1\nHostKey {dir}/host_key\nPidFile {dir}/sshd.pid\n\
+            "Port {port}\nListenAddress {address}\nHostKey {dir}/host_key\nPidFile {dir}/sshd.pid\n\
              AuthorizedKeysFile {dir}/authorized_keys\nPermitRootLogin prohibit-password\n\
              PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n\
              StrictModes no\nUsePAM no\nPrintMotd no\nMaxSessions 50\nMaxStartups 50\nLogLevel ERROR\n\
@@ -61,14 +70,18 @@ impl TestSshd {
         let host_key = std::fs::read_to_string(dir.join("host_key.pub")).unwrap();
         let mut fields = host_key.split_whitespace();
         let (kind, key) = (fields.next().unwrap(), fields.next().unwrap());
-        std::fs::write(
-            dir.join("known_hosts"),
-            format!("[127.0.0.1]:{port} {kind} {key}\n"),
-        )
-        .unwrap();
+        // ssh looks a host up as `[host]:port`, except on port 22.
+        let host = if port == 22 {
+            address.to_string()
+        } else {
+            format!("[{address}]:{port}")
+        };
+        std::fs::write(dir.join("known_hosts"), format!("{host} {kind} {key}\n")).unwrap();
         std::fs::write(dir.join("empty_known_hosts"), "").unwrap();
-        let child = spawn_sshd(dir);
+        let child = spawn_sshd(dir, exec_prefix);
         let sshd = TestSshd {
+            address: address.to_string(),
+            exec_prefix: exec_prefix.to_vec(),
             port,
             dir: dir.to_path_buf(),
             user,
@@ -80,7 +93,7 @@ impl TestSshd {
 
     fn wait_listening(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        while TcpStream::connect((self.address.as_str(), self.port)).is_err() {
             assert!(
                 Instant::now() < deadline,
                 "sshd did not listen: {}",
@@ -102,7 +115,7 @@ impl TestSshd {
             unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
         }
         let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+        while TcpStream::connect((self.address.as_str(), self.port)).is_ok() {
             assert!(Instant::now() < deadline, "sshd still accepts connections");
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -110,7 +123,7 @@ impl TestSshd {
 
     /// The host is back: the same server (port, host key, users) starts again.
     pub fn restart(&mut self) {
-        self.child = spawn_sshd(&self.dir);
+        self.child = spawn_sshd(&self.dir, &self.exec_prefix);
         self.wait_listening();
     }
 
@@ -122,7 +135,8 @@ impl TestSshd {
         env: &[(String, String)],
     ) -> String {
         let mut text = format!(
-            "  transport: ssh\n  host: 127.0.0.1\n  port: {}\n  user: {}\n  identity_file: {}/{identity}\n  known_hosts: {}/{known_hosts}\n",
+            "  transport: ssh\n  host: {}\n  port: {}\n  user: {}\n  identity_file: {}/{identity}\n  known_hosts: {}/{known_hosts}\n",
+            self.address,
             self.port,
             self.user,
             self.dir.display(),
@@ -145,13 +159,21 @@ impl Drop for TestSshd {
     }
 }
 
-fn spawn_sshd(dir: &Path) -> Child {
+fn spawn_sshd(dir: &Path, exec_prefix: &[String]) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(dir.join("sshd.log"))
         .unwrap();
-    Command::new("/usr/sbin/sshd")
+    let mut command = match exec_prefix.split_first() {
+        None => Command::new("/usr/sbin/sshd"),
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg("/usr/sbin/sshd");
+            c
+        }
+    };
+    command
         .args(["-D", "-e", "-f"])
         .arg(dir.join("sshd_config"))
         .stdin(Stdio::null())

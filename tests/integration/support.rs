@@ -13,6 +13,15 @@ pub struct TestCluster {
 
 /// A fresh cluster of `n` plain-TCP nodes, named with `prefix` so tests can run side by side.
 pub fn cluster(prefix: &str, n: usize) -> TestCluster {
+    cluster_with(prefix, n, |_| {})
+}
+
+/// [`cluster`] with a spec changed by `customize` first (e.g. one host per node).
+pub fn cluster_with(
+    prefix: &str,
+    n: usize,
+    customize: impl FnOnce(&mut ClusterSpec),
+) -> TestCluster {
     let dir = tempfile::Builder::new()
         .prefix(&format!("distls-{prefix}-"))
         .tempdir()
@@ -20,6 +29,7 @@ pub fn cluster(prefix: &str, n: usize) -> TestCluster {
     let mut spec = ClusterSpec::new(dir.path(), n);
     spec.name_prefix = prefix.to_string();
     spec.cluster_name = format!("test-{prefix}");
+    customize(&mut spec);
     let cluster = RehearsalCluster::create(&spec).expect("rehearsal cluster comes up");
     TestCluster { cluster, _dir: dir }
 }
