@@ -315,14 +315,7 @@ fn covers_host(
             format!("the certificate covers host {host}"),
         );
     }
-    let has = if names.sans.is_empty() {
-        format!(
-            "no subjectAltName; CN {}",
-            names.common_name.as_deref().unwrap_or("(none)")
-        )
-    } else {
-        format!("subjectAltName {}", names.sans.join(", "))
-    };
+    let has = names_held(&names);
     Verdict::fail(
         "cert.hostname",
         format!(
@@ -333,6 +326,18 @@ fn covers_host(
             "reissue the certificate with subjectAltName DNS:{host} (or IP:{host} for an address); -sname nodes need the short host name, -name nodes the FQDN or IP"
         ),
     )
+}
+
+/// What names a certificate holds, for a message: its SANs, or its CN when it has none.
+fn names_held(names: &CertificateNames) -> String {
+    if names.sans.is_empty() {
+        format!(
+            "no subjectAltName; CN {}",
+            names.common_name.as_deref().unwrap_or("(none)")
+        )
+    } else {
+        format!("subjectAltName {}", names.sans.join(", "))
+    }
 }
 
 /// An address as host part: covered by a DNS SAN spelled as the address (or, with no SAN, the CN).
@@ -347,14 +352,7 @@ fn covers_ip_host(material: &TlsMaterial, names: &CertificateNames, host: &str) 
         );
     }
     let ip_only = names.sans.contains(&format!("IP:{host}"));
-    let has = if names.sans.is_empty() {
-        format!(
-            "no subjectAltName; CN {}",
-            names.common_name.as_deref().unwrap_or("(none)")
-        )
-    } else {
-        format!("subjectAltName {}", names.sans.join(", "))
-    };
+    let has = names_held(names);
     let why = if ip_only {
         format!(
             "it names the address only as IP:{host}, but OTP's TLS distribution checks the host part of the node name as a DNS name, so peers refuse it (hostname_check_failed) and the node is unreachable once on TLS"

@@ -99,23 +99,7 @@ fn a_stop_that_hangs_is_escalated_to_sigterm_then_sigkill() {
     let os_pids: Vec<u32> = (0..2).map(|i| t.cluster.node_os_pid(i).unwrap()).collect();
     let plan = t.plan();
     let mut run = t.spawn_distls(&["migrate", plan.to_str().unwrap()]);
-    let mut hung: Vec<u32> = Vec::new();
-    let mut exited = false;
-    t.cluster
-        .wait_until(
-            "node 1's ctl stop to hang",
-            std::time::Duration::from_secs(120),
-            || {
-                hung = ctl_stop_pids(&roots[0]);
-                exited = run.try_wait().unwrap().is_some();
-                !hung.is_empty() || exited
-            },
-        )
-        .unwrap();
-    if exited {
-        let out = run.wait_with_output().unwrap();
-        panic!("distls ended before node 1's stop hung: {}", describe(&out));
-    }
+    let hung = wait_for_hung_stop(&t.cluster, &mut run, &roots[0]);
     let out = run.wait_with_output().unwrap();
     for root in &roots[..2] {
         std::fs::remove_file(root.join("var/stop-hangs")).unwrap();
@@ -438,21 +422,7 @@ fn a_rollback_whose_stop_hangs_escalates_and_still_converges() {
     let plan = t.plan();
     let first = t.node_names()[0].clone();
     let run = t.spawn_distls(&["migrate", plan.to_str().unwrap()]);
-    t.cluster
-        .wait_until(
-            "node 1 to be verified on TLS",
-            std::time::Duration::from_secs(120),
-            || {
-                journal_if_any(&plan).is_some_and(|j| {
-                    j["nodes"]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .any(|n| n["name"] == first.as_str() && n["step"] == "verified")
-                })
-            },
-        )
-        .unwrap();
+    t.wait_for_step(&first, "verified on TLS", |step| step == "verified");
     std::fs::write(roots[0].join("var/stop-hangs"), "").unwrap();
     let os_pid = t.cluster.node_os_pid(0).unwrap();
     let out = run.wait_with_output().unwrap();

@@ -245,29 +245,9 @@ fn the_cookie_and_the_private_key_stay_secret() {
 fn argvs_started_by(root: u32) -> Vec<(u32, String)> {
     let mut parent = std::collections::HashMap::new();
     let mut argv = std::collections::HashMap::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let (Ok(stat), Ok(raw)) = (
-            std::fs::read_to_string(entry.path().join("stat")),
-            std::fs::read(entry.path().join("cmdline")),
-        ) else {
-            continue;
-        };
-        let Some(ppid) = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
-            continue;
-        };
+    for (pid, ppid, text) in processes() {
         parent.insert(pid, ppid);
-        argv.insert(pid, String::from_utf8_lossy(&raw).replace('\0', " "));
+        argv.insert(pid, text);
     }
     let mut out = Vec::new();
     for (&pid, text) in &argv {

@@ -183,28 +183,12 @@ fn spawn_sshd(dir: &Path, exec_prefix: &[String]) -> Child {
         .expect("sshd starts (openssh-server is installed by scripts/install-deps)")
 }
 
-/// Every live descendant of `root`, found through /proc/<pid>/stat.
+/// Every live descendant of `root`.
 fn descendants(root: u32) -> Vec<u32> {
-    let mut parent = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        if let Some(ppid) = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<u32>().ok())
-        {
-            parent.push((pid, ppid));
-        }
-    }
+    let parent: Vec<(u32, u32)> = crate::support::processes()
+        .into_iter()
+        .map(|(pid, ppid, _)| (pid, ppid))
+        .collect();
     let mut found = vec![root];
     let mut index = 0;
     while index < found.len() {

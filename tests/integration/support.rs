@@ -72,10 +72,15 @@ impl TestCluster {
     /// Wait until the journal shows node `index` past `pending`.
     pub fn wait_until_node_touched(&self, index: usize) {
         let name = self.node_names()[index].clone();
+        self.wait_for_step(&name, "being switched", |step| step != "pending");
+    }
+
+    /// Wait (up to 120 s) until the journal's step of node `name` satisfies `wanted`.
+    pub fn wait_for_step(&self, name: &str, what: &str, wanted: impl Fn(&str) -> bool) {
         let plan = self.plan();
         self.cluster
             .wait_until(
-                &format!("{name} is being switched"),
+                &format!("{name} {what}"),
                 std::time::Duration::from_secs(120),
                 || {
                     journal_if_any(&plan).is_some_and(|j| {
@@ -83,7 +88,7 @@ impl TestCluster {
                             .as_array()
                             .unwrap()
                             .iter()
-                            .any(|n| n["name"] == name.as_str() && n["step"] != "pending")
+                            .any(|n| n["name"] == name && n["step"].as_str().is_some_and(&wanted))
                     })
                 },
             )
@@ -215,6 +220,41 @@ pub fn journal_if_any(plan: &Path) -> Option<serde_json::Value> {
 }
 
 /// Processes whose argv runs `<root>/bin/ctl stop` (a stop command in progress), by pid.
+/// Wait until the `ctl stop` of the node at `root` hangs under the running distls `run`; the
+/// pids of the hung `ctl stop` processes. Panics, with distls's output, if distls ends first.
+pub fn wait_for_hung_stop(
+    cluster: &distls::rehearsal::RehearsalCluster,
+    run: &mut std::process::Child,
+    root: &std::path::Path,
+) -> Vec<u32> {
+    let mut hung = Vec::new();
+    let mut exited = false;
+    cluster
+        .wait_until(
+            "node 1's ctl stop to hang",
+            std::time::Duration::from_secs(120),
+            || {
+                hung = ctl_stop_pids(root);
+                exited = run.try_wait().unwrap().is_some();
+                !hung.is_empty() || exited
+            },
+        )
+        .unwrap();
+    if exited {
+        let stderr = run
+            .stderr
+            .take()
+            .map(|mut pipe| {
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut pipe, &mut text).unwrap();
+                text
+            })
+            .unwrap_or_default();
+        panic!("distls ended before the node's stop hung: {stderr}");
+    }
+    hung
+}
+
 pub fn ctl_stop_pids(root: &std::path::Path) -> Vec<u32> {
     let ctl = root.join("bin/ctl").display().to_string();
     let mut out = Vec::new();
@@ -235,4 +275,33 @@ pub fn ctl_stop_pids(root: &std::path::Path) -> Vec<u32> {
         }
     }
     out
+}
+
+/// One live process, read from /proc: `(pid, parent pid, argv joined by spaces)`.
+pub fn processes() -> Vec<(u32, u32, String)> {
+    let mut table = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let (Ok(stat), Ok(raw)) = (
+            std::fs::read_to_string(entry.path().join("stat")),
+            std::fs::read(entry.path().join("cmdline")),
+        ) else {
+            continue;
+        };
+        // The command name in stat may hold spaces and parentheses: fields start after the last ')'.
+        if let Some(ppid) = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok())
+        {
+            table.push((pid, ppid, String::from_utf8_lossy(&raw).replace('\0', " ")));
+        }
+    }
+    table
 }
