@@ -6,18 +6,10 @@ use crate::support::*;
 fn a_start_that_fails_with_tls_rolls_the_cluster_back() {
     let t = cluster("fail", 3);
     let originals = t.dist_args_files();
-    let third = &t.cluster.nodes()[2];
-    let failing_start = format!(
-        "if grep -q '^-proto_dist inet_tls' {args}; then echo 'refusing to start with TLS' >&2; exit 1; fi; exec {ctl} start",
-        args = t.dist_args_path(2).display(),
-        ctl = third.root.join("bin/ctl").display()
-    );
+    let failing_start = t.fails_with_tls(2, "start", "refusing to start with TLS");
     t.cluster.write_plan_with(|index| {
         if index == 2 {
-            format!(
-                "    commands:\n      start: \"{}\"\n",
-                failing_start.replace('\\', "\\\\").replace('"', "\\\"")
-            )
+            format!("    commands:\n      start: \"{failing_start}\"\n")
         } else {
             String::new()
         }
@@ -41,12 +33,7 @@ fn a_start_that_fails_with_tls_rolls_the_cluster_back() {
 fn pause_leaves_the_cluster_for_the_operator_and_rollback_reverts_it() {
     let t = cluster("pause", 3);
     let originals = t.dist_args_files();
-    let second = &t.cluster.nodes()[1];
-    let failing_start = format!(
-        "if grep -q '^-proto_dist inet_tls' {args}; then exit 1; fi; exec {ctl} start",
-        args = t.dist_args_path(1).display(),
-        ctl = second.root.join("bin/ctl").display()
-    );
+    let failing_start = t.fails_with_tls(1, "start", "refusing to start with TLS");
     t.cluster.write_plan_with(|index| {
         if index == 1 {
             format!("    commands:\n      start: \"{failing_start}\"\n")
@@ -409,11 +396,7 @@ fn a_rollback_whose_stop_hangs_escalates_and_still_converges() {
     let t = cluster("rbhang", 3);
     let originals = t.dist_args_files();
     let roots: Vec<_> = t.cluster.nodes().iter().map(|n| n.root.clone()).collect();
-    let failing_start = format!(
-        "if grep -q '^-proto_dist inet_tls' {args}; then echo 'refusing to start with TLS' >&2; exit 1; fi; exec {ctl} start",
-        args = t.dist_args_path(2).display(),
-        ctl = roots[2].join("bin/ctl").display()
-    );
+    let failing_start = t.fails_with_tls(2, "start", "refusing to start with TLS");
     t.cluster.write_plan_with(|index| match index {
         0 => "    timeouts:\n      stop: 5s\n      kill_grace: 20s\n".to_string(),
         2 => format!("    commands:\n      start: \"{failing_start}\"\n"),
@@ -449,17 +432,11 @@ fn a_rollback_whose_stop_hangs_escalates_and_still_converges() {
 fn a_ctl_that_cannot_reach_the_tls_node_rolls_the_cluster_back() {
     let t = cluster("noping", 3);
     let originals = t.dist_args_files();
-    let second = &t.cluster.nodes()[1];
-    let failing_ping = format!(
-        "if grep -q '^-proto_dist inet_tls' {args}; then echo 'ctl: cannot reach the node over TLS' >&2; exit 1; fi; exec {ctl} ping",
-        args = t.dist_args_path(1).display(),
-        ctl = second.root.join("bin/ctl").display()
-    );
+    let failing_ping = t.fails_with_tls(1, "ping", "ctl: cannot reach the node over TLS");
     t.cluster.write_plan_with(|index| {
         if index == 1 {
             format!(
-                "    commands:\n      ping: \"{}\"\n    timeouts:\n      start: 120s\n      rejoin: 120s\n",
-                failing_ping.replace('\\', "\\\\").replace('"', "\\\"")
+                "    commands:\n      ping: \"{failing_ping}\"\n    timeouts:\n      start: 120s\n      rejoin: 120s\n"
             )
         } else {
             String::new()

@@ -95,6 +95,17 @@ impl TestCluster {
             .unwrap();
     }
 
+    /// A plan command for node `index` that runs its ctl `verb`, except when its vm.dist.args
+    /// enables TLS: then it prints `message` and fails. Escaped for a double-quoted YAML string.
+    pub fn fails_with_tls(&self, index: usize, verb: &str, message: &str) -> String {
+        let command = format!(
+            "if grep -q '^-proto_dist inet_tls' {args}; then echo '{message}' >&2; exit 1; fi; exec {ctl} {verb}",
+            args = self.dist_args_path(index).display(),
+            ctl = self.cluster.nodes()[index].root.join("bin/ctl").display()
+        );
+        command.replace('\\', "\\\\").replace('"', "\\\"")
+    }
+
     /// Every node's vm.dist.args as it is now.
     pub fn dist_args_files(&self) -> Vec<Vec<u8>> {
         (0..self.node_names().len())
