@@ -177,7 +177,12 @@ pub struct FlavorError {
 }
 
 impl FlavorError {
-    pub fn at(line: usize, column: usize, message: impl Into<String>, hint: impl Into<String>) -> Self {
+    pub fn at(
+        line: usize,
+        column: usize,
+        message: impl Into<String>,
+        hint: impl Into<String>,
+    ) -> Self {
         FlavorError {
             line,
             column,
@@ -221,7 +226,9 @@ fn check_plain_word(path: &str) -> Result<(), FlavorError> {
         .find(|c| !(c.is_ascii_alphanumeric() || "/._-+@,:=%".contains(*c)))
     {
         return Err(FlavorError::whole(
-            format!("the optfile path {path} contains {bad:?}, which the product's scripts would split or expand"),
+            format!(
+                "the optfile path {path} contains {bad:?}, which the product's scripts would split or expand"
+            ),
             "move the flags file to a directory whose path has only letters, digits and / . _ - + @ , : = %",
         ));
     }

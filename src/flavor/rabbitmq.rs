@@ -40,7 +40,8 @@ mod tests {
 
     #[test]
     fn sets_server_and_ctl_args() {
-        let env = "export ERL_EPMD_PORT=4372\nNODENAME=rabbit1@vm\n#SERVER_ADDITIONAL_ERL_ARGS=\"\"\n";
+        let env =
+            "export ERL_EPMD_PORT=4372\nNODENAME=rabbit1@vm\n#SERVER_ADDITIONAL_ERL_ARGS=\"\"\n";
         let tls = enable_tls(env, Path::new("/r/distls-ssl_dist.conf")).unwrap();
         assert!(tls.starts_with(env));
         let flags = "-proto_dist inet_tls -ssl_dist_optfile /r/distls-ssl_dist.conf";

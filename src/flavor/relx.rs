@@ -22,7 +22,9 @@ pub fn enable_tls(original: &str, optfile: &Path) -> Result<String, FlavorError>
         .expect("tls_flags has both flags");
     Ok(append_lines(
         original,
-        &format!("## added by distls (TLS distribution); `distls rollback` restores the original file\n{proto}\n-ssl_dist_optfile{optfile_flag}\n"),
+        &format!(
+            "## added by distls (TLS distribution); `distls rollback` restores the original file\n{proto}\n-ssl_dist_optfile{optfile_flag}\n"
+        ),
     ))
 }
 

@@ -60,7 +60,9 @@ fn parse_value(
             line,
             column,
             format!("the value of {var} {why}; distls edits only a value written on one line"),
-            format!("write {var}=\"...\" on a single line (plain words inside double quotes), then run distls again"),
+            format!(
+                "write {var}=\"...\" on a single line (plain words inside double quotes), then run distls again"
+            ),
         )
     };
     let (quote, len, value) = match rest.chars().next() {
@@ -85,7 +87,9 @@ fn parse_value(
                 .unwrap_or(rest.len());
             let value = &rest[..end];
             if value.contains(['\\', '`', '"', '\'']) || value.contains("$(") {
-                return Err(unsupported("uses quotes, backslashes or command substitution"));
+                return Err(unsupported(
+                    "uses quotes, backslashes or command substitution",
+                ));
             }
             (None, end, value.to_owned())
         }
@@ -109,7 +113,9 @@ pub fn append_flags(text: &str, var: &str, flags: &str) -> Result<String, Flavor
                     found.line,
                     1,
                     format!("{var} already sets distribution flags (-proto_dist/-ssl_dist_opt*)"),
-                    format!("distls starts from plain TCP: remove those flags from {var} (or restore the file from its backup) and run distls again"),
+                    format!(
+                        "distls starts from plain TCP: remove those flags from {var} (or restore the file from its backup) and run distls again"
+                    ),
                 ));
             }
             let value = if found.value.trim().is_empty() {
@@ -128,7 +134,9 @@ pub fn append_flags(text: &str, var: &str, flags: &str) -> Result<String, Flavor
         }
         None => Ok(super::append_lines(
             text,
-            &format!("# added by distls (TLS distribution); `distls rollback` restores the original file\n{var}=\"{flags}\"\n"),
+            &format!(
+                "# added by distls (TLS distribution); `distls rollback` restores the original file\n{var}=\"{flags}\"\n"
+            ),
         )),
     }
 }
@@ -142,7 +150,10 @@ pub fn plain_value(text: &str, var: &str) -> Result<Option<(String, usize)>, Fla
         return Err(FlavorError::at(
             found.line,
             1,
-            format!("{var} uses shell expansion ({}); distls reads it literally", found.value),
+            format!(
+                "{var} uses shell expansion ({}); distls reads it literally",
+                found.value
+            ),
             format!("write the literal value of {var}"),
         ));
     }
@@ -161,7 +172,9 @@ mod tests {
         let out = append_flags(text, "ERL_OPTIONS", FLAGS).unwrap();
         assert_eq!(
             out,
-            format!("# c\nexport ERL_EPMD_PORT=4371\nERL_OPTIONS=\"-env ERL_CRASH_DUMP_BYTES 0 {FLAGS}\" # note\nX=1\n")
+            format!(
+                "# c\nexport ERL_EPMD_PORT=4371\nERL_OPTIONS=\"-env ERL_CRASH_DUMP_BYTES 0 {FLAGS}\" # note\nX=1\n"
+            )
         );
     }
 
