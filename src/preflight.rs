@@ -204,8 +204,8 @@ async fn check_host(
                 }
                 report
                     .findings
-                    .push(listen_port(&target.tls.text).at(&host, node));
-                let settings = argsfile::dist_settings(&target.tls.text);
+                    .push(listen_port(&target.preflight_args).at(&host, node));
+                let settings = argsfile::dist_settings(&target.preflight_args);
                 targets.push(target);
                 Some(settings)
             }
@@ -397,7 +397,11 @@ async fn runtime(targets: &[NodeTarget]) -> Runtime {
     };
     let outcome = async {
         let probe = pool
-            .probe_for(&first.probe_site(), &first.current, "preflight")
+            .probe_for(
+                &first.probe_site(),
+                &first.current_probe_args(),
+                "preflight",
+            )
             .await?;
         let versions = probe.versions().await?;
         let mut os_pids = BTreeMap::new();

@@ -288,6 +288,7 @@ impl<'a> Rollout<'a> {
         self.store.save(&mut self.journal)?;
         for index in 0..self.targets.len() {
             let started = Instant::now();
+            self.check_migrated_alive(index).await?;
             self.migrate_node(index)
                 .await
                 .map_err(|f| f.on_node(index))?;
@@ -394,6 +395,19 @@ impl<'a> Rollout<'a> {
         self.mark(index, Step::Editing)?;
         self.ensure_backup(index).await?;
         let target = &self.targets[index];
+        if let Some(optfile) = &target.optfile {
+            // The file the new flags point at exists before they do.
+            target
+                .transport
+                .write_file_owned_like(
+                    &optfile.path,
+                    optfile.text.as_bytes(),
+                    0o600,
+                    &target.dist_args,
+                )
+                .await
+                .map_err(|e| self.step_failed(index, &e.to_string()))?;
+        }
         target
             .transport
             .write_file(&target.dist_args, target.tls.text.as_bytes(), 0o644)
@@ -444,7 +458,100 @@ impl<'a> Rollout<'a> {
         if self.file_state(index).await? != FileState::Original {
             return Err(self.step_failed(index, "vm.dist.args does not read back as the original"));
         }
+        self.remove_optfile(index).await?;
         self.mark(index, done)
+    }
+
+    /// The optfile goes once the flags no longer point at it.
+    async fn remove_optfile(&self, index: usize) -> StepResult {
+        let target = &self.targets[index];
+        if let Some(optfile) = &target.optfile {
+            target
+                .transport
+                .remove_file(&optfile.path)
+                .await
+                .map_err(|e| self.step_failed(index, &e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Every node migrated earlier in this roll must still run. With Mnesia disc tables a
+    /// migrated node waits for the plain ones until the last node switches; RabbitMQ gives up
+    /// after its table wait (10×30 s by default) and its VM exits.
+    async fn check_migrated_alive(&self, upto: usize) -> StepResult {
+        for index in 0..upto {
+            let running = Running::of_info(&self.observe(index).await?);
+            if running != Running::Tls {
+                let flavor = self.targets[index].spec.flavor;
+                let why = match flavor.table_wait() {
+                    Some(wait) => format!(
+                        "; {flavor} waits about {} for Mnesia tables held by nodes still on plain TCP, then {}: keep the roll shorter than that (see docs/flavor-{flavor}.md)",
+                        humantime::format_duration(wait.limit),
+                        wait.then
+                    ),
+                    None => String::new(),
+                };
+                // Named after the newest migrated node, so a rollback reverts every touched node.
+                return Err(self.step_failed(
+                    upto - 1,
+                    &format!(
+                        "node {} was migrated earlier in this roll but is now {}{why}",
+                        self.name(index),
+                        running.label()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// After the mesh: every node's `commands.ready` succeeds (the application has finished
+    /// starting, e.g. its Mnesia tables loaded), within `timeouts.ready`.
+    async fn ready_gate(&mut self) -> StepResult {
+        for index in 0..self.targets.len() {
+            let Some(ready) = self.targets[index].spec.commands.ready.clone() else {
+                continue;
+            };
+            self.progress
+                .step(index, self.name(index), "waiting until it reports ready");
+            let timeout = self.targets[index].spec.timeouts.ready;
+            let deadline = Instant::now() + timeout;
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let said = match self.targets[index]
+                    .transport
+                    .run(&ready, left.max(Duration::from_secs(1)))
+                    .await
+                {
+                    Ok(out) if out.success() => break,
+                    Ok(out) => format!("`{ready}` exited with {:?}: {}", out.status, out.tail()),
+                    Err(e) => e.to_string(),
+                };
+                let last = self.targets.len() - 1;
+                if Instant::now() >= deadline {
+                    return Err(self.step_failed(
+                        last,
+                        &format!(
+                            "node {} runs TLS and is linked to every node, but did not report ready within {}: {said}",
+                            self.name(index),
+                            humantime::format_duration(timeout)
+                        ),
+                    ));
+                }
+                if Running::of_info(&self.observe(index).await?) != Running::Tls {
+                    return Err(self.step_failed(
+                        index,
+                        &format!(
+                            "it stopped running while distls waited for it to report ready: {said}"
+                        ),
+                    ));
+                }
+                for _ in 0..10 {
+                    self.pause_between_polls().await?;
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn start(
@@ -563,6 +670,7 @@ impl<'a> Rollout<'a> {
                 &format!("the cluster did not form one TLS mesh: {missing}"),
             ));
         }
+        self.ready_gate().await?;
         self.journal.phase = Phase::Completed;
         self.journal.record(None, "completed");
         self.store.save(&mut self.journal)?;
@@ -614,6 +722,12 @@ impl<'a> Rollout<'a> {
             let started = Instant::now();
             self.revert_node(index).await?;
             self.timings[index] = Some(started.elapsed());
+        }
+        // A run killed between restoring a flags file and removing its optfile left the optfile.
+        for index in 0..self.targets.len() {
+            if self.file_state(index).await? == FileState::Original {
+                self.remove_optfile(index).await?;
+            }
         }
         let everyone: Vec<usize> = (0..self.targets.len()).collect();
         let deadline = Instant::now() + self.max_rejoin_timeout();
@@ -739,7 +853,7 @@ impl<'a> Rollout<'a> {
         let target = &self.targets[index];
         Ok(self
             .probes
-            .probe_for(&target.probe_site(), &target.original, "plain tcp")
+            .probe_for(&target.probe_site(), &target.probe_plain, "plain tcp")
             .await?)
     }
 
@@ -747,7 +861,7 @@ impl<'a> Rollout<'a> {
         let target = &self.targets[index];
         Ok(self
             .probes
-            .probe_for(&target.probe_site(), &target.tls.text, "tls")
+            .probe_for(&target.probe_site(), &target.probe_tls, "tls")
             .await?)
     }
 
@@ -965,10 +1079,10 @@ impl<'a> Rollout<'a> {
 
 pub async fn observe_with(probes: &ProbePool, target: &NodeTarget) -> Result<NodeInfo> {
     let plain = probes
-        .probe_for(&target.probe_site(), &target.original, "plain tcp")
+        .probe_for(&target.probe_site(), &target.probe_plain, "plain tcp")
         .await?;
     let tls = probes
-        .probe_for(&target.probe_site(), &target.tls.text, "tls")
+        .probe_for(&target.probe_site(), &target.probe_tls, "tls")
         .await?;
     let name = target.name();
     let plain_info = plain.info(name);

@@ -347,6 +347,47 @@ impl Transport {
         self.exec_ok(&script, Some(bytes), path).await.map(|_| ())
     }
 
+    /// Atomic write of a new file with exactly `mode` and the owner and group of `like`.
+    pub async fn write_file_owned_like(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+        mode: u32,
+        like: &Path,
+    ) -> Result<(), TransportError> {
+        if self.is_direct() {
+            let (owned, like_owned) = (path.to_path_buf(), like.to_path_buf());
+            let data = bytes.to_vec();
+            return tokio::task::spawn_blocking(move || {
+                atomic_file::write_owned_like(&owned, &data, mode, &like_owned)
+            })
+            .await
+            .expect("file writer task")
+            .map_err(|e| self.file_error(path, e.to_string()));
+        }
+        let script = format!(
+            "{}\nchown \"$(stat -L -c %u:%g -- {like})\" \"$t\" 2>/dev/null || true\nchmod {mode:o} \"$t\"",
+            remote_atomic_write_script(path, mode),
+            like = shell_quote(&like.display().to_string())
+        );
+        self.exec_ok(&script, Some(bytes), path).await.map(|_| ())
+    }
+
+    /// Remove a file; a file that is not there is fine.
+    pub async fn remove_file(&self, path: &Path) -> Result<(), TransportError> {
+        if self.is_direct() {
+            let owned = path.to_path_buf();
+            return tokio::task::spawn_blocking(move || atomic_file::remove(&owned))
+                .await
+                .expect("file remover task")
+                .map_err(|e| self.file_error(path, e.to_string()));
+        }
+        let quoted = shell_quote(&path.display().to_string());
+        self.exec_ok(&format!("rm -f -- {quoted}"), None, path)
+            .await
+            .map(|_| ())
+    }
+
     /// Run a shell command with a deadline.
     pub async fn run(
         &self,
