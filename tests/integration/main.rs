@@ -1,4 +1,5 @@
 //! Integration tests: the real `distls` binary against real Erlang nodes in MongooseIM layout.
+mod products;
 mod sshd;
 mod support;
 
@@ -19,3 +20,5 @@ mod preflight;
 mod resume;
 // The SSH transport against a real sshd on loopback.
 mod ssh;
+// The ejabberd and RabbitMQ flavors against the real products (Debian packages).
+mod flavors;

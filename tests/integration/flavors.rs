@@ -1,0 +1,195 @@
+//! The ejabberd and RabbitMQ flavors against the real products (Debian packages): a 3-node cluster
+//! each, migrated end to end with the flavor's default commands, and a rollback.
+
+use crate::products::*;
+use crate::support::{describe, journal, stderr, stdout};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+fn distls(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_distls"))
+        .args(args)
+        .output()
+        .expect("distls runs")
+}
+
+/// `distls status`: every node's row says verified / tls / tls and lists both peers over TLS.
+fn assert_status_all_tls(plan: &Path, names: &[String]) {
+    let status = distls(&["status", plan.to_str().unwrap()]);
+    assert!(status.status.success(), "{}", describe(&status));
+    let shown = stdout(&status);
+    for name in names {
+        let row = shown
+            .lines()
+            .find(|l| l.starts_with(name.as_str()))
+            .unwrap_or_else(|| panic!("status lists {name}: {shown}"));
+        let words: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(&words[1..4], ["verified", "tls", "tls"], "{row}");
+        for peer in names.iter().filter(|p| *p != name) {
+            assert!(
+                row.contains(&format!("{peer}:tls")),
+                "{name} ↔ {peer} over TLS: {row}"
+            );
+        }
+    }
+}
+
+fn assert_optfile(flags_file: &Path, owner_uid: u32) {
+    let optfile = flags_file.parent().unwrap().join("distls-ssl_dist.conf");
+    let meta = std::fs::metadata(&optfile).expect("the optfile exists");
+    assert_eq!(meta.mode() & 0o777, 0o600, "{}", optfile.display());
+    assert_eq!(meta.uid(), owner_uid, "owned like the flags file");
+    let text = std::fs::read_to_string(&optfile).unwrap();
+    assert!(text.contains("{fail_if_no_peer_cert, true}"), "{text}");
+}
+
+fn uid_of(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().uid()
+}
+
+#[test]
+fn ejabberd_cluster_migrates_with_the_flavor_defaults() {
+    let _one_at_a_time = products_lock();
+    let ej = Ejabberd::cluster("ejm", 3);
+    let names: Vec<String> = (1..=3).map(|i| ej.node_name(i)).collect();
+    // The nodes' own stop + start (plain), for comparison with the roll.
+    let own: Duration = (1..=3)
+        .map(|i| {
+            timed(|| {
+                ej.stop(i);
+                ej.start_plain(i);
+            })
+        })
+        .sum();
+    let plan = ej.plan("ej-test", |_| String::new());
+
+    let started = Instant::now();
+    let out = distls(&["migrate", plan.to_str().unwrap()]);
+    let took = started.elapsed();
+    assert!(out.status.success(), "{}", describe(&out));
+    eprintln!(
+        "MEASURED ejabberd 3 nodes: distls migrate {:.1} s; sum of the nodes' own stop+start {:.1} s",
+        took.as_secs_f64(),
+        own.as_secs_f64()
+    );
+    assert_eq!(journal(&plan)["phase"], "completed");
+    assert_status_all_tls(&plan, &names);
+    for i in 1..=3 {
+        let cfg = std::fs::read_to_string(ej.cfg(i)).unwrap();
+        assert!(
+            cfg.contains(&format!(
+                "ERL_OPTIONS=\"-env ERL_CRASH_DUMP_BYTES 0 -proto_dist inet_tls -ssl_dist_optfile {}/distls-ssl_dist.conf\"",
+                ej.etc(i).display()
+            )),
+            "{cfg}"
+        );
+        assert_optfile(&ej.cfg(i), uid_of(&ej.cfg(i)));
+        let cluster = ej.ctl_ok(i, &["list_cluster"]);
+        for name in &names {
+            assert!(
+                cluster.contains(name.as_str()),
+                "node {i} lists {name}: {cluster}"
+            );
+        }
+        let account = ej.ctl(i, &["check_account", "alice", "localhost"]);
+        assert!(
+            account.status.success(),
+            "alice still exists: {}",
+            text(&account)
+        );
+    }
+}
+
+#[test]
+fn ejabberd_start_failing_on_tls_rolls_everything_back() {
+    let _one_at_a_time = products_lock();
+    let ej = Ejabberd::cluster("ejr", 3);
+    let originals: Vec<Vec<u8>> = (1..=3).map(|i| std::fs::read(ej.cfg(i)).unwrap()).collect();
+    let failing_start = format!(
+        "if grep -q inet_tls {cfg}; then echo 'refusing to start with TLS' >&2; exit 1; fi; exec {ctl} start",
+        cfg = ej.cfg(3).display(),
+        ctl = ej.ctl_command(3)
+    );
+    let plan = ej.plan("ej-rollback", |i| {
+        if i == 3 {
+            format!("    commands: {{ start: \"{failing_start}\" }}\n")
+        } else {
+            String::new()
+        }
+    });
+
+    let out = distls(&["migrate", plan.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(4), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("refusing to start with TLS"),
+        "{}",
+        describe(&out)
+    );
+    assert!(stderr(&out).contains("rolled back"), "{}", describe(&out));
+    assert_eq!(journal(&plan)["phase"], "rolled_back");
+    for i in 1..=3 {
+        assert_eq!(
+            std::fs::read(ej.cfg(i)).unwrap(),
+            originals[i - 1],
+            "ejabberdctl.cfg of node {i} is byte-identical to its original"
+        );
+        assert!(
+            !ej.etc(i).join("distls-ssl_dist.conf").exists(),
+            "the optfile of node {i} is removed"
+        );
+        ej.ctl_ok(i, &["started"]);
+        let cluster = ej.ctl_ok(i, &["list_cluster"]);
+        assert_eq!(cluster.matches("ejabberd").count(), 3, "{cluster}");
+    }
+    let account = ej.ctl(1, &["check_account", "alice", "localhost"]);
+    assert!(account.status.success(), "{}", text(&account));
+}
+
+#[test]
+fn rabbitmq_cluster_migrates_with_the_flavor_defaults() {
+    let _one_at_a_time = products_lock();
+    let rmq = RabbitMq::cluster("rmq", 3);
+    let names: Vec<String> = (1..=3).map(|i| rmq.node_name(i)).collect();
+    let own: Duration = (1..=3)
+        .map(|i| {
+            timed(|| {
+                rmq.stop(i);
+                rmq.start(i);
+                rmq.wait_started(i);
+            })
+        })
+        .sum();
+    let plan = rmq.plan("rmq-test");
+
+    let started = Instant::now();
+    let out = distls(&["migrate", plan.to_str().unwrap()]);
+    let took = started.elapsed();
+    assert!(out.status.success(), "{}", describe(&out));
+    eprintln!(
+        "MEASURED rabbitmq 3 nodes: distls migrate {:.1} s; sum of the nodes' own stop+start {:.1} s",
+        took.as_secs_f64(),
+        own.as_secs_f64()
+    );
+    assert_eq!(journal(&plan)["phase"], "completed");
+    assert_status_all_tls(&plan, &names);
+    for i in 1..=3 {
+        let env = std::fs::read_to_string(rmq.env_file(i)).unwrap();
+        let flags = format!(
+            "\"-proto_dist inet_tls -ssl_dist_optfile {}/distls-ssl_dist.conf\"",
+            rmq.env_file(i).parent().unwrap().display()
+        );
+        assert!(
+            env.contains(&format!("\nSERVER_ADDITIONAL_ERL_ARGS={flags}\n")),
+            "{env}"
+        );
+        assert!(env.contains(&format!("\nCTL_ERL_ARGS={flags}\n")), "{env}");
+        assert_optfile(&rmq.env_file(i), uid_of(&rmq.env_file(i)));
+        let status = rmq.ctl_ok(i, &["cluster_status"]);
+        for name in &names {
+            assert!(status.contains(name.as_str()), "{status}");
+        }
+    }
+    rmq.wait_queue_count(1, "cq1\t1", Duration::from_secs(60));
+}
