@@ -115,6 +115,14 @@ impl Flavor {
         }
     }
 
+    /// Whether distls may stop the VM itself (init:stop, then halt) when the stop command fails
+    /// and the node still runs: an ejabberd node that is still booting (waiting for Mnesia tables
+    /// held by plain nodes, e.g. during a rollback) has no ctl commands yet, so `ejabberdctl stop`
+    /// answers "unknown command".
+    pub fn stops_booting_vm(self) -> bool {
+        matches!(self, Flavor::Ejabberd | Flavor::RabbitMq)
+    }
+
     /// How long the product waits for its Mnesia tables when it starts while peers holding them
     /// are unreachable, and what happens then.
     pub fn table_wait(self) -> Option<TableWait> {

@@ -146,6 +146,14 @@ impl Probe {
             .map(|_| ())
     }
 
+    /// Ask `node` to stop: `init:stop()` (orderly), or with `halt`, `erlang:halt()`.
+    pub async fn stop_node(&self, node: &str, halt: bool) -> Result<(), ProbeError> {
+        let how = if halt { "halt" } else { "init" };
+        self.request(&format!("stop {node} {how}"))
+            .await
+            .map(|_| ())
+    }
+
     /// The OTP release and ssl application version of the probe VM: those of `erl` on its host.
     pub async fn versions(&self) -> Result<RuntimeVersions, ProbeError> {
         let reply = self.request("versions").await?;

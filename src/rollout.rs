@@ -374,6 +374,9 @@ impl<'a> Rollout<'a> {
             Ok(out) => format!("`{command}` exited with {:?}: {}", out.status, out.tail()),
             Err(e) => e.to_string(),
         };
+        if !said.is_empty() && self.targets[index].spec.flavor.stops_booting_vm() {
+            self.stop_vm_directly(index, deadline).await?;
+        }
         if !self.wait_running(index, Running::Down, deadline).await? {
             return Err(self.step_failed(
                 index,
@@ -460,6 +463,31 @@ impl<'a> Rollout<'a> {
         }
         self.remove_optfile(index).await?;
         self.mark(index, done)
+    }
+
+    /// The stop command failed and the node may still run (e.g. still booting): ask the VM
+    /// itself, through the probe that reaches it, to stop; halt it if that does not work.
+    async fn stop_vm_directly(&self, index: usize, deadline: Instant) -> StepResult {
+        let grace = Duration::from_secs(10);
+        for halt in [false, true] {
+            let running = Running::of_info(&self.observe(index).await?);
+            let probe = match running {
+                Running::Down => return Ok(()),
+                Running::Tls => self.tls_probe(index).await?,
+                Running::Plain => self.plain_probe(index).await?,
+            };
+            self.progress.note(&format!(
+                "{}: its stop command failed and it still runs; asking the VM to stop ({})",
+                self.name(index),
+                if halt { "erlang:halt()" } else { "init:stop()" }
+            ));
+            probe.stop_node(self.name(index), halt).await?;
+            let until = (Instant::now() + grace).min(deadline);
+            if self.wait_running(index, Running::Down, until).await? {
+                return Ok(());
+            }
+        }
+        Ok(())
     }
 
     /// The optfile goes once the flags no longer point at it.

@@ -218,7 +218,7 @@ impl Ejabberd {
             root = root.display()
         );
         std::fs::write(self.cfg(i), cfg).unwrap();
-        let yml = "hosts:\n  - localhost\nloglevel: warning\ncertfiles:\n  - /etc/ejabberd/ejabberd.pem\nlisten: []\nacl:\n  local:\n    user_regexp: \"\"\naccess_rules:\n  local:\n    allow: local\napi_permissions:\n  \"console commands\":\n    from:\n      - ejabberd_ctl\n    who: all\n    what: \"*\"\nmodules:\n  mod_roster: {}\n";
+        let yml = "hosts:\n  - localhost\nloglevel: warning\ncertfiles:\n  - /etc/ejabberd/ejabberd.pem\nlisten: []\nacl:\n  local:\n    user_regexp: \"\"\naccess_rules:\n  local:\n    allow: local\napi_permissions:\n  \"console commands\":\n    from:\n      - ejabberd_ctl\n    who: all\n    what: \"*\"\nmodules:\n  mod_admin_extra: {}\n  mod_roster: {}\n";
         std::fs::write(self.etc(i).join("ejabberd.yml"), yml).unwrap();
         let _ = std::fs::copy("/etc/ejabberd/inetrc", self.etc(i).join("inetrc"));
     }
