@@ -174,7 +174,47 @@ pub async fn run(plan: &Plan, transports: &[Transport], options: Options) -> Vec
         .collect();
     findings.push(same_options(&reports).at(CLUSTER, None));
     findings.push(mixed_otp(&reports).at(CLUSTER, None));
+    if let Some(verdict) = table_wait(plan) {
+        findings.push(verdict.at(CLUSTER, None));
+    }
     findings
+}
+
+/// `roll.table_wait`: with Mnesia disc tables the first migrated node waits for its tables until
+/// the last node has switched. A product that gives up (RabbitMQ: 10×30 s, then the VM exits)
+/// must not be made to wait longer than that by the plan's worst case: every later node using its
+/// whole stop, start and rejoin timeouts.
+pub fn table_wait(plan: &Plan) -> Option<Verdict> {
+    let first = plan.nodes.first()?;
+    let wait = first.flavor.table_wait()?;
+    let worst: Duration = plan.nodes[1..]
+        .iter()
+        .map(|n| n.timeouts.stop + n.timeouts.start + n.timeouts.rejoin)
+        .sum();
+    let flavor = first.flavor;
+    let limit = humantime::format_duration(wait.limit);
+    if worst <= wait.limit {
+        return Some(Verdict::ok(
+            "roll.table_wait",
+            format!(
+                "the roll after {} may take up to {} (timeouts), within {flavor}'s {limit} table wait",
+                first.name,
+                humantime::format_duration(worst)
+            ),
+        ));
+    }
+    Some(Verdict::warn(
+        "roll.table_wait",
+        format!(
+            "{} waits for its Mnesia tables until the last node has switched; with the plan's timeouts the roll after it may take up to {}, longer than {flavor}'s table wait ({limit}), after which {}",
+            first.name,
+            humantime::format_duration(worst),
+            wait.then
+        ),
+        format!(
+            "lower timeouts.stop/start/rejoin of the later nodes so their sum stays under {limit}, or raise mnesia_table_loading_retry_limit (advanced.config) for the roll; a typical switch takes seconds per node (docs/flavor-{flavor}.md)"
+        ),
+    ))
 }
 
 pub fn has_failures(findings: &[Finding]) -> bool {
@@ -706,6 +746,22 @@ pub fn render_json(findings: &[Finding]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn rabbit_plan(timeouts: &str) -> Plan {
+        let text = format!(
+            "version: 1\ncluster: r\nflavor: rabbitmq\ntls: {{ certfile: /c, keyfile: /k, cacertfile: /a }}\ndefaults:\n  timeouts: {timeouts}\nnodes:\n  - name: rabbit1@h\n    flags_file: /r1/rabbitmq-env.conf\n  - name: rabbit2@h\n    flags_file: /r2/rabbitmq-env.conf\n  - name: rabbit3@h\n    flags_file: /r3/rabbitmq-env.conf\n"
+        );
+        Plan::from_source(Path::new("p.yaml"), &text).unwrap()
+    }
+
+    #[test]
+    fn table_wait_warns_when_the_roll_may_outlast_rabbitmqs_wait() {
+        let long = table_wait(&rabbit_plan("{ stop: 60s, start: 60s, rejoin: 120s }")).unwrap();
+        assert_eq!(long.severity, Severity::Warn, "{long:?}");
+        assert!(long.message.contains("8m"), "{}", long.message);
+        let short = table_wait(&rabbit_plan("{ stop: 30s, start: 60s, rejoin: 30s }")).unwrap();
+        assert_eq!(short.severity, Severity::Ok, "{short:?}");
+    }
 
     #[test]
     fn a_pinned_port_fails_and_a_range_passes() {
