@@ -288,7 +288,9 @@ impl<'a> Rollout<'a> {
         self.store.save(&mut self.journal)?;
         for index in 0..self.targets.len() {
             let started = Instant::now();
-            self.check_migrated_alive(index).await?;
+            if index > 0 {
+                self.check_migrated_alive(index, index - 1).await?;
+            }
             self.migrate_node(index)
                 .await
                 .map_err(|f| f.on_node(index))?;
@@ -506,7 +508,9 @@ impl<'a> Rollout<'a> {
     /// Every node migrated earlier in this roll must still run. With Mnesia disc tables a
     /// migrated node waits for the plain ones until the last node switches; RabbitMQ gives up
     /// after its table wait (10×30 s by default) and its VM exits.
-    async fn check_migrated_alive(&self, upto: usize) -> StepResult {
+    /// A failure is reported against `blame`, the newest touched node, so a rollback reverts
+    /// every touched node.
+    async fn check_migrated_alive(&self, upto: usize, blame: usize) -> StepResult {
         for index in 0..upto {
             let running = Running::of_info(&self.observe(index).await?);
             if running != Running::Tls {
@@ -519,9 +523,8 @@ impl<'a> Rollout<'a> {
                     ),
                     None => String::new(),
                 };
-                // Named after the newest migrated node, so a rollback reverts every touched node.
                 return Err(self.step_failed(
-                    upto - 1,
+                    blame,
                     &format!(
                         "node {} was migrated earlier in this roll but is now {}{why}",
                         self.name(index),
@@ -646,9 +649,18 @@ impl<'a> Rollout<'a> {
         let migrated: Vec<usize> = (0..index).collect();
         let plain: Vec<usize> = (index + 1..self.targets.len()).collect();
         let deadline = Instant::now() + self.targets[index].spec.timeouts.rejoin;
-        let missing = self
-            .wait_for_links(index, &migrated, true, &plain, deadline)
-            .await?;
+        // In slices, so a migrated peer that died meanwhile is named at once instead of waiting
+        // for the whole rejoin timeout.
+        let missing = loop {
+            let slice = (Instant::now() + Duration::from_secs(5)).min(deadline);
+            let missing = self
+                .wait_for_links(index, &migrated, true, &plain, slice)
+                .await?;
+            if missing.is_ok() || Instant::now() >= deadline {
+                break missing;
+            }
+            self.check_migrated_alive(index, index).await?;
+        };
         if let Err(missing) = missing {
             return Err(self.step_failed(
                 index,
