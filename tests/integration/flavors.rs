@@ -65,6 +65,31 @@ fn ejabberd_cluster_migrates_with_the_flavor_defaults() {
         .sum();
     let plan = ej.plan("ej-test", |_| String::new());
 
+    // The dry run shows both files and changes nothing.
+    let before: Vec<Vec<u8>> = (1..=3).map(|i| std::fs::read(ej.cfg(i)).unwrap()).collect();
+    let dry = distls(&["migrate", "--dry-run", plan.to_str().unwrap()]);
+    assert!(dry.status.success(), "{}", describe(&dry));
+    let shown = stdout(&dry);
+    assert!(
+        shown.contains("-ERL_OPTIONS=\"-env ERL_CRASH_DUMP_BYTES 0\"")
+            && shown.contains(
+                "+ERL_OPTIONS=\"-env ERL_CRASH_DUMP_BYTES 0 -proto_dist inet_tls -ssl_dist_optfile "
+            ),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("+ {client, ["),
+        "the optfile is shown: {shown}"
+    );
+    assert!(
+        shown.contains(" started   (must exit 0 within 3m"),
+        "{shown}"
+    );
+    for i in 1..=3 {
+        assert_eq!(std::fs::read(ej.cfg(i)).unwrap(), before[i - 1]);
+        assert!(!ej.etc(i).join("distls-ssl_dist.conf").exists());
+    }
+
     let started = Instant::now();
     let out = distls(&["migrate", plan.to_str().unwrap()]);
     let took = started.elapsed();
@@ -162,6 +187,15 @@ fn rabbitmq_cluster_migrates_with_the_flavor_defaults() {
         })
         .sum();
     let plan = rmq.plan("rmq-test");
+    // Its timeouts allow a roll longer than RabbitMQ's table wait: the preflight says so.
+    let check = distls(&["check", plan.to_str().unwrap()]);
+    assert!(check.status.success(), "{}", describe(&check));
+    let table_wait = stdout(&check)
+        .lines()
+        .find(|l| l.contains("roll.table_wait"))
+        .unwrap_or_else(|| panic!("{}", describe(&check)))
+        .to_owned();
+    assert!(table_wait.contains("warn"), "{table_wait}");
 
     let started = Instant::now();
     let out = distls(&["migrate", plan.to_str().unwrap()]);
