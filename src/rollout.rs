@@ -395,8 +395,11 @@ impl<'a> Rollout<'a> {
     }
 
     async fn edit(&mut self, index: usize) -> StepResult {
-        self.progress
-            .step(index, self.name(index), "enabling TLS in vm.dist.args");
+        self.progress.step(
+            index,
+            self.name(index),
+            &format!("enabling TLS in {}", self.file_label(index)),
+        );
         self.mark(index, Step::Editing)?;
         self.ensure_backup(index).await?;
         let target = &self.targets[index];
@@ -419,7 +422,8 @@ impl<'a> Rollout<'a> {
             .await
             .map_err(|e| self.step_failed(index, &e.to_string()))?;
         if self.file_state(index).await? != FileState::Tls {
-            return Err(self.step_failed(index, "vm.dist.args does not read back as written"));
+            let label = self.file_label(index);
+            return Err(self.step_failed(index, &format!("{label} does not read back as written")));
         }
         self.mark(index, Step::Edited)
     }
@@ -451,7 +455,7 @@ impl<'a> Rollout<'a> {
         self.progress.step(
             index,
             self.name(index),
-            "restoring the original vm.dist.args",
+            &format!("restoring the original {}", self.file_label(index)),
         );
         self.mark(index, Step::RevertRestoring)?;
         let target = &self.targets[index];
@@ -461,7 +465,11 @@ impl<'a> Rollout<'a> {
             .await
             .map_err(|e| self.step_failed(index, &e.to_string()))?;
         if self.file_state(index).await? != FileState::Original {
-            return Err(self.step_failed(index, "vm.dist.args does not read back as the original"));
+            let label = self.file_label(index);
+            return Err(self.step_failed(
+                index,
+                &format!("{label} does not read back as the original"),
+            ));
         }
         self.remove_optfile(index).await?;
         self.mark(index, done)
@@ -877,6 +885,11 @@ impl<'a> Rollout<'a> {
 
     fn name(&self, index: usize) -> &str {
         self.targets[index].name()
+    }
+
+    /// vm.dist.args, or the flavor's flags file (ejabberdctl.cfg, rabbitmq-env.conf, vm.args).
+    fn file_label(&self, index: usize) -> &'static str {
+        self.targets[index].spec.flavor.file_label()
     }
 
     fn step_of(&self, index: usize) -> Step {

@@ -94,6 +94,7 @@ fn ejabberd_cluster_migrates_with_the_flavor_defaults() {
     let out = distls(&["migrate", plan.to_str().unwrap()]);
     let took = started.elapsed();
     assert!(out.status.success(), "{}", describe(&out));
+    eprintln!("{}", describe(&out));
     eprintln!(
         "MEASURED ejabberd 3 nodes: distls migrate {:.1} s; sum of the nodes' own stop+start {:.1} s",
         took.as_secs_f64(),
@@ -201,6 +202,7 @@ fn rabbitmq_cluster_migrates_with_the_flavor_defaults() {
     let out = distls(&["migrate", plan.to_str().unwrap()]);
     let took = started.elapsed();
     assert!(out.status.success(), "{}", describe(&out));
+    eprintln!("{}", describe(&out));
     eprintln!(
         "MEASURED rabbitmq 3 nodes: distls migrate {:.1} s; sum of the nodes' own stop+start {:.1} s",
         took.as_secs_f64(),
