@@ -547,27 +547,45 @@ impl<'a> Rollout<'a> {
     /// After the mesh: every node's `commands.ready` succeeds (the application has finished
     /// starting, e.g. its Mnesia tables loaded), within `timeouts.ready`.
     async fn ready_gate(&mut self) -> StepResult {
-        for index in 0..self.targets.len() {
-            let Some(ready) = self.targets[index].spec.commands.ready.clone() else {
-                continue;
-            };
+        let last = self.targets.len() - 1;
+        let started = Instant::now();
+        // Every node's ready command at once; the ones that fail are asked again next round.
+        let mut waiting: Vec<(usize, String)> = (0..self.targets.len())
+            .filter_map(|i| Some((i, self.targets[i].spec.commands.ready.clone()?)))
+            .collect();
+        for (index, _) in &waiting {
             self.progress
-                .step(index, self.name(index), "waiting until it reports ready");
-            let timeout = self.targets[index].spec.timeouts.ready;
-            let deadline = Instant::now() + timeout;
-            loop {
-                let left = deadline.saturating_duration_since(Instant::now());
-                let said = match self.targets[index]
-                    .transport
-                    .run(&ready, left.max(Duration::from_secs(1)))
-                    .await
-                {
-                    Ok(out) if out.success() => break,
-                    Ok(out) => format!("`{ready}` exited with {:?}: {}", out.status, out.tail()),
-                    Err(e) => e.to_string(),
-                };
-                let last = self.targets.len() - 1;
-                if Instant::now() >= deadline {
+                .step(*index, self.name(*index), "waiting until it reports ready");
+        }
+        while !waiting.is_empty() {
+            let mut round = tokio::task::JoinSet::new();
+            for (index, ready) in &waiting {
+                let timeout = self.targets[*index].spec.timeouts.ready;
+                let left = timeout.saturating_sub(started.elapsed());
+                let transport = self.targets[*index].transport.clone();
+                let (index, ready) = (*index, ready.clone());
+                round.spawn(async move {
+                    let out = transport
+                        .run(&ready, left.max(Duration::from_secs(1)))
+                        .await;
+                    let said = match out {
+                        Ok(out) if out.success() => None,
+                        Ok(out) => Some(format!(
+                            "`{ready}` exited with {:?}: {}",
+                            out.status,
+                            out.tail()
+                        )),
+                        Err(e) => Some(e.to_string()),
+                    };
+                    (index, ready, said)
+                });
+            }
+            let mut again = Vec::new();
+            while let Some(joined) = round.join_next().await {
+                let (index, ready, said) = joined.expect("ready command task");
+                let Some(said) = said else { continue };
+                let timeout = self.targets[index].spec.timeouts.ready;
+                if started.elapsed() >= timeout {
                     return Err(self.step_failed(
                         last,
                         &format!(
@@ -579,12 +597,18 @@ impl<'a> Rollout<'a> {
                 }
                 if Running::of_info(&self.observe(index).await?) != Running::Tls {
                     return Err(self.step_failed(
-                        index,
+                        last,
                         &format!(
-                            "it stopped running while distls waited for it to report ready: {said}"
+                            "node {} stopped running while distls waited for it to report ready: {said}",
+                            self.name(index)
                         ),
                     ));
                 }
+                again.push((index, ready));
+            }
+            again.sort();
+            waiting = again;
+            if !waiting.is_empty() {
                 for _ in 0..10 {
                     self.pause_between_polls().await?;
                 }
