@@ -318,16 +318,43 @@ async fn check_host(
     report
 }
 
-/// The program each command line starts: its first word after any `VAR=value` assignments.
+/// The program each command line starts: its first word after any `VAR=value` assignments
+/// (a quoted value may hold spaces: `ERL_FLAGS="-a b" bin/app ping`).
 fn program_of(command: &str) -> Option<String> {
-    command
-        .split_whitespace()
+    shell_words(command)
+        .into_iter()
         .find(|word| {
             !word
                 .split_once('=')
                 .is_some_and(|(name, _)| !name.is_empty() && !name.contains('/'))
         })
         .map(|word| word.trim_matches(['"', '\'']).to_string())
+}
+
+/// Words split on whitespace outside single and double quotes (quotes kept), enough to find
+/// where assignments end.
+fn shell_words(command: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut quote: Option<char> = None;
+    for c in command.chars() {
+        match (quote, c) {
+            (None, c) if c.is_whitespace() => {
+                if !word.is_empty() {
+                    words.push(std::mem::take(&mut word));
+                }
+                continue;
+            }
+            (None, '"' | '\'') => quote = Some(c),
+            (Some(q), c) if c == q => quote = None,
+            _ => {}
+        }
+        word.push(c);
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    words
 }
 
 async fn commands(transport: &Transport, spec: &NodeSpec) -> Verdict {
@@ -805,6 +832,14 @@ mod tests {
             Some("mongooseimctl")
         );
         assert_eq!(program_of("  ").as_deref(), None);
+        assert_eq!(
+            program_of("ERL_FLAGS=\"-ssl_dist_optfile /x/o.conf\" /r/bin/app ping").as_deref(),
+            Some("/r/bin/app")
+        );
+        assert_eq!(
+            program_of("A='x y' B=\"$(grep -E '^-p' f) z\" exec ctl").as_deref(),
+            Some("exec")
+        );
     }
 
     fn facts(name: &str, verify: &str) -> NodeFacts {

@@ -229,3 +229,73 @@ fn rabbitmq_cluster_migrates_with_the_flavor_defaults() {
     }
     rmq.wait_queue_count(1, "cq1\t1", Duration::from_secs(60));
 }
+
+/// The relx flavor on the rehearsal cluster standing in for a relx release: the server reads
+/// vm.args (+ vm.dist.args, left plain), and the control commands get only what relx's
+/// `extended_bin` forwards from vm.args (`^-proto_dist` lines) plus the documented
+/// `ERL_FLAGS="-ssl_dist_optfile F"` workaround. Migrate, then roll back.
+#[test]
+fn relx_flavor_migrates_and_rolls_back_with_relx_like_control_commands() {
+    let t = crate::support::cluster("relx", 3);
+    let nodes = t.cluster.nodes();
+    let originals: Vec<Vec<u8>> = nodes
+        .iter()
+        .map(|n| std::fs::read(n.vm_args()).unwrap())
+        .collect();
+    let tls = t.cluster.tls_files();
+    let mut yaml = format!(
+        "version: 1\ncluster: relx-test\nflavor: relx\ntls:\n  certfile: {}\n  keyfile: {}\n  cacertfile: {}\ndefaults:\n  env: {{ ERL_EPMD_PORT: \"{}\" }}\nnodes:\n",
+        tls.certfile.display(),
+        tls.keyfile.display(),
+        tls.cacertfile.display(),
+        t.cluster.epmd_port()
+    );
+    for node in nodes {
+        let optfile = node.root.join("etc/distls-ssl_dist.conf");
+        // What relx's control VMs get: DIST_ARGS from vm.args, plus ERL_FLAGS.
+        let relx_ctl = |command: &str| {
+            format!(
+                "ERL_FLAGS=\"$(grep -E '^-proto_dist' {vm_args}) -ssl_dist_optfile {optfile}\" exec {ctl} {command}",
+                vm_args = node.vm_args().display(),
+                optfile = optfile.display(),
+                ctl = node.ctl_path().display()
+            )
+        };
+        let quote = |s: String| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
+        yaml.push_str(&format!(
+            "  - name: {}\n    vm_args: {}\n    commands:\n      start: {} start\n      stop: {}\n      ping: {}\n",
+            node.name,
+            node.vm_args().display(),
+            node.ctl_path().display(),
+            quote(relx_ctl("stop")),
+            quote(relx_ctl("ping"))
+        ));
+    }
+    let plan = t.cluster.dir().join("relx-plan.yaml");
+    std::fs::write(&plan, yaml).unwrap();
+    let plan_s = plan.to_str().unwrap();
+
+    let out = t.distls(&["migrate", plan_s]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
+    assert_status_all_tls(&plan, &names);
+    for node in nodes {
+        let text = std::fs::read_to_string(node.vm_args()).unwrap();
+        assert!(
+            text.ends_with(&format!(
+                "\n-proto_dist inet_tls\n-ssl_dist_optfile {}/etc/distls-ssl_dist.conf\n",
+                node.root.display()
+            )),
+            "{text}"
+        );
+        assert_optfile(&node.vm_args(), uid_of(&node.vm_args()));
+    }
+
+    let back = t.distls(&["rollback", plan_s]);
+    assert!(back.status.success(), "{}", describe(&back));
+    t.wait_for_mesh("inet_tcp", "tcp");
+    for (node, original) in nodes.iter().zip(&originals) {
+        assert_eq!(&std::fs::read(node.vm_args()).unwrap(), original);
+        assert!(!node.root.join("etc/distls-ssl_dist.conf").exists());
+    }
+}
