@@ -1728,13 +1728,23 @@ impl Resolver<'_> {
                 first_user.insert(key, node);
                 continue;
             };
+            let key = match node.flavor {
+                Flavor::MongooseIm => "vm_dist_args",
+                Flavor::Relx => "vm_args",
+                Flavor::Ejabberd | Flavor::RabbitMq => "flags_file",
+            };
             let message = format!(
-                "nodes \"{}\" and \"{}\" both use {} as vm_dist_args",
+                "nodes \"{}\" and \"{}\" both use {} as {key}",
                 first.name,
                 node.name,
                 node.vm_dist_args.display()
             );
-            let hint = if first.origins.vm_dist_args == node.origins.vm_dist_args {
+            let hint = if node.flavor != Flavor::MongooseIm {
+                format!(
+                    "each node needs its own {}: set `{key}` per node or put {{sname}} in its path",
+                    node.flavor.file_label()
+                )
+            } else if first.origins.vm_dist_args == node.origins.vm_dist_args {
                 "each node needs its own vm.dist.args: put {sname} in the path, e.g. /opt/mim/{sname}/etc/vm.dist.args".to_owned()
             } else {
                 format!(
