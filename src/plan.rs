@@ -2445,5 +2445,12 @@ tls:
             format!("{FLAVOR_HEAD}nodes:\n  - name: a@h\n    flavor: relx\n    vm_args: /x\n");
         let err = Plan::from_source(Path::new("p.yaml"), &text).unwrap_err();
         assert!(err.message().contains("commands.start"), "{err}");
+        let text = format!("{FLAVOR_HEAD}nodes:\n  - name: a@h\n  - name: b@h\n");
+        let err = Plan::from_source(Path::new("p.yaml"), &text).unwrap_err();
+        assert!(
+            err.message()
+                .contains("both use /etc/ejabberd/ejabberdctl.cfg as flags_file"),
+            "{err}"
+        );
     }
 }
