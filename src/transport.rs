@@ -365,10 +365,13 @@ impl Transport {
             .expect("file writer task")
             .map_err(|e| self.file_error(path, e.to_string()));
         }
-        let script = format!(
-            "{}\nchown \"$(stat -L -c %u:%g -- {like})\" \"$t\" 2>/dev/null || true\nchmod {mode:o} \"$t\"",
-            remote_atomic_write_script(path, mode),
-            like = shell_quote(&like.display().to_string())
+        // The same script, but owner and mode are set on the temp file before the rename.
+        let like = shell_quote(&like.display().to_string());
+        let script = remote_atomic_write_script(path, mode).replace(
+            "if [ -e \"$t\" ]; then",
+            &format!(
+                "chown \"$(stat -L -c %u:%g -- {like})\" \"$tmp\"\nchmod {mode:o} \"$tmp\"\nif false; then"
+            ),
         );
         self.exec_ok(&script, Some(bytes), path).await.map(|_| ())
     }
@@ -520,6 +523,34 @@ mod tests {
             .await
             .unwrap_err();
         assert!(matches!(err, TransportError::Timeout { .. }));
+    }
+
+    /// A new file owned like another one, by both paths (direct and shell).
+    #[tokio::test]
+    async fn writes_a_file_owned_like_another_with_an_exact_mode() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let like = dir.path().join("flags");
+        std::fs::write(&like, "x").unwrap();
+        for (transport, name) in [
+            (local(), "direct.conf"),
+            (Transport::local(vec![], Some("env".into())), "shell.conf"),
+        ] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, "old").unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+            transport
+                .write_file_owned_like(&path, b"[].", 0o600, &like)
+                .await
+                .unwrap();
+            let meta = std::fs::metadata(&path).unwrap();
+            assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{name}");
+            assert_eq!(meta.uid(), std::fs::metadata(&like).unwrap().uid());
+            assert_eq!(std::fs::read(&path).unwrap(), b"[].");
+            transport.remove_file(&path).await.unwrap();
+            transport.remove_file(&path).await.unwrap();
+            assert!(!path.exists());
+        }
     }
 
     /// The shell path (used over SSH and with `become`) edits as atomically as the direct one.
