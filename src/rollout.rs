@@ -289,7 +289,9 @@ impl<'a> Rollout<'a> {
         for index in 0..self.targets.len() {
             let started = Instant::now();
             if index > 0 {
-                self.check_migrated_alive(index, index - 1).await?;
+                self.check_migrated_alive(index, index - 1)
+                    .await
+                    .map_err(|f| f.on_node(index - 1))?;
             }
             self.migrate_node(index)
                 .await
