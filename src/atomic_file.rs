@@ -19,6 +19,22 @@ pub fn resolve(path: &Path) -> io::Result<PathBuf> {
 /// Replace `path` with `bytes`: temp file in the same directory, fsync, rename, fsync the directory.
 /// The new file keeps the old one's mode and owner; `mode_if_new` applies when there was no file.
 pub fn write(path: &Path, bytes: &[u8], mode_if_new: u32) -> io::Result<()> {
+    write_inner(path, bytes, mode_if_new, None)
+}
+
+/// Like [`write`], but the file gets exactly `mode` and the owner and group of `like` (e.g. an
+/// optfile owned like the flags file beside it, so the service user can read it).
+pub fn write_owned_like(path: &Path, bytes: &[u8], mode: u32, like: &Path) -> io::Result<()> {
+    let owner = fs::metadata(like)?;
+    write_inner(path, bytes, mode, Some((owner, mode)))
+}
+
+fn write_inner(
+    path: &Path,
+    bytes: &[u8],
+    mode_if_new: u32,
+    forced: Option<(fs::Metadata, u32)>,
+) -> io::Result<()> {
     let target = match resolve(path) {
         Ok(real) => real,
         Err(err) if err.kind() == io::ErrorKind::NotFound => path.to_path_buf(),
@@ -28,17 +44,39 @@ pub fn write(path: &Path, bytes: &[u8], mode_if_new: u32) -> io::Result<()> {
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let existing = fs::metadata(&target).ok();
     let file_name = target
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let temp = dir.join(format!(".{file_name}.distls-tmp-{}", std::process::id()));
-    let result = write_temp_then_rename(&temp, &target, bytes, existing.as_ref(), mode_if_new);
+    let result = match &forced {
+        // Owner from `like`, mode as asked, whatever the file had.
+        Some((owner, mode)) => {
+            write_temp_then_rename(&temp, &target, bytes, Some(owner), *mode, true)
+        }
+        None => {
+            let existing = fs::metadata(&target).ok();
+            write_temp_then_rename(&temp, &target, bytes, existing.as_ref(), mode_if_new, false)
+        }
+    };
     if result.is_err() {
         let _ = fs::remove_file(&temp);
     }
     result?;
+    File::open(dir)?.sync_all()
+}
+
+/// Remove a file if it exists, then fsync its directory.
+pub fn remove(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(err) => return Err(err),
+    }
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     File::open(dir)?.sync_all()
 }
 
@@ -48,8 +86,12 @@ fn write_temp_then_rename(
     bytes: &[u8],
     existing: Option<&fs::Metadata>,
     mode_if_new: u32,
+    force_mode: bool,
 ) -> io::Result<()> {
-    let mode = existing.map_or(mode_if_new, |m| m.permissions().mode() & 0o7777);
+    let mode = match existing {
+        Some(m) if !force_mode => m.permissions().mode() & 0o7777,
+        _ => mode_if_new,
+    };
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)

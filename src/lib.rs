@@ -4,6 +4,7 @@ pub mod argsfile;
 pub mod atomic_file;
 pub mod cli;
 pub mod error;
+pub mod flavor;
 pub mod journal;
 pub mod plan;
 pub mod preflight;

@@ -20,6 +20,8 @@ use serde::Deserialize;
 use serde_saphyr::{DuplicateKeyPolicy, Location, MessageFormatter, Spanned, UserMessageFormatter};
 use sha2::{Digest, Sha256};
 
+use crate::flavor::Flavor;
+
 /// The plan format this distls reads.
 pub const PLAN_FORMAT_VERSION: u64 = 1;
 
@@ -124,6 +126,8 @@ pub struct Commands {
     pub start: String,
     pub stop: String,
     pub ping: Option<String>,
+    /// After the last node: must exit 0 once the node's application has fully started.
+    pub ready: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,6 +139,8 @@ pub struct Timeouts {
     /// After a stop command that did not bring the node down within `stop`: how long to wait after
     /// SIGTERM to the node's OS pid before SIGKILL (and after SIGKILL before giving up).
     pub kill_grace: Duration,
+    /// How long the final gate waits for `commands.ready` to succeed on every node.
+    pub ready: Duration,
 }
 
 impl Default for Timeouts {
@@ -145,6 +151,7 @@ impl Default for Timeouts {
             rejoin: Duration::from_secs(120),
             ping: Duration::from_secs(30),
             kill_grace: Duration::from_secs(10),
+            ready: Duration::from_secs(300),
         }
     }
 }
@@ -157,13 +164,20 @@ pub struct NodeSpec {
     pub sname: String,
     pub host: String,
     pub transport: TransportKind,
+    /// The product: which file carries the distribution flags and how it is edited.
+    pub flavor: Flavor,
+    /// Where the cookie is read from (flavors other than mongooseim and relx, which read vm.args).
+    pub cookie_file: Option<PathBuf>,
     /// Set when `transport` is `ssh`.
     pub ssh: Option<SshSpec>,
     /// Prefix for commands and file edits that need the service user, e.g. `sudo -n -u mongooseim`.
     pub become_command: Option<String>,
     /// Environment for the node's commands and probe VMs (e.g. ERL_EPMD_PORT), sorted by name.
     pub env: Vec<(String, String)>,
+    /// The file distls edits: vm.dist.args (mongooseim), or the flavor's flags file
+    /// (ejabberdctl.cfg, rabbitmq-env.conf, relx's vm.args).
     pub vm_dist_args: PathBuf,
+    /// Where the node name and cookie are read (mongooseim, relx); the flags file otherwise.
     pub vm_args: PathBuf,
     pub erl: String,
     pub commands: Commands,
@@ -265,7 +279,7 @@ impl Plan {
                 // Remote files are checked on their host, through the SSH connection.
                 TransportKind::Ssh => continue,
             }
-            let files = [
+            let mut files = vec![
                 (
                     "vm_dist_args",
                     "vm.dist.args",
@@ -274,6 +288,20 @@ impl Plan {
                 ),
                 ("vm_args", "vm.args", &node.vm_args, node.origins.vm_args),
             ];
+            match node.flavor {
+                Flavor::MongooseIm => {}
+                Flavor::Relx => files.truncate(1),
+                Flavor::Ejabberd | Flavor::RabbitMq => files.truncate(1),
+            }
+            if node.flavor != Flavor::MongooseIm {
+                let key = if node.flavor == Flavor::Relx {
+                    "vm_args"
+                } else {
+                    "flags_file"
+                };
+                files[0].0 = key;
+                files[0].1 = node.flavor.file_label();
+            }
             for (key, file_name, path, origin) in files {
                 let Some((problem, hint)) = local_file_problem(path, key, file_name) else {
                     continue;
@@ -592,6 +620,7 @@ struct RawPlan {
     defaults: Option<RawSettings>,
     nodes: Option<Spanned<Vec<Spanned<RawNode>>>>,
     on_failure: Option<Text>,
+    flavor: Option<Text>,
 }
 
 impl RawPlan {
@@ -602,6 +631,7 @@ impl RawPlan {
             && self.defaults.is_none()
             && self.nodes.is_none()
             && self.on_failure.is_none()
+            && self.flavor.is_none()
     }
 }
 
@@ -619,6 +649,7 @@ struct RawCommands {
     start: Option<Text>,
     stop: Option<Text>,
     ping: Option<Text>,
+    ready: Option<Text>,
 }
 
 #[derive(Deserialize, Default)]
@@ -629,6 +660,7 @@ struct RawTimeouts {
     rejoin: Option<Text>,
     ping: Option<Text>,
     kill_grace: Option<Text>,
+    ready: Option<Text>,
 }
 
 #[derive(Deserialize, Default)]
@@ -645,6 +677,9 @@ struct RawSettings {
     accept_unknown_host_keys: Option<Text>,
     r#become: Option<Text>,
     env: Option<BTreeMap<String, Text>>,
+    flavor: Option<Text>,
+    flags_file: Option<Text>,
+    cookie_file: Option<Text>,
     vm_dist_args: Option<Text>,
     vm_args: Option<Text>,
     erl: Option<Text>,
@@ -670,6 +705,9 @@ struct RawNode {
     accept_unknown_host_keys: Option<Text>,
     r#become: Option<Text>,
     env: Option<BTreeMap<String, Text>>,
+    flavor: Option<Text>,
+    flags_file: Option<Text>,
+    cookie_file: Option<Text>,
     vm_dist_args: Option<Text>,
     vm_args: Option<Text>,
     erl: Option<Text>,
@@ -692,6 +730,9 @@ impl RawNode {
             accept_unknown_host_keys: self.accept_unknown_host_keys,
             r#become: self.r#become,
             env: self.env,
+            flavor: self.flavor,
+            flags_file: self.flags_file,
+            cookie_file: self.cookie_file,
             vm_dist_args: self.vm_dist_args,
             vm_args: self.vm_args,
             erl: self.erl,
@@ -842,6 +883,8 @@ fn describe_unknown_key(field: &str, allowed: &[&str]) -> (String, String) {
         "accept_unknown_host_keys",
         "become",
         "env",
+        "flags_file",
+        "cookie_file",
         "vm_dist_args",
         "vm_args",
         "erl",
@@ -936,6 +979,16 @@ struct NodeName<'a> {
     host: &'a str,
 }
 
+/// A node's files as its flavor uses them.
+struct FlavorFiles {
+    flags_file: PathBuf,
+    flags_file_as_written: PathBuf,
+    flags_at: SourceLocation,
+    identity_file: PathBuf,
+    identity_at: SourceLocation,
+    cookie_file: Option<PathBuf>,
+}
+
 /// The top-level `tls` section, complete.
 struct TopTls<'r> {
     certfile: &'r Text,
@@ -993,6 +1046,10 @@ impl Resolver<'_> {
             })?,
         };
         let top_tls = self.top_tls(raw.tls.as_ref())?;
+        let top_flavor = match &raw.flavor {
+            Some(text) => self.flavor(text)?,
+            None => Flavor::default(),
+        };
         let defaults = raw.defaults.unwrap_or_default();
         self.check_settings(&defaults)?;
 
@@ -1023,7 +1080,7 @@ impl Resolver<'_> {
                     "add `name: NAME@HOST`, e.g. `- name: mim1@db1`",
                 )
             })?;
-            let spec = self.node(&name, &settings, &defaults, &top_tls)?;
+            let spec = self.node(&name, &settings, &defaults, &top_tls, top_flavor)?;
             if let Some(first) = first_seen.get(&spec.name) {
                 return Err(self.error(
                     defined(&name),
@@ -1121,7 +1178,13 @@ impl Resolver<'_> {
         if let Some(transport) = &settings.transport {
             self.transport(transport)?;
         }
+        if let Some(flavor) = &settings.flavor {
+            self.flavor(flavor)?;
+        }
         let templates = [
+            ("flags_file", settings.flags_file.as_ref()),
+            ("cookie_file", settings.cookie_file.as_ref()),
+            ("commands.ready", settings.command(|c| &c.ready)),
             ("vm_dist_args", settings.vm_dist_args.as_ref()),
             ("vm_args", settings.vm_args.as_ref()),
             ("erl", settings.erl.as_ref()),
@@ -1143,6 +1206,7 @@ impl Resolver<'_> {
             ("rejoin", settings.timeout(|t| &t.rejoin)),
             ("ping", settings.timeout(|t| &t.ping)),
             ("kill_grace", settings.timeout(|t| &t.kill_grace)),
+            ("ready", settings.timeout(|t| &t.ready)),
         ];
         for (key, value) in timeouts {
             if let Some(value) = value {
@@ -1158,24 +1222,58 @@ impl Resolver<'_> {
         own: &RawSettings,
         defaults: &RawSettings,
         top_tls: &TopTls,
+        top_flavor: Flavor,
     ) -> Result<NodeSpec, PlanError> {
         let name = self.node_name(name_text)?;
         self.check_settings(own)?;
         let name_at = defined(name_text);
-        let required = |key: &str, pick: fn(&RawSettings) -> Option<&Text>| {
-            pick(own).or(pick(defaults)).ok_or_else(|| {
-                self.error(
-                    name_at,
-                    format!("node \"{}\" has no {key}", name.full),
-                    where_to_set(key),
-                )
-            })
+        let flavor = match own.flavor.as_ref().or(defaults.flavor.as_ref()) {
+            Some(text) => self.flavor(text)?,
+            None => top_flavor,
         };
-        let vm_dist_args = required("vm_dist_args", |s| s.vm_dist_args.as_ref())?;
-        let vm_args = required("vm_args", |s| s.vm_args.as_ref())?;
-        let start = required("commands.start", |s| s.command(|c| &c.start))?;
-        let stop = required("commands.stop", |s| s.command(|c| &c.stop))?;
-        let ping = own.command(|c| &c.ping).or(defaults.command(|c| &c.ping));
+        let files = self.flavor_files(flavor, &name, name_at, own, defaults)?;
+        let defaults_for_flavor = flavor.default_commands(&files.flags_file_as_written);
+        let command = |key: &str,
+                       pick: fn(&RawSettings) -> Option<&Text>,
+                       fallback: Option<&String>|
+         -> Result<(String, SourceLocation), PlanError> {
+            match pick(own).or(pick(defaults)) {
+                Some(text) => Ok((expand(&text.value, &name), referenced(text))),
+                None => match fallback {
+                    Some(default) => Ok((default.clone(), name_at)),
+                    None => Err(self.error(
+                        name_at,
+                        format!("node \"{}\" has no {key}", name.full),
+                        where_to_set(key),
+                    )),
+                },
+            }
+        };
+        let (start, start_at) = command(
+            "commands.start",
+            |s| s.command(|c| &c.start),
+            defaults_for_flavor.as_ref().map(|d| &d.start),
+        )?;
+        let (stop, stop_at) = command(
+            "commands.stop",
+            |s| s.command(|c| &c.stop),
+            defaults_for_flavor.as_ref().map(|d| &d.stop),
+        )?;
+        let optional =
+            |pick: fn(&RawSettings) -> Option<&Text>, fallback: Option<&String>| match pick(own)
+                .or(pick(defaults))
+            {
+                Some(text) => Some((expand(&text.value, &name), Some(referenced(text)))),
+                None => fallback.map(|d| (d.clone(), None)),
+            };
+        let ping = optional(
+            |s| s.command(|c| &c.ping),
+            defaults_for_flavor.as_ref().map(|d| &d.ping),
+        );
+        let ready = optional(
+            |s| s.command(|c| &c.ready),
+            defaults_for_flavor.as_ref().map(|d| &d.ready),
+        );
 
         let transport = match own.transport.as_ref().or(defaults.transport.as_ref()) {
             Some(text) => self.transport(text)?,
@@ -1217,6 +1315,7 @@ impl Resolver<'_> {
             rejoin: timeout("rejoin", |t| &t.rejoin, built_in.rejoin)?,
             ping: timeout("ping", |t| &t.ping, built_in.ping)?,
             kill_grace: timeout("kill_grace", |t| &t.kill_grace, built_in.kill_grace)?,
+            ready: timeout("ready", |t| &t.ready, built_in.ready)?,
         };
 
         let tls_file = |pick: fn(&RawTls) -> &Option<Text>, top: &Text| {
@@ -1237,26 +1336,29 @@ impl Resolver<'_> {
             sname: name.sname.to_owned(),
             host: name.host.to_owned(),
             transport,
+            flavor,
+            cookie_file: files.cookie_file,
             ssh,
             become_command,
             env: env.into_iter().collect(),
-            vm_dist_args: self.path(&vm_dist_args.value, &name),
-            vm_args: self.path(&vm_args.value, &name),
+            vm_dist_args: files.flags_file,
+            vm_args: files.identity_file,
             erl,
             commands: Commands {
-                start: expand(&start.value, &name),
-                stop: expand(&stop.value, &name),
-                ping: ping.map(|text| expand(&text.value, &name)),
+                start,
+                stop,
+                ping: ping.as_ref().map(|(c, _)| c.clone()),
+                ready: ready.map(|(c, _)| c),
             },
             timeouts,
             tls,
             origins: NodeOrigins {
                 name: name_at,
-                vm_dist_args: referenced(vm_dist_args),
-                vm_args: referenced(vm_args),
-                start: referenced(start),
-                stop: referenced(stop),
-                ping: ping.map(referenced),
+                vm_dist_args: files.flags_at,
+                vm_args: files.identity_at,
+                start: start_at,
+                stop: stop_at,
+                ping: ping.map(|(_, at)| at.unwrap_or(name_at)),
             },
         })
     }
@@ -1380,6 +1482,125 @@ impl Resolver<'_> {
                 .map(|o| o.value.clone())
                 .collect(),
         })
+    }
+
+    fn flavor(&self, text: &Text) -> Result<Flavor, PlanError> {
+        text.value.parse().map_err(|message: String| {
+            self.error(
+                defined(text),
+                message,
+                "write `flavor: mongooseim` (the default), `ejabberd`, `rabbitmq` or `relx`",
+            )
+        })
+    }
+
+    /// The files a node's flavor reads and edits, each with the plan location that set it.
+    fn flavor_files<'r>(
+        &self,
+        flavor: Flavor,
+        name: &NodeName,
+        name_at: SourceLocation,
+        own: &'r RawSettings,
+        defaults: &'r RawSettings,
+    ) -> Result<FlavorFiles, PlanError> {
+        let pick = |key: fn(&'r RawSettings) -> &'r Option<Text>| -> Option<&'r Text> {
+            key(own).as_ref().or(key(defaults).as_ref())
+        };
+        let refuse = |key: &str, text: &Text, why: &str| {
+            Err(self.error(
+                defined(text),
+                format!("`{key}` does not apply to flavor {flavor}: {why}"),
+                format!("remove `{key}` for this node, or set the node's `flavor`"),
+            ))
+        };
+        fn require<'t>(
+            resolver: &Resolver,
+            name: &NodeName,
+            name_at: SourceLocation,
+            key: &str,
+            text: Option<&'t Text>,
+        ) -> Result<&'t Text, PlanError> {
+            text.ok_or_else(|| {
+                resolver.error(
+                    name_at,
+                    format!("node \"{}\" has no {key}", name.full),
+                    where_to_set(key),
+                )
+            })
+        }
+        let required = |key: &str, text: Option<&'r Text>| require(self, name, name_at, key, text);
+        match flavor {
+            Flavor::MongooseIm | Flavor::Relx => {
+                for key in ["flags_file", "cookie_file"] {
+                    let text = if key == "flags_file" {
+                        pick(|s| &s.flags_file)
+                    } else {
+                        pick(|s| &s.cookie_file)
+                    };
+                    if let Some(text) = text {
+                        return refuse(
+                            key,
+                            text,
+                            "its flags and cookie are in vm.args / vm.dist.args",
+                        );
+                    }
+                }
+                let vm_args = required("vm_args", pick(|s| &s.vm_args))?;
+                let dist_args = if flavor == Flavor::MongooseIm {
+                    required("vm_dist_args", pick(|s| &s.vm_dist_args))?
+                } else {
+                    if let Some(text) = pick(|s| &s.vm_dist_args) {
+                        return refuse(
+                            "vm_dist_args",
+                            text,
+                            "relx's flags go into vm.args (`vm_args`)",
+                        );
+                    }
+                    vm_args
+                };
+                Ok(FlavorFiles {
+                    flags_file: self.path(&dist_args.value, name),
+                    flags_file_as_written: self.path(&dist_args.value, name),
+                    flags_at: referenced(dist_args),
+                    identity_file: self.path(&vm_args.value, name),
+                    identity_at: referenced(vm_args),
+                    cookie_file: None,
+                })
+            }
+            Flavor::Ejabberd | Flavor::RabbitMq => {
+                for (key, text) in [
+                    ("vm_dist_args", pick(|s| &s.vm_dist_args)),
+                    ("vm_args", pick(|s| &s.vm_args)),
+                ] {
+                    if let Some(text) = text {
+                        return refuse(
+                            key,
+                            text,
+                            "its flags, node name and cookie location are in `flags_file`",
+                        );
+                    }
+                }
+                let (flags_file, flags_at) = match pick(|s| &s.flags_file) {
+                    Some(text) => (self.path(&text.value, name), referenced(text)),
+                    None => (
+                        PathBuf::from(flavor.default_flags_file().unwrap_or_default()),
+                        name_at,
+                    ),
+                };
+                let cookie_file = match pick(|s| &s.cookie_file) {
+                    Some(text) => self.path(&text.value, name),
+                    None => PathBuf::from(flavor.default_cookie_file().unwrap_or_default()),
+                };
+                Ok(FlavorFiles {
+                    flags_file: flags_file.clone(),
+                    flags_file_as_written: flags_file.clone(),
+                    flags_at,
+                    identity_file: flags_file,
+                    identity_at: flags_at,
+                    cookie_file: Some(cookie_file),
+                })
+            }
+        }
     }
 
     fn transport(&self, text: &Text) -> Result<TransportKind, PlanError> {
@@ -1514,13 +1735,23 @@ impl Resolver<'_> {
                 first_user.insert(key, node);
                 continue;
             };
+            let key = match node.flavor {
+                Flavor::MongooseIm => "vm_dist_args",
+                Flavor::Relx => "vm_args",
+                Flavor::Ejabberd | Flavor::RabbitMq => "flags_file",
+            };
             let message = format!(
-                "nodes \"{}\" and \"{}\" both use {} as vm_dist_args",
+                "nodes \"{}\" and \"{}\" both use {} as {key}",
                 first.name,
                 node.name,
                 node.vm_dist_args.display()
             );
-            let hint = if first.origins.vm_dist_args == node.origins.vm_dist_args {
+            let hint = if node.flavor != Flavor::MongooseIm {
+                format!(
+                    "each node needs its own {}: set `{key}` per node or put {{sname}} in its path",
+                    node.flavor.file_label()
+                )
+            } else if first.origins.vm_dist_args == node.origins.vm_dist_args {
                 "each node needs its own vm.dist.args: put {sname} in the path, e.g. /opt/mim/{sname}/etc/vm.dist.args".to_owned()
             } else {
                 format!(
@@ -1672,6 +1903,7 @@ defaults:
                 start: "/opt/mim/mim2/bin/ctl start".to_owned(),
                 stop: "/opt/mim/mim2/bin/ctl stop".to_owned(),
                 ping: None,
+                ready: None,
             }
         );
         assert_eq!(mim2.timeouts, Timeouts::default());
@@ -2182,6 +2414,69 @@ nodes:
         assert_eq!(
             err.source_line(),
             Some("  vm_dist_args: /opt/mim/{sname}/etc/vm.dist.args")
+        );
+    }
+
+    const FLAVOR_HEAD: &str = "\
+version: 1
+cluster: ej
+flavor: ejabberd
+tls:
+  certfile: /t/node.pem
+  keyfile: /t/node.key
+  cacertfile: /t/ca.pem
+";
+
+    #[test]
+    fn flavor_defaults_come_from_the_product() {
+        let text = format!(
+            "{FLAVOR_HEAD}defaults:\n  flags_file: /srv/ej/{{sname}}/etc/ejabberdctl.cfg\nnodes:\n  - name: ejabberd1@vm\n  - name: rabbit1@vm\n    flavor: rabbitmq\n    flags_file: /srv/r/rabbitmq-env.conf\n    commands: {{ ready: \"true\" }}\n"
+        );
+        let plan = Plan::from_source(Path::new("/p/plan.yaml"), &text).unwrap();
+        let ej = &plan.nodes[0];
+        assert_eq!(ej.flavor, Flavor::Ejabberd);
+        assert_eq!(
+            ej.vm_dist_args,
+            Path::new("/srv/ej/ejabberd1/etc/ejabberdctl.cfg")
+        );
+        assert_eq!(
+            ej.cookie_file.as_deref(),
+            Some(Path::new("/var/lib/ejabberd/.erlang.cookie"))
+        );
+        assert!(ej.commands.start.starts_with("ejabberdctl --config-dir "));
+        assert!(ej.commands.start.contains("/srv/ej/ejabberd1/etc"));
+        assert!(ej.commands.ping.as_deref().unwrap().contains("status"));
+        assert!(ej.commands.ready.as_deref().unwrap().ends_with(" started"));
+        let rb = &plan.nodes[1];
+        assert_eq!(rb.flavor, Flavor::RabbitMq);
+        assert!(rb.commands.stop.contains("/srv/r/rabbitmq-env.conf"));
+        assert!(rb.commands.stop.ends_with("rabbitmqctl shutdown"));
+        assert_eq!(rb.commands.ready.as_deref(), Some("true"));
+        assert_eq!(rb.timeouts.ready, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn flavor_errors_are_located() {
+        let text = format!("{FLAVOR_HEAD}nodes:\n  - name: a@h\n    flavor: rabbit\n");
+        let err = Plan::from_source(Path::new("p.yaml"), &text).unwrap_err();
+        assert_eq!(err.line(), Some(10));
+        assert!(err.message().contains("not a flavor"), "{err}");
+        let text = format!("{FLAVOR_HEAD}nodes:\n  - name: a@h\n    vm_dist_args: /x\n");
+        let err = Plan::from_source(Path::new("p.yaml"), &text).unwrap_err();
+        assert!(
+            err.message().contains("does not apply to flavor ejabberd"),
+            "{err}"
+        );
+        let text =
+            format!("{FLAVOR_HEAD}nodes:\n  - name: a@h\n    flavor: relx\n    vm_args: /x\n");
+        let err = Plan::from_source(Path::new("p.yaml"), &text).unwrap_err();
+        assert!(err.message().contains("commands.start"), "{err}");
+        let text = format!("{FLAVOR_HEAD}nodes:\n  - name: a@h\n  - name: b@h\n");
+        let err = Plan::from_source(Path::new("p.yaml"), &text).unwrap_err();
+        assert!(
+            err.message()
+                .contains("both use /etc/ejabberd/ejabberdctl.cfg as flags_file"),
+            "{err}"
         );
     }
 }

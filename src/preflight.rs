@@ -166,7 +166,47 @@ pub async fn run(plan: &Plan, transports: &[Transport], options: Options) -> Vec
         .collect();
     findings.push(same_options(&reports).at(CLUSTER, None));
     findings.push(mixed_otp(&reports).at(CLUSTER, None));
+    if let Some(verdict) = table_wait(plan) {
+        findings.push(verdict.at(CLUSTER, None));
+    }
     findings
+}
+
+/// `roll.table_wait`: with Mnesia disc tables the first migrated node waits for its tables until
+/// the last node has switched. A product that gives up (RabbitMQ: 10×30 s, then the VM exits)
+/// must not be made to wait longer than that by the plan's worst case: every later node using its
+/// whole stop, start and rejoin timeouts.
+pub fn table_wait(plan: &Plan) -> Option<Verdict> {
+    let first = plan.nodes.first()?;
+    let wait = first.flavor.table_wait()?;
+    let worst: Duration = plan.nodes[1..]
+        .iter()
+        .map(|n| n.timeouts.stop + n.timeouts.start + n.timeouts.rejoin)
+        .sum();
+    let flavor = first.flavor;
+    let limit = humantime::format_duration(wait.limit);
+    if worst <= wait.limit {
+        return Some(Verdict::ok(
+            "roll.table_wait",
+            format!(
+                "the roll after {} may take up to {} (timeouts), within {flavor}'s {limit} table wait",
+                first.name,
+                humantime::format_duration(worst)
+            ),
+        ));
+    }
+    Some(Verdict::warn(
+        "roll.table_wait",
+        format!(
+            "{} waits for its Mnesia tables until the last node has switched; with the plan's timeouts the roll after it may take up to {}, longer than {flavor}'s table wait ({limit}), after which {}",
+            first.name,
+            humantime::format_duration(worst),
+            wait.then
+        ),
+        format!(
+            "lower timeouts.stop/start/rejoin of the later nodes so their sum stays under {limit}, or raise mnesia_table_loading_retry_limit (advanced.config) for the roll; a typical switch takes seconds per node (docs/flavor-{flavor}.md)"
+        ),
+    ))
 }
 
 pub fn has_failures(findings: &[Finding]) -> bool {
@@ -210,8 +250,8 @@ async fn check_host(
                 }
                 report
                     .findings
-                    .push(listen_port(&target.tls.text).at(&host, node));
-                let settings = argsfile::dist_settings(&target.tls.text);
+                    .push(listen_port(&target.preflight_args).at(&host, node));
+                let settings = argsfile::dist_settings(&target.preflight_args);
                 targets.push(target);
                 Some(settings)
             }
@@ -308,16 +348,43 @@ where
     outputs.into_iter().map(|(_, output)| output).collect()
 }
 
-/// The program each command line starts: its first word after any `VAR=value` assignments.
+/// The program each command line starts: its first word after any `VAR=value` assignments
+/// (a quoted value may hold spaces: `ERL_FLAGS="-a b" bin/app ping`).
 fn program_of(command: &str) -> Option<String> {
-    command
-        .split_whitespace()
+    shell_words(command)
+        .into_iter()
         .find(|word| {
             !word
                 .split_once('=')
                 .is_some_and(|(name, _)| !name.is_empty() && !name.contains('/'))
         })
         .map(|word| word.trim_matches(['"', '\'']).to_string())
+}
+
+/// Words split on whitespace outside single and double quotes (quotes kept), enough to find
+/// where assignments end.
+fn shell_words(command: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut quote: Option<char> = None;
+    for c in command.chars() {
+        match (quote, c) {
+            (None, c) if c.is_whitespace() => {
+                if !word.is_empty() {
+                    words.push(std::mem::take(&mut word));
+                }
+                continue;
+            }
+            (None, '"' | '\'') => quote = Some(c),
+            (Some(q), c) if c == q => quote = None,
+            _ => {}
+        }
+        word.push(c);
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    words
 }
 
 async fn commands(transport: &Transport, spec: &NodeSpec) -> Verdict {
@@ -452,7 +519,11 @@ async fn runtime(targets: &[NodeTarget]) -> Runtime {
     };
     let outcome = async {
         let probe = pool
-            .probe_for(&first.probe_site(), &first.current, "preflight")
+            .probe_for(
+                &first.probe_site(),
+                &first.current_probe_args(),
+                "preflight",
+            )
             .await?;
         let versions = probe.versions().await?;
         let mut os_pids = BTreeMap::new();
@@ -788,6 +859,22 @@ pub fn render_json(findings: &[Finding]) -> String {
 mod tests {
     use super::*;
 
+    fn rabbit_plan(timeouts: &str) -> Plan {
+        let text = format!(
+            "version: 1\ncluster: r\nflavor: rabbitmq\ntls: {{ certfile: /c, keyfile: /k, cacertfile: /a }}\ndefaults:\n  timeouts: {timeouts}\nnodes:\n  - name: rabbit1@h\n    flags_file: /r1/rabbitmq-env.conf\n  - name: rabbit2@h\n    flags_file: /r2/rabbitmq-env.conf\n  - name: rabbit3@h\n    flags_file: /r3/rabbitmq-env.conf\n"
+        );
+        Plan::from_source(Path::new("p.yaml"), &text).unwrap()
+    }
+
+    #[test]
+    fn table_wait_warns_when_the_roll_may_outlast_rabbitmqs_wait() {
+        let long = table_wait(&rabbit_plan("{ stop: 60s, start: 60s, rejoin: 120s }")).unwrap();
+        assert_eq!(long.severity, Severity::Warn, "{long:?}");
+        assert!(long.message.contains("8m"), "{}", long.message);
+        let short = table_wait(&rabbit_plan("{ stop: 30s, start: 60s, rejoin: 30s }")).unwrap();
+        assert_eq!(short.severity, Severity::Ok, "{short:?}");
+    }
+
     #[test]
     fn a_pinned_port_fails_and_a_range_passes() {
         let pinned = listen_port("-kernel inet_dist_listen_min 30000\n");
@@ -830,6 +917,14 @@ mod tests {
             Some("mongooseimctl")
         );
         assert_eq!(program_of("  ").as_deref(), None);
+        assert_eq!(
+            program_of("ERL_FLAGS=\"-ssl_dist_optfile /x/o.conf\" /r/bin/app ping").as_deref(),
+            Some("/r/bin/app")
+        );
+        assert_eq!(
+            program_of("A='x y' B=\"$(grep -E '^-p' f) z\" exec ctl").as_deref(),
+            Some("exec")
+        );
     }
 
     fn facts(name: &str, verify: &str) -> NodeFacts {

@@ -70,12 +70,27 @@ fn render_node(out: &mut String, index: usize, targets: &[NodeTarget], journal: 
             target.backup.display()
         );
     }
-    let _ = writeln!(
-        out,
-        "     edit {} (atomic replace, mode kept): {}",
-        target.dist_args.display(),
-        target.tls.outcome
-    );
+    if let Some(optfile) = &target.optfile {
+        let _ = writeln!(
+            out,
+            "     write {} (-ssl_dist_optfile, mode 0600, owned like {}; removed on rollback)",
+            optfile.path.display(),
+            target.dist_args.display()
+        );
+        let _ = writeln!(
+            out,
+            "     edit {} ({} flavor; atomic replace, mode kept): append -proto_dist inet_tls -ssl_dist_optfile",
+            target.dist_args.display(),
+            spec.flavor
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "     edit {} (atomic replace, mode kept): {}",
+            target.dist_args.display(),
+            target.tls.outcome
+        );
+    }
     let _ = writeln!(
         out,
         "  3. start:  {}   (timeout {})",
@@ -106,6 +121,13 @@ fn render_node(out: &mut String, index: usize, targets: &[NodeTarget], journal: 
             let _ = writeln!(out, "  5. verify: (no commands.ping in the plan)");
         }
     }
+    if let Some(ready) = &spec.commands.ready {
+        let _ = writeln!(
+            out,
+            "  after the last node: {ready}   (must exit 0 within {}; with Mnesia disc tables a node finishes starting only once every node runs TLS)",
+            humantime::format_duration(spec.timeouts.ready)
+        );
+    }
 }
 
 fn render_diff(out: &mut String, target: &NodeTarget) {
@@ -126,4 +148,15 @@ fn render_diff(out: &mut String, target: &NodeTarget) {
             .context_radius(2)
             .header(&path, &format!("{path} (TLS)"))
     );
+    if let Some(optfile) = &target.optfile {
+        let shown = optfile.path.display().to_string();
+        let diff = TextDiff::from_lines("", &optfile.text);
+        let _ = write!(
+            out,
+            "{}",
+            diff.unified_diff()
+                .context_radius(2)
+                .header("/dev/null", &shown)
+        );
+    }
 }

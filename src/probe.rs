@@ -152,6 +152,14 @@ impl Probe {
             .map(|_| ())
     }
 
+    /// Ask `node` to stop: `init:stop()` (orderly), or with `halt`, `erlang:halt()`.
+    pub async fn stop_node(&self, node: &str, halt: bool) -> Result<(), ProbeError> {
+        let how = if halt { "halt" } else { "init" };
+        self.request(&format!("stop {node} {how}"))
+            .await
+            .map(|_| ())
+    }
+
     /// The OTP release and ssl application version of the probe VM: those of `erl` on its host.
     pub async fn versions(&self) -> Result<RuntimeVersions, ProbeError> {
         let reply = self.request("versions").await?;
@@ -245,6 +253,22 @@ fn parse_peers(list: &str) -> Vec<PeerLink> {
         .collect()
 }
 
+/// What a probe VM is started with: an args-file text and, when the node's ctl gets
+/// `-ssl_dist_optfile F`, the text of F (the probe gets a private copy, so it can run before distls
+/// writes the real one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeArgs {
+    pub text: String,
+    pub optfile: Option<String>,
+}
+
+impl ProbeArgs {
+    fn key(&self) -> String {
+        let optfile = self.optfile.as_deref().unwrap_or("");
+        sha256_hex(format!("{}\0{optfile}", self.text).as_bytes())
+    }
+}
+
 /// Where a probe runs: the node's host (through its transport), that host's erl, and the host
 /// name probe nodes are named after (the node names' host part).
 pub struct ProbeSite<'a> {
@@ -294,10 +318,10 @@ impl ProbePool {
     pub async fn probe_for(
         &self,
         site: &ProbeSite<'_>,
-        dist_args: &str,
+        dist_args: &ProbeArgs,
         label: &str,
     ) -> Result<Arc<Probe>, ProbeError> {
-        let args_key = sha256_hex(dist_args.as_bytes());
+        let args_key = dist_args.key();
         let key = format!(
             "{} {} {} {args_key}",
             site.transport.site(),
@@ -367,13 +391,21 @@ impl ProbePool {
         &self,
         site: &ProbeSite<'_>,
         args_key: &str,
-        dist_args: &str,
+        dist_args: &ProbeArgs,
         label: &str,
     ) -> Result<Probe, ProbeError> {
         let workdir = self.workdir(site.transport).await?.path();
         let args_path = workdir.join(format!("{}.args", &args_key[..16]));
+        let mut args_text = dist_args.text.clone();
+        if let Some(optfile) = &dist_args.optfile {
+            let optfile_path = workdir.join(format!("{}.optfile", &args_key[..16]));
+            site.transport
+                .write_file(&optfile_path, optfile.as_bytes(), 0o600)
+                .await?;
+            args_text.push_str(&format!("\n-ssl_dist_optfile {}\n", optfile_path.display()));
+        }
         site.transport
-            .write_file(&args_path, dist_args.as_bytes(), 0o600)
+            .write_file(&args_path, args_text.as_bytes(), 0o600)
             .await?;
         let serial = self.started.fetch_add(1, Ordering::Relaxed);
         let name = format!("distls_probe_{}_{serial}@{}", std::process::id(), site.host);

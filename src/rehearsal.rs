@@ -745,7 +745,7 @@ impl Drop for RehearsalCluster {
     }
 }
 
-fn poll_until(
+pub fn poll_until(
     what: &str,
     deadline: Duration,
     check: &mut dyn FnMut() -> Result<(), String>,
@@ -1118,6 +1118,27 @@ pub fn write_foreign_ca_cert(dir: &Path) -> Result<TlsFiles, RehearsalError> {
         &cert,
         &key,
     )
+}
+
+/// A CA and one node certificate for `host` (plus localhost and 127.0.0.1), written as
+/// `<dir>/{cacert,node_cert,node_key}.pem`: the TLS files of a real-product test cluster whose
+/// nodes are named `...@host`.
+pub fn write_host_certs(dir: &Path, host: &str) -> Result<TlsFiles, RehearsalError> {
+    let ca = make_ca("distls product test CA")?;
+    let (cert, key) = make_leaf_cert(&ca, host, &[host, "localhost", "127.0.0.1"], -1..364)?;
+    write_tls_files(
+        dir,
+        ["cacert.pem", "node_cert.pem", "node_key.pem"],
+        &ca.pem,
+        &cert,
+        &key,
+    )
+}
+
+/// A private epmd (`epmd -port P -address 127.0.0.1`, foreground) on a free loopback port, its
+/// output in `<dir>/log/epmd.log`. The caller stops it by its pid (kill + wait on the child).
+pub fn start_private_epmd(dir: &Path) -> Result<(Child, u16), RehearsalError> {
+    start_epmd(dir, "epmd.log", &[], Ipv4Addr::LOCALHOST, None)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -317,6 +317,11 @@ impl<'a> Rollout<'a> {
         self.store.save(&mut self.journal)?;
         for index in 0..self.targets.len() {
             let started = Instant::now();
+            if index > 0 {
+                self.check_migrated_alive(index, index - 1)
+                    .await
+                    .map_err(|f| f.on_node(index - 1))?;
+            }
             self.migrate_node(index)
                 .await
                 .map_err(|f| f.on_node(index))?;
@@ -411,6 +416,9 @@ impl<'a> Rollout<'a> {
             Ok(out) => format!("`{command}` exited with {:?}: {}", out.status, out.tail()),
             Err(e) => e.to_string(),
         };
+        if !said.is_empty() && self.targets[index].spec.flavor.stops_booting_vm() {
+            self.stop_vm_directly(index, deadline).await?;
+        }
         if !self.wait_running(index, Running::Down, deadline).await? {
             let Some(os_pid) = os_pid else {
                 return Err(self.step_failed(
@@ -560,18 +568,35 @@ exit 1"#
     }
 
     async fn edit(&mut self, index: usize) -> StepResult {
-        self.progress
-            .step(index, self.name(index), "enabling TLS in vm.dist.args");
+        self.progress.step(
+            index,
+            self.name(index),
+            &format!("enabling TLS in {}", self.file_label(index)),
+        );
         self.mark(index, Step::Editing)?;
         self.ensure_backup(index).await?;
         let target = &self.targets[index];
+        if let Some(optfile) = &target.optfile {
+            // The file the new flags point at exists before they do.
+            target
+                .transport
+                .write_file_owned_like(
+                    &optfile.path,
+                    optfile.text.as_bytes(),
+                    0o600,
+                    &target.dist_args,
+                )
+                .await
+                .map_err(|e| self.step_failed(index, &e.to_string()))?;
+        }
         target
             .transport
             .write_file(&target.dist_args, target.tls.text.as_bytes(), 0o644)
             .await
             .map_err(|e| self.step_failed(index, &e.to_string()))?;
         if self.file_state(index).await? != FileState::Tls {
-            return Err(self.step_failed(index, "vm.dist.args does not read back as written"));
+            let label = self.file_label(index);
+            return Err(self.step_failed(index, &format!("{label} does not read back as written")));
         }
         self.mark(index, Step::Edited)
     }
@@ -603,7 +628,7 @@ exit 1"#
         self.progress.step(
             index,
             self.name(index),
-            "restoring the original vm.dist.args",
+            &format!("restoring the original {}", self.file_label(index)),
         );
         self.mark(index, Step::RevertRestoring)?;
         let target = &self.targets[index];
@@ -613,9 +638,158 @@ exit 1"#
             .await
             .map_err(|e| self.step_failed(index, &e.to_string()))?;
         if self.file_state(index).await? != FileState::Original {
-            return Err(self.step_failed(index, "vm.dist.args does not read back as the original"));
+            let label = self.file_label(index);
+            return Err(self.step_failed(
+                index,
+                &format!("{label} does not read back as the original"),
+            ));
         }
+        self.remove_optfile(index).await?;
         self.mark(index, done)
+    }
+
+    /// The stop command failed and the node may still run (e.g. still booting): ask the VM
+    /// itself, through the probe that reaches it, to stop; halt it if that does not work.
+    async fn stop_vm_directly(&self, index: usize, deadline: Instant) -> StepResult {
+        let grace = Duration::from_secs(10);
+        for halt in [false, true] {
+            let running = Running::of_info(&self.observe(index).await?);
+            let probe = match running {
+                Running::Down => return Ok(()),
+                // No probe reaches it: the escalation by OS pid takes over.
+                Running::Unreachable => return Ok(()),
+                Running::Tls => self.tls_probe(index).await?,
+                Running::Plain => self.plain_probe(index).await?,
+            };
+            self.progress.note(&format!(
+                "{}: its stop command failed and it still runs; asking the VM to stop ({})",
+                self.name(index),
+                if halt { "erlang:halt()" } else { "init:stop()" }
+            ));
+            probe.stop_node(self.name(index), halt).await?;
+            let until = (Instant::now() + grace).min(deadline);
+            if self.wait_running(index, Running::Down, until).await? {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// The optfile goes once the flags no longer point at it.
+    async fn remove_optfile(&self, index: usize) -> StepResult {
+        let target = &self.targets[index];
+        if let Some(optfile) = &target.optfile {
+            target
+                .transport
+                .remove_file(&optfile.path)
+                .await
+                .map_err(|e| self.step_failed(index, &e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Every node migrated earlier in this roll must still run. With Mnesia disc tables a
+    /// migrated node waits for the plain ones until the last node switches; RabbitMQ gives up
+    /// after its table wait (10×30 s by default) and its VM exits.
+    /// A failure is reported against `blame`, the newest touched node, so a rollback reverts
+    /// every touched node.
+    async fn check_migrated_alive(&self, upto: usize, blame: usize) -> StepResult {
+        for index in 0..upto {
+            let running = Running::of_info(&self.observe(index).await?);
+            if running != Running::Tls {
+                let flavor = self.targets[index].spec.flavor;
+                let why = match flavor.table_wait() {
+                    Some(wait) => format!(
+                        "; {flavor} waits about {} for Mnesia tables held by nodes still on plain TCP, then {}: keep the roll shorter than that (see docs/flavor-{flavor}.md)",
+                        humantime::format_duration(wait.limit),
+                        wait.then
+                    ),
+                    None => String::new(),
+                };
+                return Err(self.step_failed(
+                    blame,
+                    &format!(
+                        "node {} was migrated earlier in this roll but is now {}{why}",
+                        self.name(index),
+                        running.label()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// After the mesh: every node's `commands.ready` succeeds (the application has finished
+    /// starting, e.g. its Mnesia tables loaded), within `timeouts.ready`.
+    async fn ready_gate(&mut self) -> StepResult {
+        let last = self.targets.len() - 1;
+        let started = Instant::now();
+        // Every node's ready command at once; the ones that fail are asked again next round.
+        let mut waiting: Vec<(usize, String)> = (0..self.targets.len())
+            .filter_map(|i| Some((i, self.targets[i].spec.commands.ready.clone()?)))
+            .collect();
+        for (index, _) in &waiting {
+            self.progress
+                .step(*index, self.name(*index), "waiting until it reports ready");
+        }
+        while !waiting.is_empty() {
+            let mut round = tokio::task::JoinSet::new();
+            for (index, ready) in &waiting {
+                let timeout = self.targets[*index].spec.timeouts.ready;
+                let left = timeout.saturating_sub(started.elapsed());
+                let transport = self.targets[*index].transport.clone();
+                let (index, ready) = (*index, ready.clone());
+                round.spawn(async move {
+                    let out = transport
+                        .run(&ready, left.max(Duration::from_secs(1)))
+                        .await;
+                    let said = match out {
+                        Ok(out) if out.success() => None,
+                        Ok(out) => Some(format!(
+                            "`{ready}` exited with {:?}: {}",
+                            out.status,
+                            out.tail()
+                        )),
+                        Err(e) => Some(e.to_string()),
+                    };
+                    (index, ready, said)
+                });
+            }
+            let mut again = Vec::new();
+            while let Some(joined) = round.join_next().await {
+                let (index, ready, said) = joined.expect("ready command task");
+                let Some(said) = said else { continue };
+                let timeout = self.targets[index].spec.timeouts.ready;
+                if started.elapsed() >= timeout {
+                    return Err(self.step_failed(
+                        last,
+                        &format!(
+                            "node {} runs TLS and is linked to every node, but did not report ready within {}: {said}",
+                            self.name(index),
+                            humantime::format_duration(timeout)
+                        ),
+                    ));
+                }
+                if Running::of_info(&self.observe(index).await?) != Running::Tls {
+                    return Err(self.step_failed(
+                        last,
+                        &format!(
+                            "node {} stopped running while distls waited for it to report ready: {said}",
+                            self.name(index)
+                        ),
+                    ));
+                }
+                again.push((index, ready));
+            }
+            again.sort();
+            waiting = again;
+            if !waiting.is_empty() {
+                for _ in 0..10 {
+                    self.pause_between_polls().await?;
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn start(
@@ -690,9 +864,18 @@ exit 1"#
         let migrated: Vec<usize> = (0..index).collect();
         let plain: Vec<usize> = (index + 1..self.targets.len()).collect();
         let deadline = Instant::now() + self.targets[index].spec.timeouts.rejoin;
-        let missing = self
-            .wait_for_links(index, &migrated, true, &plain, deadline)
-            .await?;
+        // In slices, so a migrated peer that died meanwhile is named at once instead of waiting
+        // for the whole rejoin timeout.
+        let missing = loop {
+            let slice = (Instant::now() + Duration::from_secs(5)).min(deadline);
+            let missing = self
+                .wait_for_links(index, &migrated, true, &plain, slice)
+                .await?;
+            if missing.is_ok() || Instant::now() >= deadline {
+                break missing;
+            }
+            self.check_migrated_alive(index, index).await?;
+        };
         if let Err(missing) = missing {
             return Err(self.step_failed(
                 index,
@@ -790,6 +973,7 @@ exit 1"#
                 &format!("the cluster did not form one TLS mesh: {missing}"),
             ));
         }
+        self.ready_gate().await?;
         self.journal.phase = Phase::Completed;
         self.journal.record(None, "completed");
         self.store.save(&mut self.journal)?;
@@ -844,6 +1028,12 @@ exit 1"#
             let started = Instant::now();
             self.revert_node(index).await?;
             self.timings[index] = Some(started.elapsed());
+        }
+        // A run killed between restoring a flags file and removing its optfile left the optfile.
+        for index in 0..self.targets.len() {
+            if self.file_state(index).await? == FileState::Original {
+                self.remove_optfile(index).await?;
+            }
         }
         let everyone: Vec<usize> = (0..self.targets.len()).collect();
         let deadline = Instant::now() + self.max_rejoin_timeout();
@@ -991,6 +1181,11 @@ exit 1"#
         self.targets[index].name()
     }
 
+    /// vm.dist.args, or the flavor's flags file (ejabberdctl.cfg, rabbitmq-env.conf, vm.args).
+    fn file_label(&self, index: usize) -> &'static str {
+        self.targets[index].spec.flavor.file_label()
+    }
+
     fn step_of(&self, index: usize) -> Step {
         self.journal
             .node(self.name(index))
@@ -1005,7 +1200,7 @@ exit 1"#
         let target = &self.targets[index];
         Ok(self
             .probes
-            .probe_for(&target.probe_site(), &target.original, "plain tcp")
+            .probe_for(&target.probe_site(), &target.probe_plain, "plain tcp")
             .await?)
     }
 
@@ -1013,7 +1208,7 @@ exit 1"#
         let target = &self.targets[index];
         Ok(self
             .probes
-            .probe_for(&target.probe_site(), &target.tls.text, "tls")
+            .probe_for(&target.probe_site(), &target.probe_tls, "tls")
             .await?)
     }
 
@@ -1232,8 +1427,8 @@ exit 1"#
 pub async fn observe_with(probes: &ProbePool, target: &NodeTarget) -> Result<NodeInfo> {
     let site = target.probe_site();
     let (plain, tls) = tokio::try_join!(
-        probes.probe_for(&site, &target.original, "plain tcp"),
-        probes.probe_for(&site, &target.tls.text, "tls"),
+        probes.probe_for(&site, &target.probe_plain, "plain tcp"),
+        probes.probe_for(&site, &target.probe_tls, "tls"),
     )?;
     let name = target.name();
     let plain_info = plain.info(name);

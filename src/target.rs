@@ -4,8 +4,10 @@
 use crate::argsfile::{self, ArgsFileError, ErrorKind, NodeIdentity, TlsEdit};
 use crate::atomic_file::sha256_hex;
 use crate::error::{Error, Result};
+use crate::flavor::{self, Flavor, FlavorError};
 use crate::journal::Journal;
 use crate::plan::{NodeSpec, Plan};
+use crate::probe::ProbeArgs;
 use crate::transport::Transport;
 use std::path::{Path, PathBuf};
 
@@ -32,6 +34,21 @@ pub struct NodeTarget {
     pub original: String,
     pub tls: TlsEdit,
     pub current: String,
+    /// The `-ssl_dist_optfile` distls writes next to the flags file (flavors other than mongooseim).
+    pub optfile: Option<OptFile>,
+    /// What the probe VMs are started with: the node's distribution flags as its ctl gets them.
+    pub probe_plain: ProbeArgs,
+    pub probe_tls: ProbeArgs,
+    /// The TLS settings as a vm.dist.args text, for the preflight's option checks and handshake
+    /// (for flavors: the `-ssl_dist_opt` equivalent of the optfile).
+    pub preflight_args: String,
+}
+
+/// A file distls creates for the TLS state and removes on rollback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OptFile {
+    pub path: PathBuf,
+    pub text: String,
 }
 
 impl NodeTarget {
@@ -63,6 +80,20 @@ impl NodeTarget {
             transport: &self.transport,
             erl: &self.spec.erl,
             host: &self.spec.host,
+        }
+    }
+
+    /// The probe arguments matching the flags file as it is now.
+    pub fn current_probe_args(&self) -> ProbeArgs {
+        if self.optfile.is_none() {
+            return ProbeArgs {
+                text: self.current.clone(),
+                optfile: None,
+            };
+        }
+        match self.classify(&self.current) {
+            FileState::Tls => self.probe_tls.clone(),
+            _ => self.probe_plain.clone(),
         }
     }
 
@@ -179,6 +210,9 @@ pub async fn prepare(
 
 /// One node's identity, files and TLS text, without looking at any journal.
 pub async fn read_node(spec: &NodeSpec, transport: &Transport) -> Result<NodeTarget, NodeProblem> {
+    if spec.flavor != Flavor::MongooseIm {
+        return read_flavor_node(spec, transport).await;
+    }
     let name = spec.name.as_str();
     let vm_args_text = read_text(transport, &spec.vm_args, name, "vm.args").await?;
     if let Some(flag) = argsfile::proto_dist_in_vm_args(&vm_args_text) {
@@ -215,6 +249,15 @@ pub async fn read_node(spec: &NodeSpec, transport: &Transport) -> Result<NodeTar
         };
         args_problem(check, &dist_args, name, &e)
     })?;
+    let probe_plain = ProbeArgs {
+        text: original.clone(),
+        optfile: None,
+    };
+    let probe_tls = ProbeArgs {
+        text: tls.text.clone(),
+        optfile: None,
+    };
+    let preflight_args = tls.text.clone();
     Ok(NodeTarget {
         spec: spec.clone(),
         transport: transport.clone(),
@@ -224,6 +267,141 @@ pub async fn read_node(spec: &NodeSpec, transport: &Transport) -> Result<NodeTar
         original,
         tls,
         current,
+        optfile: None,
+        probe_plain,
+        probe_tls,
+        preflight_args,
+    })
+}
+
+fn flavor_problem(check: &'static str, path: &Path, node: &str, err: &FlavorError) -> NodeProblem {
+    let at = if err.line == 0 {
+        String::new()
+    } else {
+        format!("{}:{}:", err.line, err.column)
+    };
+    NodeProblem::new(
+        check,
+        format!("{}:{at} node {node}: {}", path.display(), err.message),
+        err.hint.clone(),
+    )
+}
+
+/// ejabberd, RabbitMQ, relx: one flags file carries the distribution flags for server and ctl;
+/// TLS adds `-proto_dist inet_tls -ssl_dist_optfile F` there and F next to it.
+async fn read_flavor_node(
+    spec: &NodeSpec,
+    transport: &Transport,
+) -> Result<NodeTarget, NodeProblem> {
+    let name = spec.name.as_str();
+    let label = spec.flavor.file_label();
+    let DistArgsFile {
+        dist_args,
+        backup,
+        current,
+        original,
+    } = read_dist_args(spec, transport).await?;
+    // Next to the flags file as the plan names it (ejabberd's Debian ejabberdctl.cfg is a symlink
+    // into /etc/default).
+    let optfile_path = flavor::optfile_path(&spec.vm_dist_args);
+    let (node_identity, cookie) = match spec.flavor {
+        Flavor::Ejabberd => (flavor::ejabberd::identity(&original), None),
+        Flavor::RabbitMq => (flavor::rabbitmq::identity(&original, &spec.host), None),
+        Flavor::Relx => match flavor::relx::identity(&original) {
+            Ok((id, cookie)) => (Ok(id), cookie),
+            Err(e) => (Err(e), None),
+        },
+        Flavor::MongooseIm => unreachable!("handled by read_node"),
+    };
+    let node_identity =
+        node_identity.map_err(|e| flavor_problem("plan.identity", &dist_args, name, &e))?;
+    let cookie = match (&spec.cookie_file, cookie) {
+        (_, Some(cookie)) => Some(cookie),
+        (Some(file), None) => {
+            let bytes = transport.read_file(file).await.map_err(|e| {
+                NodeProblem::new(
+                    "plan.identity",
+                    format!("node {name}: cannot read its cookie file {}: {e}", file.display()),
+                    "set `cookie_file` in the plan to the service user's ~/.erlang.cookie, readable by distls (or `become`)",
+                )
+            })?;
+            let secret = String::from_utf8_lossy(&bytes).trim().to_owned();
+            if secret.is_empty() {
+                return Err(NodeProblem::new(
+                    "plan.identity",
+                    format!("node {name}: its cookie file {} is empty", file.display()),
+                    "point `cookie_file` at the file the node really uses",
+                ));
+            }
+            Some(argsfile::Cookie::new(secret))
+        }
+        (None, None) => None,
+    };
+    let identity = NodeIdentity {
+        name_flag: node_identity.name_flag,
+        node_name: node_identity.node_name,
+        cookie,
+    };
+    check_identity(spec, &identity).map_err(|mut problem| {
+        problem.message = problem.message.replace("vm.args", label);
+        problem
+    })?;
+    let edited = match spec.flavor {
+        Flavor::Ejabberd => flavor::ejabberd::enable_tls(&original, &optfile_path),
+        Flavor::RabbitMq => flavor::rabbitmq::enable_tls(&original, &optfile_path),
+        _ => flavor::relx::enable_tls(&original, &optfile_path),
+    }
+    .map_err(|e| flavor_problem("plan.dist_args", &dist_args, name, &e))?;
+    let paths = argsfile::TlsPaths {
+        certfile: spec.tls.certfile.display().to_string(),
+        keyfile: spec.tls.keyfile.display().to_string(),
+        cacertfile: spec.tls.cacertfile.display().to_string(),
+    };
+    let optfile = OptFile {
+        path: optfile_path,
+        text: flavor::optfile_text(&paths),
+    };
+    // Never overwrite (and later delete) a file distls did not write.
+    if current == original && transport.file_exists(&optfile.path).await {
+        let there = transport.read_file(&optfile.path).await.unwrap_or_default();
+        if there != optfile.text.as_bytes() {
+            return Err(NodeProblem::new(
+                "plan.files",
+                format!(
+                    "node {name}: {} already exists and was not written by distls for this plan",
+                    optfile.path.display()
+                ),
+                "move that file away (distls writes and, on rollback, removes it), then run distls again",
+            ));
+        }
+    }
+    let preflight_args = argsfile::enable_tls("", &paths)
+        .map_err(|e| args_problem("plan.dist_args", &dist_args, name, &e))?
+        .text;
+    let probe_plain = ProbeArgs {
+        text: String::new(),
+        optfile: None,
+    };
+    let probe_tls = ProbeArgs {
+        text: "-proto_dist inet_tls\n".to_owned(),
+        optfile: Some(optfile.text.clone()),
+    };
+    Ok(NodeTarget {
+        spec: spec.clone(),
+        transport: transport.clone(),
+        identity,
+        dist_args,
+        backup,
+        original,
+        tls: TlsEdit {
+            text: edited,
+            outcome: argsfile::EditOutcome::AppendedBlock,
+        },
+        current,
+        optfile: Some(optfile),
+        probe_plain,
+        probe_tls,
+        preflight_args,
     })
 }
 

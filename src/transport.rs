@@ -411,6 +411,50 @@ impl Transport {
         self.exec_ok(&script, Some(bytes), path).await.map(|_| ())
     }
 
+    /// Atomic write of a new file with exactly `mode` and the owner and group of `like`.
+    pub async fn write_file_owned_like(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+        mode: u32,
+        like: &Path,
+    ) -> Result<(), TransportError> {
+        if self.is_direct() {
+            let (owned, like_owned) = (path.to_path_buf(), like.to_path_buf());
+            let data = bytes.to_vec();
+            return tokio::task::spawn_blocking(move || {
+                atomic_file::write_owned_like(&owned, &data, mode, &like_owned)
+            })
+            .await
+            .expect("file writer task")
+            .map_err(|e| self.file_error(path, e.to_string()));
+        }
+        // The same script, but owner and mode are set on the temp file before the rename.
+        let like = shell_quote(&like.display().to_string());
+        let script = remote_atomic_write_script(path, mode).replace(
+            "if [ -e \"$t\" ]; then",
+            &format!(
+                "chown \"$(stat -L -c %u:%g -- {like})\" \"$tmp\"\nchmod {mode:o} \"$tmp\"\nif false; then"
+            ),
+        );
+        self.exec_ok(&script, Some(bytes), path).await.map(|_| ())
+    }
+
+    /// Remove a file; a file that is not there is fine.
+    pub async fn remove_file(&self, path: &Path) -> Result<(), TransportError> {
+        if self.is_direct() {
+            let owned = path.to_path_buf();
+            return tokio::task::spawn_blocking(move || atomic_file::remove(&owned))
+                .await
+                .expect("file remover task")
+                .map_err(|e| self.file_error(path, e.to_string()));
+        }
+        let quoted = shell_quote(&path.display().to_string());
+        self.exec_ok(&format!("rm -f -- {quoted}"), None, path)
+            .await
+            .map(|_| ())
+    }
+
     /// Run a shell command with a deadline.
     pub async fn run(
         &self,
@@ -623,6 +667,34 @@ mod tests {
         assert_eq!(parse_pgid_marker(b"distls-pgid 1\n"), None);
         assert_eq!(parse_pgid_marker(b"distls-pgid x\n"), None);
         assert_eq!(parse_pgid_marker(b"4242\n"), None);
+    }
+
+    /// A new file owned like another one, by both paths (direct and shell).
+    #[tokio::test]
+    async fn writes_a_file_owned_like_another_with_an_exact_mode() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let like = dir.path().join("flags");
+        std::fs::write(&like, "x").unwrap();
+        for (transport, name) in [
+            (local(), "direct.conf"),
+            (Transport::local(vec![], Some("env".into())), "shell.conf"),
+        ] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, "old").unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+            transport
+                .write_file_owned_like(&path, b"[].", 0o600, &like)
+                .await
+                .unwrap();
+            let meta = std::fs::metadata(&path).unwrap();
+            assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{name}");
+            assert_eq!(meta.uid(), std::fs::metadata(&like).unwrap().uid());
+            assert_eq!(std::fs::read(&path).unwrap(), b"[].");
+            transport.remove_file(&path).await.unwrap();
+            transport.remove_file(&path).await.unwrap();
+            assert!(!path.exists());
+        }
     }
 
     /// The shell path (used over SSH and with `become`) edits as atomically as the direct one.

@@ -52,7 +52,7 @@ async fn run_in(target: &NodeTarget, dir: &std::path::Path) -> Result<(), String
     let args_file = dir.join("vm.dist.args");
     target
         .transport
-        .write_file(&args_file, target.tls.text.as_bytes(), 0o600)
+        .write_file(&args_file, target.preflight_args.as_bytes(), 0o600)
         .await
         .map_err(|e| e.to_string())?;
     let pid = std::process::id();

@@ -8,6 +8,7 @@
 %%                                   |  DISTLS <id> unreachable <epmd_port> <reason>  (registered with epmd, no answer)
 %%                                   |  DISTLS <id> down <reason>
 %%   <id> connect <node> <peer>...   -> DISTLS <id> ok        (asks <node> to dial each peer)
+%%   <id> stop <node> init|halt      -> DISTLS <id> ok        (init:stop() or erlang:halt() on <node>)
 %%   <id> versions                   -> DISTLS <id> versions <otp_release> <ssl_vsn|missing>  (this VM's own)
 -module(distls_probe).
 -export([main/0]).
@@ -38,6 +39,11 @@ handle([Id, "connect", Node | Peers]) ->
                   [rpc:cast(list_to_atom(Node), net_kernel, connect_node, [list_to_atom(P)]) || P <- Peers],
                   reply(Id, "ok")
           end);
+handle([Id, "stop", Node, How]) ->
+    %% A node whose ctl cannot stop it (ejabberd still booting: its ctl commands are not there yet).
+    {M, F} = case How of "halt" -> {erlang, halt}; _ -> {init, stop} end,
+    rpc:cast(list_to_atom(Node), M, F, []),
+    reply(Id, "ok");
 handle([Id, "versions"]) ->
     Ssl = case application:load(ssl) of
               R when R =:= ok; R =:= {error, {already_loaded, ssl}} ->

@@ -462,3 +462,45 @@ fn a_ctl_that_cannot_reach_the_tls_node_rolls_the_cluster_back() {
     t.assert_files_are(&originals);
     assert_eq!(journal(t.plan().as_path())["phase"], "rolled_back");
 }
+
+/// A node migrated earlier dies while a later node waits to rejoin (with Mnesia disc tables,
+/// RabbitMQ's VM exits after its table wait): distls names the dead node at once, not after the
+/// rejoin timeout, and rolls every touched node back.
+#[test]
+fn a_migrated_node_that_dies_mid_roll_stops_the_roll() {
+    let t = cluster("dies", 3);
+    let originals = t.dist_args_files();
+    let first_pid_file = t.cluster.nodes()[0].pid_file();
+    let third = &t.cluster.nodes()[2];
+    // Node 3's stop command first kills node 1 (restarted on TLS by then), by its pid.
+    let stop = format!(
+        "kill -9 $(cat {pids}) 2>/dev/null; exec {ctl} stop",
+        pids = first_pid_file.display(),
+        ctl = third.root.join("bin/ctl").display()
+    );
+    t.cluster.write_plan_with(|index| {
+        if index == 2 {
+            format!("    commands:\n      stop: \"{stop}\"\n")
+        } else {
+            String::new()
+        }
+    });
+    let started = std::time::Instant::now();
+    let out = t.distls(&["migrate", t.plan().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(4), "{}", describe(&out));
+    let name = &t.node_names()[0];
+    assert!(
+        stderr(&out).contains(&format!(
+            "node {name} was migrated earlier in this roll but is now down"
+        )),
+        "{}",
+        describe(&out)
+    );
+    assert!(stderr(&out).contains("rolled back"), "{}", describe(&out));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(100),
+        "named before the 120 s rejoin timeout"
+    );
+    t.wait_for_mesh("inet_tcp", "tcp");
+    t.assert_files_are(&originals);
+}

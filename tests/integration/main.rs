@@ -1,4 +1,5 @@
 //! Integration tests: the real `distls` binary against real Erlang nodes in MongooseIM layout.
+mod products;
 mod sshd;
 mod support;
 
@@ -22,3 +23,5 @@ mod ssh;
 // Three network namespaces as three hosts, each with its own sshd and epmd (skipped where
 // namespaces are not permitted).
 mod netns;
+// The ejabberd and RabbitMQ flavors against the real products (Debian packages).
+mod flavors;

@@ -1,0 +1,301 @@
+//! The ejabberd and RabbitMQ flavors against the real products (Debian packages): a 3-node cluster
+//! each, migrated end to end with the flavor's default commands, and a rollback.
+
+use crate::products::*;
+use crate::support::{describe, journal, stderr, stdout};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+fn distls(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_distls"))
+        .args(args)
+        .output()
+        .expect("distls runs")
+}
+
+/// `distls status`: every node's row says verified / tls / tls and lists both peers over TLS.
+fn assert_status_all_tls(plan: &Path, names: &[String]) {
+    let status = distls(&["status", plan.to_str().unwrap()]);
+    assert!(status.status.success(), "{}", describe(&status));
+    let shown = stdout(&status);
+    for name in names {
+        let row = shown
+            .lines()
+            .find(|l| l.starts_with(name.as_str()))
+            .unwrap_or_else(|| panic!("status lists {name}: {shown}"));
+        let words: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(&words[1..4], ["verified", "tls", "tls"], "{row}");
+        for peer in names.iter().filter(|p| *p != name) {
+            assert!(
+                row.contains(&format!("{peer}:tls")),
+                "{name} ↔ {peer} over TLS: {row}"
+            );
+        }
+    }
+}
+
+fn assert_optfile(flags_file: &Path, owner_uid: u32) {
+    let optfile = flags_file.parent().unwrap().join("distls-ssl_dist.conf");
+    let meta = std::fs::metadata(&optfile).expect("the optfile exists");
+    assert_eq!(meta.mode() & 0o777, 0o600, "{}", optfile.display());
+    assert_eq!(meta.uid(), owner_uid, "owned like the flags file");
+    let text = std::fs::read_to_string(&optfile).unwrap();
+    assert!(text.contains("{fail_if_no_peer_cert, true}"), "{text}");
+}
+
+fn uid_of(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().uid()
+}
+
+#[test]
+fn ejabberd_cluster_migrates_with_the_flavor_defaults() {
+    let _one_at_a_time = products_lock();
+    let ej = Ejabberd::cluster("ejm", 3);
+    let names: Vec<String> = (1..=3).map(|i| ej.node_name(i)).collect();
+    // The nodes' own stop + start (plain), for comparison with the roll.
+    let own: Duration = (1..=3)
+        .map(|i| {
+            timed(|| {
+                ej.stop(i);
+                ej.start_plain(i);
+            })
+        })
+        .sum();
+    let plan = ej.plan("ej-test", |_| String::new());
+
+    // The dry run shows both files and changes nothing.
+    let before: Vec<Vec<u8>> = (1..=3).map(|i| std::fs::read(ej.cfg(i)).unwrap()).collect();
+    let dry = distls(&["migrate", "--dry-run", plan.to_str().unwrap()]);
+    assert!(dry.status.success(), "{}", describe(&dry));
+    let shown = stdout(&dry);
+    assert!(
+        shown.contains("-ERL_OPTIONS=\"-env ERL_CRASH_DUMP_BYTES 0\"")
+            && shown.contains(
+                "+ERL_OPTIONS=\"-env ERL_CRASH_DUMP_BYTES 0 -proto_dist inet_tls -ssl_dist_optfile "
+            ),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("+ {client, ["),
+        "the optfile is shown: {shown}"
+    );
+    assert!(
+        shown.contains(" started   (must exit 0 within 3m"),
+        "{shown}"
+    );
+    for i in 1..=3 {
+        assert_eq!(std::fs::read(ej.cfg(i)).unwrap(), before[i - 1]);
+        assert!(!ej.etc(i).join("distls-ssl_dist.conf").exists());
+    }
+
+    let started = Instant::now();
+    let out = distls(&["migrate", plan.to_str().unwrap()]);
+    let took = started.elapsed();
+    assert!(out.status.success(), "{}", describe(&out));
+    eprintln!("{}", describe(&out));
+    eprintln!(
+        "MEASURED ejabberd 3 nodes: distls migrate {:.1} s; sum of the nodes' own stop+start {:.1} s",
+        took.as_secs_f64(),
+        own.as_secs_f64()
+    );
+    assert_eq!(journal(&plan)["phase"], "completed");
+    assert_status_all_tls(&plan, &names);
+    for i in 1..=3 {
+        let cfg = std::fs::read_to_string(ej.cfg(i)).unwrap();
+        assert!(
+            cfg.contains(&format!(
+                "ERL_OPTIONS=\"-env ERL_CRASH_DUMP_BYTES 0 -proto_dist inet_tls -ssl_dist_optfile {}/distls-ssl_dist.conf\"",
+                ej.etc(i).display()
+            )),
+            "{cfg}"
+        );
+        assert_optfile(&ej.cfg(i), uid_of(&ej.cfg(i)));
+        let cluster = ej.ctl_ok(i, &["list_cluster"]);
+        for name in &names {
+            assert!(
+                cluster.contains(name.as_str()),
+                "node {i} lists {name}: {cluster}"
+            );
+        }
+        let account = ej.ctl(i, &["check_account", "alice", "localhost"]);
+        assert!(
+            account.status.success(),
+            "alice still exists: {}",
+            text(&account)
+        );
+    }
+}
+
+#[test]
+fn ejabberd_start_failing_on_tls_rolls_everything_back() {
+    let _one_at_a_time = products_lock();
+    let ej = Ejabberd::cluster("ejr", 3);
+    let originals: Vec<Vec<u8>> = (1..=3).map(|i| std::fs::read(ej.cfg(i)).unwrap()).collect();
+    let failing_start = format!(
+        "if grep -q inet_tls {cfg}; then echo 'refusing to start with TLS' >&2; exit 1; fi; exec {ctl} start",
+        cfg = ej.cfg(3).display(),
+        ctl = ej.ctl_command(3)
+    );
+    let plan = ej.plan("ej-rollback", |i| {
+        if i == 3 {
+            format!("    commands: {{ start: \"{failing_start}\" }}\n")
+        } else {
+            String::new()
+        }
+    });
+
+    let out = distls(&["migrate", plan.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(4), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("refusing to start with TLS"),
+        "{}",
+        describe(&out)
+    );
+    assert!(stderr(&out).contains("rolled back"), "{}", describe(&out));
+    assert_eq!(journal(&plan)["phase"], "rolled_back");
+    for i in 1..=3 {
+        assert_eq!(
+            std::fs::read(ej.cfg(i)).unwrap(),
+            originals[i - 1],
+            "ejabberdctl.cfg of node {i} is byte-identical to its original"
+        );
+        assert!(
+            !ej.etc(i).join("distls-ssl_dist.conf").exists(),
+            "the optfile of node {i} is removed"
+        );
+        ej.ctl_ok(i, &["started"]);
+        let cluster = ej.ctl_ok(i, &["list_cluster"]);
+        assert_eq!(cluster.matches("ejabberd").count(), 3, "{cluster}");
+    }
+    let account = ej.ctl(1, &["check_account", "alice", "localhost"]);
+    assert!(account.status.success(), "{}", text(&account));
+}
+
+#[test]
+fn rabbitmq_cluster_migrates_with_the_flavor_defaults() {
+    let _one_at_a_time = products_lock();
+    let rmq = RabbitMq::cluster("rmq", 3);
+    let names: Vec<String> = (1..=3).map(|i| rmq.node_name(i)).collect();
+    let own: Duration = (1..=3)
+        .map(|i| {
+            timed(|| {
+                rmq.stop(i);
+                rmq.start(i);
+                rmq.wait_started(i);
+            })
+        })
+        .sum();
+    let plan = rmq.plan("rmq-test");
+    // Its timeouts allow a roll longer than RabbitMQ's table wait: the preflight says so.
+    let check = distls(&["check", plan.to_str().unwrap()]);
+    assert!(check.status.success(), "{}", describe(&check));
+    let table_wait = stdout(&check)
+        .lines()
+        .find(|l| l.contains("roll.table_wait"))
+        .unwrap_or_else(|| panic!("{}", describe(&check)))
+        .to_owned();
+    assert!(table_wait.contains("warn"), "{table_wait}");
+
+    let started = Instant::now();
+    let out = distls(&["migrate", plan.to_str().unwrap()]);
+    let took = started.elapsed();
+    assert!(out.status.success(), "{}", describe(&out));
+    eprintln!("{}", describe(&out));
+    eprintln!(
+        "MEASURED rabbitmq 3 nodes: distls migrate {:.1} s; sum of the nodes' own stop+start {:.1} s",
+        took.as_secs_f64(),
+        own.as_secs_f64()
+    );
+    assert_eq!(journal(&plan)["phase"], "completed");
+    assert_status_all_tls(&plan, &names);
+    for i in 1..=3 {
+        let env = std::fs::read_to_string(rmq.env_file(i)).unwrap();
+        let flags = format!(
+            "\"-proto_dist inet_tls -ssl_dist_optfile {}/distls-ssl_dist.conf\"",
+            rmq.env_file(i).parent().unwrap().display()
+        );
+        assert!(
+            env.contains(&format!("\nSERVER_ADDITIONAL_ERL_ARGS={flags}\n")),
+            "{env}"
+        );
+        assert!(env.contains(&format!("\nCTL_ERL_ARGS={flags}\n")), "{env}");
+        assert_optfile(&rmq.env_file(i), uid_of(&rmq.env_file(i)));
+        let status = rmq.ctl_ok(i, &["cluster_status"]);
+        for name in &names {
+            assert!(status.contains(name.as_str()), "{status}");
+        }
+    }
+    rmq.wait_queue_count(1, "cq1\t1", Duration::from_secs(60));
+}
+
+/// The relx flavor on the rehearsal cluster standing in for a relx release: the server reads
+/// vm.args (+ vm.dist.args, left plain), and the control commands get only what relx's
+/// `extended_bin` forwards from vm.args (`^-proto_dist` lines) plus the documented
+/// `ERL_FLAGS="-ssl_dist_optfile F"` workaround. Migrate, then roll back.
+#[test]
+fn relx_flavor_migrates_and_rolls_back_with_relx_like_control_commands() {
+    let t = crate::support::cluster("relx", 3);
+    let nodes = t.cluster.nodes();
+    let originals: Vec<Vec<u8>> = nodes
+        .iter()
+        .map(|n| std::fs::read(n.vm_args()).unwrap())
+        .collect();
+    let tls = t.cluster.tls_files();
+    let mut yaml = format!(
+        "version: 1\ncluster: relx-test\nflavor: relx\ntls:\n  certfile: {}\n  keyfile: {}\n  cacertfile: {}\ndefaults:\n  env: {{ ERL_EPMD_PORT: \"{}\" }}\nnodes:\n",
+        tls.certfile.display(),
+        tls.keyfile.display(),
+        tls.cacertfile.display(),
+        t.cluster.epmd_port()
+    );
+    for node in nodes {
+        let optfile = node.root.join("etc/distls-ssl_dist.conf");
+        // What relx's control VMs get: DIST_ARGS from vm.args, plus ERL_FLAGS.
+        let relx_ctl = |command: &str| {
+            format!(
+                "ERL_FLAGS=\"$(grep -E '^-proto_dist' {vm_args}) -ssl_dist_optfile {optfile}\" exec {ctl} {command}",
+                vm_args = node.vm_args().display(),
+                optfile = optfile.display(),
+                ctl = node.ctl_path().display()
+            )
+        };
+        let quote = |s: String| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
+        yaml.push_str(&format!(
+            "  - name: {}\n    vm_args: {}\n    commands:\n      start: {} start\n      stop: {}\n      ping: {}\n",
+            node.name,
+            node.vm_args().display(),
+            node.ctl_path().display(),
+            quote(relx_ctl("stop")),
+            quote(relx_ctl("ping"))
+        ));
+    }
+    let plan = t.cluster.dir().join("relx-plan.yaml");
+    std::fs::write(&plan, yaml).unwrap();
+    let plan_s = plan.to_str().unwrap();
+
+    let out = t.distls(&["migrate", plan_s]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
+    assert_status_all_tls(&plan, &names);
+    for node in nodes {
+        let text = std::fs::read_to_string(node.vm_args()).unwrap();
+        assert!(
+            text.ends_with(&format!(
+                "\n-proto_dist inet_tls\n-ssl_dist_optfile {}/etc/distls-ssl_dist.conf\n",
+                node.root.display()
+            )),
+            "{text}"
+        );
+        assert_optfile(&node.vm_args(), uid_of(&node.vm_args()));
+    }
+
+    let back = t.distls(&["rollback", plan_s]);
+    assert!(back.status.success(), "{}", describe(&back));
+    t.wait_for_mesh("inet_tcp", "tcp");
+    for (node, original) in nodes.iter().zip(&originals) {
+        assert_eq!(&std::fs::read(node.vm_args()).unwrap(), original);
+        assert!(!node.root.join("etc/distls-ssl_dist.conf").exists());
+    }
+}

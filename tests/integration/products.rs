@@ -1,0 +1,464 @@
+//! Real ejabberd and RabbitMQ clusters (Debian packages) for the flavor tests: three nodes on this
+//! host, each product with its own epmd on its own loopback port (ERL_EPMD_PORT exported in every
+//! node's config file), certificates for the host name the nodes use. Everything a cluster starts is
+//! stopped by pid when it is dropped. Recipe: docs/flavor-ejabberd.md, docs/flavor-rabbitmq.md.
+
+use distls::rehearsal::{TlsFiles, poll_until, start_private_epmd, write_host_certs};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// One product cluster at a time: they are heavy for a 2-core CI machine, and the ejabberd
+/// tests share the ejabberd user's cookie file.
+static PRODUCTS: Mutex<()> = Mutex::new(());
+
+pub fn products_lock() -> MutexGuard<'static, ()> {
+    PRODUCTS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The product tests never pass silently: without the package they fail and say what to install.
+pub fn require_installed(program: &str, package: &str) {
+    assert!(
+        Path::new(program).exists(),
+        "{program} is missing: the {package} flavor test needs the real product. Install it with `bash scripts/install-deps` (apt-get install -y ejabberd rabbitmq-server)"
+    );
+}
+
+pub fn short_hostname() -> String {
+    let out = Command::new("hostname").arg("-s").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+pub fn sh(script: &str) -> Output {
+    Command::new("/bin/sh")
+        .args(["-c", script])
+        .stdin(Stdio::null())
+        .output()
+        .expect("sh runs")
+}
+
+pub fn text(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn chown_r(path: &Path, user: &str) {
+    let out = Command::new("chown")
+        .args(["-R", &format!("{user}:{user}")])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "chown: {}", text(&out));
+}
+
+fn pid_alive(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    unsafe { libc::kill(pid as libc::pid_t, 0) == 0 }
+}
+
+/// SIGKILL a beam by its pid and wait until it is gone.
+fn kill_pid(pid: u32) {
+    // SAFETY: a pid this test's cluster started (from its pid file).
+    unsafe {
+        libc::kill(pid as libc::pid_t, libc::SIGKILL);
+    }
+    let _ = poll_until("beam exit", Duration::from_secs(20), &mut || {
+        if pid_alive(pid) && !is_zombie(pid) {
+            Err(format!("{pid} still runs"))
+        } else {
+            Ok(())
+        }
+    });
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.split_whitespace().nth(2) == Some("Z"))
+        .unwrap_or(true)
+}
+
+fn read_pid(path: &Path) -> Option<u32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// What every product cluster has: a directory the service user can read, certificates, an epmd.
+pub struct Base {
+    pub dir: tempfile::TempDir,
+    pub host: String,
+    pub tls: TlsFiles,
+    epmd: Option<Child>,
+    pub epmd_port: u16,
+}
+
+impl Base {
+    fn new(prefix: &str, user: &str) -> Base {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("distls-{prefix}-"))
+            .tempdir()
+            .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let host = short_hostname();
+        let tls = write_host_certs(&dir.path().join("tls"), &host).expect("certificates");
+        chown_r(&dir.path().join("tls"), user);
+        let (epmd, epmd_port) = start_private_epmd(dir.path()).expect("private epmd");
+        Base {
+            dir,
+            host,
+            tls,
+            epmd: Some(epmd),
+            epmd_port,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn plan_head(&self, cluster: &str, flavor: &str) -> String {
+        format!(
+            "version: 1\ncluster: {cluster}\nflavor: {flavor}\ntls:\n  certfile: {}\n  keyfile: {}\n  cacertfile: {}\n",
+            self.tls.certfile.display(),
+            self.tls.keyfile.display(),
+            self.tls.cacertfile.display()
+        )
+    }
+
+    fn stop_epmd(&mut self) {
+        if let Some(mut epmd) = self.epmd.take() {
+            let _ = epmd.kill();
+            let _ = epmd.wait();
+        }
+    }
+}
+
+/// Wait for `check` to pass (a command's success), polling with a deadline.
+pub fn wait_for(what: &str, deadline: Duration, mut check: impl FnMut() -> Result<(), String>) {
+    poll_until(what, deadline, &mut check).unwrap_or_else(|e| panic!("{e}"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// ejabberd
+
+pub const EJ_COOKIE: &str = "/var/lib/ejabberd/.erlang.cookie";
+
+pub struct Ejabberd {
+    pub base: Base,
+    pub n: usize,
+    created_cookie: bool,
+}
+
+impl Ejabberd {
+    /// `n` plain nodes `ejabberdN@host`, clustered, with user alice@localhost registered.
+    pub fn cluster(prefix: &str, n: usize) -> Ejabberd {
+        require_installed("/usr/sbin/ejabberdctl", "ejabberd");
+        let base = Base::new(prefix, "ejabberd");
+        let created_cookie = !Path::new(EJ_COOKIE).exists();
+        if created_cookie {
+            let cookie = format!("DISTLSTEST{}", std::process::id());
+            std::fs::write(EJ_COOKIE, cookie).unwrap();
+            sh(&format!(
+                "chown ejabberd:ejabberd {EJ_COOKIE} && chmod 400 {EJ_COOKIE}"
+            ));
+        }
+        let cluster = Ejabberd {
+            base,
+            n,
+            created_cookie,
+        };
+        for i in 1..=n {
+            cluster.write_node(i);
+        }
+        chown_r(cluster.base.path(), "ejabberd");
+        for i in 1..=n {
+            cluster.start_plain(i);
+        }
+        let first = cluster.node_name(1);
+        for i in 2..=n {
+            cluster.ctl_ok(i, &["join_cluster", &first]);
+        }
+        cluster.ctl_ok(1, &["register", "alice", "localhost", "s3cret"]);
+        cluster
+    }
+
+    pub fn node_name(&self, i: usize) -> String {
+        format!("ejabberd{i}@{}", self.base.host)
+    }
+
+    pub fn etc(&self, i: usize) -> PathBuf {
+        self.base.path().join(format!("ejabberd{i}/etc"))
+    }
+
+    pub fn cfg(&self, i: usize) -> PathBuf {
+        self.etc(i).join("ejabberdctl.cfg")
+    }
+
+    fn pid_file(&self, i: usize) -> PathBuf {
+        self.base
+            .path()
+            .join(format!("ejabberd{i}/run/ejabberd.pid"))
+    }
+
+    fn write_node(&self, i: usize) {
+        let root = self.base.path().join(format!("ejabberd{i}"));
+        for sub in ["etc", "spool", "logs", "run"] {
+            std::fs::create_dir_all(root.join(sub)).unwrap();
+        }
+        let cfg = format!(
+            "# ejabberdctl.cfg of a distls test node\nexport ERL_EPMD_PORT={port}\nERLANG_NODE={name}\nSPOOL_DIR={root}/spool\nLOGS_DIR={root}/logs\nEJABBERD_PID_PATH={root}/run/ejabberd.pid\nEJABBERD_BYPASS_WARNINGS=true\nERL_OPTIONS=\"-env ERL_CRASH_DUMP_BYTES 0\"\n",
+            port = self.base.epmd_port,
+            name = self.node_name(i),
+            root = root.display()
+        );
+        std::fs::write(self.cfg(i), cfg).unwrap();
+        let yml = "hosts:\n  - localhost\nloglevel: warning\ncertfiles:\n  - /etc/ejabberd/ejabberd.pem\nlisten: []\nacl:\n  local:\n    user_regexp: \"\"\naccess_rules:\n  local:\n    allow: local\napi_permissions:\n  \"console commands\":\n    from:\n      - ejabberd_ctl\n    who: all\n    what: \"*\"\nmodules:\n  mod_admin_extra: {}\n  mod_roster: {}\n";
+        std::fs::write(self.etc(i).join("ejabberd.yml"), yml).unwrap();
+        let _ = std::fs::copy("/etc/ejabberd/inetrc", self.etc(i).join("inetrc"));
+    }
+
+    pub fn ctl_command(&self, i: usize) -> String {
+        format!(
+            "ejabberdctl --config-dir {} --ctl-config {}",
+            self.etc(i).display(),
+            self.cfg(i).display()
+        )
+    }
+
+    pub fn ctl(&self, i: usize, args: &[&str]) -> Output {
+        sh(&format!("{} {}", self.ctl_command(i), args.join(" ")))
+    }
+
+    pub fn ctl_ok(&self, i: usize, args: &[&str]) -> String {
+        let out = self.ctl(i, args);
+        assert!(
+            out.status.success(),
+            "ejabberdctl {args:?} on node {i}: {}",
+            text(&out)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Start and wait until ejabberd has started (`started` polls the node itself).
+    pub fn start_plain(&self, i: usize) {
+        self.ctl_ok(i, &["start"]);
+        self.ctl_ok(i, &["started"]);
+    }
+
+    pub fn stop(&self, i: usize) {
+        self.ctl_ok(i, &["stop"]);
+        self.ctl_ok(i, &["stopped"]);
+    }
+
+    pub fn plan(&self, cluster: &str, extra_node_yaml: impl Fn(usize) -> String) -> PathBuf {
+        let mut yaml = self.base.plan_head(cluster, "ejabberd");
+        yaml.push_str(&format!(
+            "defaults:\n  flags_file: {}/{{sname}}/etc/ejabberdctl.cfg\n  env: {{ ERL_EPMD_PORT: \"{}\" }}\n  timeouts: {{ start: 90s, stop: 90s, ready: 3m }}\nnodes:\n",
+            self.base.path().display(),
+            self.base.epmd_port
+        ));
+        for i in 1..=self.n {
+            yaml.push_str(&format!(
+                "  - name: {}\n{}",
+                self.node_name(i),
+                extra_node_yaml(i)
+            ));
+        }
+        let path = self.base.path().join("plan.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        path
+    }
+}
+
+impl Drop for Ejabberd {
+    fn drop(&mut self) {
+        for i in 1..=self.n {
+            if let Some(pid) = read_pid(&self.pid_file(i)) {
+                kill_pid(pid);
+            }
+        }
+        self.base.stop_epmd();
+        if self.created_cookie {
+            let _ = std::fs::remove_file(EJ_COOKIE);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// RabbitMQ
+
+pub struct RabbitMq {
+    pub base: Base,
+    pub n: usize,
+}
+
+impl RabbitMq {
+    /// `n` plain nodes `rabbitN@host`, clustered, with a durable classic queue `cq1` on node 1
+    /// holding one persistent message.
+    pub fn cluster(prefix: &str, n: usize) -> RabbitMq {
+        require_installed("/usr/sbin/rabbitmqctl", "rabbitmq");
+        require_installed("/var/lib/rabbitmq/.erlang.cookie", "rabbitmq");
+        let base = Base::new(prefix, "rabbitmq");
+        let cluster = RabbitMq { base, n };
+        for i in 1..=n {
+            cluster.write_node(i);
+        }
+        chown_r(cluster.base.path(), "rabbitmq");
+        for i in 1..=n {
+            cluster.start(i);
+            cluster.wait_started(i);
+        }
+        let first = cluster.node_name(1);
+        for i in 2..=n {
+            cluster.ctl_ok(i, &["stop_app"]);
+            cluster.ctl_ok(i, &["join_cluster", &first]);
+            cluster.ctl_ok(i, &["start_app"]);
+        }
+        cluster.ctl_ok(
+            1,
+            &["eval", "'rabbit_amqqueue:declare(rabbit_misc:r(<<\"/\">>,queue,<<\"cq1\">>),true,false,[],none,<<\"t\">>).'"],
+        );
+        cluster.ctl_ok(
+            1,
+            &["eval", "'rabbit_basic:publish(rabbit_misc:r(<<\"/\">>,exchange,<<\"\">>),<<\"cq1\">>,[{delivery_mode,2}],<<\"m1\">>).'"],
+        );
+        cluster.wait_queue_count(1, "cq1\t1", Duration::from_secs(60));
+        cluster
+    }
+
+    pub fn node_name(&self, i: usize) -> String {
+        format!("rabbit{i}@{}", self.base.host)
+    }
+
+    fn root(&self, i: usize) -> PathBuf {
+        self.base.path().join(format!("rabbit{i}"))
+    }
+
+    pub fn env_file(&self, i: usize) -> PathBuf {
+        self.root(i).join("rabbitmq-env.conf")
+    }
+
+    fn write_node(&self, i: usize) {
+        let root = self.root(i);
+        for sub in ["mnesia", "log"] {
+            std::fs::create_dir_all(root.join(sub)).unwrap();
+        }
+        let env = format!(
+            "# rabbitmq-env.conf of a distls test node\nexport ERL_EPMD_PORT={port}\nNODENAME={name}\nNODE_IP_ADDRESS=127.0.0.1\nNODE_PORT={node_port}\nDIST_PORT={dist_port}\nMNESIA_BASE={root}/mnesia\nLOG_BASE={root}/log\nCONFIG_FILE={root}/rabbitmq.conf\nENABLED_PLUGINS_FILE={root}/enabled_plugins\nPID_FILE={root}/rabbit.pid\n",
+            port = self.base.epmd_port,
+            name = self.node_name(i),
+            node_port = 5700 + i,
+            dist_port = 25700 + i,
+            root = root.display()
+        );
+        std::fs::write(self.env_file(i), env).unwrap();
+        std::fs::write(
+            root.join("rabbitmq.conf"),
+            format!(
+                "listeners.tcp.default = 127.0.0.1:{}\nloopback_users.guest = true\n",
+                5700 + i
+            ),
+        )
+        .unwrap();
+        std::fs::write(root.join("enabled_plugins"), "[].\n").unwrap();
+    }
+
+    pub fn ctl_command(&self, i: usize) -> String {
+        format!(
+            "RABBITMQ_CONF_ENV_FILE={} rabbitmqctl",
+            self.env_file(i).display()
+        )
+    }
+
+    pub fn ctl(&self, i: usize, args: &[&str]) -> Output {
+        sh(&format!("{} {}", self.ctl_command(i), args.join(" ")))
+    }
+
+    pub fn ctl_ok(&self, i: usize, args: &[&str]) -> String {
+        let out = self.ctl(i, args);
+        assert!(
+            out.status.success(),
+            "rabbitmqctl {args:?} on node {i}: {}",
+            text(&out)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn start(&self, i: usize) {
+        let out = sh(&format!(
+            "RABBITMQ_CONF_ENV_FILE={} setsid nohup rabbitmq-server >{}/startup.log 2>&1 </dev/null &",
+            self.env_file(i).display(),
+            self.root(i).display()
+        ));
+        assert!(out.status.success(), "{}", text(&out));
+    }
+
+    /// `ping` until it answers (await_startup fails at once before the node is in epmd), then
+    /// `await_startup`.
+    pub fn wait_started(&self, i: usize) {
+        wait_for(&format!("rabbit{i} ping"), Duration::from_secs(90), || {
+            let out = self.ctl(i, &["ping"]);
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(text(&out))
+            }
+        });
+        self.ctl_ok(i, &["await_startup"]);
+    }
+
+    pub fn stop(&self, i: usize) {
+        self.ctl_ok(i, &["shutdown"]);
+    }
+
+    pub fn wait_queue_count(&self, i: usize, want: &str, deadline: Duration) {
+        wait_for("queue count", deadline, || {
+            let out = self.ctl(i, &["list_queues", "-q", "name", "messages"]);
+            let shown = String::from_utf8_lossy(&out.stdout).into_owned();
+            if shown.lines().any(|l| l.trim() == want) {
+                Ok(())
+            } else {
+                Err(format!("list_queues: {shown}"))
+            }
+        });
+    }
+
+    pub fn plan(&self, cluster: &str) -> PathBuf {
+        let mut yaml = self.base.plan_head(cluster, "rabbitmq");
+        yaml.push_str(&format!(
+            "defaults:\n  flags_file: {}/{{sname}}/rabbitmq-env.conf\n  env: {{ ERL_EPMD_PORT: \"{}\" }}\n  timeouts: {{ start: 90s, stop: 90s, ready: 4m }}\nnodes:\n",
+            self.base.path().display(),
+            self.base.epmd_port
+        ));
+        for i in 1..=self.n {
+            yaml.push_str(&format!("  - name: {}\n", self.node_name(i)));
+        }
+        let path = self.base.path().join("plan.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        path
+    }
+}
+
+impl Drop for RabbitMq {
+    fn drop(&mut self) {
+        for i in 1..=self.n {
+            if let Some(pid) = read_pid(&self.root(i).join("rabbit.pid")) {
+                kill_pid(pid);
+            }
+        }
+        self.base.stop_epmd();
+    }
+}
+
+/// Time a closure.
+pub fn timed(f: impl FnOnce()) -> Duration {
+    let start = Instant::now();
+    f();
+    start.elapsed()
+}
