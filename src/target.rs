@@ -134,15 +134,28 @@ pub const MAX_ARGS_FILE_BYTES: usize = 1024 * 1024;
 
 /// `FILE:LINE:COLUMN: node N: message` (or `FILE: node N: message` without a position).
 fn args_problem(check: &'static str, path: &Path, node: &str, err: &ArgsFileError) -> NodeProblem {
-    let at = if err.line == 0 {
+    let at = (err.line, err.column);
+    located_problem(check, path, at, node, &err.message, err.hint().to_string())
+}
+
+/// `FILE:LINE:COLUMN: node N: message`; line 0 means the file as a whole (`FILE: node N: …`).
+fn located_problem(
+    check: &'static str,
+    path: &Path,
+    (line, column): (usize, usize),
+    node: &str,
+    message: &str,
+    hint: String,
+) -> NodeProblem {
+    let at = if line == 0 {
         String::new()
     } else {
-        format!("{}:{}:", err.line, err.column)
+        format!("{line}:{column}:")
     };
     NodeProblem::new(
         check,
-        format!("{}:{at} node {node}: {}", path.display(), err.message),
-        err.hint(),
+        format!("{}:{at} node {node}: {message}", path.display()),
+        hint,
     )
 }
 
@@ -275,16 +288,8 @@ pub async fn read_node(spec: &NodeSpec, transport: &Transport) -> Result<NodeTar
 }
 
 fn flavor_problem(check: &'static str, path: &Path, node: &str, err: &FlavorError) -> NodeProblem {
-    let at = if err.line == 0 {
-        String::new()
-    } else {
-        format!("{}:{}:", err.line, err.column)
-    };
-    NodeProblem::new(
-        check,
-        format!("{}:{at} node {node}: {}", path.display(), err.message),
-        err.hint.clone(),
-    )
+    let at = (err.line, err.column);
+    located_problem(check, path, at, node, &err.message, err.hint.clone())
 }
 
 /// ejabberd, RabbitMQ, relx: one flags file carries the distribution flags for server and ctl;

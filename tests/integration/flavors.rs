@@ -36,6 +36,23 @@ fn assert_status_all_tls(plan: &Path, names: &[String]) {
     }
 }
 
+/// `distls migrate` succeeds, its wall time is printed next to the nodes' own stop+start time
+/// (`own`), the journal is completed and every link is TLS.
+fn migrate_to_tls(plan: &Path, names: &[String], product: &str, own: Duration) {
+    let started = Instant::now();
+    let out = distls(&["migrate", plan.to_str().unwrap()]);
+    let took = started.elapsed();
+    assert!(out.status.success(), "{}", describe(&out));
+    eprintln!("{}", describe(&out));
+    eprintln!(
+        "MEASURED {product} 3 nodes: distls migrate {:.1} s; sum of the nodes' own stop+start {:.1} s",
+        took.as_secs_f64(),
+        own.as_secs_f64()
+    );
+    assert_eq!(journal(plan)["phase"], "completed");
+    assert_status_all_tls(plan, names);
+}
+
 fn assert_optfile(flags_file: &Path, owner_uid: u32) {
     let optfile = flags_file.parent().unwrap().join("distls-ssl_dist.conf");
     let meta = std::fs::metadata(&optfile).expect("the optfile exists");
@@ -90,18 +107,7 @@ fn ejabberd_cluster_migrates_with_the_flavor_defaults() {
         assert!(!ej.etc(i).join("distls-ssl_dist.conf").exists());
     }
 
-    let started = Instant::now();
-    let out = distls(&["migrate", plan.to_str().unwrap()]);
-    let took = started.elapsed();
-    assert!(out.status.success(), "{}", describe(&out));
-    eprintln!("{}", describe(&out));
-    eprintln!(
-        "MEASURED ejabberd 3 nodes: distls migrate {:.1} s; sum of the nodes' own stop+start {:.1} s",
-        took.as_secs_f64(),
-        own.as_secs_f64()
-    );
-    assert_eq!(journal(&plan)["phase"], "completed");
-    assert_status_all_tls(&plan, &names);
+    migrate_to_tls(&plan, &names, "ejabberd", own);
     for i in 1..=3 {
         let cfg = std::fs::read_to_string(ej.cfg(i)).unwrap();
         assert!(
@@ -198,18 +204,7 @@ fn rabbitmq_cluster_migrates_with_the_flavor_defaults() {
         .to_owned();
     assert!(table_wait.contains("warn"), "{table_wait}");
 
-    let started = Instant::now();
-    let out = distls(&["migrate", plan.to_str().unwrap()]);
-    let took = started.elapsed();
-    assert!(out.status.success(), "{}", describe(&out));
-    eprintln!("{}", describe(&out));
-    eprintln!(
-        "MEASURED rabbitmq 3 nodes: distls migrate {:.1} s; sum of the nodes' own stop+start {:.1} s",
-        took.as_secs_f64(),
-        own.as_secs_f64()
-    );
-    assert_eq!(journal(&plan)["phase"], "completed");
-    assert_status_all_tls(&plan, &names);
+    migrate_to_tls(&plan, &names, "rabbitmq", own);
     for i in 1..=3 {
         let env = std::fs::read_to_string(rmq.env_file(i)).unwrap();
         let flags = format!(

@@ -232,17 +232,11 @@ impl Ejabberd {
     }
 
     pub fn ctl(&self, i: usize, args: &[&str]) -> Output {
-        sh(&format!("{} {}", self.ctl_command(i), args.join(" ")))
+        run_ctl(&self.ctl_command(i), args)
     }
 
     pub fn ctl_ok(&self, i: usize, args: &[&str]) -> String {
-        let out = self.ctl(i, args);
-        assert!(
-            out.status.success(),
-            "ejabberdctl {args:?} on node {i}: {}",
-            text(&out)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        run_ctl_ok(&self.ctl_command(i), i, args)
     }
 
     /// Start and wait until ejabberd has started (`started` polls the node itself).
@@ -377,17 +371,11 @@ impl RabbitMq {
     }
 
     pub fn ctl(&self, i: usize, args: &[&str]) -> Output {
-        sh(&format!("{} {}", self.ctl_command(i), args.join(" ")))
+        run_ctl(&self.ctl_command(i), args)
     }
 
     pub fn ctl_ok(&self, i: usize, args: &[&str]) -> String {
-        let out = self.ctl(i, args);
-        assert!(
-            out.status.success(),
-            "rabbitmqctl {args:?} on node {i}: {}",
-            text(&out)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        run_ctl_ok(&self.ctl_command(i), i, args)
     }
 
     pub fn start(&self, i: usize) {
@@ -461,4 +449,20 @@ pub fn timed(f: impl FnOnce()) -> Duration {
     let start = Instant::now();
     f();
     start.elapsed()
+}
+
+/// `ctl_command args` through the shell.
+fn run_ctl(ctl_command: &str, args: &[&str]) -> Output {
+    sh(&format!("{ctl_command} {}", args.join(" ")))
+}
+
+/// `ctl_command args`'s stdout; panics with its output when it fails.
+fn run_ctl_ok(ctl_command: &str, i: usize, args: &[&str]) -> String {
+    let out = run_ctl(ctl_command, args);
+    assert!(
+        out.status.success(),
+        "`{ctl_command} {args:?}` on node {i}: {}",
+        text(&out)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
