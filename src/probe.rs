@@ -292,6 +292,19 @@ impl Workdir {
     }
 }
 
+/// An unguessable cookie that no node uses (the probes never listen; see `probe_args`).
+fn throwaway_cookie() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    // RandomState is seeded from the OS's randomness, once per process and then per instance.
+    (0..4)
+        .map(|_| {
+            let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+            hasher.write_u64(0);
+            format!("{:016X}", hasher.finish())
+        })
+        .collect()
+}
+
 /// Probe VMs keyed by site and the args text they were started with.
 pub struct ProbePool {
     name_flag: NameFlag,
@@ -380,6 +393,17 @@ impl ProbePool {
                 &path.join("distls_probe.erl"),
                 PROBE_SOURCE.as_bytes(),
                 0o600,
+            )
+            .await?;
+        // The probe VMs of a host share this HOME and boot concurrently: left to itself, each
+        // would create ~/.erlang.cookie, and one could read it while another is still writing it
+        // (auth crashes on an empty file). A throwaway default cookie, written before any boot;
+        // the nodes' real cookies only ever reach a probe over its pipe.
+        transport
+            .write_file(
+                &path.join(".erlang.cookie"),
+                throwaway_cookie().as_bytes(),
+                0o400,
             )
             .await?;
         let workdir = Arc::new(workdir);
