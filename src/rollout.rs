@@ -365,7 +365,8 @@ impl<'a> Rollout<'a> {
         for _ in 0..MAX_ROUNDS {
             self.check_interrupt()?;
             let file = self.file_state(index).await?;
-            let running = Running::of_info(&self.observe(index).await?);
+            let info = self.observe(index).await?;
+            let running = Running::of_info(&info);
             let step = self.step_of(index);
             let action = forward_action(file, running, step)
                 .map_err(|why| self.needs_operator(index, &why))?;
@@ -378,7 +379,10 @@ impl<'a> Rollout<'a> {
                 "next action"
             );
             match action {
-                ForwardAction::Stop => self.stop(index, Step::Stopping, Step::Stopped).await?,
+                ForwardAction::Stop => {
+                    self.stop(index, &info, Step::Stopping, Step::Stopped)
+                        .await?
+                }
                 ForwardAction::Edit => self.edit(index).await?,
                 ForwardAction::Start => {
                     self.start(index, Step::Starting, Step::Started, Running::Tls)
@@ -395,10 +399,17 @@ impl<'a> Rollout<'a> {
 
     // ---- steps -------------------------------------------------------------------------------
 
-    async fn stop(&mut self, index: usize, intent: Step, done: Step) -> StepResult {
+    /// `seen`: what the node was observed to run just before (its OS pid is taken from it).
+    async fn stop(
+        &mut self,
+        index: usize,
+        seen: &NodeInfo,
+        intent: Step,
+        done: Step,
+    ) -> StepResult {
         self.progress.step(index, self.name(index), "stopping");
         // Its OS pid, from the node itself, in case the stop command does not bring it down.
-        let os_pid = match self.observe(index).await? {
+        let os_pid = match *seen {
             NodeInfo::Up { os_pid, .. } => Some(os_pid),
             // No rpc possible: the VM listening on the port epmd gives for it is the node.
             NodeInfo::Unreachable { epmd_port, .. } => {
@@ -1052,12 +1063,13 @@ exit 1"#
         for _ in 0..MAX_ROUNDS {
             self.check_interrupt()?;
             let file = self.file_state(index).await?;
-            let running = Running::of_info(&self.observe(index).await?);
+            let info = self.observe(index).await?;
+            let running = Running::of_info(&info);
             let action =
                 backward_action(file, running).map_err(|why| self.needs_operator(index, &why))?;
             match action {
                 BackwardAction::Stop => {
-                    self.stop(index, Step::RevertStopping, Step::Stopped)
+                    self.stop(index, &info, Step::RevertStopping, Step::Stopped)
                         .await?
                 }
                 BackwardAction::RestoreFile => self.restore(index, Step::Stopped).await?,
