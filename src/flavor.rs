@@ -72,11 +72,6 @@ impl Flavor {
         }
     }
 
-    /// Whether distls writes an `-ssl_dist_optfile` next to the flags file.
-    pub fn uses_optfile(self) -> bool {
-        self != Flavor::MongooseIm
-    }
-
     /// The product's own commands for a node whose flags file is `flags_file` (as written in the
     /// plan, not resolved: ejabberdctl finds its siblings through it). `None` for flavors whose
     /// commands the plan must give.

@@ -982,7 +982,6 @@ struct NodeName<'a> {
 /// A node's files as its flavor uses them.
 struct FlavorFiles {
     flags_file: PathBuf,
-    flags_file_as_written: PathBuf,
     flags_at: SourceLocation,
     identity_file: PathBuf,
     identity_at: SourceLocation,
@@ -1232,7 +1231,7 @@ impl Resolver<'_> {
             None => top_flavor,
         };
         let files = self.flavor_files(flavor, &name, name_at, own, defaults)?;
-        let defaults_for_flavor = flavor.default_commands(&files.flags_file_as_written);
+        let defaults_for_flavor = flavor.default_commands(&files.flags_file);
         let command = |key: &str,
                        pick: fn(&RawSettings) -> Option<&Text>,
                        fallback: Option<&String>|
@@ -1560,7 +1559,6 @@ impl Resolver<'_> {
                 };
                 Ok(FlavorFiles {
                     flags_file: self.path(&dist_args.value, name),
-                    flags_file_as_written: self.path(&dist_args.value, name),
                     flags_at: referenced(dist_args),
                     identity_file: self.path(&vm_args.value, name),
                     identity_at: referenced(vm_args),
@@ -1593,7 +1591,6 @@ impl Resolver<'_> {
                 };
                 Ok(FlavorFiles {
                     flags_file: flags_file.clone(),
-                    flags_file_as_written: flags_file.clone(),
                     flags_at,
                     identity_file: flags_file,
                     identity_at: flags_at,

@@ -407,7 +407,7 @@ impl Transport {
             .expect("file writer task")
             .map_err(|e| self.file_error(path, e.to_string()));
         }
-        let script = remote_atomic_write_script(path, mode_if_new);
+        let script = remote_atomic_write_script(path, RemoteOwnership::KeepOrNew(mode_if_new));
         self.exec_ok(&script, Some(bytes), path).await.map(|_| ())
     }
 
@@ -429,14 +429,7 @@ impl Transport {
             .expect("file writer task")
             .map_err(|e| self.file_error(path, e.to_string()));
         }
-        // The same script, but owner and mode are set on the temp file before the rename.
-        let like = shell_quote(&like.display().to_string());
-        let script = remote_atomic_write_script(path, mode).replace(
-            "if [ -e \"$t\" ]; then",
-            &format!(
-                "chown \"$(stat -L -c %u:%g -- {like})\" \"$tmp\"\nchmod {mode:o} \"$tmp\"\nif false; then"
-            ),
-        );
+        let script = remote_atomic_write_script(path, RemoteOwnership::Like(like, mode));
         self.exec_ok(&script, Some(bytes), path).await.map(|_| ())
     }
 
@@ -518,8 +511,30 @@ impl Transport {
 
 /// POSIX sh + coreutils: follow a symlink, write a sibling temp file, copy mode and owner, fsync,
 /// rename over the target, fsync the directory.
-fn remote_atomic_write_script(path: &Path, mode_if_new: u32) -> String {
+/// Where the temp file's owner and mode come from before the rename.
+enum RemoteOwnership<'a> {
+    /// The file being replaced keeps its own; a new file gets this mode.
+    KeepOrNew(u32),
+    /// Owned like this other file, with exactly this mode.
+    Like(&'a Path, u32),
+}
+
+fn remote_atomic_write_script(path: &Path, ownership: RemoteOwnership) -> String {
     let quoted = shell_quote(&path.display().to_string());
+    let set_owner_and_mode = match ownership {
+        RemoteOwnership::KeepOrNew(mode_if_new) => format!(
+            r#"if [ -e "$t" ]; then
+  chmod "$(stat -c %a -- "$t")" "$tmp"
+  chown "$(stat -c %u:%g -- "$t")" "$tmp" 2>/dev/null || true
+else
+  chmod {mode_if_new:o} "$tmp"
+fi"#
+        ),
+        RemoteOwnership::Like(like, mode) => {
+            let like = shell_quote(&like.display().to_string());
+            format!("chown \"$(stat -L -c %u:%g -- {like})\" \"$tmp\"\nchmod {mode:o} \"$tmp\"")
+        }
+    };
     format!(
         r#"set -e
 p={quoted}
@@ -529,12 +544,7 @@ tmp="$d/.$(basename -- "$t").distls-tmp-$$"
 trap 'rm -f -- "$tmp"' EXIT
 umask 077
 cat > "$tmp"
-if [ -e "$t" ]; then
-  chmod "$(stat -c %a -- "$t")" "$tmp"
-  chown "$(stat -c %u:%g -- "$t")" "$tmp" 2>/dev/null || true
-else
-  chmod {mode_if_new:o} "$tmp"
-fi
+{set_owner_and_mode}
 sync -- "$tmp" 2>/dev/null || sync
 mv -f -- "$tmp" "$t"
 sync -- "$d" 2>/dev/null || true"#
