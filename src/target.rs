@@ -243,7 +243,7 @@ pub async fn read_node(spec: &NodeSpec, transport: &Transport) -> Result<NodeTar
     }
     let identity = argsfile::node_identity(&vm_args_text)
         .map_err(|e| args_problem("plan.identity", &spec.vm_args, name, &e))?;
-    check_identity(spec, &identity)?;
+    check_identity(spec, &identity, "vm.args")?;
     let DistArgsFile {
         dist_args,
         backup,
@@ -347,10 +347,7 @@ async fn read_flavor_node(
         node_name: node_identity.node_name,
         cookie,
     };
-    check_identity(spec, &identity).map_err(|mut problem| {
-        problem.message = problem.message.replace("vm.args", label);
-        problem
-    })?;
+    check_identity(spec, &identity, label)?;
     let edited = match spec.flavor {
         Flavor::Ejabberd => flavor::ejabberd::enable_tls(&original, &optfile_path),
         Flavor::RabbitMq => flavor::rabbitmq::enable_tls(&original, &optfile_path),
@@ -449,14 +446,19 @@ pub async fn read_dist_args(
     })
 }
 
-fn check_identity(spec: &NodeSpec, identity: &NodeIdentity) -> Result<(), NodeProblem> {
+/// `label`: what the file that names the node is called (`vm.args`, `ejabberdctl.cfg`, …).
+fn check_identity(
+    spec: &NodeSpec,
+    identity: &NodeIdentity,
+    label: &str,
+) -> Result<(), NodeProblem> {
     let vm_name = identity.node_name.as_str();
     let matches = vm_name == spec.name || (!vm_name.contains('@') && vm_name == spec.sname);
     if !matches {
         return Err(NodeProblem::new(
             "plan.identity",
             format!(
-                "node {}: its vm.args {} names the node {vm_name}",
+                "node {}: its {label} {} names the node {vm_name}",
                 spec.name,
                 spec.vm_args.display()
             ),
@@ -467,11 +469,13 @@ fn check_identity(spec: &NodeSpec, identity: &NodeIdentity) -> Result<(), NodePr
         return Err(NodeProblem::new(
             "plan.identity",
             format!(
-                "node {}: its vm.args {} has no -setcookie line",
+                "node {}: its {label} {} has no -setcookie line",
                 spec.name,
                 spec.vm_args.display()
             ),
-            "distls reaches the node the way its ctl does, with the cookie from vm.args",
+            format!(
+                "distls reaches the node the way its ctl does, with the cookie from its {label}"
+            ),
         ));
     }
     Ok(())
