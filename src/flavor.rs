@@ -216,9 +216,15 @@ pub fn optfile_path(flags_file: &Path) -> PathBuf {
 
 /// The flags a flavor puts where its server and ctl read them.
 pub fn tls_flags(optfile: &Path) -> Result<String, FlavorError> {
+    let path = optfile_word(optfile)?;
+    Ok(format!("-proto_dist inet_tls -ssl_dist_optfile {path}"))
+}
+
+/// The optfile path as the one plain word the flags carry.
+pub fn optfile_word(optfile: &Path) -> Result<String, FlavorError> {
     let path = optfile.display().to_string();
     check_plain_word(&path)?;
-    Ok(format!("-proto_dist inet_tls -ssl_dist_optfile {path}"))
+    Ok(path)
 }
 
 /// The optfile path travels through shell variables and erl's own word splitting unquoted: it

@@ -250,11 +250,7 @@ pub async fn read_node(spec: &NodeSpec, transport: &Transport) -> Result<NodeTar
         current,
         original,
     } = read_dist_args(spec, transport).await?;
-    let paths = argsfile::TlsPaths {
-        certfile: spec.tls.certfile.display().to_string(),
-        keyfile: spec.tls.keyfile.display().to_string(),
-        cacertfile: spec.tls.cacertfile.display().to_string(),
-    };
+    let paths = tls_paths(spec);
     let tls = argsfile::enable_tls(&original, &paths).map_err(|e| {
         let check = match e.kind {
             ErrorKind::UnknownOption => "tls.known_keys",
@@ -354,11 +350,7 @@ async fn read_flavor_node(
         _ => flavor::relx::enable_tls(&original, &optfile_path),
     }
     .map_err(|e| flavor_problem("plan.dist_args", &dist_args, name, &e))?;
-    let paths = argsfile::TlsPaths {
-        certfile: spec.tls.certfile.display().to_string(),
-        keyfile: spec.tls.keyfile.display().to_string(),
-        cacertfile: spec.tls.cacertfile.display().to_string(),
-    };
+    let paths = tls_paths(spec);
     let optfile = OptFile {
         path: optfile_path,
         text: flavor::optfile_text(&paths),
@@ -444,6 +436,15 @@ pub async fn read_dist_args(
         current,
         original,
     })
+}
+
+/// The plan's certificate paths as they are written into the flags.
+fn tls_paths(spec: &NodeSpec) -> argsfile::TlsPaths {
+    argsfile::TlsPaths {
+        certfile: spec.tls.certfile.display().to_string(),
+        keyfile: spec.tls.keyfile.display().to_string(),
+        cacertfile: spec.tls.cacertfile.display().to_string(),
+    }
 }
 
 /// `label`: what the file that names the node is called (`vm.args`, `ejabberdctl.cfg`, …).

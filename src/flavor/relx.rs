@@ -3,7 +3,7 @@
 //! `-ssl_dist_optfile` (relx `extended_bin`), so the plan's commands must give the ctl the optfile
 //! themselves, e.g. `ERL_FLAGS="-ssl_dist_optfile F" bin/app ping` (docs/flavor-relx.md).
 
-use super::{FlavorError, FlavorIdentity, append_lines, tls_flags};
+use super::{FlavorError, FlavorIdentity, append_lines, optfile_word};
 use crate::argsfile;
 use std::path::Path;
 
@@ -16,14 +16,11 @@ pub fn enable_tls(original: &str, optfile: &Path) -> Result<String, FlavorError>
             "distls starts from plain TCP: remove that line (or restore vm.args from its backup) and run distls again",
         ));
     }
-    let flags = tls_flags(optfile)?;
-    let (proto, optfile_flag) = flags
-        .split_once(" -ssl_dist_optfile")
-        .expect("tls_flags has both flags");
+    let optfile = optfile_word(optfile)?;
     Ok(append_lines(
         original,
         &format!(
-            "## added by distls (TLS distribution); `distls rollback` restores the original file\n{proto}\n-ssl_dist_optfile{optfile_flag}\n"
+            "## added by distls (TLS distribution); `distls rollback` restores the original file\n-proto_dist inet_tls\n-ssl_dist_optfile {optfile}\n"
         ),
     ))
 }
