@@ -186,7 +186,10 @@ case "${1:-}" in
         if [ -e "$VAR/stop-hangs" ]; then
             # Test knob: a stop that hangs and never stops the node (distls must escalate).
             echo "ctl stop hangs (test knob $VAR/stop-hangs)" >&2
-            while :; do sleep 1; done
+            # Hangs as long as the knob (and the cluster directory) exists, so a stop that
+            # distls failed to kill still ends when its test cleans up.
+            while [ -e "$VAR/stop-hangs" ]; do sleep 1; done
+            exit 1
         fi
         PID=$(cat "$VAR/pid" 2>/dev/null)
         ctl_vm stop || exit $?

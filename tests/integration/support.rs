@@ -54,19 +54,20 @@ impl TestCluster {
     }
 
     /// Start distls in the background (stdout and stderr captured).
-    pub fn spawn_distls(&self, args: &[&str]) -> std::process::Child {
+    pub fn spawn_distls(&self, args: &[&str]) -> DistlsRun {
         self.spawn_distls_env(args, &[])
     }
 
-    pub fn spawn_distls_env(&self, args: &[&str], env: &[(&str, &str)]) -> std::process::Child {
-        Command::new(env!("CARGO_BIN_EXE_distls"))
+    pub fn spawn_distls_env(&self, args: &[&str], env: &[(&str, &str)]) -> DistlsRun {
+        let child = Command::new(env!("CARGO_BIN_EXE_distls"))
             .args(args)
             .envs(self.cluster.env())
             .envs(env.iter().copied())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
-            .expect("distls starts")
+            .expect("distls starts");
+        DistlsRun(Some(child))
     }
 
     /// Wait until the journal shows node `index` past `pending`.
@@ -266,26 +267,52 @@ pub fn wait_for_hung_stop(
     hung
 }
 
-pub fn ctl_stop_pids(root: &std::path::Path) -> Vec<u32> {
-    let ctl = root.join("bin/ctl").display().to_string();
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse().ok()) else {
-            continue;
-        };
-        let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let argv: Vec<String> = raw
-            .split(|b| *b == 0)
-            .filter(|a| !a.is_empty())
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        if argv.contains(&ctl) && argv.last().is_some_and(|a| a == "stop") {
-            out.push(pid);
+/// A distls started in the background. A test that ends (or panics) before waiting for it
+/// still stops it: SIGKILL by pid, then reaped.
+pub struct DistlsRun(Option<std::process::Child>);
+
+impl DistlsRun {
+    pub fn wait_with_output(mut self) -> std::io::Result<Output> {
+        self.0
+            .take()
+            .expect("not waited for yet")
+            .wait_with_output()
+    }
+}
+
+impl std::ops::Deref for DistlsRun {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        self.0.as_ref().expect("not waited for yet")
+    }
+}
+
+impl std::ops::DerefMut for DistlsRun {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        self.0.as_mut().expect("not waited for yet")
+    }
+}
+
+impl Drop for DistlsRun {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
-    out
+}
+
+/// The live `bin/ctl … stop` processes of the node whose release root is `root`.
+pub fn ctl_stop_pids(root: &std::path::Path) -> Vec<u32> {
+    let ctl = root.join("bin/ctl").display().to_string();
+    processes()
+        .into_iter()
+        .filter(|(_, _, argv)| {
+            let words: Vec<&str> = argv.split_whitespace().collect();
+            words.contains(&ctl.as_str()) && words.last() == Some(&"stop")
+        })
+        .map(|(pid, _, _)| pid)
+        .collect()
 }
 
 /// One live process, read from /proc: `(pid, parent pid, argv joined by spaces)`.
