@@ -1237,7 +1237,8 @@ fn free_loopback_port() -> io::Result<u16> {
 // ---------------------------------------------------------------------------------------------
 // Processes
 
-fn read_pid(path: &Path) -> Option<u32> {
+/// The pid written in a pid file, if it holds one.
+pub fn read_pid(path: &Path) -> Option<u32> {
     fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
@@ -1265,7 +1266,8 @@ fn is_node_vm(pid: u32, root: &Path) -> bool {
         .is_some_and(|args| args.windows(2).any(|w| w[0] == ROOT_MARKER && w[1] == root))
 }
 
-fn is_zombie(pid: u32) -> bool {
+/// Gone, or a zombie: the process no longer runs (also for a pid that does not exist).
+pub fn is_zombie(pid: u32) -> bool {
     proc_state(pid).is_none_or(|s| s == 'Z' || s == 'X')
 }
 

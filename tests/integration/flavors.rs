@@ -129,7 +129,7 @@ fn ejabberd_cluster_migrates_with_the_flavor_defaults() {
         assert!(
             account.status.success(),
             "alice still exists: {}",
-            text(&account)
+            describe(&account)
         );
     }
 }
@@ -176,7 +176,7 @@ fn ejabberd_start_failing_on_tls_rolls_everything_back() {
         assert_eq!(cluster.matches("ejabberd").count(), 3, "{cluster}");
     }
     let account = ej.ctl(1, &["check_account", "alice", "localhost"]);
-    assert!(account.status.success(), "{}", text(&account));
+    assert!(account.status.success(), "{}", describe(&account));
 }
 
 #[test]

@@ -3,7 +3,10 @@
 //! node's config file), certificates for the host name the nodes use. Everything a cluster starts is
 //! stopped by pid when it is dropped. Recipe: docs/flavor-ejabberd.md, docs/flavor-rabbitmq.md.
 
-use distls::rehearsal::{TlsFiles, poll_until, start_private_epmd, write_host_certs};
+use crate::support::describe;
+use distls::rehearsal::{
+    TlsFiles, is_zombie, poll_until, read_pid, start_private_epmd, write_host_certs,
+};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
@@ -40,22 +43,13 @@ pub fn sh(script: &str) -> Output {
         .expect("sh runs")
 }
 
-pub fn text(out: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 fn chown_r(path: &Path, user: &str) {
     let out = Command::new("chown")
         .args(["-R", &format!("{user}:{user}")])
         .arg(path)
         .output()
         .unwrap();
-    assert!(out.status.success(), "chown: {}", text(&out));
+    assert!(out.status.success(), "chown: {}", describe(&out));
 }
 
 fn pid_alive(pid: u32) -> bool {
@@ -76,16 +70,6 @@ fn kill_pid(pid: u32) {
             Ok(())
         }
     });
-}
-
-fn is_zombie(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| s.split_whitespace().nth(2) == Some("Z"))
-        .unwrap_or(true)
-}
-
-fn read_pid(path: &Path) -> Option<u32> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
 /// What every product cluster has: a directory the service user can read, certificates, an epmd.
@@ -384,7 +368,7 @@ impl RabbitMq {
             self.env_file(i).display(),
             self.root(i).display()
         ));
-        assert!(out.status.success(), "{}", text(&out));
+        assert!(out.status.success(), "{}", describe(&out));
     }
 
     /// `ping` until it answers (await_startup fails at once before the node is in epmd), then
@@ -395,7 +379,7 @@ impl RabbitMq {
             if out.status.success() {
                 Ok(())
             } else {
-                Err(text(&out))
+                Err(describe(&out))
             }
         });
         self.ctl_ok(i, &["await_startup"]);
@@ -462,7 +446,7 @@ fn run_ctl_ok(ctl_command: &str, i: usize, args: &[&str]) -> String {
     assert!(
         out.status.success(),
         "`{ctl_command} {args:?}` on node {i}: {}",
-        text(&out)
+        describe(&out)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
