@@ -10,7 +10,7 @@ use crate::rollout::{self, NodeSummary, Options, Rollout, Running};
 use crate::ssh;
 use crate::target::{self, FileState};
 use crate::transport::Transport;
-use crate::{preflight, preview, rehearsal};
+use crate::{preflight, preview, rehearsal, zero_split};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -122,7 +122,9 @@ async fn migrate(args: MigrateArgs) -> Result<()> {
         handshake: false,
     };
     let (transports, connections) = open_transports(&plan).await?;
-    let outcome = if args.dry_run {
+    let outcome = if args.dry_run && args.zero_split {
+        dry_run_zero_split(&plan, &store, &transports, preflight_options).await
+    } else if args.dry_run {
         dry_run(&plan, &store, &transports, preflight_options).await
     } else {
         migrate_checked(&plan, &args, store, transports, preflight_options).await
@@ -146,6 +148,39 @@ async fn dry_run(
     Ok(())
 }
 
+async fn dry_run_zero_split(
+    plan: &Plan,
+    store: &JournalStore,
+    transports: &[Transport],
+    preflight_options: preflight::Options,
+) -> Result<()> {
+    let journal = resumable(store.load()?);
+    let nodes = zero_split::prepare(plan, transports, journal.as_ref()).await?;
+    print!(
+        "{}",
+        preview::render_zero_split(plan, &nodes, journal.as_ref())
+    );
+    let findings = preflight::run(plan, transports, preflight_options).await;
+    print!("\n{}", preflight::render_problems(&findings));
+    Ok(())
+}
+
+/// Zero-split or not: the flag starts one, the journal carries on the one it holds.
+fn check_mode(zero_split: bool, journal: Option<&Journal>) -> Result<()> {
+    let Some(journal) = journal else {
+        return Ok(());
+    };
+    match (zero_split, journal.zero_split.is_some()) {
+        (true, false) => Err(Error::InvalidInput(
+            "the journal holds a default (split) roll in progress; finish or roll it back first\n  hint: rerun without --zero-split, or run `distls rollback` with this plan".into(),
+        )),
+        (false, true) => Err(Error::InvalidInput(
+            "the journal holds a zero-split run in progress\n  hint: rerun with --zero-split to carry it on, or run `distls rollback` with this plan".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
 async fn migrate_checked(
     plan: &Plan,
     args: &MigrateArgs,
@@ -155,7 +190,13 @@ async fn migrate_checked(
 ) -> Result<()> {
     // Read-only, before the lock: a bad plan or node file is still invalid input (exit 2), and a
     // refused preflight leaves no trace, not even a state directory.
-    target::prepare(plan, &transports, resumable(store.load()?).as_ref()).await?;
+    let before = resumable(store.load()?);
+    check_mode(args.zero_split, before.as_ref())?;
+    if args.zero_split {
+        zero_split::prepare(plan, &transports, before.as_ref()).await?;
+    } else {
+        target::prepare(plan, &transports, before.as_ref()).await?;
+    }
     let findings = preflight::run(plan, &transports, preflight_options).await;
     refuse_on_failures(&findings, &plan.path)?;
     print!("{}", preflight::render_problems(&findings));
@@ -165,7 +206,56 @@ async fn migrate_checked(
     if let Some(journal) = &journal {
         check_resumable(journal, plan, args.allow_plan_change)?;
     }
+    check_mode(args.zero_split, journal.as_ref())?;
+    if args.zero_split {
+        return migrate_zero_split(plan, args, store, journal, transports).await;
+    }
     migrate_over(plan, args, store, journal, transports).await
+}
+
+async fn migrate_zero_split(
+    plan: &Plan,
+    args: &MigrateArgs,
+    store: JournalStore,
+    journal: Option<Journal>,
+    transports: Vec<Transport>,
+) -> Result<()> {
+    let nodes = zero_split::prepare(plan, &transports, journal.as_ref()).await?;
+    let journal = journal.unwrap_or_else(|| {
+        let targets: Vec<_> = nodes.iter().map(|n| n.target.clone()).collect();
+        Rollout::new_journal(plan, &targets)
+    });
+    let options = Options {
+        on_failure: on_failure(args, plan),
+    };
+    let started = std::time::Instant::now();
+    let (summary, outcome) = zero_split::run(
+        plan,
+        &nodes,
+        store,
+        journal,
+        options,
+        watch_interrupts(),
+        zero_split::Intent::Migrate,
+    )
+    .await;
+    print_summary(&summary);
+    if outcome.is_ok() {
+        println!(
+            "cluster {}: every node runs TLS distribution and sees every other node over TLS; the cluster stayed one mesh throughout ({:.1}s)",
+            plan.cluster,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    outcome
+}
+
+fn on_failure(args: &MigrateArgs, plan: &Plan) -> OnFailure {
+    match args.on_failure {
+        Some(OnFailureArg::Rollback) => OnFailure::Rollback,
+        Some(OnFailureArg::Pause) => OnFailure::Pause,
+        None => plan.on_failure,
+    }
 }
 
 async fn migrate_over(
@@ -176,12 +266,9 @@ async fn migrate_over(
     transports: Vec<Transport>,
 ) -> Result<()> {
     let (targets, journal) = prepare_with_journal(plan, &transports, journal).await?;
-    let on_failure = match args.on_failure {
-        Some(OnFailureArg::Rollback) => OnFailure::Rollback,
-        Some(OnFailureArg::Pause) => OnFailure::Pause,
-        None => plan.on_failure,
+    let options = Options {
+        on_failure: on_failure(args, plan),
     };
-    let options = Options { on_failure };
     let mut rollout = Rollout::new(plan, targets, store, journal, options, watch_interrupts())?;
     let started = std::time::Instant::now();
     let (summary, outcome) = rollout.migrate().await;
@@ -276,7 +363,12 @@ async fn rollback(args: PlanArgs) -> Result<()> {
     store.check_space(plan.nodes.len())?;
     let journal = store.load()?;
     let (transports, connections) = open_transports(&plan).await?;
-    let outcome = rollback_over(&plan, store, journal, transports).await;
+    let outcome = match journal {
+        Some(journal) if journal.zero_split.is_some() => {
+            rollback_zero_split(&plan, store, journal, transports).await
+        }
+        journal => rollback_over(&plan, store, journal, transports).await,
+    };
     ssh::close_all(connections).await;
     outcome
 }
@@ -303,6 +395,36 @@ async fn rollback_over(
     outcome
 }
 
+async fn rollback_zero_split(
+    plan: &Plan,
+    store: JournalStore,
+    journal: Journal,
+    transports: Vec<Transport>,
+) -> Result<()> {
+    let nodes = zero_split::prepare(plan, &transports, Some(&journal)).await?;
+    let options = Options {
+        on_failure: OnFailure::Pause,
+    };
+    let (summary, outcome) = zero_split::run(
+        plan,
+        &nodes,
+        store,
+        journal,
+        options,
+        watch_interrupts(),
+        zero_split::Intent::Rollback,
+    )
+    .await;
+    print_summary(&summary);
+    if outcome.is_ok() {
+        println!(
+            "cluster {}: every node runs plain TCP again with its original vm.dist.args (zero-split rolls back one stage at a time, one mesh throughout)",
+            plan.cluster
+        );
+    }
+    outcome
+}
+
 async fn status(args: PlanArgs) -> Result<()> {
     let plan = Plan::load(&args.plan)?;
     let store = JournalStore::new(&state_dir(&args, &plan), &plan.cluster);
@@ -319,7 +441,20 @@ async fn status_over(
     journal: Option<Journal>,
     transports: Vec<Transport>,
 ) -> Result<()> {
-    let targets = target::prepare(plan, &transports, journal.as_ref()).await?;
+    // A zero-split run's files may be at any of its stages.
+    let (targets, texts) = match &journal {
+        Some(j) if j.zero_split.is_some() => {
+            let nodes = zero_split::prepare(plan, &transports, Some(j)).await?;
+            nodes.into_iter().map(|n| (n.target, Some(n.texts))).unzip()
+        }
+        _ => {
+            let targets = target::prepare(plan, &transports, journal.as_ref()).await?;
+            let none = vec![None; targets.len()];
+            (targets, none)
+        }
+    };
+    let targets: Vec<target::NodeTarget> = targets;
+    let texts: Vec<Option<zero_split::StageTexts>> = texts;
     match &journal {
         Some(j) => {
             println!(
@@ -328,6 +463,13 @@ async fn status_over(
                 j.phase,
                 j.updated_at
             );
+            if let Some(roll) = &j.zero_split {
+                println!(
+                    "zero-split: roll {} (heading to {})",
+                    roll.describe(),
+                    roll.toward
+                );
+            }
             if let Some(failure) = &j.failure {
                 println!("last failure: {failure}");
             }
@@ -339,26 +481,42 @@ async fn status_over(
     }
     let probes = rollout::probe_pool(&targets)?;
     println!(
-        "{:<28} {:<16} {:<10} {:<11} LINKS",
+        "{:<28} {:<16} {:<22} {:<22} LINKS",
         "NODE", "JOURNAL", "FILE", "RUNS"
     );
-    for target in &targets {
+    for (target, texts) in targets.iter().zip(&texts) {
         let info = rollout::observe_with(&probes, target).await?;
         let step = journal
             .as_ref()
             .and_then(|j| j.node(target.name()))
             .map_or("-", |r| r.step.label());
-        let file = match target.read_file_state().await? {
-            FileState::Original => "original",
-            FileState::Tls => "tls",
-            FileState::Foreign => "changed",
+        let (file, runs) = match texts {
+            Some(texts) => {
+                let now = target.transport.read_file(&target.dist_args).await?;
+                let file = texts
+                    .stage_of(&String::from_utf8_lossy(&now))
+                    .map_or("changed", zero_split::Stage::label);
+                let runs = info
+                    .proto_dist()
+                    .and_then(zero_split::Stage::of_signature)
+                    .map_or_else(|| Running::of_info(&info).label(), zero_split::Stage::label);
+                (file, runs)
+            }
+            None => {
+                let file = match target.read_file_state().await? {
+                    FileState::Original => "original",
+                    FileState::Tls => "tls",
+                    FileState::Foreign => "changed",
+                };
+                (file, Running::of_info(&info).label())
+            }
         };
         println!(
-            "{:<28} {:<16} {:<10} {:<11} {}",
+            "{:<28} {:<16} {:<22} {:<22} {}",
             target.name(),
             step,
             file,
-            Running::of_info(&info).label(),
+            runs,
             rollout::describe_links(&info)
         );
     }
@@ -383,10 +541,7 @@ fn print_summary(rows: &[NodeSummary]) {
             .map_or("-".to_string(), |d| format!("{:.1}s", d.as_secs_f64()));
         println!(
             "{:<28} {:<11} {:<8} {}",
-            row.name,
-            row.running.label(),
-            took,
-            row.links
+            row.name, row.runs, took, row.links
         );
     }
 }
@@ -426,8 +581,9 @@ async fn demo(args: DemoArgs) -> Result<()> {
             plan: cluster.plan_path(),
             state_dir: None,
         };
+        let mode = if args.zero_split { " --zero-split" } else { "" };
         println!(
-            "$ distls migrate --dry-run {}",
+            "$ distls migrate{mode} --dry-run {}",
             cluster.plan_path().display()
         );
         migrate(MigrateArgs {
@@ -435,15 +591,17 @@ async fn demo(args: DemoArgs) -> Result<()> {
             dry_run: true,
             on_failure: None,
             allow_plan_change: false,
+            zero_split: args.zero_split,
             preflight: default_preflight(),
         })
         .await?;
-        println!("$ distls migrate {}", cluster.plan_path().display());
+        println!("$ distls migrate{mode} {}", cluster.plan_path().display());
         migrate(MigrateArgs {
             plan: plan_args(),
             dry_run: false,
             on_failure: None,
             allow_plan_change: false,
+            zero_split: args.zero_split,
             preflight: default_preflight(),
         })
         .await?;

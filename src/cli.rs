@@ -51,6 +51,10 @@ pub struct MigrateArgs {
     /// Resume even though the plan file changed since the journal was started.
     #[arg(long)]
     pub allow_plan_change: bool,
+    /// Never split the cluster: three rolls through distls's hybrid distribution module
+    /// (plain → A: accept both, dial tcp → B: accept both, dial tls → C: stock TLS); see docs/zero-split.md.
+    #[arg(long)]
+    pub zero_split: bool,
     #[command(flatten)]
     pub preflight: PreflightArgs,
 }
@@ -92,4 +96,7 @@ pub struct DemoArgs {
     /// Keep the cluster directory (nodes are stopped either way).
     #[arg(long)]
     pub keep: bool,
+    /// Migrate the rehearsal with `migrate --zero-split` (three rolls, never split).
+    #[arg(long)]
+    pub zero_split: bool,
 }

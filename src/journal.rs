@@ -91,6 +91,10 @@ pub struct Journal {
     pub failure: Option<String>,
     pub nodes: Vec<NodeRecord>,
     pub events: Vec<Event>,
+    /// Only for `migrate --zero-split`: which of its rolls is under way (node steps are that
+    /// roll's). Absent in the journal of a default roll.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zero_split: Option<crate::zero_split::RollState>,
 }
 
 pub fn now() -> String {
@@ -112,6 +116,7 @@ impl Journal {
             failure: None,
             nodes,
             events: Vec::new(),
+            zero_split: None,
         }
     }
 

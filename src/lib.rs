@@ -16,3 +16,4 @@ pub mod rollout;
 pub mod ssh;
 pub mod target;
 pub mod transport;
+pub mod zero_split;

@@ -160,3 +160,108 @@ fn render_diff(out: &mut String, target: &NodeTarget) {
         );
     }
 }
+
+/// `migrate --zero-split --dry-run`: the three rolls, each node's steps and exact diffs per roll.
+pub fn render_zero_split(
+    plan: &Plan,
+    nodes: &[crate::zero_split::ZeroSplitNode],
+    journal: Option<&Journal>,
+) -> String {
+    use crate::zero_split::{MODULE, RollState, module_dir, roll_targets};
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "dry run: migrate cluster {} ({} nodes) to TLS distribution in three rolls, never split; nothing will be changed",
+        plan.cluster,
+        nodes.len()
+    );
+    if let Some(journal) = journal {
+        let under_way = journal
+            .zero_split
+            .map_or("none".to_string(), |r| r.describe());
+        let _ = writeln!(
+            out,
+            "journal: phase {:?}, roll under way: {under_way}, updated {}; a real run resumes from it",
+            journal.phase, journal.updated_at
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nbefore the first roll, on every node's host: write {MODULE}.erl into the directory beside its vm.dist.args and compile it with the node's own erl:"
+    );
+    for node in nodes {
+        let _ = writeln!(
+            out,
+            "  {}: {} (with {})",
+            node.target.name(),
+            module_dir(&node.target.dist_args).display(),
+            node.target.spec.erl
+        );
+    }
+    let mut roll = Some(RollState::first());
+    let mut number = 1;
+    while let Some(this) = roll {
+        let _ = writeln!(out, "\nroll {number}/3: {}", this.describe());
+        let targets = roll_targets(nodes, this);
+        for (index, target) in targets.iter().enumerate() {
+            let spec = &target.spec;
+            let _ = writeln!(
+                out,
+                "\nnode {}/{} {} ({} → {})",
+                index + 1,
+                targets.len(),
+                target.name(),
+                this.from,
+                this.to
+            );
+            let _ = writeln!(out, "  1. stop:   {}", spec.commands.stop);
+            let _ = writeln!(
+                out,
+                "  2. edit {} (atomic replace, mode kept; backup {} of the original first)",
+                target.dist_args.display(),
+                target.backup.display()
+            );
+            let _ = writeln!(out, "  3. start:  {}", spec.commands.start);
+            let _ = writeln!(
+                out,
+                "  4. rejoin: linked to every node, and every node to every other (timeout {})",
+                humantime::format_duration(spec.timeouts.rejoin)
+            );
+            if let Some(ping) = &spec.commands.ping {
+                let _ = writeln!(out, "  5. verify: {ping}");
+            }
+            if let Some(ready) = &spec.commands.ready {
+                let _ = writeln!(
+                    out,
+                    "  6. ready:  {ready}   (it finishes starting before the next node)"
+                );
+            }
+            let path = target.dist_args.display().to_string();
+            let diff = TextDiff::from_lines(&target.original, &target.tls.text);
+            let _ = write!(
+                out,
+                "{}",
+                diff.unified_diff().context_radius(2).header(
+                    &format!("{path} ({})", this.from),
+                    &format!("{path} ({})", this.to)
+                )
+            );
+        }
+        let _ = writeln!(
+            out,
+            "\nthen: one mesh, every link {}",
+            if this.to.links_tls() {
+                "TLS"
+            } else {
+                "plain TCP"
+            }
+        );
+        roll = this.next();
+        number += 1;
+    }
+    let _ = writeln!(
+        out,
+        "\nfinally: remove the hybrid module from every host (no flags file points at it any more)"
+    );
+    out
+}

@@ -51,7 +51,8 @@ impl NodeInfo {
     }
 
     pub fn runs_tls(&self) -> bool {
-        matches!(self, NodeInfo::Up { proto_dist, .. } if proto_dist.contains("tls"))
+        // Exactly the stock TLS modules: distls's hybrid module ("distls_hybrid:…") is not one.
+        matches!(self, NodeInfo::Up { proto_dist, .. } if proto_dist == "inet_tls" || proto_dist == "inet6_tls")
     }
 
     /// Normal (non-hidden) peers with an established link, and whether it is TLS.
@@ -64,6 +65,22 @@ impl NodeInfo {
                 .collect(),
             NodeInfo::Unreachable { .. } | NodeInfo::Down { .. } => Vec::new(),
         }
+    }
+
+    /// The protocol the node runs, as the probe reports it (see `zero_split::Stage::signature`).
+    pub fn proto_dist(&self) -> Option<&str> {
+        match self {
+            NodeInfo::Up { proto_dist, .. } => Some(proto_dist),
+            _ => None,
+        }
+    }
+
+    /// The transport of its up link to `peer`, if any (true: TLS).
+    pub fn link_to(&self, peer: &str) -> Option<bool> {
+        self.live_links()
+            .iter()
+            .find(|(n, _)| *n == peer)
+            .map(|(_, tls)| *tls)
     }
 
     pub fn has_link(&self, peer: &str, tls: bool) -> bool {

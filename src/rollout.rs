@@ -9,6 +9,7 @@ use crate::plan::{OnFailure, Plan};
 use crate::probe::{NodeInfo, Probe, ProbePool};
 use crate::progress::Progress;
 use crate::target::{FileState, NodeTarget};
+use crate::zero_split::{RollState, Stage};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -33,6 +34,8 @@ pub enum Running {
     Tls,
     /// Its VM runs (registered with epmd) but answers neither probe, plain nor TLS.
     Unreachable,
+    /// Zero-split: it runs a stage that is neither the roll's `from` nor its `to`.
+    Other,
 }
 
 impl Running {
@@ -51,6 +54,7 @@ impl Running {
             Running::Plain => "plain tcp",
             Running::Tls => "tls",
             Running::Unreachable => "unreachable",
+            Running::Other => "another stage",
         }
     }
 }
@@ -94,8 +98,11 @@ pub fn forward_action(
                 .into(),
         ),
         (FileState::Foreign, _) => Err("its vm.dist.args was changed outside distls".into()),
+        (_, Running::Other) => Err(OTHER_STAGE.into()),
     }
 }
+
+const OTHER_STAGE: &str = "it runs a distribution configuration that is neither where this roll starts nor where it goes (zero-split); check `distls status`";
 
 /// What to do next for a node on its way back to plain TCP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,6 +127,7 @@ pub fn backward_action(
             "it runs TLS but its vm.dist.args is the plain original; stop it by hand (its ctl cannot reach it)".into(),
         ),
         (FileState::Foreign, _) => Err("its vm.dist.args was changed outside distls".into()),
+        (_, Running::Other) => Err(OTHER_STAGE.into()),
     }
 }
 
@@ -188,6 +196,9 @@ pub struct Rollout<'a> {
     options: Options,
     timings: Vec<Option<Duration>>,
     early_ping: Option<EarlyPing>,
+    /// Zero-split: the roll this is (its `from` plays plain's part, its `to` TLS's). None: the
+    /// default roll, plain TCP to TLS.
+    roll: Option<RollState>,
 }
 
 /// The node's own ctl ping, retried from the moment its start command returns, so that the
@@ -207,7 +218,8 @@ impl Drop for EarlyPing {
 /// One line of the final table.
 pub struct NodeSummary {
     pub name: String,
-    pub running: Running,
+    /// What it runs, e.g. `tls` (zero-split: the stage).
+    pub runs: &'static str,
     pub links: String,
     pub took: Option<Duration>,
 }
@@ -246,7 +258,58 @@ impl<'a> Rollout<'a> {
             options,
             timings,
             early_ping: None,
+            roll: None,
         })
+    }
+
+    /// Makes this one roll of a zero-split run: `targets` carry the roll's `from` text as their
+    /// original and its `to` text as their TLS text.
+    pub fn for_zero_split_roll(mut self, roll: RollState) -> Self {
+        self.roll = Some(roll);
+        let title = format!("{} ({} → {})", self.plan.cluster, roll.from, roll.to);
+        self.progress = Progress::new(self.targets.len(), &title);
+        self
+    }
+
+    /// A line for the operator (a phase change).
+    pub fn note(&self, text: &str) {
+        self.progress.note(text);
+    }
+
+    /// The journal and its store back, for the next roll.
+    pub fn into_parts(self) -> (JournalStore, Journal) {
+        (self.store, self.journal)
+    }
+
+    /// What the node runs, in this roll's terms: `Plain` is where the roll starts, `Tls` where
+    /// it goes.
+    fn running(&self, info: &NodeInfo) -> Running {
+        let Some(roll) = self.roll else {
+            return Running::of_info(info);
+        };
+        match info.proto_dist().map(Stage::of_signature) {
+            None => Running::of_info(info),
+            Some(Some(stage)) if stage == roll.from => Running::Plain,
+            Some(Some(stage)) if stage == roll.to => Running::Tls,
+            Some(_) => Running::Other,
+        }
+    }
+
+    fn label_of(&self, running: Running) -> &'static str {
+        match (self.roll, running) {
+            (Some(roll), Running::Plain) => roll.from.label(),
+            (Some(roll), Running::Tls) => roll.to.label(),
+            _ => running.label(),
+        }
+    }
+
+    /// The transport links have among nodes that all run `running` (plain or TLS side of the roll).
+    fn links_tls(&self, running: Running) -> bool {
+        match (self.roll, running) {
+            (Some(roll), Running::Plain) => roll.from.links_tls(),
+            (Some(roll), _) => roll.to.links_tls(),
+            (None, running) => running == Running::Tls,
+        }
     }
 
     pub fn new_journal(plan: &Plan, targets: &[NodeTarget]) -> Journal {
@@ -304,8 +367,14 @@ impl<'a> Rollout<'a> {
                     .note("the journal says this migration completed; verifying the cluster");
                 return self.final_gate().await;
             }
-            Phase::Migrating if self.journal.events.is_empty() => {
+            Phase::Migrating if self.roll.is_none() && self.journal.events.is_empty() => {
                 self.require_plain_meshed_cluster().await?
+            }
+            Phase::Migrating if self.roll.is_some_and(|r| !r.started) => {
+                self.require_plain_meshed_cluster().await?;
+                if let Some(roll) = self.journal.zero_split.as_mut() {
+                    roll.started = true;
+                }
             }
             Phase::Paused => {
                 self.journal.phase = Phase::Migrating;
@@ -331,29 +400,38 @@ impl<'a> Rollout<'a> {
         self.final_gate().await
     }
 
-    /// Before the first change: every node runs plain TCP from its original file, in one mesh.
+    /// Before the first change: every node runs plain TCP from its original file, in one mesh
+    /// (zero-split: every node runs the roll's `from` stage).
     async fn require_plain_meshed_cluster(&mut self) -> StepResult {
-        self.journal.record(None, "started");
+        match self.roll {
+            Some(roll) => {
+                let what = format!("roll {} started", roll.describe());
+                self.journal.record(None, &what);
+            }
+            None => self.journal.record(None, "started"),
+        }
         for index in 0..self.targets.len() {
             let file = self.file_state(index).await?;
             let info = self.observe(index).await?;
-            let running = Running::of_info(&info);
+            let running = self.running(&info);
             if file != FileState::Original || running != Running::Plain {
                 return Err(Failure::Fatal(Error::Refused(format!(
-                    "node {} is {} with its vm.dist.args {}; distls starts from a running plain-TCP cluster and changed nothing\n  hint: start the node (or fix its file), then rerun",
+                    "node {} is {} with its vm.dist.args {}; this roll starts from a running {} cluster and changed nothing\n  hint: start the node (or fix its file), then rerun",
                     self.name(index),
-                    running.label(),
+                    self.label_of(running),
                     match file {
                         FileState::Original => "unchanged",
                         FileState::Tls => "already enabling TLS",
                         FileState::Foreign => "changed",
-                    }
+                    },
+                    self.label_of(Running::Plain)
                 ))));
             }
         }
         let everyone: Vec<usize> = (0..self.targets.len()).collect();
         let deadline = Instant::now() + Duration::from_secs(15);
-        if let Err(missing) = self.wait_for_mesh(&everyone, false, deadline).await? {
+        let tls = self.links_tls(Running::Plain);
+        if let Err(missing) = self.wait_for_mesh(&everyone, tls, deadline).await? {
             return Err(Failure::Fatal(Error::Refused(format!(
                 "the cluster is not fully meshed before the switch ({missing}); distls changed nothing\n  hint: fix the cluster first: a roll would hide an existing split"
             ))));
@@ -366,7 +444,7 @@ impl<'a> Rollout<'a> {
             self.check_interrupt()?;
             let file = self.file_state(index).await?;
             let info = self.observe(index).await?;
-            let running = Running::of_info(&info);
+            let running = self.running(&info);
             let step = self.step_of(index);
             let action = forward_action(file, running, step)
                 .map_err(|why| self.needs_operator(index, &why))?;
@@ -387,6 +465,9 @@ impl<'a> Rollout<'a> {
                 ForwardAction::Start => {
                     self.start(index, Step::Starting, Step::Started, Running::Tls)
                         .await?
+                }
+                ForwardAction::AwaitRejoin if self.roll.is_some() => {
+                    self.await_full_rejoin(index, Step::Rejoined).await?
                 }
                 ForwardAction::AwaitRejoin => self.await_tls_rejoin(index).await?,
                 ForwardAction::Verify => self.verify(index).await?,
@@ -617,7 +698,7 @@ exit 1"#
         let target = &self.targets[index];
         if target.transport.file_exists(&target.backup).await {
             let bytes = target.transport.read_file(&target.backup).await?;
-            if sha256_hex(&bytes) != target.original_sha256() {
+            if sha256_hex(&bytes) != sha256_hex(target.pristine.as_bytes()) {
                 return Err(self.needs_operator(
                     index,
                     &format!(
@@ -630,7 +711,7 @@ exit 1"#
         }
         target
             .transport
-            .write_file(&target.backup, target.original.as_bytes(), 0o600)
+            .write_file(&target.backup, target.pristine.as_bytes(), 0o600)
             .await
             .map_err(|e| Failure::Fatal(e.into()))
     }
@@ -664,13 +745,15 @@ exit 1"#
     async fn stop_vm_directly(&self, index: usize, deadline: Instant) -> StepResult {
         let grace = Duration::from_secs(10);
         for halt in [false, true] {
-            let running = Running::of_info(&self.observe(index).await?);
+            let running = self.running(&self.observe(index).await?);
             let probe = match running {
                 Running::Down => return Ok(()),
                 // No probe reaches it: the escalation by OS pid takes over.
-                Running::Unreachable => return Ok(()),
-                Running::Tls => self.tls_probe(index).await?,
-                Running::Plain => self.plain_probe(index).await?,
+                Running::Unreachable | Running::Other => return Ok(()),
+                Running::Tls | Running::Plain if self.links_tls(running) => {
+                    self.tls_probe(index).await?
+                }
+                Running::Tls | Running::Plain => self.plain_probe(index).await?,
             };
             self.progress.note(&format!(
                 "{}: its stop command failed and it still runs; asking the VM to stop ({})",
@@ -706,7 +789,7 @@ exit 1"#
     /// every touched node.
     async fn check_migrated_alive(&self, upto: usize, blame: usize) -> StepResult {
         for index in 0..upto {
-            let running = Running::of_info(&self.observe(index).await?);
+            let running = self.running(&self.observe(index).await?);
             if running != Running::Tls {
                 let flavor = self.targets[index].spec.flavor;
                 let why = match flavor.table_wait() {
@@ -722,7 +805,7 @@ exit 1"#
                     &format!(
                         "node {} was migrated earlier in this roll but is now {}{why}",
                         self.name(index),
-                        running.label()
+                        self.label_of(running)
                     ),
                 ));
             }
@@ -781,7 +864,7 @@ exit 1"#
                         ),
                     ));
                 }
-                if Running::of_info(&self.observe(index).await?) != Running::Tls {
+                if self.running(&self.observe(index).await?) != Running::Tls {
                     return Err(self.step_failed(
                         last,
                         &format!(
@@ -813,7 +896,7 @@ exit 1"#
         self.progress.step(
             index,
             self.name(index),
-            &format!("starting ({})", expect.label()),
+            &format!("starting ({})", self.label_of(expect)),
         );
         let spec = &self.targets[index].spec;
         let (command, timeout) = (spec.commands.start.clone(), spec.timeouts.start);
@@ -839,7 +922,7 @@ exit 1"#
         };
         if let Some(why) = failed {
             let info = self.observe(index).await?;
-            if Running::of_info(&info) != expect {
+            if self.running(&info) != expect {
                 return Err(self.step_failed(index, &format!("its start command failed: {why}")));
             }
         }
@@ -847,7 +930,7 @@ exit 1"#
             self.start_early_ping(index);
         }
         if !self.wait_running(index, expect, deadline).await? {
-            let now = Running::of_info(&self.observe(index).await?);
+            let now = self.running(&self.observe(index).await?);
             let why = if now == Running::Unreachable {
                 ": its VM runs (registered with epmd) but answers neither over plain TCP nor over TLS, as happens when its certificate, key or CA is rejected; see its log"
             } else {
@@ -857,9 +940,9 @@ exit 1"#
                 index,
                 &format!(
                     "it is {} {} after its start command (expected {}){why}",
-                    now.label(),
+                    self.label_of(now),
                     humantime::format_duration(timeout),
-                    expect.label()
+                    self.label_of(expect)
                 ),
             ));
         }
@@ -899,9 +982,143 @@ exit 1"#
         self.mark(index, Step::Rejoined)
     }
 
+    /// Zero-split: wait until node `index` is linked to every other node and no pair of nodes
+    /// misses the other (links between two nodes of one stage use that stage's transport).
+    /// `done`: the step recorded then.
+    async fn await_full_rejoin(&mut self, index: usize, done: Step) -> StepResult {
+        self.progress.step(
+            index,
+            self.name(index),
+            "waiting until it is linked to every node",
+        );
+        let timeout = self.targets[index].spec.timeouts.rejoin;
+        let deadline = Instant::now() + timeout;
+        let mut last_kick: Option<Instant> = None;
+        loop {
+            let (infos, missing) = self.full_mesh_missing().await?;
+            let Err(missing) = missing else { break };
+            if Instant::now() >= deadline {
+                return Err(self.step_failed(
+                    index,
+                    &format!(
+                        "it did not rejoin every node within {}: {missing}",
+                        humantime::format_duration(timeout)
+                    ),
+                ));
+            }
+            // A restarted node dials its peers itself (Mnesia, CETS, …); this covers the rest.
+            if last_kick.is_none_or(|t| t.elapsed() >= KICK_EVERY) {
+                let running = self.running(&infos[index]);
+                if matches!(running, Running::Plain | Running::Tls) {
+                    let probe = if self.links_tls(running) {
+                        self.tls_probe(index).await?
+                    } else {
+                        self.plain_probe(index).await?
+                    };
+                    let others: Vec<String> = (0..self.targets.len())
+                        .filter(|&p| p != index)
+                        .map(|p| self.name(p).to_string())
+                        .collect();
+                    probe.connect(self.name(index), &others).await?;
+                }
+                last_kick = Some(Instant::now());
+            }
+            self.pause_between_polls().await?;
+        }
+        self.mark(index, done)
+    }
+
+    /// Every node observed, and which links of the full mesh are missing (or use the wrong
+    /// transport between two nodes of one stage).
+    async fn full_mesh_missing(&self) -> Result<(Vec<NodeInfo>, std::result::Result<(), String>)> {
+        let mut infos = Vec::with_capacity(self.targets.len());
+        for index in 0..self.targets.len() {
+            infos.push(self.observe(index).await?);
+        }
+        let stages: Vec<Option<Stage>> = infos
+            .iter()
+            .map(|i| i.proto_dist().and_then(Stage::of_signature))
+            .collect();
+        let mut missing = Vec::new();
+        for (index, info) in infos.iter().enumerate() {
+            let Some(stage) = stages[index] else {
+                missing.push(format!(
+                    "{} is {}",
+                    self.name(index),
+                    self.label_of(self.running(info))
+                ));
+                continue;
+            };
+            for peer in (0..self.targets.len()).filter(|&p| p != index) {
+                match info.link_to(self.name(peer)) {
+                    None => missing.push(format!(
+                        "{} does not see {}",
+                        self.name(index),
+                        self.name(peer)
+                    )),
+                    Some(tls) if stages[peer] == Some(stage) && tls != stage.links_tls() => missing
+                        .push(format!(
+                            "{} ↔ {} is {} between two nodes running {}",
+                            self.name(index),
+                            self.name(peer),
+                            if tls { "TLS" } else { "plain TCP" },
+                            stage.label()
+                        )),
+                    Some(_) => {}
+                }
+            }
+        }
+        let missing = if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(missing.join("; "))
+        };
+        Ok((infos, missing))
+    }
+
+    /// Zero-split: the node's `commands.ready` succeeds (it has finished starting, e.g. loaded
+    /// its Mnesia tables from the others) before the roll goes on.
+    async fn await_node_ready(&mut self, index: usize) -> StepResult {
+        let spec = &self.targets[index].spec;
+        let Some(ready) = spec.commands.ready.clone() else {
+            return Ok(());
+        };
+        let timeout = spec.timeouts.ready;
+        self.progress
+            .step(index, self.name(index), "waiting until it reports ready");
+        let started = Instant::now();
+        loop {
+            let left = timeout.saturating_sub(started.elapsed());
+            let transport = self.targets[index].transport.clone();
+            let said = match transport
+                .run(&ready, left.max(Duration::from_secs(1)))
+                .await
+            {
+                Ok(out) if out.success() => return Ok(()),
+                Ok(out) => format!("`{ready}` exited with {:?}: {}", out.status, out.tail()),
+                Err(e) => e.to_string(),
+            };
+            if started.elapsed() >= timeout {
+                return Err(self.step_failed(
+                    index,
+                    &format!(
+                        "it is linked to every node but did not report ready within {}: {said}",
+                        humantime::format_duration(timeout)
+                    ),
+                ));
+            }
+            for _ in 0..5 {
+                self.pause_between_polls().await?;
+            }
+        }
+    }
+
     async fn verify(&mut self, index: usize) -> StepResult {
         let early = self.early_ping.take().filter(|e| e.node == index);
         let Some(ping) = self.targets[index].spec.commands.ping.clone() else {
+            if self.roll.is_some() {
+                self.await_node_ready(index).await?;
+            }
             return self.mark(index, Step::Verified);
         };
         self.progress
@@ -936,6 +1153,9 @@ exit 1"#
         };
         if let Some(why) = failure {
             return Err(self.step_failed(index, &format!("its ctl cannot reach it: {why}")));
+        }
+        if self.roll.is_some() {
+            self.await_node_ready(index).await?;
         }
         self.mark(index, Step::Verified)
     }
@@ -977,11 +1197,15 @@ exit 1"#
     async fn final_gate(&mut self) -> StepResult {
         let everyone: Vec<usize> = (0..self.targets.len()).collect();
         let deadline = Instant::now() + self.max_rejoin_timeout();
-        if let Err(missing) = self.wait_for_mesh(&everyone, true, deadline).await? {
+        let tls = self.links_tls(Running::Tls);
+        if let Err(missing) = self.wait_for_mesh(&everyone, tls, deadline).await? {
             let last = self.targets.len() - 1;
             return Err(self.step_failed(
                 last,
-                &format!("the cluster did not form one TLS mesh: {missing}"),
+                &format!(
+                    "the cluster did not form one {} mesh: {missing}",
+                    if tls { "TLS" } else { "plain-TCP" }
+                ),
             ));
         }
         self.ready_gate().await?;
@@ -1018,12 +1242,20 @@ exit 1"#
         if let Err(e) = self.store.save(&mut self.journal) {
             return e.into();
         }
-        self.progress
-            .note("rolling back: every touched node returns to plain TCP, newest first");
+        let back_to = self.label_of(Running::Plain);
+        self.progress.note(&format!(
+            "rolling back: every touched node returns to {back_to}, newest first"
+        ));
         match self.rollback_from(failure.node).await {
-            Ok(()) => Error::StepFailed(format!(
-                "{message}\nrolled back: every node runs plain TCP in one mesh again and every vm.dist.args is byte-identical to its original."
-            )),
+            Ok(()) => match self.roll {
+                Some(roll) => Error::StepFailed(format!(
+                    "{message}\nthis roll rolled back: every node runs {} again, in one mesh",
+                    roll.from.label()
+                )),
+                None => Error::StepFailed(format!(
+                    "{message}\nrolled back: every node runs plain TCP in one mesh again and every vm.dist.args is byte-identical to its original."
+                )),
+            },
             Err(Failure::Step(f)) => {
                 self.rollback_stuck(&format!("node {}: {}", self.name(f.node), f.message))
                     .await
@@ -1048,10 +1280,15 @@ exit 1"#
         }
         let everyone: Vec<usize> = (0..self.targets.len()).collect();
         let deadline = Instant::now() + self.max_rejoin_timeout();
-        if let Err(missing) = self.wait_for_mesh(&everyone, false, deadline).await? {
-            return Err(
-                self.step_failed(0, &format!("the plain cluster did not re-form: {missing}"))
-            );
+        let tls = self.links_tls(Running::Plain);
+        if let Err(missing) = self.wait_for_mesh(&everyone, tls, deadline).await? {
+            return Err(self.step_failed(
+                0,
+                &format!(
+                    "the {} cluster did not re-form: {missing}",
+                    self.label_of(Running::Plain)
+                ),
+            ));
         }
         self.journal.phase = Phase::RolledBack;
         self.journal.record(None, "rolled back");
@@ -1064,7 +1301,7 @@ exit 1"#
             self.check_interrupt()?;
             let file = self.file_state(index).await?;
             let info = self.observe(index).await?;
-            let running = Running::of_info(&info);
+            let running = self.running(&info);
             let action =
                 backward_action(file, running).map_err(|why| self.needs_operator(index, &why))?;
             match action {
@@ -1076,6 +1313,9 @@ exit 1"#
                 BackwardAction::Start => {
                     self.start(index, Step::RevertStarting, Step::Started, Running::Plain)
                         .await?
+                }
+                BackwardAction::AwaitRejoin if self.roll.is_some() => {
+                    return self.await_full_rejoin(index, Step::Reverted).await;
                 }
                 BackwardAction::AwaitRejoin => {
                     // Plain peers are the later nodes: never touched, or already reverted.
@@ -1116,7 +1356,7 @@ exit 1"#
             let running = match &file {
                 // The same way in failed a moment ago: do not wait for a probe too.
                 Err(_) => None,
-                Ok(_) => self.observe(index).await.map(|i| Running::of_info(&i)).ok(),
+                Ok(_) => self.observe(index).await.map(|i| self.running(&i)).ok(),
             };
             let unreachable = match &file {
                 Err(e) => format!(" (cannot reach it: {})", short(e)),
@@ -1126,7 +1366,7 @@ exit 1"#
                 "\n  {:<32} journal {:<17} runs {:<10} vm.dist.args {}{unreachable}",
                 self.name(index),
                 self.step_of(index).label(),
-                running.map_or("unknown", Running::label),
+                running.map_or("unknown", |r| self.label_of(r)),
                 match file {
                     Ok(FileState::Original) => "original",
                     Ok(FileState::Tls) => "TLS",
@@ -1232,7 +1472,7 @@ exit 1"#
 
     async fn wait_running(&self, index: usize, want: Running, deadline: Instant) -> Result<bool> {
         loop {
-            if Running::of_info(&self.observe(index).await?) == want {
+            if self.running(&self.observe(index).await?) == want {
                 return Ok(true);
             }
             if Instant::now() >= deadline {
@@ -1427,7 +1667,7 @@ exit 1"#
             });
             rows.push(NodeSummary {
                 name: target.name().to_string(),
-                running: Running::of_info(&info),
+                runs: self.label_of(self.running(&info)),
                 links: describe_links(&info),
                 took: self.timings[index],
             });

@@ -24,6 +24,7 @@ pub enum FileState {
     Foreign,
 }
 
+#[derive(Clone)]
 pub struct NodeTarget {
     pub spec: NodeSpec,
     pub transport: Transport,
@@ -34,6 +35,9 @@ pub struct NodeTarget {
     pub original: String,
     pub tls: TlsEdit,
     pub current: String,
+    /// The flags file as it was before distls first changed it: what the backup holds. Equal to
+    /// `original` except in a zero-split roll, whose `original` is the roll's starting text.
+    pub pristine: String,
     /// The `-ssl_dist_optfile` distls writes next to the flags file (flavors other than mongooseim).
     pub optfile: Option<OptFile>,
     /// What the probe VMs are started with: the node's distribution flags as its ctl gets them.
@@ -273,6 +277,7 @@ pub async fn read_node(spec: &NodeSpec, transport: &Transport) -> Result<NodeTar
         identity,
         dist_args,
         backup,
+        pristine: original.clone(),
         original,
         tls,
         current,
@@ -386,6 +391,7 @@ async fn read_flavor_node(
         identity,
         dist_args,
         backup,
+        pristine: original.clone(),
         original,
         tls: TlsEdit {
             text: edited,
@@ -483,15 +489,25 @@ fn check_identity(
 }
 
 fn check_against_journal(target: &NodeTarget, journal: Option<&Journal>) -> Result<()> {
-    let name = target.name();
-    let state = target.classify(&target.current);
-    if state == FileState::Foreign {
-        return Err(Error::NeedsOperator(format!(
-            "node {name}: {} differs both from its original (backup {}) and from the TLS text distls writes; it was changed outside distls\n  hint: restore it from the backup, or delete the backup if the new text is the one to migrate from",
-            target.dist_args.display(),
-            target.backup.display()
-        )));
+    if target.classify(&target.current) == FileState::Foreign {
+        return Err(changed_outside(target, "the TLS text distls writes"));
     }
+    check_original_hash(target, journal)
+}
+
+/// The current file is none of the texts distls writes (`writes`).
+pub(crate) fn changed_outside(target: &NodeTarget, writes: &str) -> Error {
+    Error::NeedsOperator(format!(
+        "node {}: {} differs both from its original (backup {}) and from {writes}; it was changed outside distls\n  hint: restore it from the backup, or delete the backup if the new text is the one to migrate from",
+        target.name(),
+        target.dist_args.display(),
+        target.backup.display()
+    ))
+}
+
+/// The original (backup) is the one the journal's run started from.
+pub(crate) fn check_original_hash(target: &NodeTarget, journal: Option<&Journal>) -> Result<()> {
+    let name = target.name();
     let Some(record) = journal.and_then(|j| j.node(name)) else {
         return Ok(());
     };
@@ -506,7 +522,7 @@ fn check_against_journal(target: &NodeTarget, journal: Option<&Journal>) -> Resu
     Ok(())
 }
 
-fn check_consistent_naming(targets: &[NodeTarget]) -> Result<()> {
+pub(crate) fn check_consistent_naming(targets: &[NodeTarget]) -> Result<()> {
     let Some(first) = targets.first() else {
         return Ok(());
     };

@@ -5,6 +5,7 @@
 %%   <id> cookie <node> <cookie>     -> DISTLS <id> ok         (the cookie is never echoed)
 %%   <id> self                       -> DISTLS <id> self <proto>
 %%   <id> info <node>                -> DISTLS <id> up <proto> <ospid> <peer>:<state>:<tcp|tls>:<type>,...
+%%                                      (<proto> of distls's hybrid module carries its dial mode: distls_hybrid:tcp)
 %%                                   |  DISTLS <id> unreachable <epmd_port> <reason>  (registered with epmd, no answer)
 %%                                   |  DISTLS <id> down <reason>
 %%   <id> connect <node> <peer>...   -> DISTLS <id> ok        (asks <node> to dial each peer)
@@ -67,7 +68,7 @@ info(Node) ->
             Pid = rpc:call(Node, os, getpid, [], Timeout),
             case rpc:call(Node, net_kernel, nodes_info, [], Timeout) of
                 {ok, Infos} when is_list(Pid) ->
-                    "up " ++ proto(Proto) ++ " " ++ Pid ++ " " ++ peers(Infos);
+                    "up " ++ proto(Proto, Node, Timeout) ++ " " ++ Pid ++ " " ++ peers(Infos);
                 Other ->
                     "down " ++ reason(Other)
             end
@@ -90,6 +91,17 @@ down(Node, Reason) ->
 
 proto({ok, [[P | _] | _]}) -> P;
 proto(_) -> "inet_tcp".
+
+%% The zero-split module's two phases differ only in what it dials.
+proto(Proto, Node, Timeout) ->
+    case proto(Proto) of
+        "distls_hybrid" ->
+            case rpc:call(Node, init, get_argument, [distls_hybrid], Timeout) of
+                {ok, [["dial", "tls" | _] | _]} -> "distls_hybrid:tls";
+                _ -> "distls_hybrid:tcp"
+            end;
+        P -> P
+    end.
 
 peers(Infos) ->
     Entries = [peer(N, I) || {N, I} <- Infos],

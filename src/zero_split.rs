@@ -1,0 +1,614 @@
+//! Zero-split mode: three rolls through a transitional distribution module, so that every running
+//! node talks to every other running node at every moment of the switch.
+//!
+//! `distls_hybrid_dist` (shipped as source, compiled on each host with that host's own OTP,
+//! installed next to the flags file) accepts plain-TCP and TLS connections on one port and dials
+//! the protocol its `-distls_hybrid dial tcp|tls` argument names. The rolls:
+//! plain → A (accept both, dial tcp) → B (accept both, dial tls) → C (stock inet_tls, module
+//! removed). Each roll is a full roll of [`crate::rollout`]: journal, gates, rollback.
+
+use crate::argsfile;
+use crate::transport::{Transport, shell_quote};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The module's source; `-proto_dist distls_hybrid` loads `distls_hybrid_dist`.
+pub const MODULE_SOURCE: &str = include_str!("zero_split/distls_hybrid_dist.erl");
+pub const MODULE: &str = "distls_hybrid_dist";
+pub const PROTO_DIST: &str = "distls_hybrid";
+/// The directory beside the flags file that holds the module while a node needs it.
+pub const MODULE_DIR_NAME: &str = "distls-hybrid";
+
+/// Where a node's distribution configuration is on the way from plain TCP to TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// The original file: stock inet_tcp.
+    Plain,
+    /// Phase A: the hybrid module, accepting both, dialing plain TCP.
+    HybridTcp,
+    /// Phase B: the hybrid module, accepting both, dialing TLS.
+    HybridTls,
+    /// Phase C: stock inet_tls, the file distls's default roll writes.
+    Tls,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 4] = [Stage::Plain, Stage::HybridTcp, Stage::HybridTls, Stage::Tls];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Stage::Plain => "plain tcp",
+            Stage::HybridTcp => "A (hybrid, dials tcp)",
+            Stage::HybridTls => "B (hybrid, dials tls)",
+            Stage::Tls => "tls",
+        }
+    }
+
+    /// How the probe reports a node running this stage (`proto_dist`, plus the dial mode for
+    /// the hybrid module).
+    pub fn signature(self) -> &'static str {
+        match self {
+            Stage::Plain => "inet_tcp",
+            Stage::HybridTcp => "distls_hybrid:tcp",
+            Stage::HybridTls => "distls_hybrid:tls",
+            Stage::Tls => "inet_tls",
+        }
+    }
+
+    pub fn of_signature(signature: &str) -> Option<Stage> {
+        Stage::ALL.into_iter().find(|s| s.signature() == signature)
+    }
+
+    /// The transport of a link between two nodes that both run this stage.
+    pub fn links_tls(self) -> bool {
+        matches!(self, Stage::HybridTls | Stage::Tls)
+    }
+
+    pub fn uses_module(self) -> bool {
+        matches!(self, Stage::HybridTcp | Stage::HybridTls)
+    }
+
+    /// The next stage toward `toward` (`Tls` or `Plain`), if not there yet.
+    pub fn next_toward(self, toward: Stage) -> Option<Stage> {
+        let i = Stage::ALL.iter().position(|s| *s == self)?;
+        let j = Stage::ALL.iter().position(|s| *s == toward)?;
+        match i.cmp(&j) {
+            std::cmp::Ordering::Less => Some(Stage::ALL[i + 1]),
+            std::cmp::Ordering::Greater => Some(Stage::ALL[i - 1]),
+            std::cmp::Ordering::Equal => None,
+        }
+    }
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+/// Which roll of a zero-split run is under way; kept in the journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RollState {
+    pub from: Stage,
+    pub to: Stage,
+    /// Where the whole run heads: `tls` (migrate) or `plain` (after a failure, or `distls rollback`).
+    pub toward: Stage,
+    /// Whether this roll's starting state was checked (every node at `from`, one mesh).
+    pub started: bool,
+}
+
+impl RollState {
+    pub fn first() -> Self {
+        RollState {
+            from: Stage::Plain,
+            to: Stage::HybridTcp,
+            toward: Stage::Tls,
+            started: false,
+        }
+    }
+
+    /// The roll after this one, if the run is not at `toward` yet.
+    pub fn next(self) -> Option<RollState> {
+        let to = self.to.next_toward(self.toward)?;
+        Some(RollState {
+            from: self.to,
+            to,
+            toward: self.toward,
+            started: false,
+        })
+    }
+
+    /// Turn back to plain from a roll rolled back to its `from` stage.
+    pub fn back_to_plain(self) -> Option<RollState> {
+        let to = self.from.next_toward(Stage::Plain)?;
+        Some(RollState {
+            from: self.from,
+            to,
+            toward: Stage::Plain,
+            started: false,
+        })
+    }
+
+    pub fn describe(self) -> String {
+        format!("{} → {}", self.from.label(), self.to.label())
+    }
+}
+
+/// The flags-file text of one node at every stage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageTexts {
+    pub plain: String,
+    pub hybrid_tcp: String,
+    pub hybrid_tls: String,
+    pub tls: String,
+}
+
+impl StageTexts {
+    pub fn text(&self, stage: Stage) -> &str {
+        match stage {
+            Stage::Plain => &self.plain,
+            Stage::HybridTcp => &self.hybrid_tcp,
+            Stage::HybridTls => &self.hybrid_tls,
+            Stage::Tls => &self.tls,
+        }
+    }
+
+    pub fn stage_of(&self, text: &str) -> Option<Stage> {
+        Stage::ALL.into_iter().find(|s| self.text(*s) == text)
+    }
+}
+
+pub fn module_dir(flags_file: &Path) -> PathBuf {
+    flags_file
+        .parent()
+        .unwrap_or(Path::new("/"))
+        .join(MODULE_DIR_NAME)
+}
+
+/// The hybrid texts from the stock TLS text: its `-proto_dist inet_tls` becomes
+/// `-proto_dist distls_hybrid`, followed on the same line by the code path and the dial mode.
+/// Everything else (the certificate options the module's TLS side uses) stays as it is.
+pub fn stage_texts(plain: &str, tls: &str, module_dir: &Path) -> Result<StageTexts, String> {
+    let settings = argsfile::dist_settings(tls);
+    let Some(proto) = settings.proto_dist.filter(|p| p.value == "inet_tls") else {
+        return Err(
+            "zero-split needs `-proto_dist inet_tls` in the TLS text (inet6_tls is not supported by the hybrid module)".into(),
+        );
+    };
+    let dir = module_dir.display().to_string();
+    if dir.is_empty()
+        || dir
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || "#\"'\\$`".contains(c))
+    {
+        return Err(format!(
+            "the module directory {dir:?} contains characters an args file cannot carry unquoted"
+        ));
+    }
+    let hybrid = |dial: &str| {
+        let mut text = String::with_capacity(tls.len() + 80);
+        text.push_str(&tls[..proto.span.start]);
+        text.push_str(&format!("{PROTO_DIST} -pa {dir} -{PROTO_DIST} dial {dial}"));
+        text.push_str(&tls[proto.span.end..]);
+        text
+    };
+    Ok(StageTexts {
+        plain: plain.to_owned(),
+        hybrid_tcp: hybrid("tcp"),
+        hybrid_tls: hybrid("tls"),
+        tls: tls.to_owned(),
+    })
+}
+
+/// Writes the module's source next to the flags file and compiles it with the node's own `erl`
+/// (the OTP the node runs). Idempotent: an installed module with the same source is kept.
+pub async fn install_module(
+    transport: &Transport,
+    erl: &str,
+    flags_file: &Path,
+) -> Result<(), String> {
+    let dir = module_dir(flags_file);
+    let source = dir.join(format!("{MODULE}.erl"));
+    let beam = dir.join(format!("{MODULE}.beam"));
+    let installed = transport.read_file(&source).await.ok();
+    if installed.as_deref() == Some(MODULE_SOURCE.as_bytes()) && transport.file_exists(&beam).await
+    {
+        return Ok(());
+    }
+    let mkdir = format!(
+        "mkdir -p {d} && chmod 0755 {d}",
+        d = shell_quote(&dir.display().to_string())
+    );
+    run_checked(transport, &mkdir, "create the module directory").await?;
+    transport
+        .write_file_owned_like(&source, MODULE_SOURCE.as_bytes(), 0o644, flags_file)
+        .await
+        .map_err(|e| format!("cannot write {}: {e}", source.display()))?;
+    // One Erlang term, no shell word splitting inside: paths are quoted for Erlang and the shell.
+    let eval = format!(
+        "case compile:file({src:?}, [{{outdir, {out:?}}}, report_errors, report_warnings]) of {{ok, _}} -> halt(0); _ -> halt(1) end.",
+        src = source.display().to_string(),
+        out = dir.display().to_string(),
+    );
+    let compile = format!(
+        "{erl} -noshell -noinput -boot start_clean -eval {eval} && chmod 0644 {beam}",
+        erl = shell_quote(erl),
+        eval = shell_quote(&eval),
+        beam = shell_quote(&beam.display().to_string())
+    );
+    run_checked(transport, &compile, "compile the hybrid module").await
+}
+
+/// Removes what [`install_module`] wrote (once no flags file points at it).
+pub async fn remove_module(transport: &Transport, flags_file: &Path) -> Result<(), String> {
+    let dir = module_dir(flags_file);
+    let files: Vec<String> = ["erl", "beam"]
+        .iter()
+        .map(|ext| shell_quote(&dir.join(format!("{MODULE}.{ext}")).display().to_string()))
+        .collect();
+    let script = format!(
+        "rm -f {} && {{ rmdir {d} 2>/dev/null || [ ! -e {d} ] || true; }}",
+        files.join(" "),
+        d = shell_quote(&dir.display().to_string())
+    );
+    run_checked(transport, &script, "remove the hybrid module").await
+}
+
+async fn run_checked(transport: &Transport, script: &str, what: &str) -> Result<(), String> {
+    let out = transport
+        .run(script, Duration::from_secs(60))
+        .await
+        .map_err(|e| format!("cannot {what} on {}: {e}", transport.describe()))?;
+    if !out.success() {
+        return Err(format!(
+            "cannot {what} on {}: {}",
+            transport.describe(),
+            out.tail()
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TLS: &str = "## TLS\n-proto_dist inet_tls\n-ssl_dist_opt server_certfile /c.pem\n";
+
+    #[test]
+    fn hybrid_texts_replace_only_the_protocol() {
+        let texts = stage_texts("## plain\n", TLS, Path::new("/r/etc/distls-hybrid")).unwrap();
+        assert_eq!(
+            texts.hybrid_tcp,
+            "## TLS\n-proto_dist distls_hybrid -pa /r/etc/distls-hybrid -distls_hybrid dial tcp\n-ssl_dist_opt server_certfile /c.pem\n"
+        );
+        assert!(texts.hybrid_tls.contains("-distls_hybrid dial tls\n"));
+        let settings = argsfile::dist_settings(&texts.hybrid_tls);
+        assert_eq!(settings.proto_dist.unwrap().value, "distls_hybrid");
+        assert!(settings.extra_proto_dist.is_empty());
+        assert_eq!(texts.stage_of(&texts.hybrid_tls), Some(Stage::HybridTls));
+        assert_eq!(texts.stage_of("other"), None);
+    }
+
+    #[test]
+    fn only_inet_tls_and_plain_word_paths() {
+        let six = "-proto_dist inet6_tls\n";
+        assert!(stage_texts("", six, Path::new("/x")).is_err());
+        assert!(stage_texts("", TLS, Path::new("/a b")).is_err());
+    }
+
+    #[test]
+    fn rolls_go_forward_and_back() {
+        let first = RollState::first();
+        let second = first.next().unwrap();
+        assert_eq!(
+            (second.from, second.to),
+            (Stage::HybridTcp, Stage::HybridTls)
+        );
+        let third = second.next().unwrap();
+        assert_eq!((third.from, third.to), (Stage::HybridTls, Stage::Tls));
+        assert!(third.next().is_none());
+        let back = third.back_to_plain().unwrap();
+        assert_eq!((back.from, back.to), (Stage::HybridTls, Stage::HybridTcp));
+        let back2 = back.next().unwrap();
+        assert_eq!((back2.from, back2.to), (Stage::HybridTcp, Stage::Plain));
+        assert!(back2.next().is_none());
+        assert!(first.back_to_plain().is_none());
+    }
+
+    #[test]
+    fn signatures_round_trip() {
+        for stage in Stage::ALL {
+            assert_eq!(Stage::of_signature(stage.signature()), Some(stage));
+        }
+        assert!(Stage::HybridTls.links_tls() && !Stage::HybridTcp.links_tls());
+    }
+}
+
+// ---- the rolls ----------------------------------------------------------------------------------
+
+use crate::error::{Error, Result};
+use crate::journal::{Journal, JournalStore, Phase, Step};
+use crate::plan::{OnFailure, Plan};
+use crate::rollout::{NodeSummary, Options, Rollout};
+use crate::target::{self, NodeTarget};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+/// One node: what distls read of it, and its flags file at every stage.
+pub struct ZeroSplitNode {
+    pub target: NodeTarget,
+    pub texts: StageTexts,
+}
+
+/// Reads and checks every node for a zero-split run (read-only). Its flags file may be at any
+/// stage: a resumed run finds hybrid texts.
+pub async fn prepare(
+    plan: &Plan,
+    transports: &[Transport],
+    journal: Option<&Journal>,
+) -> Result<Vec<ZeroSplitNode>> {
+    plan.check_local_files()?;
+    let mut nodes = Vec::with_capacity(plan.nodes.len());
+    for (spec, transport) in plan.nodes.iter().zip(transports) {
+        let target = target::read_node(spec, transport).await?;
+        if spec.flavor != crate::flavor::Flavor::MongooseIm {
+            return Err(Error::InvalidInput(format!(
+                "node {}: --zero-split supports the mongooseim flavor (vm.dist.args read by server and ctl); this node is {}\n  hint: use the default roll for this cluster, or see docs/zero-split.md",
+                spec.name, spec.flavor
+            )));
+        }
+        if argsfile::dist_settings(&target.original)
+            .proto_dist
+            .is_some_and(|p| p.value == PROTO_DIST)
+        {
+            return Err(Error::NeedsOperator(format!(
+                "node {}: {} runs the hybrid module but there is no backup of its original ({})\n  hint: put the original vm.dist.args back, then rerun",
+                spec.name,
+                target.dist_args.display(),
+                target.backup.display()
+            )));
+        }
+        let texts = stage_texts(
+            &target.original,
+            &target.tls.text,
+            &module_dir(&target.dist_args),
+        )
+        .map_err(|why| {
+            Error::InvalidInput(format!(
+                "node {}: {}: {why}\n  hint: see docs/zero-split.md",
+                spec.name,
+                target.dist_args.display()
+            ))
+        })?;
+        if texts.stage_of(&target.current).is_none() {
+            return Err(target::changed_outside(
+                &target,
+                "every text a zero-split run writes",
+            ));
+        }
+        target::check_original_hash(&target, journal)?;
+        nodes.push(ZeroSplitNode { target, texts });
+    }
+    let targets: Vec<NodeTarget> = nodes.iter().map(|n| n.target.clone()).collect();
+    target::check_consistent_naming(&targets)?;
+    Ok(nodes)
+}
+
+/// The nodes as one roll sees them: its `from` text is their original, its `to` text their
+/// TLS text.
+pub fn roll_targets(nodes: &[ZeroSplitNode], roll: RollState) -> Vec<NodeTarget> {
+    nodes
+        .iter()
+        .map(|node| {
+            let mut target = node.target.clone();
+            target.original = node.texts.text(roll.from).to_owned();
+            target.tls.text = node.texts.text(roll.to).to_owned();
+            target
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Intent {
+    /// `distls migrate --zero-split`: on to TLS (a failure turns back to plain).
+    Migrate,
+    /// `distls rollback` of a zero-split run: back to plain.
+    Rollback,
+}
+
+/// Runs the rolls the journal says are left, one after the other.
+pub async fn run(
+    plan: &Plan,
+    nodes: &[ZeroSplitNode],
+    mut store: JournalStore,
+    mut journal: Journal,
+    options: Options,
+    interrupted: Arc<AtomicBool>,
+    intent: Intent,
+) -> (Vec<NodeSummary>, Result<()>) {
+    let mut summary = Vec::new();
+    let mut failure: Option<Error> = None;
+    let mut roll = *journal.zero_split.get_or_insert(RollState::first());
+    if intent == Intent::Rollback && roll.toward == Stage::Tls {
+        // The roll under way goes back to its `from` stage first; then the rolls back to plain.
+        if let Err(e) = install_modules(nodes, roll).await {
+            return (summary, Err(e));
+        }
+        let rollout = match Rollout::new(
+            plan,
+            roll_targets(nodes, roll),
+            store,
+            journal,
+            Options {
+                on_failure: OnFailure::Pause,
+            },
+            interrupted.clone(),
+        ) {
+            Ok(r) => r,
+            Err(e) => return (summary, Err(e)),
+        };
+        let mut rollout = rollout.for_zero_split_roll(roll);
+        let (rows, outcome) = rollout.rollback().await;
+        summary = rows;
+        (store, journal) = rollout.into_parts();
+        if let Err(e) = outcome {
+            return (summary, Err(e));
+        }
+        match roll.back_to_plain() {
+            Some(next) => roll = next,
+            None => return (summary, finish(nodes, &store, &mut journal, None).await),
+        }
+        if let Err(e) = advance(&store, &mut journal, roll) {
+            return (summary, Err(e));
+        }
+    }
+    loop {
+        if roll.toward == Stage::Plain && intent == Intent::Migrate && failure.is_none() {
+            failure = Some(Error::StepFailed(
+                "an earlier failure (see `distls status`) turned this run back toward plain TCP; it finishes that first"
+                    .into(),
+            ));
+        }
+        if let Err(e) = install_modules(nodes, roll).await {
+            return (summary, Err(e));
+        }
+        let rollout = match Rollout::new(
+            plan,
+            roll_targets(nodes, roll),
+            store,
+            journal,
+            options.clone(),
+            interrupted.clone(),
+        ) {
+            Ok(r) => r,
+            Err(e) => return (summary, Err(e)),
+        };
+        let mut rollout = rollout.for_zero_split_roll(roll);
+        rollout.note(&format!("roll {}", roll.describe()));
+        let (rows, outcome) = rollout.migrate().await;
+        summary = rows;
+        (store, journal) = rollout.into_parts();
+        let next = match outcome {
+            Ok(()) => roll.next(),
+            // The roll went back to where it started (one mesh, no split): on back to plain.
+            Err(e)
+                if journal.phase == Phase::RolledBack
+                    && roll.toward == Stage::Tls
+                    && options.on_failure == OnFailure::Rollback =>
+            {
+                failure = Some(e);
+                match roll.back_to_plain() {
+                    Some(back) => Some(back),
+                    None => return (summary, finish(nodes, &store, &mut journal, failure).await),
+                }
+            }
+            Err(e) => return (summary, Err(e)),
+        };
+        match next {
+            Some(next) => {
+                roll = next;
+                if let Err(e) = advance(&store, &mut journal, roll) {
+                    return (summary, Err(e));
+                }
+            }
+            None => return (summary, finish(nodes, &store, &mut journal, failure).await),
+        }
+    }
+}
+
+/// The next roll begins: every node's step starts over.
+fn advance(store: &JournalStore, journal: &mut Journal, roll: RollState) -> Result<()> {
+    for node in &mut journal.nodes {
+        node.step = Step::Pending;
+    }
+    journal.phase = Phase::Migrating;
+    journal.zero_split = Some(roll);
+    journal.record(None, &format!("next roll: {}", roll.describe()));
+    store.save(journal)?;
+    Ok(())
+}
+
+/// The last roll is done (at TLS, or back at plain): the module goes. `failure`: why the run
+/// turned back, if it did.
+async fn finish(
+    nodes: &[ZeroSplitNode],
+    store: &JournalStore,
+    journal: &mut Journal,
+    failure: Option<Error>,
+) -> Result<()> {
+    remove_modules(nodes).await?;
+    let at_plain = journal.zero_split.is_some_and(|r| r.to == Stage::Plain)
+        || journal.phase == Phase::RolledBack;
+    if at_plain {
+        // Nothing left to resume: the next `migrate` starts a new run.
+        journal.phase = Phase::RolledBack;
+        journal.zero_split = None;
+        journal.record(None, "rolled back to plain tcp; hybrid module removed");
+    } else {
+        journal.record(None, "hybrid module removed");
+    }
+    store.save(journal)?;
+    match failure {
+        Some(e) => Err(Error::StepFailed(format!(
+            "{e}\nrolled back: every node runs plain TCP again with its original vm.dist.args, and the cluster was never split"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Every node gets the module before a roll whose stages use it.
+async fn install_modules(nodes: &[ZeroSplitNode], roll: RollState) -> Result<()> {
+    if !(roll.from.uses_module() || roll.to.uses_module()) {
+        return Ok(());
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for node in nodes {
+        let (transport, erl, flags) = (
+            node.target.transport.clone(),
+            node.target.spec.erl.clone(),
+            node.target.dist_args.clone(),
+        );
+        let name = node.target.name().to_owned();
+        tasks.spawn(async move {
+            install_module(&transport, &erl, &flags)
+                .await
+                .map_err(|why| format!("node {name}: {why}"))
+        });
+    }
+    collect(tasks).await
+}
+
+async fn remove_modules(nodes: &[ZeroSplitNode]) -> Result<()> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for node in nodes {
+        let (transport, flags) = (node.target.transport.clone(), node.target.dist_args.clone());
+        let name = node.target.name().to_owned();
+        tasks.spawn(async move {
+            remove_module(&transport, &flags)
+                .await
+                .map_err(|why| format!("node {name}: {why}"))
+        });
+    }
+    collect(tasks).await
+}
+
+async fn collect(mut tasks: tokio::task::JoinSet<std::result::Result<(), String>>) -> Result<()> {
+    let mut errors = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(Ok(())) => {}
+            Ok(Err(why)) => errors.push(why),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    errors.sort();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::StepFailed(errors.join("\n")))
+    }
+}
