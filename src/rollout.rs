@@ -660,11 +660,11 @@ exit 1"#
     }
 
     async fn edit(&mut self, index: usize) -> StepResult {
-        self.progress.step(
-            index,
-            self.name(index),
-            &format!("enabling TLS in {}", self.file_label(index)),
-        );
+        let what = match self.roll {
+            Some(roll) => format!("switching {} to {}", self.file_label(index), roll.to),
+            None => format!("enabling TLS in {}", self.file_label(index)),
+        };
+        self.progress.step(index, self.name(index), &what);
         self.mark(index, Step::Editing)?;
         self.ensure_backup(index).await?;
         let target = &self.targets[index];
@@ -717,11 +717,11 @@ exit 1"#
     }
 
     async fn restore(&mut self, index: usize, done: Step) -> StepResult {
-        self.progress.step(
-            index,
-            self.name(index),
-            &format!("restoring the original {}", self.file_label(index)),
-        );
+        let what = match self.roll {
+            Some(roll) => format!("switching {} back to {}", self.file_label(index), roll.from),
+            None => format!("restoring the original {}", self.file_label(index)),
+        };
+        self.progress.step(index, self.name(index), &what);
         self.mark(index, Step::RevertRestoring)?;
         let target = &self.targets[index];
         target
@@ -1615,10 +1615,15 @@ exit 1"#
     fn mark(&mut self, index: usize, step: Step) -> StepResult {
         let name = self.name(index).to_string();
         // "before": the side effect this step records has happened, the journal does not know yet.
-        failpoint(&format!("{name}:{}:before", step.label()));
+        // A zero-split roll's points are named after the stage it goes to (`b:mim2@host:edited`).
+        let point = match self.roll {
+            Some(roll) => format!("{}:{name}:{}", roll.to.tag(), step.label()),
+            None => format!("{name}:{}", step.label()),
+        };
+        failpoint(&format!("{point}:before"));
         self.journal.set_step(&name, step);
         self.store.save(&mut self.journal)?;
-        failpoint(&format!("{name}:{}", step.label()));
+        failpoint(&point);
         Ok(())
     }
 
@@ -1730,7 +1735,7 @@ pub fn describe_links(info: &NodeInfo) -> String {
 /// DISTLS_FAILPOINT=walk kills at the first such point not listed in DISTLS_FAILPOINT_SEEN
 /// (comma-separated), naming it on stderr, so a test can walk every point of a roll in order.
 #[cfg(feature = "failpoints")]
-fn failpoint(point: &str) {
+pub(crate) fn failpoint(point: &str) {
     let Ok(wanted) = std::env::var("DISTLS_FAILPOINT") else {
         return;
     };
@@ -1747,7 +1752,7 @@ fn failpoint(point: &str) {
 }
 
 #[cfg(not(feature = "failpoints"))]
-fn failpoint(_point: &str) {}
+pub(crate) fn failpoint(_point: &str) {}
 
 #[cfg(test)]
 mod tests {

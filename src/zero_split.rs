@@ -47,6 +47,16 @@ impl Stage {
         }
     }
 
+    /// A short name: `plain`, `a`, `b`, `c` (failpoints, logs).
+    pub fn tag(self) -> &'static str {
+        match self {
+            Stage::Plain => "plain",
+            Stage::HybridTcp => "a",
+            Stage::HybridTls => "b",
+            Stage::Tls => "c",
+        }
+    }
+
     /// How the probe reports a node running this stage (`proto_dist`, plus the dial mode for
     /// the hybrid module).
     pub fn signature(self) -> &'static str {
@@ -528,7 +538,10 @@ fn advance(store: &JournalStore, journal: &mut Journal, roll: RollState) -> Resu
     journal.phase = Phase::Migrating;
     journal.zero_split = Some(roll);
     journal.record(None, &format!("next roll: {}", roll.describe()));
+    let point = format!("next:{}:{}", roll.from.tag(), roll.to.tag());
+    crate::rollout::failpoint(&format!("{point}:before"));
     store.save(journal)?;
+    crate::rollout::failpoint(&point);
     Ok(())
 }
 
