@@ -25,3 +25,5 @@ mod ssh;
 mod netns;
 // The ejabberd and RabbitMQ flavors against the real products (Debian packages).
 mod flavors;
+// Zero-split: three rolls through the hybrid module, never split.
+mod zero_split;
