@@ -166,3 +166,35 @@ fn a_crash_at_every_rollback_step_converges() {
         "every rollback write was crash-tested ({killed})"
     );
 }
+
+/// Zero-split: every crash point of all three rolls (and of the journal writes between them), in
+/// order; each rerun of `migrate --zero-split` resumes from what the nodes really are. At the end
+/// every link is TLS, the module is gone and every backup holds the original.
+#[test]
+fn a_zero_split_run_crashed_at_every_step_of_every_roll_converges() {
+    let t = cluster("zsevery", 2);
+    let originals = t.dist_args_files();
+    let plan = t.plan();
+    let (points, finished) =
+        crash_at_every_write(&t, &["migrate", "--zero-split", plan.to_str().unwrap()]);
+    assert!(finished.status.success(), "{}", describe(&finished));
+    t.assert_mesh("inet_tls", "tls");
+    for (node, original) in originals.iter().enumerate() {
+        let backup = format!("{}.distls-orig", t.dist_args_path(node).display());
+        assert_eq!(&std::fs::read(backup).unwrap(), original, "backup of node {node}");
+        let module = t.cluster.nodes()[node].root.join("etc/distls-hybrid");
+        assert!(!module.exists(), "node {node}: module removed");
+    }
+    for stage in ["a", "b", "c"] {
+        assert!(
+            points.iter().any(|p| p.starts_with(&format!("{stage}:"))),
+            "roll to {stage} was crash-tested: {points:?}"
+        );
+    }
+    assert!(
+        points.iter().any(|p| p.starts_with("next:")),
+        "the switch between rolls was crash-tested: {points:?}"
+    );
+    eprintln!("zero-split: {} crash points tried, all converged", points.len());
+    assert!(points.len() >= 3 * 26, "every step write of every roll ({})", points.len());
+}
