@@ -25,3 +25,5 @@ mod ssh;
 mod netns;
 // The ejabberd and RabbitMQ flavors against the real products (Debian packages).
 mod flavors;
+// The transitional hybrid dist module (plain TCP and TLS on one port) under connect/disconnect stress.
+mod hybrid;
