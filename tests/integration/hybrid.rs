@@ -2,7 +2,8 @@
 //! two hybrid nodes (one `dial tcp`, one `dial tls`, verify_peer both ways) on loopback with a
 //! private epmd, dialled over and over by a stock `-proto_dist inet_tls` VM and a stock plain VM
 //! (tests/integration/hybrid_driver.erl). Every accept must give a link of the dialer's protocol,
-//! with no failure. Also: hybrid <-> hybrid in both directions, a TLS client with a certificate
+//! with no failure. Also: hybrid <-> hybrid in both directions, a crash of any acceptor process
+//! is recovered from (net_kernel restarts the set), a TLS client with a certificate
 //! from another CA is refused, and a client that sends nothing is closed.
 
 use crate::products::short_hostname;
@@ -305,6 +306,19 @@ fn hybrid_listener_accepts_tcp_and_tls_under_stress() {
         ],
         "hybrid <-> hybrid links\n{}",
         env.read_log("pairs")
+    );
+
+    // A crash of any of the acceptor's processes takes the set down and net_kernel starts a new
+    // one (the stress below then runs against the restarted hyb_tls acceptor).
+    let crash = env.driver(&mut procs, "crash", &tls_vm, &["crash", &nodes[1]]);
+    assert_eq!(
+        crash,
+        vec![format!(
+            "crash {} [{{raw_accept_loop,restarted}},{{tls_accept_loop,restarted}},{{acceptor,restarted}}]",
+            nodes[1]
+        )],
+        "acceptor restart\n{}",
+        env.read_log("crash")
     );
 
     // The stress: a stock TLS VM and a stock plain VM at the same time, each dialling both hybrid

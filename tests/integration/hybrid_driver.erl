@@ -5,6 +5,9 @@
 %%       HYBRID failure <target> <cycle> <reason>    (one per failed cycle)
 %%   pairs A B                A dials B, then (after a disconnect) B dials A; per direction:
 %%       HYBRID pair <dialer> <acceptor> <dialer's view: tcp|tls|none> <acceptor's view> <connected>
+%%   crash Target             kills the raw accept loop, the TLS accept loop, then the acceptor, one at
+%%                            a time, and checks net_kernel restarts the whole set each time:
+%%       HYBRID crash <target> [{raw_accept_loop,restarted},...]
 %%   refused Target           HYBRID refused <target> <true|false> (true: no link on either side)
 -module(hybrid_driver).
 -export([main/1]).
@@ -22,6 +25,12 @@ main(["pairs", A, B]) ->
         until(fun() -> not linked(NA, NB) andalso not linked(NB, NA) end, 10000),
     out(First),
     out(pair(NB, NA)),
+    halt(0);
+main(["crash", Target]) ->
+    T = list_to_atom(Target),
+    true = net_kernel:connect_node(T),
+    Restarted = [crash(T, What) || What <- [raw_accept_loop, tls_accept_loop, acceptor]],
+    out(io_lib:format("crash ~s ~w", [T, Restarted])),
     halt(0);
 main(["refused", Target]) ->
     T = list_to_atom(Target),
@@ -81,6 +90,34 @@ until1(Check, Deadline) ->
                 false -> receive after 10 -> until1(Check, Deadline) end
             end
     end.
+
+%% Kills one of the hybrid acceptor's processes on T (found by what they run) and waits until a
+%% complete new set runs: {What, restarted} or {What, {not_restarted, Procs}}.
+crash(T, What) ->
+    Before = acceptor_procs(T),
+    Victim = maps:get(What, Before),
+    rpc:call(T, erlang, exit, [Victim, kill]),
+    Fresh = fun() ->
+                    After = acceptor_procs(T),
+                    map_size(After) =:= 3 andalso
+                        lists:all(fun(P) -> not lists:member(P, maps:values(Before)) end,
+                                  maps:values(After))
+            end,
+    case until(Fresh, 5000) of
+        ok -> {What, restarted};
+        timeout -> {What, {not_restarted, acceptor_procs(T)}}
+    end.
+
+%% The acceptor (queue), raw accept loop and stock TLS accept loop running on T.
+acceptor_procs(T) ->
+    Kinds = #{{distls_hybrid_dist, queue_loop, 2} => acceptor,
+              {prim_inet, accept0, 3} => raw_accept_loop,
+              {inet_tls_dist, accept_loop, 4} => tls_accept_loop},
+    maps:from_list(
+      [{maps:get(F, Kinds), P}
+       || P <- rpc:call(T, erlang, processes, []),
+          {current_function, F} <- [rpc:call(T, erlang, process_info, [P, current_function])],
+          is_map_key(F, Kinds)]).
 
 %% Node A's view of its link to B: tcp, tls or none (from A's net_kernel:nodes_info()).
 transport(A, B) ->
