@@ -21,10 +21,11 @@
 %%
 %% IPv4 only (family inet): it delegates to inet_tcp_dist / inet_tls_dist, not their inet6 twins.
 %%
-%% How a connection is classified: the byte is read and pushed back into the inet driver's own
-%% buffer with gen_tcp:unrecv/2 (exported, undocumented, OTP 25). No peek through a dup'd fd:
-%% that approach (socket NIF) made some TLS accepts stall. The driver hands buffered bytes to
-%% the next passive recv, and to the owner when the socket is made active (what ssl does).
+%% How a connection is classified: its first two bytes are read and pushed back into the inet
+%% driver's own buffer with gen_tcp:unrecv/2 (exported but undocumented, OTP 25), so the
+%% delegate's handshake reads the stream from its start: the driver serves buffered bytes to the
+%% next passive recv, and delivers them when the socket is made active (what ssl does). No peek
+%% through a dup'd fd: that approach (socket NIF) made some TLS accepts stall.
 -module(distls_hybrid_dist).
 
 %% The distribution module API (net_kernel calls these).

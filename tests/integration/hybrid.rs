@@ -95,7 +95,7 @@ impl Env {
             Duration::from_secs(120),
             &mut || {
                 status = child.try_wait().unwrap();
-                status.map(|_| ()).ok_or_default()
+                status.map(|_| ()).ok_or_else(String::new)
             },
         )
         .unwrap_or_else(|e| panic!("{e}\n{}", self.read_log(name)));
@@ -123,16 +123,6 @@ impl Env {
                 .parse()
                 .ok()
         })
-    }
-}
-
-trait OkOrDefault {
-    fn ok_or_default(self) -> Result<(), String>;
-}
-
-impl OkOrDefault for Option<()> {
-    fn ok_or_default(self) -> Result<(), String> {
-        self.ok_or_else(String::new)
     }
 }
 
@@ -260,7 +250,9 @@ fn hybrid_listener_accepts_tcp_and_tls_under_stress() {
                 if let Some(status) = child.try_wait().unwrap() {
                     panic!("{name} exited ({status}):\n{}", env.read_log(name));
                 }
-                env.epmd_port_of(name).map(|_| ()).ok_or_default()
+                env.epmd_port_of(name)
+                    .map(|_| ())
+                    .ok_or_else(|| "not yet".to_owned())
             },
         )
         .unwrap();
@@ -382,8 +374,10 @@ fn hybrid_listener_accepts_tcp_and_tls_under_stress() {
         assert_eq!(
             *failures,
             0,
-            "{target} {expect}: failures\n{}",
-            lines.join("\n")
+            "{target} {expect}: failures\n{}\n--- hyb_tcp log\n{}\n--- hyb_tls log\n{}",
+            lines.join("\n"),
+            env.read_log("hyb_tcp"),
+            env.read_log("hyb_tls")
         );
         seen.push(format!("{target} {expect}"));
     }
