@@ -27,3 +27,5 @@ mod netns;
 mod flavors;
 // Zero-split: three rolls through the hybrid module, never split.
 mod zero_split;
+// The transitional hybrid dist module (plain TCP and TLS on one port) under connect/disconnect stress.
+mod hybrid;

@@ -1,0 +1,413 @@
+//! The transitional distribution module src/zero_split/distls_hybrid_dist.erl on real nodes:
+//! two hybrid nodes (one `dial tcp`, one `dial tls`, verify_peer both ways) on loopback with a
+//! private epmd, dialled over and over by a stock `-proto_dist inet_tls` VM and a stock plain VM
+//! (tests/integration/hybrid_driver.erl). Every accept must give a link of the dialer's protocol,
+//! with no failure. Also: hybrid <-> hybrid in both directions, a crash of any acceptor process
+//! is recovered from (net_kernel restarts the set), a TLS client with a certificate
+//! from another CA is refused, and a client that sends nothing is closed.
+
+use crate::products::short_hostname;
+use distls::rehearsal::{
+    TlsFiles, poll_until, start_private_epmd, write_foreign_ca_cert, write_host_certs,
+};
+use std::io::Read as _;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const MODULE_SRC: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/src/zero_split/distls_hybrid_dist.erl"
+);
+const DRIVER_SRC: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/integration/hybrid_driver.erl"
+);
+/// Connect -> check -> disconnect cycles per dialer protocol per hybrid node.
+const CYCLES: usize = 200;
+
+/// Every process the test starts, killed by its pid and reaped when dropped (also on panic).
+struct Procs(Vec<Child>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+struct Env {
+    dir: PathBuf,
+    ebin: PathBuf,
+    host: String,
+    epmd_port: u16,
+    cookie: String,
+}
+
+impl Env {
+    /// `erl -noshell -sname <name>` against the private epmd, output in `<dir>/<name>.log`.
+    fn erl(&self, name: &str, args: &[String]) -> Command {
+        let log = std::fs::File::create(self.log(name)).unwrap();
+        let mut cmd = Command::new("erl");
+        cmd.args(["-noshell", "-sname", name, "-setcookie", &self.cookie])
+            .arg("-pa")
+            .arg(&self.ebin)
+            .args(args)
+            .env("ERL_EPMD_PORT", self.epmd_port.to_string())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        cmd
+    }
+
+    fn log(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.log"))
+    }
+
+    fn node(&self, name: &str) -> String {
+        format!("{name}@{}", self.host)
+    }
+
+    /// Runs the driver VM to its end (with a deadline) and returns its `HYBRID ` lines.
+    fn driver(
+        &self,
+        procs: &mut Procs,
+        name: &str,
+        vm_args: &[String],
+        job: &[&str],
+    ) -> Vec<String> {
+        let mut args = vm_args.to_vec();
+        args.extend(["-hidden", "-run", "hybrid_driver", "main"].map(String::from));
+        args.extend(job.iter().map(|s| s.to_string()));
+        let child = self.erl(name, &args).spawn().expect("erl starts");
+        procs.0.push(child);
+        self.finish(procs, procs.0.len() - 1, name)
+    }
+
+    fn finish(&self, procs: &mut Procs, index: usize, name: &str) -> Vec<String> {
+        let child = &mut procs.0[index];
+        let mut status = None;
+        poll_until(
+            &format!("driver {name}"),
+            Duration::from_secs(120),
+            &mut || {
+                status = child.try_wait().unwrap();
+                status.map(|_| ()).ok_or_else(String::new)
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}\n{}", self.read_log(name)));
+        let log = self.read_log(name);
+        assert!(status.unwrap().success(), "driver {name} failed:\n{log}");
+        log.lines()
+            .filter_map(|l| l.strip_prefix("HYBRID "))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn read_log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.log(name)).unwrap_or_default()
+    }
+
+    /// The node's port as epmd reports it (`name <name> at port <port>`).
+    fn epmd_port_of(&self, name: &str) -> Option<u16> {
+        let out = Command::new("epmd")
+            .args(["-port", &self.epmd_port.to_string(), "-names"])
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout).lines().find_map(|l| {
+            l.strip_prefix(&format!("name {name} at port "))?
+                .trim()
+                .parse()
+                .ok()
+        })
+    }
+}
+
+/// `-ssl_dist_opt ...`: these files on both sides, verify_peer both ways.
+fn ssl_dist_opt(tls: &TlsFiles) -> Vec<String> {
+    let (cert, key, ca) = (
+        tls.certfile.display().to_string(),
+        tls.keyfile.display().to_string(),
+        tls.cacertfile.display().to_string(),
+    );
+    let mut args = vec!["-ssl_dist_opt".to_owned()];
+    for side in ["server", "client"] {
+        for (opt, value) in [
+            ("certfile", &cert),
+            ("keyfile", &key),
+            ("cacertfile", &ca),
+            ("verify", &"verify_peer".to_owned()),
+        ] {
+            args.push(format!("{side}_{opt}"));
+            args.push(value.clone());
+        }
+    }
+    args.extend(["server_fail_if_no_peer_cert", "true"].map(String::from));
+    args
+}
+
+fn erlc(args: &[&str], out: &Path, src: &str) -> std::process::Output {
+    Command::new("erlc")
+        .args(args)
+        .arg("-o")
+        .arg(out)
+        .arg(src)
+        .output()
+        .expect("erlc runs")
+}
+
+fn compile(ebin: &Path) {
+    std::fs::create_dir_all(ebin).unwrap();
+    let out = erlc(&[], ebin, MODULE_SRC);
+    assert!(
+        out.status.success(),
+        "{MODULE_SRC} does not compile:\n{}",
+        crate::support::describe(&out)
+    );
+    let out = erlc(&["+warnings_as_errors"], ebin, MODULE_SRC);
+    assert!(
+        out.status.success(),
+        "{MODULE_SRC} compiles with warnings:\n{}",
+        crate::support::describe(&out)
+    );
+    let out = erlc(&["+warnings_as_errors"], ebin, DRIVER_SRC);
+    assert!(
+        out.status.success(),
+        "{DRIVER_SRC}:\n{}",
+        crate::support::describe(&out)
+    );
+}
+
+/// One `stress` summary line: (target, expected transport, cycles, failures).
+fn parse_stress(line: &str) -> Option<(String, String, usize, usize)> {
+    let mut parts = line.split_whitespace();
+    (parts.next()? == "stress").then_some(())?;
+    let (target, expect) = (parts.next()?.to_owned(), parts.next()?.to_owned());
+    let field = |name: &str| -> Option<usize> {
+        line.split_whitespace()
+            .find_map(|p| p.strip_prefix(&format!("{name}=")))?
+            .parse()
+            .ok()
+    };
+    Some((target, expect, field("cycles")?, field("failures")?))
+}
+
+#[test]
+fn hybrid_listener_accepts_tcp_and_tls_under_stress() {
+    let started = Instant::now();
+    let tmp = tempfile::Builder::new()
+        .prefix("distls-hybrid-")
+        .tempdir()
+        .unwrap();
+    let dir = tmp.path().to_path_buf();
+    let ebin = dir.join("ebin");
+    compile(&ebin);
+
+    let host = short_hostname();
+    let tls = write_host_certs(&dir.join("tls"), &host).expect("certificates");
+    let foreign = write_foreign_ca_cert(&dir.join("foreign")).expect("foreign certificate");
+    let mut procs = Procs(Vec::new());
+    let (epmd, epmd_port) = start_private_epmd(&dir).expect("private epmd");
+    procs.0.push(epmd);
+    let env = Env {
+        dir,
+        ebin,
+        host,
+        epmd_port,
+        cookie: format!("hybrid{}", std::process::id()),
+    };
+
+    // The two hybrid nodes.
+    let loopback = ["-kernel", "inet_dist_use_interface", "{127,0,0,1}"].map(String::from);
+    let tls_args = ssl_dist_opt(&tls);
+    for (name, dial) in [("hyb_tcp", "tcp"), ("hyb_tls", "tls")] {
+        let mut args: Vec<String> = [
+            "-proto_dist",
+            "distls_hybrid",
+            "-distls_hybrid",
+            "dial",
+            dial,
+        ]
+        .map(String::from)
+        .to_vec();
+        args.extend(loopback.iter().cloned());
+        args.extend(tls_args.iter().cloned());
+        procs
+            .0
+            .push(env.erl(name, &args).spawn().expect("erl starts"));
+    }
+    let nodes = [env.node("hyb_tcp"), env.node("hyb_tls")];
+    let mut ports = Vec::new();
+    for (index, name) in ["hyb_tcp", "hyb_tls"].into_iter().enumerate() {
+        let child = &mut procs.0[1 + index];
+        poll_until(
+            &format!("{name} registered in epmd"),
+            Duration::from_secs(30),
+            &mut || {
+                if let Some(status) = child.try_wait().unwrap() {
+                    panic!("{name} exited ({status}):\n{}", env.read_log(name));
+                }
+                env.epmd_port_of(name)
+                    .map(|_| ())
+                    .ok_or_else(|| "not yet".to_owned())
+            },
+        )
+        .unwrap();
+        ports.push(env.epmd_port_of(name).unwrap());
+    }
+    let booted = started.elapsed();
+
+    // A client that connects and sends nothing; it must be closed (after connecttime, 7 s), and
+    // must not hold up the accepts below.
+    let mut silent = TcpStream::connect(("127.0.0.1", ports[0])).expect("connect to hyb_tcp");
+    let silent_since = Instant::now();
+
+    // Still open a moment later: the node waits for a first byte (up to connecttime, 7 s).
+    silent
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let early = silent.read(&mut buf);
+    assert!(
+        early
+            .as_ref()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock
+                || e.kind() == std::io::ErrorKind::TimedOut)
+            || silent_since.elapsed() >= Duration::from_secs(6),
+        "the silent client was closed early: {early:?}"
+    );
+
+    // Hybrid <-> hybrid: the dialer's mode decides the link's transport, seen alike on both sides.
+    let mut tls_vm = loopback.to_vec();
+    tls_vm.extend(["-proto_dist", "inet_tls"].map(String::from));
+    tls_vm.extend(tls_args.iter().cloned());
+    let pairs = env.driver(
+        &mut procs,
+        "pairs",
+        &tls_vm,
+        &["pairs", &nodes[0], &nodes[1]],
+    );
+    assert_eq!(
+        pairs,
+        vec![
+            format!("pair {} {} tcp tcp true", nodes[0], nodes[1]),
+            format!("pair {} {} tls tls true", nodes[1], nodes[0]),
+        ],
+        "hybrid <-> hybrid links\n{}",
+        env.read_log("pairs")
+    );
+
+    // A crash of any of the acceptor's processes takes the set down and net_kernel starts a new
+    // one (the stress below then runs against the restarted hyb_tls acceptor).
+    let crash = env.driver(&mut procs, "crash", &tls_vm, &["crash", &nodes[1]]);
+    assert_eq!(
+        crash,
+        vec![format!(
+            "crash {} [{{raw_accept_loop,restarted}},{{tls_accept_loop,restarted}},{{acceptor,restarted}}]",
+            nodes[1]
+        )],
+        "acceptor restart\n{}",
+        env.read_log("crash")
+    );
+
+    // The stress: a stock TLS VM and a stock plain VM at the same time, each dialling both hybrid
+    // nodes CYCLES times; meanwhile a TLS VM with a certificate from another CA is refused.
+    let stress_start = Instant::now();
+    let cycles = CYCLES.to_string();
+    let mut jobs = Vec::new();
+    for (name, vm, expect) in [
+        ("stress_tls", tls_vm.clone(), "tls"),
+        ("stress_tcp", loopback.to_vec(), "tcp"),
+    ] {
+        let mut args = vm;
+        args.extend(
+            [
+                "-hidden",
+                "-run",
+                "hybrid_driver",
+                "main",
+                "stress",
+                expect,
+                &cycles,
+            ]
+            .map(String::from),
+        );
+        args.extend(nodes.iter().cloned());
+        procs
+            .0
+            .push(env.erl(name, &args).spawn().expect("erl starts"));
+        jobs.push((name, procs.0.len() - 1));
+    }
+    let mut foreign_vm = loopback.to_vec();
+    foreign_vm.extend(["-proto_dist", "inet_tls"].map(String::from));
+    foreign_vm.extend(ssl_dist_opt(&foreign));
+    for (index, node) in nodes.iter().enumerate() {
+        let name = format!("foreign{index}");
+        let refused = env.driver(&mut procs, &name, &foreign_vm, &["refused", node]);
+        assert_eq!(
+            refused,
+            vec![format!("refused {node} true")],
+            "a certificate from another CA must be refused\n{}",
+            env.read_log(&name)
+        );
+    }
+    let mut lines = Vec::new();
+    for (name, index) in jobs {
+        lines.extend(env.finish(&mut procs, index, name));
+    }
+    let stress_time = stress_start.elapsed();
+
+    println!(
+        "hybrid stress: nodes up in {booted:.1?}; {} accepts in {stress_time:.1?} (both dialers in parallel)",
+        4 * CYCLES
+    );
+    for line in &lines {
+        println!("  {line}");
+    }
+    let summaries: Vec<_> = lines.iter().filter_map(|l| parse_stress(l)).collect();
+    let mut seen = Vec::new();
+    for (target, expect, cycles, failures) in &summaries {
+        assert_eq!(*cycles, CYCLES, "{target} {expect}: cycles");
+        assert_eq!(
+            *failures,
+            0,
+            "{target} {expect}: failures\n{}\n--- hyb_tcp log\n{}\n--- hyb_tls log\n{}",
+            lines.join("\n"),
+            env.read_log("hyb_tcp"),
+            env.read_log("hyb_tls")
+        );
+        seen.push(format!("{target} {expect}"));
+    }
+    seen.sort();
+    let mut wanted: Vec<String> = nodes
+        .iter()
+        .flat_map(|n| [format!("{n} tcp"), format!("{n} tls")])
+        .collect();
+    wanted.sort();
+    assert_eq!(seen, wanted, "a stress summary per node and protocol");
+
+    // The silent client: closed by the node once connecttime has passed.
+    silent
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    poll_until(
+        "silent client closed by hyb_tcp",
+        Duration::from_secs(20),
+        &mut || match silent.read(&mut buf) {
+            Ok(0) => Ok(()),
+            Ok(n) => panic!("hyb_tcp sent {n} bytes to a silent client"),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Ok(()),
+            Err(e) => Err(e.to_string()),
+        },
+    )
+    .unwrap();
+    let closed_after = silent_since.elapsed();
+    println!(
+        "  silent client closed after {closed_after:.1?}; test took {:.1?}",
+        started.elapsed()
+    );
+    drop(procs);
+}
