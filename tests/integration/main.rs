@@ -2,6 +2,8 @@
 mod products;
 mod sshd;
 mod support;
+// Proves "no split" (or finds one) from the nodes' sampled links; unit tests on synthetic logs.
+mod split_checker;
 
 // Located errors for malformed plans; no cluster needed.
 mod plan_errors;
@@ -25,3 +27,6 @@ mod ssh;
 mod netns;
 // The ejabberd and RabbitMQ flavors against the real products (Debian packages).
 mod flavors;
+// The split checker against the default roll, which splits the cluster (and with Mnesia, leaves
+// restarted nodes starting until the last node switches).
+mod split;
