@@ -124,3 +124,55 @@ fn default_roll_splits_the_cluster_and_the_checker_sees_it() {
         "a running node's own ctl always reaches it: {report}"
     );
 }
+
+/// A Mnesia cluster (disc_copies table on every node) comes up with every node `started` and the
+/// table readable everywhere. In the default roll a restarted node then stays `starting`: it waits
+/// for tables held by plain nodes it cannot reach, until the last node switches; the plan's
+/// `commands.ready` (`ctl started`) gate at the end then passes on every node.
+#[test]
+fn default_roll_with_mnesia_keeps_switched_nodes_starting_until_the_last_switches() {
+    let t = cluster_with("spm", 3, |spec| spec.mnesia = true);
+    let names = t.node_names();
+    let mut sorted = names.clone();
+    sorted.sort();
+    let keys = |i: usize| -> Vec<String> {
+        let out = t
+            .cluster
+            .ctl_ok(i, &["mnesia-keys"])
+            .unwrap_or_else(|e| panic!("{}: {e}", names[i]));
+        out.lines().map(str::to_owned).collect()
+    };
+    for i in 0..3 {
+        let schema = t.cluster.nodes()[i].mnesia_dir().join("schema.DAT");
+        assert!(schema.is_file(), "{} missing", schema.display());
+        assert_eq!(t.cluster.status(i).as_deref(), Some("started"));
+        assert_eq!(keys(i), sorted, "every node reads one row per node");
+    }
+    let plan_text = std::fs::read_to_string(t.plan()).unwrap();
+    assert!(plan_text.contains("/bin/ctl started\""), "{plan_text}");
+
+    let plan = t.plan();
+    let run = t.spawn_distls(&["migrate", plan.to_str().unwrap()]);
+    // Node 2 is being switched: node 1 has restarted on TLS and cannot load its tables.
+    t.wait_until_node_touched(1);
+    assert_eq!(t.cluster.status(0).as_deref(), Some("starting"));
+    let started = t.cluster.ctl(0, &["started"]);
+    assert_eq!(started.status.code(), Some(1), "{}", describe(&started));
+    assert_eq!(
+        stdout(&started),
+        format!("Node {} is not started (status: starting)\n", names[0])
+    );
+    // Node 3 is being switched: nodes 1 and 2 see each other over TLS, and both still wait.
+    t.wait_until_node_touched(2);
+    assert_eq!(t.cluster.status(0).as_deref(), Some("starting"));
+    assert_eq!(t.cluster.status(1).as_deref(), Some("starting"));
+
+    let out = run.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    t.assert_mesh("inet_tls", "tls");
+    for i in 0..3 {
+        let started = t.cluster.ctl(i, &["started"]);
+        assert!(started.status.success(), "{}", describe(&started));
+        assert_eq!(keys(i), sorted);
+    }
+}
