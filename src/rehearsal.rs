@@ -11,8 +11,10 @@
 //! <dir>/<sname>/etc/vm.args                    -sname, -setcookie, ... (MongooseIM style)
 //! <dir>/<sname>/etc/vm.dist.args               MongooseIM's template, TLS block commented out
 //! <dir>/<sname>/etc/peers                      the other nodes, one per line
-//! <dir>/<sname>/bin/ctl                        start|stop|ping|status|peers|links (see ctl.sh)
+//! <dir>/<sname>/bin/ctl                        start|stop|ping|status|peers|links|started|... (ctl.sh)
 //! <dir>/<sname>/var/{pid,pids.log,status}      written by the node itself
+//! <dir>/<sname>/var/links.log                  with ClusterSpec::sample_links: the node's links, every 200 ms
+//! <dir>/<sname>/var/mnesia/                    with ClusterSpec::mnesia: the node's Mnesia directory
 //! <dir>/<sname>/log/erlang.log                 the node's log
 //! ```
 //!
@@ -159,6 +161,17 @@ pub struct ClusterSpec {
     /// default port 4369 (see [`DEFAULT_EPMD_PORT`]). Meant for hosts that are separate network
     /// namespaces; the certificate also covers every host address.
     pub hosts: Vec<NodeHost>,
+    /// Every node samples its links into `var/links.log` from its first boot (the
+    /// `var/sample-links` switch of ctl.sh): one line every 200 ms,
+    /// `<unix ms> <peer:tcp|tls,...|->`. Off by default; see
+    /// [`RehearsalCluster::enable_link_sampling`] and [`RehearsalCluster::links_log`].
+    pub sample_links: bool,
+    /// Every node keeps Mnesia in `var/mnesia`. Once the cluster meshes, [`RehearsalCluster::create`]
+    /// creates a disc schema on all nodes and a `disc_copies` table `rehearsal` replicated on every
+    /// node (one row per node, `ctl mnesia-init`) and waits for `ctl started` on every node. From
+    /// then on every boot waits for its tables (without limit) before `var/status` says `started`,
+    /// like MongooseIM, and the plan gets `commands.ready: <ctl> started`. Off by default.
+    pub mnesia: bool,
 }
 
 /// The port every epmd of a cluster with [`ClusterSpec::hosts`] listens on: epmd's default.
@@ -183,6 +196,8 @@ impl ClusterSpec {
             cluster_name: "rehearsal".to_owned(),
             name_prefix: "mim".to_owned(),
             hosts: Vec::new(),
+            sample_links: false,
+            mnesia: false,
         }
     }
 
@@ -277,6 +292,22 @@ impl RehearsalNode {
     pub fn log_file(&self) -> PathBuf {
         self.root.join("log/erlang.log")
     }
+    /// `var/status`: `starting`, `started` or `stopped` (see ctl.sh).
+    pub fn status_file(&self) -> PathBuf {
+        self.root.join("var/status")
+    }
+    /// `var/links.log`, written while the `var/sample-links` switch was on at boot.
+    pub fn links_log(&self) -> PathBuf {
+        self.root.join("var/links.log")
+    }
+    /// The switch file that makes the node sample its links from its next boot.
+    pub fn sample_links_switch(&self) -> PathBuf {
+        self.root.join("var/sample-links")
+    }
+    /// The node's Mnesia directory (present only with [`ClusterSpec::mnesia`]).
+    pub fn mnesia_dir(&self) -> PathBuf {
+        self.root.join("var/mnesia")
+    }
 }
 
 /// Certificate, key and CA certificate files.
@@ -306,6 +337,8 @@ pub struct RehearsalCluster {
     nodes: Vec<RehearsalNode>,
     /// One per node with [`ClusterSpec::hosts`], same order; empty otherwise.
     hosts: Vec<NodeHost>,
+    /// [`ClusterSpec::mnesia`].
+    mnesia: bool,
     /// The cluster's epmd, or one per host.
     epmds: Vec<Child>,
     epmd_port: u16,
@@ -343,6 +376,13 @@ impl RehearsalCluster {
         for (i, node) in nodes.iter().enumerate() {
             let listen = spec.hosts.get(i).map_or(Ipv4Addr::LOCALHOST, |h| h.ip);
             write_node_layout(node, &nodes, &cookie, &tls, listen)?;
+            if spec.sample_links {
+                write_file(&node.sample_links_switch(), "", 0o644)?;
+            }
+            if spec.mnesia {
+                let d = node.mnesia_dir();
+                fs::create_dir_all(&d).map_err(io_err("create directory", &d))?;
+            }
         }
 
         let mut cluster = Self {
@@ -352,6 +392,7 @@ impl RehearsalCluster {
             tls,
             nodes,
             hosts: spec.hosts.clone(),
+            mnesia: spec.mnesia,
             epmds: Vec::new(),
             epmd_port: DEFAULT_EPMD_PORT,
             shut_down: false,
@@ -378,7 +419,89 @@ impl RehearsalCluster {
         cluster.write_plan(&cluster.plan_path(), |_| String::new())?;
         cluster.start_all()?;
         cluster.wait_meshed(MESH_DEADLINE)?;
+        if spec.mnesia {
+            cluster.mnesia_init()?;
+            cluster.wait_started(MESH_DEADLINE)?;
+        }
         Ok(cluster)
+    }
+
+    /// `ctl mnesia-init <every node>` on node 0: disc schema on all nodes, Mnesia started, table
+    /// `rehearsal` (disc_copies everywhere, one row per node).
+    fn mnesia_init(&self) -> Result<(), RehearsalError> {
+        let mut args = vec!["mnesia-init"];
+        args.extend(self.nodes.iter().map(|n| n.name.as_str()));
+        let out = self.ctl_ok(0, &args)?;
+        if out.trim() == "ok" {
+            Ok(())
+        } else {
+            Err(RehearsalError::Parse {
+                command: self.ctl_display(0, &args),
+                output: out,
+            })
+        }
+    }
+
+    /// Whether the cluster was built with [`ClusterSpec::mnesia`].
+    pub fn mnesia(&self) -> bool {
+        self.mnesia
+    }
+
+    /// What node `node`'s `var/status` says now (`starting`, `started`, `stopped`), if readable.
+    pub fn status(&self, node: usize) -> Option<String> {
+        let text = fs::read_to_string(self.nodes.get(node)?.status_file()).ok()?;
+        Some(text.trim().to_owned())
+    }
+
+    /// Waits until `ctl started` succeeds on every node (status `started` and answering pings).
+    pub fn wait_started(&self, deadline: Duration) -> Result<(), RehearsalError> {
+        poll_until("every rehearsal node to be started", deadline, &mut || {
+            let problems: Vec<String> = thread::scope(|s| {
+                let handles: Vec<_> = (0..self.nodes.len())
+                    .map(|i| s.spawn(move || self.ctl(i, &["started"])))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("ctl started thread panicked"))
+                    .zip(&self.nodes)
+                    .filter(|(out, _)| !out.status.success())
+                    .map(|(out, node)| {
+                        let why = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+                        format!("{}: {why}", node.name)
+                    })
+                    .collect()
+            });
+            if problems.is_empty() {
+                Ok(())
+            } else {
+                Err(problems.join("; "))
+            }
+        })
+    }
+
+    /// Turns on link sampling (ctl.sh's `var/sample-links` switch) on every node; it takes effect
+    /// at each node's next boot. [`ClusterSpec::sample_links`] samples from the first boot.
+    pub fn enable_link_sampling(&self) -> Result<(), RehearsalError> {
+        for node in &self.nodes {
+            write_file(&node.sample_links_switch(), "", 0o644)?;
+        }
+        Ok(())
+    }
+
+    /// `var/links.log` of node `node` (see [`ClusterSpec::sample_links`]).
+    pub fn links_log(&self, node: usize) -> Result<PathBuf, RehearsalError> {
+        Ok(self.node(node)?.links_log())
+    }
+
+    /// Every node's `var/links.log` as it is now, by node name (empty text for a node without one).
+    pub fn links_logs(&self) -> BTreeMap<String, String> {
+        self.nodes
+            .iter()
+            .map(|n| {
+                let text = fs::read_to_string(n.links_log()).unwrap_or_default();
+                (n.name.clone(), text)
+            })
+            .collect()
     }
 
     /// [`Self::create`] in a fresh temporary directory that is removed when the cluster is dropped.
@@ -462,11 +585,16 @@ impl RehearsalCluster {
             yaml_str(&format!("{d}/{{sname}}/etc/vm.args"))
         );
         let _ = writeln!(y, "  commands:");
-        for cmd in ["stop", "start", "ping"] {
+        // With Mnesia a node is ready once its tables have loaded (`ctl started`).
+        let ready = self.mnesia.then_some(("ready", "started"));
+        for (key, verb) in [("stop", "stop"), ("start", "start"), ("ping", "ping")]
+            .into_iter()
+            .chain(ready)
+        {
             let _ = writeln!(
                 y,
-                "    {cmd}: {}",
-                yaml_str(&format!("{d}/{{sname}}/bin/ctl {cmd}"))
+                "    {key}: {}",
+                yaml_str(&format!("{d}/{{sname}}/bin/ctl {verb}"))
             );
         }
         let _ = writeln!(y, "nodes:");
@@ -1697,7 +1825,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = fs::canonicalize(tmp.path()).unwrap();
         let tls = write_cluster_certs(&dir.join("ssl"), &[]).unwrap();
-        let cluster = RehearsalCluster {
+        let mut cluster = RehearsalCluster {
             nodes: (1..=3)
                 .map(|k| RehearsalNode {
                     name: format!("mim{k}@localhost"),
@@ -1710,6 +1838,7 @@ mod tests {
             cookie: "X".into(),
             tls,
             hosts: Vec::new(),
+            mnesia: false,
             epmds: Vec::new(),
             epmd_port: 1,
             shut_down: true,
@@ -1739,6 +1868,14 @@ mod tests {
         );
         assert_eq!(yaml, expected);
         assert_eq!(yaml_str("a\"b\\c"), r#""a\"b\\c""#);
+        cluster.mnesia = true;
+        let with_ready = cluster.plan_yaml(|_| String::new());
+        assert!(
+            with_ready.contains(&format!(
+                "    ping: \"{d}/{{sname}}/bin/ctl ping\"\n    ready: \"{d}/{{sname}}/bin/ctl started\"\nnodes:\n"
+            )),
+            "{with_ready}"
+        );
         let key_mode = fs::metadata(&cluster.tls.keyfile)
             .unwrap()
             .permissions()

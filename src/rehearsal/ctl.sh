@@ -20,6 +20,30 @@
 #           "Failed RPC connection to the node N: nodedown" (3)
 #   peers   one "<peer> <tcp|tls>" line per normal peer in state up (0), or 3
 #   links   the status line followed by the peers lines (one control VM for both)
+#   started "started" (0) iff var/status says started AND the node answers a
+#           ping; otherwise a one-line reason (1). Like `mongooseimctl started`
+#           but without its wait: callers poll it (a plan's commands.ready).
+#   mnesia-init NODE...
+#           (run on one node's ctl, with every node of the cluster listed, all
+#           running, meshed, and booted with var/mnesia): create a disc schema
+#           on all of them, start Mnesia, create the disc_copies table
+#           `rehearsal` on every node with one row per node. Prints "ok" (0).
+#   mnesia-keys
+#           the keys of table `rehearsal`, read on the node, one per line (0),
+#           or the reason it cannot be read (1; 3 when the node is down)
+#
+# Boot-time switches of the server VM (files looked at when it boots):
+#   var/ignore-sigterm  the VM ignores SIGTERM (test knob).
+#   var/sample-links    a sampler appends a line to var/links.log every 200 ms:
+#                       "<os:system_time(millisecond)> <peers>", peers being
+#                       "peer:tcp|tls" for every normal peer in state up from
+#                       net_kernel:nodes_info(), comma-separated, or "-" for
+#                       none. Sampling ends when the VM (or net_kernel) does.
+#   var/mnesia/         (a directory) Mnesia keeps its files there. Once it
+#                       holds a schema (var/mnesia/schema.DAT, see mnesia-init),
+#                       every boot starts Mnesia and waits, without limit, for
+#                       all its tables to load before var/status says started;
+#                       until then it says starting (as MongooseIM does).
 #
 # ERL_EPMD_PORT must point at the cluster's epmd; no VM started here starts epmd.
 set -u
@@ -48,7 +72,7 @@ esac
 CTL_ERL='
 Watchdog = fun() -> receive after 30000 -> io:format(standard_error, "ctl: control VM timed out~n", []), erlang:halt(4) end end,
 spawn(Watchdog),
-[NodeS, Cmd] = init:get_plain_arguments(),
+[NodeS, Cmd | Args] = init:get_plain_arguments(),
 Node = list_to_atom(NodeS),
 T = 15000,
 NotResponding = fun() -> io:format("Node ~s not responding to pings.~n", [NodeS]) end,
@@ -101,6 +125,33 @@ Code = case Cmd of
             {{ok, P}, {ok, L}} -> io:format("distribution protocol: ~s~n", [P]), PrintPeers(L), 0;
             {{badrpc, R}, _} -> RpcFailed(R), 3;
             {_, {badrpc, R}} -> RpcFailed(R), 3
+        end;
+    "mnesia-init" ->
+        Nodes = [list_to_atom(A) || A <- Args],
+        Step = fun(What, Result, Ok) ->
+            case lists:all(fun(R) -> R =:= Ok end, Result) of
+                true -> ok;
+                false -> io:format("mnesia-init: ~s failed: ~p~n", [What, Result]), erlang:halt(1)
+            end
+        end,
+        Step("mnesia:stop", [rpc:call(N, mnesia, stop, [], T) || N <- Nodes], stopped),
+        Step("mnesia:create_schema", [rpc:call(Node, mnesia, create_schema, [Nodes], T)], ok),
+        Step("mnesia:start", [rpc:call(N, mnesia, start, [], T) || N <- Nodes], ok),
+        Step("mnesia:create_table",
+             [rpc:call(Node, mnesia, create_table,
+                       [rehearsal, [{disc_copies, Nodes}, {attributes, [node, note]}]], T)],
+             {atomic, ok}),
+        Step("mnesia:wait_for_tables",
+             [rpc:call(N, mnesia, wait_for_tables, [[rehearsal], T], T) || N <- Nodes], ok),
+        Step("mnesia:dirty_write",
+             [rpc:call(N, mnesia, dirty_write, [{rehearsal, N, created}], T) || N <- Nodes], ok),
+        io:format("ok~n"),
+        0;
+    "mnesia-keys" ->
+        case rpc:call(Node, mnesia, dirty_all_keys, [rehearsal], T) of
+            Keys when is_list(Keys) -> [io:format("~s~n", [K]) || K <- lists:sort(Keys)], 0;
+            {badrpc, nodedown} -> RpcFailed(nodedown), 3;
+            Other -> io:format("table rehearsal cannot be read: ~p~n", [Other]), 1
         end
 end,
 erlang:halt(Code).
@@ -134,7 +185,59 @@ Dial = fun Loop(Peer) ->
     Loop(Peer)
 end,
 [spawn(fun() -> Dial(P) end) || P <- PeerNames],
-ok = file:write_file(filename:join(Var, "status"), "started").
+%% Switch: sample the links into var/links.log every 200 ms (see the header).
+case filelib:is_file(filename:join(Var, "sample-links")) of
+    true ->
+        LinksLog = filename:join(Var, "links.log"),
+        Sample = fun SampleLoop() ->
+            case catch net_kernel:nodes_info() of
+                {ok, Infos} ->
+                    Up = lists:sort([atom_to_list(N) ++ ":" ++ atom_to_list(element(4, proplists:get_value(address, I)))
+                                     || {N, I} <- Infos,
+                                        proplists:get_value(state, I) =:= up,
+                                        proplists:get_value(type, I) =:= normal]),
+                    Peers = case Up of [] -> "-"; _ -> lists:join(",", Up) end,
+                    ok = file:write_file(LinksLog,
+                                         [integer_to_list(os:system_time(millisecond)), " ", Peers, "\n"],
+                                         [append]),
+                    receive after 200 -> ok end,
+                    SampleLoop();
+                _ ->
+                    stopped
+            end
+        end,
+        spawn(Sample);
+    false -> ok
+end,
+Status = filename:join(Var, "status"),
+MnesiaDir = filename:join(Var, "mnesia"),
+case filelib:is_dir(MnesiaDir) of
+    true ->
+        %% Loaded first: loading later would reset the environment to the .app file.
+        ok = application:load(mnesia),
+        ok = application:set_env(mnesia, dir, MnesiaDir),
+        case filelib:is_file(filename:join(MnesiaDir, "schema.DAT")) of
+            true ->
+                %% Like MongooseIM: wait for every local table before saying started.
+                spawn(fun() ->
+                    ok = mnesia:start(),
+                    Wait = fun WaitLoop() ->
+                        case mnesia:wait_for_tables(mnesia:system_info(local_tables), 10000) of
+                            ok -> ok;
+                            Other ->
+                                logger:notice("rehearsal: still waiting for Mnesia tables: ~p", [Other]),
+                                WaitLoop()
+                        end
+                    end,
+                    ok = Wait(),
+                    ok = file:write_file(Status, "started")
+                end);
+            false ->
+                ok = file:write_file(Status, "started")
+        end;
+    false ->
+        ok = file:write_file(Status, "started")
+end.
 '
 
 # A control VM: hidden, fast to boot, random listen port on loopback.
@@ -144,7 +247,7 @@ ctl_vm() {
         -kernel inet_dist_use_interface '{127,0,0,1}' \
         -kernel logger '[{handler,default,logger_std_h,#{config => #{type => standard_error}}}]' \
         -args_file "$ETC/vm.dist.args" \
-        -eval "$CTL_ERL" -extra "$NAME" "$1"
+        -eval "$CTL_ERL" -extra "$NAME" "$@"
 }
 
 # Is this pid alive? A zombie is not (kill -0 succeeds on zombies).
@@ -199,11 +302,26 @@ case "${1:-}" in
         fi
         echo stopped >"$VAR/status"
         ;;
-    ping | status | peers | links)
+    ping | status | peers | links | mnesia-keys)
         ctl_vm "$1"
         ;;
+    mnesia-init)
+        ctl_vm "$@"
+        ;;
+    started)
+        STATUS=$(cat "$VAR/status" 2>/dev/null)
+        if [ "$STATUS" != started ]; then
+            echo "Node $NAME is not started (status: ${STATUS:-none})"
+            exit 1
+        fi
+        if ! ctl_vm ping >/dev/null 2>&1; then
+            echo "Node $NAME not responding to pings."
+            exit 1
+        fi
+        echo started
+        ;;
     *)
-        echo "Usage: $0 start|stop|ping|status|peers|links" >&2
+        echo "Usage: $0 start|stop|ping|status|peers|links|started|mnesia-init|mnesia-keys" >&2
         exit 2
         ;;
 esac

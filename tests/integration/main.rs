@@ -2,6 +2,8 @@
 mod products;
 mod sshd;
 mod support;
+// Proves "no split" (or finds one) from the nodes' sampled links; unit tests on synthetic logs.
+mod split_checker;
 
 // Located errors for malformed plans; no cluster needed.
 mod plan_errors;
@@ -29,3 +31,6 @@ mod flavors;
 mod zero_split;
 // The transitional hybrid dist module (plain TCP and TLS on one port) under connect/disconnect stress.
 mod hybrid;
+// The split checker against the default roll, which splits the cluster (and with Mnesia, leaves
+// restarted nodes starting until the last node switches).
+mod split;
