@@ -14,7 +14,7 @@ const HELD_SPLIT_SECONDS: f64 = 2.0;
 
 /// Waits until every node's newest sample is from after `after` (unix ms) and shows every other
 /// node over `transport`.
-fn wait_for_sampled_mesh(t: &TestCluster, transport: &str, after: i64) {
+pub(crate) fn wait_for_sampled_mesh(t: &TestCluster, transport: &str, after: i64) {
     let names = t.node_names();
     t.cluster
         .wait_until(

@@ -1,7 +1,64 @@
 //! `migrate --zero-split`: three rolls through the hybrid module on real nodes, never split.
 
+use crate::split::wait_for_sampled_mesh;
+use crate::split_checker::{self, CtlPinger, Params, SplitReport, now_ms};
 use crate::support::*;
 use std::path::PathBuf;
+use std::process::Output;
+use std::time::Duration;
+
+/// The restart window: a node may miss a peer this long after either (re)started.
+const WINDOW: Duration = Duration::from_secs(5);
+
+/// Runs distls with `args` on a cluster whose nodes sample their links every 200 ms, with every
+/// node's own ctl pinged over and over meanwhile; returns its output and what the checker found.
+fn run_watched(t: &TestCluster, args: &[&str], transport_after: &str) -> (Output, SplitReport) {
+    run_watched_from(t, args, "tcp", transport_after)
+}
+
+fn run_watched_from(
+    t: &TestCluster,
+    args: &[&str],
+    transport_before: &str,
+    transport_after: &str,
+) -> (Output, SplitReport) {
+    wait_for_sampled_mesh(t, transport_before, 0);
+    let since = now_ms();
+    let pinger = CtlPinger::start(&t.cluster, Duration::from_millis(200));
+    let out = t.distls(args);
+    if out.status.success() || out.status.code() == Some(4) {
+        wait_for_sampled_mesh(t, transport_after, now_ms());
+    }
+    let pings = pinger.stop();
+    let report = split_checker::check(
+        &t.cluster.links_logs(),
+        &pings,
+        &Params::new(WINDOW).since(since),
+    );
+    println!(
+        "{} ({} nodes):\n{report}",
+        args.join(" "),
+        t.node_names().len()
+    );
+    (out, report)
+}
+
+/// No running node ever missed a running node outside the restart windows, every restart
+/// rejoined, and every node's ctl reached it whenever it ran.
+fn assert_never_split(report: &SplitReport, restarts: usize) {
+    assert!(report.violations.is_empty(), "no split: {report}");
+    assert_eq!(report.split_seconds, 0.0, "{report}");
+    assert_eq!(report.rejoins.len(), restarts, "restarts seen: {report}");
+    let max = report
+        .max_rejoin()
+        .unwrap_or_else(|e| panic!("{e}: {report}"));
+    eprintln!("max rejoin window: {max:?}");
+    assert!(report.pings_counted > 0, "{report}");
+    assert!(
+        report.ping_failures.is_empty(),
+        "every node's ctl reached it: {report}"
+    );
+}
 
 fn module_dir(t: &TestCluster, node: usize) -> PathBuf {
     t.cluster.nodes()[node].root.join("etc/distls-hybrid")
@@ -18,7 +75,11 @@ fn assert_finished_on_tls(t: &TestCluster, originals: &[Vec<u8>]) {
             "node {node} ends on stock inet_tls:\n{text}"
         );
         let backup = format!("{}.distls-orig", t.dist_args_path(node).display());
-        assert_eq!(&std::fs::read(backup).unwrap(), original, "backup of node {node}");
+        assert_eq!(
+            &std::fs::read(backup).unwrap(),
+            original,
+            "backup of node {node}"
+        );
         assert!(
             !module_dir(t, node).exists(),
             "node {node}: the hybrid module is removed at the end"
@@ -40,7 +101,12 @@ fn assert_back_on_plain(t: &TestCluster, originals: &[Vec<u8>]) {
 fn dry_run_shows_the_three_rolls_and_changes_nothing() {
     let t = cluster("zsdry", 3);
     let before = t.file_hashes();
-    let out = t.distls(&["migrate", "--zero-split", "--dry-run", t.plan().to_str().unwrap()]);
+    let out = t.distls(&[
+        "migrate",
+        "--zero-split",
+        "--dry-run",
+        t.plan().to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", describe(&out));
     let text = stdout(&out);
     for wanted in [
@@ -61,16 +127,27 @@ fn dry_run_shows_the_three_rolls_and_changes_nothing() {
     assert_eq!(diffs, 9, "3 nodes × 3 rolls of diffs:\n{text}");
     assert_eq!(t.file_hashes(), before, "a dry run changes no file");
     for node in 0..3 {
-        assert!(!module_dir(&t, node).exists(), "no module installed by a dry run");
+        assert!(
+            !module_dir(&t, node).exists(),
+            "no module installed by a dry run"
+        );
     }
     assert!(journal_if_any(&t.plan()).is_none(), "no journal either");
 }
 
-#[test]
-fn three_nodes_go_to_tls_through_both_hybrid_stages() {
-    let t = cluster("zs3", 3);
+/// The whole run on `n` nodes, watched: three rolls, no split, every link TLS at the end.
+fn migrate_without_split(prefix: &str, n: usize, mnesia: bool) -> (TestCluster, Output) {
+    let t = cluster_with(prefix, n, |spec| {
+        spec.sample_links = true;
+        spec.mnesia = mnesia;
+    });
     let originals = t.dist_args_files();
-    let out = t.distls(&["migrate", "--zero-split", t.plan().to_str().unwrap()]);
+    let plan = t.plan();
+    let (out, report) = run_watched(
+        &t,
+        &["migrate", "--zero-split", plan.to_str().unwrap()],
+        "tls",
+    );
     assert!(out.status.success(), "{}", describe(&out));
     let err = stderr(&out);
     for roll in [
@@ -80,21 +157,67 @@ fn three_nodes_go_to_tls_through_both_hybrid_stages() {
     ] {
         assert!(err.contains(roll), "{roll} ran:\n{err}");
     }
+    assert_never_split(&report, 3 * n);
+    assert!(report.final_links_all("tls"), "{report}");
     assert_finished_on_tls(&t, &originals);
+    (t, out)
+}
+
+#[test]
+fn three_nodes_go_to_tls_through_both_hybrid_stages_without_a_split() {
+    migrate_without_split("zs3", 3, false);
+}
+
+#[test]
+fn five_nodes_go_to_tls_without_a_split() {
+    migrate_without_split("zs5", 5, false);
+}
+
+/// Mnesia disc_copies tables on every node: after every restart of every roll the node loads
+/// its tables from the others and reports `started` (the plan's ready command) before the next
+/// node is touched; the table is still readable everywhere at the end.
+#[test]
+fn a_mnesia_cluster_finishes_starting_in_every_phase() {
+    let (t, out) = migrate_without_split("zsm", 3, true);
+    let readies = stderr(&out)
+        .matches("waiting until it reports ready")
+        .count();
+    assert!(
+        readies >= 9,
+        "every node reported ready after each of its 3 restarts ({readies}):\n{}",
+        stderr(&out)
+    );
+    let names = t.node_names();
+    let mut sorted = names.clone();
+    sorted.sort();
+    for node in 0..names.len() {
+        assert_eq!(
+            t.cluster.status(node).as_deref(),
+            Some("started"),
+            "{}",
+            names[node]
+        );
+        let keys = t.cluster.ctl_ok(node, &["mnesia-keys"]).unwrap();
+        let mut keys: Vec<String> = keys.lines().map(str::to_string).collect();
+        keys.sort();
+        assert_eq!(keys, sorted, "{}: the table is readable", names[node]);
+    }
 }
 
 /// `distls rollback` after a finished zero-split run goes back one stage at a time: C → B → A →
 /// plain, one mesh throughout, every file byte-identical at the end.
 #[test]
 fn rollback_of_a_finished_run_goes_back_through_b_and_a() {
-    let t = cluster("zsback", 3);
+    let t = cluster_with("zsback", 3, |spec| spec.sample_links = true);
     let originals = t.dist_args_files();
     let plan = t.plan();
     let plan = plan.to_str().unwrap();
-    let out = t.distls(&["migrate", "--zero-split", plan]);
+    let (out, report) = run_watched(&t, &["migrate", "--zero-split", plan], "tls");
     assert!(out.status.success(), "{}", describe(&out));
-    let back = t.distls(&["rollback", plan]);
+    assert_never_split(&report, 9);
+    let (back, report) = run_watched_from(&t, &["rollback", plan], "tls", "tcp");
     assert!(back.status.success(), "{}", describe(&back));
+    assert_never_split(&report, 9);
     let err = stderr(&back);
     for roll in [
         "roll B (hybrid, dials tls) → A (hybrid, dials tcp)",
@@ -109,7 +232,7 @@ fn rollback_of_a_finished_run_goes_back_through_b_and_a() {
 /// run goes back to plain.
 #[test]
 fn a_failure_in_phase_b_goes_back_to_plain() {
-    let t = cluster("zsfail", 3);
+    let t = cluster_with("zsfail", 3, |spec| spec.sample_links = true);
     let originals = t.dist_args_files();
     let ctl = t.cluster.nodes()[1].root.join("bin/ctl");
     let failing = format!(
@@ -124,8 +247,16 @@ fn a_failure_in_phase_b_goes_back_to_plain() {
             String::new()
         }
     });
-    let out = t.distls(&["migrate", "--zero-split", t.plan().to_str().unwrap()]);
+    let plan = t.plan();
+    let (out, report) = run_watched(
+        &t,
+        &["migrate", "--zero-split", plan.to_str().unwrap()],
+        "tcp",
+    );
     assert_eq!(out.status.code(), Some(4), "{}", describe(&out));
+    // Node 1: to A, to B, back to A, to plain; node 2: to A, (B does not start), A again, plain;
+    // node 3: to A, to plain.
+    assert_never_split(&report, 9);
     let err = stderr(&out);
     assert!(err.contains("refusing to dial TLS"), "{}", describe(&out));
     assert!(
