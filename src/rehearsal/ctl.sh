@@ -35,7 +35,8 @@
 # Boot-time switches of the server VM (files looked at when it boots):
 #   var/ignore-sigterm  the VM ignores SIGTERM (test knob).
 #   var/sample-links    a sampler appends a line to var/links.log every 200 ms:
-#                       "<os:system_time(millisecond)> <peers>", peers being
+#                       "<os:system_time(millisecond)> <os pid> <peers>" (the
+#                       pid tells a restart from a short pause), peers being
 #                       "peer:tcp|tls" for every normal peer in state up from
 #                       net_kernel:nodes_info(), comma-separated, or "-" for
 #                       none. Sampling ends when the VM (or net_kernel) does.
@@ -198,7 +199,7 @@ case filelib:is_file(filename:join(Var, "sample-links")) of
                                         proplists:get_value(type, I) =:= normal]),
                     Peers = case Up of [] -> "-"; _ -> lists:join(",", Up) end,
                     ok = file:write_file(LinksLog,
-                                         [integer_to_list(os:system_time(millisecond)), " ", Peers, "\n"],
+                                         [integer_to_list(os:system_time(millisecond)), " ", Pid, " ", Peers, "\n"],
                                          [append]),
                     receive after 200 -> ok end,
                     SampleLoop();

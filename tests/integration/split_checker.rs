@@ -78,6 +78,9 @@ impl Params {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sample {
     pub t: Millis,
+    /// The sampling VM's OS pid (a new pid is a restart, however short the gap); absent in the
+    /// two-field form `<ms> <peers>`.
+    pub vm: Option<u32>,
     /// Peer node name → `tcp` or `tls`.
     pub peers: BTreeMap<String, String>,
 }
@@ -88,7 +91,12 @@ pub fn parse_log(text: &str) -> Vec<Sample> {
         .split_inclusive('\n')
         .filter(|l| l.ends_with('\n'))
         .filter_map(|line| {
-            let (t, peers) = line.trim().split_once(' ')?;
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (t, vm, peers) = match fields[..] {
+                [t, vm, peers] => (t, Some(vm.parse().ok()?), peers),
+                [t, peers] => (t, None, peers),
+                _ => return None,
+            };
             let t = t.parse().ok()?;
             let peers = if peers == "-" {
                 BTreeMap::new()
@@ -101,7 +109,7 @@ pub fn parse_log(text: &str) -> Vec<Sample> {
                     })
                     .collect::<Option<_>>()?
             };
-            Some(Sample { t, peers })
+            Some(Sample { t, vm, peers })
         })
         .collect();
     samples.sort_by_key(|s| s.t);
@@ -126,8 +134,9 @@ impl Timeline {
     fn new(samples: Vec<Sample>, gap: Millis) -> Self {
         let mut intervals: Vec<Interval> = Vec::new();
         for (i, s) in samples.iter().enumerate() {
+            let same_vm = i == 0 || samples[i - 1].vm == s.vm;
             match intervals.last_mut() {
-                Some(cur) if s.t - cur.end <= gap => {
+                Some(cur) if s.t - cur.end <= gap && same_vm => {
                     cur.end = s.t;
                     cur.last = i;
                 }
@@ -720,6 +729,17 @@ mod tests {
         assert!(report.final_links_all("tls"), "{report}");
         // A plain log line at the end (a line being appended) is ignored.
         assert_eq!(parse_log("1 a@h:tcp\n2 b@h:t").len(), 1);
+    }
+
+    #[test]
+    fn a_new_os_pid_is_a_restart_even_after_a_short_gap() {
+        let log = "1000 41 -\n1200 41 b@h:tcp\n1400 41 b@h:tcp\n1900 57 -\n2100 57 b@h:tls\n";
+        let samples = parse_log(log);
+        assert_eq!(samples.len(), 5);
+        assert_eq!(samples[3].vm, Some(57));
+        let timeline = Timeline::new(samples, 1_000);
+        assert_eq!(timeline.intervals.len(), 2, "0.5 s gap, new VM: a restart");
+        assert_eq!(timeline.intervals[1].start, 1900);
     }
 
     #[test]
