@@ -467,7 +467,7 @@ impl<'a> Rollout<'a> {
                         .await?
                 }
                 ForwardAction::AwaitRejoin if self.roll.is_some() => {
-                    self.await_full_rejoin(index, Step::Rejoined).await?
+                    self.await_full_rejoin(index, Step::Rejoined, false).await?
                 }
                 ForwardAction::AwaitRejoin => self.await_tls_rejoin(index).await?,
                 ForwardAction::Verify => self.verify(index).await?,
@@ -984,8 +984,9 @@ exit 1"#
 
     /// Zero-split: wait until node `index` is linked to every other node and no pair of nodes
     /// misses the other (links between two nodes of one stage use that stage's transport).
-    /// `done`: the step recorded then.
-    async fn await_full_rejoin(&mut self, index: usize, done: Step) -> StepResult {
+    /// `done`: the step recorded then. `skip_down`: nodes that are down do not count (in a
+    /// rollback, a node not reverted yet may be down).
+    async fn await_full_rejoin(&mut self, index: usize, done: Step, skip_down: bool) -> StepResult {
         self.progress.step(
             index,
             self.name(index),
@@ -995,7 +996,7 @@ exit 1"#
         let deadline = Instant::now() + timeout;
         let mut last_kick: Option<Instant> = None;
         loop {
-            let (infos, missing) = self.full_mesh_missing().await?;
+            let (infos, missing) = self.full_mesh_missing(skip_down).await?;
             let Err(missing) = missing else { break };
             if Instant::now() >= deadline {
                 return Err(self.step_failed(
@@ -1030,7 +1031,10 @@ exit 1"#
 
     /// Every node observed, and which links of the full mesh are missing (or use the wrong
     /// transport between two nodes of one stage).
-    async fn full_mesh_missing(&self) -> Result<(Vec<NodeInfo>, std::result::Result<(), String>)> {
+    async fn full_mesh_missing(
+        &self,
+        skip_down: bool,
+    ) -> Result<(Vec<NodeInfo>, std::result::Result<(), String>)> {
         let mut infos = Vec::with_capacity(self.targets.len());
         for index in 0..self.targets.len() {
             infos.push(self.observe(index).await?);
@@ -1039,8 +1043,9 @@ exit 1"#
             .iter()
             .map(|i| i.proto_dist().and_then(Stage::of_signature))
             .collect();
+        let counts = |i: usize| !(skip_down && matches!(infos[i], NodeInfo::Down { .. }));
         let mut missing = Vec::new();
-        for (index, info) in infos.iter().enumerate() {
+        for (index, info) in infos.iter().enumerate().filter(|(i, _)| counts(*i)) {
             let Some(stage) = stages[index] else {
                 missing.push(format!(
                     "{} is {}",
@@ -1049,7 +1054,7 @@ exit 1"#
                 ));
                 continue;
             };
-            for peer in (0..self.targets.len()).filter(|&p| p != index) {
+            for peer in (0..self.targets.len()).filter(|&p| p != index && counts(p)) {
                 match info.link_to(self.name(peer)) {
                     None => missing.push(format!(
                         "{} does not see {}",
@@ -1315,7 +1320,8 @@ exit 1"#
                         .await?
                 }
                 BackwardAction::AwaitRejoin if self.roll.is_some() => {
-                    return self.await_full_rejoin(index, Step::Reverted).await;
+                    // Nodes reverted later in this rollback may be down now (a failed start).
+                    return self.await_full_rejoin(index, Step::Reverted, true).await;
                 }
                 BackwardAction::AwaitRejoin => {
                     // Plain peers are the later nodes: never touched, or already reverted.

@@ -25,10 +25,11 @@ pub(crate) fn wait_for_sampled_mesh(t: &TestCluster, transport: &str, after: i64
                 names.iter().all(|n| {
                     parse_log(&logs[n]).last().is_some_and(|s| {
                         s.t > after
-                            && names
-                                .iter()
-                                .filter(|o| *o != n)
-                                .all(|o| s.peers.get(o).is_some_and(|p| p == transport))
+                            && names.iter().filter(|o| *o != n).all(|o| {
+                                s.peers
+                                    .get(o)
+                                    .is_some_and(|p| transport == "*" || p == transport)
+                            })
                     })
                 })
             },

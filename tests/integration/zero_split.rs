@@ -13,16 +13,18 @@ const WINDOW: Duration = Duration::from_secs(5);
 /// Runs distls with `args` on a cluster whose nodes sample their links every 200 ms, with every
 /// node's own ctl pinged over and over meanwhile; returns its output and what the checker found.
 fn run_watched(t: &TestCluster, args: &[&str], transport_after: &str) -> (Output, SplitReport) {
-    run_watched_from(t, args, "tcp", transport_after)
+    run_watched_from(t, args, Some("tcp"), transport_after)
 }
 
 fn run_watched_from(
     t: &TestCluster,
     args: &[&str],
-    transport_before: &str,
+    transport_before: Option<&str>,
     transport_after: &str,
 ) -> (Output, SplitReport) {
-    wait_for_sampled_mesh(t, transport_before, 0);
+    if let Some(transport) = transport_before {
+        wait_for_sampled_mesh(t, transport, 0);
+    }
     let since = now_ms();
     let pinger = CtlPinger::start(&t.cluster, Duration::from_millis(200));
     let out = t.distls(args);
@@ -210,7 +212,7 @@ fn rollback_of_a_finished_run_goes_back_through_b_and_a() {
     let (out, report) = run_watched(&t, &["migrate", "--zero-split", plan], "tls");
     assert!(out.status.success(), "{}", describe(&out));
     assert_never_split(&report, 9);
-    let (back, report) = run_watched_from(&t, &["rollback", plan], "tls", "tcp");
+    let (back, report) = run_watched_from(&t, &["rollback", plan], Some("tls"), "tcp");
     assert!(back.status.success(), "{}", describe(&back));
     assert_never_split(&report, 9);
     let err = stderr(&back);
@@ -261,5 +263,65 @@ fn a_failure_in_phase_b_goes_back_to_plain() {
         describe(&out)
     );
     assert!(err.contains("rolled back"), "{}", describe(&out));
+    assert_back_on_plain(&t, &originals);
+}
+
+/// `--on-failure pause` in phase B leaves the run for the operator: a plain `migrate` (without
+/// the flag) is refused with a hint, `status` shows each node's stage, and `rollback` takes the
+/// cluster back to plain without a split.
+#[test]
+fn a_paused_run_shows_its_stages_and_rolls_back_without_a_split() {
+    let t = cluster_with("zspause", 3, |spec| spec.sample_links = true);
+    let originals = t.dist_args_files();
+    let ctl = t.cluster.nodes()[1].root.join("bin/ctl");
+    let failing = format!(
+        "if grep -q 'distls_hybrid dial tls' {}; then exit 1; fi; exec {} start",
+        t.dist_args_path(1).display(),
+        ctl.display()
+    );
+    t.cluster.write_plan_with(|index| {
+        if index == 1 {
+            format!("    commands:\n      start: \"{failing}\"\n")
+        } else {
+            String::new()
+        }
+    });
+    let plan = t.plan();
+    let plan = plan.to_str().unwrap();
+    let out = t.distls(&["migrate", "--zero-split", "--on-failure", "pause", plan]);
+    assert_eq!(out.status.code(), Some(4), "{}", describe(&out));
+    assert_eq!(journal(t.plan().as_path())["phase"], "paused");
+
+    let refused = t.distls(&["migrate", plan]);
+    assert_eq!(refused.status.code(), Some(2), "{}", describe(&refused));
+    assert!(
+        stderr(&refused).contains("rerun with --zero-split"),
+        "{}",
+        describe(&refused)
+    );
+
+    let status = t.distls(&["status", plan]);
+    assert!(status.status.success(), "{}", describe(&status));
+    let text = stdout(&status);
+    assert!(
+        text.contains("zero-split: roll A (hybrid, dials tcp) → B (hybrid, dials tls)"),
+        "{text}"
+    );
+    let line = |node: &str| {
+        text.lines()
+            .find(|l| l.starts_with(node))
+            .unwrap_or_else(|| panic!("{node} in:\n{text}"))
+            .to_string()
+    };
+    let names = t.node_names();
+    assert!(line(&names[0]).contains("B (hybrid, dials tls)"), "{text}");
+    assert!(line(&names[2]).contains("A (hybrid, dials tcp)"), "{text}");
+
+    // Node 2 is down (its start into B failed): no full mesh to wait for first.
+    let (back, report) = run_watched_from(&t, &["rollback", plan], None, "tcp");
+    assert!(back.status.success(), "{}", describe(&back));
+    // Node 1: B back to A, then plain; node 2: A again (its B start failed), then plain;
+    // node 3: plain.
+    assert_never_split(&report, 5);
     assert_back_on_plain(&t, &originals);
 }
