@@ -220,29 +220,43 @@ async fn migrate_zero_split(
     journal: Option<Journal>,
     transports: Vec<Transport>,
 ) -> Result<()> {
-    let nodes = zero_split::prepare(plan, &transports, journal.as_ref()).await?;
+    let options = Options {
+        on_failure: on_failure(args, plan),
+    };
+    let intent = zero_split::Intent::Migrate;
+    run_zero_split(plan, store, journal, &transports, options, intent).await
+}
+
+/// Both ways of a zero-split run: the rolls the journal says are left, then the final table.
+async fn run_zero_split(
+    plan: &Plan,
+    store: JournalStore,
+    journal: Option<Journal>,
+    transports: &[Transport],
+    options: Options,
+    intent: zero_split::Intent,
+) -> Result<()> {
+    let nodes = zero_split::prepare(plan, transports, journal.as_ref()).await?;
     let journal = journal.unwrap_or_else(|| {
         let targets: Vec<_> = nodes.iter().map(|n| n.target.clone()).collect();
         Rollout::new_journal(plan, &targets)
     });
-    let options = Options {
-        on_failure: on_failure(args, plan),
-    };
     let started = std::time::Instant::now();
-    let (summary, outcome) = zero_split::run(
-        plan,
-        &nodes,
-        store,
-        journal,
-        options,
-        watch_interrupts(),
-        zero_split::Intent::Migrate,
-    )
-    .await;
+    let interrupted = watch_interrupts();
+    let (summary, outcome) =
+        zero_split::run(plan, &nodes, store, journal, options, interrupted, intent).await;
     print_summary(&summary);
     if outcome.is_ok() {
+        let outcome = match intent {
+            zero_split::Intent::Migrate => {
+                "every node runs TLS distribution and sees every other node over TLS"
+            }
+            zero_split::Intent::Rollback => {
+                "every node runs plain TCP again with its original vm.dist.args"
+            }
+        };
         println!(
-            "cluster {}: every node runs TLS distribution and sees every other node over TLS; the cluster stayed one mesh throughout ({:.1}s)",
+            "cluster {}: {outcome}; the cluster stayed one mesh throughout ({:.1}s)",
             plan.cluster,
             started.elapsed().as_secs_f64()
         );
@@ -401,28 +415,11 @@ async fn rollback_zero_split(
     journal: Journal,
     transports: Vec<Transport>,
 ) -> Result<()> {
-    let nodes = zero_split::prepare(plan, &transports, Some(&journal)).await?;
     let options = Options {
         on_failure: OnFailure::Pause,
     };
-    let (summary, outcome) = zero_split::run(
-        plan,
-        &nodes,
-        store,
-        journal,
-        options,
-        watch_interrupts(),
-        zero_split::Intent::Rollback,
-    )
-    .await;
-    print_summary(&summary);
-    if outcome.is_ok() {
-        println!(
-            "cluster {}: every node runs plain TCP again with its original vm.dist.args (zero-split rolls back one stage at a time, one mesh throughout)",
-            plan.cluster
-        );
-    }
-    outcome
+    let intent = zero_split::Intent::Rollback;
+    run_zero_split(plan, store, Some(journal), &transports, options, intent).await
 }
 
 async fn status(args: PlanArgs) -> Result<()> {

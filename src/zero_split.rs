@@ -445,23 +445,14 @@ pub async fn run(
     let mut roll = *journal.zero_split.get_or_insert(RollState::first());
     if intent == Intent::Rollback && roll.toward == Stage::Tls {
         // The roll under way goes back to its `from` stage first; then the rolls back to plain.
-        if let Err(e) = install_modules(nodes, roll).await {
-            return (summary, Err(e));
-        }
-        let rollout = match Rollout::new(
-            plan,
-            roll_targets(nodes, roll),
-            store,
-            journal,
-            Options {
-                on_failure: OnFailure::Pause,
-            },
-            interrupted.clone(),
-        ) {
-            Ok(r) => r,
-            Err(e) => return (summary, Err(e)),
+        let pause = Options {
+            on_failure: OnFailure::Pause,
         };
-        let mut rollout = rollout.for_zero_split_roll(roll);
+        let mut rollout =
+            match roll_rollout(plan, nodes, roll, store, journal, pause, &interrupted).await {
+                Ok(r) => r,
+                Err(e) => return (summary, Err(e)),
+            };
         let (rows, outcome) = rollout.rollback().await;
         summary = rows;
         (store, journal) = rollout.into_parts();
@@ -483,21 +474,20 @@ pub async fn run(
                     .into(),
             ));
         }
-        if let Err(e) = install_modules(nodes, roll).await {
-            return (summary, Err(e));
-        }
-        let rollout = match Rollout::new(
+        let mut rollout = match roll_rollout(
             plan,
-            roll_targets(nodes, roll),
+            nodes,
+            roll,
             store,
             journal,
             options.clone(),
-            interrupted.clone(),
-        ) {
+            &interrupted,
+        )
+        .await
+        {
             Ok(r) => r,
             Err(e) => return (summary, Err(e)),
         };
-        let mut rollout = rollout.for_zero_split_roll(roll);
         rollout.note(&format!("roll {}", roll.describe()));
         let (rows, outcome) = rollout.migrate().await;
         summary = rows;
@@ -528,6 +518,22 @@ pub async fn run(
             None => return (summary, finish(nodes, &store, &mut journal, failure).await),
         }
     }
+}
+
+/// One roll, ready to run: the module is on every host if the roll's stages need it.
+async fn roll_rollout<'a>(
+    plan: &'a Plan,
+    nodes: &[ZeroSplitNode],
+    roll: RollState,
+    store: JournalStore,
+    journal: Journal,
+    options: Options,
+    interrupted: &Arc<AtomicBool>,
+) -> Result<Rollout<'a>> {
+    install_modules(nodes, roll).await?;
+    let targets = roll_targets(nodes, roll);
+    let rollout = Rollout::new(plan, targets, store, journal, options, interrupted.clone())?;
+    Ok(rollout.for_zero_split_roll(roll))
 }
 
 /// The next roll begins: every node's step starts over.

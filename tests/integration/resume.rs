@@ -78,14 +78,7 @@ fn a_crash_at_every_step_boundary_converges() {
     let killed = points.len();
     assert!(finished.status.success(), "{}", describe(&finished));
     t.assert_mesh("inet_tls", "tls");
-    for (node, original) in originals.iter().enumerate() {
-        let backup = format!("{}.distls-orig", t.dist_args_path(node).display());
-        assert_eq!(
-            &std::fs::read(backup).unwrap(),
-            original,
-            "backup of node {node} intact"
-        );
-    }
+    t.assert_backups_are(&originals);
     eprintln!("roll: {killed} crash points tried, {killed} converged");
     // 3 nodes × 8 steps × (before, after), less the "after" of stopped, edited and started: a
     // rerun killed just before those writes sees the effect done and moves on without writing them.
@@ -179,13 +172,8 @@ fn a_zero_split_run_crashed_at_every_step_of_every_roll_converges() {
         crash_at_every_write(&t, &["migrate", "--zero-split", plan.to_str().unwrap()]);
     assert!(finished.status.success(), "{}", describe(&finished));
     t.assert_mesh("inet_tls", "tls");
-    for (node, original) in originals.iter().enumerate() {
-        let backup = format!("{}.distls-orig", t.dist_args_path(node).display());
-        assert_eq!(
-            &std::fs::read(backup).unwrap(),
-            original,
-            "backup of node {node}"
-        );
+    t.assert_backups_are(&originals);
+    for node in 0..originals.len() {
         let module = t.cluster.nodes()[node].root.join("etc/distls-hybrid");
         assert!(!module.exists(), "node {node}: module removed");
     }

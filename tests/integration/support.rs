@@ -124,6 +124,18 @@ impl TestCluster {
         }
     }
 
+    /// Every node's backup (`vm.dist.args.distls-orig`) holds its original.
+    pub fn assert_backups_are(&self, originals: &[Vec<u8>]) {
+        for (node, original) in originals.iter().enumerate() {
+            let backup = format!("{}.distls-orig", self.dist_args_path(node).display());
+            assert_eq!(
+                &std::fs::read(backup).unwrap(),
+                original,
+                "backup of node {node} intact"
+            );
+        }
+    }
+
     pub fn dist_args_path(&self, node: usize) -> PathBuf {
         self.cluster.nodes()[node].root.join("etc/vm.dist.args")
     }

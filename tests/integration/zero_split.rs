@@ -70,17 +70,12 @@ fn module_dir(t: &TestCluster, node: usize) -> PathBuf {
 /// the original.
 fn assert_finished_on_tls(t: &TestCluster, originals: &[Vec<u8>]) {
     t.assert_mesh("inet_tls", "tls");
-    for (node, original) in originals.iter().enumerate() {
+    t.assert_backups_are(originals);
+    for node in 0..originals.len() {
         let text = std::fs::read_to_string(t.dist_args_path(node)).unwrap();
         assert!(
             text.contains("\n-proto_dist inet_tls\n") && !text.contains("distls_hybrid"),
             "node {node} ends on stock inet_tls:\n{text}"
-        );
-        let backup = format!("{}.distls-orig", t.dist_args_path(node).display());
-        assert_eq!(
-            &std::fs::read(backup).unwrap(),
-            original,
-            "backup of node {node}"
         );
         assert!(
             !module_dir(t, node).exists(),
@@ -225,12 +220,8 @@ fn rollback_of_a_finished_run_goes_back_through_b_and_a() {
     assert_back_on_plain(&t, &originals);
 }
 
-/// Node 2 refuses to start once it would dial TLS (phase B): that roll goes back to A, then the
-/// run goes back to plain.
-#[test]
-fn a_failure_in_phase_b_goes_back_to_plain() {
-    let t = cluster_with("zsfail", 3, |spec| spec.sample_links = true);
-    let originals = t.dist_args_files();
+/// The plan's start command of node 2 fails once its file says `dial tls` (phase B).
+fn fail_second_start_in_phase_b(t: &TestCluster) {
     let ctl = t.cluster.nodes()[1].root.join("bin/ctl");
     let failing = format!(
         "if grep -q 'distls_hybrid dial tls' {}; then echo 'refusing to dial TLS' >&2; exit 1; fi; exec {} start",
@@ -244,6 +235,15 @@ fn a_failure_in_phase_b_goes_back_to_plain() {
             String::new()
         }
     });
+}
+
+/// Node 2 refuses to start once it would dial TLS (phase B): that roll goes back to A, then the
+/// run goes back to plain.
+#[test]
+fn a_failure_in_phase_b_goes_back_to_plain() {
+    let t = cluster_with("zsfail", 3, |spec| spec.sample_links = true);
+    let originals = t.dist_args_files();
+    fail_second_start_in_phase_b(&t);
     let plan = t.plan();
     let (out, report) = run_watched(
         &t,
@@ -273,19 +273,7 @@ fn a_failure_in_phase_b_goes_back_to_plain() {
 fn a_paused_run_shows_its_stages_and_rolls_back_without_a_split() {
     let t = cluster_with("zspause", 3, |spec| spec.sample_links = true);
     let originals = t.dist_args_files();
-    let ctl = t.cluster.nodes()[1].root.join("bin/ctl");
-    let failing = format!(
-        "if grep -q 'distls_hybrid dial tls' {}; then exit 1; fi; exec {} start",
-        t.dist_args_path(1).display(),
-        ctl.display()
-    );
-    t.cluster.write_plan_with(|index| {
-        if index == 1 {
-            format!("    commands:\n      start: \"{failing}\"\n")
-        } else {
-            String::new()
-        }
-    });
+    fail_second_start_in_phase_b(&t);
     let plan = t.plan();
     let plan = plan.to_str().unwrap();
     let out = t.distls(&["migrate", "--zero-split", "--on-failure", "pause", plan]);
