@@ -238,8 +238,17 @@ pub async fn install_module(
         .await
         .map_err(|e| format!("cannot write {}: {e}", source.display()))?;
     // One Erlang term, no shell word splitting inside: paths are quoted for Erlang and the shell.
+    // The module leans on two OTP functions; an OTP without them is refused here, before any
+    // node is stopped, rather than by a node that cannot accept connections.
     let eval = format!(
-        "case compile:file({src:?}, [{{outdir, {out:?}}}, report_errors, report_warnings]) of {{ok, _}} -> halt(0); _ -> halt(1) end.",
+        "Needs = [{{inet_tls_dist, gen_accept, 2}}, {{gen_tcp, unrecv, 2}}], \
+         Missing = [io_lib:format(\"~s:~s/~b \", [M, F, A]) || {{M, F, A}} <- Needs, \
+                    not (code:ensure_loaded(M) =:= {{module, M}} andalso erlang:function_exported(M, F, A))], \
+         case Missing of \
+             [] -> ok; \
+             _ -> io:format(standard_error, \"this OTP ~s lacks ~s(needed by the hybrid module)~n\", [erlang:system_info(otp_release), Missing]), halt(2) \
+         end, \
+         case compile:file({src:?}, [{{outdir, {out:?}}}, report_errors, report_warnings]) of {{ok, _}} -> halt(0); _ -> halt(1) end.",
         src = source.display().to_string(),
         out = dir.display().to_string(),
     );
@@ -327,6 +336,31 @@ mod tests {
         assert_eq!((back2.from, back2.to), (Stage::HybridTcp, Stage::Plain));
         assert!(back2.next().is_none());
         assert!(first.back_to_plain().is_none());
+    }
+
+    /// Installs, compiles (with the local OTP, as on a node's host), keeps an installed module,
+    /// removes.
+    #[tokio::test]
+    async fn the_module_compiles_with_the_nodes_own_otp_and_goes_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let flags = dir.path().join("vm.dist.args");
+        std::fs::write(&flags, "## plain\n").unwrap();
+        let transport = Transport::local(Vec::new(), None);
+        install_module(&transport, "erl", &flags).await.unwrap();
+        let beam = module_dir(&flags).join(format!("{MODULE}.beam"));
+        let compiled = std::fs::metadata(&beam).unwrap().modified().unwrap();
+        install_module(&transport, "erl", &flags).await.unwrap();
+        let again = std::fs::metadata(&beam).unwrap().modified().unwrap();
+        assert_eq!(
+            compiled, again,
+            "an installed module with the same source is kept"
+        );
+        remove_module(&transport, &flags).await.unwrap();
+        assert!(!module_dir(&flags).exists());
+        let err = install_module(&transport, "/nonexistent/erl", &flags)
+            .await
+            .unwrap_err();
+        assert!(err.contains("cannot compile the hybrid module"), "{err}");
     }
 
     #[test]
