@@ -389,6 +389,34 @@ fn hybrid_listener_accepts_tcp_and_tls_under_stress() {
     wanted.sort();
     assert_eq!(seen, wanted, "a stress summary per node and protocol");
 
+    // net_kernel:allow holds on a hybrid node for both protocols: once hyb_tls allows only a
+    // node elsewhere, a TLS node with a good certificate (stock inet_tls_dist turns the allowed
+    // entries into host names its certificate must carry) and a plain node are refused.
+    let allowed = env.driver(
+        &mut procs,
+        "allowing",
+        &tls_vm,
+        &["allow", &nodes[1], "nobody@elsewhere.invalid"],
+    );
+    assert_eq!(
+        allowed,
+        vec![format!("allow {} false", nodes[1])],
+        "after net_kernel:allow the dialer is refused over TLS\n{}",
+        env.read_log("allowing")
+    );
+    for (name, vm) in [
+        ("other_tls", tls_vm.clone()),
+        ("other_tcp", loopback.to_vec()),
+    ] {
+        let refused = env.driver(&mut procs, name, &vm, &["refused", &nodes[1]]);
+        assert_eq!(
+            refused,
+            vec![format!("refused {} true", nodes[1])],
+            "{name}: a node net_kernel:allow leaves out is refused\n{}",
+            env.read_log(name)
+        );
+    }
+
     // The silent client: closed by the node once connecttime has passed.
     silent
         .set_read_timeout(Some(Duration::from_millis(500)))

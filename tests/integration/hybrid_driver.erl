@@ -9,6 +9,8 @@
 %%                            a time, and checks net_kernel restarts the whole set each time:
 %%       HYBRID crash <target> [{raw_accept_loop,restarted},...]
 %%   refused Target           HYBRID refused <target> <true|false> (true: no link on either side)
+%%   allow Target Entry       makes Entry (e.g. nobody@elsewhere) the only node Target allows
+%%                            (net_kernel:allow), then dials it again: HYBRID allow <target> <reconnected>
 -module(hybrid_driver).
 -export([main/1]).
 
@@ -31,6 +33,15 @@ main(["crash", Target]) ->
     true = net_kernel:connect_node(T),
     Restarted = [crash(T, What) || What <- [raw_accept_loop, tls_accept_loop, acceptor]],
     out(io_lib:format("crash ~s ~w", [T, Restarted])),
+    halt(0);
+main(["allow", Target, Entry]) ->
+    T = list_to_atom(Target),
+    true = net_kernel:connect_node(T),
+    ok = rpc:call(T, net_kernel, allow, [[list_to_atom(Entry)]]),
+    true = erlang:disconnect_node(T),
+    ok = until(fun() -> not lists:member(T, nodes(connected)) end, 10000),
+    Again = net_kernel:connect_node(T),
+    out(io_lib:format("allow ~s ~s", [T, Again])),
     halt(0);
 main(["refused", Target]) ->
     T = list_to_atom(Target),
