@@ -181,7 +181,11 @@ fn a_zero_split_run_crashed_at_every_step_of_every_roll_converges() {
     t.assert_mesh("inet_tls", "tls");
     for (node, original) in originals.iter().enumerate() {
         let backup = format!("{}.distls-orig", t.dist_args_path(node).display());
-        assert_eq!(&std::fs::read(backup).unwrap(), original, "backup of node {node}");
+        assert_eq!(
+            &std::fs::read(backup).unwrap(),
+            original,
+            "backup of node {node}"
+        );
         let module = t.cluster.nodes()[node].root.join("etc/distls-hybrid");
         assert!(!module.exists(), "node {node}: module removed");
     }
@@ -195,6 +199,13 @@ fn a_zero_split_run_crashed_at_every_step_of_every_roll_converges() {
         points.iter().any(|p| p.starts_with("next:")),
         "the switch between rolls was crash-tested: {points:?}"
     );
-    eprintln!("zero-split: {} crash points tried, all converged", points.len());
-    assert!(points.len() >= 3 * 26, "every step write of every roll ({})", points.len());
+    eprintln!(
+        "zero-split: {} crash points tried, all converged",
+        points.len()
+    );
+    assert!(
+        points.len() >= 3 * 26,
+        "every step write of every roll ({})",
+        points.len()
+    );
 }

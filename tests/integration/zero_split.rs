@@ -190,17 +190,12 @@ fn a_mnesia_cluster_finishes_starting_in_every_phase() {
     let names = t.node_names();
     let mut sorted = names.clone();
     sorted.sort();
-    for node in 0..names.len() {
-        assert_eq!(
-            t.cluster.status(node).as_deref(),
-            Some("started"),
-            "{}",
-            names[node]
-        );
+    for (node, name) in names.iter().enumerate() {
+        assert_eq!(t.cluster.status(node).as_deref(), Some("started"), "{name}");
         let keys = t.cluster.ctl_ok(node, &["mnesia-keys"]).unwrap();
         let mut keys: Vec<String> = keys.lines().map(str::to_string).collect();
         keys.sort();
-        assert_eq!(keys, sorted, "{}: the table is readable", names[node]);
+        assert_eq!(keys, sorted, "{name}: the table is readable");
     }
 }
 
