@@ -34,12 +34,12 @@ use std::time::{Duration, Instant};
 const HEADER: &str = "nodes\tmode\tmnesia\trep\twall_s\tsplit_s\tsplit_with_windows_s\tviolations\tmax_rejoin_s\trestarts\tload1\tstatus";
 
 /// The checker's default gap (1 s) is longer than a whole restart of a rehearsal node on a fast
-/// machine: the old VM's last sample and the new VM's first one are 0.55-0.7 s apart (release
-/// build, 2 cores), against 0.2-0.25 s between the samples of a running VM. With 1 s the checker
-/// would not see those restarts at all (no restart window, so the restart itself counts as a
-/// split). The `restarts` column lets a reader check the gap: it must be N for the default roll
-/// and 3N for zero-split.
-const DEFAULT_GAP: Duration = Duration::from_millis(450);
+/// machine: the old VM's last sample and the new VM's first one were 0.45-1.4 s apart, most of
+/// them under 1 s (release build, 2 cores, load 3-11), against at most 0.35 s between the
+/// samples of a running VM. With 1 s the checker does not see most restarts (no restart window,
+/// so the restart itself counts as a split). The `restarts` column lets a reader check the gap:
+/// it must be N for the default roll and 3N for zero-split.
+const DEFAULT_GAP: Duration = Duration::from_millis(400);
 
 /// How long to wait for every node to sample a full mesh.
 const SAMPLED_MESH_DEADLINE: Duration = Duration::from_secs(120);
@@ -75,7 +75,9 @@ struct Args {
 fn usage() -> ExitCode {
     eprintln!(
         "usage: zero_split_bench --distls PATH --nodes N --mode default|zero-split [--rep R] \
-         [--mnesia] [--window-secs S] [--gap-ms MS] [--dir DIR] [--log-prefix PATH]\n       zero_split_bench --header"
+         [--mnesia] [--window-secs S] [--gap-ms MS] [--dir DIR] [--log-prefix PATH]\n       \
+         zero_split_bench --header\n       \
+         zero_split_bench --recheck P.links [--window-secs S] [--gap-ms MS]"
     );
     ExitCode::from(2)
 }
@@ -90,6 +92,7 @@ fn parse_args() -> Result<Args, ExitCode> {
     let mut gap = DEFAULT_GAP;
     let mut dir = std::env::temp_dir();
     let mut log_prefix = None;
+    let mut recheck = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -119,10 +122,14 @@ fn parse_args() -> Result<Args, ExitCode> {
                     "--gap-ms" => gap = Duration::from_millis(v.parse().map_err(|_| usage())?),
                     "--dir" => dir = PathBuf::from(v),
                     "--log-prefix" => log_prefix = Some(PathBuf::from(v)),
+                    "--recheck" => recheck = Some(PathBuf::from(v)),
                     _ => return Err(usage()),
                 }
             }
         }
+    }
+    if let Some(dir) = recheck {
+        return Err(recheck_dir(&dir, window, gap));
     }
     let (Some(distls), Some(nodes), Some(mode)) = (distls, nodes, mode) else {
         return Err(usage());
@@ -330,9 +337,7 @@ fn measure(args: &Args, cluster: &RehearsalCluster, stop: &AtomicBool) -> Outcom
         status = format!("no-tls-mesh: {e}");
     }
     let logs = cluster.links_logs();
-    let mut params = Params::new(args.window).since(since);
-    params.gap = args.gap;
-    let report = split_checker::check(&logs, &[], &params);
+    let report = split_checker::check(&logs, &[], &params(args.window, args.gap, since));
     if let Some(p) = &args.log_prefix {
         let path = format!("{}.check.txt", p.display());
         let _ = std::fs::write(&path, report.to_string());
@@ -341,23 +346,76 @@ fn measure(args: &Args, cluster: &RehearsalCluster, stop: &AtomicBool) -> Outcom
             for (node, text) in &logs {
                 let _ = std::fs::write(dir.join(format!("{node}.log")), text);
             }
+            let _ = std::fs::write(dir.join("since"), format!("{since}\n"));
         }
     }
+    Outcome {
+        wall: Some(wall),
+        split: Some(figures(&report)),
+        status,
+    }
+}
+
+fn params(window: Duration, gap: Duration, since: i64) -> Params {
+    let mut params = Params::new(window).since(since);
+    params.gap = gap;
+    params
+}
+
+/// Split s, split s with windows, violations, max rejoin window, restarts seen.
+fn figures(report: &split_checker::SplitReport) -> (f64, f64, usize, String, usize) {
     let rejoin = match report.max_rejoin() {
         Ok(Some(d)) => format!("{:.1}", d.as_secs_f64()),
         Ok(None) => "-".to_owned(),
         Err(_) => "never".to_owned(),
     };
-    Outcome {
-        wall: Some(wall),
-        split: Some((
-            report.split_seconds,
-            report.split_seconds_with_windows,
-            report.violations.len(),
-            rejoin,
-            report.rejoins.len(),
-        )),
-        status,
+    (
+        report.split_seconds,
+        report.split_seconds_with_windows,
+        report.violations.len(),
+        rejoin,
+        report.rejoins.len(),
+    )
+}
+
+/// `--recheck P.links`: the checker again over the saved `<node>.log` files and `since` of a run
+/// (e.g. with another window or gap); prints its summary, then
+/// `split_s split_with_windows_s violations max_rejoin_s restarts`.
+fn recheck_dir(dir: &std::path::Path, window: Duration, gap: Duration) -> ExitCode {
+    let read =
+        |p: PathBuf| std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()));
+    let result = (|| -> Result<_, String> {
+        let since: i64 = read(dir.join("since"))?
+            .trim()
+            .parse()
+            .map_err(|e| format!("since: {e}"))?;
+        let mut logs = std::collections::BTreeMap::new();
+        for entry in std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))? {
+            let path = entry.map_err(|e| e.to_string())?.path();
+            if let (Some(node), Some("log")) = (
+                path.file_stem().and_then(|s| s.to_str()),
+                path.extension().and_then(|s| s.to_str()),
+            ) {
+                logs.insert(node.to_owned(), read(path.clone())?);
+            }
+        }
+        Ok(split_checker::check(
+            &logs,
+            &[],
+            &params(window, gap, since),
+        ))
+    })();
+    match result {
+        Ok(report) => {
+            let (s, w, v, r, n) = figures(&report);
+            println!("{report}");
+            println!("{s:.1}\t{w:.1}\t{v}\t{r}\t{n}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("zero_split_bench: {e}");
+            ExitCode::from(1)
+        }
     }
 }
 
