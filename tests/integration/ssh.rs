@@ -305,3 +305,31 @@ fn a_hung_stop_over_ssh_is_killed_and_escalated() {
         "the remote `ctl stop` (first seen: {hung:?}) was killed with its process group; still running: {left:?}"
     );
 }
+
+/// `--zero-split` over SSH: the hybrid module is written, compiled with the node's erl and
+/// removed on the node's host through the same connection; every link TLS at the end, then a
+/// rollback back through B and A to the original files.
+#[test]
+fn zero_split_over_ssh_installs_the_module_remotely() {
+    let t = cluster("sshzs", 3);
+    let sshd = TestSshd::start(&t.cluster.dir().join("sshd"));
+    plan_over_ssh(&t, &sshd, "user_key", "known_hosts");
+    let originals = t.dist_args_files();
+    let plan = t.plan();
+    let plan = plan.to_str().unwrap();
+    let out = t.distls(&["migrate", "--zero-split", plan]);
+    assert!(out.status.success(), "{}", describe(&out));
+    t.assert_mesh("inet_tls", "tls");
+    t.assert_backups_are(&originals);
+    for node in &t.cluster.nodes()[..] {
+        assert!(
+            !node.root.join("etc/distls-hybrid").exists(),
+            "{}",
+            node.name
+        );
+    }
+    let back = t.distls(&["rollback", plan]);
+    assert!(back.status.success(), "{}", describe(&back));
+    t.wait_for_mesh("inet_tcp", "tcp");
+    t.assert_files_are(&originals);
+}
