@@ -321,7 +321,7 @@ fn zero_split_over_ssh_installs_the_module_remotely() {
     assert!(out.status.success(), "{}", describe(&out));
     t.assert_mesh("inet_tls", "tls");
     t.assert_backups_are(&originals);
-    for node in &t.cluster.nodes()[..] {
+    for node in t.cluster.nodes() {
         assert!(
             !node.root.join("etc/distls-hybrid").exists(),
             "{}",
