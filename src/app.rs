@@ -310,7 +310,9 @@ async fn prepare_with_journal(
 
 /// The journal a migrate run continues from: a finished rollback leaves nothing to resume.
 fn resumable(journal: Option<Journal>) -> Option<Journal> {
-    journal.filter(|j| j.phase != Phase::RolledBack)
+    // A zero-split run is over only when its `zero_split` object is gone; `rolled_back` with it
+    // still there means one of its rolls went back, with nodes on the hybrid module.
+    journal.filter(|j| j.phase != Phase::RolledBack || j.zero_split.is_some())
 }
 
 /// Prints the warned and failed findings and refuses the run if any check failed.

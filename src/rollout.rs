@@ -358,8 +358,13 @@ impl<'a> Rollout<'a> {
                     .failure
                     .clone()
                     .unwrap_or_else(|| "unknown".into());
+                let now = match self.roll {
+                    Some(roll) => format!("every node runs {} again", roll.from),
+                    None => "every node runs plain TCP again; rerun `distls migrate` to try again"
+                        .to_string(),
+                };
                 return Err(Failure::Fatal(Error::StepFailed(format!(
-                    "finished the interrupted rollback (it began after: {cause}): every node runs plain TCP again; rerun `distls migrate` to try again"
+                    "finished the interrupted rollback (it began after: {cause}): {now}"
                 ))));
             }
             Phase::Completed => {
@@ -984,8 +989,8 @@ exit 1"#
 
     /// Zero-split: wait until node `index` is linked to every other node and no pair of nodes
     /// misses the other (links between two nodes of one stage use that stage's transport).
-    /// `done`: the step recorded then. `skip_down`: nodes that are down do not count (in a
-    /// rollback, a node not reverted yet may be down).
+    /// `done`: the step recorded then. `skip_down`: only running nodes count (in a rollback, a
+    /// node not reverted yet may be down or unreachable).
     async fn await_full_rejoin(&mut self, index: usize, done: Step, skip_down: bool) -> StepResult {
         self.progress.step(
             index,
@@ -1043,7 +1048,9 @@ exit 1"#
             .iter()
             .map(|i| i.proto_dist().and_then(Stage::of_signature))
             .collect();
-        let counts = |i: usize| !(skip_down && matches!(infos[i], NodeInfo::Down { .. }));
+        // In a rollback only the nodes that run count: a node not reverted yet may be down or
+        // unreachable (a failed start, a rejected certificate) until its turn comes.
+        let counts = |i: usize| !skip_down || infos[i].is_up();
         let mut missing = Vec::new();
         for (index, info) in infos.iter().enumerate().filter(|(i, _)| counts(*i)) {
             let Some(stage) = stages[index] else {
@@ -1298,6 +1305,10 @@ exit 1"#
         self.journal.phase = Phase::RolledBack;
         self.journal.record(None, "rolled back");
         self.store.save(&mut self.journal)?;
+        if let Some(roll) = self.roll {
+            // Zero-split: the roll is back at its start, the run has not turned to plain yet.
+            failpoint(&format!("{}:rolled-back", roll.to.tag()));
+        }
         Ok(())
     }
 

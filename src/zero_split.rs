@@ -239,7 +239,8 @@ pub async fn install_module(
         .map_err(|e| format!("cannot write {}: {e}", source.display()))?;
     // One Erlang term, no shell word splitting inside: paths are quoted for Erlang and the shell.
     // The module leans on two OTP functions; an OTP without them is refused here, before any
-    // node is stopped, rather than by a node that cannot accept connections.
+    // node is stopped, rather than by a node that cannot accept connections. The beam is built
+    // in a fresh directory and moved into place once readable, so an existing beam is a whole one.
     let eval = format!(
         "Needs = [{{inet_tls_dist, gen_accept, 2}}, {{gen_tcp, unrecv, 2}}], \
          Missing = [io_lib:format(\"~s:~s/~b \", [M, F, A]) || {{M, F, A}} <- Needs, \
@@ -248,12 +249,16 @@ pub async fn install_module(
              [] -> ok; \
              _ -> io:format(standard_error, \"this OTP ~s lacks ~s(needed by the hybrid module)~n\", [erlang:system_info(otp_release), Missing]), halt(2) \
          end, \
-         case compile:file({src:?}, [{{outdir, {out:?}}}, report_errors, report_warnings]) of {{ok, _}} -> halt(0); _ -> halt(1) end.",
+         [Out] = init:get_plain_arguments(), \
+         case compile:file({src:?}, [{{outdir, Out}}, report_errors, report_warnings]) of {{ok, _}} -> halt(0); _ -> halt(1) end.",
         src = source.display().to_string(),
-        out = dir.display().to_string(),
     );
     let compile = format!(
-        "{erl} -noshell -noinput -boot start_clean -eval {eval} && chmod 0644 {beam}",
+        "t=$(mktemp -d {dir}/.compile.XXXXXX) || exit 1; \
+         {erl} -noshell -noinput -boot start_clean -eval {eval} -extra \"$t\" \
+         && chmod 0644 \"$t\"/{MODULE}.beam && mv -f \"$t\"/{MODULE}.beam {beam}; \
+         rc=$?; rm -rf \"$t\"; exit $rc",
+        dir = shell_quote(&dir.display().to_string()),
         erl = shell_quote(erl),
         eval = shell_quote(&eval),
         beam = shell_quote(&beam.display().to_string())
@@ -477,6 +482,21 @@ pub async fn run(
     let mut summary = Vec::new();
     let mut failure: Option<Error> = None;
     let mut roll = *journal.zero_split.get_or_insert(RollState::first());
+    if journal.phase == Phase::RolledBack && roll.toward == Stage::Tls && intent == Intent::Migrate
+    {
+        // A roll went back after a failure, and the run was stopped before it turned to plain.
+        failure = Some(Error::StepFailed(format!(
+            "an earlier failure turned this run back ({}); it goes back to plain first",
+            journal.failure.as_deref().unwrap_or("see `distls status`")
+        )));
+        match roll.back_to_plain() {
+            Some(back) => roll = back,
+            None => return (summary, finish(nodes, &store, &mut journal, failure).await),
+        }
+        if let Err(e) = advance(&store, &mut journal, roll) {
+            return (summary, Err(e));
+        }
+    }
     if intent == Intent::Rollback && roll.toward == Stage::Tls {
         // The roll under way goes back to its `from` stage first; then the rolls back to plain.
         let pause = Options {
@@ -508,20 +528,19 @@ pub async fn run(
                     .into(),
             ));
         }
-        let mut rollout = match roll_rollout(
-            plan,
-            nodes,
-            roll,
-            store,
-            journal,
-            options.clone(),
-            &interrupted,
-        )
-        .await
-        {
-            Ok(r) => r,
-            Err(e) => return (summary, Err(e)),
+        // On the way back a failure pauses: rolling back a roll toward plain would move away
+        // from plain.
+        let options = match roll.toward {
+            Stage::Plain => Options {
+                on_failure: OnFailure::Pause,
+            },
+            _ => options.clone(),
         };
+        let mut rollout =
+            match roll_rollout(plan, nodes, roll, store, journal, options, &interrupted).await {
+                Ok(r) => r,
+                Err(e) => return (summary, Err(e)),
+            };
         rollout.note(&format!("roll {}", roll.describe()));
         let (rows, outcome) = rollout.migrate().await;
         summary = rows;
@@ -529,11 +548,7 @@ pub async fn run(
         let next = match outcome {
             Ok(()) => roll.next(),
             // The roll went back to where it started (one mesh, no split): on back to plain.
-            Err(e)
-                if journal.phase == Phase::RolledBack
-                    && roll.toward == Stage::Tls
-                    && options.on_failure == OnFailure::Rollback =>
-            {
+            Err(e) if journal.phase == Phase::RolledBack && roll.toward == Stage::Tls => {
                 failure = Some(e);
                 match roll.back_to_plain() {
                     Some(back) => Some(back),

@@ -68,7 +68,10 @@ info(Node) ->
             Pid = rpc:call(Node, os, getpid, [], Timeout),
             case rpc:call(Node, net_kernel, nodes_info, [], Timeout) of
                 {ok, Infos} when is_list(Pid) ->
-                    "up " ++ proto(Proto, Node, Timeout) ++ " " ++ Pid ++ " " ++ peers(Infos);
+                    case proto(Proto, Node, Timeout) of
+                        {badrpc, R} -> down(Node, R);
+                        P -> "up " ++ P ++ " " ++ Pid ++ " " ++ peers(Infos)
+                    end;
                 Other ->
                     "down " ++ reason(Other)
             end
@@ -92,13 +95,20 @@ down(Node, Reason) ->
 proto({ok, [[P | _] | _]}) -> P;
 proto(_) -> "inet_tcp".
 
-%% The zero-split module's two phases differ only in what it dials.
+%% The zero-split module's two phases differ only in what it dials (its last -distls_hybrid
+%% argument, as the module reads it; none means tcp).
 proto(Proto, Node, Timeout) ->
     case proto(Proto) of
         "distls_hybrid" ->
             case rpc:call(Node, init, get_argument, [distls_hybrid], Timeout) of
-                {ok, [["dial", "tls" | _] | _]} -> "distls_hybrid:tls";
-                _ -> "distls_hybrid:tcp"
+                {badrpc, R} -> {badrpc, R};
+                {ok, Args} ->
+                    case lists:last(Args) of
+                        ["dial", "tls"] -> "distls_hybrid:tls";
+                        ["dial", "tcp"] -> "distls_hybrid:tcp";
+                        _ -> "distls_hybrid:unknown"
+                    end;
+                error -> "distls_hybrid:tcp"
             end;
         P -> P
     end.

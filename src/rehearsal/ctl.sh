@@ -198,7 +198,7 @@ case filelib:is_file(filename:join(Var, "sample-links")) of
                                         proplists:get_value(state, I) =:= up,
                                         proplists:get_value(type, I) =:= normal]),
                     Peers = case Up of [] -> "-"; _ -> lists:join(",", Up) end,
-                    ok = file:write_file(LinksLog,
+                    _ = file:write_file(LinksLog,
                                          [integer_to_list(os:system_time(millisecond)), " ", Pid, " ", Peers, "\n"],
                                          [append]),
                     receive after 200 -> ok end,

@@ -90,11 +90,23 @@ accept(Listen) when is_port(Listen) ->
     Queue;
 accept(?QUEUE(Queue)) ->
     MRef = erlang:monitor(process, Queue),
+    take(Queue, MRef).
+
+%% The queue names a waiting classifier, which hands its socket over. A classifier that gave up
+%% (connecttime passed, peer gone) just then goes down instead: ask for the next one.
+take(Queue, MRef) ->
     Queue ! {take, self(), MRef},
     receive
-        {MRef, Socket} ->
-            erlang:demonitor(MRef, [flush]),
-            {ok, Socket};
+        {MRef, from, Classifier} ->
+            CRef = erlang:monitor(process, Classifier),
+            receive
+                {MRef, Socket} ->
+                    erlang:demonitor(CRef, [flush]),
+                    erlang:demonitor(MRef, [flush]),
+                    {ok, Socket};
+                {'DOWN', CRef, process, _, _} ->
+                    take(Queue, MRef)
+            end;
         {'DOWN', MRef, process, _, _} ->
             %% The stock loop exits on this error, so a stale loop dies with its queue.
             {error, closed}
@@ -130,8 +142,10 @@ dial_mode() ->
     end.
 
 %% ---------------------------------------------------------------------------------------------
-%% The acceptor: a FIFO of TLS-classified sockets waiting for a stock handshake process, and of
-%% handshake processes waiting for a socket. It owns queued sockets, so they close if it dies.
+%% The acceptor: a FIFO of classifiers holding a TLS socket for a stock handshake process, and
+%% of handshake processes waiting for a socket. The sockets stay with their classifiers (which
+%% the raw loop counts against its cap, and which close them after connecttime), so a flood of
+%% stalled TLS connections neither grows without bound nor outlives the setup time.
 
 queue_start(Kernel, Listen) ->
     receive {tls_loop, TlsLoop} -> link(TlsLoop) end,
@@ -140,32 +154,34 @@ queue_start(Kernel, Listen) ->
                   [link, {priority, max}]),
     queue_loop(queue:new(), queue:new()).
 
-queue_loop(Sockets, Takers) ->
-    case {queue:out(Sockets), queue:out(Takers)} of
-        {{{value, Socket}, Sockets1}, {{value, {Pid, Ref}}, Takers1}} ->
-            case gen_tcp:controlling_process(Socket, Pid) of
-                ok ->
-                    Pid ! {Ref, Socket},
-                    queue_loop(Sockets1, Takers1);
-                {error, _} ->
-                    %% The peer left (or, unexpectedly, the taker died: it then takes us down).
-                    gen_tcp:close(Socket),
-                    queue_loop(Sockets1, Takers)
-            end;
+queue_loop(Holders, Takers) ->
+    case {queue:out(Holders), queue:out(Takers)} of
+        {{{value, Holder}, Holders1}, {{value, {Pid, Ref}}, Takers1}} ->
+            Pid ! {Ref, from, Holder},
+            Holder ! {give, Pid, Ref},
+            queue_loop(Holders1, Takers1);
         _ ->
             receive
-                {tls_socket, Socket} -> queue_loop(queue:in(Socket, Sockets), Takers);
-                {take, Pid, Ref} -> queue_loop(Sockets, queue:in({Pid, Ref}, Takers))
+                {tls_socket, Holder} ->
+                    erlang:monitor(process, Holder),
+                    queue_loop(queue:in(Holder, Holders), Takers);
+                {take, Pid, Ref} ->
+                    queue_loop(Holders, queue:in({Pid, Ref}, Takers));
+                {'DOWN', _, process, Gone, _} ->
+                    queue_loop(queue:delete(Gone, Holders), Takers)
             end
     end.
 
-%% The same cap the stock TLS accept loop uses for its pending handshakes (the listen backlog).
+%% Connections waiting to be classified or taken by the stock TLS loop, at most: the listen
+%% backlog, but not less than 1024, so that idle connections cannot easily hold the port shut
+%% (each waits at most connecttime).
 max_pending() ->
     LOpts = application:get_env(kernel, inet_dist_listen_options, []),
-    proplists:get_value(backlog, LOpts, 128).
+    max(1024, proplists:get_value(backlog, LOpts, 128)).
 
 %% Accepts TCP connections and starts one classifier per connection, at most Max at a time
-%% (a classifier lives until the first byte arrives or connecttime passes).
+%% (a classifier lives until the plain hand-over, until the stock TLS loop takes its socket, or
+%% until connecttime passes).
 raw_accept_loop(Kernel, Listen, Queue, Max, Live) when Live >= Max ->
     receive {'DOWN', _, process, _, _} -> ok end,
     raw_accept_loop(Kernel, Listen, Queue, Max, Live - 1);
@@ -192,9 +208,15 @@ classify(Kernel, Socket, Queue) ->
         {ok, 16#16} ->
             %% Stock inet_tls_dist sets nodelay on its listen socket; ours is the plain one.
             _ = inet:setopts(Socket, [{nodelay, true}]),
-            case gen_tcp:controlling_process(Socket, Queue) of
-                ok -> Queue ! {tls_socket, Socket};
-                {error, _} -> gen_tcp:close(Socket)
+            Queue ! {tls_socket, self()},
+            receive
+                {give, Taker, Ref} ->
+                    case gen_tcp:controlling_process(Socket, Taker) of
+                        ok -> Taker ! {Ref, Socket};
+                        {error, _} -> gen_tcp:close(Socket)  % the taker asks for the next one
+                    end
+            after net_kernel:connecttime() ->
+                gen_tcp:close(Socket)
             end;
         {ok, _} ->
             plain_handover(Kernel, Socket);
@@ -235,11 +257,14 @@ first_byte(Socket) ->
 %% is always sent (as stock does); if the socket is gone, that handshake fails at once. The
 %% socket is passive, so there are no tcp messages to forward to the new owner.
 plain_handover(Kernel, Socket) ->
+    KRef = erlang:monitor(process, Kernel),
     Kernel ! {accept, self(), Socket, inet, tls},
     receive
         {Kernel, controller, Pid} ->
             _ = inet_tcp:controlling_process(Socket, Pid),
             Pid ! {self(), controller};
         {Kernel, unsupported_protocol} ->
-            inet_tcp:close(Socket)
+            inet_tcp:close(Socket);
+        {'DOWN', KRef, process, _, _} ->
+            inet_tcp:close(Socket)  % distribution stopped meanwhile
     end.

@@ -134,9 +134,13 @@ impl Timeline {
     fn new(samples: Vec<Sample>, gap: Millis) -> Self {
         let mut intervals: Vec<Interval> = Vec::new();
         for (i, s) in samples.iter().enumerate() {
-            let same_vm = i == 0 || samples[i - 1].vm == s.vm;
+            // With pids a new pid is a restart and a long gap a stalled sampler; without, a gap.
+            let same_run = match (i.checked_sub(1).map(|p| samples[p].vm), s.vm) {
+                (Some(Some(before)), Some(now)) => before == now,
+                _ => intervals.last().is_some_and(|cur| s.t - cur.end <= gap),
+            };
             match intervals.last_mut() {
-                Some(cur) if s.t - cur.end <= gap && same_vm => {
+                Some(cur) if same_run => {
                     cur.end = s.t;
                     cur.last = i;
                 }
@@ -740,6 +744,9 @@ mod tests {
         let timeline = Timeline::new(samples, 1_000);
         assert_eq!(timeline.intervals.len(), 2, "0.5 s gap, new VM: a restart");
         assert_eq!(timeline.intervals[1].start, 1900);
+        // The same VM after a 1.5 s stall (a loaded machine): no restart.
+        let stalled = parse_log("1000 41 -\n1200 41 b@h:tcp\n2700 41 b@h:tcp\n");
+        assert_eq!(Timeline::new(stalled, 1_000).intervals.len(), 1);
     }
 
     #[test]

@@ -176,11 +176,13 @@ fn five_nodes_go_to_tls_without_a_split() {
 #[test]
 fn a_mnesia_cluster_finishes_starting_in_every_phase() {
     let (t, out) = migrate_without_split("zsm", 3, true);
+    // Each node after each of its 3 restarts (9), and every node at the end of each roll (9): a
+    // run without the per-node wait would show only the second 9.
     let readies = stderr(&out)
         .matches("waiting until it reports ready")
         .count();
     assert!(
-        readies >= 9,
+        readies >= 18,
         "every node reported ready after each of its 3 restarts ({readies}):\n{}",
         stderr(&out)
     );
@@ -311,5 +313,33 @@ fn a_paused_run_shows_its_stages_and_rolls_back_without_a_split() {
     // Node 1: B back to A, then plain; node 2: A again (its B start failed), then plain;
     // node 3: plain.
     assert_never_split(&report, 5);
+    assert_back_on_plain(&t, &originals);
+}
+
+/// A failure in phase B rolls that roll back; distls is killed right after (the journal says
+/// `rolled_back`, nodes on A): the rerun neither starts over from plain nor retries B, it goes
+/// on back to plain.
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_run_killed_after_a_roll_went_back_goes_on_back_to_plain() {
+    use std::os::unix::process::ExitStatusExt;
+    let t = cluster("zskill", 3);
+    let originals = t.dist_args_files();
+    fail_second_start_in_phase_b(&t);
+    let plan = t.plan();
+    let plan = plan.to_str().unwrap();
+    let out = t.distls_env(
+        &["migrate", "--zero-split", plan],
+        &[("DISTLS_FAILPOINT", "b:rolled-back")],
+    );
+    assert_eq!(out.status.signal(), Some(9), "{}", describe(&out));
+    assert_eq!(journal(t.plan().as_path())["phase"], "rolled_back");
+    let again = t.distls(&["migrate", "--zero-split", plan]);
+    assert_eq!(again.status.code(), Some(4), "{}", describe(&again));
+    assert!(
+        stderr(&again).contains("an earlier failure turned this run back"),
+        "{}",
+        describe(&again)
+    );
     assert_back_on_plain(&t, &originals);
 }
