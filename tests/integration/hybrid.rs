@@ -10,7 +10,7 @@ use crate::products::short_hostname;
 use distls::rehearsal::{
     TlsFiles, poll_until, start_private_epmd, write_foreign_ca_cert, write_host_certs,
 };
-use std::io::Read as _;
+use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -26,6 +26,8 @@ const DRIVER_SRC: &str = concat!(
 );
 /// Connect -> check -> disconnect cycles per dialer protocol per hybrid node.
 const CYCLES: usize = 200;
+/// Idle connections held open during the stress: more than the stock listen backlog (128).
+const IDLE_CLIENTS: usize = 300;
 
 /// Every process the test starts, killed by its pid and reaped when dropped (also on panic).
 struct Procs(Vec<Child>);
@@ -280,6 +282,21 @@ fn hybrid_listener_accepts_tcp_and_tls_under_stress() {
         "the silent client was closed early: {early:?}"
     );
 
+    // More idle clients than the stock listen backlog (128), a third of them stalled after the
+    // first bytes of a TLS record: they must neither hold the port shut for the stress below nor
+    // stay open past connecttime. (Stalled TLS clients are kept below 128: past that, stock
+    // inet_tls_dist, whose accept loop the module reuses, stops taking TLS connections until
+    // its pending handshakes time out; so does the module, no worse.)
+    let mut idle: Vec<TcpStream> = (0..IDLE_CLIENTS)
+        .map(|i| {
+            let mut s = TcpStream::connect(("127.0.0.1", ports[0])).expect("connect to hyb_tcp");
+            if i % 3 == 0 {
+                s.write_all(&[0x16, 0x03]).unwrap();
+            }
+            s
+        })
+        .collect();
+
     // Hybrid <-> hybrid: the dialer's mode decides the link's transport, seen alike on both sides.
     let mut tls_vm = loopback.to_vec();
     tls_vm.extend(["-proto_dist", "inet_tls"].map(String::from));
@@ -433,6 +450,22 @@ fn hybrid_listener_accepts_tcp_and_tls_under_stress() {
     )
     .unwrap();
     let closed_after = silent_since.elapsed();
+    for (i, client) in idle.iter_mut().enumerate() {
+        client
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        poll_until(
+            &format!("idle client {i} closed by hyb_tcp"),
+            Duration::from_secs(20),
+            &mut || match client.read(&mut buf) {
+                Ok(0) => Ok(()),
+                Ok(n) => panic!("hyb_tcp sent {n} bytes to an idle client"),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => Ok(()),
+                Err(e) => Err(e.to_string()),
+            },
+        )
+        .unwrap();
+    }
     println!(
         "  silent client closed after {closed_after:.1?}; test took {:.1?}",
         started.elapsed()
