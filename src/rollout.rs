@@ -1012,20 +1012,25 @@ exit 1"#
                     ),
                 ));
             }
-            // A restarted node dials its peers itself (Mnesia, CETS, …); this covers the rest.
+            // A restarted node dials its peers itself (Mnesia, CETS, …); this covers the rest,
+            // and any other pair that lost its link (e.g. `global` dropping one around the
+            // restart): every running node is told to dial the nodes it misses.
             if last_kick.is_none_or(|t| t.elapsed() >= KICK_EVERY) {
-                let running = self.running(&infos[index]);
-                if matches!(running, Running::Plain | Running::Tls) {
-                    let probe = if self.links_tls(running) {
-                        self.tls_probe(index).await?
-                    } else {
-                        self.plain_probe(index).await?
-                    };
-                    let others: Vec<String> = (0..self.targets.len())
-                        .filter(|&p| p != index)
+                for (node, info) in infos.iter().enumerate() {
+                    let running = self.running(info);
+                    let missing: Vec<String> = (0..self.targets.len())
+                        .filter(|&p| p != node && info.link_to(self.name(p)).is_none())
                         .map(|p| self.name(p).to_string())
                         .collect();
-                    probe.connect(self.name(index), &others).await?;
+                    if missing.is_empty() || !matches!(running, Running::Plain | Running::Tls) {
+                        continue;
+                    }
+                    let probe = if self.links_tls(running) {
+                        self.tls_probe(node).await?
+                    } else {
+                        self.plain_probe(node).await?
+                    };
+                    probe.connect(self.name(node), &missing).await?;
                 }
                 last_kick = Some(Instant::now());
             }
