@@ -673,7 +673,7 @@ exit 1"#
         self.mark(index, Step::Editing)?;
         self.ensure_backup(index).await?;
         let target = &self.targets[index];
-        if let Some(optfile) = &target.optfile {
+        if let Some(optfile) = target.optfile.as_ref().filter(|_| target.tls_uses_optfile) {
             // The file the new flags point at exists before they do.
             target
                 .transport
@@ -694,6 +694,15 @@ exit 1"#
         if self.file_state(index).await? != FileState::Tls {
             let label = self.file_label(index);
             return Err(self.step_failed(index, &format!("{label} does not read back as written")));
+        }
+        let target = &self.targets[index];
+        if let Some(optfile) = target.optfile.as_ref().filter(|_| !target.tls_uses_optfile) {
+            // A zero-split roll toward plain: the flags no longer point at it.
+            target
+                .transport
+                .remove_file(&optfile.path)
+                .await
+                .map_err(|e| self.step_failed(index, &e.to_string()))?;
         }
         self.mark(index, Step::Edited)
     }
@@ -774,9 +783,13 @@ exit 1"#
         Ok(())
     }
 
-    /// The optfile goes once the flags no longer point at it.
+    /// The optfile goes once the flags no longer point at it: when the file is back at a text
+    /// without it (plain), not when a zero-split roll returns to a hybrid or TLS stage.
     async fn remove_optfile(&self, index: usize) -> StepResult {
         let target = &self.targets[index];
+        if target.original_uses_optfile {
+            return Ok(());
+        }
         if let Some(optfile) = &target.optfile {
             target
                 .transport

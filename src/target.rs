@@ -40,6 +40,12 @@ pub struct NodeTarget {
     pub pristine: String,
     /// The `-ssl_dist_optfile` distls writes next to the flags file (flavors other than mongooseim).
     pub optfile: Option<OptFile>,
+    /// Whether `original` points at the optfile too, so going back to it keeps the optfile: false
+    /// for the plain original; true in a zero-split roll that starts from a hybrid or TLS stage.
+    pub original_uses_optfile: bool,
+    /// Whether the TLS text (`tls`) points at the optfile: true, except in a zero-split roll
+    /// toward plain, whose last edit writes the plain original.
+    pub tls_uses_optfile: bool,
     /// What the probe VMs are started with: the node's distribution flags as its ctl gets them.
     pub probe_plain: ProbeArgs,
     pub probe_tls: ProbeArgs,
@@ -282,6 +288,8 @@ pub async fn read_node(spec: &NodeSpec, transport: &Transport) -> Result<NodeTar
         tls,
         current,
         optfile: None,
+        original_uses_optfile: false,
+        tls_uses_optfile: true,
         probe_plain,
         probe_tls,
         preflight_args,
@@ -399,6 +407,8 @@ async fn read_flavor_node(
         },
         current,
         optfile: Some(optfile),
+        original_uses_optfile: false,
+        tls_uses_optfile: true,
         probe_plain,
         probe_tls,
         preflight_args,

@@ -8,6 +8,7 @@
 //! removed). Each roll is a full roll of [`crate::rollout`]: journal, gates, rollback.
 
 use crate::argsfile;
+use crate::flavor::Flavor;
 use crate::transport::{Transport, shell_quote};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -213,6 +214,39 @@ pub fn stage_texts(plain: &str, tls: &str, module_dir: &Path) -> Result<StageTex
     })
 }
 
+/// The stage texts of a flavor node (ejabberd, RabbitMQ): the hybrid stages add the hybrid flags
+/// and `-ssl_dist_optfile` where the flavor's server reads its flags (for ejabberd that is also
+/// where its ctl reads them; RabbitMQ's `CTL_ERL_ARGS` stays plain until the TLS text). `tls` is
+/// the flavor's default TLS text, the last stage.
+pub fn flavor_stage_texts(
+    flavor: Flavor,
+    plain: &str,
+    tls: &str,
+    module_dir: &Path,
+    optfile: &Path,
+) -> Result<StageTexts, String> {
+    let hybrid = |dial: &str| {
+        match flavor {
+            Flavor::Ejabberd => {
+                crate::flavor::ejabberd::enable_hybrid(plain, module_dir, dial, optfile)
+            }
+            Flavor::RabbitMq => {
+                crate::flavor::rabbitmq::enable_hybrid(plain, module_dir, dial, optfile)
+            }
+            Flavor::MongooseIm | Flavor::Relx => {
+                return Err(format!("no flavor stage texts for {flavor}"));
+            }
+        }
+        .map_err(|e| format!("{} (hint: {})", e.message, e.hint))
+    };
+    Ok(StageTexts {
+        plain: plain.to_owned(),
+        hybrid_tcp: hybrid("tcp")?,
+        hybrid_tls: hybrid("tls")?,
+        tls: tls.to_owned(),
+    })
+}
+
 /// Writes the module's source next to the flags file and compiles it with the node's own `erl`
 /// (the OTP the node runs). Idempotent: an installed module with the same source is kept.
 pub async fn install_module(
@@ -318,6 +352,36 @@ mod tests {
     }
 
     #[test]
+    fn flavor_texts_switch_the_rabbitmq_ctl_only_at_tls() {
+        let plain = "NODENAME=rabbit1@vm\n";
+        let optfile = Path::new("/r/distls-ssl_dist.conf");
+        let tls = crate::flavor::rabbitmq::enable_tls(plain, optfile).unwrap();
+        let dir = Path::new("/r/distls-hybrid");
+        let texts = flavor_stage_texts(Flavor::RabbitMq, plain, &tls, dir, optfile).unwrap();
+        for stage in [Stage::HybridTcp, Stage::HybridTls] {
+            let text = texts.text(stage);
+            assert!(text.contains(
+                "SERVER_ADDITIONAL_ERL_ARGS=\"-pa /r/distls-hybrid -proto_dist distls_hybrid"
+            ));
+            assert!(text.contains("-ssl_dist_optfile /r/distls-ssl_dist.conf\""));
+            assert!(
+                !text.contains("CTL_ERL_ARGS"),
+                "the ctl stays plain: {text}"
+            );
+            assert_eq!(texts.stage_of(text), Some(stage));
+        }
+        assert!(texts.hybrid_tls.contains("-distls_hybrid dial tls "));
+        assert_eq!(texts.stage_of(&tls), Some(Stage::Tls));
+        assert_eq!(texts.stage_of(plain), Some(Stage::Plain));
+
+        let cfg = "ERL_OPTIONS=\"-env X 0\"\n";
+        let ej_tls = crate::flavor::ejabberd::enable_tls(cfg, optfile).unwrap();
+        let ej = flavor_stage_texts(Flavor::Ejabberd, cfg, &ej_tls, dir, optfile).unwrap();
+        assert!(ej.hybrid_tcp.starts_with("ERL_OPTIONS=\"-env X 0 -pa /r/distls-hybrid -proto_dist distls_hybrid -distls_hybrid dial tcp"));
+        assert!(flavor_stage_texts(Flavor::Relx, cfg, &ej_tls, dir, optfile).is_err());
+    }
+
+    #[test]
     fn only_inet_tls_and_plain_word_paths() {
         let six = "-proto_dist inet6_tls\n";
         assert!(stage_texts("", six, Path::new("/x")).is_err());
@@ -403,16 +467,17 @@ pub async fn prepare(
     plan.check_local_files()?;
     let mut nodes = Vec::with_capacity(plan.nodes.len());
     for (spec, transport) in plan.nodes.iter().zip(transports) {
-        let target = target::read_node(spec, transport).await?;
-        if spec.flavor != crate::flavor::Flavor::MongooseIm {
+        if spec.flavor == Flavor::Relx {
             return Err(Error::InvalidInput(format!(
-                "node {}: --zero-split supports the mongooseim flavor (vm.dist.args read by server and ctl); this node is {}\n  hint: use the default roll for this cluster, or see docs/zero-split.md",
-                spec.name, spec.flavor
+                "node {}: --zero-split supports the mongooseim, ejabberd and rabbitmq flavors; this node is relx, whose control commands (nodetool) do not get the node's -ssl_dist_optfile or a code path for the hybrid module\n  hint: use the default roll for this cluster, or see docs/zero-split.md",
+                spec.name
             )));
         }
-        if argsfile::dist_settings(&target.original)
-            .proto_dist
-            .is_some_and(|p| p.value == PROTO_DIST)
+        let target = target::read_node(spec, transport).await?;
+        if spec.flavor == Flavor::MongooseIm
+            && argsfile::dist_settings(&target.original)
+                .proto_dist
+                .is_some_and(|p| p.value == PROTO_DIST)
         {
             return Err(Error::NeedsOperator(format!(
                 "node {}: {} runs the hybrid module but there is no backup of its original ({})\n  hint: put the original vm.dist.args back, then rerun",
@@ -421,11 +486,21 @@ pub async fn prepare(
                 target.backup.display()
             )));
         }
-        let texts = stage_texts(
-            &target.original,
-            &target.tls.text,
-            &module_dir(&target.dist_args),
-        )
+        let texts = match &target.optfile {
+            // Where install_module puts it: beside the real flags file.
+            Some(optfile) => flavor_stage_texts(
+                spec.flavor,
+                &target.original,
+                &target.tls.text,
+                &module_dir(&target.dist_args),
+                &optfile.path,
+            ),
+            None => stage_texts(
+                &target.original,
+                &target.tls.text,
+                &module_dir(&target.dist_args),
+            ),
+        }
         .map_err(|why| {
             Error::InvalidInput(format!(
                 "node {}: {}: {why}\n  hint: see docs/zero-split.md",
@@ -456,6 +531,8 @@ pub fn roll_targets(nodes: &[ZeroSplitNode], roll: RollState) -> Vec<NodeTarget>
             let mut target = node.target.clone();
             target.original = node.texts.text(roll.from).to_owned();
             target.tls.text = node.texts.text(roll.to).to_owned();
+            target.original_uses_optfile = roll.from != Stage::Plain;
+            target.tls_uses_optfile = roll.to != Stage::Plain;
             target
         })
         .collect()
@@ -612,6 +689,9 @@ async fn finish(
     let at_plain = journal.zero_split.is_some_and(|r| r.to == Stage::Plain)
         || journal.phase == Phase::RolledBack;
     if at_plain {
+        remove_plain_optfiles(nodes).await?;
+    }
+    if at_plain {
         // Nothing left to resume: the next `migrate` starts a new run.
         journal.phase = Phase::RolledBack;
         journal.zero_split = None;
@@ -648,6 +728,22 @@ async fn install_modules(nodes: &[ZeroSplitNode], roll: RollState) -> Result<()>
         });
     }
     collect(tasks).await
+}
+
+/// Back at plain: a flavor node's optfile goes once its flags file is the plain original again
+/// (the roll toward plain removes it with the edit; this covers a run killed in between).
+async fn remove_plain_optfiles(nodes: &[ZeroSplitNode]) -> Result<()> {
+    for node in nodes {
+        let target = &node.target;
+        let Some(optfile) = &target.optfile else {
+            continue;
+        };
+        let current = target.transport.read_file(&target.dist_args).await?;
+        if current == node.texts.plain.as_bytes() {
+            target.transport.remove_file(&optfile.path).await?;
+        }
+    }
+    Ok(())
 }
 
 async fn remove_modules(nodes: &[ZeroSplitNode]) -> Result<()> {

@@ -1,7 +1,7 @@
 //! ejabberd: `ERL_OPTIONS` in the node's ejabberdctl.cfg. ejabberdctl adds it to `ERLANG_OPTS`,
 //! which every VM it starts gets: the server, and each ctl VM (status, started, stop…).
 
-use super::{FlavorError, FlavorIdentity, shellenv, tls_flags};
+use super::{FlavorError, FlavorIdentity, hybrid_flags, shellenv, tls_flags};
 use crate::argsfile::NameFlag;
 use std::path::Path;
 
@@ -9,6 +9,17 @@ pub const VAR: &str = "ERL_OPTIONS";
 
 pub fn enable_tls(original: &str, optfile: &Path) -> Result<String, FlavorError> {
     shellenv::append_flags(original, VAR, &tls_flags(optfile)?)
+}
+
+/// A zero-split hybrid stage: ERL_OPTIONS carries the hybrid flags, so the server and every ctl
+/// VM run the hybrid module (the ctl dials what the node dials; hybrid nodes accept both).
+pub fn enable_hybrid(
+    original: &str,
+    module_dir: &Path,
+    dial: &str,
+    optfile: &Path,
+) -> Result<String, FlavorError> {
+    shellenv::append_flags(original, VAR, &hybrid_flags(module_dir, dial, optfile)?)
 }
 
 /// `ERLANG_NODE` (default `ejabberd@localhost`); ejabberdctl uses `-sname` unless it has a dot.
@@ -46,5 +57,29 @@ mod tests {
             identity("ERLANG_NODE=ej@h.example.com").unwrap().name_flag,
             NameFlag::Long
         );
+    }
+
+    #[test]
+    fn hybrid_stages_put_the_module_in_erl_options() {
+        let cfg = "ERLANG_NODE=ejabberd1@vm\nERL_OPTIONS=\"-env ERL_CRASH_DUMP_BYTES 0\"\n";
+        let a = enable_hybrid(
+            cfg,
+            Path::new("/d/distls-hybrid"),
+            "tcp",
+            Path::new("/d/o.conf"),
+        )
+        .unwrap();
+        assert_eq!(
+            a,
+            "ERLANG_NODE=ejabberd1@vm\nERL_OPTIONS=\"-env ERL_CRASH_DUMP_BYTES 0 -pa /d/distls-hybrid -proto_dist distls_hybrid -distls_hybrid dial tcp -ssl_dist_optfile /d/o.conf\"\n"
+        );
+        let b = enable_hybrid(
+            cfg,
+            Path::new("/d/distls-hybrid"),
+            "tls",
+            Path::new("/d/o.conf"),
+        )
+        .unwrap();
+        assert_eq!(b, a.replace("dial tcp", "dial tls"));
     }
 }

@@ -2,7 +2,7 @@
 //! other CLI tools) in the node's rabbitmq-env.conf. Without the second, rabbitmqctl cannot reach a
 //! TLS node ("Failed to connect and authenticate ... in 60000 ms").
 
-use super::{FlavorError, FlavorIdentity, shellenv, tls_flags};
+use super::{FlavorError, FlavorIdentity, hybrid_flags, shellenv, tls_flags};
 use crate::argsfile::NameFlag;
 use std::path::Path;
 
@@ -13,6 +13,22 @@ pub fn enable_tls(original: &str, optfile: &Path) -> Result<String, FlavorError>
     let flags = tls_flags(optfile)?;
     let text = shellenv::append_flags(original, SERVER_VAR, &flags)?;
     shellenv::append_flags(&text, CTL_VAR, &flags)
+}
+
+/// A zero-split hybrid stage: only the server runs the hybrid module; `CTL_ERL_ARGS` stays as in
+/// the original, so rabbitmqctl dials plain TCP, which hybrid nodes accept. The ctl switches to
+/// TLS with the node's last edit (the TLS text, both variables).
+pub fn enable_hybrid(
+    original: &str,
+    module_dir: &Path,
+    dial: &str,
+    optfile: &Path,
+) -> Result<String, FlavorError> {
+    shellenv::append_flags(
+        original,
+        SERVER_VAR,
+        &hybrid_flags(module_dir, dial, optfile)?,
+    )
 }
 
 /// `NODENAME` (default `rabbit@<host>`); a name without `@` gets the plan's host, as
@@ -50,6 +66,31 @@ mod tests {
         assert_eq!(identity(env, "vm").unwrap().node_name, "rabbit1@vm");
         assert_eq!(identity("NODENAME=r2\n", "h").unwrap().node_name, "r2@h");
         assert_eq!(identity("", "h").unwrap().node_name, "rabbit@h");
+    }
+
+    #[test]
+    fn hybrid_stages_leave_the_ctl_plain() {
+        let env = "NODENAME=rabbit1@vm\nCTL_ERL_ARGS=\"-x\"\n";
+        let a = enable_hybrid(
+            env,
+            Path::new("/r/distls-hybrid"),
+            "tcp",
+            Path::new("/r/o.conf"),
+        )
+        .unwrap();
+        assert_eq!(
+            a,
+            "NODENAME=rabbit1@vm\nCTL_ERL_ARGS=\"-x\"\n# added by distls (TLS distribution); `distls rollback` restores the original file\nSERVER_ADDITIONAL_ERL_ARGS=\"-pa /r/distls-hybrid -proto_dist distls_hybrid -distls_hybrid dial tcp -ssl_dist_optfile /r/o.conf\"\n"
+        );
+        let b = enable_hybrid(
+            env,
+            Path::new("/r/distls-hybrid"),
+            "tls",
+            Path::new("/r/o.conf"),
+        )
+        .unwrap();
+        assert_eq!(b, a.replace("dial tcp", "dial tls"));
+        assert_eq!(shellenv::plain_value(&b, CTL_VAR).unwrap().unwrap().0, "-x");
     }
 
     #[test]
