@@ -294,3 +294,156 @@ fn relx_flavor_migrates_and_rolls_back_with_relx_like_control_commands() {
         assert!(!node.root.join("etc/distls-ssl_dist.conf").exists());
     }
 }
+
+/// The module directory zero-split installs beside a flags file.
+fn hybrid_dir(flags_file: &Path) -> std::path::PathBuf {
+    flags_file.parent().unwrap().join("distls-hybrid")
+}
+
+/// `distls migrate --zero-split` and print its wall time.
+fn migrate_zero_split(plan: &Path, product: &str) -> Output {
+    let started = Instant::now();
+    let out = distls(&["migrate", "--zero-split", plan.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", describe(&out));
+    eprintln!("{}", describe(&out));
+    eprintln!(
+        "MEASURED {product} 3 nodes: distls migrate --zero-split {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(journal(plan)["phase"], "completed");
+    out
+}
+
+/// `distls rollback` of a finished zero-split run: C → B → A → plain.
+fn rollback_zero_split(plan: &Path, product: &str) {
+    let started = Instant::now();
+    let back = distls(&["rollback", plan.to_str().unwrap()]);
+    assert!(back.status.success(), "{}", describe(&back));
+    eprintln!(
+        "MEASURED {product} 3 nodes: distls rollback (zero-split, 3 rolls) {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(journal(plan)["phase"], "rolled_back");
+}
+
+/// RabbitMQ through the hybrid stages: the server's flags go A → B → C while `CTL_ERL_ARGS` stays
+/// plain until a node's C edit; distls's verify (`rabbitmqctl ping`, `await_startup`) after every
+/// restart proves the ctl reached its node in every stage. Then back to plain.
+#[test]
+fn rabbitmq_cluster_migrates_with_zero_split_and_rolls_back() {
+    let _one_at_a_time = products_lock();
+    let rmq = RabbitMq::cluster("rmqz", 3);
+    let names: Vec<String> = (1..=3).map(|i| rmq.node_name(i)).collect();
+    let originals: Vec<Vec<u8>> = (1..=3)
+        .map(|i| std::fs::read(rmq.env_file(i)).unwrap())
+        .collect();
+    let plan = rmq.plan("rmq-zero-split");
+
+    let dry = distls(&[
+        "migrate",
+        "--zero-split",
+        "--dry-run",
+        plan.to_str().unwrap(),
+    ]);
+    assert!(dry.status.success(), "{}", describe(&dry));
+    assert!(
+        stdout(&dry).contains("-proto_dist distls_hybrid -distls_hybrid dial tcp"),
+        "{}",
+        stdout(&dry)
+    );
+
+    let out = migrate_zero_split(&plan, "rabbitmq");
+    let shown = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(shown.contains("B (hybrid, dials tls)"), "{shown}");
+    assert_status_all_tls(&plan, &names);
+    for i in 1..=3 {
+        let env = std::fs::read_to_string(rmq.env_file(i)).unwrap();
+        let flags = format!(
+            "\"-proto_dist inet_tls -ssl_dist_optfile {}/distls-ssl_dist.conf\"",
+            rmq.env_file(i).parent().unwrap().display()
+        );
+        assert!(
+            env.contains(&format!("\nSERVER_ADDITIONAL_ERL_ARGS={flags}\n"))
+                && env.contains(&format!("\nCTL_ERL_ARGS={flags}\n"))
+                && !env.contains("distls_hybrid"),
+            "{env}"
+        );
+        assert_optfile(&rmq.env_file(i), uid_of(&rmq.env_file(i)));
+        assert!(!hybrid_dir(&rmq.env_file(i)).exists(), "module removed");
+        rmq.ctl_ok(i, &["ping"]);
+        let status = rmq.ctl_ok(i, &["cluster_status"]);
+        for name in &names {
+            assert!(status.contains(name.as_str()), "{status}");
+        }
+    }
+    rmq.wait_queue_count(1, "cq1\t1", Duration::from_secs(60));
+
+    rollback_zero_split(&plan, "rabbitmq");
+    for i in 1..=3 {
+        assert_eq!(
+            std::fs::read(rmq.env_file(i)).unwrap(),
+            originals[i - 1],
+            "rabbitmq-env.conf of node {i} is byte-identical to its original"
+        );
+        let optfile = rmq
+            .env_file(i)
+            .parent()
+            .unwrap()
+            .join("distls-ssl_dist.conf");
+        assert!(!optfile.exists(), "node {i}: optfile removed");
+        assert!(
+            !hybrid_dir(&rmq.env_file(i)).exists(),
+            "node {i}: module removed"
+        );
+        rmq.ctl_ok(i, &["ping"]);
+    }
+    rmq.wait_queue_count(1, "cq1\t1", Duration::from_secs(60));
+}
+
+/// ejabberd through the hybrid stages: ERL_OPTIONS carries the hybrid flags, so server and ctl
+/// switch together. Migrate, then roll back.
+#[test]
+fn ejabberd_cluster_migrates_with_zero_split_and_rolls_back() {
+    let _one_at_a_time = products_lock();
+    let ej = Ejabberd::cluster("ejz", 3);
+    let names: Vec<String> = (1..=3).map(|i| ej.node_name(i)).collect();
+    let originals: Vec<Vec<u8>> = (1..=3).map(|i| std::fs::read(ej.cfg(i)).unwrap()).collect();
+    let plan = ej.plan("ej-zero-split", |_| String::new());
+
+    migrate_zero_split(&plan, "ejabberd");
+    assert_status_all_tls(&plan, &names);
+    for i in 1..=3 {
+        let cfg = std::fs::read_to_string(ej.cfg(i)).unwrap();
+        assert!(
+            cfg.contains(&format!(
+                "ERL_OPTIONS=\"-env ERL_CRASH_DUMP_BYTES 0 -proto_dist inet_tls -ssl_dist_optfile {}/distls-ssl_dist.conf\"",
+                ej.etc(i).display()
+            )),
+            "{cfg}"
+        );
+        assert_optfile(&ej.cfg(i), uid_of(&ej.cfg(i)));
+        assert!(!hybrid_dir(&ej.cfg(i)).exists(), "module removed");
+        let cluster = ej.ctl_ok(i, &["list_cluster"]);
+        assert_eq!(cluster.matches("ejabberd").count(), 3, "{cluster}");
+    }
+
+    rollback_zero_split(&plan, "ejabberd");
+    for i in 1..=3 {
+        assert_eq!(
+            std::fs::read(ej.cfg(i)).unwrap(),
+            originals[i - 1],
+            "ejabberdctl.cfg of node {i} is byte-identical to its original"
+        );
+        assert!(!ej.etc(i).join("distls-ssl_dist.conf").exists());
+        assert!(!hybrid_dir(&ej.cfg(i)).exists());
+        ej.ctl_ok(i, &["started"]);
+        let cluster = ej.ctl_ok(i, &["list_cluster"]);
+        assert_eq!(cluster.matches("ejabberd").count(), 3, "{cluster}");
+    }
+    let account = ej.ctl(1, &["check_account", "alice", "localhost"]);
+    assert!(
+        account.status.success(),
+        "alice still exists: {}",
+        describe(&account)
+    );
+}
