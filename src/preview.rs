@@ -167,7 +167,7 @@ pub fn render_zero_split(
     nodes: &[crate::zero_split::ZeroSplitNode],
     journal: Option<&Journal>,
 ) -> String {
-    use crate::zero_split::{MODULE, RollState, module_dir, roll_targets};
+    use crate::zero_split::{MODULE, RollState, Stage, module_dir, roll_targets};
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -215,6 +215,18 @@ pub fn render_zero_split(
                 this.to
             );
             let _ = writeln!(out, "  1. stop:   {}", spec.commands.stop);
+            if let Some(optfile) = target
+                .optfile
+                .as_ref()
+                .filter(|_| this.from == Stage::Plain)
+            {
+                let _ = writeln!(
+                    out,
+                    "     write {} (-ssl_dist_optfile, mode 0600, owned like {}; kept through A, B and C, removed only back at plain)",
+                    optfile.path.display(),
+                    target.dist_args.display()
+                );
+            }
             let _ = writeln!(
                 out,
                 "  2. edit {} (atomic replace, mode kept; backup {} of the original first)",

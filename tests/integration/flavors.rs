@@ -346,11 +346,15 @@ fn rabbitmq_cluster_migrates_with_zero_split_and_rolls_back() {
         plan.to_str().unwrap(),
     ]);
     assert!(dry.status.success(), "{}", describe(&dry));
+    let shown = stdout(&dry);
     assert!(
-        stdout(&dry).contains("-proto_dist distls_hybrid -distls_hybrid dial tcp"),
-        "{}",
-        stdout(&dry)
+        shown.contains("-proto_dist distls_hybrid -distls_hybrid dial tcp")
+            && shown.contains("/distls-ssl_dist.conf (-ssl_dist_optfile, mode 0600"),
+        "{shown}"
     );
+    for i in 1..=3 {
+        assert_eq!(std::fs::read(rmq.env_file(i)).unwrap(), originals[i - 1]);
+    }
 
     let out = migrate_zero_split(&plan, "rabbitmq");
     let shown = format!("{}{}", stdout(&out), stderr(&out));
