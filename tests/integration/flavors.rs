@@ -4,6 +4,7 @@
 use crate::products::*;
 use crate::support::{describe, journal, stderr, stdout};
 use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -328,7 +329,8 @@ fn rollback_zero_split(plan: &Path, product: &str) {
 
 /// RabbitMQ through the hybrid stages: the server's flags go A → B → C while `CTL_ERL_ARGS` stays
 /// plain until a node's C edit; distls's verify (`rabbitmqctl ping`, `await_startup`) after every
-/// restart proves the ctl reached its node in every stage. Then back to plain.
+/// restart proves the ctl reached its node in every stage, and every node's ctl is pinged again
+/// with the whole cluster at A, at B and at C. Then back to plain.
 #[test]
 fn rabbitmq_cluster_migrates_with_zero_split_and_rolls_back() {
     let _one_at_a_time = products_lock();
@@ -356,6 +358,37 @@ fn rabbitmq_cluster_migrates_with_zero_split_and_rolls_back() {
         assert_eq!(std::fs::read(rmq.env_file(i)).unwrap(), originals[i - 1]);
     }
 
+    // Stopped (SIGKILL at the failpoint) right after roll 1 and after roll 2, so every node's own
+    // rabbitmqctl (still plain) is pinged with every node at A, then at B; then resumed.
+    let started = Instant::now();
+    for (point, dial) in [("next:a:b", "tcp"), ("next:b:c", "tls")] {
+        let out = Command::new(env!("CARGO_BIN_EXE_distls"))
+            .env("DISTLS_FAILPOINT", point)
+            .args(["migrate", "--zero-split", plan.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.signal(), Some(9), "{}", describe(&out));
+        for i in 1..=3 {
+            let env = std::fs::read_to_string(rmq.env_file(i)).unwrap();
+            assert!(
+                env.contains(&format!("-distls_hybrid dial {dial} -ssl_dist_optfile"))
+                    && !env.contains("CTL_ERL_ARGS"),
+                "node {i} after {point}: {env}"
+            );
+            assert!(
+                rmq.env_file(i)
+                    .parent()
+                    .unwrap()
+                    .join("distls-ssl_dist.conf")
+                    .exists()
+            );
+            rmq.ctl_ok(i, &["ping"]);
+        }
+    }
+    eprintln!(
+        "MEASURED rabbitmq 3 nodes: rolls 1 and 2 (stopped after each, ctl pings) {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     let out = migrate_zero_split(&plan, "rabbitmq");
     let shown = format!("{}{}", stdout(&out), stderr(&out));
     assert!(shown.contains("B (hybrid, dials tls)"), "{shown}");
