@@ -279,11 +279,8 @@ async fn migrate_over(
     journal: Option<Journal>,
     transports: Vec<Transport>,
 ) -> Result<()> {
-    let (targets, journal) = prepare_with_journal(plan, &transports, journal).await?;
-    let options = Options {
-        on_failure: on_failure(args, plan),
-    };
-    let mut rollout = Rollout::new(plan, targets, store, journal, options, watch_interrupts())?;
+    let mut rollout =
+        default_rollout(plan, store, journal, &transports, on_failure(args, plan)).await?;
     let started = std::time::Instant::now();
     let (summary, outcome) = rollout.migrate().await;
     print_summary(&summary);
@@ -295,6 +292,19 @@ async fn migrate_over(
         );
     }
     outcome
+}
+
+/// A default (split) roll over every node, resuming `journal` if there is one.
+async fn default_rollout<'a>(
+    plan: &'a Plan,
+    store: JournalStore,
+    journal: Option<Journal>,
+    transports: &[Transport],
+    on_failure: OnFailure,
+) -> Result<Rollout<'a>> {
+    let (targets, journal) = prepare_with_journal(plan, transports, journal).await?;
+    let options = Options { on_failure };
+    Rollout::new(plan, targets, store, journal, options, watch_interrupts())
 }
 
 /// Read every node and start a fresh journal if there is none to resume.
@@ -395,11 +405,7 @@ async fn rollback_over(
     journal: Option<Journal>,
     transports: Vec<Transport>,
 ) -> Result<()> {
-    let (targets, journal) = prepare_with_journal(plan, &transports, journal).await?;
-    let options = Options {
-        on_failure: OnFailure::Pause,
-    };
-    let mut rollout = Rollout::new(plan, targets, store, journal, options, watch_interrupts())?;
+    let mut rollout = default_rollout(plan, store, journal, &transports, OnFailure::Pause).await?;
     let (summary, outcome) = rollout.rollback().await;
     print_summary(&summary);
     if outcome.is_ok() {

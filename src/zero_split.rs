@@ -690,8 +690,6 @@ async fn finish(
         || journal.phase == Phase::RolledBack;
     if at_plain {
         remove_plain_optfiles(nodes).await?;
-    }
-    if at_plain {
         // Nothing left to resume: the next `migrate` starts a new run.
         journal.phase = Phase::RolledBack;
         journal.zero_split = None;

@@ -63,6 +63,19 @@ fn assert_optfile(flags_file: &Path, owner_uid: u32) {
     assert!(text.contains("{fail_if_no_peer_cert, true}"), "{text}");
 }
 
+/// ejabberd node `i`'s ejabberdctl.cfg holds the TLS flags, and its optfile is in place.
+fn assert_ejabberd_tls_files(ej: &Ejabberd, i: usize) {
+    let cfg = std::fs::read_to_string(ej.cfg(i)).unwrap();
+    assert!(
+        cfg.contains(&format!(
+            "ERL_OPTIONS=\"-env ERL_CRASH_DUMP_BYTES 0 -proto_dist inet_tls -ssl_dist_optfile {}/distls-ssl_dist.conf\"",
+            ej.etc(i).display()
+        )),
+        "{cfg}"
+    );
+    assert_optfile(&ej.cfg(i), uid_of(&ej.cfg(i)));
+}
+
 fn uid_of(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().uid()
 }
@@ -110,15 +123,7 @@ fn ejabberd_cluster_migrates_with_the_flavor_defaults() {
 
     migrate_to_tls(&plan, &names, "ejabberd", own);
     for i in 1..=3 {
-        let cfg = std::fs::read_to_string(ej.cfg(i)).unwrap();
-        assert!(
-            cfg.contains(&format!(
-                "ERL_OPTIONS=\"-env ERL_CRASH_DUMP_BYTES 0 -proto_dist inet_tls -ssl_dist_optfile {}/distls-ssl_dist.conf\"",
-                ej.etc(i).display()
-            )),
-            "{cfg}"
-        );
-        assert_optfile(&ej.cfg(i), uid_of(&ej.cfg(i)));
+        assert_ejabberd_tls_files(&ej, i);
         let cluster = ej.ctl_ok(i, &["list_cluster"]);
         for name in &names {
             assert!(
@@ -450,15 +455,7 @@ fn ejabberd_cluster_migrates_with_zero_split_and_rolls_back() {
     migrate_zero_split(&plan, "ejabberd");
     assert_status_all_tls(&plan, &names);
     for i in 1..=3 {
-        let cfg = std::fs::read_to_string(ej.cfg(i)).unwrap();
-        assert!(
-            cfg.contains(&format!(
-                "ERL_OPTIONS=\"-env ERL_CRASH_DUMP_BYTES 0 -proto_dist inet_tls -ssl_dist_optfile {}/distls-ssl_dist.conf\"",
-                ej.etc(i).display()
-            )),
-            "{cfg}"
-        );
-        assert_optfile(&ej.cfg(i), uid_of(&ej.cfg(i)));
+        assert_ejabberd_tls_files(&ej, i);
         assert!(!hybrid_dir(&ej.cfg(i)).exists(), "module removed");
         let cluster = ej.ctl_ok(i, &["list_cluster"]);
         assert_eq!(cluster.matches("ejabberd").count(), 3, "{cluster}");
