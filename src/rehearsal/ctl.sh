@@ -20,6 +20,7 @@
 #           "Failed RPC connection to the node N: nodedown" (3)
 #   peers   one "<peer> <tcp|tls>" line per normal peer in state up (0), or 3
 #   links   the status line followed by the peers lines (one control VM for both)
+#   otp     the OTP release the node runs, e.g. "27" (0), or 3
 #   started "started" (0) iff var/status says started AND the node answers a
 #           ping; otherwise a one-line reason (1). Like `mongooseimctl started`
 #           but without its wait: callers poll it (a plan's commands.ready).
@@ -115,6 +116,11 @@ Code = case Cmd of
         case Proto() of
             {ok, P} -> io:format("distribution protocol: ~s~n", [P]), 0;
             {badrpc, R} -> RpcFailed(R), 3
+        end;
+    "otp" ->
+        case rpc:call(Node, erlang, system_info, [otp_release], T) of
+            {badrpc, R} -> RpcFailed(R), 3;
+            Release -> io:format("~s~n", [Release]), 0
         end;
     "peers" ->
         case Peers() of
@@ -303,7 +309,7 @@ case "${1:-}" in
         fi
         echo stopped >"$VAR/status"
         ;;
-    ping | status | peers | links | mnesia-keys)
+    ping | status | peers | links | otp | mnesia-keys)
         ctl_vm "$1"
         ;;
     mnesia-init)
@@ -322,7 +328,7 @@ case "${1:-}" in
         echo started
         ;;
     *)
-        echo "Usage: $0 start|stop|ping|status|peers|links|started|mnesia-init|mnesia-keys" >&2
+        echo "Usage: $0 start|stop|ping|status|peers|links|otp|started|mnesia-init|mnesia-keys" >&2
         exit 2
         ;;
 esac

@@ -1,6 +1,10 @@
 //! Integration tests: the real `distls` binary against real Erlang nodes in MongooseIM layout.
 mod products;
 mod sshd;
+// Network namespaces as hosts (a bridge, a veth pair and a namespace per host).
+mod netns_hosts;
+// Hosts that run OTP 27 (Debian trixie) and OTP 29 (Debian sid) from a chroot each.
+mod otp_hosts;
 mod support;
 // Proves "no split" (or finds one) from the nodes' sampled links; unit tests on synthetic logs.
 mod split_checker;
@@ -25,6 +29,8 @@ mod ssh;
 // Three network namespaces as three hosts, each with its own sshd and epmd (skipped where
 // namespaces are not permitted).
 mod netns;
+// The same sequence on OTP 27 and 29 hosts (Debian chroots) and on mixed-OTP clusters.
+mod otp_matrix;
 // The ejabberd and RabbitMQ flavors against the real products (Debian packages).
 mod flavors;
 // Zero-split: three rolls through the hybrid module, never split.
