@@ -1266,7 +1266,15 @@ pub fn write_host_certs(dir: &Path, host: &str) -> Result<TlsFiles, RehearsalErr
 /// A private epmd (`epmd -port P -address 127.0.0.1`, foreground) on a free loopback port, its
 /// output in `<dir>/log/epmd.log`. The caller stops it by its pid (kill + wait on the child).
 pub fn start_private_epmd(dir: &Path) -> Result<(Child, u16), RehearsalError> {
-    start_epmd(dir, "epmd.log", &[], Ipv4Addr::LOCALHOST, None)
+    start_private_epmd_under(dir, &[])
+}
+
+/// [`start_private_epmd`] started as `prefix... epmd ...` (see [`NodeHost::exec_prefix`]).
+pub fn start_private_epmd_under(
+    dir: &Path,
+    prefix: &[String],
+) -> Result<(Child, u16), RehearsalError> {
+    start_epmd(dir, "epmd.log", prefix, Ipv4Addr::LOCALHOST, None)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -33,6 +33,8 @@ mod netns;
 mod otp_matrix;
 // The ejabberd and RabbitMQ flavors against the real products (Debian packages).
 mod flavors;
+// The ejabberd and RabbitMQ flavors on the products of Debian trixie (OTP 27) and sid (OTP 29).
+mod otp_flavors;
 // Zero-split: three rolls through the hybrid module, never split.
 mod zero_split;
 // The transitional hybrid dist module (plain TCP and TLS on one port) under connect/disconnect stress.

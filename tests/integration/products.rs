@@ -2,10 +2,15 @@
 //! host, each product with its own epmd on its own loopback port (ERL_EPMD_PORT exported in every
 //! node's config file), certificates for the host name the nodes use. Everything a cluster starts is
 //! stopped by pid when it is dropped. Recipe: docs/flavor-ejabberd.md, docs/flavor-rabbitmq.md.
+//! A cluster runs on this machine (its Debian 12 packages, OTP 25) or on one OTP host
+//! ([`crate::otp_hosts`]: the products of Debian trixie or sid, OTP 27 or 29), which distls
+//! then reaches over SSH like a remote host.
 
+use crate::otp_hosts::{Otp, OtpHosts};
+use crate::sshd::TestSshd;
 use crate::support::describe;
 use distls::rehearsal::{
-    TlsFiles, is_zombie, poll_until, read_pid, start_private_epmd, write_host_certs,
+    TlsFiles, is_zombie, poll_until, read_pid, start_private_epmd_under, write_host_certs,
 };
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -22,12 +27,69 @@ pub fn products_lock() -> MutexGuard<'static, ()> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// The product tests never pass silently: without the package they fail and say what to install.
-pub fn require_installed(program: &str, package: &str) {
-    assert!(
-        Path::new(program).exists(),
-        "{program} is missing: the {package} flavor test needs the real product. Install it with `bash scripts/install-deps` (apt-get install -y ejabberd rabbitmq-server)"
-    );
+/// Where a product cluster runs: this machine, or one OTP host with its own sshd.
+pub struct OnHost {
+    pub otp: Otp,
+    /// The host's sshd and the host itself (dropped in that order); None on this machine.
+    remote: Option<(TestSshd, OtpHosts)>,
+}
+
+impl OnHost {
+    /// None where an OTP host cannot be made here (the caller skips, having said why).
+    fn create(otp: Otp, dir: &Path) -> Option<OnHost> {
+        if otp == Otp::Machine {
+            return Some(OnHost { otp, remote: None });
+        }
+        let hosts = OtpHosts::create(&[otp])?;
+        let sshd = hosts.sshd(1, &dir.join("sshd"));
+        Some(OnHost {
+            otp,
+            remote: Some((sshd, hosts)),
+        })
+    }
+
+    fn prefix(&self) -> Vec<String> {
+        self.remote
+            .as_ref()
+            .map_or_else(Vec::new, |(_, hosts)| hosts.exec_prefix(1))
+    }
+
+    /// `path` of the host's filesystem, as this machine sees it.
+    pub fn path(&self, path: &str) -> PathBuf {
+        match &self.remote {
+            None => PathBuf::from(path),
+            Some((_, hosts)) => hosts
+                .root(1)
+                .expect("an OTP host has a root")
+                .path
+                .join(path.trim_start_matches('/')),
+        }
+    }
+
+    /// `sh -c script` on the host.
+    pub fn sh(&self, script: &str) -> Output {
+        match &self.remote {
+            None => sh(script),
+            Some((_, hosts)) => hosts.sh(1, script),
+        }
+    }
+
+    /// The plan's `defaults:` lines that reach the host (none on this machine).
+    fn plan_transport(&self) -> String {
+        match &self.remote {
+            None => String::new(),
+            Some((sshd, _)) => sshd.plan_settings("user_key", "known_hosts", &[]),
+        }
+    }
+
+    /// The product tests never pass silently: without the package they fail and say what to install.
+    fn require_installed(&self, program: &str, package: &str) {
+        assert!(
+            self.path(program).exists(),
+            "{program} is missing on the OTP {} host: the {package} flavor test needs the real product. Install it with `bash scripts/install-deps` (apt-get install -y ejabberd rabbitmq-server)",
+            self.otp.major()
+        );
+    }
 }
 
 pub fn short_hostname() -> String {
@@ -43,12 +105,9 @@ pub fn sh(script: &str) -> Output {
         .expect("sh runs")
 }
 
-fn chown_r(path: &Path, user: &str) {
-    let out = Command::new("chown")
-        .args(["-R", &format!("{user}:{user}")])
-        .arg(path)
-        .output()
-        .unwrap();
+/// `chown -R user:user path` on the host (its user names).
+fn chown_r(on: &OnHost, path: &Path, user: &str) {
+    let out = on.sh(&format!("chown -R {user}:{user} {}", path.display()));
     assert!(out.status.success(), "chown: {}", describe(&out));
 }
 
@@ -72,34 +131,40 @@ fn kill_pid(pid: u32) {
     });
 }
 
-/// What every product cluster has: a directory the service user can read, certificates, an epmd.
+/// What every product cluster has: a directory the service user can read, certificates, an epmd,
+/// the host it runs on (dropped last).
 pub struct Base {
     pub dir: tempfile::TempDir,
     pub host: String,
     pub tls: TlsFiles,
     epmd: Option<Child>,
     pub epmd_port: u16,
+    pub on: OnHost,
 }
 
 impl Base {
-    fn new(prefix: &str, user: &str) -> Base {
+    /// None where the OTP host cannot be made here.
+    fn new(prefix: &str, user: &str, otp: Otp) -> Option<Base> {
         let dir = tempfile::Builder::new()
             .prefix(&format!("distls-{prefix}-"))
             .tempdir()
             .unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let on = OnHost::create(otp, dir.path())?;
         let host = short_hostname();
         let tls = write_host_certs(&dir.path().join("tls"), &host).expect("certificates");
-        chown_r(&dir.path().join("tls"), user);
-        let (epmd, epmd_port) = start_private_epmd(dir.path()).expect("private epmd");
-        Base {
+        chown_r(&on, &dir.path().join("tls"), user);
+        let (epmd, epmd_port) =
+            start_private_epmd_under(dir.path(), &on.prefix()).expect("private epmd");
+        Some(Base {
             dir,
             host,
             tls,
             epmd: Some(epmd),
             epmd_port,
-        }
+            on,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -131,6 +196,7 @@ pub fn wait_for(what: &str, deadline: Duration, mut check: impl FnMut() -> Resul
 // ---------------------------------------------------------------------------------------------
 // ejabberd
 
+/// The ejabberd user's cookie file on the product's host.
 pub const EJ_COOKIE: &str = "/var/lib/ejabberd/.erlang.cookie";
 
 pub struct Ejabberd {
@@ -142,13 +208,19 @@ pub struct Ejabberd {
 impl Ejabberd {
     /// `n` plain nodes `ejabberdN@host`, clustered, with user alice@localhost registered.
     pub fn cluster(prefix: &str, n: usize) -> Ejabberd {
-        require_installed("/usr/sbin/ejabberdctl", "ejabberd");
-        let base = Base::new(prefix, "ejabberd");
-        let created_cookie = !Path::new(EJ_COOKIE).exists();
+        Self::cluster_on(prefix, n, Otp::Machine).expect("this machine is a host")
+    }
+
+    /// [`Self::cluster`] on a host of `otp`; None where such a host cannot be made here.
+    pub fn cluster_on(prefix: &str, n: usize, otp: Otp) -> Option<Ejabberd> {
+        let base = Base::new(prefix, "ejabberd", otp)?;
+        base.on.require_installed("/usr/sbin/ejabberdctl", "ejabberd");
+        let cookie_path = base.on.path(EJ_COOKIE);
+        let created_cookie = !cookie_path.exists();
         if created_cookie {
             let cookie = format!("DISTLSTEST{}", std::process::id());
-            std::fs::write(EJ_COOKIE, cookie).unwrap();
-            sh(&format!(
+            std::fs::write(&cookie_path, cookie).unwrap();
+            base.on.sh(&format!(
                 "chown ejabberd:ejabberd {EJ_COOKIE} && chmod 400 {EJ_COOKIE}"
             ));
         }
@@ -160,7 +232,7 @@ impl Ejabberd {
         for i in 1..=n {
             cluster.write_node(i);
         }
-        chown_r(cluster.base.path(), "ejabberd");
+        chown_r(&cluster.base.on, cluster.base.path(), "ejabberd");
         for i in 1..=n {
             cluster.start_plain(i);
         }
@@ -169,7 +241,7 @@ impl Ejabberd {
             cluster.ctl_ok(i, &["join_cluster", &first]);
         }
         cluster.ctl_ok(1, &["register", "alice", "localhost", "s3cret"]);
-        cluster
+        Some(cluster)
     }
 
     pub fn node_name(&self, i: usize) -> String {
@@ -204,7 +276,10 @@ impl Ejabberd {
         std::fs::write(self.cfg(i), cfg).unwrap();
         let yml = "hosts:\n  - localhost\nloglevel: warning\ncertfiles:\n  - /etc/ejabberd/ejabberd.pem\nlisten: []\nacl:\n  local:\n    user_regexp: \"\"\naccess_rules:\n  local:\n    allow: local\napi_permissions:\n  \"console commands\":\n    from:\n      - ejabberd_ctl\n    who: all\n    what: \"*\"\nmodules:\n  mod_admin_extra: {}\n  mod_roster: {}\n";
         std::fs::write(self.etc(i).join("ejabberd.yml"), yml).unwrap();
-        let _ = std::fs::copy("/etc/ejabberd/inetrc", self.etc(i).join("inetrc"));
+        let _ = std::fs::copy(
+            self.base.on.path("/etc/ejabberd/inetrc"),
+            self.etc(i).join("inetrc"),
+        );
     }
 
     pub fn ctl_command(&self, i: usize) -> String {
@@ -216,11 +291,11 @@ impl Ejabberd {
     }
 
     pub fn ctl(&self, i: usize, args: &[&str]) -> Output {
-        run_ctl(&self.ctl_command(i), args)
+        run_ctl(&self.base.on, &self.ctl_command(i), args)
     }
 
     pub fn ctl_ok(&self, i: usize, args: &[&str]) -> String {
-        run_ctl_ok(&self.ctl_command(i), i, args)
+        run_ctl_ok(&self.base.on, &self.ctl_command(i), i, args)
     }
 
     /// Start and wait until ejabberd has started (`started` polls the node itself).
@@ -236,8 +311,10 @@ impl Ejabberd {
 
     pub fn plan(&self, cluster: &str, extra_node_yaml: impl Fn(usize) -> String) -> PathBuf {
         let mut yaml = self.base.plan_head(cluster, "ejabberd");
+        yaml.push_str("defaults:\n");
+        yaml.push_str(&self.base.on.plan_transport());
         yaml.push_str(&format!(
-            "defaults:\n  flags_file: {}/{{sname}}/etc/ejabberdctl.cfg\n  env: {{ ERL_EPMD_PORT: \"{}\" }}\n  timeouts: {{ start: 90s, stop: 90s, ready: 3m }}\nnodes:\n",
+            "  flags_file: {}/{{sname}}/etc/ejabberdctl.cfg\n  env: {{ ERL_EPMD_PORT: \"{}\" }}\n  timeouts: {{ start: 90s, stop: 90s, ready: 3m }}\nnodes:\n",
             self.base.path().display(),
             self.base.epmd_port
         ));
@@ -263,7 +340,7 @@ impl Drop for Ejabberd {
         }
         self.base.stop_epmd();
         if self.created_cookie {
-            let _ = std::fs::remove_file(EJ_COOKIE);
+            let _ = std::fs::remove_file(self.base.on.path(EJ_COOKIE));
         }
     }
 }
@@ -280,14 +357,20 @@ impl RabbitMq {
     /// `n` plain nodes `rabbitN@host`, clustered, with a durable classic queue `cq1` on node 1
     /// holding one persistent message.
     pub fn cluster(prefix: &str, n: usize) -> RabbitMq {
-        require_installed("/usr/sbin/rabbitmqctl", "rabbitmq");
-        require_installed("/var/lib/rabbitmq/.erlang.cookie", "rabbitmq");
-        let base = Base::new(prefix, "rabbitmq");
+        Self::cluster_on(prefix, n, Otp::Machine).expect("this machine is a host")
+    }
+
+    /// [`Self::cluster`] on a host of `otp`; None where such a host cannot be made here.
+    pub fn cluster_on(prefix: &str, n: usize, otp: Otp) -> Option<RabbitMq> {
+        let base = Base::new(prefix, "rabbitmq", otp)?;
+        base.on.require_installed("/usr/sbin/rabbitmqctl", "rabbitmq");
+        base.on
+            .require_installed("/var/lib/rabbitmq/.erlang.cookie", "rabbitmq");
         let cluster = RabbitMq { base, n };
         for i in 1..=n {
             cluster.write_node(i);
         }
-        chown_r(cluster.base.path(), "rabbitmq");
+        chown_r(&cluster.base.on, cluster.base.path(), "rabbitmq");
         for i in 1..=n {
             cluster.start(i);
             cluster.wait_started(i);
@@ -307,7 +390,7 @@ impl RabbitMq {
             &["eval", "'rabbit_basic:publish(rabbit_misc:r(<<\"/\">>,exchange,<<\"\">>),<<\"cq1\">>,[{delivery_mode,2}],<<\"m1\">>).'"],
         );
         cluster.wait_queue_count(1, "cq1\t1", Duration::from_secs(60));
-        cluster
+        Some(cluster)
     }
 
     pub fn node_name(&self, i: usize) -> String {
@@ -355,11 +438,11 @@ impl RabbitMq {
     }
 
     pub fn ctl(&self, i: usize, args: &[&str]) -> Output {
-        run_ctl(&self.ctl_command(i), args)
+        run_ctl(&self.base.on, &self.ctl_command(i), args)
     }
 
     pub fn ctl_ok(&self, i: usize, args: &[&str]) -> String {
-        run_ctl_ok(&self.ctl_command(i), i, args)
+        run_ctl_ok(&self.base.on, &self.ctl_command(i), i, args)
     }
 
     pub fn start(&self, i: usize) {
@@ -403,8 +486,10 @@ impl RabbitMq {
 
     pub fn plan(&self, cluster: &str) -> PathBuf {
         let mut yaml = self.base.plan_head(cluster, "rabbitmq");
+        yaml.push_str("defaults:\n");
+        yaml.push_str(&self.base.on.plan_transport());
         yaml.push_str(&format!(
-            "defaults:\n  flags_file: {}/{{sname}}/rabbitmq-env.conf\n  env: {{ ERL_EPMD_PORT: \"{}\" }}\n  timeouts: {{ start: 90s, stop: 90s, ready: 4m }}\nnodes:\n",
+            "  flags_file: {}/{{sname}}/rabbitmq-env.conf\n  env: {{ ERL_EPMD_PORT: \"{}\" }}\n  timeouts: {{ start: 90s, stop: 90s, ready: 4m }}\nnodes:\n",
             self.base.path().display(),
             self.base.epmd_port
         ));
@@ -435,14 +520,14 @@ pub fn timed(f: impl FnOnce()) -> Duration {
     start.elapsed()
 }
 
-/// `ctl_command args` through the shell.
-fn run_ctl(ctl_command: &str, args: &[&str]) -> Output {
-    sh(&format!("{ctl_command} {}", args.join(" ")))
+/// `ctl_command args` through the host's shell.
+fn run_ctl(on: &OnHost, ctl_command: &str, args: &[&str]) -> Output {
+    on.sh(&format!("{ctl_command} {}", args.join(" ")))
 }
 
 /// `ctl_command args`'s stdout; panics with its output when it fails.
-fn run_ctl_ok(ctl_command: &str, i: usize, args: &[&str]) -> String {
-    let out = run_ctl(ctl_command, args);
+fn run_ctl_ok(on: &OnHost, ctl_command: &str, i: usize, args: &[&str]) -> String {
+    let out = run_ctl(on, ctl_command, args);
     assert!(
         out.status.success(),
         "`{ctl_command} {args:?}` on node {i}: {}",

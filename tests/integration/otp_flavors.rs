@@ -1,0 +1,164 @@
+//! The ejabberd and RabbitMQ flavors on the products of Debian trixie (OTP 27: ejabberd 24.12,
+//! RabbitMQ 4.0) and sid (OTP 29: ejabberd 26.07, RabbitMQ 4.3), each a 3-node cluster on one OTP
+//! host that distls reaches over SSH: migrated with the flavor defaults (every link TLS, the data
+//! still there), then rolled back (every file byte-identical, the cluster plain and whole).
+//! Skipped, with a message, where network namespaces cannot be made.
+
+use crate::otp_hosts::Otp;
+use crate::products::*;
+use crate::support::{describe, journal, stdout};
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+fn distls(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_distls"))
+        .args(args)
+        .output()
+        .expect("distls runs")
+}
+
+/// `distls <verb> plan`, which must succeed; returns its wall time.
+fn run_ok(verb: &str, plan: &Path) -> Duration {
+    let started = Instant::now();
+    let out = distls(&[verb, plan.to_str().unwrap()]);
+    assert!(out.status.success(), "{verb}: {}", describe(&out));
+    started.elapsed()
+}
+
+/// Every node's `status` row: journal step, file transport, live transport.
+fn assert_status(plan: &Path, names: &[String], wanted: [&str; 3]) {
+    let status = distls(&["status", plan.to_str().unwrap()]);
+    assert!(status.status.success(), "{}", describe(&status));
+    let shown = stdout(&status);
+    for name in names {
+        let row = shown
+            .lines()
+            .find(|l| l.starts_with(name.as_str()))
+            .unwrap_or_else(|| panic!("status lists {name}: {shown}"));
+        let words: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(&words[1..4], wanted, "{row}");
+    }
+}
+
+fn check_ok(plan: &Path, otp: Otp) {
+    let check = distls(&["check", plan.to_str().unwrap()]);
+    assert!(check.status.success(), "{}", describe(&check));
+    let shown = stdout(&check);
+    assert!(shown.contains(&format!("OTP {}", otp.major())), "{shown}");
+    assert!(shown.contains(" 0 FAIL"), "{shown}");
+}
+
+fn ejabberd_migrates_and_rolls_back_on(otp: Otp, prefix: &str) {
+    let _one_at_a_time = products_lock();
+    let Some(ej) = Ejabberd::cluster_on(prefix, 3, otp) else {
+        return;
+    };
+    let names: Vec<String> = (1..=3).map(|i| ej.node_name(i)).collect();
+    let originals: Vec<Vec<u8>> = (1..=3).map(|i| std::fs::read(ej.cfg(i)).unwrap()).collect();
+    let plan = ej.plan(&format!("{prefix}-test"), |_| String::new());
+    check_ok(&plan, otp);
+
+    let migrate = run_ok("migrate", &plan);
+    assert_eq!(journal(&plan)["phase"], "completed");
+    assert_status(&plan, &names, ["verified", "tls", "tls"]);
+    for i in 1..=3 {
+        let cfg = std::fs::read_to_string(ej.cfg(i)).unwrap();
+        assert!(cfg.contains("-proto_dist inet_tls -ssl_dist_optfile"), "{cfg}");
+        let cluster = ej.ctl_ok(i, &["list_cluster"]);
+        for name in &names {
+            assert!(cluster.contains(name.as_str()), "node {i} lists {name}: {cluster}");
+        }
+        let account = ej.ctl(i, &["check_account", "alice", "localhost"]);
+        assert!(account.status.success(), "alice still exists: {}", describe(&account));
+    }
+
+    let rollback = run_ok("rollback", &plan);
+    assert_eq!(journal(&plan)["phase"], "rolled_back");
+    for i in 1..=3 {
+        assert_eq!(
+            std::fs::read(ej.cfg(i)).unwrap(),
+            originals[i - 1],
+            "ejabberdctl.cfg of node {i} is byte-identical to its original"
+        );
+        assert!(!ej.etc(i).join("distls-ssl_dist.conf").exists());
+        ej.ctl_ok(i, &["started"]);
+        let cluster = ej.ctl_ok(i, &["list_cluster"]);
+        assert_eq!(cluster.matches("ejabberd").count(), 3, "{cluster}");
+    }
+    let account = ej.ctl(1, &["check_account", "alice", "localhost"]);
+    assert!(account.status.success(), "{}", describe(&account));
+    eprintln!(
+        "MEASURED ejabberd on OTP {} 3 nodes: migrate {:.1} s, rollback {:.1} s",
+        otp.major(),
+        migrate.as_secs_f64(),
+        rollback.as_secs_f64()
+    );
+}
+
+fn rabbitmq_migrates_and_rolls_back_on(otp: Otp, prefix: &str) {
+    let _one_at_a_time = products_lock();
+    let Some(rmq) = RabbitMq::cluster_on(prefix, 3, otp) else {
+        return;
+    };
+    let names: Vec<String> = (1..=3).map(|i| rmq.node_name(i)).collect();
+    let originals: Vec<Vec<u8>> = (1..=3)
+        .map(|i| std::fs::read(rmq.env_file(i)).unwrap())
+        .collect();
+    let plan = rmq.plan(&format!("{prefix}-test"));
+    check_ok(&plan, otp);
+
+    let migrate = run_ok("migrate", &plan);
+    assert_eq!(journal(&plan)["phase"], "completed");
+    assert_status(&plan, &names, ["verified", "tls", "tls"]);
+    for i in 1..=3 {
+        let env = std::fs::read_to_string(rmq.env_file(i)).unwrap();
+        assert!(env.contains("\nCTL_ERL_ARGS=\"-proto_dist inet_tls"), "{env}");
+        let status = rmq.ctl_ok(i, &["cluster_status"]);
+        for name in &names {
+            assert!(status.contains(name.as_str()), "{status}");
+        }
+    }
+    rmq.wait_queue_count(1, "cq1\t1", Duration::from_secs(60));
+
+    let rollback = run_ok("rollback", &plan);
+    assert_eq!(journal(&plan)["phase"], "rolled_back");
+    for i in 1..=3 {
+        assert_eq!(
+            std::fs::read(rmq.env_file(i)).unwrap(),
+            originals[i - 1],
+            "rabbitmq-env.conf of node {i} is byte-identical to its original"
+        );
+        let status = rmq.ctl_ok(i, &["cluster_status"]);
+        for name in &names {
+            assert!(status.contains(name.as_str()), "{status}");
+        }
+    }
+    rmq.wait_queue_count(1, "cq1\t1", Duration::from_secs(60));
+    eprintln!(
+        "MEASURED RabbitMQ on OTP {} 3 nodes: migrate {:.1} s, rollback {:.1} s",
+        otp.major(),
+        migrate.as_secs_f64(),
+        rollback.as_secs_f64()
+    );
+}
+
+#[test]
+fn otp27_ejabberd_24_cluster_migrates_and_rolls_back() {
+    ejabberd_migrates_and_rolls_back_on(Otp::Trixie, "eja");
+}
+
+#[test]
+fn otp29_ejabberd_26_cluster_migrates_and_rolls_back() {
+    ejabberd_migrates_and_rolls_back_on(Otp::Sid, "ejb");
+}
+
+#[test]
+fn otp27_rabbitmq_40_cluster_migrates_and_rolls_back() {
+    rabbitmq_migrates_and_rolls_back_on(Otp::Trixie, "rba");
+}
+
+#[test]
+fn otp29_rabbitmq_43_cluster_migrates_and_rolls_back() {
+    rabbitmq_migrates_and_rolls_back_on(Otp::Sid, "rbb");
+}
