@@ -832,8 +832,10 @@ exit 1"#
     }
 
     /// After the mesh: every node's `commands.ready` succeeds (the application has finished
-    /// starting, e.g. its Mnesia tables loaded), within `timeouts.ready`.
-    async fn ready_gate(&mut self) -> StepResult {
+    /// starting, e.g. its Mnesia tables loaded), within `timeouts.ready`, while it keeps running
+    /// `running` (TLS after a migration, plain after a rollback: a product whose nodes wait for
+    /// their tables until the whole cluster is back answers its ctl long before it is usable).
+    async fn ready_gate(&mut self, running: Running) -> StepResult {
         let last = self.targets.len() - 1;
         let started = Instant::now();
         // Every node's ready command at once; the ones that fail are asked again next round.
@@ -876,13 +878,17 @@ exit 1"#
                     return Err(self.step_failed(
                         last,
                         &format!(
-                            "node {} runs TLS and is linked to every node, but did not report ready within {}: {said}",
+                            "node {} runs {} and is linked to every node, but did not report ready within {}: {said}",
                             self.name(index),
+                            match (self.roll, running) {
+                                (None, Running::Tls) => "TLS",
+                                _ => self.label_of(running),
+                            },
                             humantime::format_duration(timeout)
                         ),
                     ));
                 }
-                if self.running(&self.observe(index).await?) != Running::Tls {
+                if self.running(&self.observe(index).await?) != running {
                     return Err(self.step_failed(
                         last,
                         &format!(
@@ -1238,7 +1244,7 @@ exit 1"#
                 ),
             ));
         }
-        self.ready_gate().await?;
+        self.ready_gate(Running::Tls).await?;
         self.journal.phase = Phase::Completed;
         self.journal.record(None, "completed");
         self.store.save(&mut self.journal)?;
@@ -1320,6 +1326,7 @@ exit 1"#
                 ),
             ));
         }
+        self.ready_gate(Running::Plain).await?;
         self.journal.phase = Phase::RolledBack;
         self.journal.record(None, "rolled back");
         self.store.save(&mut self.journal)?;

@@ -385,16 +385,42 @@ impl RabbitMq {
             1,
             &["eval", "'rabbit_amqqueue:declare(rabbit_misc:r(<<\"/\">>,queue,<<\"cq1\">>),true,false,[],none,<<\"t\">>).'"],
         );
-        cluster.ctl_ok(
-            1,
-            &["eval", "'rabbit_basic:publish(rabbit_misc:r(<<\"/\">>,exchange,<<\"\">>),<<\"cq1\">>,[{delivery_mode,2}],<<\"m1\">>).'"],
-        );
-        cluster.wait_queue_count(1, "cq1\t1", Duration::from_secs(60));
+        if otp == Otp::Machine {
+            cluster.ctl_ok(
+                1,
+                &["eval", "'rabbit_basic:publish(rabbit_misc:r(<<\"/\">>,exchange,<<\"\">>),<<\"cq1\">>,[{delivery_mode,2}],<<\"m1\">>).'"],
+            );
+        }
+        cluster.wait_queue_count(1, cluster.queue_row(), Duration::from_secs(60));
+        // Metadata that lives in the metadata store (Mnesia, or Khepri on 4.x clusters).
+        cluster.ctl_ok(1, &["add_vhost", "distls"]);
+        cluster.ctl_ok(1, &["add_user", "alice", "s3cret"]);
         Some(cluster)
     }
 
     pub fn node_name(&self, i: usize) -> String {
         format!("rabbit{i}@{}", self.base.host)
+    }
+
+    /// `list_queues -q name messages` of the durable queue `cq1`: one persistent message on this
+    /// machine's RabbitMQ 3.10; none on 4.x, whose internal publish API (`rabbit_basic:publish/4`)
+    /// is gone (the queue and the metadata are what the roll must keep there).
+    pub fn queue_row(&self) -> &'static str {
+        if self.base.on.otp == Otp::Machine {
+            "cq1\t1"
+        } else {
+            "cq1\t0"
+        }
+    }
+
+    /// The durable queue, the vhost and the user the cluster was made with are all there, seen
+    /// from node `i`.
+    pub fn assert_data(&self, i: usize) {
+        self.wait_queue_count(i, self.queue_row(), Duration::from_secs(60));
+        let vhosts = self.ctl_ok(i, &["list_vhosts", "-q"]);
+        assert!(vhosts.lines().any(|l| l.trim() == "distls"), "{vhosts}");
+        let users = self.ctl_ok(i, &["list_users", "-q"]);
+        assert!(users.lines().any(|l| l.starts_with("alice")), "{users}");
     }
 
     fn root(&self, i: usize) -> PathBuf {
@@ -446,7 +472,7 @@ impl RabbitMq {
     }
 
     pub fn start(&self, i: usize) {
-        let out = sh(&format!(
+        let out = self.base.on.sh(&format!(
             "RABBITMQ_CONF_ENV_FILE={} setsid nohup rabbitmq-server >{}/startup.log 2>&1 </dev/null &",
             self.env_file(i).display(),
             self.root(i).display()
@@ -457,15 +483,38 @@ impl RabbitMq {
     /// `ping` until it answers (await_startup fails at once before the node is in epmd), then
     /// `await_startup`.
     pub fn wait_started(&self, i: usize) {
-        wait_for(&format!("rabbit{i} ping"), Duration::from_secs(90), || {
-            let out = self.ctl(i, &["ping"]);
-            if out.status.success() {
-                Ok(())
-            } else {
-                Err(describe(&out))
-            }
-        });
+        let waited = poll_until(
+            &format!("rabbit{i} ping"),
+            Duration::from_secs(90),
+            &mut || {
+                let out = self.ctl(i, &["ping"]);
+                if out.status.success() {
+                    Ok(())
+                } else {
+                    Err(describe(&out))
+                }
+            },
+        );
+        if let Err(e) = waited {
+            panic!("{e}\n{}", self.startup_story(i));
+        }
         self.ctl_ok(i, &["await_startup"]);
+    }
+
+    /// The node's startup output and the tail of its log, for a failure message.
+    pub fn startup_story(&self, i: usize) -> String {
+        let startup = std::fs::read_to_string(self.root(i).join("startup.log")).unwrap_or_default();
+        let log = std::fs::read_to_string(
+            self.root(i)
+                .join("log")
+                .join(format!("{}.log", self.node_name(i))),
+        )
+        .unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(40).collect();
+        format!(
+            "--- startup.log of rabbit{i}:\n{startup}\n--- last lines of its log:\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        )
     }
 
     pub fn stop(&self, i: usize) {
