@@ -120,6 +120,8 @@ async fn migrate(args: MigrateArgs) -> Result<()> {
     let preflight_options = preflight::Options {
         expiry_window: args.preflight.expiry_window,
         handshake: false,
+        zero_split: args.zero_split,
+        allow_weak_tls: args.preflight.allow_weak_tls,
     };
     let (transports, connections) = open_transports(&plan).await?;
     let outcome = if args.dry_run && args.zero_split {
@@ -342,6 +344,8 @@ async fn check(args: CheckArgs) -> Result<()> {
     let options = preflight::Options {
         expiry_window: args.preflight.expiry_window,
         handshake: args.handshake,
+        zero_split: args.zero_split,
+        allow_weak_tls: args.preflight.allow_weak_tls,
     };
     let (transports, connections) = open_transports(&plan).await?;
     let findings = preflight::run(&plan, &transports, options).await;
@@ -532,6 +536,7 @@ async fn status_over(
 fn default_preflight() -> PreflightArgs {
     PreflightArgs {
         expiry_window: preflight::DEFAULT_EXPIRY_WINDOW,
+        allow_weak_tls: false,
     }
 }
 
