@@ -200,7 +200,7 @@ async fn migrate_checked(
         target::prepare(plan, &transports, before.as_ref()).await?;
     }
     let findings = preflight::run(plan, &transports, preflight_options).await;
-    refuse_on_failures(&findings, &plan.path)?;
+    refuse_on_failures(&findings, &plan.path, args.zero_split)?;
     print!("{}", preflight::render_problems(&findings));
     store.lock()?;
     store.check_space(plan.nodes.len())?;
@@ -328,13 +328,18 @@ fn resumable(journal: Option<Journal>) -> Option<Journal> {
 }
 
 /// Prints the warned and failed findings and refuses the run if any check failed.
-fn refuse_on_failures(findings: &[preflight::Finding], plan: &std::path::Path) -> Result<()> {
+fn refuse_on_failures(
+    findings: &[preflight::Finding],
+    plan: &std::path::Path,
+    zero_split: bool,
+) -> Result<()> {
     if !preflight::has_failures(findings) {
         return Ok(());
     }
     eprint!("{}", preflight::render_problems(findings));
+    let mode = if zero_split { " --zero-split" } else { "" };
     Err(Error::Refused(format!(
-        "preflight found problems that would make the switch fail; nothing was touched\n  hint: fix every FAIL above (`distls check {}` shows all checks), then run again",
+        "preflight found problems that would make the switch fail; nothing was touched\n  hint: fix every FAIL above (`distls check{mode} {}` shows all checks), then run again",
         plan.display()
     )))
 }
