@@ -239,6 +239,29 @@ pub fn advisories_verdict(ssl: &str, vendor_fixed: Option<(&str, &[String])>) ->
     )
 }
 
+/// Every `CVE-YYYY-N` in a text.
+pub fn cve_ids(text: &str) -> Vec<String> {
+    let mut ids: Vec<String> = text
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+        .filter(|word| {
+            word.strip_prefix("CVE-")
+                .and_then(|rest| rest.split_once('-'))
+                .is_some_and(|(year, number)| {
+                    !year.is_empty()
+                        && !number.is_empty()
+                        && year
+                            .chars()
+                            .chain(number.chars())
+                            .all(|c| c.is_ascii_digit())
+                })
+        })
+        .map(str::to_string)
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -355,5 +378,19 @@ mod tests {
         assert_eq!(partly.severity, Severity::Warn);
         assert!(partly.message.contains("CVE-2026-89422"), "{partly:?}");
         assert_eq!(advisories_verdict("11.7.8", None).severity, Severity::Ok);
+    }
+
+    #[test]
+    fn cve_ids_are_found_in_a_changelog() {
+        let text = "  * Fixes: CVE-2026-48860, CVE-2026-54891,\n    CVE-2026-89422\n  * Fix CVE-2022-37026: x (CVE-20x-1) CVE-\n";
+        assert_eq!(
+            cve_ids(text),
+            [
+                "CVE-2022-37026",
+                "CVE-2026-48860",
+                "CVE-2026-54891",
+                "CVE-2026-89422"
+            ]
+        );
     }
 }
