@@ -316,7 +316,12 @@ pub async fn install_module(
         eval = shell_quote(&eval),
         beam = shell_quote(&beam.display().to_string())
     );
-    run_checked(transport, &compile, "compile the hybrid module").await
+    let compiled = run_checked(transport, &compile, "compile the hybrid module").await;
+    if compiled.is_err() && installed.is_none() && !transport.file_exists(&beam).await {
+        // Nothing was installed before this call: leave nothing behind (a refused OTP included).
+        let _ = remove_module(transport, flags_file).await;
+    }
+    compiled
 }
 
 /// Removes what [`install_module`] wrote (once no flags file points at it).
@@ -449,6 +454,10 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.contains("cannot compile the hybrid module"), "{err}");
+        assert!(
+            !module_dir(&flags).exists(),
+            "a failed first install leaves nothing behind"
+        );
     }
 
     #[test]
