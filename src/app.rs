@@ -120,6 +120,8 @@ async fn migrate(args: MigrateArgs) -> Result<()> {
     let preflight_options = preflight::Options {
         expiry_window: args.preflight.expiry_window,
         handshake: false,
+        zero_split: args.zero_split,
+        allow_weak_tls: args.preflight.allow_weak_tls,
     };
     let (transports, connections) = open_transports(&plan).await?;
     let outcome = if args.dry_run && args.zero_split {
@@ -198,7 +200,7 @@ async fn migrate_checked(
         target::prepare(plan, &transports, before.as_ref()).await?;
     }
     let findings = preflight::run(plan, &transports, preflight_options).await;
-    refuse_on_failures(&findings, &plan.path)?;
+    refuse_on_failures(&findings, &plan.path, args.zero_split)?;
     print!("{}", preflight::render_problems(&findings));
     store.lock()?;
     store.check_space(plan.nodes.len())?;
@@ -326,13 +328,18 @@ fn resumable(journal: Option<Journal>) -> Option<Journal> {
 }
 
 /// Prints the warned and failed findings and refuses the run if any check failed.
-fn refuse_on_failures(findings: &[preflight::Finding], plan: &std::path::Path) -> Result<()> {
+fn refuse_on_failures(
+    findings: &[preflight::Finding],
+    plan: &std::path::Path,
+    zero_split: bool,
+) -> Result<()> {
     if !preflight::has_failures(findings) {
         return Ok(());
     }
     eprint!("{}", preflight::render_problems(findings));
+    let mode = if zero_split { " --zero-split" } else { "" };
     Err(Error::Refused(format!(
-        "preflight found problems that would make the switch fail; nothing was touched\n  hint: fix every FAIL above (`distls check {}` shows all checks), then run again",
+        "preflight found problems that would make the switch fail; nothing was touched\n  hint: fix every FAIL above (`distls check{mode} {}` shows all checks), then run again",
         plan.display()
     )))
 }
@@ -342,6 +349,8 @@ async fn check(args: CheckArgs) -> Result<()> {
     let options = preflight::Options {
         expiry_window: args.preflight.expiry_window,
         handshake: args.handshake,
+        zero_split: args.zero_split,
+        allow_weak_tls: args.preflight.allow_weak_tls,
     };
     let (transports, connections) = open_transports(&plan).await?;
     let findings = preflight::run(&plan, &transports, options).await;
@@ -532,6 +541,7 @@ async fn status_over(
 fn default_preflight() -> PreflightArgs {
     PreflightArgs {
         expiry_window: preflight::DEFAULT_EXPIRY_WINDOW,
+        allow_weak_tls: false,
     }
 }
 

@@ -64,6 +64,10 @@ pub struct PreflightArgs {
     /// Warn about a certificate that expires within this time (e.g. 30d, 2w, 72h).
     #[arg(long, value_name = "DUR", default_value = "30d", value_parser = humantime::parse_duration)]
     pub expiry_window: std::time::Duration,
+    /// Accept weak TLS: report verify_none (server or client) and a server without
+    /// `server_fail_if_no_peer_cert true` as warnings instead of FAILs (docs/preflight.md).
+    #[arg(long)]
+    pub allow_weak_tls: bool,
 }
 
 #[derive(Debug, Args)]
@@ -76,6 +80,9 @@ pub struct CheckArgs {
     /// Also start two throwaway TLS VMs on each host and ping between them.
     #[arg(long)]
     pub handshake: bool,
+    /// Also check that every host can run `migrate --zero-split` (its OTP, the node's flavor).
+    #[arg(long)]
+    pub zero_split: bool,
     #[command(flatten)]
     pub preflight: PreflightArgs,
 }

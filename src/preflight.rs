@@ -6,6 +6,7 @@ pub mod access;
 mod certs;
 mod handshake;
 mod options;
+mod otp;
 
 use crate::argsfile::{self, DistSettings};
 use crate::plan::{NodeSpec, Plan};
@@ -14,7 +15,7 @@ use crate::rollout;
 use crate::target::{self, NodeTarget};
 use crate::transport::Transport;
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -54,6 +55,11 @@ fn passed_before(failed: &str) -> &'static [(&'static str, &'static str)] {
 pub struct Options {
     pub expiry_window: Duration,
     pub handshake: bool,
+    /// Also check that every host can run distls's zero-split module (`mode.zero_split`).
+    pub zero_split: bool,
+    /// Report missing peer verification and a server that does not require a client
+    /// certificate as warnings instead of FAILs (`--allow-weak-tls`).
+    pub allow_weak_tls: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -137,6 +143,7 @@ struct NodeFacts {
 
 #[derive(Default)]
 struct HostReport {
+    host: String,
     findings: Vec<Finding>,
     nodes: Vec<NodeFacts>,
     otp_release: Option<String>,
@@ -219,7 +226,15 @@ async fn check_host(
     options: Options,
     now: SystemTime,
 ) -> HostReport {
-    let mut report = HostReport::default();
+    let mut report = HostReport {
+        host: host.clone(),
+        ..HostReport::default()
+    };
+    let relx_nodes: Vec<String> = specs
+        .iter()
+        .filter(|(spec, _)| spec.flavor == crate::flavor::Flavor::Relx)
+        .map(|(spec, _)| spec.name.clone())
+        .collect();
     let mut targets: Vec<NodeTarget> = Vec::new();
     let mut settings: Vec<(NodeSpec, Transport, Option<DistSettings>)> = Vec::new();
     // Each node's commands and files are read concurrently (each is a few commands on the host);
@@ -272,13 +287,42 @@ async fn check_host(
         };
         settings.push((spec, transport, node_settings));
     }
-    let runtime = runtime(&targets).await;
+    let needs = options.zero_split.then(crate::zero_split::module_needs);
+    let runtime = runtime(&targets, needs.as_deref()).await;
     let otp_major = runtime
         .versions
         .as_ref()
         .and_then(RuntimeVersions::otp_major);
+    report
+        .findings
+        .push(runtime.verdict.clone().at(&host, None));
+    if let Some(versions) = &runtime.versions {
+        report
+            .findings
+            .push(otp::rules_verdict(&versions.otp_release, otp_major).at(&host, None));
+        if let Some(ssl) = &versions.ssl {
+            let vendor = runtime
+                .vendor_fixed
+                .as_ref()
+                .map(|(source, ids)| (source.as_str(), ids.as_slice()));
+            report
+                .findings
+                .push(otp::advisories_verdict(ssl, vendor).at(&host, None));
+        }
+    }
+    if options.zero_split {
+        let lacking = match runtime.lacking.clone() {
+            Some(lacking) => lacking,
+            None => Err(runtime.verdict.message.clone()),
+        };
+        let verdict = otp::zero_split_verdict(&otp::ZeroSplitHost {
+            otp_release: runtime.versions.as_ref().map(|v| v.otp_release.as_str()),
+            lacking,
+            relx_nodes,
+        });
+        report.findings.push(verdict.at(&host, None));
+    }
     report.otp_release = runtime.versions.map(|v| v.otp_release);
-    report.findings.push(runtime.verdict.at(&host, None));
     let clock = certs::Clock {
         now,
         expiry_window: options.expiry_window,
@@ -292,7 +336,7 @@ async fn check_host(
     for ((spec, _, node_settings), verdicts) in settings.iter().zip(file_verdicts) {
         let node = Some(spec.name.as_str());
         if let Some(node_settings) = node_settings {
-            for verdict in options::check(node_settings, otp_major) {
+            for verdict in options::check(node_settings, otp_major, options.allow_weak_tls) {
                 report.findings.push(verdict.at(&host, node));
             }
         }
@@ -495,10 +539,19 @@ struct Runtime {
     verdict: Verdict,
     versions: Option<RuntimeVersions>,
     os_pids: BTreeMap<String, u32>,
+    /// What the host's OTP lacks of the asked functions (asked only for a zero-split check).
+    lacking: Option<Result<Vec<String>, String>>,
+    /// The CVE ids the OTP vendor's package says it fixed, and where that was read.
+    vendor_fixed: Option<(String, Vec<String>)>,
 }
 
-/// The host's OTP and ssl versions, and the OS pid of every running node, through one probe VM.
-async fn runtime(targets: &[NodeTarget]) -> Runtime {
+/// Debian's erl, whose package changelog lists the fixes it backports.
+const DEBIAN_ROOT: &str = "/usr/lib/erlang";
+const DEBIAN_SSL_CHANGELOG: &str = "/usr/share/doc/erlang-ssl/changelog.Debian.gz";
+
+/// The host's OTP and ssl versions, the OS pid of every running node and, when `needs` is
+/// given, which of those functions the host's OTP lacks; through one probe VM.
+async fn runtime(targets: &[NodeTarget], needs: Option<&[String]>) -> Runtime {
     let failed = |message: String| Runtime {
         verdict: Verdict::fail(
             "runtime.otp",
@@ -507,6 +560,8 @@ async fn runtime(targets: &[NodeTarget]) -> Runtime {
         ),
         versions: None,
         os_pids: BTreeMap::new(),
+        lacking: None,
+        vendor_fixed: None,
     };
     let Some(first) = targets.first() else {
         return failed(
@@ -526,19 +581,23 @@ async fn runtime(targets: &[NodeTarget]) -> Runtime {
             )
             .await?;
         let versions = probe.versions().await?;
+        let lacking = match needs {
+            Some(needs) => Some(probe.lacks(needs).await.map_err(|e| e.to_string())),
+            None => None,
+        };
         let mut os_pids = BTreeMap::new();
         for target in targets {
             if let Ok(NodeInfo::Up { os_pid, .. }) = probe.info(target.name()).await {
                 os_pids.insert(target.name().to_string(), os_pid);
             }
         }
-        Ok::<_, ProbeError>((versions, os_pids))
+        Ok::<_, ProbeError>((versions, os_pids, lacking))
     }
     .await;
     pool.shutdown().await;
     match outcome {
         Err(err) => failed(format!("cannot ask the host's Erlang: {err}")),
-        Ok((versions, os_pids)) => {
+        Ok((versions, os_pids, lacking)) => {
             let verdict = match &versions.ssl {
                 Some(ssl) => Verdict::ok(
                     "runtime.otp",
@@ -553,13 +612,31 @@ async fn runtime(targets: &[NodeTarget]) -> Runtime {
                     "install the ssl application (Debian: erlang-ssl) for the erl the nodes use",
                 ),
             };
+            let vendor_fixed = if versions.root_dir.as_deref() == Some(DEBIAN_ROOT) {
+                debian_fixed_cves(&first.transport).await
+            } else {
+                None
+            };
             Runtime {
                 verdict,
                 versions: Some(versions),
                 os_pids,
+                lacking,
+                vendor_fixed,
             }
         }
     }
+}
+
+/// The CVE ids Debian's erlang-ssl changelog on the host mentions: Debian backports security
+/// fixes without changing the upstream version the ssl application reports.
+async fn debian_fixed_cves(transport: &Transport) -> Option<(String, Vec<String>)> {
+    let script = format!("gzip -dc {DEBIAN_SSL_CHANGELOG}");
+    let out = transport.run(&script, COMMAND_TIMEOUT).await.ok()?;
+    if !out.success() {
+        return None;
+    }
+    Some((DEBIAN_SSL_CHANGELOG.to_string(), otp::cve_ids(&out.stdout)))
 }
 
 /// Existence, readability and mode of the certificate files, then their content.
@@ -749,22 +826,41 @@ fn same_options(reports: &[HostReport]) -> Verdict {
     )
 }
 
+/// Which hosts (and their nodes) run which OTP release, when they differ.
 fn mixed_otp(reports: &[HostReport]) -> Verdict {
     let check = "runtime.otp_mixed";
-    let majors: BTreeSet<&str> = reports
-        .iter()
-        .filter_map(|r| r.otp_release.as_deref())
-        .collect();
-    if majors.len() <= 1 {
-        return Verdict::ok(check, "one OTP release across the cluster");
+    let mut by_release: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for report in reports {
+        if let Some(release) = report.otp_release.as_deref() {
+            let nodes: Vec<&str> = report.nodes.iter().map(|n| n.name.as_str()).collect();
+            by_release.entry(release).or_default().push(format!(
+                "{} ({})",
+                report.host,
+                nodes.join(", ")
+            ));
+        }
     }
+    if by_release.len() <= 1 {
+        let release = by_release
+            .keys()
+            .next()
+            .map_or(String::new(), |r| format!(" (OTP {r})"));
+        return Verdict::ok(
+            check,
+            format!("one OTP release across the cluster{release}"),
+        );
+    }
+    let described: Vec<String> = by_release
+        .iter()
+        .map(|(release, hosts)| format!("OTP {release} on {}", hosts.join(", ")))
+        .collect();
     Verdict::warn(
         check,
         format!(
-            "the hosts run different OTP releases ({}): defaults differ (OTP 26 verifies the peer by default and rejects some options)",
-            majors.into_iter().collect::<Vec<_>>().join(", ")
+            "the hosts run different OTP releases: {}; defaults and rules differ (see each host's runtime.otp_rules)",
+            described.join("; ")
         ),
-        "finish the OTP upgrade first, or make sure the options suit every release (see docs/preflight.md)",
+        "finish the OTP upgrade first, or make sure the options suit every release (see docs/preflight.md, OTP-specific rules)",
     )
 }
 
@@ -956,15 +1052,27 @@ mod tests {
     }
 
     #[test]
-    fn mixed_otp_releases_warn() {
-        let host = |otp: &str| HostReport {
+    fn mixed_otp_releases_warn_naming_hosts_and_nodes() {
+        let host = |name: &str, otp: &str, nodes: &[&str]| HostReport {
+            host: name.to_string(),
             otp_release: Some(otp.to_string()),
+            nodes: nodes.iter().map(|n| facts(n, "verify_peer")).collect(),
             ..HostReport::default()
         };
-        assert_eq!(mixed_otp(&[host("25"), host("25")]).severity, Severity::Ok);
-        assert_eq!(
-            mixed_otp(&[host("25"), host("26")]).severity,
-            Severity::Warn
+        let same = mixed_otp(&[host("a", "25", &["x@a"]), host("b", "25", &["y@b"])]);
+        assert_eq!(same.severity, Severity::Ok);
+        assert!(same.message.ends_with("(OTP 25)"), "{same:?}");
+        let mixed = mixed_otp(&[
+            host("a", "25", &["x@a", "z@a"]),
+            host("b", "27", &["y@b"]),
+            host("c", "25", &["w@c"]),
+        ]);
+        assert_eq!(mixed.severity, Severity::Warn);
+        assert!(
+            mixed
+                .message
+                .contains("OTP 25 on a (x@a, z@a), c (w@c); OTP 27 on b (y@b)"),
+            "{mixed:?}"
         );
     }
 }

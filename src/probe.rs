@@ -186,6 +186,16 @@ impl Probe {
         })
     }
 
+    /// Which of `needs` (`module:function/arity`) the probe VM's OTP does not export: the OTP of
+    /// `erl` on its host.
+    pub async fn lacks(&self, needs: &[String]) -> Result<Vec<String>, ProbeError> {
+        let reply = self.request(&format!("lacks {}", needs.join(" "))).await?;
+        parse_lacks(&reply).ok_or_else(|| ProbeError::Gone {
+            proto: self.label.clone(),
+            detail: format!("unexpected reply to `lacks`: `{reply}`"),
+        })
+    }
+
     /// Close its stdin (the VM halts on EOF) and reap it.
     pub async fn stop(&self) {
         self.stdin.lock().await.take();
@@ -202,6 +212,8 @@ pub struct RuntimeVersions {
     pub otp_release: String,
     /// The ssl application's version; `None` when it is not installed.
     pub ssl: Option<String>,
+    /// `code:root_dir()`: where this OTP is installed (`/usr/lib/erlang` for Debian's).
+    pub root_dir: Option<String>,
 }
 
 impl RuntimeVersions {
@@ -217,7 +229,20 @@ fn parse_versions(reply: &str) -> Option<RuntimeVersions> {
     }
     let otp_release = words.next()?.to_string();
     let ssl = words.next().filter(|v| *v != "missing").map(str::to_string);
-    Some(RuntimeVersions { otp_release, ssl })
+    let root_dir = Some(words.collect::<Vec<_>>().join(" ")).filter(|dir| !dir.is_empty());
+    Some(RuntimeVersions {
+        otp_release,
+        ssl,
+        root_dir,
+    })
+}
+
+fn parse_lacks(reply: &str) -> Option<Vec<String>> {
+    let mut words = reply.split_whitespace();
+    if words.next()? != "lacks" {
+        return None;
+    }
+    Some(words.map(str::to_string).collect())
 }
 
 fn parse_info(reply: &str) -> NodeInfo {
@@ -628,11 +653,23 @@ mod tests {
 
     #[test]
     fn parses_versions() {
-        let versions = parse_versions("versions 25 10.8.7").unwrap();
+        let versions = parse_versions("versions 25 10.8.7 /usr/lib/erlang").unwrap();
         assert_eq!(versions.otp_major(), Some(25));
         assert_eq!(versions.ssl.as_deref(), Some("10.8.7"));
+        assert_eq!(versions.root_dir.as_deref(), Some("/usr/lib/erlang"));
+        assert_eq!(parse_versions("versions 25 10.8.7").unwrap().root_dir, None);
         assert_eq!(parse_versions("versions 26 missing").unwrap().ssl, None);
         assert_eq!(parse_versions("up inet_tcp 1 -"), None);
+    }
+
+    #[test]
+    fn parses_lacks() {
+        assert_eq!(parse_lacks("lacks"), Some(vec![]));
+        assert_eq!(
+            parse_lacks("lacks inet_tls_dist:gen_accept/2"),
+            Some(vec!["inet_tls_dist:gen_accept/2".to_string()])
+        );
+        assert_eq!(parse_lacks("versions 25"), None);
     }
 
     #[test]

@@ -21,6 +21,19 @@ pub const MODULE: &str = "distls_hybrid_dist";
 pub const PROTO_DIST: &str = "distls_hybrid";
 /// The directory beside the flags file that holds the module while a node needs it.
 pub const MODULE_DIR_NAME: &str = "distls-hybrid";
+/// The OTP functions the module calls that not every OTP has (OTP 27 and later have no
+/// `inet_tls_dist:gen_accept/2`): the one list that both the preflight (`mode.zero_split`, asked
+/// through the host's probe VM) and [`install_module`] check.
+pub const MODULE_NEEDS: [(&str, &str, u8); 2] =
+    [("inet_tls_dist", "gen_accept", 2), ("gen_tcp", "unrecv", 2)];
+
+/// [`MODULE_NEEDS`] as `module:function/arity`.
+pub fn module_needs() -> Vec<String> {
+    MODULE_NEEDS
+        .iter()
+        .map(|(module, function, arity)| format!("{module}:{function}/{arity}"))
+        .collect()
+}
 
 /// Where a node's distribution configuration is on the way from plain TCP to TLS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -272,11 +285,16 @@ pub async fn install_module(
         .await
         .map_err(|e| format!("cannot write {}: {e}", source.display()))?;
     // One Erlang term, no shell word splitting inside: paths are quoted for Erlang and the shell.
-    // The module leans on two OTP functions; an OTP without them is refused here, before any
-    // node is stopped, rather than by a node that cannot accept connections. The beam is built
+    // The module leans on two OTP functions; the preflight refuses an OTP without them before
+    // anything is written, and this second check, before any node is stopped, keeps a node from
+    // booting a module it cannot run. The beam is built
     // in a fresh directory and moved into place once readable, so an existing beam is a whole one.
+    let needs: Vec<String> = MODULE_NEEDS
+        .iter()
+        .map(|(module, function, arity)| format!("{{{module}, {function}, {arity}}}"))
+        .collect();
     let eval = format!(
-        "Needs = [{{inet_tls_dist, gen_accept, 2}}, {{gen_tcp, unrecv, 2}}], \
+        "Needs = [{needs}], \
          Missing = [io_lib:format(\"~s:~s/~b \", [M, F, A]) || {{M, F, A}} <- Needs, \
                     not (code:ensure_loaded(M) =:= {{module, M}} andalso erlang:function_exported(M, F, A))], \
          case Missing of \
@@ -285,6 +303,7 @@ pub async fn install_module(
          end, \
          [Out] = init:get_plain_arguments(), \
          case compile:file({src:?}, [{{outdir, Out}}, report_errors, report_warnings]) of {{ok, _}} -> halt(0); _ -> halt(1) end.",
+        needs = needs.join(", "),
         src = source.display().to_string(),
     );
     let compile = format!(
@@ -297,7 +316,12 @@ pub async fn install_module(
         eval = shell_quote(&eval),
         beam = shell_quote(&beam.display().to_string())
     );
-    run_checked(transport, &compile, "compile the hybrid module").await
+    let compiled = run_checked(transport, &compile, "compile the hybrid module").await;
+    if compiled.is_err() && installed.is_none() && !transport.file_exists(&beam).await {
+        // Nothing was installed before this call: leave nothing behind (a refused OTP included).
+        let _ = remove_module(transport, flags_file).await;
+    }
+    compiled
 }
 
 /// Removes what [`install_module`] wrote (once no flags file points at it).
@@ -430,6 +454,10 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.contains("cannot compile the hybrid module"), "{err}");
+        assert!(
+            !module_dir(&flags).exists(),
+            "a failed first install leaves nothing behind"
+        );
     }
 
     #[test]

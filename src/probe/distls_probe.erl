@@ -10,7 +10,8 @@
 %%                                   |  DISTLS <id> down <reason>
 %%   <id> connect <node> <peer>...   -> DISTLS <id> ok        (asks <node> to dial each peer)
 %%   <id> stop <node> init|halt      -> DISTLS <id> ok        (init:stop() or erlang:halt() on <node>)
-%%   <id> versions                   -> DISTLS <id> versions <otp_release> <ssl_vsn|missing>  (this VM's own)
+%%   <id> versions                   -> DISTLS <id> versions <otp_release> <ssl_vsn|missing> <root_dir>  (this VM's own)
+%%   <id> lacks <m:f/a>...           -> DISTLS <id> lacks <m:f/a>...  (those this VM's OTP does not export)
 -module(distls_probe).
 -export([main/0]).
 
@@ -53,7 +54,9 @@ handle([Id, "versions"]) ->
               _ ->
                   "missing"
           end,
-    reply(Id, "versions " ++ erlang:system_info(otp_release) ++ " " ++ Ssl);
+    reply(Id, "versions " ++ erlang:system_info(otp_release) ++ " " ++ Ssl ++ " " ++ code:root_dir());
+handle([Id, "lacks" | Needs]) ->
+    reply(Id, string:join(["lacks" | [N || N <- Needs, not exported(N)]], " "));
 handle([]) ->
     ok;
 handle(Other) ->
@@ -82,14 +85,31 @@ info(Node) ->
 down(Node, Reason) ->
     case string:split(atom_to_list(Node), "@") of
         [Name, Host] ->
-            case catch erl_epmd:port_please(Name, Host, 2000) of
+            %% A try, not `catch Expr`: OTP 29 deprecates the latter (a compile warning).
+            try erl_epmd:port_please(Name, Host, 2000) of
                 {port, Port, _Version} ->
                     "unreachable " ++ integer_to_list(Port) ++ " " ++ reason(Reason);
                 _ ->
                     "down " ++ reason(Reason)
+            catch
+                _:_ ->
+                    "down " ++ reason(Reason)
             end;
         _ ->
             "down " ++ reason(Reason)
+    end.
+
+%% `module:function/arity` is exported by this VM's OTP (the module loaded from its code path).
+exported(Need) ->
+    try string:lexemes(Need, ":/") of
+        [M, F, A] ->
+            Module = list_to_atom(M),
+            code:ensure_loaded(Module) =:= {module, Module}
+                andalso erlang:function_exported(Module, list_to_atom(F), list_to_integer(A));
+        _ ->
+            false
+    catch
+        _:_ -> false
     end.
 
 proto({ok, [[P | _] | _]}) -> P;
