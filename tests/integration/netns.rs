@@ -77,7 +77,12 @@ pub fn migrate_and_roll_back(prefix: &str, otps: &[Otp]) -> Option<Timings> {
     t.assert_mesh("inet_tcp", "tcp");
     for (i, otp) in otps.iter().enumerate() {
         assert!(in_own_namespace(i), "{} runs in its namespace", names[i]);
-        assert_eq!(c.node_otp(i), otp.major(), "{} runs its host's OTP", names[i]);
+        assert_eq!(
+            c.node_otp(i),
+            otp.major(),
+            "{} runs its host's OTP",
+            names[i]
+        );
     }
     let originals = t.dist_args_files();
     let plan = t.plan();
@@ -98,6 +103,7 @@ pub fn migrate_and_roll_back(prefix: &str, otps: &[Otp]) -> Option<Timings> {
         );
     }
     assert_mixed_majors_reported(&report, otps);
+    assert_zero_split_verdict(t, plan, otps);
 
     let before = t.file_hashes();
     let dry = t.distls(&["migrate", "--dry-run", plan]);
@@ -128,7 +134,12 @@ pub fn migrate_and_roll_back(prefix: &str, otps: &[Otp]) -> Option<Timings> {
     let back_started = Instant::now();
     let back = t.distls(&["rollback", plan]);
     let rollback = back_started.elapsed();
-    assert!(back.status.success(), "{}\n{}", describe(&back), diagnose(&c));
+    assert!(
+        back.status.success(),
+        "{}\n{}",
+        describe(&back),
+        diagnose(&c)
+    );
     t.wait_for_mesh("inet_tcp", "tcp");
     t.assert_files_are(&originals);
     assert_eq!(journal(std::path::Path::new(plan))["phase"], "rolled_back");
@@ -167,6 +178,29 @@ pub fn assert_status_rows(t: &TestCluster, plan: &str, wanted: [&str; 3]) {
             &row[1..4],
             wanted,
             "journal step, file, live transport of {name}"
+        );
+    }
+}
+
+/// Zero-split's module cannot run on OTP 27 or 29 (no `inet_tls_dist:gen_accept/2`): on such
+/// hosts `check --zero-split` FAILs, the dry run shows it, and the real run refuses before it
+/// writes anything anywhere; a cluster with one such host is refused too.
+fn assert_zero_split_verdict(t: &TestCluster, plan: &str, otps: &[Otp]) {
+    if otps.iter().all(|o| *o != Otp::Machine) {
+        let flags: Vec<std::path::PathBuf> = (0..otps.len()).map(|i| t.dist_args_path(i)).collect();
+        crate::preflight::assert_zero_split_refused_on(
+            std::path::Path::new(plan),
+            &flags,
+            |args| t.distls(args),
+        );
+    } else {
+        let out = t.distls(&["check", "--zero-split", plan]);
+        let refused = otps.iter().any(|o| *o != Otp::Machine);
+        assert_eq!(
+            out.status.code(),
+            Some(if refused { 3 } else { 0 }),
+            "{}",
+            describe(&out)
         );
     }
 }

@@ -65,13 +65,23 @@ fn ejabberd_migrates_and_rolls_back_on(otp: Otp, prefix: &str) {
     assert_status(&plan, &names, ["verified", "tls", "tls"]);
     for i in 1..=3 {
         let cfg = std::fs::read_to_string(ej.cfg(i)).unwrap();
-        assert!(cfg.contains("-proto_dist inet_tls -ssl_dist_optfile"), "{cfg}");
+        assert!(
+            cfg.contains("-proto_dist inet_tls -ssl_dist_optfile"),
+            "{cfg}"
+        );
         let cluster = ej.ctl_ok(i, &["list_cluster"]);
         for name in &names {
-            assert!(cluster.contains(name.as_str()), "node {i} lists {name}: {cluster}");
+            assert!(
+                cluster.contains(name.as_str()),
+                "node {i} lists {name}: {cluster}"
+            );
         }
         let account = ej.ctl(i, &["check_account", "alice", "localhost"]);
-        assert!(account.status.success(), "alice still exists: {}", describe(&account));
+        assert!(
+            account.status.success(),
+            "alice still exists: {}",
+            describe(&account)
+        );
     }
 
     let rollback = run_ok("rollback", &plan);
@@ -114,7 +124,10 @@ fn rabbitmq_migrates_and_rolls_back_on(otp: Otp, prefix: &str) {
     assert_status(&plan, &names, ["verified", "tls", "tls"]);
     for i in 1..=3 {
         let env = std::fs::read_to_string(rmq.env_file(i)).unwrap();
-        assert!(env.contains("\nCTL_ERL_ARGS=\"-proto_dist inet_tls"), "{env}");
+        assert!(
+            env.contains("\nCTL_ERL_ARGS=\"-proto_dist inet_tls"),
+            "{env}"
+        );
         let status = rmq.ctl(i, &["cluster_status"]);
         assert!(
             status.status.success(),

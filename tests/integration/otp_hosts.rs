@@ -90,7 +90,6 @@ impl Root {
         std::fs::create_dir_all(tmp).unwrap();
         root
     }
-
 }
 
 impl Drop for Root {
@@ -206,7 +205,12 @@ exec chroot "$r" "$@""#,
             root = root.path.display(),
             tmp = temp_dir().display()
         );
-        prefix.extend(["/bin/sh".into(), "-c".into(), script, format!("otp-host{k}")]);
+        prefix.extend([
+            "/bin/sh".into(),
+            "-c".into(),
+            script,
+            format!("otp-host{k}"),
+        ]);
         prefix
     }
 

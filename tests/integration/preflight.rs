@@ -356,7 +356,6 @@ fn weak_tls_is_refused_unless_allowed() {
 /// refuses with exit 3 before writing anything: no state directory next to the plan and no
 /// `distls-hybrid/` beside any of `flags_files` (the nodes' vm.dist.args, as this machine sees
 /// them). `distls` runs the binary with the hosts' environment.
-#[allow(dead_code)] // For the OTP 27/29 host tests.
 pub fn assert_zero_split_refused_on(
     plan: &Path,
     flags_files: &[PathBuf],

@@ -214,7 +214,8 @@ impl Ejabberd {
     /// [`Self::cluster`] on a host of `otp`; None where such a host cannot be made here.
     pub fn cluster_on(prefix: &str, n: usize, otp: Otp) -> Option<Ejabberd> {
         let base = Base::new(prefix, "ejabberd", otp)?;
-        base.on.require_installed("/usr/sbin/ejabberdctl", "ejabberd");
+        base.on
+            .require_installed("/usr/sbin/ejabberdctl", "ejabberd");
         let cookie_path = base.on.path(EJ_COOKIE);
         let created_cookie = !cookie_path.exists();
         if created_cookie {
@@ -363,7 +364,8 @@ impl RabbitMq {
     /// [`Self::cluster`] on a host of `otp`; None where such a host cannot be made here.
     pub fn cluster_on(prefix: &str, n: usize, otp: Otp) -> Option<RabbitMq> {
         let base = Base::new(prefix, "rabbitmq", otp)?;
-        base.on.require_installed("/usr/sbin/rabbitmqctl", "rabbitmq");
+        base.on
+            .require_installed("/usr/sbin/rabbitmqctl", "rabbitmq");
         base.on
             .require_installed("/var/lib/rabbitmq/.erlang.cookie", "rabbitmq");
         let cluster = RabbitMq { base, n };
