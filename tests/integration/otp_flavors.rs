@@ -119,9 +119,20 @@ fn rabbitmq_migrates_and_rolls_back_on(otp: Otp, prefix: &str) {
     let plan = rmq.plan(&format!("{prefix}-test"));
     check_ok(&plan, otp);
 
+    let store = rmq.ctl(1, &["eval", "'rabbit_khepri:is_enabled().'"]);
+    let store = if stdout(&store).trim() == "true" {
+        "Khepri"
+    } else {
+        "Mnesia"
+    };
     let migrate = run_ok("migrate", &plan);
     assert_eq!(journal(&plan)["phase"], "completed");
     assert_status(&plan, &names, ["verified", "tls", "tls"]);
+    // What the first node logged while it ran TLS among plain peers (docs/flavor-rabbitmq.md).
+    eprintln!(
+        "rabbit1's log while the cluster was mixed (metadata store {store}):\n{}",
+        rmq.mixed_phase_log(1)
+    );
     for i in 1..=3 {
         let env = std::fs::read_to_string(rmq.env_file(i)).unwrap();
         assert!(
@@ -161,7 +172,7 @@ fn rabbitmq_migrates_and_rolls_back_on(otp: Otp, prefix: &str) {
         rmq.assert_data(i);
     }
     eprintln!(
-        "MEASURED RabbitMQ on OTP {} 3 nodes: migrate {:.1} s, rollback {:.1} s",
+        "MEASURED RabbitMQ on OTP {} ({store}) 3 nodes: migrate {:.1} s, rollback {:.1} s",
         otp.major(),
         migrate.as_secs_f64(),
         rollback.as_secs_f64()
