@@ -8,7 +8,7 @@ use crate::flavor::{self, Flavor, FlavorError};
 use crate::journal::Journal;
 use crate::plan::{NodeSpec, Plan};
 use crate::probe::ProbeArgs;
-use crate::transport::Transport;
+use crate::transport::{Transport, TransportError};
 use std::path::{Path, PathBuf};
 
 /// The suffix of the one-time backup written next to vm.dist.args before its first change.
@@ -32,6 +32,9 @@ pub struct NodeTarget {
     /// The real file (symlinks followed), and its backup beside it.
     pub dist_args: PathBuf,
     pub backup: PathBuf,
+    /// Whether the backup was there when the node was read, looked up on the node's host (the
+    /// dry run says whether it will write it).
+    pub backup_exists: bool,
     pub original: String,
     pub tls: TlsEdit,
     pub current: String,
@@ -142,6 +145,9 @@ impl From<NodeProblem> for Error {
 /// distls does with the text (diff, journal hashes, the edit) is kept in memory.
 pub const MAX_ARGS_FILE_BYTES: usize = 1024 * 1024;
 
+/// A cookie file holds one line; anything bigger is not one.
+const MAX_COOKIE_FILE_BYTES: u64 = 64 * 1024;
+
 /// `FILE:LINE:COLUMN: node N: message` (or `FILE: node N: message` without a position).
 fn args_problem(check: &'static str, path: &Path, node: &str, err: &ArgsFileError) -> NodeProblem {
     let at = (err.line, err.column);
@@ -175,27 +181,32 @@ async fn read_text(
     node: &str,
     what: &str,
 ) -> Result<String, NodeProblem> {
-    let bytes = transport.read_file(path).await.map_err(|e| {
-        NodeProblem::new(
-            "plan.files",
-            format!(
-                "node {node}: cannot read its {what} {}: {e}",
-                path.display()
-            ),
-            "check the path in the plan and that distls (or `become`) may read it",
-        )
-    })?;
-    if bytes.len() > MAX_ARGS_FILE_BYTES {
-        return Err(NodeProblem::new(
-            "plan.files",
-            format!(
-                "{}: node {node}: its {what} is {} bytes, more than the {MAX_ARGS_FILE_BYTES} distls accepts for an args file",
-                path.display(),
-                bytes.len()
-            ),
-            "an args file holds a few flags; restore it from the release (e.g. from a backup), then run distls again",
-        ));
-    }
+    let bytes = match transport
+        .read_file_limited(path, MAX_ARGS_FILE_BYTES as u64)
+        .await
+    {
+        Ok(bytes) => bytes,
+        Err(TransportError::TooLarge { size, .. }) => {
+            return Err(NodeProblem::new(
+                "plan.files",
+                format!(
+                    "{}: node {node}: its {what} is {size} bytes, more than the {MAX_ARGS_FILE_BYTES} distls accepts for an args file",
+                    path.display(),
+                ),
+                "an args file holds a few flags; restore it from the release (e.g. from a backup), then run distls again",
+            ));
+        }
+        Err(e) => {
+            return Err(NodeProblem::new(
+                "plan.files",
+                format!(
+                    "node {node}: cannot read its {what} {}: {e}",
+                    path.display()
+                ),
+                "check the path in the plan and that distls (or `become`) may read it",
+            ));
+        }
+    };
     String::from_utf8(bytes).map_err(|err| {
         let valid = &err.as_bytes()[..err.utf8_error().valid_up_to()];
         let line = valid.iter().filter(|b| **b == b'\n').count() + 1;
@@ -257,6 +268,7 @@ pub async fn read_node(spec: &NodeSpec, transport: &Transport) -> Result<NodeTar
     let DistArgsFile {
         dist_args,
         backup,
+        backup_exists,
         current,
         original,
     } = read_dist_args(spec, transport).await?;
@@ -283,6 +295,7 @@ pub async fn read_node(spec: &NodeSpec, transport: &Transport) -> Result<NodeTar
         identity,
         dist_args,
         backup,
+        backup_exists,
         pristine: original.clone(),
         original,
         tls,
@@ -312,6 +325,7 @@ async fn read_flavor_node(
     let DistArgsFile {
         dist_args,
         backup,
+        backup_exists,
         current,
         original,
     } = read_dist_args(spec, transport).await?;
@@ -332,7 +346,7 @@ async fn read_flavor_node(
     let cookie = match (&spec.cookie_file, cookie) {
         (_, Some(cookie)) => Some(cookie),
         (Some(file), None) => {
-            let bytes = transport.read_file(file).await.map_err(|e| {
+            let bytes = transport.read_file_limited(file, MAX_COOKIE_FILE_BYTES).await.map_err(|e| {
                 NodeProblem::new(
                     "plan.identity",
                     format!("node {name}: cannot read its cookie file {}: {e}", file.display()),
@@ -370,12 +384,13 @@ async fn read_flavor_node(
     };
     // Never overwrite (and later delete) a file distls did not write.
     if current == original && transport.file_exists(&optfile.path).await {
-        let there = transport.read_file(&optfile.path).await.unwrap_or_default();
-        if there != optfile.text.as_bytes() {
+        let there = transport.read_file(&optfile.path).await;
+        if there.as_deref().ok() != Some(optfile.text.as_bytes()) {
+            let why = there.err().map(|e| format!(" ({e})")).unwrap_or_default();
             return Err(NodeProblem::new(
                 "plan.files",
                 format!(
-                    "node {name}: {} already exists and was not written by distls for this plan",
+                    "node {name}: {} already exists and was not written by distls for this plan{why}",
                     optfile.path.display()
                 ),
                 "move that file away (distls writes and, on rollback, removes it), then run distls again",
@@ -399,6 +414,7 @@ async fn read_flavor_node(
         identity,
         dist_args,
         backup,
+        backup_exists,
         pristine: original.clone(),
         original,
         tls: TlsEdit {
@@ -420,6 +436,8 @@ pub struct DistArgsFile {
     /// The real file (symlinks followed), and its backup beside it.
     pub dist_args: PathBuf,
     pub backup: PathBuf,
+    /// Whether the backup was there when the node was read (on the node's host).
+    pub backup_exists: bool,
     pub current: String,
     pub original: String,
 }
@@ -441,7 +459,14 @@ pub async fn read_dist_args(
         })?;
     let backup = PathBuf::from(format!("{}{BACKUP_SUFFIX}", dist_args.display()));
     let current = read_text(transport, &dist_args, name, "vm.dist.args").await?;
-    let original = if transport.file_exists(&backup).await {
+    let backup_exists = transport.try_exists(&backup).await.map_err(|e| {
+        NodeProblem::new(
+            "plan.files",
+            format!("node {name}: its backup: {e}"),
+            "the backup is distls's own file: remove whatever is at that name, then run distls again",
+        )
+    })?;
+    let original = if backup_exists {
         read_text(transport, &backup, name, "backup").await?
     } else {
         current.clone()
@@ -449,6 +474,7 @@ pub async fn read_dist_args(
     Ok(DistArgsFile {
         dist_args,
         backup,
+        backup_exists,
         current,
         original,
     })
