@@ -729,13 +729,15 @@ async fn finish(
     }
 }
 
-/// Every node gets the module before a roll whose stages use it.
+/// Every node gets the module before a roll whose stages use it. When a node cannot get it
+/// before the first roll, the modules already installed on the others go again: a refused run
+/// leaves nothing behind on a node whose flags file is still plain.
 async fn install_modules(nodes: &[ZeroSplitNode], roll: RollState) -> Result<()> {
     if !(roll.from.uses_module() || roll.to.uses_module()) {
         return Ok(());
     }
     let mut tasks = tokio::task::JoinSet::new();
-    for node in nodes {
+    for (index, node) in nodes.iter().enumerate() {
         let (transport, erl, flags) = (
             node.target.transport.clone(),
             node.target.spec.erl.clone(),
@@ -745,10 +747,36 @@ async fn install_modules(nodes: &[ZeroSplitNode], roll: RollState) -> Result<()>
         tasks.spawn(async move {
             install_module(&transport, &erl, &flags)
                 .await
+                .map(|()| index)
                 .map_err(|why| format!("node {name}: {why}"))
         });
     }
-    collect(tasks).await
+    let mut installed = Vec::new();
+    let mut errors = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(Ok(index)) => installed.push(index),
+            Ok(Err(why)) => errors.push(why),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    if errors.is_empty() {
+        return Ok(());
+    }
+    if roll.from == Stage::Plain {
+        for index in installed {
+            let node = &nodes[index];
+            let target = &node.target;
+            let plain = target.transport.read_file(&target.dist_args).await;
+            if plain.is_ok_and(|bytes| bytes == node.texts.plain.as_bytes()) {
+                if let Err(why) = remove_module(&target.transport, &target.dist_args).await {
+                    errors.push(format!("node {}: {why}", target.name()));
+                }
+            }
+        }
+    }
+    errors.sort();
+    Err(Error::StepFailed(errors.join("\n")))
 }
 
 /// Back at plain: a flavor node's optfile goes once its flags file is the plain original again
