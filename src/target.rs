@@ -175,6 +175,15 @@ fn located_problem(
     )
 }
 
+/// A file the safe layer refused or could not reach; its own hint (a link it does not follow:
+/// what to do about that link) replaces the generic one.
+fn file_problem(message: String, fix: &str) -> NodeProblem {
+    match message.split_once("\n  hint: ") {
+        Some((message, own_fix)) => NodeProblem::new("plan.files", message.to_owned(), own_fix),
+        None => NodeProblem::new("plan.files", message, fix),
+    }
+}
+
 async fn read_text(
     transport: &Transport,
     path: &Path,
@@ -197,12 +206,8 @@ async fn read_text(
             ));
         }
         Err(e) => {
-            return Err(NodeProblem::new(
-                "plan.files",
-                format!(
-                    "node {node}: cannot read its {what} {}: {e}",
-                    path.display()
-                ),
+            return Err(file_problem(
+                format!("node {node}: cannot read its {what}: {e}"),
                 "check the path in the plan and that distls (or `become`) may read it",
             ));
         }
@@ -451,8 +456,7 @@ pub async fn read_dist_args(
         .canonicalize(&spec.vm_dist_args)
         .await
         .map_err(|e| {
-            NodeProblem::new(
-                "plan.files",
+            file_problem(
                 format!("node {name}: {}: {e}", spec.vm_dist_args.display()),
                 "fix the vm_dist_args path in the plan",
             )
@@ -460,8 +464,7 @@ pub async fn read_dist_args(
     let backup = PathBuf::from(format!("{}{BACKUP_SUFFIX}", dist_args.display()));
     let current = read_text(transport, &dist_args, name, "vm.dist.args").await?;
     let backup_exists = transport.try_exists(&backup).await.map_err(|e| {
-        NodeProblem::new(
-            "plan.files",
+        file_problem(
             format!("node {name}: its backup: {e}"),
             "the backup is distls's own file: remove whatever is at that name, then run distls again",
         )

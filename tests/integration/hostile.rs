@@ -405,3 +405,72 @@ fn a_hostile_service_user_cannot_redirect_writes_over_ssh() {
     run_attacks(&t, &svc, &victim, "ssh");
     assert_eq!(std::fs::read(&flags).unwrap(), crlf.as_bytes());
 }
+
+/// The file agent over a real SSH connection: bytes that are not UTF-8 (Latin-1, CR LF, NUL, no
+/// final newline) go and come back as they are; a write whose stream stops early renames nothing
+/// and leaves no temp file; a FIFO is refused at once. No service user needed.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_file_agent_over_ssh_moves_raw_bytes_and_renames_nothing_cut_short() {
+    use distls::plan::SshSpec;
+    use distls::transport::Transport;
+    let dir = tempfile::tempdir().unwrap();
+    let sshd = TestSshd::start(&dir.path().join("sshd"));
+    let spec = SshSpec {
+        host: sshd.address.clone(),
+        port: Some(sshd.port),
+        user: Some(sshd.user.clone()),
+        identity_file: Some(sshd.dir.join("user_key")),
+        config_file: None,
+        known_hosts: Some(sshd.dir.join("known_hosts")),
+        accept_unknown_host_keys: false,
+        options: Vec::new(),
+    };
+    let connections = distls::ssh::connect_all(&[&spec]).await.expect("connects");
+    let transport = Transport::ssh(connections[&spec].clone(), Vec::new(), None);
+
+    let path = dir.path().join("vm.dist.args");
+    let bytes: &[u8] = b"## r\xe9seau\r\n-proto_dist inet_tls\r\n\x00\xff-no-final-newline";
+    std::fs::write(&path, b"old\n").unwrap();
+    transport.write_file(&path, bytes, 0o644).await.unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), bytes, "written as sent");
+    assert_eq!(
+        transport.read_file(&path).await.unwrap(),
+        bytes,
+        "read as stored"
+    );
+
+    let new = b"-proto_dist inet_tls\n".repeat(20_000);
+    let started = std::time::Instant::now();
+    let err = transport
+        .write_file_cut_short(&path, &new, 100_000)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&format!("received 100000 of {} bytes", new.len())),
+        "{err}"
+    );
+    eprintln!(
+        "a write cut short over ssh was refused in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), bytes, "the old file stays");
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n != "sshd")
+        .collect();
+    assert_eq!(names, ["vm.dist.args"], "no temp file left");
+
+    let fifo = dir.path().join("cookie");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let err = transport.read_file(&fifo).await.unwrap_err().to_string();
+    assert!(err.contains("is not a regular file (a FIFO)"), "{err}");
+    distls::ssh::close_all(connections).await;
+}
