@@ -284,15 +284,15 @@ struct Walk {
 
 impl Walk {
     fn to(path: &Path) -> io::Result<Walk> {
-        Self::walk(path, true)
+        Self::down(path, true)
     }
 
     /// Down to the last name, which is not followed if it is a link (to remove the link itself).
     fn to_name(path: &Path) -> io::Result<Walk> {
-        Self::walk(path, false)
+        Self::down(path, false)
     }
 
-    fn walk(path: &Path, follow_last: bool) -> io::Result<Walk> {
+    fn down(path: &Path, follow_last: bool) -> io::Result<Walk> {
         let absolute = if path.is_absolute() {
             path.to_path_buf()
         } else {
@@ -476,11 +476,12 @@ impl Walk {
         else {
             return;
         };
-        if ours.st_ino == there.st_ino && ours.st_dev == there.st_dev {
-            if let Ok(c) = c_name(temp_name) {
-                // SAFETY: unlinkat relative to a directory fd this walk owns.
-                unsafe { libc::unlinkat(self.dir.as_raw_fd(), c.as_ptr(), 0) };
-            }
+        if ours.st_ino == there.st_ino
+            && ours.st_dev == there.st_dev
+            && let Ok(c) = c_name(temp_name)
+        {
+            // SAFETY: unlinkat relative to a directory fd this walk owns.
+            unsafe { libc::unlinkat(self.dir.as_raw_fd(), c.as_ptr(), 0) };
         }
     }
 

@@ -112,7 +112,8 @@ impl NodeTarget {
 
     pub async fn read_file_state(&self) -> Result<FileState> {
         let bytes = self.transport.read_file(&self.dist_args).await?;
-        Ok(self.classify(&String::from_utf8_lossy(&bytes)))
+        // Compared as bytes: a file that is not UTF-8 is none of distls's texts.
+        Ok(std::str::from_utf8(&bytes).map_or(FileState::Foreign, |text| self.classify(text)))
     }
 }
 
@@ -358,7 +359,15 @@ async fn read_flavor_node(
                     "set `cookie_file` in the plan to the service user's ~/.erlang.cookie, readable by distls (or `become`)",
                 )
             })?;
-            let secret = String::from_utf8_lossy(&bytes).trim().to_owned();
+            // The cookie as its bytes say, or refused: a replaced byte would be another cookie.
+            let secret = String::from_utf8(bytes).map_err(|_| {
+                NodeProblem::new(
+                    "plan.identity",
+                    format!("node {name}: its cookie file {} is not UTF-8 text", file.display()),
+                    "distls reads the cookie as UTF-8 text; point `cookie_file` at the node's cookie",
+                )
+            })?;
+            let secret = secret.trim().to_owned();
             if secret.is_empty() {
                 return Err(NodeProblem::new(
                     "plan.identity",

@@ -768,10 +768,10 @@ async fn install_modules(nodes: &[ZeroSplitNode], roll: RollState) -> Result<()>
             let node = &nodes[index];
             let target = &node.target;
             let plain = target.transport.read_file(&target.dist_args).await;
-            if plain.is_ok_and(|bytes| bytes == node.texts.plain.as_bytes()) {
-                if let Err(why) = remove_module(&target.transport, &target.dist_args).await {
-                    errors.push(format!("node {}: {why}", target.name()));
-                }
+            if plain.is_ok_and(|bytes| bytes == node.texts.plain.as_bytes())
+                && let Err(why) = remove_module(&target.transport, &target.dist_args).await
+            {
+                errors.push(format!("node {}: {why}", target.name()));
             }
         }
     }
