@@ -398,17 +398,25 @@ async fn read_flavor_node(
     };
     // Never overwrite (and later delete) a file distls did not write.
     if current == original && transport.file_exists(&optfile.path).await {
-        let there = transport.read_file(&optfile.path).await;
-        if there.as_deref().ok() != Some(optfile.text.as_bytes()) {
-            let why = there.err().map(|e| format!(" ({e})")).unwrap_or_default();
-            return Err(NodeProblem::new(
-                "plan.files",
-                format!(
-                    "node {name}: {} already exists and was not written by distls for this plan{why}",
-                    optfile.path.display()
-                ),
-                "move that file away (distls writes and, on rollback, removes it), then run distls again",
-            ));
+        let move_it = "move that file away (distls writes and, on rollback, removes it), then run distls again";
+        match transport.read_file(&optfile.path).await {
+            Ok(there) if there == optfile.text.as_bytes() => {}
+            Ok(_) => {
+                return Err(NodeProblem::new(
+                    "plan.files",
+                    format!(
+                        "node {name}: {} already exists and was not written by distls for this plan",
+                        optfile.path.display()
+                    ),
+                    move_it,
+                ));
+            }
+            Err(e) => {
+                return Err(file_problem(
+                    format!("node {name}: its optfile is there but cannot be read: {e}"),
+                    move_it,
+                ));
+            }
         }
     }
     let preflight_args = argsfile::enable_tls("", &paths)

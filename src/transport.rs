@@ -1108,7 +1108,7 @@ mod tests {
                     )),
                     "{name}: {err}"
                 );
-                assert!(err.contains("hint: replace the link"), "{name}: {err}");
+                assert!(err.contains("hint: check where it points"), "{name}: {err}");
             }
             assert_eq!(std::fs::read(&victim).unwrap(), b"secret");
             // Removing the link itself is fine: it never touches the target.

@@ -1,6 +1,6 @@
 //! A hostile host (docs/security.md): a real unprivileged service user owns every node's `etc/`
 //! and stages each attack there as itself (symbolic links at the flags file, its backup, the
-//! hybrid module's path and every predictable temp name, pointing at a root-owned 0600 victim
+//! relx optfile, the hybrid module's path and every predictable temp name, pointing at a root-owned 0600 victim
 //! outside the node directories; a dangling link; a link to /dev/zero). Each run is refused with
 //! a clear error or the attack has no effect; the victim stays byte-identical, root-owned, same
 //! mode; the node directories end as they began. Both transports: local, and SSH through the
@@ -162,7 +162,7 @@ fn assert_refused_link(out: &std::process::Output, link: &Path, svc: &ServiceUse
         describe(out)
     );
     assert!(
-        text.contains("hint: replace the link"),
+        text.contains("hint: check where it points"),
         "says the fix: {}",
         describe(out)
     );
@@ -173,8 +173,32 @@ fn quoted(path: &Path) -> String {
     format!("'{}'", path.display())
 }
 
-/// Every attack against `t`, whose plan reaches the nodes through `via` (for messages).
-fn run_attacks(t: &TestCluster, svc: &ServiceUser, victim: &Victim, via: &str) {
+/// A relx-flavor plan for the same nodes (its optfile, `etc/distls-ssl_dist.conf`, is written
+/// owned like the flags file), with `defaults_extra` under `defaults:` (the transport, the env).
+fn relx_plan(t: &TestCluster, defaults_extra: &str) -> PathBuf {
+    let tls = t.cluster.tls_files();
+    let mut yaml = format!(
+        "version: 1\ncluster: relx-hostile\nflavor: relx\ntls:\n  certfile: {}\n  keyfile: {}\n  cacertfile: {}\ndefaults:\n{defaults_extra}nodes:\n",
+        tls.certfile.display(),
+        tls.keyfile.display(),
+        tls.cacertfile.display(),
+    );
+    for node in t.cluster.nodes() {
+        let ctl = node.ctl_path();
+        yaml.push_str(&format!(
+            "  - name: {}\n    vm_args: {}\n    commands:\n      start: {ctl} start\n      stop: {ctl} stop\n      ping: {ctl} ping\n",
+            node.name,
+            node.vm_args().display(),
+            ctl = ctl.display(),
+        ));
+    }
+    let plan = t.cluster.dir().join("relx-plan.yaml");
+    std::fs::write(&plan, yaml).unwrap();
+    plan
+}
+
+/// Every attack against `t`, whose plans reach the nodes through `via` (for messages).
+fn run_attacks(t: &TestCluster, relx: &Path, svc: &ServiceUser, victim: &Victim, via: &str) {
     let plan = t.plan();
     let plan = plan.to_str().unwrap();
     let state = t.cluster.dir().join(".distls");
@@ -246,6 +270,23 @@ fn run_attacks(t: &TestCluster, svc: &ServiceUser, victim: &Victim, via: &str) {
         let out = t.distls(&["migrate", plan]);
         assert_refused_link(&out, &backup, svc);
         svc.run(&format!("rm {}", quoted(&backup)));
+        clean(what);
+    }
+
+    // The relx flavor's optfile: a link to the victim, and a dangling one. Refused before
+    // anything is written.
+    let optfile = etc.join("distls-ssl_dist.conf");
+    for (what, target) in [
+        ("an optfile linked to the victim", victim.path.clone()),
+        (
+            "a dangling optfile link",
+            PathBuf::from("/nonexistent/ssl_dist.conf"),
+        ),
+    ] {
+        svc.run(&format!("ln -s {} {}", quoted(&target), quoted(&optfile)));
+        let out = t.distls(&["migrate", relx.to_str().unwrap()]);
+        assert_refused_link(&out, &optfile, svc);
+        svc.run(&format!("rm {}", quoted(&optfile)));
         clean(what);
     }
 
@@ -348,7 +389,12 @@ fn a_hostile_service_user_cannot_redirect_local_writes() {
     let Some((t, svc, victim)) = hostile_cluster("hostloc", "l") else {
         return;
     };
-    run_attacks(&t, &svc, &victim, "local");
+    let env = format!(
+        "  env: {{ ERL_EPMD_PORT: \"{}\" }}\n",
+        t.cluster.epmd_port()
+    );
+    let relx = relx_plan(&t, &env);
+    run_attacks(&t, &relx, &svc, &victim, "local");
 }
 
 /// The same attacks over SSH; and a flags file that is not UTF-8 is refused over SSH exactly as
@@ -402,7 +448,8 @@ fn a_hostile_service_user_cannot_redirect_writes_over_ssh() {
     svc.owns(&flags);
 
     std::fs::write(&plan, &ssh_plan).unwrap();
-    run_attacks(&t, &svc, &victim, "ssh");
+    let relx = relx_plan(&t, &settings);
+    run_attacks(&t, &relx, &svc, &victim, "ssh");
     assert_eq!(std::fs::read(&flags).unwrap(), crlf.as_bytes());
 }
 
