@@ -387,8 +387,11 @@ impl Transport {
         input: Option<&[u8]>,
         stdout_limit: usize,
     ) -> Result<RawOutcome, TransportError> {
+        // The node's environment reaches its commands, not the agent: no module path or option
+        // of the plan's env (or the host's) changes what this program does.
         let mut words = vec![
-            "exec perl -e".to_owned(),
+            "exec env -u PERL5LIB -u PERL5OPT -u PERLLIB -u PERLIO -u PERL_UNICODE perl -e"
+                .to_owned(),
             shell_quote(AGENT),
             "--".to_owned(),
             op.to_owned(),
@@ -1051,6 +1054,20 @@ mod tests {
                 .to_string();
             assert!(err.contains("(a FIFO)"), "{name}: {err}");
         }
+    }
+
+    /// The plan's env reaches commands, not the file agent: a PERL5OPT there changes nothing.
+    #[tokio::test]
+    async fn the_file_agent_ignores_perl_options_in_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let env = vec![
+            ("PERL5OPT".to_owned(), "-Mdistls_no_such_module".to_owned()),
+            ("PERL_UNICODE".to_owned(), "SDA".to_owned()),
+        ];
+        let shell = Transport::local(env, Some("env".into()));
+        shell.write_file(&path, b"\xe9\r\n", 0o600).await.unwrap();
+        assert_eq!(shell.read_file(&path).await.unwrap(), b"\xe9\r\n");
     }
 
     /// A write whose stream stops early renames nothing: the old file stays, no temp file.

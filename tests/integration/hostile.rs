@@ -509,6 +509,17 @@ async fn the_file_agent_over_ssh_moves_raw_bytes_and_renames_nothing_cut_short()
         .collect();
     assert_eq!(names, ["vm.dist.args"], "no temp file left");
 
+    // What one file operation costs over the connection (each is one remote command).
+    let started = std::time::Instant::now();
+    for _ in 0..10 {
+        transport.write_file(&path, bytes, 0o644).await.unwrap();
+        transport.read_file(&path).await.unwrap();
+    }
+    eprintln!(
+        "one write + one read over ssh: {:?} on average",
+        started.elapsed() / 10
+    );
+
     let fifo = dir.path().join("cookie");
     assert!(
         Command::new("mkfifo")
