@@ -304,7 +304,7 @@ impl Walk {
         let mut dir = open_root()?;
         let mut real_dir = PathBuf::from("/");
         let mut untrusted: Option<(PathBuf, String)> =
-            dir_problem(&fstat_fd(&dir)?).map(|p| (real_dir.clone(), p));
+            dir_problem(&fstat(&dir)?).map(|p| (real_dir.clone(), p));
         let mut via_link: Option<PathBuf> = None;
         let mut links = 0;
         while let Some(name) = pending.pop() {
@@ -315,18 +315,22 @@ impl Walk {
             }
             let last = pending.is_empty();
             let here = real_dir.join(&name);
-            let Some(st) = lstat_at(&dir, &name, &here)? else {
-                if last {
-                    return Ok(Walk {
-                        dir,
-                        real_dir,
-                        name,
-                        via_link,
-                    });
-                }
+            let st = lstat_at(&dir, &name, &here)?;
+            let follow = st
+                .as_ref()
+                .is_some_and(|st| is_type(st, libc::S_IFLNK) && (follow_last || !last));
+            if last && !follow {
+                return Ok(Walk {
+                    dir,
+                    real_dir,
+                    name,
+                    via_link,
+                });
+            }
+            let Some(st) = st else {
                 return Err(not_found(&here));
             };
-            if is_type(&st, libc::S_IFLNK) && (follow_last || !last) {
+            if follow {
                 let problem = untrusted
                     .clone()
                     .or_else(|| owner_problem(&st).map(|p| (here.clone(), p)));
@@ -349,17 +353,9 @@ impl Walk {
                 via_link.get_or_insert(here);
                 continue;
             }
-            if last {
-                return Ok(Walk {
-                    dir,
-                    real_dir,
-                    name,
-                    via_link,
-                });
-            }
             let next = open_dir_at(&dir, &name, &here)?;
             if untrusted.is_none() {
-                untrusted = dir_problem(&fstat_fd(&next)?).map(|p| (here.clone(), p));
+                untrusted = dir_problem(&fstat(&next)?).map(|p| (here.clone(), p));
             }
             if let (Some(link), Some((culprit, why))) = (&via_link, &untrusted) {
                 return Err(refused_link(link, culprit, why));
@@ -611,17 +607,7 @@ fn read_link_at(dir: &OwnedFd, name: &OsStr, here: &Path) -> io::Result<PathBuf>
     Ok(PathBuf::from(OsStr::from_bytes(&buf)))
 }
 
-fn fstat_fd(fd: &OwnedFd) -> io::Result<libc::stat> {
-    // SAFETY: a zeroed stat is a valid out-parameter.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: fstat on an fd the caller owns.
-    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(st)
-}
-
-fn fstat(file: &File) -> io::Result<libc::stat> {
+fn fstat(file: &impl AsRawFd) -> io::Result<libc::stat> {
     // SAFETY: a zeroed stat is a valid out-parameter.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: fstat on an fd the caller owns.
