@@ -1056,6 +1056,22 @@ mod tests {
         }
     }
 
+    /// A command's output is kept up to a bound, the rest read and dropped (a probe or ctl that
+    /// floods its stderr cannot exhaust memory), and the command still ends normally.
+    #[tokio::test]
+    async fn command_output_is_bounded() {
+        let out = local()
+            .run(
+                "head -c 5000000 /dev/zero; head -c 5000000 /dev/zero >&2; exit 7",
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap();
+        assert_eq!(out.status, Some(7));
+        assert_eq!(out.stdout.len(), OUTPUT_LIMIT);
+        assert_eq!(out.stderr.len(), OUTPUT_LIMIT);
+    }
+
     /// The plan's env reaches commands, not the file agent: a PERL5OPT there changes nothing.
     #[tokio::test]
     async fn the_file_agent_ignores_perl_options_in_the_environment() {

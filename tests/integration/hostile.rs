@@ -532,3 +532,47 @@ async fn the_file_agent_over_ssh_moves_raw_bytes_and_renames_nothing_cut_short()
     assert!(err.contains("is not a regular file (a FIFO)"), "{err}");
     distls::ssh::close_all(connections).await;
 }
+
+/// Through a non-root `become` (the service user itself), an owner change distls cannot make is
+/// an error, not a silent change of owner: nothing is written.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_owner_change_that_fails_is_an_error() {
+    let Some(svc) = ServiceUser::create("b") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let etc = dir.path().join("etc");
+    std::fs::create_dir(&etc).unwrap();
+    svc.owns(&etc);
+    let root_file = dir.path().join("root-owned");
+    std::fs::write(&root_file, "x").unwrap();
+    let become_svc = distls::transport::Transport::local(
+        Vec::new(),
+        Some(format!("runuser -u {} --", svc.name)),
+    );
+    let optfile = etc.join("distls-ssl_dist.conf");
+    let err = become_svc
+        .write_file_owned_like(&optfile, b"[].", 0o600, &root_file)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("cannot give the new file the owner 0:0"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&etc).unwrap().count(),
+        0,
+        "nothing written, no temp file left"
+    );
+    // Owned like a file of its own: fine.
+    let own = etc.join("vm.dist.args");
+    svc.run(&format!("echo x > {}", quoted(&own)));
+    become_svc
+        .write_file_owned_like(&optfile, b"[].", 0o600, &own)
+        .await
+        .unwrap();
+    let meta = std::fs::metadata(&optfile).unwrap();
+    assert_eq!((meta.uid(), meta.mode() & 0o777), (svc.uid, 0o600));
+}
