@@ -507,8 +507,9 @@ async fn status_over(
         let (file, runs) = match texts {
             Some(texts) => {
                 let now = target.transport.read_file(&target.dist_args).await?;
-                let file = texts
-                    .stage_of(&String::from_utf8_lossy(&now))
+                let file = std::str::from_utf8(&now)
+                    .ok()
+                    .and_then(|now| texts.stage_of(now))
                     .map_or("changed", zero_split::Stage::label);
                 let runs = info
                     .proto_dist()

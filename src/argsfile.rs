@@ -1916,7 +1916,13 @@ mod tests {
             })
             .collect();
         let mut command = std::process::Command::new("erl");
-        command.arg("-noshell");
+        command.arg("-noshell").env(
+            "ERL_CRASH_DUMP",
+            directory.join(format!(
+                "distls-argsfile-{}.erl_crash.dump",
+                std::process::id()
+            )),
+        );
         for (file, text) in files.iter().zip(texts) {
             std::fs::write(file, text).expect("write temp args file");
             command.arg("-args_file").arg(file);

@@ -56,7 +56,7 @@ fn render_node(out: &mut String, index: usize, targets: &[NodeTarget], journal: 
         spec.commands.stop,
         humantime::format_duration(spec.timeouts.stop)
     );
-    if !target.backup.exists() {
+    if !target.backup_exists {
         let _ = writeln!(
             out,
             "  2. back up {} to {}",

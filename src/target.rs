@@ -8,7 +8,7 @@ use crate::flavor::{self, Flavor, FlavorError};
 use crate::journal::Journal;
 use crate::plan::{NodeSpec, Plan};
 use crate::probe::ProbeArgs;
-use crate::transport::Transport;
+use crate::transport::{Transport, TransportError};
 use std::path::{Path, PathBuf};
 
 /// The suffix of the one-time backup written next to vm.dist.args before its first change.
@@ -32,6 +32,9 @@ pub struct NodeTarget {
     /// The real file (symlinks followed), and its backup beside it.
     pub dist_args: PathBuf,
     pub backup: PathBuf,
+    /// Whether the backup was there when the node was read, looked up on the node's host (the
+    /// dry run says whether it will write it).
+    pub backup_exists: bool,
     pub original: String,
     pub tls: TlsEdit,
     pub current: String,
@@ -109,7 +112,8 @@ impl NodeTarget {
 
     pub async fn read_file_state(&self) -> Result<FileState> {
         let bytes = self.transport.read_file(&self.dist_args).await?;
-        Ok(self.classify(&String::from_utf8_lossy(&bytes)))
+        // Compared as bytes: a file that is not UTF-8 is none of distls's texts.
+        Ok(std::str::from_utf8(&bytes).map_or(FileState::Foreign, |text| self.classify(text)))
     }
 }
 
@@ -142,6 +146,9 @@ impl From<NodeProblem> for Error {
 /// distls does with the text (diff, journal hashes, the edit) is kept in memory.
 pub const MAX_ARGS_FILE_BYTES: usize = 1024 * 1024;
 
+/// A cookie file holds one line; anything bigger is not one.
+const MAX_COOKIE_FILE_BYTES: u64 = 64 * 1024;
+
 /// `FILE:LINE:COLUMN: node N: message` (or `FILE: node N: message` without a position).
 fn args_problem(check: &'static str, path: &Path, node: &str, err: &ArgsFileError) -> NodeProblem {
     let at = (err.line, err.column);
@@ -169,33 +176,43 @@ fn located_problem(
     )
 }
 
+/// A file the safe layer refused or could not reach; its own hint (a link it does not follow:
+/// what to do about that link) replaces the generic one.
+fn file_problem(message: String, fix: &str) -> NodeProblem {
+    match message.split_once("\n  hint: ") {
+        Some((message, own_fix)) => NodeProblem::new("plan.files", message.to_owned(), own_fix),
+        None => NodeProblem::new("plan.files", message, fix),
+    }
+}
+
 async fn read_text(
     transport: &Transport,
     path: &Path,
     node: &str,
     what: &str,
 ) -> Result<String, NodeProblem> {
-    let bytes = transport.read_file(path).await.map_err(|e| {
-        NodeProblem::new(
-            "plan.files",
-            format!(
-                "node {node}: cannot read its {what} {}: {e}",
-                path.display()
-            ),
-            "check the path in the plan and that distls (or `become`) may read it",
-        )
-    })?;
-    if bytes.len() > MAX_ARGS_FILE_BYTES {
-        return Err(NodeProblem::new(
-            "plan.files",
-            format!(
-                "{}: node {node}: its {what} is {} bytes, more than the {MAX_ARGS_FILE_BYTES} distls accepts for an args file",
-                path.display(),
-                bytes.len()
-            ),
-            "an args file holds a few flags; restore it from the release (e.g. from a backup), then run distls again",
-        ));
-    }
+    let bytes = match transport
+        .read_file_limited(path, MAX_ARGS_FILE_BYTES as u64)
+        .await
+    {
+        Ok(bytes) => bytes,
+        Err(TransportError::TooLarge { size, .. }) => {
+            return Err(NodeProblem::new(
+                "plan.files",
+                format!(
+                    "{}: node {node}: its {what} is {size} bytes, more than the {MAX_ARGS_FILE_BYTES} distls accepts for an args file",
+                    path.display(),
+                ),
+                "an args file holds a few flags; restore it from the release (e.g. from a backup), then run distls again",
+            ));
+        }
+        Err(e) => {
+            return Err(file_problem(
+                format!("node {node}: cannot read its {what}: {e}"),
+                "check the path in the plan and that distls (or `become`) may read it",
+            ));
+        }
+    };
     String::from_utf8(bytes).map_err(|err| {
         let valid = &err.as_bytes()[..err.utf8_error().valid_up_to()];
         let line = valid.iter().filter(|b| **b == b'\n').count() + 1;
@@ -257,6 +274,7 @@ pub async fn read_node(spec: &NodeSpec, transport: &Transport) -> Result<NodeTar
     let DistArgsFile {
         dist_args,
         backup,
+        backup_exists,
         current,
         original,
     } = read_dist_args(spec, transport).await?;
@@ -283,6 +301,7 @@ pub async fn read_node(spec: &NodeSpec, transport: &Transport) -> Result<NodeTar
         identity,
         dist_args,
         backup,
+        backup_exists,
         pristine: original.clone(),
         original,
         tls,
@@ -312,6 +331,7 @@ async fn read_flavor_node(
     let DistArgsFile {
         dist_args,
         backup,
+        backup_exists,
         current,
         original,
     } = read_dist_args(spec, transport).await?;
@@ -332,14 +352,22 @@ async fn read_flavor_node(
     let cookie = match (&spec.cookie_file, cookie) {
         (_, Some(cookie)) => Some(cookie),
         (Some(file), None) => {
-            let bytes = transport.read_file(file).await.map_err(|e| {
+            let bytes = transport.read_file_limited(file, MAX_COOKIE_FILE_BYTES).await.map_err(|e| {
                 NodeProblem::new(
                     "plan.identity",
                     format!("node {name}: cannot read its cookie file {}: {e}", file.display()),
                     "set `cookie_file` in the plan to the service user's ~/.erlang.cookie, readable by distls (or `become`)",
                 )
             })?;
-            let secret = String::from_utf8_lossy(&bytes).trim().to_owned();
+            // The cookie as its bytes say, or refused: a replaced byte would be another cookie.
+            let secret = String::from_utf8(bytes).map_err(|_| {
+                NodeProblem::new(
+                    "plan.identity",
+                    format!("node {name}: its cookie file {} is not UTF-8 text", file.display()),
+                    "distls reads the cookie as UTF-8 text; point `cookie_file` at the node's cookie",
+                )
+            })?;
+            let secret = secret.trim().to_owned();
             if secret.is_empty() {
                 return Err(NodeProblem::new(
                     "plan.identity",
@@ -370,16 +398,25 @@ async fn read_flavor_node(
     };
     // Never overwrite (and later delete) a file distls did not write.
     if current == original && transport.file_exists(&optfile.path).await {
-        let there = transport.read_file(&optfile.path).await.unwrap_or_default();
-        if there != optfile.text.as_bytes() {
-            return Err(NodeProblem::new(
-                "plan.files",
-                format!(
-                    "node {name}: {} already exists and was not written by distls for this plan",
-                    optfile.path.display()
-                ),
-                "move that file away (distls writes and, on rollback, removes it), then run distls again",
-            ));
+        let move_it = "move that file away (distls writes and, on rollback, removes it), then run distls again";
+        match transport.read_file(&optfile.path).await {
+            Ok(there) if there == optfile.text.as_bytes() => {}
+            Ok(_) => {
+                return Err(NodeProblem::new(
+                    "plan.files",
+                    format!(
+                        "node {name}: {} already exists and was not written by distls for this plan",
+                        optfile.path.display()
+                    ),
+                    move_it,
+                ));
+            }
+            Err(e) => {
+                return Err(file_problem(
+                    format!("node {name}: its optfile is there but cannot be read: {e}"),
+                    move_it,
+                ));
+            }
         }
     }
     let preflight_args = argsfile::enable_tls("", &paths)
@@ -399,6 +436,7 @@ async fn read_flavor_node(
         identity,
         dist_args,
         backup,
+        backup_exists,
         pristine: original.clone(),
         original,
         tls: TlsEdit {
@@ -420,6 +458,8 @@ pub struct DistArgsFile {
     /// The real file (symlinks followed), and its backup beside it.
     pub dist_args: PathBuf,
     pub backup: PathBuf,
+    /// Whether the backup was there when the node was read (on the node's host).
+    pub backup_exists: bool,
     pub current: String,
     pub original: String,
 }
@@ -433,15 +473,20 @@ pub async fn read_dist_args(
         .canonicalize(&spec.vm_dist_args)
         .await
         .map_err(|e| {
-            NodeProblem::new(
-                "plan.files",
+            file_problem(
                 format!("node {name}: {}: {e}", spec.vm_dist_args.display()),
                 "fix the vm_dist_args path in the plan",
             )
         })?;
     let backup = PathBuf::from(format!("{}{BACKUP_SUFFIX}", dist_args.display()));
     let current = read_text(transport, &dist_args, name, "vm.dist.args").await?;
-    let original = if transport.file_exists(&backup).await {
+    let backup_exists = transport.try_exists(&backup).await.map_err(|e| {
+        file_problem(
+            format!("node {name}: its backup: {e}"),
+            "the backup is distls's own file: remove whatever is at that name, then run distls again",
+        )
+    })?;
+    let original = if backup_exists {
         read_text(transport, &backup, name, "backup").await?
     } else {
         current.clone()
@@ -449,6 +494,7 @@ pub async fn read_dist_args(
     Ok(DistArgsFile {
         dist_args,
         backup,
+        backup_exists,
         current,
         original,
     })
@@ -548,4 +594,41 @@ pub(crate) fn check_consistent_naming(targets: &[NodeTarget]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VM_ARGS: &str = "-sname t@localhost\n-setcookie SECRET\n";
+    const DIST_ARGS: &str = "## TLS\n#-proto_dist inet_tls\n#-ssl_dist_opt server_certfile /a.pem client_certfile /a.pem\n#  server_keyfile /k.pem client_keyfile /k.pem\n#  server_cacertfile /c.pem client_cacertfile /c.pem\n#  client_verify verify_peer server_verify verify_peer\n#  server_fail_if_no_peer_cert true\n";
+
+    /// Whether the backup exists is asked of the node's host when the node is read, and the dry
+    /// run shows that answer: it never looks at the local filesystem (wrong for an SSH node).
+    #[tokio::test]
+    async fn the_dry_run_shows_the_backup_as_the_nodes_host_reported_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("vm.args"), VM_ARGS).unwrap();
+        let flags = dir.path().join("vm.dist.args");
+        std::fs::write(&flags, DIST_ARGS).unwrap();
+        let backup = dir.path().join("vm.dist.args.distls-orig");
+        std::fs::write(&backup, DIST_ARGS).unwrap();
+        let plan_path = dir.path().join("plan.yaml");
+        std::fs::write(
+            &plan_path,
+            "version: 1\ncluster: t\ntls:\n  certfile: /etc/distls/cert.pem\n  keyfile: /etc/distls/key.pem\n  cacertfile: /etc/distls/ca.pem\ndefaults:\n  vm_dist_args: vm.dist.args\n  vm_args: vm.args\n  commands:\n    stop: \"false\"\n    start: \"false\"\nnodes:\n  - name: t@localhost\n",
+        )
+        .unwrap();
+        let plan = Plan::load(&plan_path).unwrap();
+        let transport = Transport::local(Vec::new(), None);
+        let target = read_node(&plan.nodes[0], &transport).await.unwrap();
+        assert!(target.backup_exists);
+        // Gone from here, still there on "the node's host" as it was read.
+        std::fs::remove_file(&backup).unwrap();
+        let shown = crate::preview::render(&plan, std::slice::from_ref(&target), None);
+        assert!(
+            shown.contains("already holds the original"),
+            "the host's answer, not a local lookup: {shown}"
+        );
+    }
 }

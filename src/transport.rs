@@ -4,6 +4,7 @@
 use crate::atomic_file;
 use crate::ssh::SshConnection;
 
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -60,6 +61,13 @@ pub enum TransportError {
         host: String,
         command: String,
         detail: String,
+    },
+    #[error("{host}: {path}: it is {size} bytes, more than the {limit} distls reads")]
+    TooLarge {
+        host: String,
+        path: PathBuf,
+        size: u64,
+        limit: u64,
     },
     #[error("{host}: {path}: {detail}")]
     File {
@@ -184,22 +192,45 @@ impl Transport {
         words.join(" ")
     }
 
-    /// Run a shell script on the host and collect its output; `input` is fed to its stdin.
+    /// Run a shell script on the host and collect its output (as text, for people); `input` is
+    /// fed to its stdin.
     async fn exec(
         &self,
         script: &str,
         input: Option<&[u8]>,
         timeout: Duration,
     ) -> Result<CommandOutcome, TransportError> {
+        let out = self
+            .exec_bytes(script, script, input, timeout, OUTPUT_LIMIT)
+            .await?;
+        Ok(CommandOutcome {
+            status: out.status,
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            elapsed: out.elapsed,
+        })
+    }
+
+    /// Run a shell script on the host; its output comes back as raw bytes, at most `stdout_limit`
+    /// of stdout and [`OUTPUT_LIMIT`] of stderr kept (the rest is read and dropped). `label`
+    /// names the command in errors.
+    async fn exec_bytes(
+        &self,
+        script: &str,
+        label: &str,
+        input: Option<&[u8]>,
+        timeout: Duration,
+        stdout_limit: usize,
+    ) -> Result<RawOutcome, TransportError> {
         let started = Instant::now();
         let spawn_error = |detail: String| TransportError::Spawn {
             host: self.describe(),
-            command: script.to_string(),
+            command: label.to_string(),
             detail,
         };
         let timed_out = || TransportError::Timeout {
             host: self.describe(),
-            command: script.to_string(),
+            command: label.to_string(),
             timeout,
         };
         let stdin = if input.is_some() {
@@ -207,7 +238,7 @@ impl Transport {
         } else {
             Stdio::null()
         };
-        let output = match &self.access {
+        let (status, stdout, stderr) = match &self.access {
             Access::Local => {
                 let mut cmd = Command::new("/bin/sh");
                 if self.become_command.is_some() {
@@ -225,15 +256,27 @@ impl Transport {
                 let mut child = cmd.spawn().map_err(|e| spawn_error(e.to_string()))?;
                 // Timed out or abandoned (its future dropped): the whole group goes.
                 let mut group = GroupGuard(child.id());
-                if let (Some(bytes), Some(mut pipe)) = (input, child.stdin.take()) {
-                    pipe.write_all(bytes)
-                        .await
-                        .map_err(|e| spawn_error(e.to_string()))?;
-                }
-                match tokio::time::timeout(timeout, child.wait_with_output()).await {
+                let (feed, out, err) =
+                    (child.stdin.take(), child.stdout.take(), child.stderr.take());
+                let run = async {
+                    let (fed, stdout, stderr) = tokio::join!(
+                        feed_input(feed, input),
+                        read_limited(out, stdout_limit),
+                        read_limited(err, OUTPUT_LIMIT)
+                    );
+                    let status = child.wait().await;
+                    fed.map_err(|e| spawn_error(e.to_string()))?;
+                    let status = status.map_err(|e| spawn_error(e.to_string()))?;
+                    Ok::<_, TransportError>((
+                        status.code(),
+                        stdout.map_err(|e| spawn_error(e.to_string()))?,
+                        stderr.map_err(|e| spawn_error(e.to_string()))?,
+                    ))
+                };
+                match tokio::time::timeout(timeout, run).await {
                     Ok(result) => {
                         group.0 = None;
-                        result.map_err(|e| spawn_error(e.to_string()))?
+                        result?
                     }
                     Err(_) => return Err(timed_out()),
                 }
@@ -259,49 +302,46 @@ impl Transport {
                 let seen = leader.clone();
                 let run = async {
                     let mut child = cmd.spawn().await.map_err(|e| spawn_error(ssh_detail(&e)))?;
-                    if let (Some(bytes), Some(mut pipe)) = (input, child.stdin().take()) {
-                        pipe.write_all(bytes)
-                            .await
-                            .map_err(|e| spawn_error(e.to_string()))?;
-                        pipe.shutdown()
-                            .await
-                            .map_err(|e| spawn_error(e.to_string()))?;
-                    }
+                    let feed = child.stdin().take();
                     let out_pipe = child.stdout().take();
                     let err_pipe = child.stderr().take();
                     let read_out = async move {
-                        let mut bytes = Vec::new();
-                        if let Some(pipe) = out_pipe {
-                            let mut reader = tokio::io::BufReader::new(pipe);
-                            let mut first = Vec::new();
-                            reader.read_until(b'\n', &mut first).await?;
-                            match parse_pgid_marker(&first) {
-                                Some(pid) => {
-                                    *seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(pid)
-                                }
-                                None => bytes.extend_from_slice(&first),
+                        let Some(pipe) = out_pipe else {
+                            return Ok(Vec::new());
+                        };
+                        let mut reader = tokio::io::BufReader::new(pipe);
+                        let mut first = Vec::new();
+                        (&mut reader)
+                            .take(PGID_MARKER.len() as u64 + 24)
+                            .read_until(b'\n', &mut first)
+                            .await?;
+                        let mut bytes = match parse_pgid_marker(&first) {
+                            Some(pid) => {
+                                *seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(pid);
+                                Vec::new()
                             }
-                            reader.read_to_end(&mut bytes).await?;
-                        }
+                            None => first,
+                        };
+                        let rest = read_limited(Some(reader), stdout_limit).await?;
+                        bytes.extend_from_slice(&rest);
+                        bytes.truncate(stdout_limit);
                         Ok::<_, std::io::Error>(bytes)
                     };
-                    let read_err = async move {
-                        let mut bytes = Vec::new();
-                        if let Some(mut pipe) = err_pipe {
-                            pipe.read_to_end(&mut bytes).await?;
-                        }
-                        Ok::<_, std::io::Error>(bytes)
-                    };
-                    let (stdout, stderr) = tokio::join!(read_out, read_err);
+                    let (fed, stdout, stderr) = tokio::join!(
+                        feed_input(feed, input),
+                        read_out,
+                        read_limited(err_pipe, OUTPUT_LIMIT)
+                    );
                     let status = child
                         .wait()
                         .await
                         .map_err(|e| spawn_error(ssh_detail(&e)))?;
-                    Ok::<_, TransportError>(std::process::Output {
-                        status,
-                        stdout: stdout.map_err(|e| spawn_error(e.to_string()))?,
-                        stderr: stderr.map_err(|e| spawn_error(e.to_string()))?,
-                    })
+                    fed.map_err(|e| spawn_error(e.to_string()))?;
+                    Ok::<_, TransportError>((
+                        status.code(),
+                        stdout.map_err(|e| spawn_error(e.to_string()))?,
+                        stderr.map_err(|e| spawn_error(e.to_string()))?,
+                    ))
                 };
                 match tokio::time::timeout(timeout, run).await {
                     Ok(result) => result?,
@@ -315,10 +355,10 @@ impl Transport {
                 }
             }
         };
-        Ok(CommandOutcome {
-            status: output.status.code(),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        Ok(RawOutcome {
+            status,
+            stdout,
+            stderr,
             elapsed: started.elapsed(),
         })
     }
@@ -338,59 +378,157 @@ impl Transport {
         );
     }
 
-    async fn exec_ok(
+    /// Run one operation of the file agent (`atomic_file.pl`) on the host.
+    async fn agent(
         &self,
-        script: &str,
-        input: Option<&[u8]>,
+        op: &str,
         path: &Path,
-    ) -> Result<Vec<u8>, TransportError> {
-        let out = self.exec(script, input, Duration::from_secs(60)).await?;
-        if !out.success() {
-            return Err(self.file_error(path, out.stderr.trim().to_string()));
-        }
-        Ok(out.stdout.into_bytes())
-    }
-
-    pub async fn read_file(&self, path: &Path) -> Result<Vec<u8>, TransportError> {
-        if self.is_direct() {
-            return tokio::fs::read(path)
-                .await
-                .map_err(|e| self.file_error(path, e.to_string()));
-        }
-        let quoted = shell_quote(&path.display().to_string());
-        // stdout is collected as text; args files are text, and a binary file is refused upstream.
-        self.exec_ok(&format!("cat -- {quoted}"), None, path).await
-    }
-
-    pub async fn file_exists(&self, path: &Path) -> bool {
-        if self.is_direct() {
-            return tokio::fs::metadata(path).await.is_ok();
-        }
-        let quoted = shell_quote(&path.display().to_string());
-        self.exec(&format!("test -e {quoted}"), None, Duration::from_secs(60))
+        args: &[String],
+        input: Option<&[u8]>,
+        stdout_limit: usize,
+    ) -> Result<RawOutcome, TransportError> {
+        // The node's environment reaches its commands, not the agent: no module path or option
+        // of the plan's env (or the host's) changes what this program does.
+        let mut words = vec![
+            "exec env -u PERL5LIB -u PERL5OPT -u PERLLIB -u PERLIO -u PERL_UNICODE perl -e"
+                .to_owned(),
+            shell_quote(AGENT),
+            "--".to_owned(),
+            op.to_owned(),
+            shell_quote(&path.display().to_string()),
+        ];
+        words.extend(args.iter().map(|a| shell_quote(a)));
+        let label = format!("distls file agent: {op} {}", path.display());
+        self.exec_bytes(&words.join(" "), &label, input, FILE_TIMEOUT, stdout_limit)
             .await
-            .is_ok_and(|o| o.success())
     }
 
-    /// The real file behind a path (symlinks followed), so edits keep the link.
+    /// An agent operation that must succeed (exit 0); its stdout.
+    async fn agent_ok(
+        &self,
+        op: &str,
+        path: &Path,
+        args: &[String],
+        input: Option<&[u8]>,
+    ) -> Result<Vec<u8>, TransportError> {
+        let out = self.agent(op, path, args, input, OUTPUT_LIMIT).await?;
+        if out.status != Some(0) {
+            return Err(self.agent_error(path, &out));
+        }
+        Ok(out.stdout)
+    }
+
+    fn agent_error(&self, path: &Path, out: &RawOutcome) -> TransportError {
+        let said = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        // The agent's own messages start with the path; anything else (no perl, sudo said no)
+        // is shown as it came.
+        let detail = match said.split_once(": ") {
+            Some((first, rest)) if Path::new(first) == path => rest.to_string(),
+            _ if said.is_empty() => format!("the file agent exited with {:?}", out.status),
+            _ => said,
+        };
+        self.file_error(path, detail)
+    }
+
+    /// Run a blocking local file operation off the async threads.
+    async fn on_local_disk<T: Send + 'static>(
+        &self,
+        path: &Path,
+        op: impl FnOnce(PathBuf) -> std::io::Result<T> + Send + 'static,
+    ) -> Result<T, TransportError> {
+        let owned = path.to_path_buf();
+        tokio::task::spawn_blocking(move || op(owned))
+            .await
+            .expect("file task")
+            .map_err(|e| self.io_error(path, e))
+    }
+
+    fn io_error(&self, path: &Path, err: std::io::Error) -> TransportError {
+        if let Some(too_large) = err
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<atomic_file::TooLarge>())
+        {
+            return TransportError::TooLarge {
+                host: self.describe(),
+                path: path.to_path_buf(),
+                size: too_large.size,
+                limit: too_large.limit,
+            };
+        }
+        let text = err.to_string();
+        let prefix = format!("{}: ", path.display());
+        self.file_error(path, text.strip_prefix(&prefix).unwrap_or(&text))
+    }
+
+    /// A regular file's bytes, exactly as stored, at most [`atomic_file::READ_LIMIT`] of them.
+    pub async fn read_file(&self, path: &Path) -> Result<Vec<u8>, TransportError> {
+        self.read_file_limited(path, atomic_file::READ_LIMIT).await
+    }
+
+    /// A regular file's bytes, exactly as stored; more than `limit` is [`TransportError::TooLarge`].
+    pub async fn read_file_limited(
+        &self,
+        path: &Path,
+        limit: u64,
+    ) -> Result<Vec<u8>, TransportError> {
+        if self.is_direct() {
+            return self
+                .on_local_disk(path, move |p| atomic_file::read(&p, limit))
+                .await;
+        }
+        let out = self
+            .agent("read", path, &[limit.to_string()], None, limit as usize + 1)
+            .await?;
+        match out.status {
+            Some(0) if out.stdout.len() as u64 <= limit => Ok(out.stdout),
+            Some(3) => {
+                let said = String::from_utf8_lossy(&out.stderr);
+                let size = said
+                    .split_whitespace()
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(limit + 1);
+                Err(TransportError::TooLarge {
+                    host: self.describe(),
+                    path: path.to_path_buf(),
+                    size,
+                    limit,
+                })
+            }
+            _ => Err(self.agent_error(path, &out)),
+        }
+    }
+
+    /// Whether a path names something. A path distls may not look through counts as there, so
+    /// the read that follows explains why: see [`Transport::try_exists`].
+    pub async fn file_exists(&self, path: &Path) -> bool {
+        self.try_exists(path).await.unwrap_or(true)
+    }
+
+    /// Whether a path names something (a trusted link is looked through, docs/security.md).
+    pub async fn try_exists(&self, path: &Path) -> Result<bool, TransportError> {
+        if self.is_direct() {
+            return self.on_local_disk(path, |p| atomic_file::exists(&p)).await;
+        }
+        let out = self.agent("exists", path, &[], None, OUTPUT_LIMIT).await?;
+        match out.status {
+            Some(0) => Ok(true),
+            Some(1) => Ok(false),
+            _ => Err(self.agent_error(path, &out)),
+        }
+    }
+
+    /// The real file behind a path: trusted links followed, any other link refused
+    /// (docs/security.md). Edits go to the real file, so the link stays.
     pub async fn canonicalize(&self, path: &Path) -> Result<PathBuf, TransportError> {
         if self.is_direct() {
-            return atomic_file::resolve(path).map_err(|e| self.file_error(path, e.to_string()));
+            return self.on_local_disk(path, |p| atomic_file::resolve(&p)).await;
         }
-        let quoted = shell_quote(&path.display().to_string());
-        let out = self
-            .exec_ok(
-                &format!("test -e {quoted} && readlink -f -- {quoted}"),
-                None,
-                path,
-            )
-            .await?;
-        Ok(PathBuf::from(
-            String::from_utf8_lossy(&out).trim_end_matches('\n'),
-        ))
+        let out = self.agent_ok("resolve", path, &[], None).await?;
+        Ok(PathBuf::from(std::ffi::OsString::from_vec(out)))
     }
 
-    /// Atomic replace keeping mode and owner: temp file in the same directory, fsync, rename.
+    /// Atomic, verified replace keeping mode and owner (a new file gets `mode_if_new`).
     pub async fn write_file(
         &self,
         path: &Path,
@@ -398,20 +536,22 @@ impl Transport {
         mode_if_new: u32,
     ) -> Result<(), TransportError> {
         if self.is_direct() {
-            let owned = path.to_path_buf();
             let data = bytes.to_vec();
-            return tokio::task::spawn_blocking(move || {
-                atomic_file::write(&owned, &data, mode_if_new)
-            })
-            .await
-            .expect("file writer task")
-            .map_err(|e| self.file_error(path, e.to_string()));
+            return self
+                .on_local_disk(path, move |p| atomic_file::write(&p, &data, mode_if_new))
+                .await;
         }
-        let script = remote_atomic_write_script(path, RemoteOwnership::KeepOrNew(mode_if_new));
-        self.exec_ok(&script, Some(bytes), path).await.map(|_| ())
+        self.agent_write(
+            path,
+            bytes,
+            &format!("keep:{mode_if_new:o}"),
+            None,
+            bytes.len(),
+        )
+        .await
     }
 
-    /// Atomic write of a new file with exactly `mode` and the owner and group of `like`.
+    /// Atomic, verified write with exactly `mode` and the owner and group of `like`.
     pub async fn write_file_owned_like(
         &self,
         path: &Path,
@@ -420,32 +560,113 @@ impl Transport {
         like: &Path,
     ) -> Result<(), TransportError> {
         if self.is_direct() {
-            let (owned, like_owned) = (path.to_path_buf(), like.to_path_buf());
-            let data = bytes.to_vec();
-            return tokio::task::spawn_blocking(move || {
-                atomic_file::write_owned_like(&owned, &data, mode, &like_owned)
-            })
-            .await
-            .expect("file writer task")
-            .map_err(|e| self.file_error(path, e.to_string()));
+            let (like, data) = (like.to_path_buf(), bytes.to_vec());
+            return self
+                .on_local_disk(path, move |p| {
+                    atomic_file::write_owned_like(&p, &data, mode, &like)
+                })
+                .await;
         }
-        let script = remote_atomic_write_script(path, RemoteOwnership::Like(like, mode));
-        self.exec_ok(&script, Some(bytes), path).await.map(|_| ())
+        self.agent_write(path, bytes, &format!("{mode:o}"), Some(like), bytes.len())
+            .await
     }
 
-    /// Remove a file; a file that is not there is fine.
-    pub async fn remove_file(&self, path: &Path) -> Result<(), TransportError> {
-        if self.is_direct() {
-            let owned = path.to_path_buf();
-            return tokio::task::spawn_blocking(move || atomic_file::remove(&owned))
-                .await
-                .expect("file remover task")
-                .map_err(|e| self.file_error(path, e.to_string()));
-        }
-        let quoted = shell_quote(&path.display().to_string());
-        self.exec_ok(&format!("rm -f -- {quoted}"), None, path)
+    /// The agent's write: it gets the length and sha256 of `bytes` and renames nothing unless the
+    /// bytes it received and wrote match both. `send` is how many bytes actually go (all of them,
+    /// except in the test of a stream cut short).
+    async fn agent_write(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+        mode: &str,
+        like: Option<&Path>,
+        send: usize,
+    ) -> Result<(), TransportError> {
+        let mut args = vec![
+            bytes.len().to_string(),
+            atomic_file::sha256_hex(bytes),
+            mode.to_owned(),
+        ];
+        args.extend(like.map(|l| l.display().to_string()));
+        self.agent_ok("write", path, &args, Some(&bytes[..send]))
             .await
             .map(|_| ())
+    }
+
+    /// A write whose stream to the host is cut after `send` bytes, for the tests that prove it
+    /// changes nothing.
+    #[doc(hidden)]
+    pub async fn write_file_cut_short(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+        send: usize,
+    ) -> Result<(), TransportError> {
+        self.agent_write(path, bytes, "keep:644", None, send.min(bytes.len()))
+            .await
+    }
+
+    /// Remove a file (a link itself, never its target); a file that is not there is fine.
+    pub async fn remove_file(&self, path: &Path) -> Result<(), TransportError> {
+        if self.is_direct() {
+            return self.on_local_disk(path, |p| atomic_file::remove(&p)).await;
+        }
+        self.agent_ok("remove", path, &[], None).await.map(|_| ())
+    }
+
+    /// Create a directory with `mode` (an existing one is kept); whether it was created.
+    pub async fn make_dir(&self, path: &Path, mode: u32) -> Result<bool, TransportError> {
+        if self.is_direct() {
+            return self
+                .on_local_disk(path, move |p| atomic_file::make_dir(&p, mode))
+                .await;
+        }
+        let out = self
+            .agent_ok("mkdir", path, &[format!("{mode:o}")], None)
+            .await?;
+        Ok(out == b"created")
+    }
+
+    /// Remove a directory if it is there and empty.
+    pub async fn remove_dir_if_empty(&self, path: &Path) -> Result<(), TransportError> {
+        if self.is_direct() {
+            return self
+                .on_local_disk(path, |p| atomic_file::remove_dir_if_empty(&p))
+                .await;
+        }
+        self.agent_ok("rmdir", path, &[], None).await.map(|_| ())
+    }
+
+    /// Run a shell script with `input` on stdin; its stdout as raw bytes (e.g. a compiled file).
+    pub async fn run_for_bytes(
+        &self,
+        script: &str,
+        input: &[u8],
+        timeout: Duration,
+    ) -> Result<Vec<u8>, TransportError> {
+        let out = self
+            .exec_bytes(
+                script,
+                script,
+                Some(input),
+                timeout,
+                atomic_file::READ_LIMIT as usize,
+            )
+            .await?;
+        if out.status != Some(0) {
+            let said = String::from_utf8_lossy(&out.stderr);
+            let lines: Vec<&str> = said.lines().filter(|l| !l.trim().is_empty()).collect();
+            return Err(TransportError::Spawn {
+                host: self.describe(),
+                command: script.to_string(),
+                detail: format!(
+                    "exit {:?}: {}",
+                    out.status,
+                    lines[lines.len().saturating_sub(6)..].join("\n")
+                ),
+            });
+        }
+        Ok(out.stdout)
     }
 
     /// Run a shell command with a deadline.
@@ -509,46 +730,60 @@ impl Transport {
     }
 }
 
-/// POSIX sh + coreutils: follow a symlink, write a sibling temp file, copy mode and owner, fsync,
-/// rename over the target, fsync the directory.
-/// Where the temp file's owner and mode come from before the rename.
-enum RemoteOwnership<'a> {
-    /// The file being replaced keeps its own; a new file gets this mode.
-    KeepOrNew(u32),
-    /// Owned like this other file, with exactly this mode.
-    Like(&'a Path, u32),
+/// The file agent: the operations of atomic_file.rs, in Perl, for the shell path.
+const AGENT: &str = include_str!("atomic_file.pl");
+
+/// A file operation on a host gets this long (a write of a few kilobytes over a slow link).
+const FILE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Output of a command kept at most (stdout and stderr each); the rest is read and dropped.
+const OUTPUT_LIMIT: usize = 1024 * 1024;
+
+/// What a finished command left behind, as bytes.
+struct RawOutcome {
+    status: Option<i32>,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    elapsed: Duration,
 }
 
-fn remote_atomic_write_script(path: &Path, ownership: RemoteOwnership) -> String {
-    let quoted = shell_quote(&path.display().to_string());
-    let set_owner_and_mode = match ownership {
-        RemoteOwnership::KeepOrNew(mode_if_new) => format!(
-            r#"if [ -e "$t" ]; then
-  chmod "$(stat -c %a -- "$t")" "$tmp"
-  chown "$(stat -c %u:%g -- "$t")" "$tmp" 2>/dev/null || true
-else
-  chmod {mode_if_new:o} "$tmp"
-fi"#
-        ),
-        RemoteOwnership::Like(like, mode) => {
-            let like = shell_quote(&like.display().to_string());
-            format!("chown \"$(stat -L -c %u:%g -- {like})\" \"$tmp\"\nchmod {mode:o} \"$tmp\"")
-        }
+/// Feed a command's stdin and close it; a command that exits without reading it all is not an
+/// error here (its status and stderr say what happened).
+async fn feed_input<W: AsyncWrite + Unpin>(
+    pipe: Option<W>,
+    input: Option<&[u8]>,
+) -> std::io::Result<()> {
+    let (Some(mut pipe), Some(bytes)) = (pipe, input) else {
+        return Ok(());
     };
-    format!(
-        r#"set -e
-p={quoted}
-t=$(readlink -f -- "$p" 2>/dev/null || printf '%s' "$p")
-d=$(dirname -- "$t")
-tmp="$d/.$(basename -- "$t").distls-tmp-$$"
-trap 'rm -f -- "$tmp"' EXIT
-umask 077
-cat > "$tmp"
-{set_owner_and_mode}
-sync -- "$tmp" 2>/dev/null || sync
-mv -f -- "$tmp" "$t"
-sync -- "$d" 2>/dev/null || true"#
-    )
+    match pipe.write_all(bytes).await {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+        other => other?,
+    }
+    match pipe.shutdown().await {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
+
+/// Read a pipe to its end, keeping at most `limit` bytes.
+async fn read_limited<R: AsyncRead + Unpin>(
+    pipe: Option<R>,
+    limit: usize,
+) -> std::io::Result<Vec<u8>> {
+    let mut kept = Vec::new();
+    let Some(mut pipe) = pipe else {
+        return Ok(kept);
+    };
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = pipe.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(kept);
+        }
+        let room = limit.saturating_sub(kept.len());
+        kept.extend_from_slice(&buf[..n.min(room)]);
+    }
 }
 
 const PGID_MARKER: &str = "distls-pgid ";
@@ -679,17 +914,32 @@ mod tests {
         assert_eq!(parse_pgid_marker(b"4242\n"), None);
     }
 
-    /// A new file owned like another one, by both paths (direct and shell).
+    /// The two ways to a node's files: direct (Rust, fds) and the shell path (the Perl agent,
+    /// as over SSH; `become env` runs it locally).
+    fn both() -> [(Transport, &'static str); 2] {
+        [
+            (local(), "direct"),
+            (Transport::local(vec![], Some("env".into())), "shell"),
+        ]
+    }
+
+    fn entries(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// A new file owned like another one, by both paths.
     #[tokio::test]
     async fn writes_a_file_owned_like_another_with_an_exact_mode() {
         use std::os::unix::fs::{MetadataExt, PermissionsExt};
         let dir = tempfile::tempdir().unwrap();
         let like = dir.path().join("flags");
         std::fs::write(&like, "x").unwrap();
-        for (transport, name) in [
-            (local(), "direct.conf"),
-            (Transport::local(vec![], Some("env".into())), "shell.conf"),
-        ] {
+        for (transport, name) in both() {
             let path = dir.path().join(name);
             std::fs::write(&path, "old").unwrap();
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
@@ -707,42 +957,196 @@ mod tests {
         }
     }
 
-    /// The shell path (used over SSH and with `become`) edits as atomically as the direct one.
+    /// Both paths edit through a trusted link, keep the mode, leave no temp file, and move every
+    /// byte as it is (Latin-1, CR LF, NUL, no final newline).
     #[tokio::test]
-    async fn shell_file_operations_follow_symlinks_and_keep_the_mode() {
+    async fn file_operations_follow_trusted_links_keep_the_mode_and_move_raw_bytes() {
         use std::os::unix::fs::PermissionsExt;
+        let bytes: &[u8] = b"## r\xe9seau\r\n-x 'quoted' $text\r\n\x00\xff\xfe-end";
+        for (transport, name) in both() {
+            let dir = tempfile::tempdir().unwrap();
+            let real = dir.path().join("real args");
+            let link = dir.path().join("vm.dist.args");
+            std::fs::write(&real, "old").unwrap();
+            std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o640)).unwrap();
+            std::os::unix::fs::symlink(&real, &link).unwrap();
+            assert_eq!(transport.canonicalize(&link).await.unwrap(), real, "{name}");
+            transport.write_file(&link, bytes, 0o600).await.unwrap();
+            assert_eq!(transport.read_file(&link).await.unwrap(), bytes, "{name}");
+            assert_eq!(std::fs::read(&real).unwrap(), bytes, "{name}");
+            assert!(
+                std::fs::symlink_metadata(&link)
+                    .unwrap()
+                    .file_type()
+                    .is_symlink()
+            );
+            assert_eq!(
+                std::fs::metadata(&real).unwrap().permissions().mode() & 0o777,
+                0o640
+            );
+            assert!(transport.file_exists(&real).await);
+            assert!(!transport.file_exists(&dir.path().join("missing")).await);
+            assert!(
+                !transport
+                    .try_exists(&dir.path().join("no/such/dir/file"))
+                    .await
+                    .unwrap()
+            );
+            assert_eq!(entries(dir.path()), ["real args", "vm.dist.args"], "{name}");
+            let sub = dir.path().join("distls-hybrid");
+            assert!(transport.make_dir(&sub, 0o755).await.unwrap(), "{name}");
+            assert!(!transport.make_dir(&sub, 0o755).await.unwrap(), "{name}");
+            assert_eq!(
+                std::fs::metadata(&sub).unwrap().permissions().mode() & 0o777,
+                0o755
+            );
+            transport.remove_dir_if_empty(&sub).await.unwrap();
+            transport.remove_dir_if_empty(&sub).await.unwrap();
+            assert!(!sub.exists(), "{name}");
+        }
+    }
+
+    /// Reads take regular files only, up to a limit; the same refusal by both paths.
+    #[tokio::test]
+    async fn reads_refuse_devices_fifos_and_files_over_the_limit() {
         let dir = tempfile::tempdir().unwrap();
-        let real = dir.path().join("real args");
-        let link = dir.path().join("vm.dist.args");
-        std::fs::write(&real, "old").unwrap();
-        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o640)).unwrap();
-        std::os::unix::fs::symlink(&real, &link).unwrap();
-        let via_shell = Transport::local(vec![], Some("env".into()));
-        assert_eq!(via_shell.canonicalize(&link).await.unwrap(), real);
-        via_shell
-            .write_file(&link, b"new 'quoted' $text", 0o600)
+        let big = dir.path().join("big");
+        std::fs::write(&big, vec![b'x'; 1000]).unwrap();
+        let fifo = dir.path().join("fifo");
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
+        for (transport, name) in both() {
+            match transport.read_file_limited(&big, 999).await {
+                Err(TransportError::TooLarge { size, limit, .. }) => {
+                    assert_eq!((size, limit), (1000, 999), "{name}")
+                }
+                other => panic!("{name}: {other:?}"),
+            }
+            assert_eq!(
+                transport.read_file_limited(&big, 1000).await.unwrap().len(),
+                1000
+            );
+            let err = transport
+                .read_file(Path::new("/dev/zero"))
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("/dev/zero: is not a regular file (a character device)"),
+                "{name}: {err}"
+            );
+            let started = Instant::now();
+            let err = transport.read_file(&fifo).await.unwrap_err().to_string();
+            assert!(
+                err.contains("is not a regular file (a FIFO)"),
+                "{name}: {err}"
+            );
+            assert!(started.elapsed() < Duration::from_secs(10), "{name}");
+            let err = transport
+                .write_file(&fifo, b"x", 0o600)
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("(a FIFO)"), "{name}: {err}");
+        }
+    }
+
+    /// A command's output is kept up to a bound, the rest read and dropped (a probe or ctl that
+    /// floods its stderr cannot exhaust memory), and the command still ends normally.
+    #[tokio::test]
+    async fn command_output_is_bounded() {
+        let out = local()
+            .run(
+                "head -c 5000000 /dev/zero; head -c 5000000 /dev/zero >&2; exit 7",
+                Duration::from_secs(30),
+            )
             .await
             .unwrap();
-        assert_eq!(
-            via_shell.read_file(&link).await.unwrap(),
-            b"new 'quoted' $text"
-        );
+        assert_eq!(out.status, Some(7));
+        assert_eq!(out.stdout.len(), OUTPUT_LIMIT);
+        assert_eq!(out.stderr.len(), OUTPUT_LIMIT);
+    }
+
+    /// The plan's env reaches commands, not the file agent: a PERL5OPT there changes nothing.
+    #[tokio::test]
+    async fn the_file_agent_ignores_perl_options_in_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let env = vec![
+            ("PERL5OPT".to_owned(), "-Mdistls_no_such_module".to_owned()),
+            ("PERL_UNICODE".to_owned(), "SDA".to_owned()),
+        ];
+        let shell = Transport::local(env, Some("env".into()));
+        shell.write_file(&path, b"\xe9\r\n", 0o600).await.unwrap();
+        assert_eq!(shell.read_file(&path).await.unwrap(), b"\xe9\r\n");
+    }
+
+    /// A write whose stream stops early renames nothing: the old file stays, no temp file.
+    #[tokio::test]
+    async fn a_write_cut_short_leaves_the_old_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vm.dist.args");
+        std::fs::write(&path, "old text\n").unwrap();
+        let shell = Transport::local(vec![], Some("env".into()));
+        let new = b"-proto_dist inet_tls\n".repeat(5000);
+        let err = shell
+            .write_file_cut_short(&path, &new, 4096)
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(
-            std::fs::symlink_metadata(&link)
-                .unwrap()
-                .file_type()
-                .is_symlink()
+            err.contains(&format!("received 4096 of {} bytes", new.len())),
+            "{err}"
         );
-        assert_eq!(
-            std::fs::metadata(&real).unwrap().permissions().mode() & 0o777,
-            0o640
-        );
-        assert!(via_shell.file_exists(&real).await);
-        assert!(!via_shell.file_exists(&dir.path().join("missing")).await);
-        assert_eq!(
-            std::fs::read_dir(dir.path()).unwrap().count(),
-            2,
-            "no temp file left"
-        );
+        assert!(err.contains("nothing changed"), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"old text\n");
+        assert_eq!(entries(dir.path()), ["vm.dist.args"]);
+        shell
+            .write_file_cut_short(&path, &new, new.len())
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), new);
+    }
+
+    /// A link in a directory others may write into is not followed, whoever owns it: refused
+    /// with the link, the culprit and the fix, by both paths; nothing written.
+    #[tokio::test]
+    async fn a_link_in_a_directory_others_may_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "secret").unwrap();
+        let open = dir.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let link = open.join("vm.dist.args");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        for (transport, name) in both() {
+            for err in [
+                transport.read_file(&link).await.unwrap_err(),
+                transport.write_file(&link, b"x", 0o644).await.unwrap_err(),
+                transport.canonicalize(&link).await.unwrap_err(),
+            ] {
+                let err = err.to_string();
+                assert!(
+                    err.contains(&format!(
+                        "{}: a symbolic link distls does not follow: {} is writable by group or others (mode 0777)",
+                        link.display(),
+                        open.display()
+                    )),
+                    "{name}: {err}"
+                );
+                assert!(err.contains("hint: check where it points"), "{name}: {err}");
+            }
+            assert_eq!(std::fs::read(&victim).unwrap(), b"secret");
+            // Removing the link itself is fine: it never touches the target.
+            transport.remove_file(&link).await.unwrap();
+            std::os::unix::fs::symlink(&victim, &link).unwrap();
+        }
     }
 }

@@ -260,8 +260,11 @@ pub fn flavor_stage_texts(
     })
 }
 
-/// Writes the module's source next to the flags file and compiles it with the node's own `erl`
-/// (the OTP the node runs). Idempotent: an installed module with the same source is kept.
+/// Compiles the module with the node's own `erl` (the OTP the node runs), then writes its source
+/// and beam into `distls-hybrid/` next to the flags file, owned like it. Compiling comes first,
+/// in a private temp directory on the host, so an OTP that cannot run the module is refused
+/// before anything is written beside the node's files. Idempotent: an installed module with the
+/// same source is kept.
 pub async fn install_module(
     transport: &Transport,
     erl: &str,
@@ -271,24 +274,32 @@ pub async fn install_module(
     let source = dir.join(format!("{MODULE}.erl"));
     let beam = dir.join(format!("{MODULE}.beam"));
     let installed = transport.read_file(&source).await.ok();
-    if installed.as_deref() == Some(MODULE_SOURCE.as_bytes()) && transport.file_exists(&beam).await
+    if installed.as_deref() == Some(MODULE_SOURCE.as_bytes())
+        && matches!(transport.try_exists(&beam).await, Ok(true))
     {
         return Ok(());
     }
-    let mkdir = format!(
-        "mkdir -p {d} && chmod 0755 {d}",
-        d = shell_quote(&dir.display().to_string())
-    );
-    run_checked(transport, &mkdir, "create the module directory").await?;
+    let compiled = compile_module(transport, erl).await?;
     transport
-        .write_file_owned_like(&source, MODULE_SOURCE.as_bytes(), 0o644, flags_file)
+        .make_dir(&dir, 0o755)
         .await
-        .map_err(|e| format!("cannot write {}: {e}", source.display()))?;
-    // One Erlang term, no shell word splitting inside: paths are quoted for Erlang and the shell.
-    // The module leans on two OTP functions; the preflight refuses an OTP without them before
-    // anything is written, and this second check, before any node is stopped, keeps a node from
-    // booting a module it cannot run. The beam is built
-    // in a fresh directory and moved into place once readable, so an existing beam is a whole one.
+        .map_err(|e| format!("cannot create the module directory: {e}"))?;
+    for (path, bytes) in [(&source, MODULE_SOURCE.as_bytes()), (&beam, &compiled[..])] {
+        transport
+            .write_file_owned_like(path, bytes, 0o644, flags_file)
+            .await
+            .map_err(|e| format!("cannot install the hybrid module: {e}"))?;
+    }
+    Ok(())
+}
+
+/// The module's beam, compiled on the node's host by its `erl` in a fresh temp directory (the
+/// source goes in on stdin, the beam comes back on stdout as raw bytes; the directory, and any
+/// crash dump, go with the command).
+async fn compile_module(transport: &Transport, erl: &str) -> Result<Vec<u8>, String> {
+    // One Erlang term, no shell word splitting inside. The module leans on two OTP functions; the
+    // preflight refuses an OTP without them before anything is written, and this second check,
+    // before any node is stopped, keeps a node from booting a module it cannot run.
     let needs: Vec<String> = MODULE_NEEDS
         .iter()
         .map(|(module, function, arity)| format!("{{{module}, {function}, {arity}}}"))
@@ -302,56 +313,44 @@ pub async fn install_module(
              _ -> io:format(standard_error, \"this OTP ~s lacks ~s(needed by the hybrid module)~n\", [erlang:system_info(otp_release), Missing]), halt(2) \
          end, \
          [Out] = init:get_plain_arguments(), \
-         case compile:file({src:?}, [{{outdir, Out}}, report_errors, report_warnings]) of {{ok, _}} -> halt(0); _ -> halt(1) end.",
+         case compile:file(filename:join(Out, \"{MODULE}.erl\"), [{{outdir, Out}}, report_errors, report_warnings]) of {{ok, _}} -> halt(0); _ -> halt(1) end.",
         needs = needs.join(", "),
-        src = source.display().to_string(),
     );
-    let compile = format!(
-        "t=$(mktemp -d {dir}/.compile.XXXXXX) || exit 1; \
-         {erl} -noshell -noinput -boot start_clean -eval {eval} -extra \"$t\" \
-         && chmod 0644 \"$t\"/{MODULE}.beam && mv -f \"$t\"/{MODULE}.beam {beam}; \
-         rc=$?; rm -rf \"$t\"; exit $rc",
-        dir = shell_quote(&dir.display().to_string()),
+    let script = format!(
+        "t=$(mktemp -d) || exit 1; trap 'rm -rf \"$t\"' EXIT; \
+         cat > \"$t\"/{MODULE}.erl || exit 1; \
+         ERL_CRASH_DUMP=\"$t\"/erl_crash.dump ERL_CRASH_DUMP_BYTES=0 \
+         {erl} -noshell -noinput -boot start_clean -eval {eval} -extra \"$t\" >&2 || exit $?; \
+         cat \"$t\"/{MODULE}.beam",
         erl = shell_quote(erl),
         eval = shell_quote(&eval),
-        beam = shell_quote(&beam.display().to_string())
     );
-    let compiled = run_checked(transport, &compile, "compile the hybrid module").await;
-    if compiled.is_err() && installed.is_none() && !transport.file_exists(&beam).await {
-        // Nothing was installed before this call: leave nothing behind (a refused OTP included).
-        let _ = remove_module(transport, flags_file).await;
+    let beam = transport
+        .run_for_bytes(&script, MODULE_SOURCE.as_bytes(), Duration::from_secs(60))
+        .await
+        .map_err(|e| format!("cannot compile the hybrid module: {e}"))?;
+    if !beam.starts_with(b"FOR1") {
+        return Err(format!(
+            "cannot compile the hybrid module on {}: `{erl}` did not produce a beam file",
+            transport.describe()
+        ));
     }
-    compiled
+    Ok(beam)
 }
 
 /// Removes what [`install_module`] wrote (once no flags file points at it).
 pub async fn remove_module(transport: &Transport, flags_file: &Path) -> Result<(), String> {
     let dir = module_dir(flags_file);
-    let files: Vec<String> = ["erl", "beam"]
-        .iter()
-        .map(|ext| shell_quote(&dir.join(format!("{MODULE}.{ext}")).display().to_string()))
-        .collect();
-    let script = format!(
-        "rm -f {} && {{ rmdir {d} 2>/dev/null || [ ! -e {d} ] || true; }}",
-        files.join(" "),
-        d = shell_quote(&dir.display().to_string())
-    );
-    run_checked(transport, &script, "remove the hybrid module").await
-}
-
-async fn run_checked(transport: &Transport, script: &str, what: &str) -> Result<(), String> {
-    let out = transport
-        .run(script, Duration::from_secs(60))
-        .await
-        .map_err(|e| format!("cannot {what} on {}: {e}", transport.describe()))?;
-    if !out.success() {
-        return Err(format!(
-            "cannot {what} on {}: {}",
-            transport.describe(),
-            out.tail()
-        ));
+    for ext in ["erl", "beam"] {
+        transport
+            .remove_file(&dir.join(format!("{MODULE}.{ext}")))
+            .await
+            .map_err(|e| format!("cannot remove the hybrid module: {e}"))?;
     }
-    Ok(())
+    transport
+        .remove_dir_if_empty(&dir)
+        .await
+        .map_err(|e| format!("cannot remove the hybrid module: {e}"))
 }
 
 #[cfg(test)]
@@ -456,7 +455,21 @@ mod tests {
         assert!(err.contains("cannot compile the hybrid module"), "{err}");
         assert!(
             !module_dir(&flags).exists(),
-            "a failed first install leaves nothing behind"
+            "a refused install leaves nothing beside the flags file"
+        );
+        // Through the shell path (the Perl file agent, as over SSH) too.
+        let shell = Transport::local(Vec::new(), Some("env".into()));
+        install_module(&shell, "erl", &flags).await.unwrap();
+        assert_eq!(
+            std::fs::read(module_dir(&flags).join(format!("{MODULE}.erl"))).unwrap(),
+            MODULE_SOURCE.as_bytes()
+        );
+        assert!(std::fs::read(&beam).unwrap().starts_with(b"FOR1"));
+        remove_module(&shell, &flags).await.unwrap();
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "only the flags file is left"
         );
     }
 
@@ -734,13 +747,15 @@ async fn finish(
     }
 }
 
-/// Every node gets the module before a roll whose stages use it.
+/// Every node gets the module before a roll whose stages use it. When a node cannot get it
+/// before the first roll, the modules already installed on the others go again: a refused run
+/// leaves nothing behind on a node whose flags file is still plain.
 async fn install_modules(nodes: &[ZeroSplitNode], roll: RollState) -> Result<()> {
     if !(roll.from.uses_module() || roll.to.uses_module()) {
         return Ok(());
     }
     let mut tasks = tokio::task::JoinSet::new();
-    for node in nodes {
+    for (index, node) in nodes.iter().enumerate() {
         let (transport, erl, flags) = (
             node.target.transport.clone(),
             node.target.spec.erl.clone(),
@@ -750,10 +765,36 @@ async fn install_modules(nodes: &[ZeroSplitNode], roll: RollState) -> Result<()>
         tasks.spawn(async move {
             install_module(&transport, &erl, &flags)
                 .await
+                .map(|()| index)
                 .map_err(|why| format!("node {name}: {why}"))
         });
     }
-    collect(tasks).await
+    let mut installed = Vec::new();
+    let mut errors = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(Ok(index)) => installed.push(index),
+            Ok(Err(why)) => errors.push(why),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    if errors.is_empty() {
+        return Ok(());
+    }
+    if roll.from == Stage::Plain {
+        for index in installed {
+            let node = &nodes[index];
+            let target = &node.target;
+            let plain = target.transport.read_file(&target.dist_args).await;
+            if plain.is_ok_and(|bytes| bytes == node.texts.plain.as_bytes())
+                && let Err(why) = remove_module(&target.transport, &target.dist_args).await
+            {
+                errors.push(format!("node {}: {why}", target.name()));
+            }
+        }
+    }
+    errors.sort();
+    Err(Error::StepFailed(errors.join("\n")))
 }
 
 /// Back at plain: a flavor node's optfile goes once its flags file is the plain original again

@@ -249,7 +249,9 @@ end.
 
 # A control VM: hidden, fast to boot, random listen port on loopback.
 ctl_vm() {
-    erl -boot start_clean -noshell -noinput -hidden -start_epmd false \
+    # A crash dump stays in the node's log directory (it would hold the cookie), never in the
+    # caller's working directory.
+    ERL_CRASH_DUMP="$LOG/ctl_erl_crash.dump" erl -boot start_clean -noshell -noinput -hidden -start_epmd false \
         "$NAME_TYPE" "$CTL_NAME" -setcookie "$COOKIE" \
         -kernel inet_dist_use_interface '{127,0,0,1}' \
         -kernel logger '[{handler,default,logger_std_h,#{config => #{type => standard_error}}}]' \

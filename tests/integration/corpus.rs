@@ -11,7 +11,8 @@
 //! * `contains: TEXT` (repeatable): a fragment stderr (error) or stdout (ok: the dry-run diff)
 //!   must contain; `{dir}` stands for the case's directory, `<CR>` for a carriage return
 //! * `lacks: TEXT` (repeatable): a fragment that must not appear in that output
-//! * `setup: symlink LINK TARGET` | `readonly FILE` | `fifo FILE` | `append FILE BYTES LINE`:
+//! * `setup: symlink LINK TARGET` | `readonly FILE` | `fifo FILE` | `append FILE BYTES LINE` |
+//!   `chmod PATH OCTAL`:
 //!   what git cannot carry, made in the copy before the run
 //!
 //! Each case runs on a fresh copy: `distls migrate --dry-run`, and for errors also the real
@@ -145,6 +146,10 @@ fn apply_setup(dir: &Path, step: &[String]) {
         "fifo" => {
             let status = Command::new("mkfifo").arg(file(1)).status().unwrap();
             assert!(status.success(), "mkfifo");
+        }
+        "chmod" => {
+            let mode = u32::from_str_radix(&step[2], 8).unwrap();
+            std::fs::set_permissions(file(1), std::fs::Permissions::from_mode(mode)).unwrap()
         }
         "append" => {
             let size: usize = step[2].parse().unwrap();

@@ -59,6 +59,11 @@ impl Env {
             .arg(&self.ebin)
             .args(args)
             .env("ERL_EPMD_PORT", self.epmd_port.to_string())
+            // A dump holds the cookie: into the test's directory, never the checkout.
+            .env(
+                "ERL_CRASH_DUMP",
+                self.dir.join(format!("{name}.erl_crash.dump")),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
@@ -153,6 +158,7 @@ fn ssl_dist_opt(tls: &TlsFiles) -> Vec<String> {
 
 fn erlc(args: &[&str], out: &Path, src: &str) -> std::process::Output {
     Command::new("erlc")
+        .env("ERL_CRASH_DUMP", out.join("erlc_crash.dump"))
         .args(args)
         .arg("-o")
         .arg(out)

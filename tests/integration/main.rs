@@ -26,6 +26,8 @@ mod preflight;
 mod resume;
 // The SSH transport against a real sshd on loopback.
 mod ssh;
+// A service user that owns the node directories attacks every file distls writes (as root).
+mod hostile;
 // Three network namespaces as three hosts, each with its own sshd and epmd (skipped where
 // namespaces are not permitted).
 mod netns;

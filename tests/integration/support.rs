@@ -39,6 +39,12 @@ impl TestCluster {
         self.cluster.plan_path()
     }
 
+    /// Where a VM distls starts locally writes its crash dump (inside the test's temp directory;
+    /// a dump holds the cookie).
+    pub fn crash_dump_path(&self) -> PathBuf {
+        self.cluster.dir().join("erl_crash.dump")
+    }
+
     /// Run distls with this cluster's epmd.
     pub fn distls(&self, args: &[&str]) -> Output {
         self.distls_env(args, &[])
@@ -46,7 +52,9 @@ impl TestCluster {
 
     pub fn distls_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_distls"));
-        cmd.args(args).envs(self.cluster.env());
+        cmd.args(args)
+            .envs(self.cluster.env())
+            .env("ERL_CRASH_DUMP", self.crash_dump_path());
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -62,6 +70,7 @@ impl TestCluster {
         let child = Command::new(env!("CARGO_BIN_EXE_distls"))
             .args(args)
             .envs(self.cluster.env())
+            .env("ERL_CRASH_DUMP", self.crash_dump_path())
             .envs(env.iter().copied())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
