@@ -124,19 +124,7 @@ fn ejabberd_cluster_migrates_with_the_flavor_defaults() {
     migrate_to_tls(&plan, &names, "ejabberd", own);
     for i in 1..=3 {
         assert_ejabberd_tls_files(&ej, i);
-        let cluster = ej.ctl_ok(i, &["list_cluster"]);
-        for name in &names {
-            assert!(
-                cluster.contains(name.as_str()),
-                "node {i} lists {name}: {cluster}"
-            );
-        }
-        let account = ej.ctl(i, &["check_account", "alice", "localhost"]);
-        assert!(
-            account.status.success(),
-            "alice still exists: {}",
-            describe(&account)
-        );
+        ej.assert_whole_with_alice(i, &names);
     }
 }
 

@@ -69,19 +69,7 @@ fn ejabberd_migrates_and_rolls_back_on(otp: Otp, prefix: &str) {
             cfg.contains("-proto_dist inet_tls -ssl_dist_optfile"),
             "{cfg}"
         );
-        let cluster = ej.ctl_ok(i, &["list_cluster"]);
-        for name in &names {
-            assert!(
-                cluster.contains(name.as_str()),
-                "node {i} lists {name}: {cluster}"
-            );
-        }
-        let account = ej.ctl(i, &["check_account", "alice", "localhost"]);
-        assert!(
-            account.status.success(),
-            "alice still exists: {}",
-            describe(&account)
-        );
+        ej.assert_whole_with_alice(i, &names);
     }
 
     let rollback = run_ok("rollback", &plan);

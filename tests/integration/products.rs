@@ -249,6 +249,23 @@ impl Ejabberd {
         format!("ejabberd{i}@{}", self.base.host)
     }
 
+    /// Node `i` lists every node of `names` in its cluster, and alice@localhost still exists.
+    pub fn assert_whole_with_alice(&self, i: usize, names: &[String]) {
+        let cluster = self.ctl_ok(i, &["list_cluster"]);
+        for name in names {
+            assert!(
+                cluster.contains(name.as_str()),
+                "node {i} lists {name}: {cluster}"
+            );
+        }
+        let account = self.ctl(i, &["check_account", "alice", "localhost"]);
+        assert!(
+            account.status.success(),
+            "alice still exists: {}",
+            describe(&account)
+        );
+    }
+
     pub fn etc(&self, i: usize) -> PathBuf {
         self.base.path().join(format!("ejabberd{i}/etc"))
     }
