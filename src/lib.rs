@@ -11,6 +11,7 @@ pub mod preflight;
 pub mod preview;
 pub mod probe;
 pub mod progress;
+pub mod redact;
 pub mod rehearsal;
 pub mod rollout;
 pub mod ssh;
