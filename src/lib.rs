@@ -14,6 +14,7 @@ pub mod progress;
 pub mod redact;
 pub mod rehearsal;
 pub mod rollout;
+pub mod signal_target;
 pub mod ssh;
 pub mod target;
 pub mod transport;
