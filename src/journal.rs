@@ -313,6 +313,22 @@ impl JournalStore {
         Ok(Some(journal))
     }
 
+    /// Move the journal aside (`<journal>.archived-<time>`), for `migrate --new-run`; the
+    /// archived name is returned.
+    pub fn archive(&self) -> Result<PathBuf, JournalError> {
+        let stamp = humantime::format_rfc3339_seconds(SystemTime::now())
+            .to_string()
+            .replace(':', "");
+        let mut name = self.journal_path.as_os_str().to_owned();
+        name.push(format!(".archived-{stamp}"));
+        let archived = PathBuf::from(name);
+        fs::rename(&self.journal_path, &archived).map_err(|source| JournalError::Io {
+            path: self.journal_path.clone(),
+            source,
+        })?;
+        Ok(archived)
+    }
+
     pub fn save(&self, journal: &mut Journal) -> Result<(), JournalError> {
         journal.updated_at = now();
         let text = serde_json::to_vec_pretty(journal).expect("journal serializes");
