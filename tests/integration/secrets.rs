@@ -1,0 +1,420 @@
+//! What distls shows and where it acts, against real clusters: no cookie in any output, log,
+//! journal or argv of a process distls starts; the run lock on the nodes' hosts holds across
+//! plan copies; a journal of an earlier cluster is not trusted.
+
+use crate::support::*;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// Samples the argv of every process on the machine while a run lasts, keeping those that hold
+/// `secret` and were not started by the cluster's own tooling, and counting distls's probe VMs
+/// seen (proof that the sampler saw distls's processes at all).
+struct ArgvSampler {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<(Vec<String>, usize)>>,
+}
+
+impl ArgvSampler {
+    fn start(secret: &str) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen_stop = stop.clone();
+        let secret = secret.to_string();
+        let thread = std::thread::spawn(move || {
+            let mut leaks = Vec::new();
+            let mut probes = std::collections::BTreeSet::new();
+            while !seen_stop.load(Ordering::SeqCst) {
+                for (pid, _, argv) in processes() {
+                    if argv.contains("distls_probe_") || argv.contains("distls_hs_") {
+                        probes.insert(pid);
+                    }
+                    // The product's own VMs (nodes, ctl VMs, their `erl`/erlexec launchers)
+                    // get `-setcookie` from its scripts; distls's VMs are named distls_*.
+                    let erlang = argv.split(' ').take(2).any(|w| {
+                        w == "erl" || w.ends_with("/erl") || w.contains("erlexec") || w.contains("beam")
+                    });
+                    let product = erlang
+                        && !argv.contains("distls_probe")
+                        && !argv.contains("distls_hs_");
+                    if argv.contains(&secret) && !product && !leaks.contains(&argv) {
+                        leaks.push(argv);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            (leaks, probes.len())
+        });
+        ArgvSampler {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn finish(mut self) -> (Vec<String>, usize) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+impl Drop for ArgvSampler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// distls with RUST_LOG=trace, run from `cwd` (the operator's working directory).
+fn distls_traced(t: &TestCluster, cwd: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_distls"))
+        .args(args)
+        .envs(t.cluster.env())
+        .env("RUST_LOG", "trace")
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .output()
+        .expect("distls runs")
+}
+
+/// Every file under `dir`, with its bytes.
+fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if entry.file_type().unwrap().is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push((path.clone(), std::fs::read(&path).unwrap_or_default()));
+        }
+    }
+    out
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+/// Dry run, check (--json, --handshake), migrate, status, rollback with RUST_LOG=trace: no
+/// output, no journal, no file in the operator's working directory and no argv of a process
+/// distls starts holds the cluster's cookie.
+fn assert_no_cookie_anywhere(t: &TestCluster, plan: &Path) {
+    let cookie = t.cluster.cookie().to_string();
+    assert!(cookie.len() >= 16, "a cookie worth grepping for");
+    let plan = plan.to_str().unwrap();
+    let cwd = tempfile::Builder::new()
+        .prefix("distls-operator-cwd-")
+        .tempdir()
+        .unwrap();
+    let sampler = ArgvSampler::start(&cookie);
+    let runs: [&[&str]; 5] = [
+        &["migrate", "--dry-run", plan],
+        &["check", "--json", "--handshake", plan],
+        &["migrate", plan],
+        &["status", plan],
+        &["rollback", plan],
+    ];
+    let mut outputs = Vec::new();
+    for args in runs {
+        let out = distls_traced(t, cwd.path(), args);
+        assert!(out.status.success(), "{args:?}: {}", describe(&out));
+        assert!(
+            !out.stderr.is_empty(),
+            "{args:?}: RUST_LOG=trace logs something"
+        );
+        outputs.push((args, out));
+    }
+    let (leaks, probes_seen) = sampler.finish();
+    for (args, out) in &outputs {
+        assert!(
+            !contains(&out.stdout, &cookie) && !contains(&out.stderr, &cookie),
+            "{args:?} shows the cookie: {}",
+            describe(out)
+        );
+    }
+    let dry = stdout(&outputs[0].1);
+    assert!(dry.contains("--- "), "the dry run shows diffs: {dry}");
+    assert!(
+        leaks.is_empty(),
+        "processes distls started hold the cookie in argv: {leaks:#?}"
+    );
+    assert!(
+        probes_seen > 0,
+        "the sampler saw distls's probe VMs (else it proves nothing)"
+    );
+    let state = Path::new(plan).parent().unwrap().join(".distls");
+    let state_files = files_under(&state);
+    assert!(
+        state_files
+            .iter()
+            .any(|(p, _)| p.to_string_lossy().ends_with(".journal.json")),
+        "a journal was written: {state_files:?}"
+    );
+    for (path, bytes) in &state_files {
+        assert!(!contains(bytes, &cookie), "{} holds the cookie", path.display());
+    }
+    let left: Vec<PathBuf> = files_under(cwd.path()).into_iter().map(|(p, _)| p).collect();
+    assert!(
+        left.is_empty(),
+        "nothing written into the operator's working directory: {left:?}"
+    );
+    // No run lock left on any node's host.
+    for (path, _) in files_under(t.cluster.dir()) {
+        assert!(
+            !path.to_string_lossy().ends_with(".distls-lock"),
+            "{} left behind",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn no_cookie_in_any_output_journal_or_argv() {
+    let t = cluster("nocookie", 3);
+    assert_no_cookie_anywhere(&t, &t.plan());
+    t.wait_for_mesh("inet_tcp", "tcp");
+}
+
+/// relx keeps the cookie in the very file distls edits: `-setcookie` is diff context in the dry run.
+#[test]
+fn no_cookie_in_any_output_journal_or_argv_with_relx() {
+    let t = cluster("nocookierelx", 3);
+    let plan = relx_plan(&t);
+    assert_no_cookie_anywhere(&t, &plan);
+    t.wait_for_mesh("inet_tcp", "tcp");
+}
+
+/// A relx plan for the rehearsal cluster (as in flavors.rs: the control commands get what relx's
+/// `extended_bin` forwards, plus `ERL_FLAGS="-ssl_dist_optfile F"`).
+fn relx_plan(t: &TestCluster) -> PathBuf {
+    let tls = t.cluster.tls_files();
+    let mut yaml = format!(
+        "version: 1\ncluster: relx-secrets\nflavor: relx\ntls:\n  certfile: {}\n  keyfile: {}\n  cacertfile: {}\ndefaults:\n  env: {{ ERL_EPMD_PORT: \"{}\" }}\nnodes:\n",
+        tls.certfile.display(),
+        tls.keyfile.display(),
+        tls.cacertfile.display(),
+        t.cluster.epmd_port()
+    );
+    for node in t.cluster.nodes() {
+        // As in a generated relx vm.args, the cookie is the last flag: the dry run's diff (two
+        // lines of context above the appended ones) shows it.
+        let text = std::fs::read_to_string(node.vm_args()).unwrap();
+        let (cookie, rest): (Vec<&str>, Vec<&str>) =
+            text.lines().partition(|l| l.starts_with("-setcookie "));
+        std::fs::write(
+            node.vm_args(),
+            format!("{}\n{}\n", rest.join("\n"), cookie.join("\n")),
+        )
+        .unwrap();
+        let optfile = node.root.join("etc/distls-ssl_dist.conf");
+        let relx_ctl = |command: &str| {
+            format!(
+                "ERL_FLAGS=\"$(grep -E '^-proto_dist' {vm_args}) -ssl_dist_optfile {optfile}\" exec {ctl} {command}",
+                vm_args = node.vm_args().display(),
+                optfile = optfile.display(),
+                ctl = node.ctl_path().display()
+            )
+        };
+        let quote = |s: String| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
+        yaml.push_str(&format!(
+            "  - name: {}\n    vm_args: {}\n    commands:\n      start: {} start\n      stop: {}\n      ping: {}\n",
+            node.name,
+            node.vm_args().display(),
+            node.ctl_path().display(),
+            quote(relx_ctl("stop")),
+            quote(relx_ctl("ping"))
+        ));
+    }
+    let dir = t.cluster.dir().join("relx");
+    std::fs::create_dir_all(&dir).unwrap();
+    let plan = dir.join("plan.yaml");
+    std::fs::write(&plan, yaml).unwrap();
+    plan
+}
+
+fn lock_files(t: &TestCluster) -> Vec<PathBuf> {
+    (0..t.node_names().len())
+        .map(|i| PathBuf::from(format!("{}.distls-lock", t.dist_args_path(i).display())))
+        .filter(|p| p.exists())
+        .collect()
+}
+
+fn plant_lock(path: &Path, host: &str, pid: u32) {
+    std::fs::write(
+        path,
+        format!(
+            "distls-lock 1\nrun feedfacefeedface\nhost {host}\npid {pid}\nstarted 2026-01-01T00:00:00Z\nplan /elsewhere/plan.yaml\n"
+        ),
+    )
+    .unwrap();
+}
+
+/// Two copies of one plan in two directories (two state directories: the journal's flock cannot
+/// see the other), started at once against the same nodes: one runs, the other is refused by the
+/// lock on the nodes' hosts, naming the first (host, pid). Then: a fresh lock of another operator
+/// host refuses a rollback; a lock whose same-host pid is gone and one not refreshed for 10
+/// minutes are taken over; `--break-lock` takes over a fresh one.
+#[test]
+fn two_plan_copies_cannot_roll_the_same_nodes_at_once() {
+    let t = cluster("lockx", 3);
+    let plan_a = t.plan();
+    let copy = tempfile::Builder::new()
+        .prefix("distls-plan-copy-")
+        .tempdir()
+        .unwrap();
+    let plan_b = copy.path().join("plan.yaml");
+    std::fs::copy(&plan_a, &plan_b).unwrap();
+    let first = t.spawn_distls(&["migrate", plan_a.to_str().unwrap()]);
+    let second = t.spawn_distls(&["migrate", plan_b.to_str().unwrap()]);
+    let pids = [first.id(), second.id()];
+    let outs = [
+        first.wait_with_output().unwrap(),
+        second.wait_with_output().unwrap(),
+    ];
+    let winners: Vec<usize> = (0..2).filter(|&i| outs[i].status.success()).collect();
+    assert_eq!(
+        winners.len(),
+        1,
+        "exactly one run migrates:\n{}\n{}",
+        describe(&outs[0]),
+        describe(&outs[1])
+    );
+    let (won, lost) = (winners[0], 1 - winners[0]);
+    let refused = &outs[lost];
+    assert_eq!(refused.status.code(), Some(6), "{}", describe(refused));
+    let said = stderr(refused);
+    assert!(
+        said.contains("another distls run holds its lock")
+            && said.contains(&format!("pid {}", pids[won]))
+            && said.contains(&format!("from host {}", distls::node_lock::this_host()))
+            && said.contains("started "),
+        "the refusal names the holder: {said}"
+    );
+    t.assert_mesh("inet_tls", "tls");
+    assert!(lock_files(&t).is_empty(), "released: {:?}", lock_files(&t));
+    let winner_plan = if won == 0 { &plan_a } else { &plan_b };
+    let winner_plan = winner_plan.to_str().unwrap();
+
+    // Another operator host's fresh lock on node 2: refused, nothing changed, no lock of ours left.
+    let node2_lock = PathBuf::from(format!("{}.distls-lock", t.dist_args_path(1).display()));
+    plant_lock(&node2_lock, "laptop-elsewhere", 4242);
+    let files = t.file_hashes();
+    let out = t.distls(&["rollback", winner_plan]);
+    assert_eq!(out.status.code(), Some(6), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("from host laptop-elsewhere, pid 4242"),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(lock_files(&t), vec![node2_lock.clone()]);
+    assert_eq!(t.file_hashes(), files, "a refused run changes nothing");
+    t.assert_mesh("inet_tls", "tls");
+
+    // A holder on this host whose pid is gone, and one silent for 11 minutes: taken over.
+    let gone = {
+        let mut child = Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        pid
+    };
+    plant_lock(&node2_lock, &distls::node_lock::this_host(), gone);
+    let node3_lock = PathBuf::from(format!("{}.distls-lock", t.dist_args_path(2).display()));
+    plant_lock(&node3_lock, "laptop-elsewhere", 4242);
+    let touched = Command::new("touch")
+        .args(["-d", "11 minutes ago"])
+        .arg(&node3_lock)
+        .status()
+        .unwrap();
+    assert!(touched.success());
+    let out = t.distls(&["rollback", winner_plan]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let said = stderr(&out);
+    assert_eq!(
+        said.matches("taking over the lock").count(),
+        2,
+        "both stale locks are taken over, with a warning: {said}"
+    );
+    t.wait_for_mesh("inet_tcp", "tcp");
+    assert!(lock_files(&t).is_empty(), "{:?}", lock_files(&t));
+
+    // A fresh foreign lock, broken on purpose.
+    plant_lock(&node2_lock, "laptop-elsewhere", 4242);
+    let out = t.distls(&["rollback", "--break-lock", winner_plan]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(stderr(&out).contains("(--break-lock)"), "{}", describe(&out));
+    assert!(lock_files(&t).is_empty(), "{:?}", lock_files(&t));
+}
+
+/// A cluster migrated with a plan, torn down and rebuilt plain (original files, no backups,
+/// nodes restarted), then `migrate` with the same plan: the completed journal belongs to the
+/// earlier cluster. distls says so within seconds, changes nothing, and names `--new-run`, which
+/// archives the old journal and migrates the new cluster.
+#[test]
+fn a_journal_of_an_earlier_cluster_is_not_trusted() {
+    let t = cluster("stalej", 3);
+    let originals = t.dist_args_files();
+    let plan = t.plan();
+    let plan_s = plan.to_str().unwrap();
+    let out = t.distls(&["migrate", plan_s]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(journal(&plan)["phase"], "completed");
+
+    // Rebuilt plain from scratch, in place.
+    for node in 0..3 {
+        let stop = t.cluster.ctl(node, &["stop"]);
+        assert!(stop.status.success(), "{stop:?}");
+    }
+    for (node, original) in originals.iter().enumerate() {
+        std::fs::write(t.dist_args_path(node), original).unwrap();
+        std::fs::remove_file(format!("{}.distls-orig", t.dist_args_path(node).display()))
+            .unwrap();
+    }
+    for node in 0..3 {
+        let start = t.cluster.ctl(node, &["start"]);
+        assert!(start.status.success(), "{start:?}");
+    }
+    t.wait_for_mesh("inet_tcp", "tcp");
+
+    let files = t.file_hashes();
+    let started = Instant::now();
+    let out = t.distls(&["migrate", plan_s]);
+    let took = started.elapsed();
+    eprintln!(
+        "MEASURED stale journal refused in {:.1} s",
+        took.as_secs_f64()
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
+    let said = stderr(&out);
+    assert!(
+        said.contains("the journal belongs to an earlier cluster") && said.contains("--new-run"),
+        "{said}"
+    );
+    assert!(took < Duration::from_secs(60), "refused quickly: {took:?}");
+    assert_eq!(t.file_hashes(), files, "nothing changed");
+    assert_eq!(journal(&plan)["phase"], "completed", "the journal is kept");
+    t.assert_mesh("inet_tcp", "tcp");
+
+    let out = t.distls(&["migrate", "--new-run", plan_s]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(stdout(&out).contains(".archived-"), "{}", describe(&out));
+    t.assert_mesh("inet_tls", "tls");
+    let archived = std::fs::read_dir(plan.parent().unwrap().join(".distls"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".journal.json.archived-"))
+        .count();
+    assert_eq!(archived, 1);
+
+    // Against a journal the cluster bears out, --new-run is refused: it would forget that run.
+    let out = t.distls(&["migrate", "--new-run", plan_s]);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("belongs to this cluster"),
+        "{}",
+        describe(&out)
+    );
+}
