@@ -430,7 +430,10 @@ fn check_resumable(journal: &Journal, plan: &Plan, allow_plan_change: bool) -> R
         return Err(Error::InvalidInput(format!(
             "{} changed since this run started (sha256 {} then, {} now)\n  hint: put the plan back, or pass --allow-plan-change if the change is intended",
             plan.path.display(),
-            journal.plan_sha256.get(..12).unwrap_or(&journal.plan_sha256),
+            journal
+                .plan_sha256
+                .get(..12)
+                .unwrap_or(&journal.plan_sha256),
             &plan.sha256[..12]
         )));
     }

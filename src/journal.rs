@@ -99,7 +99,11 @@ pub struct Journal {
 
 /// A sha256 as distls writes it: 64 lowercase hex digits.
 fn check_sha256(field: &str, value: &str) -> Result<(), String> {
-    if value.len() == 64 && value.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+    if value.len() == 64
+        && value
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
         return Ok(());
     }
     let shown: String = value.chars().take(80).collect();
@@ -442,7 +446,10 @@ mod tests {
         ] {
             fs::write(store.journal_path(), text.replace(from.as_str(), to)).unwrap();
             let err = store.load().unwrap_err().to_string();
-            assert!(err.contains(&store.journal_path().display().to_string()), "{err}");
+            assert!(
+                err.contains(&store.journal_path().display().to_string()),
+                "{err}"
+            );
             assert!(err.contains(field) && err.contains("hint:"), "{err}");
         }
     }

@@ -125,7 +125,11 @@ pub async fn acquire(plan: &Plan, transports: &[Transport], break_lock: bool) ->
             transport: transport.clone(),
             path: lock_path(&spec.vm_dist_args),
         };
-        if locks.held.iter().any(|h| h.path == lock.path && h.transport.site() == lock.transport.site()) {
+        if locks
+            .held
+            .iter()
+            .any(|h| h.path == lock.path && h.transport.site() == lock.transport.site())
+        {
             continue;
         }
         let mut outcome = try_create(&lock, &text).await;
@@ -185,10 +189,7 @@ exit 2"#,
         path = shell_quote(&lock.path.display().to_string()),
         text = shell_quote(text),
     );
-    let out = lock
-        .transport
-        .run(&script, Duration::from_secs(30))
-        .await?;
+    let out = lock.transport.run(&script, Duration::from_secs(30)).await?;
     match out.status {
         Some(0) => Ok(Attempt::Acquired),
         Some(2) => Ok(Attempt::Held(parse_holder(&out.stdout))),
@@ -237,10 +238,7 @@ async fn remove_if_run(lock: &NodeLock, run: &str) -> Result<()> {
         "lock={}\nif [ -L \"$lock\" ] || {check}; then rm -f -- \"$lock\"; fi",
         shell_quote(&lock.path.display().to_string())
     );
-    let out = lock
-        .transport
-        .run(&script, Duration::from_secs(30))
-        .await?;
+    let out = lock.transport.run(&script, Duration::from_secs(30)).await?;
     if !out.success() {
         return Err(Error::Refused(format!(
             "node {}: cannot remove the lock {} on {}: {}\n  hint: remove it by hand once you are sure its run is gone",

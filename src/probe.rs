@@ -456,7 +456,10 @@ impl ProbePool {
         // holds every node's cookie as atoms: no crash dump at all, and any dump (or other file it
         // writes) lands in its private directory, never in the operator's working directory.
         let env = private_vm_env(&workdir);
-        let spawned = site.transport.spawn(site.erl, &args, &env, &workdir).await?;
+        let spawned = site
+            .transport
+            .spawn(site.erl, &args, &env, &workdir)
+            .await?;
         let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
         let noise = Arc::new(Mutex::new(Vec::<String>::new()));
         tokio::spawn(read_replies(spawned.stdout, pending.clone(), noise.clone()));

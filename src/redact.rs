@@ -43,9 +43,7 @@ fn mask_setcookie_values(text: &str) -> String {
             Some(quote @ ('"' | '\'')) => rest[1..]
                 .find(quote)
                 .map_or(rest.find(['\n', '\r']).unwrap_or(rest.len()), |i| i + 2),
-            Some(_) => rest
-                .find(|c: char| c.is_whitespace())
-                .unwrap_or(rest.len()),
+            Some(_) => rest.find(|c: char| c.is_whitespace()).unwrap_or(rest.len()),
             None => 0,
         };
         if end > 0 {

@@ -91,7 +91,10 @@ mod tests {
         while !std::fs::read_to_string(format!("/proc/{pid}/comm"))
             .is_ok_and(|c| c.starts_with(prefix))
         {
-            assert!(std::time::Instant::now() < deadline, "{pid} never became {prefix}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{pid} never became {prefix}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

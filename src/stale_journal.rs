@@ -16,7 +16,9 @@ use crate::zero_split::Stage;
 pub fn claims_changes(journal: &Journal) -> bool {
     journal.phase == Phase::Completed
         || journal.nodes.iter().any(|n| n.step >= Step::Edited)
-        || journal.zero_split.is_some_and(|roll| roll.from != Stage::Plain)
+        || journal
+            .zero_split
+            .is_some_and(|roll| roll.from != Stage::Plain)
 }
 
 /// Every node contradicts the journal: it has no backup beside its flags file (distls writes it

@@ -33,11 +33,13 @@ impl ArgvSampler {
                     // The product's own VMs (nodes, ctl VMs, their `erl`/erlexec launchers)
                     // get `-setcookie` from its scripts; distls's VMs are named distls_*.
                     let erlang = argv.split(' ').take(2).any(|w| {
-                        w == "erl" || w.ends_with("/erl") || w.contains("erlexec") || w.contains("beam")
+                        w == "erl"
+                            || w.ends_with("/erl")
+                            || w.contains("erlexec")
+                            || w.contains("beam")
                     });
-                    let product = erlang
-                        && !argv.contains("distls_probe")
-                        && !argv.contains("distls_hs_");
+                    let product =
+                        erlang && !argv.contains("distls_probe") && !argv.contains("distls_hs_");
                     if argv.contains(&secret) && !product && !leaks.contains(&argv) {
                         leaks.push(argv);
                     }
@@ -155,9 +157,16 @@ fn assert_no_cookie_anywhere(t: &TestCluster, plan: &Path) {
         "a journal was written: {state_files:?}"
     );
     for (path, bytes) in &state_files {
-        assert!(!contains(bytes, &cookie), "{} holds the cookie", path.display());
+        assert!(
+            !contains(bytes, &cookie),
+            "{} holds the cookie",
+            path.display()
+        );
     }
-    let left: Vec<PathBuf> = files_under(cwd.path()).into_iter().map(|(p, _)| p).collect();
+    let left: Vec<PathBuf> = files_under(cwd.path())
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
     assert!(
         left.is_empty(),
         "nothing written into the operator's working directory: {left:?}"
@@ -352,7 +361,11 @@ fn two_plan_copies_cannot_roll_the_same_nodes_at_once() {
     plant_lock(&node2_lock, "laptop-elsewhere", 4242);
     let out = t.distls(&["rollback", "--break-lock", winner_plan]);
     assert!(out.status.success(), "{}", describe(&out));
-    assert!(stderr(&out).contains("(--break-lock)"), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("(--break-lock)"),
+        "{}",
+        describe(&out)
+    );
     assert!(lock_files(&t).is_empty(), "{:?}", lock_files(&t));
 }
 
@@ -377,8 +390,7 @@ fn a_journal_of_an_earlier_cluster_is_not_trusted() {
     }
     for (node, original) in originals.iter().enumerate() {
         std::fs::write(t.dist_args_path(node), original).unwrap();
-        std::fs::remove_file(format!("{}.distls-orig", t.dist_args_path(node).display()))
-            .unwrap();
+        std::fs::remove_file(format!("{}.distls-orig", t.dist_args_path(node).display())).unwrap();
     }
     for node in 0..3 {
         let start = t.cluster.ctl(node, &["start"]);
@@ -412,7 +424,11 @@ fn a_journal_of_an_earlier_cluster_is_not_trusted() {
     let archived = std::fs::read_dir(plan.parent().unwrap().join(".distls"))
         .unwrap()
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().contains(".journal.json.archived-"))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .contains(".journal.json.archived-")
+        })
         .count();
     assert_eq!(archived, 1);
 
