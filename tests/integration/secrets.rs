@@ -197,17 +197,8 @@ fn no_cookie_in_any_output_journal_or_argv_with_relx() {
     t.wait_for_mesh("inet_tcp", "tcp");
 }
 
-/// A relx plan for the rehearsal cluster (as in flavors.rs: the control commands get what relx's
-/// `extended_bin` forwards, plus `ERL_FLAGS="-ssl_dist_optfile F"`).
+/// A relx plan for the rehearsal cluster, each vm.args ending with its `-setcookie` line.
 fn relx_plan(t: &TestCluster) -> PathBuf {
-    let tls = t.cluster.tls_files();
-    let mut yaml = format!(
-        "version: 1\ncluster: relx-secrets\nflavor: relx\ntls:\n  certfile: {}\n  keyfile: {}\n  cacertfile: {}\ndefaults:\n  env: {{ ERL_EPMD_PORT: \"{}\" }}\nnodes:\n",
-        tls.certfile.display(),
-        tls.keyfile.display(),
-        tls.cacertfile.display(),
-        t.cluster.epmd_port()
-    );
     for node in t.cluster.nodes() {
         // As in a generated relx vm.args, the cookie is the last flag: the dry run's diff (two
         // lines of context above the appended ones) shows it.
@@ -219,29 +210,11 @@ fn relx_plan(t: &TestCluster) -> PathBuf {
             format!("{}\n{}\n", rest.join("\n"), cookie.join("\n")),
         )
         .unwrap();
-        let optfile = node.root.join("etc/distls-ssl_dist.conf");
-        let relx_ctl = |command: &str| {
-            format!(
-                "ERL_FLAGS=\"$(grep -E '^-proto_dist' {vm_args}) -ssl_dist_optfile {optfile}\" exec {ctl} {command}",
-                vm_args = node.vm_args().display(),
-                optfile = optfile.display(),
-                ctl = node.ctl_path().display()
-            )
-        };
-        let quote = |s: String| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
-        yaml.push_str(&format!(
-            "  - name: {}\n    vm_args: {}\n    commands:\n      start: {} start\n      stop: {}\n      ping: {}\n",
-            node.name,
-            node.vm_args().display(),
-            node.ctl_path().display(),
-            quote(relx_ctl("stop")),
-            quote(relx_ctl("ping"))
-        ));
     }
     let dir = t.cluster.dir().join("relx");
     std::fs::create_dir_all(&dir).unwrap();
     let plan = dir.join("plan.yaml");
-    std::fs::write(&plan, yaml).unwrap();
+    write_relx_plan(t, "relx-secrets", &plan);
     plan
 }
 
