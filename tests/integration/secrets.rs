@@ -10,18 +10,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// Samples the argv of every process on the machine while a run lasts, keeping those that hold
-/// `secret` and were not started by the cluster's own tooling, and counting distls's probe VMs
-/// seen (proof that the sampler saw distls's processes at all).
+/// one of `secrets` and were not started by the cluster's own tooling, and counting distls's
+/// probe VMs seen (proof that the sampler saw distls's processes at all).
 struct ArgvSampler {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<(Vec<String>, usize)>>,
 }
 
 impl ArgvSampler {
-    fn start(secret: &str) -> Self {
+    fn start(secrets: &[&str]) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let seen_stop = stop.clone();
-        let secret = secret.to_string();
+        let secrets: Vec<String> = secrets.iter().map(|s| s.to_string()).collect();
         let thread = std::thread::spawn(move || {
             let mut leaks = Vec::new();
             let mut probes = std::collections::BTreeSet::new();
@@ -40,7 +40,8 @@ impl ArgvSampler {
                     });
                     let product =
                         erlang && !argv.contains("distls_probe") && !argv.contains("distls_hs_");
-                    if argv.contains(&secret) && !product && !leaks.contains(&argv) {
+                    let holds = secrets.iter().any(|s| argv.contains(s.as_str()));
+                    if holds && !product && !leaks.contains(&argv) {
                         leaks.push(argv);
                     }
                 }
@@ -105,6 +106,11 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 /// output, no journal, no file in the operator's working directory and no argv of a process
 /// distls starts holds the cluster's cookie.
 fn assert_no_cookie_anywhere(t: &TestCluster, plan: &Path) {
+    assert_no_secret_anywhere(t, plan, &[]);
+}
+
+/// [`assert_no_cookie_anywhere`], also for the `others` secrets (e.g. values of the plan's `env`).
+fn assert_no_secret_anywhere(t: &TestCluster, plan: &Path, others: &[&str]) {
     let cookie = t.cluster.cookie().to_string();
     assert!(cookie.len() >= 16, "a cookie worth grepping for");
     let plan = plan.to_str().unwrap();
@@ -112,7 +118,9 @@ fn assert_no_cookie_anywhere(t: &TestCluster, plan: &Path) {
         .prefix("distls-operator-cwd-")
         .tempdir()
         .unwrap();
-    let sampler = ArgvSampler::start(&cookie);
+    let mut secrets = vec![cookie.as_str()];
+    secrets.extend_from_slice(others);
+    let sampler = ArgvSampler::start(&secrets);
     let runs: [&[&str]; 5] = [
         &["migrate", "--dry-run", plan],
         &["check", "--json", "--handshake", plan],
@@ -132,17 +140,19 @@ fn assert_no_cookie_anywhere(t: &TestCluster, plan: &Path) {
     }
     let (leaks, probes_seen) = sampler.finish();
     for (args, out) in &outputs {
-        assert!(
-            !contains(&out.stdout, &cookie) && !contains(&out.stderr, &cookie),
-            "{args:?} shows the cookie: {}",
-            describe(out)
-        );
+        for secret in &secrets {
+            assert!(
+                !contains(&out.stdout, secret) && !contains(&out.stderr, secret),
+                "{args:?} shows a secret: {}",
+                describe(out)
+            );
+        }
     }
     let dry = stdout(&outputs[0].1);
     assert!(dry.contains("--- "), "the dry run shows diffs: {dry}");
     assert!(
         leaks.is_empty(),
-        "processes distls started hold the cookie in argv: {leaks:#?}"
+        "processes distls started hold a secret (the cookie or an env value) in argv: {leaks:#?}"
     );
     assert!(
         probes_seen > 0,
@@ -185,6 +195,36 @@ fn assert_no_cookie_anywhere(t: &TestCluster, plan: &Path) {
 fn no_cookie_in_any_output_journal_or_argv() {
     let t = cluster("nocookie", 3);
     assert_no_cookie_anywhere(&t, &t.plan());
+    t.wait_for_mesh("inet_tcp", "tcp");
+}
+
+/// Over SSH with `become`, every command line is `[become] sh -c '…'`: the plan's `env` (here
+/// a secret-like value that each node's ping checks by its hash, so it must arrive) travels on
+/// stdin, never in the argv `ps` shows on the host.
+#[test]
+fn no_cookie_or_env_value_in_argv_over_ssh_with_become() {
+    use sha2::Digest;
+    let t = cluster("nocookiessh", 3);
+    let sshd = crate::sshd::TestSshd::start(&t.cluster.dir().join("sshd"));
+    let secret = format!("EnvSecret{}x{}", std::process::id(), t.cluster.epmd_port());
+    let digest = hex::encode(sha2::Sha256::digest(secret.as_bytes()));
+    t.cluster.write_plan_with(|i| {
+        let ctl = t.cluster.nodes()[i].ctl_path().display().to_string();
+        format!(
+            "    commands:\n      ping: \"[ \\\"$(printf %s \\\"$DISTLS_TEST_SECRET\\\" | sha256sum | cut -c1-64)\\\" = {digest} ] && exec {ctl} ping\"\n"
+        )
+    });
+    let mut env = t.cluster.env();
+    env.push(("DISTLS_TEST_SECRET".to_string(), secret.clone()));
+    let settings = format!(
+        "{}  become: env\n",
+        sshd.plan_settings("user_key", "known_hosts", &env)
+    );
+    let plan = t.plan();
+    let text = std::fs::read_to_string(&plan).unwrap();
+    assert!(text.contains("  transport: local\n"), "{text}");
+    std::fs::write(&plan, text.replace("  transport: local\n", &settings)).unwrap();
+    assert_no_secret_anywhere(&t, &plan, &[&secret]);
     t.wait_for_mesh("inet_tcp", "tcp");
 }
 
