@@ -644,6 +644,52 @@ mod tests {
         );
     }
 
+    /// A VM distls starts for itself that crashes leaves no dump anywhere (the operator's working
+    /// directory included): `erlang:halt(Slogan)` writes one into its working directory otherwise.
+    #[tokio::test]
+    async fn a_crashing_private_vm_writes_no_crash_dump() {
+        let crash = vec![
+            "-noshell".to_string(),
+            "-eval".to_string(),
+            "erlang:halt(\"distls test crash\")".to_string(),
+        ];
+        let run = |env: Vec<(String, String)>, dir: PathBuf, transport: Transport| {
+            let crash = crash.clone();
+            async move {
+                let mut vm = transport.spawn("erl", &crash, &env, &dir).await.unwrap();
+                let mut out = String::new();
+                let _ = vm.stderr.read_to_string(&mut out).await;
+                vm.handle.finish().await;
+                std::fs::read_dir(&dir)
+                    .unwrap()
+                    .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect::<Vec<_>>()
+            }
+        };
+        // The control: without the private environment, the dump lands in the working directory.
+        let control = tempfile::tempdir().unwrap();
+        let left = run(
+            vec![("ERL_CRASH_DUMP_SECONDS".into(), "-1".into())],
+            control.path().to_path_buf(),
+            Transport::local(vec![], None),
+        )
+        .await;
+        assert_eq!(left, ["erl_crash.dump"]);
+        for transport in [
+            Transport::local(vec![], None),
+            Transport::local(vec![], Some("env".into())),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let left = run(
+                private_vm_env(dir.path()),
+                dir.path().to_path_buf(),
+                transport,
+            )
+            .await;
+            assert!(left.is_empty(), "{left:?}");
+        }
+    }
+
     #[test]
     fn parses_versions() {
         let versions = parse_versions("versions 25 10.8.7").unwrap();
