@@ -9,12 +9,25 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+/// What the sampler saw.
+#[derive(Default)]
+struct Sampled {
+    /// Command lines of processes that are not the product's own and hold a secret.
+    leaks: Vec<String>,
+    /// distls's probe and handshake VMs seen (proof that the sampler saw its processes at all).
+    distls_vms: usize,
+    /// Command lines of `check --handshake` VMs that carry `-setcookie`.
+    handshake_setcookie: Vec<String>,
+    /// The addresses `check --handshake`'s listener VM listened on (`a.b.c.d:port`).
+    handshake_listen: std::collections::BTreeSet<String>,
+}
+
 /// Samples the argv of every process on the machine while a run lasts, keeping those that hold
-/// one of `secrets` and were not started by the cluster's own tooling, and counting distls's
-/// probe VMs seen (proof that the sampler saw distls's processes at all).
+/// one of `secrets` and were not started by the cluster's own tooling; and what the handshake
+/// VMs carry and listen on.
 struct ArgvSampler {
     stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<(Vec<String>, usize)>>,
+    thread: Option<std::thread::JoinHandle<Sampled>>,
 }
 
 impl ArgvSampler {
@@ -23,12 +36,20 @@ impl ArgvSampler {
         let seen_stop = stop.clone();
         let secrets: Vec<String> = secrets.iter().map(|s| s.to_string()).collect();
         let thread = std::thread::spawn(move || {
-            let mut leaks = Vec::new();
-            let mut probes = std::collections::BTreeSet::new();
+            let mut seen = Sampled::default();
+            let mut vms = std::collections::BTreeSet::new();
             while !seen_stop.load(Ordering::SeqCst) {
                 for (pid, _, argv) in processes() {
                     if argv.contains("distls_probe_") || argv.contains("distls_hs_") {
-                        probes.insert(pid);
+                        vms.insert(pid);
+                    }
+                    if argv.contains("distls_hs_") {
+                        if argv.contains("-setcookie") {
+                            seen.handshake_setcookie.push(argv.clone());
+                        }
+                        if argv.contains("distls_hs_a_") {
+                            seen.handshake_listen.extend(listening_addresses(pid));
+                        }
                     }
                     // The product's own VMs (nodes, ctl VMs, their `erl`/erlexec launchers)
                     // get `-setcookie` from its scripts; distls's VMs are named distls_*.
@@ -41,13 +62,14 @@ impl ArgvSampler {
                     let product =
                         erlang && !argv.contains("distls_probe") && !argv.contains("distls_hs_");
                     let holds = secrets.iter().any(|s| argv.contains(s.as_str()));
-                    if holds && !product && !leaks.contains(&argv) {
-                        leaks.push(argv);
+                    if holds && !product && !seen.leaks.contains(&argv) {
+                        seen.leaks.push(argv);
                     }
                 }
                 std::thread::sleep(Duration::from_millis(10));
             }
-            (leaks, probes.len())
+            seen.distls_vms = vms.len();
+            seen
         });
         ArgvSampler {
             stop,
@@ -55,7 +77,7 @@ impl ArgvSampler {
         }
     }
 
-    fn finish(mut self) -> (Vec<String>, usize) {
+    fn finish(mut self) -> Sampled {
         self.stop.store(true, Ordering::SeqCst);
         self.thread.take().unwrap().join().unwrap()
     }
@@ -65,6 +87,36 @@ impl Drop for ArgvSampler {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
     }
+}
+
+/// The IPv4 addresses the process `pid` listens on (its socket inodes in /proc/net/tcp).
+fn listening_addresses(pid: u32) -> Vec<String> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .filter_map(|link| {
+            let link = link.to_string_lossy().into_owned();
+            Some(
+                link.strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .to_string(),
+            )
+        })
+        .collect();
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let mut found = Vec::new();
+    for line in table.lines().skip(1) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() > 9 && fields[3] == "0A" && inodes.iter().any(|i| i == fields[9]) {
+            let (ip, port) = fields[1].split_once(':').unwrap();
+            let ip = u32::from_str_radix(ip, 16).unwrap();
+            let ip = std::net::Ipv4Addr::from(u32::from_be(ip));
+            found.push(format!("{ip}:{}", u16::from_str_radix(port, 16).unwrap()));
+        }
+    }
+    found
 }
 
 /// distls with RUST_LOG=trace, run from `cwd` (the operator's working directory).
@@ -138,7 +190,7 @@ fn assert_no_secret_anywhere(t: &TestCluster, plan: &Path, others: &[&str]) {
         );
         outputs.push((args, out));
     }
-    let (leaks, probes_seen) = sampler.finish();
+    let seen = sampler.finish();
     for (args, out) in &outputs {
         for secret in &secrets {
             assert!(
@@ -151,12 +203,31 @@ fn assert_no_secret_anywhere(t: &TestCluster, plan: &Path, others: &[&str]) {
     let dry = stdout(&outputs[0].1);
     assert!(dry.contains("--- "), "the dry run shows diffs: {dry}");
     assert!(
-        leaks.is_empty(),
-        "processes distls started hold a secret (the cookie or an env value) in argv: {leaks:#?}"
+        seen.leaks.is_empty(),
+        "processes distls started hold a secret (the cookie or an env value) in argv: {:#?}",
+        seen.leaks
     );
     assert!(
-        probes_seen > 0,
+        seen.distls_vms > 0,
         "the sampler saw distls's probe VMs (else it proves nothing)"
+    );
+    // `check --handshake`: its VMs carry no cookie at all, and the listener listened on loopback
+    // only (the nodes here are `@localhost`).
+    assert!(
+        seen.handshake_setcookie.is_empty(),
+        "{:#?}",
+        seen.handshake_setcookie
+    );
+    assert!(
+        !seen.handshake_listen.is_empty(),
+        "the sampler saw the handshake listener's socket"
+    );
+    assert!(
+        seen.handshake_listen
+            .iter()
+            .all(|a| a.starts_with("127.0.0.1:")),
+        "the handshake listener listened on {:?}",
+        seen.handshake_listen
     );
     let state = Path::new(plan).parent().unwrap().join(".distls");
     let state_files = files_under(&state);
