@@ -549,6 +549,19 @@ async fn status_over(
             store.journal_path().display()
         ),
     }
+    for (spec, holder) in plan
+        .nodes
+        .iter()
+        .zip(node_lock::holders(plan, &transports).await)
+    {
+        if let Some(holder) = holder {
+            println!(
+                "run lock {}: {}",
+                node_lock::lock_path(&spec.vm_dist_args).display(),
+                holder.describe()
+            );
+        }
+    }
     let probes = rollout::probe_pool(&targets)?;
     println!(
         "{:<28} {:<16} {:<22} {:<22} LINKS",

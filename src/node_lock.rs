@@ -32,7 +32,7 @@ pub struct Holder {
 }
 
 impl Holder {
-    fn describe(&self) -> String {
+    pub fn describe(&self) -> String {
         format!(
             "run {} from host {}, pid {}, started {} with plan {} (last refreshed {}s ago)",
             or_unknown(&self.run),
@@ -201,6 +201,26 @@ exit 2"#,
             out.tail()
         ))),
     }
+}
+
+/// Who holds each node's lock, if anyone (for `distls status`; read only, the expected fields only).
+pub async fn holders(plan: &Plan, transports: &[Transport]) -> Vec<Option<Holder>> {
+    let mut found = Vec::with_capacity(plan.nodes.len());
+    for (spec, transport) in plan.nodes.iter().zip(transports) {
+        let script = format!(
+            r#"lock={path}
+[ -f "$lock" ] && [ ! -L "$lock" ] || exit 1
+echo "age $(( $(date +%s) - $(stat -c %Y -- "$lock") ))"
+grep -E '^(run|host|pid|started|plan) [^[:cntrl:]]{{1,300}}$' -- "$lock" | head -n 5"#,
+            path = shell_quote(&lock_path(&spec.vm_dist_args).display().to_string()),
+        );
+        let holder = match transport.run(&script, Duration::from_secs(30)).await {
+            Ok(out) if out.success() => Some(parse_holder(&out.stdout)),
+            _ => None,
+        };
+        found.push(holder);
+    }
+    found
 }
 
 fn parse_holder(text: &str) -> Holder {

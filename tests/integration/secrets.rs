@@ -412,6 +412,16 @@ fn two_plan_copies_cannot_roll_the_same_nodes_at_once() {
     );
     assert_eq!(lock_files(&t), vec![node2_lock.clone()]);
     assert_eq!(node_files(&t), files, "a refused run changes nothing");
+    let status = t.distls(&["status", winner_plan]);
+    assert!(status.status.success(), "{}", describe(&status));
+    assert!(
+        stdout(&status).contains(&format!(
+            "run lock {}: run feedfacefeedface from host laptop-elsewhere, pid 4242",
+            node2_lock.display()
+        )),
+        "status shows the holder: {}",
+        describe(&status)
+    );
     t.assert_mesh("inet_tls", "tls");
 
     // A holder on this host whose pid is gone, and one silent for 11 minutes: taken over.
