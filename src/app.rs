@@ -1,7 +1,8 @@
 //! What each subcommand does, wired from the library's parts.
 
 use crate::cli::{
-    CheckArgs, Cli, Command, DemoArgs, MigrateArgs, OnFailureArg, PlanArgs, PreflightArgs,
+    CheckArgs, Cli, Command, DemoArgs, LockArgs, MigrateArgs, OnFailureArg, PlanArgs,
+    PreflightArgs, RollbackArgs,
 };
 use crate::error::{Error, Result, exit_code};
 use crate::journal::{Journal, JournalStore, Phase};
@@ -10,7 +11,7 @@ use crate::rollout::{self, NodeSummary, Options, Rollout, Running};
 use crate::ssh;
 use crate::target::{self, FileState};
 use crate::transport::Transport;
-use crate::{preflight, preview, rehearsal, zero_split};
+use crate::{node_lock, preflight, preview, rehearsal, stale_journal, zero_split};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -192,7 +193,14 @@ async fn migrate_checked(
 ) -> Result<()> {
     // Read-only, before the lock: a bad plan or node file is still invalid input (exit 2), and a
     // refused preflight leaves no trace, not even a state directory.
-    let before = resumable(store.load()?);
+    let mut before = resumable(store.load()?);
+    let archive = match &before {
+        Some(journal) => check_journal_is_current(plan, args, &store, &transports, journal).await?,
+        None => false,
+    };
+    if archive {
+        before = None;
+    }
     check_mode(args.zero_split, before.as_ref())?;
     if args.zero_split {
         zero_split::prepare(plan, &transports, before.as_ref()).await?;
@@ -203,16 +211,63 @@ async fn migrate_checked(
     refuse_on_failures(&findings, &plan.path, args.zero_split)?;
     print!("{}", preflight::render_problems(&findings));
     store.lock()?;
+    if archive {
+        let archived = store.archive()?;
+        println!(
+            "--new-run: the journal of the earlier cluster is kept as {}",
+            archived.display()
+        );
+    }
     store.check_space(plan.nodes.len())?;
     let journal = resumable(store.load()?);
     if let Some(journal) = &journal {
         check_resumable(journal, plan, args.allow_plan_change)?;
     }
     check_mode(args.zero_split, journal.as_ref())?;
-    if args.zero_split {
-        return migrate_zero_split(plan, args, store, journal, transports).await;
+    let locks = node_lock::acquire(plan, &transports, args.lock.break_lock).await?;
+    let outcome = if args.zero_split {
+        migrate_zero_split(plan, args, store, journal, transports).await
+    } else {
+        migrate_over(plan, args, store, journal, transports).await
+    };
+    locks.release().await;
+    outcome
+}
+
+/// A journal that claims changes no node shows belongs to an earlier cluster: refused, or with
+/// `--new-run` archived (true: archive it once the lock is held). `--new-run` against a journal
+/// the cluster bears out is refused: it would forget a run in progress.
+async fn check_journal_is_current(
+    plan: &Plan,
+    args: &MigrateArgs,
+    store: &JournalStore,
+    transports: &[Transport],
+    journal: &Journal,
+) -> Result<bool> {
+    let claims = stale_journal::claims_changes(journal);
+    if !claims && !args.new_run {
+        return Ok(false);
     }
-    migrate_over(plan, args, store, journal, transports).await
+    let stale = stale_journal::belongs_to_earlier_cluster(plan, transports, journal).await?;
+    match (stale, args.new_run) {
+        (true, true) => Ok(true),
+        (true, false) => Err(Error::Refused(format!(
+            "{} says this run {} (updated {}), but every node runs plain TCP from a flags file with no distls backup beside it: the journal belongs to an earlier cluster; distls changed nothing\n  hint: rerun with --new-run to start a new run (the old journal is kept as {}.archived-<time>)",
+            store.journal_path().display(),
+            match journal.phase {
+                Phase::Completed => "completed",
+                _ => "changed nodes",
+            },
+            journal.updated_at,
+            store.journal_path().display()
+        ))),
+        (false, true) if claims => Err(Error::InvalidInput(format!(
+            "--new-run: {} belongs to this cluster (a node has a distls backup, or runs or is configured for TLS); a new run would forget it\n  hint: rerun without --new-run to resume it, or run `distls rollback` with this plan",
+            store.journal_path().display()
+        ))),
+        // Nothing changed yet by that run: nothing to forget, it is simply resumed.
+        (false, _) => Ok(false),
+    }
 }
 
 async fn migrate_zero_split(
@@ -384,25 +439,35 @@ fn check_resumable(journal: &Journal, plan: &Plan, allow_plan_change: bool) -> R
         return Err(Error::InvalidInput(format!(
             "{} changed since this run started (sha256 {} then, {} now)\n  hint: put the plan back, or pass --allow-plan-change if the change is intended",
             plan.path.display(),
-            &journal.plan_sha256[..12],
+            journal
+                .plan_sha256
+                .get(..12)
+                .unwrap_or(&journal.plan_sha256),
             &plan.sha256[..12]
         )));
     }
     Ok(())
 }
 
-async fn rollback(args: PlanArgs) -> Result<()> {
-    let plan = Plan::load(&args.plan)?;
-    let mut store = JournalStore::new(&state_dir(&args, &plan), &plan.cluster);
+async fn rollback(args: RollbackArgs) -> Result<()> {
+    let plan = Plan::load(&args.plan.plan)?;
+    let mut store = JournalStore::new(&state_dir(&args.plan, &plan), &plan.cluster);
     store.lock()?;
     store.check_space(plan.nodes.len())?;
     let journal = store.load()?;
     let (transports, connections) = open_transports(&plan).await?;
-    let outcome = match journal {
-        Some(journal) if journal.zero_split.is_some() => {
-            rollback_zero_split(&plan, store, journal, transports).await
+    let outcome = match node_lock::acquire(&plan, &transports, args.lock.break_lock).await {
+        Ok(locks) => {
+            let outcome = match journal {
+                Some(journal) if journal.zero_split.is_some() => {
+                    rollback_zero_split(&plan, store, journal, transports).await
+                }
+                journal => rollback_over(&plan, store, journal, transports).await,
+            };
+            locks.release().await;
+            outcome
         }
-        journal => rollback_over(&plan, store, journal, transports).await,
+        Err(e) => Err(e),
     };
     ssh::close_all(connections).await;
     outcome
@@ -492,6 +557,19 @@ async fn status_over(
             "journal {}: none (no run yet)",
             store.journal_path().display()
         ),
+    }
+    for (spec, holder) in plan
+        .nodes
+        .iter()
+        .zip(node_lock::holders(plan, &transports).await)
+    {
+        if let Some(holder) = holder {
+            println!(
+                "run lock {}: {}",
+                node_lock::lock_path(&spec.vm_dist_args).display(),
+                holder.describe()
+            );
+        }
     }
     let probes = rollout::probe_pool(&targets)?;
     println!(
@@ -604,6 +682,8 @@ async fn demo(args: DemoArgs) -> Result<()> {
         );
         migrate(MigrateArgs {
             plan: plan_args(),
+            lock: LockArgs { break_lock: false },
+            new_run: false,
             dry_run: true,
             on_failure: None,
             allow_plan_change: false,
@@ -614,6 +694,8 @@ async fn demo(args: DemoArgs) -> Result<()> {
         println!("$ distls migrate{mode} {}", cluster.plan_path().display());
         migrate(MigrateArgs {
             plan: plan_args(),
+            lock: LockArgs { break_lock: false },
+            new_run: false,
             dry_run: false,
             on_failure: None,
             allow_plan_change: false,

@@ -20,7 +20,7 @@ pub enum Command {
     /// Switch every node of the plan to TLS, one at a time; resumes an interrupted run.
     Migrate(MigrateArgs),
     /// Return every node to plain TCP and its original vm.dist.args, newest first.
-    Rollback(PlanArgs),
+    Rollback(RollbackArgs),
     /// Show the journal and what every node really runs right now.
     Status(PlanArgs),
     /// Read-only preflight: files, certificates, TLS options and runtime of every node (exit 3 on any FAIL).
@@ -39,9 +39,31 @@ pub struct PlanArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct RollbackArgs {
+    #[command(flatten)]
+    pub plan: PlanArgs,
+    #[command(flatten)]
+    pub lock: LockArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LockArgs {
+    /// Take over the run locks on the nodes' hosts even if another run's are there and fresh;
+    /// only when that run is certainly gone (docs/locks.md).
+    #[arg(long)]
+    pub break_lock: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct MigrateArgs {
     #[command(flatten)]
     pub plan: PlanArgs,
+    #[command(flatten)]
+    pub lock: LockArgs,
+    /// Start a new run when the journal belongs to an earlier cluster (every node plain with its
+    /// original file and no backup): the old journal is kept as `<journal>.archived-<time>`.
+    #[arg(long)]
+    pub new_run: bool,
     /// Print every step and each vm.dist.args diff; change nothing.
     #[arg(long)]
     pub dry_run: bool,

@@ -39,6 +39,9 @@ pub enum Error {
     NeedsOperator(String),
     #[error("{0}")]
     Interrupted(String),
+    /// Another run holds a node's lock on its host (docs/locks.md).
+    #[error("{0}")]
+    Locked(String),
     #[error(transparent)]
     Journal(#[from] JournalError),
     #[error(transparent)]
@@ -59,7 +62,7 @@ impl Error {
             Error::StepFailed(_) => exit_code::STEP_FAILED,
             Error::NeedsOperator(_) => exit_code::NEEDS_OPERATOR,
             Error::Interrupted(_) => exit_code::INTERRUPTED,
-            Error::Journal(JournalError::Locked { .. }) => exit_code::LOCKED,
+            Error::Journal(JournalError::Locked { .. }) | Error::Locked(_) => exit_code::LOCKED,
             Error::Journal(JournalError::Unreadable { .. }) => exit_code::INVALID_INPUT,
             Error::Journal(JournalError::Io { .. } | JournalError::NoSpace { .. })
             | Error::Probe(_)

@@ -97,6 +97,21 @@ pub struct Journal {
     pub zero_split: Option<crate::zero_split::RollState>,
 }
 
+/// A sha256 as distls writes it: 64 lowercase hex digits.
+fn check_sha256(field: &str, value: &str) -> Result<(), String> {
+    if value.len() == 64
+        && value
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
+        return Ok(());
+    }
+    let shown: String = value.chars().take(80).collect();
+    Err(format!(
+        "`{field}` is {shown:?}, not a sha256 (64 lowercase hex digits)"
+    ))
+}
+
 pub fn now() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
@@ -118,6 +133,39 @@ impl Journal {
             events: Vec::new(),
             zero_split: None,
         }
+    }
+
+    /// What serde cannot check: a hand-edited journal is refused here, with what is wrong, rather
+    /// than trusted (or sliced) later.
+    pub fn validate(&self) -> Result<(), String> {
+        check_sha256("plan_sha256", &self.plan_sha256)?;
+        if self.cluster.is_empty() {
+            return Err("`cluster` is empty".into());
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (index, node) in self.nodes.iter().enumerate() {
+            if node.name.is_empty() {
+                return Err(format!("nodes[{index}].name is empty"));
+            }
+            if !seen.insert(node.name.as_str()) {
+                return Err(format!("node {} is listed twice in `nodes`", node.name));
+            }
+            check_sha256(
+                &format!("nodes[{index}].original_sha256"),
+                &node.original_sha256,
+            )?;
+            check_sha256(&format!("nodes[{index}].tls_sha256"), &node.tls_sha256)?;
+        }
+        for (index, event) in self.events.iter().enumerate() {
+            if let Some(node) = &event.node
+                && !seen.contains(node.as_str())
+            {
+                return Err(format!(
+                    "events[{index}] names node {node}, which is not in `nodes`"
+                ));
+            }
+        }
+        Ok(())
     }
 
     pub fn node(&self, name: &str) -> Option<&NodeRecord> {
@@ -263,9 +311,26 @@ impl JournalStore {
                 format.map_or("missing".to_string(), |f| f.to_string())
             )));
         }
-        serde_json::from_value(value)
-            .map(Some)
-            .map_err(|e| unreadable(e.to_string()))
+        let journal: Journal =
+            serde_json::from_value(value).map_err(|e| unreadable(e.to_string()))?;
+        journal.validate().map_err(unreadable)?;
+        Ok(Some(journal))
+    }
+
+    /// Move the journal aside (`<journal>.archived-<time>`), for `migrate --new-run`; the
+    /// archived name is returned.
+    pub fn archive(&self) -> Result<PathBuf, JournalError> {
+        let stamp = humantime::format_rfc3339_seconds(SystemTime::now())
+            .to_string()
+            .replace(':', "");
+        let mut name = self.journal_path.as_os_str().to_owned();
+        name.push(format!(".archived-{stamp}"));
+        let archived = PathBuf::from(name);
+        fs::rename(&self.journal_path, &archived).map_err(|source| JournalError::Io {
+            path: self.journal_path.clone(),
+            source,
+        })?;
+        Ok(archived)
     }
 
     pub fn save(&self, journal: &mut Journal) -> Result<(), JournalError> {
@@ -328,13 +393,13 @@ mod tests {
         Journal::new(
             "c",
             Path::new("/p.yaml"),
-            "abc",
+            &"a".repeat(64),
             vec![NodeRecord {
                 name: "a@h".into(),
                 vm_dist_args: "/x".into(),
                 backup: "/x.distls-orig".into(),
-                original_sha256: "1".into(),
-                tls_sha256: "2".into(),
+                original_sha256: "1".repeat(64),
+                tls_sha256: "2".repeat(64),
                 step: Step::Pending,
             }],
         )
@@ -364,6 +429,29 @@ mod tests {
         fs::write(store.journal_path(), r#"{"format": 99}"#).unwrap();
         let err = store.load().unwrap_err().to_string();
         assert!(err.contains("format 99"), "{err}");
+    }
+
+    /// A hand-edited journal is refused with the file and the field, never trusted or sliced.
+    #[test]
+    fn a_hand_edited_journal_is_refused_naming_the_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = JournalStore::new(dir.path(), "c");
+        let mut journal = sample();
+        store.save(&mut journal).unwrap();
+        let text = fs::read_to_string(store.journal_path()).unwrap();
+        for (from, to, field) in [
+            (&"a".repeat(64), "abc", "plan_sha256"),
+            (&"1".repeat(64), "", "nodes[0].original_sha256"),
+            (&"2".repeat(64), &"Z".repeat(64), "nodes[0].tls_sha256"),
+        ] {
+            fs::write(store.journal_path(), text.replace(from.as_str(), to)).unwrap();
+            let err = store.load().unwrap_err().to_string();
+            assert!(
+                err.contains(&store.journal_path().display().to_string()),
+                "{err}"
+            );
+            assert!(err.contains(field) && err.contains("hint:"), "{err}");
+        }
     }
 
     #[test]

@@ -611,6 +611,15 @@ impl SourceText<'_> {
 
 type Text = Spanned<String>;
 
+/// `[A-Za-z_][A-Za-z0-9_]*`: what `export` accepts.
+fn is_env_name(key: &str) -> bool {
+    let mut bytes = key.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawPlan {
@@ -1291,6 +1300,15 @@ impl Resolver<'_> {
         let mut env: BTreeMap<String, String> = BTreeMap::new();
         for source in [defaults, own] {
             for (key, value) in source.env.iter().flatten() {
+                // The environment reaches remote commands as `export KEY=...` on stdin (never
+                // argv), so a key must be a name the shell can export.
+                if !is_env_name(key) {
+                    return Err(self.error(
+                        referenced(value),
+                        format!("env key \"{key}\" is not an environment variable name"),
+                        "use letters, digits and underscores, not starting with a digit (e.g. ERL_EPMD_PORT)",
+                    ));
+                }
                 env.insert(key.clone(), expand(&value.value, &name));
             }
         }

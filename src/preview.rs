@@ -1,11 +1,33 @@
 //! `migrate --dry-run`: the steps a roll would take and the exact change to each vm.dist.args.
 //! Reads files only; starts nothing, writes nothing.
 
+use crate::argsfile::Cookie;
 use crate::journal::Journal;
 use crate::plan::Plan;
+use crate::redact::redact;
 use crate::target::{FileState, NodeTarget};
 use similar::TextDiff;
 use std::fmt::Write;
+
+/// The one place a dry run shows file contents: a unified diff with every cookie masked (a relx
+/// vm.args holds `-setcookie`, shown as context).
+fn write_diff(out: &mut String, old: &str, new: &str, headers: (&str, &str), cookies: &[&Cookie]) {
+    let diff = TextDiff::from_lines(old, new);
+    let text = diff
+        .unified_diff()
+        .context_radius(2)
+        .header(headers.0, headers.1)
+        .to_string();
+    out.push_str(&redact(&text, cookies));
+}
+
+/// Every node's cookie, for masking.
+fn cookies(targets: &[&NodeTarget]) -> Vec<Cookie> {
+    targets
+        .iter()
+        .filter_map(|t| t.identity.cookie.clone())
+        .collect()
+}
 
 pub fn render(plan: &Plan, targets: &[NodeTarget], journal: Option<&Journal>) -> String {
     let mut out = String::new();
@@ -23,10 +45,12 @@ pub fn render(plan: &Plan, targets: &[NodeTarget], journal: Option<&Journal>) ->
         );
     }
     let _ = writeln!(out);
+    let cookies = cookies(&targets.iter().collect::<Vec<_>>());
+    let cookies: Vec<&Cookie> = cookies.iter().collect();
     for (index, target) in targets.iter().enumerate() {
         render_node(&mut out, index, targets, journal);
         let _ = writeln!(out);
-        render_diff(&mut out, target);
+        render_diff(&mut out, target, &cookies);
         let _ = writeln!(out);
     }
     let _ = writeln!(
@@ -130,7 +154,7 @@ fn render_node(out: &mut String, index: usize, targets: &[NodeTarget], journal: 
     }
 }
 
-fn render_diff(out: &mut String, target: &NodeTarget) {
+fn render_diff(out: &mut String, target: &NodeTarget, cookies: &[&Cookie]) {
     if target.classify(&target.current) == FileState::Tls {
         let _ = writeln!(
             out,
@@ -140,24 +164,17 @@ fn render_diff(out: &mut String, target: &NodeTarget) {
         return;
     }
     let path = target.dist_args.display().to_string();
-    let diff = TextDiff::from_lines(&target.original, &target.tls.text);
-    let _ = write!(
+    let tls_path = format!("{path} (TLS)");
+    write_diff(
         out,
-        "{}",
-        diff.unified_diff()
-            .context_radius(2)
-            .header(&path, &format!("{path} (TLS)"))
+        &target.original,
+        &target.tls.text,
+        (&path, &tls_path),
+        cookies,
     );
     if let Some(optfile) = &target.optfile {
         let shown = optfile.path.display().to_string();
-        let diff = TextDiff::from_lines("", &optfile.text);
-        let _ = write!(
-            out,
-            "{}",
-            diff.unified_diff()
-                .context_radius(2)
-                .header("/dev/null", &shown)
-        );
+        write_diff(out, "", &optfile.text, ("/dev/null", &shown), cookies);
     }
 }
 
@@ -198,6 +215,8 @@ pub fn render_zero_split(
             node.target.spec.erl
         );
     }
+    let cookies = cookies(&nodes.iter().map(|n| &n.target).collect::<Vec<_>>());
+    let cookies: Vec<&Cookie> = cookies.iter().collect();
     let mut roll = Some(RollState::first());
     let mut number = 1;
     while let Some(this) = roll {
@@ -249,14 +268,15 @@ pub fn render_zero_split(
                 );
             }
             let path = target.dist_args.display().to_string();
-            let diff = TextDiff::from_lines(&target.original, &target.tls.text);
-            let _ = write!(
-                out,
-                "{}",
-                diff.unified_diff().context_radius(2).header(
+            write_diff(
+                &mut out,
+                &target.original,
+                &target.tls.text,
+                (
                     &format!("{path} ({})", this.from),
-                    &format!("{path} ({})", this.to)
-                )
+                    &format!("{path} ({})", this.to),
+                ),
+                &cookies,
             );
         }
         let _ = writeln!(

@@ -335,7 +335,7 @@ impl Workdir {
 }
 
 /// An unguessable cookie that no node uses (the probes never listen; see `probe_args`).
-fn throwaway_cookie() -> String {
+pub(crate) fn throwaway_cookie() -> String {
     use std::hash::{BuildHasher, Hasher};
     // RandomState is seeded from the OS's randomness, once per process and then per instance.
     (0..4)
@@ -477,9 +477,14 @@ impl ProbePool {
         let name = format!("distls_probe_{}_{serial}@{}", std::process::id(), site.host);
         let source = workdir.join("distls_probe.erl");
         let args = probe_args(self.name_flag, &name, &args_path, &source);
-        // A private HOME: the VM would otherwise create ~/.erlang.cookie for the operator.
-        let env = vec![("HOME".to_string(), workdir.display().to_string())];
-        let spawned = site.transport.spawn(site.erl, &args, &env).await?;
+        // A private HOME: the VM would otherwise create ~/.erlang.cookie for the operator. It
+        // holds every node's cookie as atoms: no crash dump at all, and any dump (or other file it
+        // writes) lands in its private directory, never in the operator's working directory.
+        let env = private_vm_env(&workdir);
+        let spawned = site
+            .transport
+            .spawn(site.erl, &args, &env, &workdir)
+            .await?;
         let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
         let noise = Arc::new(Mutex::new(Vec::<String>::new()));
         tokio::spawn(read_replies(spawned.stdout, pending.clone(), noise.clone()));
@@ -554,6 +559,19 @@ impl ProbePool {
         while removing.join_next().await.is_some() {}
         tracing::debug!(probes = count, took = ?started.elapsed(), "probe pool shut down");
     }
+}
+
+/// The environment of a VM distls starts for itself (probes, handshake VMs): HOME and any crash
+/// dump in its private directory `dir`, and no crash dump written (`ERL_CRASH_DUMP_SECONDS=0`).
+pub fn private_vm_env(dir: &std::path::Path) -> Vec<(String, String)> {
+    vec![
+        ("HOME".to_string(), dir.display().to_string()),
+        (
+            "ERL_CRASH_DUMP".to_string(),
+            dir.join("erl_crash.dump").display().to_string(),
+        ),
+        ("ERL_CRASH_DUMP_SECONDS".to_string(), "0".to_string()),
+    ]
 }
 
 fn probe_args(
@@ -649,6 +667,52 @@ mod tests {
             !info.has_link("mim3@localhost", true),
             "pending links do not count"
         );
+    }
+
+    /// A VM distls starts for itself that crashes leaves no dump anywhere (the operator's working
+    /// directory included): `erlang:halt(Slogan)` writes one into its working directory otherwise.
+    #[tokio::test]
+    async fn a_crashing_private_vm_writes_no_crash_dump() {
+        let crash = vec![
+            "-noshell".to_string(),
+            "-eval".to_string(),
+            "erlang:halt(\"distls test crash\")".to_string(),
+        ];
+        let run = |env: Vec<(String, String)>, dir: PathBuf, transport: Transport| {
+            let crash = crash.clone();
+            async move {
+                let mut vm = transport.spawn("erl", &crash, &env, &dir).await.unwrap();
+                let mut out = String::new();
+                let _ = vm.stderr.read_to_string(&mut out).await;
+                vm.handle.finish().await;
+                std::fs::read_dir(&dir)
+                    .unwrap()
+                    .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect::<Vec<_>>()
+            }
+        };
+        // The control: without the private environment, the dump lands in the working directory.
+        let control = tempfile::tempdir().unwrap();
+        let left = run(
+            vec![("ERL_CRASH_DUMP_SECONDS".into(), "-1".into())],
+            control.path().to_path_buf(),
+            Transport::local(vec![], None),
+        )
+        .await;
+        assert_eq!(left, ["erl_crash.dump"]);
+        for transport in [
+            Transport::local(vec![], None),
+            Transport::local(vec![], Some("env".into())),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let left = run(
+                private_vm_env(dir.path()),
+                dir.path().to_path_buf(),
+                transport,
+            )
+            .await;
+            assert!(left.is_empty(), "{left:?}");
+        }
     }
 
     #[test]

@@ -565,6 +565,19 @@ impl<'a> Rollout<'a> {
                     humantime::format_duration(grace)
                 )
             };
+            // Checked before each signal: the pid may have been reused since the last look.
+            let transport = self.targets[index].transport.clone();
+            let flags_file = self.targets[index].dist_args.clone();
+            if let Err(why) =
+                crate::signal_target::check(&transport, os_pid, &name, &flags_file).await
+            {
+                return Err(self.step_failed(
+                    index,
+                    &format!(
+                        "it still runs after its stop command, and distls refuses to signal OS pid {os_pid}: {why}. Stop the node by hand, then rerun. {said}"
+                    ),
+                ));
+            }
             let detail = if signal == "TERM" && !said.is_empty() {
                 format!(" (the stop command: {said})")
             } else {
@@ -575,7 +588,6 @@ impl<'a> Rollout<'a> {
             // The journal gets the fact, not the command's output.
             self.journal.record(Some(&name), &what);
             self.store.save(&mut self.journal)?;
-            let transport = self.targets[index].transport.clone();
             let out = transport
                 .run(&format!("kill -{signal} {os_pid}"), Duration::from_secs(30))
                 .await?;

@@ -175,21 +175,24 @@ impl Transport {
         }
     }
 
-    /// `[become] env K=V… sh -c 'script'`: the node's environment reaches the command even
-    /// through sudo, which resets it.
-    fn shell_line(&self, script: &str, extra_env: &[(String, String)]) -> String {
+    /// `[become] sh -c 'script'`, and what goes to its stdin first: the node's environment as
+    /// `export K='V'` lines read by the shell before the script runs. Never in argv (`ps` shows
+    /// argv to every user of the host), and it reaches the command even through sudo, which
+    /// resets the environment.
+    fn shell_line(&self, script: &str, extra_env: &[(String, String)]) -> (String, Vec<u8>) {
         let mut words: Vec<String> = Vec::new();
         if let Some(become_command) = &self.become_command {
             words.push(become_command.clone());
         }
         let env: Vec<&(String, String)> = self.env.iter().chain(extra_env).collect();
-        if !env.is_empty() {
-            words.push("env".into());
-            words.extend(env.iter().map(|(k, v)| shell_quote(&format!("{k}={v}"))));
-        }
+        let preamble = env_preamble(&env);
         words.push("sh -c".into());
-        words.push(shell_quote(script));
-        words.join(" ")
+        if preamble.is_empty() {
+            words.push(shell_quote(script));
+        } else {
+            words.push(shell_quote(&format!("{ENV_READER}\n{script}")));
+        }
+        (words.join(" "), preamble)
     }
 
     /// Run a shell script on the host and collect its output (as text, for people); `input` is
@@ -233,19 +236,20 @@ impl Transport {
             command: label.to_string(),
             timeout,
         };
-        let stdin = if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        };
         let (status, stdout, stderr) = match &self.access {
             Access::Local => {
                 let mut cmd = Command::new("/bin/sh");
+                let mut feed = Vec::new();
                 if self.become_command.is_some() {
-                    cmd.arg("-c").arg(self.shell_line(script, &[]));
+                    let (line, preamble) = self.shell_line(script, &[]);
+                    cmd.arg("-c").arg(line);
+                    feed = preamble;
                 } else {
                     cmd.arg("-c").arg(script).envs(self.env.iter().cloned());
                 }
+                let piped = input.is_some() || !feed.is_empty();
+                feed.extend_from_slice(input.unwrap_or_default());
+                let stdin = if piped { Stdio::piped() } else { Stdio::null() };
                 // Own process group: the operator's Ctrl-C reaches distls only, and a timeout
                 // can kill everything the command started.
                 cmd.stdin(stdin)
@@ -256,11 +260,11 @@ impl Transport {
                 let mut child = cmd.spawn().map_err(|e| spawn_error(e.to_string()))?;
                 // Timed out or abandoned (its future dropped): the whole group goes.
                 let mut group = GroupGuard(child.id());
-                let (feed, out, err) =
+                let (pipe_in, out, err) =
                     (child.stdin.take(), child.stdout.take(), child.stderr.take());
                 let run = async {
                     let (fed, stdout, stderr) = tokio::join!(
-                        feed_input(feed, input),
+                        feed_input(pipe_in, piped.then_some(&feed[..])),
                         read_limited(out, stdout_limit),
                         read_limited(err, OUTPUT_LIMIT)
                     );
@@ -285,13 +289,13 @@ impl Transport {
                 // sshd runs each command as the leader of its own session: its first line of
                 // output is that pid, so a timeout can kill the whole remote process group (the
                 // way the local path does), not just drop the channel and leave it running.
-                let line = format!(
-                    "printf '{PGID_MARKER}%s\\n' \"$$\"; exec {}",
-                    self.shell_line(script, &[])
-                );
+                let (line, mut feed) = self.shell_line(script, &[]);
+                let line = format!("printf '{PGID_MARKER}%s\\n' \"$$\"; exec {line}");
+                let piped = input.is_some() || !feed.is_empty();
+                feed.extend_from_slice(input.unwrap_or_default());
                 let session = connection.session();
                 let mut cmd = session.arc_raw_command(line);
-                cmd.stdin(if input.is_some() {
+                cmd.stdin(if piped {
                     openssh::Stdio::piped()
                 } else {
                     openssh::Stdio::null()
@@ -302,7 +306,7 @@ impl Transport {
                 let seen = leader.clone();
                 let run = async {
                     let mut child = cmd.spawn().await.map_err(|e| spawn_error(ssh_detail(&e)))?;
-                    let feed = child.stdin().take();
+                    let pipe_in = child.stdin().take();
                     let out_pipe = child.stdout().take();
                     let err_pipe = child.stderr().take();
                     let read_out = async move {
@@ -328,7 +332,7 @@ impl Transport {
                         Ok::<_, std::io::Error>(bytes)
                     };
                     let (fed, stdout, stderr) = tokio::join!(
-                        feed_input(feed, input),
+                        feed_input(pipe_in, piped.then_some(&feed[..])),
                         read_out,
                         read_limited(err_pipe, OUTPUT_LIMIT)
                     );
@@ -365,7 +369,12 @@ impl Transport {
 
     /// SIGKILL a timed-out remote command's process group (as the `become` user, who owns it).
     async fn kill_remote_group(&self, connection: &SshConnection, leader: u32) {
-        let line = self.shell_line(&format!("kill -KILL -{leader}"), &[]);
+        // Without the environment: nothing to feed on stdin.
+        let kill = shell_quote(&format!("kill -KILL -{leader}"));
+        let line = match &self.become_command {
+            Some(become_command) => format!("{become_command} sh -c {kill}"),
+            None => format!("sh -c {kill}"),
+        };
         let mut cmd = connection.session().arc_raw_command(line);
         cmd.stdin(openssh::Stdio::null())
             .stdout(openssh::Stdio::null())
@@ -678,49 +687,72 @@ impl Transport {
         self.exec(command, None, timeout).await
     }
 
-    /// Start a long-lived process with piped stdio on the host.
+    /// Start a long-lived process with piped stdio on the host, in directory `dir`.
     pub async fn spawn(
         &self,
         program: &str,
         args: &[String],
         extra_env: &[(String, String)],
+        dir: &Path,
     ) -> Result<Spawned, TransportError> {
         let spawn_error = |detail: String| TransportError::Spawn {
             host: self.describe(),
             command: program.to_string(),
             detail,
         };
-        let script = std::iter::once(shell_quote(program))
-            .chain(args.iter().map(|a| shell_quote(a)))
-            .collect::<Vec<_>>()
-            .join(" ");
+        let script = format!(
+            "cd {} && exec {}",
+            shell_quote(&dir.display().to_string()),
+            std::iter::once(shell_quote(program))
+                .chain(args.iter().map(|a| shell_quote(a)))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
         match &self.access {
             Access::Local => {
                 let mut cmd = Command::new("/bin/sh");
-                cmd.arg("-c")
-                    .arg(self.shell_line(&format!("exec {script}"), extra_env))
-                    .stdin(Stdio::piped())
+                let mut feed = Vec::new();
+                if self.become_command.is_some() {
+                    let (line, preamble) = self.shell_line(&script, extra_env);
+                    cmd.arg("-c").arg(line);
+                    feed = preamble;
+                } else {
+                    cmd.arg("-c")
+                        .arg(&script)
+                        .envs(self.env.iter().chain(extra_env).cloned());
+                }
+                cmd.stdin(Stdio::piped())
                     .stdout(Stdio::piped())
                     .stderr(Stdio::piped())
                     .process_group(0)
                     .kill_on_drop(true);
                 let mut child = cmd.spawn().map_err(|e| spawn_error(e.to_string()))?;
+                let mut stdin = child.stdin.take().expect("piped stdin");
+                stdin
+                    .write_all(&feed)
+                    .await
+                    .map_err(|e| spawn_error(e.to_string()))?;
                 Ok(Spawned {
-                    stdin: Box::new(child.stdin.take().expect("piped stdin")),
+                    stdin: Box::new(stdin),
                     stdout: Box::new(child.stdout.take().expect("piped stdout")),
                     stderr: Box::new(child.stderr.take().expect("piped stderr")),
                     handle: ProcessHandle::Local(child),
                 })
             }
             Access::Ssh(connection) => {
-                let line = self.shell_line(&format!("exec {script}"), extra_env);
+                let (line, feed) = self.shell_line(&script, extra_env);
                 let mut cmd = connection.session().arc_raw_command(line);
                 cmd.stdin(openssh::Stdio::piped())
                     .stdout(openssh::Stdio::piped())
                     .stderr(openssh::Stdio::piped());
                 let mut child = cmd.spawn().await.map_err(|e| spawn_error(ssh_detail(&e)))?;
+                let mut stdin = child.stdin().take().expect("piped stdin");
+                stdin
+                    .write_all(&feed)
+                    .await
+                    .map_err(|e| spawn_error(e.to_string()))?;
                 Ok(Spawned {
-                    stdin: Box::new(child.stdin().take().expect("piped stdin")),
+                    stdin: Box::new(stdin),
                     stdout: Box::new(child.stdout().take().expect("piped stdout")),
                     stderr: Box::new(child.stderr().take().expect("piped stderr")),
                     handle: ProcessHandle::Remote(child),
@@ -738,6 +770,25 @@ const FILE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Output of a command kept at most (stdout and stderr each); the rest is read and dropped.
 const OUTPUT_LIMIT: usize = 1024 * 1024;
+
+/// Reads the environment `shell_line` feeds on stdin: a byte count line, then that many bytes of
+/// `export` lines. `read` and `dd bs=1` take exactly those bytes from the pipe, so whatever
+/// follows (a file's bytes, a probe's requests) stays for the command.
+const ENV_READER: &str = r#"IFS= read -r distls_env_bytes || exit 125
+eval "$(dd bs=1 count="$distls_env_bytes" 2>/dev/null)" || exit 125
+unset distls_env_bytes"#;
+
+/// `<byte count>\nexport K='V'\n…` for [`ENV_READER`]; empty without an environment.
+fn env_preamble(env: &[&(String, String)]) -> Vec<u8> {
+    if env.is_empty() {
+        return Vec::new();
+    }
+    let body: String = env
+        .iter()
+        .map(|(key, value)| format!("export {key}={}\n", shell_quote(value)))
+        .collect();
+    format!("{}\n{body}", body.len()).into_bytes()
+}
 
 /// What a finished command left behind, as bytes.
 struct RawOutcome {
@@ -846,6 +897,69 @@ mod tests {
         assert_eq!(out.status, Some(3));
         assert_eq!(out.stdout.trim(), "it's set");
         assert_eq!(out.tail(), "it's set\nerr");
+    }
+
+    /// The argv of every process between distls and the command, read from /proc.
+    const ANCESTRY_ARGV: &str = r#"p=$$
+while [ "$p" -gt 1 ]; do
+  tr '\0' ' ' < /proc/$p/cmdline; echo
+  p=$(sed -e 's/^.*) //' /proc/$p/stat | cut -d' ' -f2)
+  [ "$p" = "$DISTLS_TEST_PARENT" ] && break
+done"#;
+
+    /// The plan's env reaches commands (and long-lived processes) through `become` without
+    /// appearing in any argv: `ps` shows argv to every user of the host.
+    #[tokio::test]
+    async fn the_node_environment_never_appears_in_argv() {
+        let secret = "s3cr3t value with 'quotes' and\nnewline";
+        let env = vec![
+            ("DISTLS_SECRET".to_string(), secret.to_string()),
+            (
+                "DISTLS_TEST_PARENT".to_string(),
+                std::process::id().to_string(),
+            ),
+        ];
+        for become_command in [None, Some("env".to_string())] {
+            let transport = Transport::local(env.clone(), become_command.clone());
+            let script = format!("printf '%s' \"$DISTLS_SECRET\" > /dev/stderr; {ANCESTRY_ARGV}");
+            let out = transport
+                .run(&script, Duration::from_secs(10))
+                .await
+                .unwrap();
+            assert!(out.success(), "{out:?}");
+            assert_eq!(out.stderr, secret, "become {become_command:?}");
+            assert!(!out.stdout.is_empty());
+            assert!(!out.stdout.contains("s3cr3t"), "{}", out.stdout);
+            // With input after the environment, the command gets exactly the input.
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("f");
+            transport
+                .write_file(&path, b"line one\nline two", 0o600)
+                .await
+                .unwrap();
+            assert_eq!(std::fs::read(&path).unwrap(), b"line one\nline two");
+            // A long-lived process: the environment first, then its own stdin.
+            let mut spawned = transport
+                .spawn(
+                    "sh",
+                    &[
+                        "-c".into(),
+                        format!("read -r line; printf '%s|%s|' \"$line\" \"$DISTLS_SECRET\"; {ANCESTRY_ARGV}"),
+                    ],
+                    &[],
+                    dir.path(),
+                )
+                .await
+                .unwrap();
+            spawned.stdin.write_all(b"hello\n").await.unwrap();
+            drop(spawned.stdin);
+            let mut text = String::new();
+            spawned.stdout.read_to_string(&mut text).await.unwrap();
+            spawned.handle.finish().await;
+            let expected = format!("hello|{secret}|");
+            assert!(text.starts_with(&expected), "{text}");
+            assert!(!text[expected.len()..].contains("s3cr3t"), "{text}");
+        }
     }
 
     #[tokio::test]

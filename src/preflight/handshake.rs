@@ -1,6 +1,7 @@
 //! `--handshake`: two throwaway VMs on the host, started with the TLS text distls would write,
 //! ping each other. Proof that the options, files and host names work there, short of a real node.
-//! Both use the cluster's epmd (inherited `ERL_EPMD_PORT`) and a private HOME, and are stopped by pid.
+//! Both use the cluster's epmd (inherited `ERL_EPMD_PORT`), a private HOME holding a random cookie,
+//! and write no crash dump; the listener binds the one address its host name resolves to.
 
 use super::Verdict;
 use crate::target::NodeTarget;
@@ -48,6 +49,9 @@ async fn run(target: &NodeTarget) -> Result<(), String> {
     result
 }
 
+/// The listener halts by itself after this long, should distls die before closing its stdin.
+const LISTENER_LIFETIME: Duration = Duration::from_secs(50);
+
 async fn run_in(target: &NodeTarget, dir: &std::path::Path) -> Result<(), String> {
     let args_file = dir.join("vm.dist.args");
     target
@@ -55,48 +59,79 @@ async fn run_in(target: &NodeTarget, dir: &std::path::Path) -> Result<(), String
         .write_file(&args_file, target.preflight_args.as_bytes(), 0o600)
         .await
         .map_err(|e| e.to_string())?;
+    // A random cookie for two throwaway nodes (not the cluster's secret), read by both from their
+    // private HOME: never on argv, where `ps` would show it.
+    target
+        .transport
+        .write_file(
+            &dir.join(".erlang.cookie"),
+            crate::probe::throwaway_cookie().as_bytes(),
+            0o400,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
     let pid = std::process::id();
     let host = &target.spec.host;
-    let name_flag = target.identity.name_flag.flag();
+    let name_flag = target.identity.name_flag;
     let listener = format!("distls_hs_a_{pid}@{host}");
     let dialer = format!("distls_hs_b_{pid}@{host}");
-    // A throwaway cookie for two throwaway nodes: not the cluster's secret.
-    let cookie = format!("distls_hs_{pid}");
-    let common = |name: &str| {
+    let common = || {
         vec![
             "-noshell".to_string(),
-            name_flag.to_string(),
-            name.to_string(),
-            "-setcookie".to_string(),
-            cookie.clone(),
             "-args_file".to_string(),
             args_file.display().to_string(),
         ]
     };
-    let mut listen_args = common(&listener);
-    // Halts when its stdin closes (locally or over SSH), and by itself should distls die.
+    // The listener starts distribution itself, bound to the one address its host name resolves
+    // to (loopback for `localhost`), not every interface; it halts when its stdin closes
+    // (locally or over SSH), or by itself after LISTENER_LIFETIME should distls die.
+    let names = match name_flag {
+        crate::argsfile::NameFlag::Short => "shortnames",
+        crate::argsfile::NameFlag::Long => "longnames",
+    };
+    let mut listen_args = common();
     listen_args.extend([
         "-eval".into(),
-        "spawn(fun() -> io:get_line(''), halt() end), timer:sleep(120000), halt().".into(),
+        format!(
+            "Host = lists:last(string:split(\"{listener}\", \"@\")), \
+             {{ok, Ip}} = case inet:getaddr(Host, inet) of {{ok, _}} = Ok4 -> Ok4; _ -> inet:getaddr(Host, inet6) end, \
+             ok = application:set_env(kernel, inet_dist_use_interface, Ip), \
+             {{ok, _}} = net_kernel:start(['{listener}', {names}]), \
+             spawn(fun() -> io:get_line(''), halt() end), timer:sleep({}), halt().",
+            LISTENER_LIFETIME.as_millis()
+        ),
     ]);
-    let home = dir.display().to_string();
-    let env = vec![("HOME".to_string(), home.clone())];
+    let env = crate::probe::private_vm_env(dir);
     let listening = target
         .transport
-        .spawn(&target.spec.erl, &listen_args, &env)
+        .spawn(&target.spec.erl, &listen_args, &env, dir)
         .await
         .map_err(|e| e.to_string())?;
     let ping = format!(
         "Ping = fun P(0) -> pang; P(N) -> case net_adm:ping('{listener}') of pong -> pong; pang -> timer:sleep(500), P(N - 1) end end, \
          io:format(\"DISTLS_HANDSHAKE ~p~n\", [Ping(20)]), halt()."
     );
-    let mut dial_args = common(&dialer);
-    dial_args.extend(["-eval".to_string(), ping]);
+    // The dialer only dials: no listener of its own.
+    let mut dial_args = common();
+    dial_args.extend([
+        name_flag.flag().to_string(),
+        dialer,
+        "-hidden".to_string(),
+        "-dist_listen".to_string(),
+        "false".to_string(),
+        "-eval".to_string(),
+        ping,
+    ]);
     let command = format!(
-        "HOME={} exec {} {}",
-        shell_quote(&home),
-        shell_quote(&target.spec.erl),
-        dial_args
+        "cd {dir} && {env} exec {erl} {args}",
+        dir = shell_quote(&dir.display().to_string()),
+        env = env
+            .iter()
+            .map(|(k, v)| format!("{k}={}", shell_quote(v)))
+            .collect::<Vec<_>>()
+            .join(" "),
+        erl = shell_quote(&target.spec.erl),
+        args = dial_args
             .iter()
             .map(|a| shell_quote(a))
             .collect::<Vec<_>>()

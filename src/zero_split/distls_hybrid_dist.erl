@@ -150,7 +150,7 @@ dial_mode() ->
 queue_start(Kernel, Listen) ->
     receive {tls_loop, TlsLoop} -> link(TlsLoop) end,
     Self = self(),
-    _ = spawn_opt(fun() -> raw_accept_loop(Kernel, Listen, Self, max_pending(), 0) end,
+    _ = spawn_opt(fun() -> raw_accept_loop(Kernel, Listen, Self, max_pending(), {#{}, #{}}) end,
                   [link, {priority, max}]),
     queue_loop(queue:new(), queue:new()).
 
@@ -179,29 +179,62 @@ max_pending() ->
     LOpts = application:get_env(kernel, inet_dist_listen_options, []),
     max(1024, proplists:get_value(backlog, LOpts, 128)).
 
-%% Accepts TCP connections and starts one classifier per connection, at most Max at a time
-%% (a classifier lives until the plain hand-over, until the stock TLS loop takes its socket, or
-%% until connecttime passes).
-raw_accept_loop(Kernel, Listen, Queue, Max, Live) when Live >= Max ->
-    receive {'DOWN', _, process, _, _} -> ok end,
-    raw_accept_loop(Kernel, Listen, Queue, Max, Live - 1);
-raw_accept_loop(Kernel, Listen, Queue, Max, Live) ->
+%% Connections from one source address waiting to be classified, at most: a sixteenth of the
+%% total, so that one client (a scanner, a stuck peer) cannot fill the total and keep the nodes
+%% from reaching a restarted node while plaintext is still accepted. Nodes connect once per peer;
+%% a host's ctl and probe VMs are classified in milliseconds.
+max_per_source(Max) ->
+    max(8, Max div 16).
+
+%% Accepts TCP connections and starts one classifier per connection, at most Max at a time and
+%% max_per_source(Max) per source address (a classifier lives until the plain hand-over, until
+%% the stock TLS loop takes its socket, or until connecttime passes). Live: {classifier pid =>
+%% source, source => count}.
+raw_accept_loop(Kernel, Listen, Queue, Max, {Pids, _} = Live) when map_size(Pids) >= Max ->
+    receive {'DOWN', _, process, Pid, _} -> ok end,
+    raw_accept_loop(Kernel, Listen, Queue, Max, forget(Pid, Live));
+raw_accept_loop(Kernel, Listen, Queue, Max, Live0) ->
     case inet_tcp:accept(Listen) of
         {ok, Socket} ->
-            {Pid, _} = spawn_monitor(fun() ->
-                                             receive {go, Socket} -> classify(Kernel, Socket, Queue) end
-                                     end),
-            case inet_tcp:controlling_process(Socket, Pid) of
-                ok -> Pid ! {go, Socket};
-                {error, _} -> inet_tcp:close(Socket), exit(Pid, kill)
-            end,
-            raw_accept_loop(Kernel, Listen, Queue, Max, Live + 1 - reaped(0));
+            {_, Counts} = Live = reap(Live0),
+            Source = case inet:peername(Socket) of
+                         {ok, {Address, _Port}} -> Address;
+                         _ -> unknown
+                     end,
+            case maps:get(Source, Counts, 0) >= max_per_source(Max) of
+                true ->
+                    inet_tcp:close(Socket),
+                    raw_accept_loop(Kernel, Listen, Queue, Max, Live);
+                false ->
+                    {Pid, _} = spawn_monitor(fun() ->
+                                                     receive {go, Socket} -> classify(Kernel, Socket, Queue) end
+                                             end),
+                    case inet_tcp:controlling_process(Socket, Pid) of
+                        ok -> Pid ! {go, Socket};
+                        {error, _} -> inet_tcp:close(Socket), exit(Pid, kill)
+                    end,
+                    raw_accept_loop(Kernel, Listen, Queue, Max, remember(Pid, Source, Live))
+            end;
         Error ->
             exit(Error)
     end.
 
-reaped(N) ->
-    receive {'DOWN', _, process, _, _} -> reaped(N + 1) after 0 -> N end.
+remember(Pid, Source, {Pids, Counts}) ->
+    {Pids#{Pid => Source}, Counts#{Source => maps:get(Source, Counts, 0) + 1}}.
+
+forget(Pid, {Pids, Counts} = Live) ->
+    case maps:take(Pid, Pids) of
+        {Source, Pids1} ->
+            case maps:get(Source, Counts) of
+                1 -> {Pids1, maps:remove(Source, Counts)};
+                N -> {Pids1, Counts#{Source := N - 1}}
+            end;
+        error ->
+            Live
+    end.
+
+reap(Live) ->
+    receive {'DOWN', _, process, Pid, _} -> reap(forget(Pid, Live)) after 0 -> Live end.
 
 classify(Kernel, Socket, Queue) ->
     case first_byte(Socket) of

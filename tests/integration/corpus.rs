@@ -13,7 +13,8 @@
 //! * `lacks: TEXT` (repeatable): a fragment that must not appear in that output
 //! * `setup: symlink LINK TARGET` | `readonly FILE` | `fifo FILE` | `append FILE BYTES LINE` |
 //!   `chmod PATH OCTAL`:
-//!   what git cannot carry, made in the copy before the run
+//!   what git cannot carry, made in the copy before the run; `state FILE NAME`: the case's FILE
+//!   copied into the state directory as NAME (e.g. a hand-edited journal)
 //!
 //! Each case runs on a fresh copy: `distls migrate --dry-run`, and for errors also the real
 //! `distls migrate` (nodes are not running: it must refuse in its checks, before any change). Every
@@ -264,9 +265,14 @@ fn check_case(case: &Path) -> Result<Duration, String> {
     let state_dir = scratch.path().join("state");
     copy_tree(case, &dir);
     // Links and FIFOs take the place of a default file; the other steps change one.
-    let (replacing, changing): (Vec<_>, Vec<_>) = expect
-        .setup
-        .iter()
+    let (state, setup): (Vec<_>, Vec<_>) = expect.setup.iter().partition(|step| step[0] == "state");
+    std::fs::create_dir_all(&state_dir).unwrap();
+    for step in state {
+        std::fs::copy(dir.join(&step[1]), state_dir.join(&step[2])).unwrap();
+    }
+    let state_before = snapshot(&state_dir);
+    let (replacing, changing): (Vec<_>, Vec<_>) = setup
+        .into_iter()
         .partition(|step| matches!(step[0].as_str(), "symlink" | "fifo"));
     for step in replacing {
         apply_setup(&dir, step);
@@ -322,6 +328,10 @@ fn check_case(case: &Path) -> Result<Duration, String> {
                 .into_iter()
                 .flatten()
                 .flatten()
+                .filter(|e| {
+                    let path = e.path();
+                    state_before.get(&path) != snapshot(&state_dir).get(&path)
+                })
                 .find(|e| e.file_name().to_string_lossy().ends_with(".journal.json"));
             if let Some(journal) = journal {
                 return Err(format!(

@@ -231,37 +231,8 @@ fn relx_flavor_migrates_and_rolls_back_with_relx_like_control_commands() {
         .iter()
         .map(|n| std::fs::read(n.vm_args()).unwrap())
         .collect();
-    let tls = t.cluster.tls_files();
-    let mut yaml = format!(
-        "version: 1\ncluster: relx-test\nflavor: relx\ntls:\n  certfile: {}\n  keyfile: {}\n  cacertfile: {}\ndefaults:\n  env: {{ ERL_EPMD_PORT: \"{}\" }}\nnodes:\n",
-        tls.certfile.display(),
-        tls.keyfile.display(),
-        tls.cacertfile.display(),
-        t.cluster.epmd_port()
-    );
-    for node in nodes {
-        let optfile = node.root.join("etc/distls-ssl_dist.conf");
-        // What relx's control VMs get: DIST_ARGS from vm.args, plus ERL_FLAGS.
-        let relx_ctl = |command: &str| {
-            format!(
-                "ERL_FLAGS=\"$(grep -E '^-proto_dist' {vm_args}) -ssl_dist_optfile {optfile}\" exec {ctl} {command}",
-                vm_args = node.vm_args().display(),
-                optfile = optfile.display(),
-                ctl = node.ctl_path().display()
-            )
-        };
-        let quote = |s: String| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
-        yaml.push_str(&format!(
-            "  - name: {}\n    vm_args: {}\n    commands:\n      start: {} start\n      stop: {}\n      ping: {}\n",
-            node.name,
-            node.vm_args().display(),
-            node.ctl_path().display(),
-            quote(relx_ctl("stop")),
-            quote(relx_ctl("ping"))
-        ));
-    }
     let plan = t.cluster.dir().join("relx-plan.yaml");
-    std::fs::write(&plan, yaml).unwrap();
+    crate::support::write_relx_plan(&t, "relx-test", &plan);
     let plan_s = plan.to_str().unwrap();
 
     let out = t.distls(&["migrate", plan_s]);

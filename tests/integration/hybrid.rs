@@ -29,6 +29,62 @@ const CYCLES: usize = 200;
 /// Idle connections held open during the stress: more than the stock listen backlog (128).
 const IDLE_CLIENTS: usize = 300;
 
+/// Connections one source address may have waiting for classification (the module's
+/// `max_per_source` for its default cap of 1024).
+const PER_SOURCE: usize = 64;
+/// Silent connections from one flooding source: far more than it may hold.
+const FLOOD: usize = 200;
+
+/// A TCP connection to 127.0.0.1:`port` from the loopback address `source` (the whole of
+/// 127.0.0.0/8 is local on Linux), so that the test can play several clients.
+fn connect_from(source: std::net::Ipv4Addr, port: u16) -> TcpStream {
+    use std::os::fd::FromRawFd;
+    let sockaddr = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: plain socket calls on a descriptor this function owns until it is handed to
+    // TcpStream (which closes it); the addresses are valid sockaddr_in values of `len` bytes.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let stream = TcpStream::from_raw_fd(fd);
+        let local = sockaddr(source, 0);
+        let bound = libc::bind(fd, (&raw const local).cast(), len);
+        assert_eq!(
+            bound,
+            0,
+            "bind {source}: {}",
+            std::io::Error::last_os_error()
+        );
+        let remote = sockaddr(std::net::Ipv4Addr::LOCALHOST, port);
+        let connected = libc::connect(fd, (&raw const remote).cast(), len);
+        assert_eq!(
+            connected,
+            0,
+            "connect from {source}: {}",
+            std::io::Error::last_os_error()
+        );
+        stream
+    }
+}
+
+/// Whether the peer has closed `stream` (a read of 0 bytes, or a reset) within `wait`.
+fn closed_by_peer(mut stream: &TcpStream, wait: Duration) -> bool {
+    stream.set_read_timeout(Some(wait)).unwrap();
+    let mut buf = [0u8; 16];
+    match stream.read(&mut buf) {
+        Ok(0) => true,
+        Ok(n) => panic!("the node sent {n} bytes to a silent client"),
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+    }
+}
+
 /// Every process the test starts, killed by its pid and reaped when dropped (also on panic).
 struct Procs(Vec<Child>);
 
@@ -293,9 +349,11 @@ fn hybrid_listener_accepts_tcp_and_tls_under_stress() {
     // stay open past connecttime. (Stalled TLS clients are kept below 128: past that, stock
     // inet_tls_dist, whose accept loop the module reuses, stops taking TLS connections until
     // its pending handshakes time out; so does the module, no worse.)
+    // They come from five source addresses, each within the per-source limit.
     let mut idle: Vec<TcpStream> = (0..IDLE_CLIENTS)
         .map(|i| {
-            let mut s = TcpStream::connect(("127.0.0.1", ports[0])).expect("connect to hyb_tcp");
+            let source = std::net::Ipv4Addr::new(127, 0, 0, 10 + (i % 5) as u8);
+            let mut s = connect_from(source, ports[0]);
             if i % 3 == 0 {
                 s.write_all(&[0x16, 0x03]).unwrap();
             }
@@ -335,6 +393,44 @@ fn hybrid_listener_accepts_tcp_and_tls_under_stress() {
         "acceptor restart\n{}",
         env.read_log("crash")
     );
+
+    // One source floods hyb_tcp with silent connections: it keeps at most PER_SOURCE of them
+    // waiting (the rest are closed at once, long before connecttime), so it cannot fill the
+    // node's 1024 slots; the stress below, from other clients, runs while they are held.
+    let flood_source = std::net::Ipv4Addr::new(127, 0, 0, 3);
+    let flood_since = Instant::now();
+    let flood: Vec<TcpStream> = (0..FLOOD)
+        .map(|_| connect_from(flood_source, ports[0]))
+        .collect();
+    let mut refused = 0;
+    poll_until(
+        "the flood beyond the per-source limit closed",
+        Duration::from_secs(5),
+        &mut || {
+            refused = flood
+                .iter()
+                .filter(|s| closed_by_peer(s, Duration::from_millis(1)))
+                .count();
+            (refused >= FLOOD - PER_SOURCE)
+                .then_some(())
+                .ok_or_else(|| format!("{refused} closed"))
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", env.read_log("hyb_tcp")));
+    let held = flood
+        .iter()
+        .filter(|s| !closed_by_peer(s, Duration::from_millis(1)))
+        .count();
+    let after = flood_since.elapsed();
+    assert!(
+        after < Duration::from_secs(6),
+        "counted after {after:.1?}: the held ones may have reached connecttime"
+    );
+    assert_eq!(
+        held, PER_SOURCE,
+        "one source holds exactly its limit ({refused} closed at once)"
+    );
+    println!("flood from {flood_source}: {refused} of {FLOOD} closed at once, {held} held");
 
     // The stress: a stock TLS VM and a stock plain VM at the same time, each dialling both hybrid
     // nodes CYCLES times; meanwhile a TLS VM with a certificate from another CA is refused.

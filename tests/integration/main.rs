@@ -17,6 +17,8 @@ mod corpus;
 mod examples;
 // The full roll on a real 3-node cluster: migrate, status, rollback, dry-run, lock.
 mod migrate;
+// No cookie in any output or argv; the run lock on the nodes' hosts; a journal of an earlier cluster.
+mod secrets;
 // Failure handling: a start that fails once TLS is on rolls the cluster back.
 mod failure;
 // Preflight: `distls check` on a healthy cluster and one broken copy per defect.

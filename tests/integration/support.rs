@@ -220,6 +220,42 @@ fn hash_tree(dir: &Path, out: &mut BTreeMap<PathBuf, String>) {
     }
 }
 
+/// A `flavor: relx` plan for the rehearsal cluster standing in for a relx release: the server
+/// reads vm.args, and the control commands get only what relx's `extended_bin` forwards from
+/// vm.args (`^-proto_dist` lines) plus the documented `ERL_FLAGS="-ssl_dist_optfile F"`.
+pub fn write_relx_plan(t: &TestCluster, cluster: &str, plan: &Path) {
+    let tls = t.cluster.tls_files();
+    let mut yaml = format!(
+        "version: 1\ncluster: {cluster}\nflavor: relx\ntls:\n  certfile: {}\n  keyfile: {}\n  cacertfile: {}\ndefaults:\n  env: {{ ERL_EPMD_PORT: \"{}\" }}\nnodes:\n",
+        tls.certfile.display(),
+        tls.keyfile.display(),
+        tls.cacertfile.display(),
+        t.cluster.epmd_port()
+    );
+    for node in t.cluster.nodes() {
+        let optfile = node.root.join("etc/distls-ssl_dist.conf");
+        // What relx's control VMs get: DIST_ARGS from vm.args, plus ERL_FLAGS.
+        let relx_ctl = |command: &str| {
+            format!(
+                "ERL_FLAGS=\"$(grep -E '^-proto_dist' {vm_args}) -ssl_dist_optfile {optfile}\" exec {ctl} {command}",
+                vm_args = node.vm_args().display(),
+                optfile = optfile.display(),
+                ctl = node.ctl_path().display()
+            )
+        };
+        let quote = |s: String| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
+        yaml.push_str(&format!(
+            "  - name: {}\n    vm_args: {}\n    commands:\n      start: {} start\n      stop: {}\n      ping: {}\n",
+            node.name,
+            node.vm_args().display(),
+            node.ctl_path().display(),
+            quote(relx_ctl("stop")),
+            quote(relx_ctl("ping"))
+        ));
+    }
+    std::fs::write(plan, yaml).unwrap();
+}
+
 pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
