@@ -8,6 +8,9 @@ use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+/// A journal larger than this is not one distls wrote (a few KiB per node).
+const JOURNAL_LIMIT: u64 = 16 * 1024 * 1024;
+
 /// Bumped on any incompatible change; an unknown format is refused, never guessed at.
 pub const FORMAT: u32 = 1;
 
@@ -288,7 +291,8 @@ impl JournalStore {
     }
 
     pub fn load(&self) -> Result<Option<Journal>, JournalError> {
-        let bytes = match fs::read(&self.journal_path) {
+        // Through the same no-unexpected-links reader as every node file (docs/security.md).
+        let bytes = match crate::atomic_file::read(&self.journal_path, JOURNAL_LIMIT) {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(source) => {
