@@ -9,7 +9,8 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-fn distls(args: &[&str]) -> Output {
+/// The binary, with no cluster environment (the plans carry what the products need).
+pub fn distls(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_distls"))
         .args(args)
         .output()

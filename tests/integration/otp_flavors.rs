@@ -4,19 +4,12 @@
 //! still there), then rolled back (every file byte-identical, the cluster plain and whole).
 //! Skipped, with a message, where network namespaces cannot be made.
 
+use crate::flavors::distls;
 use crate::otp_hosts::Otp;
 use crate::products::*;
 use crate::support::{describe, journal, stdout};
 use std::path::Path;
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
-
-fn distls(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_distls"))
-        .args(args)
-        .output()
-        .expect("distls runs")
-}
 
 /// `distls <verb> plan`, which must succeed; returns its wall time.
 fn run_ok(verb: &str, plan: &Path) -> Duration {
