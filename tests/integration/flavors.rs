@@ -18,7 +18,7 @@ pub fn distls(args: &[&str]) -> Output {
 }
 
 /// `distls status`: every node's row says verified / tls / tls and lists both peers over TLS.
-fn assert_status_all_tls(plan: &Path, names: &[String]) {
+pub fn assert_status_all_tls(plan: &Path, names: &[String]) {
     let status = distls(&["status", plan.to_str().unwrap()]);
     assert!(status.status.success(), "{}", describe(&status));
     let shown = stdout(&status);

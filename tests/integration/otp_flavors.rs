@@ -4,7 +4,7 @@
 //! still there), then rolled back (every file byte-identical, the cluster plain and whole).
 //! Skipped, with a message, where network namespaces cannot be made.
 
-use crate::flavors::distls;
+use crate::flavors::{assert_status_all_tls, distls};
 use crate::otp_hosts::Otp;
 use crate::products::*;
 use crate::support::{describe, journal, stdout};
@@ -16,23 +16,7 @@ fn run_ok(verb: &str, plan: &Path) -> Duration {
     let started = Instant::now();
     let out = distls(&[verb, plan.to_str().unwrap()]);
     assert!(out.status.success(), "{verb}: {}", describe(&out));
-    eprintln!("{verb}: {}", describe(&out));
     started.elapsed()
-}
-
-/// Every node's `status` row: journal step, file transport, live transport.
-fn assert_status(plan: &Path, names: &[String], wanted: [&str; 3]) {
-    let status = distls(&["status", plan.to_str().unwrap()]);
-    assert!(status.status.success(), "{}", describe(&status));
-    let shown = stdout(&status);
-    for name in names {
-        let row = shown
-            .lines()
-            .find(|l| l.starts_with(name.as_str()))
-            .unwrap_or_else(|| panic!("status lists {name}: {shown}"));
-        let words: Vec<&str> = row.split_whitespace().collect();
-        assert_eq!(&words[1..4], wanted, "{row}");
-    }
 }
 
 fn check_ok(plan: &Path, otp: Otp) {
@@ -55,7 +39,7 @@ fn ejabberd_migrates_and_rolls_back_on(otp: Otp, prefix: &str) {
 
     let migrate = run_ok("migrate", &plan);
     assert_eq!(journal(&plan)["phase"], "completed");
-    assert_status(&plan, &names, ["verified", "tls", "tls"]);
+    assert_status_all_tls(&plan, &names);
     for i in 1..=3 {
         let cfg = std::fs::read_to_string(ej.cfg(i)).unwrap();
         assert!(
@@ -108,12 +92,7 @@ fn rabbitmq_migrates_and_rolls_back_on(otp: Otp, prefix: &str) {
     };
     let migrate = run_ok("migrate", &plan);
     assert_eq!(journal(&plan)["phase"], "completed");
-    assert_status(&plan, &names, ["verified", "tls", "tls"]);
-    // What the first node logged while it ran TLS among plain peers (docs/flavor-rabbitmq.md).
-    eprintln!(
-        "rabbit1's log while the cluster was mixed (metadata store {store}):\n{}",
-        rmq.mixed_phase_log(1)
-    );
+    assert_status_all_tls(&plan, &names);
     for i in 1..=3 {
         let env = std::fs::read_to_string(rmq.env_file(i)).unwrap();
         assert!(

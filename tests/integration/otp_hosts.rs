@@ -72,12 +72,14 @@ impl Root {
         let path = Path::new(ROOTS_DIR).join(format!("{}-{serial}-{suite}", std::process::id()));
         std::fs::create_dir_all(&path).unwrap();
         let root = Root { path };
-        let script = format!(
-            "zstd -dc {} | tar -x --numeric-owner -C {}",
-            packed.display(),
-            root.path.display()
-        );
-        let out = Command::new("sh").args(["-c", &script]).output().unwrap();
+        // tar runs zstd itself: a failed decompression fails the unpack (no shell pipeline).
+        let out = Command::new("tar")
+            .args(["-x", "--zstd", "--numeric-owner", "-f"])
+            .arg(&packed)
+            .arg("-C")
+            .arg(&root.path)
+            .output()
+            .expect("tar runs");
         assert!(
             out.status.success(),
             "unpacking {}: {}",

@@ -520,31 +520,6 @@ impl RabbitMq {
         self.ctl_ok(i, &["await_startup"]);
     }
 
-    /// The lines of node `i`'s log about waiting for peers, tables or the metadata store.
-    pub fn mixed_phase_log(&self, i: usize) -> String {
-        let log = std::fs::read_to_string(
-            self.root(i)
-                .join("log")
-                .join(format!("{}.log", self.node_name(i))),
-        )
-        .unwrap_or_default();
-        let wanted = [
-            "aiting",
-            "hepri",
-            "table",
-            "partition",
-            "nodedown",
-            "BOOT",
-            "quorum",
-            "unreachable",
-        ];
-        log.lines()
-            .filter(|l| wanted.iter().any(|w| l.contains(w)))
-            .take(40)
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-
     /// The node's startup output and the tail of its log, for a failure message.
     pub fn startup_story(&self, i: usize) -> String {
         let startup = std::fs::read_to_string(self.root(i).join("startup.log")).unwrap_or_default();
