@@ -274,7 +274,7 @@ fn an_unusable_state_directory_fails_before_any_node_is_stopped() {
         &under_file,
         &[
             under_file.to_str().unwrap(),
-            "Not a directory",
+            "not a directory",
             "--state-dir",
         ],
     );
