@@ -1,45 +1,70 @@
 %% distls_hybrid_dist: a TRANSITIONAL Erlang distribution module for moving a live cluster from
-%% plain-TCP distribution (inet_tcp) to TLS distribution (inet_tls) without a split.
+%% plain-TCP distribution (inet_tcp) to TLS distribution (inet_tls) without a split, at the cost
+%% of one restart per node.
 %%
 %% Its one listener (the single port registered in epmd) accepts BOTH plain-TCP and TLS
 %% distribution connections, chosen per connection by the first byte the peer sends: 16#16 is a
 %% TLS ClientHello record; a plain dist handshake starts with a 2-byte length, whose first byte is
-%% 0 for any real handshake. It dials either plain TCP or TLS, as configured.
+%% 0 for any real handshake. It dials TLS to the peers it knows speak TLS and plain TCP to the
+%% others:
 %%
-%%   -pa DIR -proto_dist distls_hybrid -distls_hybrid dial tcp    (phase A; also the default)
-%%   -pa DIR -proto_dist distls_hybrid -distls_hybrid dial tls    (phase B)
+%%   -pa DIR -proto_dist distls_hybrid -distls_hybrid tls_peers N1 N2 ...   (one-restart roll)
+%%   -pa DIR -proto_dist distls_hybrid -distls_hybrid dial tcp|tls           (three-roll mode:
+%%                                                           dial tls means TLS to every peer)
 %% plus the usual TLS settings (-ssl_dist_opt ... or -ssl_dist_optfile F).
 %%
-%% Phases of a roll: A, every node accepts both and dials tcp (plain nodes can still reach
-%% everyone); B, every node accepts both and dials tls (links become TLS as they reconnect);
-%% C, every node runs stock -proto_dist inet_tls and this module is removed.
+%% The peers that speak TLS: those named at boot (the nodes that ran this module before this one
+%% started, and the node itself), those distls adds at run time (add_tls_peers/1, before a peer
+%% starts with this module), and any visible node that linked to this one over TLS. A plain
+%% connection whose handshake names one of them is refused, so a link between two nodes that run
+%% this module is never plain, whichever side dials.
 %%
-%% SECURITY: while this module runs, PLAINTEXT connections are accepted from anyone who has
-%% the cookie, exactly as under inet_tcp. Only TLS links get TLS security (the stock
-%% inet_tls_dist accept path is reused, so verify_peer, fail_if_no_peer_cert, the
-%% inet_tls_dist:verify_client/3 marker, check_ip and max pending handshakes all hold).
+%% seal/0 (at run time, once every node runs this module): from then on plain connections are
+%% refused, plain handshakes under way and plain links are closed, and every dial is TLS; the
+%% node behaves as stock inet_tls until its next restart, which boots stock inet_tls from the
+%% rewritten flags file. unseal/0 undoes it (a rollback after the seal).
+%%
+%% SECURITY: until the seal, PLAINTEXT connections are accepted from anyone who has the cookie
+%% (except from the TLS peers), exactly as under inet_tcp. TLS connections go through the stock
+%% inet_tls_dist accept path (its accept loop is handed the TLS-classified sockets), so
+%% verify_peer, fail_if_no_peer_cert, the inet_tls_dist:verify_client/3 host check, check_ip,
+%% net_kernel:allow and its max pending handshakes all hold as under stock inet_tls.
 %%
 %% IPv4 only (family inet): it delegates to inet_tcp_dist / inet_tls_dist, not their inet6 twins.
+%% Kernel TLS (the ktls option of OTP 27+) is not supported: the TLS link would reach
+%% accept_connection/5 as a port, like a plain one.
 %%
-%% How a connection is classified: its first two bytes are read and pushed back into the inet
-%% driver's own buffer with gen_tcp:unrecv/2 (exported but undocumented, OTP 25), so the
-%% delegate's handshake reads the stream from its start: the driver serves buffered bytes to the
-%% next passive recv, and delivers them when the socket is made active (what ssl does). No peek
-%% through a dup'd fd: that approach (socket NIF) made some TLS accepts stall.
+%% How the stock TLS accept loop gets its sockets: on OTP 25 through inet_tls_dist:gen_accept/2,
+%% whose Driver:accept/1 is accept/1 of this module; from OTP 27 on (no gen_accept/2) through
+%% inet_tls_dist:fam_accept/2 given {'$inet', ?MODULE, Handle} as its listen socket, which
+%% gen_tcp:accept/1 hands to accept/2 of this module. distls's preflight checks that each host's
+%% OTP has one of the two, and its tests run the module on OTP 25, 27 and 29.
+%%
+%% How a connection is classified: its first bytes are read and pushed back into the inet
+%% driver's own buffer with gen_tcp:unrecv/2 (exported on OTP 25 to 29), so the delegate's
+%% handshake reads the stream from its start. A plain connection's whole first packet (the
+%% handshake's name message) is read, to see who dials.
 -module(distls_hybrid_dist).
 
 %% The distribution module API (net_kernel calls these).
 -export([childspecs/0, listen/2, accept/1, accept_connection/5, setup/5, close/1,
          select/1, address/0, is_node_name/1]).
-%% The "driver" API that inet_tls_dist:gen_accept/2 calls back: accept/1 (on a queue handle,
-%% see below), family/0 and mask/2.
--export([family/0, mask/2]).
+%% What the stock TLS accept loop calls back: accept/1 (OTP 25's Driver:accept/1 on a queue
+%% handle), accept/2 (OTP 27+: gen_tcp:accept/1,2 on the '$inet' handle), family/0 and mask/2.
+-export([accept/2, family/0, mask/2]).
+%% At run time, from distls (through its probe VM): who speaks TLS, the seal.
+-export([info/0, add_tls_peers/1, remove_tls_peers/1, seal/0, unseal/0]).
 
 -include_lib("kernel/include/net_address.hrl").
 
-%% Handle that inet_tls_dist:gen_accept/2 gets instead of a listen socket: its Driver:accept/1
-%% calls come back to accept/1 with it, which then yields the next TLS-classified socket.
+%% Handles the stock TLS accept loop gets instead of a listen socket; its accepts come back to
+%% accept/1,2 with them, which then yield the next TLS-classified socket.
 -define(QUEUE(Pid), {?MODULE, tls_queue, Pid}).
+-define(INET_QUEUE(Pid), {'$inet', ?MODULE, {tls_queue, Pid}}).
+%% The process that tracks plain connections (to close them at the seal) and learns TLS peers.
+-define(WATCHER, distls_hybrid_watcher).
+-define(PEERS, {?MODULE, tls_peers}).
+-define(SEALED, {?MODULE, sealed}).
 
 childspecs() ->
     %% Starts ssl_dist_sup, which reads -ssl_dist_optfile into the ssl_dist_opts table.
@@ -63,7 +88,7 @@ address() ->
 %% them apart by the socket. The link's real transport shows in nodes_info() anyway: it comes
 %% from the delegate's f_address.
 listen(Name, Host) ->
-    _ = dial_mode(),  % a bad -distls_hybrid argument fails the node at boot, not at first dial
+    _ = boot_arguments(),  % a bad -distls_hybrid argument fails the node at boot, not at first dial
     case inet_tcp_dist:listen(Name, Host) of
         {ok, {Listen, Address, Creation}} ->
             {ok, {Listen, Address#net_address{protocol = tls}, Creation}};
@@ -76,24 +101,37 @@ close(Listen) ->
 
 %% net_kernel: accept(ListenSocket) -> the acceptor pid, linked to net_kernel, restarted by
 %% net_kernel when it exits. That pid is the TLS queue process. Linked to it: the raw accept
-%% loop and the stock TLS accept loop, so if either crashes the acceptor goes down with it and
-%% net_kernel starts a fresh set, instead of a node that silently stops accepting one protocol.
-%%
-%% inet_tls_dist:gen_accept/2 as driver: accept(QueueHandle) -> {ok, Socket} | {error, closed},
-%% the next TLS-classified socket, owned by the caller (a stock handshake process).
+%% loop, the watcher and the stock TLS accept loop, so if one crashes the acceptor goes down
+%% with it and net_kernel starts a fresh set, instead of a node that silently stops accepting
+%% one protocol.
 accept(Listen) when is_port(Listen) ->
     Kernel = self(),
     Queue = spawn_opt(fun() -> queue_start(Kernel, Listen) end, [link, {priority, max}]),
     %% Called here, in net_kernel, because the stock loop sends {accept, ...} to its caller.
-    TlsLoop = inet_tls_dist:gen_accept(?MODULE, ?QUEUE(Queue)),
+    TlsLoop = stock_tls_accept(Queue),
     Queue ! {tls_loop, TlsLoop},
     Queue;
 accept(?QUEUE(Queue)) ->
+    take(Queue).
+
+accept(?INET_QUEUE(Queue), _Timeout) ->
+    take(Queue).
+
+stock_tls_accept(Queue) ->
+    _ = code:ensure_loaded(inet_tls_dist),
+    case erlang:function_exported(inet_tls_dist, gen_accept, 2) of
+        true -> inet_tls_dist:gen_accept(?MODULE, ?QUEUE(Queue));
+        false -> inet_tls_dist:fam_accept(inet, ?INET_QUEUE(Queue))
+    end.
+
+%% The next TLS-classified socket, owned by the caller (a stock handshake process):
+%% {ok, Socket} | {error, closed}. The queue names a waiting classifier, which hands its socket
+%% over. A classifier that gave up (connecttime passed, peer gone) just then goes down instead:
+%% ask for the next one.
+take(Queue) ->
     MRef = erlang:monitor(process, Queue),
     take(Queue, MRef).
 
-%% The queue names a waiting classifier, which hands its socket over. A classifier that gave up
-%% (connecttime passed, peer gone) just then goes down instead: ask for the next one.
 take(Queue, MRef) ->
     Queue ! {take, self(), MRef},
     receive
@@ -118,27 +156,124 @@ family() ->
 mask(Netmask, Ip) ->
     inet_tcp:mask(Netmask, Ip).
 
+%% A port is a plain socket (kernel TLS is not supported, see above); a pid (OTP 25) or an
+%% sslsocket record (OTP 27+) is what the stock TLS accept loop hands net_kernel.
 accept_connection(AcceptPid, Socket, MyNode, Allowed, SetupTime) when is_port(Socket) ->
-    inet_tcp_dist:accept_connection(AcceptPid, Socket, MyNode, Allowed, SetupTime);
-accept_connection(AcceptPid, DistCtrl, MyNode, Allowed, SetupTime) when is_pid(DistCtrl) ->
+    plain_connection(inet_tcp_dist:accept_connection(AcceptPid, Socket, MyNode, Allowed, SetupTime));
+accept_connection(AcceptPid, DistCtrl, MyNode, Allowed, SetupTime) ->
     inet_tls_dist:accept_connection(AcceptPid, DistCtrl, MyNode, Allowed, SetupTime).
 
 setup(Node, Type, MyNode, LongOrShortNames, SetupTime) ->
-    case dial_mode() of
-        tls -> inet_tls_dist:setup(Node, Type, MyNode, LongOrShortNames, SetupTime);
-        tcp -> inet_tcp_dist:setup(Node, Type, MyNode, LongOrShortNames, SetupTime)
+    case dials_tls(Node) of
+        true -> inet_tls_dist:setup(Node, Type, MyNode, LongOrShortNames, SetupTime);
+        false -> plain_connection(inet_tcp_dist:setup(Node, Type, MyNode, LongOrShortNames, SetupTime))
     end.
 
-%% -distls_hybrid dial tcp|tls (the last one given wins); missing means tcp.
-dial_mode() ->
+%% ---------------------------------------------------------------------------------------------
+%% Who speaks TLS. Kept in persistent_term (read on every dial and plain accept, written a few
+%% times per roll); until distls first changes it, the boot arguments say.
+
+info() ->
+    #{sealed => sealed(), tls_peers => tls_peers(), dial_all_tls => dial_all_tls()}.
+
+add_tls_peers(Nodes) when is_list(Nodes) ->
+    true = lists:all(fun erlang:is_atom/1, Nodes),
+    persistent_term:put(?PEERS, lists:usort(tls_peers() ++ Nodes)).
+
+remove_tls_peers(Nodes) when is_list(Nodes) ->
+    persistent_term:put(?PEERS, tls_peers() -- Nodes).
+
+%% Plain connections are refused from now on; the plain handshakes under way and the plain links
+%% this node has are closed (the links to nodes that run this module are TLS already).
+seal() ->
+    persistent_term:put(?SEALED, true),
+    case whereis(?WATCHER) of
+        undefined -> ok;
+        Watcher -> Watcher ! close_plain
+    end,
+    {ok, Infos} = net_kernel:nodes_info(),
+    _ = [erlang:disconnect_node(Node) || {Node, Info} <- Infos, transport(Info) =:= tcp],
+    ok.
+
+unseal() ->
+    persistent_term:put(?SEALED, false).
+
+sealed() ->
+    persistent_term:get(?SEALED, false).
+
+tls_peers() ->
+    case persistent_term:get(?PEERS, undefined) of
+        undefined -> element(2, boot_arguments());
+        Peers -> Peers
+    end.
+
+dial_all_tls() ->
+    element(1, boot_arguments()).
+
+dials_tls(Node) ->
+    sealed() orelse dial_all_tls() orelse lists:member(Node, tls_peers()).
+
+transport(Info) ->
+    case proplists:get_value(address, Info) of
+        #net_address{protocol = Protocol} -> Protocol;
+        _ -> unknown
+    end.
+
+%% {DialAllTls, TlsPeers} from every -distls_hybrid argument: `dial tcp|tls` (the last one
+%% wins; missing means tcp) and `tls_peers Node...` (all of them).
+boot_arguments() ->
     case init:get_argument(distls_hybrid) of
-        error -> tcp;
-        {ok, Args} ->
-            case lists:last(Args) of
-                ["dial", "tcp"] -> tcp;
-                ["dial", "tls"] -> tls;
-                Other -> erlang:error({bad_argument, distls_hybrid, Other})
-            end
+        error -> {false, []};
+        {ok, Args} -> lists:foldl(fun boot_argument/2, {false, []}, Args)
+    end.
+
+boot_argument(["dial", "tcp"], {_, Peers}) -> {false, Peers};
+boot_argument(["dial", "tls"], {_, Peers}) -> {true, Peers};
+boot_argument(["tls_peers" | Names], {All, Peers}) ->
+    {All, lists:usort(Peers ++ [list_to_atom(N) || N <- Names])};
+boot_argument(Other, _) -> erlang:error({bad_argument, distls_hybrid, Other}).
+
+%% A plain connection's handshake process is known to the watcher, which closes it at the seal.
+plain_connection(Pid) ->
+    case whereis(?WATCHER) of
+        undefined -> ok;
+        Watcher -> Watcher ! {plain, Pid}
+    end,
+    case sealed() of
+        true -> exit(Pid, kill);  % sealed since it was classified
+        false -> ok
+    end,
+    Pid.
+
+%% The watcher: holds the plain connections' processes (until they end) and adds every visible
+%% node that links over TLS to the TLS peers (the safety net for a node distls could not tell).
+watcher_start() ->
+    register(?WATCHER, self()),
+    ok = net_kernel:monitor_nodes(true),
+    watcher_loop(#{}).
+
+watcher_loop(Plain) ->
+    receive
+        {plain, Pid} ->
+            watcher_loop(Plain#{erlang:monitor(process, Pid) => Pid});
+        {'DOWN', Ref, process, _, _} ->
+            watcher_loop(maps:remove(Ref, Plain));
+        close_plain ->
+            _ = [exit(Pid, kill) || Pid <- maps:values(Plain)],
+            watcher_loop(Plain);
+        {nodeup, Node} ->
+            case net_kernel:node_info(Node) of
+                {ok, Info} ->
+                    case transport(Info) =:= tls andalso not lists:member(Node, tls_peers()) of
+                        true -> add_tls_peers([Node]);
+                        false -> ok
+                    end;
+                _ ->
+                    ok
+            end,
+            watcher_loop(Plain);
+        _ ->
+            watcher_loop(Plain)
     end.
 
 %% ---------------------------------------------------------------------------------------------
@@ -152,6 +287,7 @@ queue_start(Kernel, Listen) ->
     Self = self(),
     _ = spawn_opt(fun() -> raw_accept_loop(Kernel, Listen, Self, max_pending(), {#{}, #{}}) end,
                   [link, {priority, max}]),
+    _ = spawn_link(fun watcher_start/0),
     queue_loop(queue:new(), queue:new()).
 
 queue_loop(Holders, Takers) ->
@@ -237,8 +373,8 @@ reap(Live) ->
     receive {'DOWN', _, process, Pid, _} -> reap(forget(Pid, Live)) after 0 -> Live end.
 
 classify(Kernel, Socket, Queue) ->
-    case first_byte(Socket) of
-        {ok, 16#16} ->
+    case first_packet(Socket) of
+        tls ->
             %% Stock inet_tls_dist sets nodelay on its listen socket; ours is the plain one.
             _ = inet:setopts(Socket, [{nodelay, true}]),
             Queue ! {tls_socket, self()},
@@ -251,39 +387,80 @@ classify(Kernel, Socket, Queue) ->
             after net_kernel:connecttime() ->
                 gen_tcp:close(Socket)
             end;
-        {ok, _} ->
-            plain_handover(Kernel, Socket);
+        {plain, Name} ->
+            case refuse_plain(Name) of
+                false ->
+                    plain_handover(Kernel, Socket);
+                Why ->
+                    logger:warning("distls_hybrid: refused a plain-TCP distribution connection from ~0p (~s)",
+                                   [Name, Why]),
+                    gen_tcp:close(Socket)
+            end;
         {error, _} ->
-            gen_tcp:close(Socket)  % silent peer (timeout), or gone
+            gen_tcp:close(Socket)  % silent peer (timeout), gone, or not a dist handshake
     end.
 
-%% Reads the first TWO bytes in raw mode, pushes them back into the driver's buffer and restores
-%% the listener's packet mode ({packet,2}, what the plain dist handshake is read with). Two, not
-%% one: with a single pushed-back byte, half a {packet,2} header, the driver's next recv fails
-%% with emsgsize (its buffer is exactly full and packet_size is 0). Both protocols send at least
-%% two bytes at once (a 5-byte TLS record header; a 2-byte length and the dist name message).
-first_byte(Socket) ->
+refuse_plain(Name) ->
+    case sealed() of
+        true -> "sealed: TLS only";
+        false ->
+            case lists:member(Name, [atom_to_binary(Peer, utf8) || Peer <- tls_peers()]) of
+                true -> "it runs distls's hybrid module: links between such nodes are TLS";
+                false -> false
+            end
+    end.
+
+%% Reads the first bytes in raw mode, pushes them back into the driver's buffer and restores
+%% the listener's packet mode ({packet,2}, what the plain dist handshake is read with). For TLS
+%% two bytes (a 5-byte record header is sent at once); for plain the whole first packet: a
+%% 2-byte length and the name message the dialer sends at once (its node name). Pushing back
+%% a whole packet, not one byte: with a single byte, half a {packet,2} header, the driver's next
+%% recv fails with emsgsize.
+first_packet(Socket) ->
+    Timeout = net_kernel:connecttime(),
     case inet:getopts(Socket, [packet]) of
         {ok, [{packet, Packet}]} ->
-            case inet:setopts(Socket, [{packet, raw}]) =:= ok andalso
-                gen_tcp:recv(Socket, 2, net_kernel:connecttime()) of
-                {ok, Data} ->
-                    case {gen_tcp:unrecv(Socket, Data),
-                          inet:setopts(Socket, [{packet, Packet}])} of
-                        {ok, ok} ->
-                            <<Byte, _>> = iolist_to_binary(Data),
-                            {ok, Byte};
-                        _ ->
-                            {error, closed}
+            Read = inet:setopts(Socket, [{packet, raw}]) =:= ok
+                andalso gen_tcp:recv(Socket, 2, Timeout),
+            case Read =/= false andalso Read of
+                {ok, Head} ->
+                    case first_packet(Socket, iolist_to_binary(Head), Timeout) of
+                        {ok, Kind, Data} ->
+                            case {gen_tcp:unrecv(Socket, Data),
+                                  inet:setopts(Socket, [{packet, Packet}])} of
+                                {ok, ok} -> Kind;
+                                _ -> {error, closed}
+                            end;
+                        Error ->
+                            Error
                     end;
-                false ->
-                    {error, closed};
-                Error ->
-                    Error
+                {error, _} = Error ->
+                    Error;
+                _ ->
+                    {error, closed}
             end;
         Error ->
             Error
     end.
+
+first_packet(_Socket, <<16#16, _>> = Head, _Timeout) ->
+    {ok, tls, Head};
+first_packet(Socket, <<Length:16>> = Head, Timeout) when Length > 0, Length =< 1024 ->
+    case gen_tcp:recv(Socket, Length, Timeout) of
+        {ok, Body} ->
+            Message = iolist_to_binary(Body),
+            {ok, {plain, dialer_name(Message)}, <<Head/binary, Message/binary>>};
+        Error ->
+            Error
+    end;
+first_packet(_Socket, _Head, _Timeout) ->
+    {error, not_a_handshake}.
+
+%% The node name in a plain handshake's first message (the ERTS distribution protocol's
+%% send_name: 'N' since OTP 23, 'n' before).
+dialer_name(<<$N, _Flags:64, _Creation:32, Length:16, Name:Length/binary, _/binary>>) -> Name;
+dialer_name(<<$n, _Version:16, _Flags:32, Name/binary>>) -> Name;
+dialer_name(_) -> <<>>.
 
 %% The inet_tcp_dist accept-loop side of the hand-over to the process that net_kernel starts
 %% through accept_connection/5, which waits for {AcceptPid, controller} with no timeout, so it
