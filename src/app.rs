@@ -589,10 +589,13 @@ async fn status_over(
                     .ok()
                     .and_then(|now| texts.stage_of(now))
                     .map_or("changed", zero_split::Stage::label);
-                let runs = info
-                    .proto_dist()
-                    .and_then(zero_split::Stage::of_signature)
-                    .map_or_else(|| Running::of_info(&info).label(), zero_split::Stage::label);
+                let runs = match info.proto_dist() {
+                    // Stock TLS from its next restart (its flags file says so already).
+                    Some(zero_split::SEALED_SIGNATURE) => "tls (sealed module)",
+                    proto => proto
+                        .and_then(zero_split::Stage::of_signature)
+                        .map_or_else(|| Running::of_info(&info).label(), zero_split::Stage::label),
+                };
                 (file, runs)
             }
             None => {

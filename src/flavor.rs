@@ -221,14 +221,14 @@ pub fn tls_flags(optfile: &Path) -> Result<String, FlavorError> {
 }
 
 /// The flags of a zero-split hybrid stage (docs/zero-split.md): the hybrid module from
-/// `module_dir`, dialing `dial` (`tcp` or `tls`), with the same optfile as the TLS stage (the
-/// module's TLS side uses it).
-pub fn hybrid_flags(module_dir: &Path, dial: &str, optfile: &Path) -> Result<String, FlavorError> {
+/// `module_dir` with its argument `mode` (`dial tcp`, `dial tls` or `tls_peers N...`), with the
+/// same optfile as the TLS stage (the module's TLS side uses it).
+pub fn hybrid_flags(module_dir: &Path, mode: &str, optfile: &Path) -> Result<String, FlavorError> {
     let dir = module_dir.display().to_string();
     check_plain_word(&dir)?;
     let path = optfile_word(optfile)?;
     Ok(format!(
-        "-pa {dir} -proto_dist {} -{} dial {dial} -ssl_dist_optfile {path}",
+        "-pa {dir} -proto_dist {} -{} {mode} -ssl_dist_optfile {path}",
         crate::zero_split::PROTO_DIST,
         crate::zero_split::PROTO_DIST
     ))
@@ -320,13 +320,18 @@ mod tests {
     #[test]
     fn hybrid_flags_load_the_module_and_keep_the_optfile() {
         assert_eq!(
-            hybrid_flags(Path::new("/e/distls-hybrid"), "tcp", Path::new("/e/o.conf")).unwrap(),
+            hybrid_flags(
+                Path::new("/e/distls-hybrid"),
+                "dial tcp",
+                Path::new("/e/o.conf")
+            )
+            .unwrap(),
             "-pa /e/distls-hybrid -proto_dist distls_hybrid -distls_hybrid dial tcp -ssl_dist_optfile /e/o.conf"
         );
         assert!(
             hybrid_flags(
                 Path::new("/a b/distls-hybrid"),
-                "tls",
+                "dial tls",
                 Path::new("/e/o.conf")
             )
             .is_err()

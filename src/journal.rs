@@ -42,6 +42,10 @@ pub enum Step {
     RevertRestoring,
     RevertStarting,
     Reverted,
+    /// Zero-split, one-restart path: the seal at run time (no restart), and its undoing.
+    Sealing,
+    Sealed,
+    Unsealing,
 }
 
 impl Step {
@@ -60,6 +64,9 @@ impl Step {
             Step::RevertRestoring => "revert-restoring",
             Step::RevertStarting => "revert-starting",
             Step::Reverted => "reverted",
+            Step::Sealing => "sealing",
+            Step::Sealed => "sealed",
+            Step::Unsealing => "unsealing",
         }
     }
 }

@@ -184,11 +184,20 @@ pub fn render_zero_split(
     nodes: &[crate::zero_split::ZeroSplitNode],
     journal: Option<&Journal>,
 ) -> String {
-    use crate::zero_split::{MODULE, RollState, Stage, module_dir, roll_targets};
+    use crate::zero_split::{MODULE, RollPath, RollState, Stage, module_dir, roll_targets};
     let mut out = String::new();
+    let path = journal
+        .and_then(|j| j.zero_split)
+        .map_or(RollPath::OneRestart, |r| r.path);
+    let how = match path {
+        RollPath::OneRestart => {
+            "with one restart per node, then a seal at run time (no restart)".to_string()
+        }
+        RollPath::ThreeRolls => "in three rolls".to_string(),
+    };
     let _ = writeln!(
         out,
-        "dry run: migrate cluster {} ({} nodes) to TLS distribution in three rolls, never split; nothing will be changed",
+        "dry run: migrate cluster {} ({} nodes) to TLS distribution {how}, never split; nothing will be changed",
         plan.cluster,
         nodes.len()
     );
@@ -217,10 +226,20 @@ pub fn render_zero_split(
     }
     let cookies = cookies(&nodes.iter().map(|n| &n.target).collect::<Vec<_>>());
     let cookies: Vec<&Cookie> = cookies.iter().collect();
-    let mut roll = Some(RollState::first());
+    let mut roll = Some(RollState::first(path));
     let mut number = 1;
     while let Some(this) = roll {
-        let _ = writeln!(out, "\nroll {number}/3: {}", this.describe());
+        let _ = writeln!(
+            out,
+            "\nroll {number}/{}: {}{}",
+            path.rolls(),
+            this.describe(),
+            if this.at_run_time() {
+                " (at run time: no node restarts)"
+            } else {
+                ""
+            }
+        );
         let targets = roll_targets(nodes, this);
         for (index, target) in targets.iter().enumerate() {
             let spec = &target.spec;
@@ -233,7 +252,40 @@ pub fn render_zero_split(
                 this.from,
                 this.to
             );
+            if this.at_run_time() {
+                let _ = writeln!(
+                    out,
+                    "  1. seal:   through a TLS probe VM: from now on it refuses plain TCP, closes plain links, dials only TLS (no restart)"
+                );
+                let _ = writeln!(
+                    out,
+                    "  2. edit {} to the stock TLS text (atomic replace, mode kept): its ctl reaches it over TLS, its next restart boots stock TLS",
+                    target.dist_args.display()
+                );
+                if let Some(ping) = &spec.commands.ping {
+                    let _ = writeln!(out, "  3. verify: {ping}");
+                }
+                let path = target.dist_args.display().to_string();
+                write_diff(
+                    &mut out,
+                    &target.original,
+                    &target.tls.text,
+                    (
+                        &format!("{path} ({})", this.from),
+                        &format!("{path} ({})", this.to),
+                    ),
+                    &cookies,
+                );
+                continue;
+            }
             let _ = writeln!(out, "  1. stop:   {}", spec.commands.stop);
+            if this.to == Stage::Hybrid {
+                let _ = writeln!(
+                    out,
+                    "     then tell the nodes that run the module that {} speaks TLS (through a TLS probe VM)",
+                    target.name()
+                );
+            }
             if let Some(optfile) = target
                 .optfile
                 .as_ref()
@@ -241,7 +293,7 @@ pub fn render_zero_split(
             {
                 let _ = writeln!(
                     out,
-                    "     write {} (-ssl_dist_optfile, mode 0600, owned like {}; kept through A, B and C, removed only back at plain)",
+                    "     write {} (-ssl_dist_optfile, mode 0600, owned like {}; kept until the run is back at plain)",
                     optfile.path.display(),
                     target.dist_args.display()
                 );
@@ -293,7 +345,12 @@ pub fn render_zero_split(
     }
     let _ = writeln!(
         out,
-        "\nfinally: remove the hybrid module from every host (no flags file points at it any more)"
+        "\nfinally: remove the hybrid module from every host (no flags file points at it any more{})",
+        match path {
+            RollPath::OneRestart =>
+                "; the sealed nodes keep it loaded until their next restart, which boots stock TLS",
+            RollPath::ThreeRolls => "",
+        }
     );
     out
 }

@@ -98,6 +98,8 @@ pub enum ProbeError {
     Boot { proto: String, detail: String },
     #[error("probe VM ({proto}) stopped answering: {detail}")]
     Gone { proto: String, detail: String },
+    #[error("probe VM ({proto}): {detail}")]
+    Failed { proto: String, detail: String },
 }
 
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<String>>>>;
@@ -175,6 +177,25 @@ impl Probe {
         self.request(&format!("stop {node} {how}"))
             .await
             .map(|_| ())
+    }
+
+    /// Tells distls's hybrid module on `node` to `seal`, `unseal`, `add` or `remove` (TLS peers).
+    /// `Ok(false)`: the module does not run there.
+    pub async fn hybrid(&self, node: &str, op: &str, peers: &[&str]) -> Result<bool, ProbeError> {
+        let mut body = format!("hybrid {node} {op}");
+        for peer in peers {
+            body.push(' ');
+            body.push_str(peer);
+        }
+        let reply = self.request(&body).await?;
+        match reply.as_str() {
+            "hybrid ok" => Ok(true),
+            "hybrid absent" => Ok(false),
+            _ => Err(ProbeError::Failed {
+                proto: self.label.clone(),
+                detail: format!("`{op}` on {node}: {reply}"),
+            }),
+        }
     }
 
     /// The OTP release and ssl application version of the probe VM: those of `erl` on its host.

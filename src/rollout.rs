@@ -9,7 +9,7 @@ use crate::plan::{OnFailure, Plan};
 use crate::probe::{NodeInfo, Probe, ProbePool};
 use crate::progress::Progress;
 use crate::target::{FileState, NodeTarget};
-use crate::zero_split::{RollState, Stage};
+use crate::zero_split::{RollPath, RollState, Stage};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -445,6 +445,9 @@ impl<'a> Rollout<'a> {
     }
 
     async fn migrate_node(&mut self, index: usize) -> StepResult {
+        if self.roll.is_some_and(RollState::at_run_time) {
+            return self.seal_node(index).await;
+        }
         for _ in 0..MAX_ROUNDS {
             self.check_interrupt()?;
             let file = self.file_state(index).await?;
@@ -934,6 +937,7 @@ exit 1"#
             self.name(index),
             &format!("starting ({})", self.label_of(expect)),
         );
+        self.tell_hybrid_peers(index, expect).await?;
         let spec = &self.targets[index].spec;
         let (command, timeout) = (spec.commands.start.clone(), spec.timeouts.start);
         if self.step_of(index) == intent {
@@ -1263,6 +1267,162 @@ exit 1"#
         Ok(())
     }
 
+    // ---- the one-restart path: who speaks TLS, and the seal ---------------------------------
+
+    /// Before node `index` starts with the hybrid module (the one-restart path's H stage), the
+    /// nodes that run the module learn that it speaks TLS; before it starts at the roll's other
+    /// stage (plain, on the way back), that it no longer does. So no two nodes that run the module
+    /// ever link in plain TCP, and none dials TLS to a plain node. Idempotent (a resumed run tells
+    /// them again).
+    async fn tell_hybrid_peers(&mut self, index: usize, expect: Running) -> StepResult {
+        let Some(roll) = self.roll.filter(|r| r.path == RollPath::OneRestart) else {
+            return Ok(());
+        };
+        let (starts_at, leaves) = match expect {
+            Running::Tls => (roll.to, roll.from),
+            _ => (roll.from, roll.to),
+        };
+        let op = match (starts_at, leaves) {
+            (Stage::Hybrid, _) => "add",
+            (_, Stage::Hybrid) => "remove",
+            _ => return Ok(()),
+        };
+        let name = self.name(index).to_string();
+        for peer in (0..self.targets.len()).filter(|&p| p != index) {
+            let info = self.observe(peer).await?;
+            if info.proto_dist().and_then(Stage::of_signature) != Some(Stage::Hybrid) {
+                continue;
+            }
+            let probe = self.tls_probe(peer).await?;
+            probe
+                .hybrid(self.name(peer), op, &[&name])
+                .await
+                .map_err(|e| {
+                    self.step_failed(
+                        index,
+                        &format!(
+                            "could not tell {} (it runs the hybrid module) about it: {e}",
+                            self.name(peer)
+                        ),
+                    )
+                })?;
+        }
+        Ok(())
+    }
+
+    /// The H → TLS roll, one node, no restart: seal the module (TLS only from now on), then write
+    /// the stock TLS text (which its ctl uses from then on, and its next restart boots), then
+    /// verify through its ctl.
+    async fn seal_node(&mut self, index: usize) -> StepResult {
+        for _ in 0..MAX_ROUNDS {
+            self.check_interrupt()?;
+            let file = self.file_state(index).await?;
+            let running = self.running(&self.observe(index).await?);
+            match (file, running) {
+                (FileState::Foreign, _) => {
+                    return Err(
+                        self.needs_operator(index, "its flags file was changed outside distls")
+                    );
+                }
+                (_, Running::Plain) => self.seal(index, "seal").await?,
+                (FileState::Original, Running::Tls) => self.edit(index).await?,
+                (FileState::Tls, Running::Tls) if self.step_of(index) != Step::Verified => {
+                    self.verify(index).await?
+                }
+                (FileState::Tls, Running::Tls) => return Ok(()),
+                (_, running) => {
+                    return Err(self.step_failed(
+                        index,
+                        &format!(
+                            "it is {} while the cluster is sealed at run time (every node must run the hybrid module)",
+                            self.label_of(running)
+                        ),
+                    ));
+                }
+            }
+        }
+        Err(self.needs_operator(index, "its state keeps changing under distls"))
+    }
+
+    /// Undoes [`Self::seal_node`]: the H text back, then the module unsealed. A node that was
+    /// restarted since the seal runs stock TLS: it restarts into H.
+    async fn unseal_node(&mut self, index: usize) -> StepResult {
+        for _ in 0..MAX_ROUNDS {
+            self.check_interrupt()?;
+            let file = self.file_state(index).await?;
+            let info = self.observe(index).await?;
+            let running = self.running(&info);
+            let sealed_module = info.proto_dist() == Some(crate::zero_split::SEALED_SIGNATURE);
+            match (file, running) {
+                (FileState::Foreign, _) => {
+                    return Err(
+                        self.needs_operator(index, "its flags file was changed outside distls")
+                    );
+                }
+                (FileState::Tls, _) => self.restore(index, Step::Stopped).await?,
+                (FileState::Original, Running::Tls) if sealed_module => {
+                    self.seal(index, "unseal").await?
+                }
+                (FileState::Original, Running::Tls) => {
+                    self.stop(index, &info, Step::RevertStopping, Step::Stopped)
+                        .await?
+                }
+                (FileState::Original, Running::Down) => {
+                    self.start(index, Step::RevertStarting, Step::Started, Running::Plain)
+                        .await?
+                }
+                (FileState::Original, Running::Plain) => {
+                    return self.await_full_rejoin(index, Step::Reverted, true).await;
+                }
+                (_, running) => {
+                    return Err(self.step_failed(
+                        index,
+                        &format!(
+                            "it is {} while the seal is undone at run time",
+                            self.label_of(running)
+                        ),
+                    ));
+                }
+            }
+        }
+        Err(self.needs_operator(index, "its state keeps changing under distls"))
+    }
+
+    /// `seal` or `unseal` the module on node `index`, through a TLS probe VM (a sealed node takes
+    /// only TLS), then wait until the node reports it.
+    async fn seal(&mut self, index: usize, op: &str) -> StepResult {
+        let (intent, done, want, what) = match op {
+            "seal" => (
+                Step::Sealing,
+                Step::Sealed,
+                Running::Tls,
+                "sealing: TLS only from now on (no restart)",
+            ),
+            _ => (
+                Step::Unsealing,
+                Step::Stopped,
+                Running::Plain,
+                "unsealing: plain TCP accepted again (no restart)",
+            ),
+        };
+        self.progress.step(index, self.name(index), what);
+        self.mark(index, intent)?;
+        let probe = self.tls_probe(index).await?;
+        let name = self.name(index).to_string();
+        match probe.hybrid(&name, op, &[]).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(self.step_failed(index, "the hybrid module is not loaded there"));
+            }
+            Err(e) => return Err(self.step_failed(index, &e.to_string())),
+        }
+        let deadline = Instant::now() + Duration::from_secs(15);
+        if !self.wait_running(index, want, deadline).await? {
+            return Err(self.step_failed(index, &format!("it does not report `{op}` done")));
+        }
+        self.mark(index, done)
+    }
+
     // ---- failure policy and rollback ---------------------------------------------------------
 
     async fn handle_failure(&mut self, failure: StepFailure) -> Error {
@@ -1350,6 +1510,9 @@ exit 1"#
     }
 
     async fn revert_node(&mut self, index: usize) -> StepResult {
+        if self.roll.is_some_and(RollState::at_run_time) {
+            return self.unseal_node(index).await;
+        }
         for _ in 0..MAX_ROUNDS {
             self.check_interrupt()?;
             let file = self.file_state(index).await?;

@@ -1,11 +1,14 @@
-//! Zero-split mode: three rolls through a transitional distribution module, so that every running
-//! node talks to every other running node at every moment of the switch.
+//! Zero-split mode: a transitional distribution module, so that every running node talks to every
+//! other running node at every moment of the switch.
 //!
 //! `distls_hybrid_dist` (shipped as source, compiled on each host with that host's own OTP,
-//! installed next to the flags file) accepts plain-TCP and TLS connections on one port and dials
-//! the protocol its `-distls_hybrid dial tcp|tls` argument names. The rolls:
-//! plain → A (accept both, dial tcp) → B (accept both, dial tls) → C (stock inet_tls, module
-//! removed). Each roll is a full roll of [`crate::rollout`]: journal, gates, rollback.
+//! installed next to the flags file) accepts plain-TCP and TLS connections on one port. Two paths:
+//! - one restart per node (new runs): plain → H (the module, dialing TLS to the nodes that run it
+//!   and plain to the others) by one roll of restarts, then the seal at run time, no restart:
+//!   every node refuses plain and its flags file becomes the stock inet_tls text (H → TLS);
+//! - three rolls (runs begun before, resumed as they were): plain → A (dial tcp) → B (dial tls)
+//!   → C (stock inet_tls).
+//! Each roll is a roll of [`crate::rollout`]: journal, gates, rollback.
 
 use crate::argsfile;
 use crate::flavor::Flavor;
@@ -24,16 +27,32 @@ pub const MODULE_DIR_NAME: &str = "distls-hybrid";
 /// The OTP functions the module calls that not every OTP has (OTP 27 and later have no
 /// `inet_tls_dist:gen_accept/2`): the one list that both the preflight (`mode.zero_split`, asked
 /// through the host's probe VM) and [`install_module`] check.
-pub const MODULE_NEEDS: [(&str, &str, u8); 2] =
-    [("inet_tls_dist", "gen_accept", 2), ("gen_tcp", "unrecv", 2)];
+/// Each need is met by any one of its functions: the stock TLS accept loop is
+/// `inet_tls_dist:gen_accept/2` on OTP 25, `fam_accept/2` from OTP 27 on.
+pub const MODULE_NEEDS: [&[(&str, &str, u8)]; 2] = [
+    &[
+        ("inet_tls_dist", "gen_accept", 2),
+        ("inet_tls_dist", "fam_accept", 2),
+    ],
+    &[("gen_tcp", "unrecv", 2)],
+];
 
-/// [`MODULE_NEEDS`] as `module:function/arity`.
+/// [`MODULE_NEEDS`] as `module:function/arity`, alternatives joined by `|`.
 pub fn module_needs() -> Vec<String> {
     MODULE_NEEDS
         .iter()
-        .map(|(module, function, arity)| format!("{module}:{function}/{arity}"))
+        .map(|any| {
+            any.iter()
+                .map(|(module, function, arity)| format!("{module}:{function}/{arity}"))
+                .collect::<Vec<_>>()
+                .join("|")
+        })
         .collect()
 }
+
+/// How the probe reports a node that runs the module sealed (TLS only until its next restart,
+/// which boots stock inet_tls from its rewritten flags file).
+pub const SEALED_SIGNATURE: &str = "distls_hybrid:sealed";
 
 /// Where a node's distribution configuration is on the way from plain TCP to TLS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -45,12 +64,21 @@ pub enum Stage {
     HybridTcp,
     /// Phase B: the hybrid module, accepting both, dialing TLS.
     HybridTls,
-    /// Phase C: stock inet_tls, the file distls's default roll writes.
+    /// Phase C: stock inet_tls, the file distls's default roll writes (or, before the node's next
+    /// restart, the module sealed).
     Tls,
+    /// One-restart path: the module, dialing TLS to the nodes that run it, plain to the others.
+    Hybrid,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 4] = [Stage::Plain, Stage::HybridTcp, Stage::HybridTls, Stage::Tls];
+    pub const ALL: [Stage; 5] = [
+        Stage::Plain,
+        Stage::HybridTcp,
+        Stage::HybridTls,
+        Stage::Tls,
+        Stage::Hybrid,
+    ];
 
     pub fn label(self) -> &'static str {
         match self {
@@ -58,6 +86,7 @@ impl Stage {
             Stage::HybridTcp => "A (hybrid, dials tcp)",
             Stage::HybridTls => "B (hybrid, dials tls)",
             Stage::Tls => "tls",
+            Stage::Hybrid => "H (hybrid, tls to hybrid peers)",
         }
     }
 
@@ -68,6 +97,7 @@ impl Stage {
             Stage::HybridTcp => "a",
             Stage::HybridTls => "b",
             Stage::Tls => "c",
+            Stage::Hybrid => "h",
         }
     }
 
@@ -79,31 +109,63 @@ impl Stage {
             Stage::HybridTcp => "distls_hybrid:tcp",
             Stage::HybridTls => "distls_hybrid:tls",
             Stage::Tls => "inet_tls",
+            Stage::Hybrid => "distls_hybrid:h",
         }
     }
 
+    /// A sealed module counts as TLS: it is TLS-only, and stock TLS from its next restart.
     pub fn of_signature(signature: &str) -> Option<Stage> {
+        if signature == SEALED_SIGNATURE {
+            return Some(Stage::Tls);
+        }
         Stage::ALL.into_iter().find(|s| s.signature() == signature)
     }
 
     /// The transport of a link between two nodes that both run this stage.
     pub fn links_tls(self) -> bool {
-        matches!(self, Stage::HybridTls | Stage::Tls)
+        matches!(self, Stage::HybridTls | Stage::Tls | Stage::Hybrid)
     }
 
     pub fn uses_module(self) -> bool {
-        matches!(self, Stage::HybridTcp | Stage::HybridTls)
+        matches!(self, Stage::HybridTcp | Stage::HybridTls | Stage::Hybrid)
+    }
+}
+
+/// Which way a zero-split run goes from plain to TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RollPath {
+    /// Three rolls of restarts: plain → A → B → C (runs begun before the one-restart path; a
+    /// journal without a path is one of those).
+    #[default]
+    ThreeRolls,
+    /// One roll of restarts, plain → H, then the seal at run time, H → TLS.
+    OneRestart,
+}
+
+impl RollPath {
+    pub fn stages(self) -> &'static [Stage] {
+        match self {
+            RollPath::ThreeRolls => &[Stage::Plain, Stage::HybridTcp, Stage::HybridTls, Stage::Tls],
+            RollPath::OneRestart => &[Stage::Plain, Stage::Hybrid, Stage::Tls],
+        }
     }
 
     /// The next stage toward `toward` (`Tls` or `Plain`), if not there yet.
-    pub fn next_toward(self, toward: Stage) -> Option<Stage> {
-        let i = Stage::ALL.iter().position(|s| *s == self)?;
-        let j = Stage::ALL.iter().position(|s| *s == toward)?;
+    pub fn next_toward(self, from: Stage, toward: Stage) -> Option<Stage> {
+        let stages = self.stages();
+        let i = stages.iter().position(|s| *s == from)?;
+        let j = stages.iter().position(|s| *s == toward)?;
         match i.cmp(&j) {
-            std::cmp::Ordering::Less => Some(Stage::ALL[i + 1]),
-            std::cmp::Ordering::Greater => Some(Stage::ALL[i - 1]),
+            std::cmp::Ordering::Less => Some(stages[i + 1]),
+            std::cmp::Ordering::Greater => Some(stages[i - 1]),
             std::cmp::Ordering::Equal => None,
         }
+    }
+
+    /// How many rolls a run from plain to TLS takes.
+    pub fn rolls(self) -> usize {
+        self.stages().len() - 1
     }
 }
 
@@ -122,38 +184,50 @@ pub struct RollState {
     pub toward: Stage,
     /// Whether this roll's starting state was checked (every node at `from`, one mesh).
     pub started: bool,
+    #[serde(default)]
+    pub path: RollPath,
 }
 
 impl RollState {
-    pub fn first() -> Self {
+    pub fn first(path: RollPath) -> Self {
         RollState {
             from: Stage::Plain,
-            to: Stage::HybridTcp,
+            to: path.stages()[1],
             toward: Stage::Tls,
             started: false,
+            path,
         }
     }
 
     /// The roll after this one, if the run is not at `toward` yet.
     pub fn next(self) -> Option<RollState> {
-        let to = self.to.next_toward(self.toward)?;
+        let to = self.path.next_toward(self.to, self.toward)?;
         Some(RollState {
             from: self.to,
             to,
-            toward: self.toward,
             started: false,
+            ..self
         })
     }
 
     /// Turn back to plain from a roll rolled back to its `from` stage.
     pub fn back_to_plain(self) -> Option<RollState> {
-        let to = self.from.next_toward(Stage::Plain)?;
+        let to = self.path.next_toward(self.from, Stage::Plain)?;
         Some(RollState {
             from: self.from,
             to,
             toward: Stage::Plain,
             started: false,
+            path: self.path,
         })
+    }
+
+    /// A roll of the seal (H → TLS) or its undoing: nodes change at run time, none restarts.
+    pub fn at_run_time(self) -> bool {
+        matches!(
+            (self.from, self.to),
+            (Stage::Hybrid, Stage::Tls) | (Stage::Tls, Stage::Hybrid)
+        )
     }
 
     pub fn describe(self) -> String {
@@ -168,6 +242,8 @@ pub struct StageTexts {
     pub hybrid_tcp: String,
     pub hybrid_tls: String,
     pub tls: String,
+    /// One-restart path: the module, naming the nodes that run it when this one starts.
+    pub hybrid: String,
 }
 
 impl StageTexts {
@@ -177,6 +253,7 @@ impl StageTexts {
             Stage::HybridTcp => &self.hybrid_tcp,
             Stage::HybridTls => &self.hybrid_tls,
             Stage::Tls => &self.tls,
+            Stage::Hybrid => &self.hybrid,
         }
     }
 
@@ -192,10 +269,33 @@ pub fn module_dir(flags_file: &Path) -> PathBuf {
         .join(MODULE_DIR_NAME)
 }
 
+/// The module's argument naming the nodes that speak TLS when a node starts with it: the nodes
+/// before it in the plan (they run the module by then, on the way to TLS; on the way back,
+/// nodes go in reverse order) and the node itself (its own ctl dials it over TLS).
+pub fn tls_peers_argument(peers: &[&str]) -> Result<String, String> {
+    if let Some(bad) = peers.iter().find(|p| {
+        p.is_empty()
+            || !p
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "@._-".contains(c))
+    }) {
+        return Err(format!(
+            "the node name {bad:?} has characters the hybrid module's argument cannot carry"
+        ));
+    }
+    Ok(format!("tls_peers {}", peers.join(" ")))
+}
+
 /// The hybrid texts from the stock TLS text: its `-proto_dist inet_tls` becomes
-/// `-proto_dist distls_hybrid`, followed on the same line by the code path and the dial mode.
-/// Everything else (the certificate options the module's TLS side uses) stays as it is.
-pub fn stage_texts(plain: &str, tls: &str, module_dir: &Path) -> Result<StageTexts, String> {
+/// `-proto_dist distls_hybrid`, followed on the same line by the code path and the module's
+/// argument (`dial tcp|tls`, or `tls_peers` with `peers`). Everything else (the certificate
+/// options the module's TLS side uses) stays as it is.
+pub fn stage_texts(
+    plain: &str,
+    tls: &str,
+    module_dir: &Path,
+    peers: &[&str],
+) -> Result<StageTexts, String> {
     let settings = argsfile::dist_settings(tls);
     let Some(proto) = settings.proto_dist.filter(|p| p.value == "inet_tls") else {
         return Err(
@@ -212,18 +312,19 @@ pub fn stage_texts(plain: &str, tls: &str, module_dir: &Path) -> Result<StageTex
             "the module directory {dir:?} contains characters an args file cannot carry unquoted"
         ));
     }
-    let hybrid = |dial: &str| {
+    let hybrid = |mode: &str| {
         let mut text = String::with_capacity(tls.len() + 80);
         text.push_str(&tls[..proto.span.start]);
-        text.push_str(&format!("{PROTO_DIST} -pa {dir} -{PROTO_DIST} dial {dial}"));
+        text.push_str(&format!("{PROTO_DIST} -pa {dir} -{PROTO_DIST} {mode}"));
         text.push_str(&tls[proto.span.end..]);
         text
     };
     Ok(StageTexts {
         plain: plain.to_owned(),
-        hybrid_tcp: hybrid("tcp"),
-        hybrid_tls: hybrid("tls"),
+        hybrid_tcp: hybrid("dial tcp"),
+        hybrid_tls: hybrid("dial tls"),
         tls: tls.to_owned(),
+        hybrid: hybrid(&tls_peers_argument(peers)?),
     })
 }
 
@@ -237,14 +338,15 @@ pub fn flavor_stage_texts(
     tls: &str,
     module_dir: &Path,
     optfile: &Path,
+    peers: &[&str],
 ) -> Result<StageTexts, String> {
-    let hybrid = |dial: &str| {
+    let hybrid = |mode: &str| {
         match flavor {
             Flavor::Ejabberd => {
-                crate::flavor::ejabberd::enable_hybrid(plain, module_dir, dial, optfile)
+                crate::flavor::ejabberd::enable_hybrid(plain, module_dir, mode, optfile)
             }
             Flavor::RabbitMq => {
-                crate::flavor::rabbitmq::enable_hybrid(plain, module_dir, dial, optfile)
+                crate::flavor::rabbitmq::enable_hybrid(plain, module_dir, mode, optfile)
             }
             Flavor::MongooseIm | Flavor::Relx => {
                 return Err(format!("no flavor stage texts for {flavor}"));
@@ -254,9 +356,10 @@ pub fn flavor_stage_texts(
     };
     Ok(StageTexts {
         plain: plain.to_owned(),
-        hybrid_tcp: hybrid("tcp")?,
-        hybrid_tls: hybrid("tls")?,
+        hybrid_tcp: hybrid("dial tcp")?,
+        hybrid_tls: hybrid("dial tls")?,
         tls: tls.to_owned(),
+        hybrid: hybrid(&tls_peers_argument(peers)?)?,
     })
 }
 
@@ -302,12 +405,18 @@ async fn compile_module(transport: &Transport, erl: &str) -> Result<Vec<u8>, Str
     // before any node is stopped, keeps a node from booting a module it cannot run.
     let needs: Vec<String> = MODULE_NEEDS
         .iter()
-        .map(|(module, function, arity)| format!("{{{module}, {function}, {arity}}}"))
+        .map(|any| {
+            let any: Vec<String> = any
+                .iter()
+                .map(|(module, function, arity)| format!("{{{module}, {function}, {arity}}}"))
+                .collect();
+            format!("[{}]", any.join(", "))
+        })
         .collect();
     let eval = format!(
         "Needs = [{needs}], \
-         Missing = [io_lib:format(\"~s:~s/~b \", [M, F, A]) || {{M, F, A}} <- Needs, \
-                    not (code:ensure_loaded(M) =:= {{module, M}} andalso erlang:function_exported(M, F, A))], \
+         Missing = [[io_lib:format(\"~s:~s/~b \", [M, F, A]) || {{M, F, A}} <- Any] || Any <- Needs, \
+                    not lists:any(fun({{M, F, A}}) -> code:ensure_loaded(M) =:= {{module, M}} andalso erlang:function_exported(M, F, A) end, Any)], \
          case Missing of \
              [] -> ok; \
              _ -> io:format(standard_error, \"this OTP ~s lacks ~s(needed by the hybrid module)~n\", [erlang:system_info(otp_release), Missing]), halt(2) \
@@ -361,7 +470,18 @@ mod tests {
 
     #[test]
     fn hybrid_texts_replace_only_the_protocol() {
-        let texts = stage_texts("## plain\n", TLS, Path::new("/r/etc/distls-hybrid")).unwrap();
+        let texts = stage_texts(
+            "## plain\n",
+            TLS,
+            Path::new("/r/etc/distls-hybrid"),
+            &["a@h", "b@h"],
+        )
+        .unwrap();
+        assert_eq!(
+            texts.hybrid,
+            "## TLS\n-proto_dist distls_hybrid -pa /r/etc/distls-hybrid -distls_hybrid tls_peers a@h b@h\n-ssl_dist_opt server_certfile /c.pem\n"
+        );
+        assert_eq!(texts.stage_of(&texts.hybrid), Some(Stage::Hybrid));
         assert_eq!(
             texts.hybrid_tcp,
             "## TLS\n-proto_dist distls_hybrid -pa /r/etc/distls-hybrid -distls_hybrid dial tcp\n-ssl_dist_opt server_certfile /c.pem\n"
@@ -380,8 +500,15 @@ mod tests {
         let optfile = Path::new("/r/distls-ssl_dist.conf");
         let tls = crate::flavor::rabbitmq::enable_tls(plain, optfile).unwrap();
         let dir = Path::new("/r/distls-hybrid");
-        let texts = flavor_stage_texts(Flavor::RabbitMq, plain, &tls, dir, optfile).unwrap();
-        for stage in [Stage::HybridTcp, Stage::HybridTls] {
+        let texts =
+            flavor_stage_texts(Flavor::RabbitMq, plain, &tls, dir, optfile, &["rabbit1@vm"])
+                .unwrap();
+        assert!(
+            texts
+                .hybrid
+                .contains("-distls_hybrid tls_peers rabbit1@vm ")
+        );
+        for stage in [Stage::HybridTcp, Stage::HybridTls, Stage::Hybrid] {
             let text = texts.text(stage);
             assert!(text.contains(
                 "SERVER_ADDITIONAL_ERL_ARGS=\"-pa /r/distls-hybrid -proto_dist distls_hybrid"
@@ -399,21 +526,40 @@ mod tests {
 
         let cfg = "ERL_OPTIONS=\"-env X 0\"\n";
         let ej_tls = crate::flavor::ejabberd::enable_tls(cfg, optfile).unwrap();
-        let ej = flavor_stage_texts(Flavor::Ejabberd, cfg, &ej_tls, dir, optfile).unwrap();
+        let ej =
+            flavor_stage_texts(Flavor::Ejabberd, cfg, &ej_tls, dir, optfile, &["e@vm"]).unwrap();
         assert!(ej.hybrid_tcp.starts_with("ERL_OPTIONS=\"-env X 0 -pa /r/distls-hybrid -proto_dist distls_hybrid -distls_hybrid dial tcp"));
-        assert!(flavor_stage_texts(Flavor::Relx, cfg, &ej_tls, dir, optfile).is_err());
+        assert!(flavor_stage_texts(Flavor::Relx, cfg, &ej_tls, dir, optfile, &["e@vm"]).is_err());
     }
 
     #[test]
     fn only_inet_tls_and_plain_word_paths() {
         let six = "-proto_dist inet6_tls\n";
-        assert!(stage_texts("", six, Path::new("/x")).is_err());
-        assert!(stage_texts("", TLS, Path::new("/a b")).is_err());
+        assert!(stage_texts("", six, Path::new("/x"), &["a@h"]).is_err());
+        assert!(stage_texts("", TLS, Path::new("/a b"), &["a@h"]).is_err());
+        assert!(stage_texts("", TLS, Path::new("/x"), &["a b@h"]).is_err());
     }
 
     #[test]
     fn rolls_go_forward_and_back() {
-        let first = RollState::first();
+        let one = RollState::first(RollPath::OneRestart);
+        assert_eq!((one.from, one.to), (Stage::Plain, Stage::Hybrid));
+        assert!(!one.at_run_time());
+        let seal = one.next().unwrap();
+        assert_eq!((seal.from, seal.to), (Stage::Hybrid, Stage::Tls));
+        assert!(seal.at_run_time() && seal.next().is_none());
+        let back = seal.back_to_plain().unwrap();
+        assert_eq!((back.from, back.to), (Stage::Hybrid, Stage::Plain));
+        assert!(!back.at_run_time() && back.next().is_none());
+        // A journal written before the one-restart path has no `path`: three rolls.
+        let old: RollState = serde_json::from_str(
+            r#"{"from":"hybrid_tcp","to":"hybrid_tls","toward":"tls","started":true}"#,
+        )
+        .unwrap();
+        assert_eq!(old.path, RollPath::ThreeRolls);
+        assert_eq!(old.next().unwrap().to, Stage::Tls);
+
+        let first = RollState::first(RollPath::ThreeRolls);
         let second = first.next().unwrap();
         assert_eq!(
             (second.from, second.to),
@@ -479,6 +625,15 @@ mod tests {
             assert_eq!(Stage::of_signature(stage.signature()), Some(stage));
         }
         assert!(Stage::HybridTls.links_tls() && !Stage::HybridTcp.links_tls());
+        assert!(Stage::Hybrid.links_tls() && Stage::Hybrid.uses_module());
+        assert_eq!(Stage::of_signature(SEALED_SIGNATURE), Some(Stage::Tls));
+        assert_eq!(
+            module_needs(),
+            [
+                "inet_tls_dist:gen_accept/2|inet_tls_dist:fam_accept/2",
+                "gen_tcp:unrecv/2"
+            ]
+        );
     }
 }
 
@@ -506,7 +661,7 @@ pub async fn prepare(
     journal: Option<&Journal>,
 ) -> Result<Vec<ZeroSplitNode>> {
     plan.check_local_files()?;
-    let mut nodes = Vec::with_capacity(plan.nodes.len());
+    let mut nodes: Vec<ZeroSplitNode> = Vec::with_capacity(plan.nodes.len());
     for (spec, transport) in plan.nodes.iter().zip(transports) {
         if spec.flavor == Flavor::Relx {
             return Err(Error::InvalidInput(format!(
@@ -527,6 +682,12 @@ pub async fn prepare(
                 target.backup.display()
             )));
         }
+        // Its H text names the nodes before it and itself: they run the module when it starts.
+        let peers: Vec<&str> = nodes
+            .iter()
+            .map(|n| n.target.name())
+            .chain([target.name()])
+            .collect();
         let texts = match &target.optfile {
             // Where install_module puts it: beside the real flags file.
             Some(optfile) => flavor_stage_texts(
@@ -535,11 +696,13 @@ pub async fn prepare(
                 &target.tls.text,
                 &module_dir(&target.dist_args),
                 &optfile.path,
+                &peers,
             ),
             None => stage_texts(
                 &target.original,
                 &target.tls.text,
                 &module_dir(&target.dist_args),
+                &peers,
             ),
         }
         .map_err(|why| {
@@ -599,7 +762,10 @@ pub async fn run(
 ) -> (Vec<NodeSummary>, Result<()>) {
     let mut summary = Vec::new();
     let mut failure: Option<Error> = None;
-    let mut roll = *journal.zero_split.get_or_insert(RollState::first());
+    // A new run takes the one-restart path; a journal of a three-roll run goes on with that.
+    let mut roll = *journal
+        .zero_split
+        .get_or_insert(RollState::first(RollPath::OneRestart));
     if journal.phase == Phase::RolledBack && roll.toward == Stage::Tls && intent == Intent::Migrate
     {
         // A roll went back after a failure, and the run was stopped before it turned to plain.

@@ -16,10 +16,10 @@ pub fn enable_tls(original: &str, optfile: &Path) -> Result<String, FlavorError>
 pub fn enable_hybrid(
     original: &str,
     module_dir: &Path,
-    dial: &str,
+    mode: &str,
     optfile: &Path,
 ) -> Result<String, FlavorError> {
-    shellenv::append_flags(original, VAR, &hybrid_flags(module_dir, dial, optfile)?)
+    shellenv::append_flags(original, VAR, &hybrid_flags(module_dir, mode, optfile)?)
 }
 
 /// `ERLANG_NODE` (default `ejabberd@localhost`); ejabberdctl uses `-sname` unless it has a dot.
@@ -65,7 +65,7 @@ mod tests {
         let a = enable_hybrid(
             cfg,
             Path::new("/d/distls-hybrid"),
-            "tcp",
+            "dial tcp",
             Path::new("/d/o.conf"),
         )
         .unwrap();
@@ -76,7 +76,7 @@ mod tests {
         let b = enable_hybrid(
             cfg,
             Path::new("/d/distls-hybrid"),
-            "tls",
+            "dial tls",
             Path::new("/d/o.conf"),
         )
         .unwrap();

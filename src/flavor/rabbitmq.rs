@@ -21,13 +21,13 @@ pub fn enable_tls(original: &str, optfile: &Path) -> Result<String, FlavorError>
 pub fn enable_hybrid(
     original: &str,
     module_dir: &Path,
-    dial: &str,
+    mode: &str,
     optfile: &Path,
 ) -> Result<String, FlavorError> {
     shellenv::append_flags(
         original,
         SERVER_VAR,
-        &hybrid_flags(module_dir, dial, optfile)?,
+        &hybrid_flags(module_dir, mode, optfile)?,
     )
 }
 
@@ -74,7 +74,7 @@ mod tests {
         let a = enable_hybrid(
             env,
             Path::new("/r/distls-hybrid"),
-            "tcp",
+            "dial tcp",
             Path::new("/r/o.conf"),
         )
         .unwrap();
@@ -85,7 +85,7 @@ mod tests {
         let b = enable_hybrid(
             env,
             Path::new("/r/distls-hybrid"),
-            "tls",
+            "dial tls",
             Path::new("/r/o.conf"),
         )
         .unwrap();

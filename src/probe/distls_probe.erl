@@ -10,8 +10,13 @@
 %%                                   |  DISTLS <id> down <reason>
 %%   <id> connect <node> <peer>...   -> DISTLS <id> ok        (asks <node> to dial each peer)
 %%   <id> stop <node> init|halt      -> DISTLS <id> ok        (init:stop() or erlang:halt() on <node>)
+%%   <id> hybrid <node> seal|unseal|add|remove [<peer>...]
+%%                                   -> DISTLS <id> hybrid ok | hybrid absent | hybrid error <reason>
+%%                                      (distls's hybrid module on <node>: seal/0, unseal/0,
+%%                                      add_tls_peers/1, remove_tls_peers/1; absent: not loaded there)
 %%   <id> versions                   -> DISTLS <id> versions <otp_release> <ssl_vsn|missing> <root_dir>  (this VM's own)
-%%   <id> lacks <m:f/a>...           -> DISTLS <id> lacks <m:f/a>...  (those this VM's OTP does not export)
+%%   <id> lacks <m:f/a>...           -> DISTLS <id> lacks <m:f/a>...  (those this VM's OTP does not export;
+%%                                      a need `m:f/a|m:g/b` is met by any one of them)
 -module(distls_probe).
 -export([main/0]).
 
@@ -46,6 +51,8 @@ handle([Id, "stop", Node, How]) ->
     {M, F} = case How of "halt" -> {erlang, halt}; _ -> {init, stop} end,
     rpc:cast(list_to_atom(Node), M, F, []),
     reply(Id, "ok");
+handle([Id, "hybrid", Node, Op | Peers]) ->
+    spawn(fun() -> reply(Id, "hybrid " ++ hybrid(list_to_atom(Node), Op, [list_to_atom(P) || P <- Peers])) end);
 handle([Id, "versions"]) ->
     Ssl = case application:load(ssl) of
               R when R =:= ok; R =:= {error, {already_loaded, ssl}} ->
@@ -56,7 +63,8 @@ handle([Id, "versions"]) ->
           end,
     reply(Id, "versions " ++ erlang:system_info(otp_release) ++ " " ++ Ssl ++ " " ++ code:root_dir());
 handle([Id, "lacks" | Needs]) ->
-    reply(Id, string:join(["lacks" | [N || N <- Needs, not exported(N)]], " "));
+    reply(Id, string:join(["lacks" | [N || N <- Needs,
+                                            not lists:any(fun exported/1, string:split(N, "|", all))]], " "));
 handle([]) ->
     ok;
 handle(Other) ->
@@ -112,25 +120,51 @@ exported(Need) ->
         _:_ -> false
     end.
 
+hybrid(Node, Op, Peers) ->
+    {F, A} = case Op of
+                 "seal" -> {seal, []};
+                 "unseal" -> {unseal, []};
+                 "add" -> {add_tls_peers, [Peers]};
+                 "remove" -> {remove_tls_peers, [Peers]}
+             end,
+    case rpc:call(Node, distls_hybrid_dist, F, A, 10000) of
+        ok -> "ok";
+        {badrpc, {'EXIT', {undef, _}}} -> "absent";
+        {badrpc, R} -> "error " ++ reason(R);
+        _ -> "error unexpected"
+    end.
+
 proto({ok, [[P | _] | _]}) -> P;
 proto(_) -> "inet_tcp".
 
-%% The zero-split module's two phases differ only in what it dials (its last -distls_hybrid
-%% argument, as the module reads it; none means tcp).
+%% The module's stages: the three-roll path's two differ only in what they dial (the last
+%% -distls_hybrid dial argument, as the module reads it; none means tcp); the one-restart path's
+%% (-distls_hybrid tls_peers ...) is h until the module is sealed at run time.
 proto(Proto, Node, Timeout) ->
     case proto(Proto) of
         "distls_hybrid" ->
             case rpc:call(Node, init, get_argument, [distls_hybrid], Timeout) of
                 {badrpc, R} -> {badrpc, R};
                 {ok, Args} ->
-                    case lists:last(Args) of
-                        ["dial", "tls"] -> "distls_hybrid:tls";
-                        ["dial", "tcp"] -> "distls_hybrid:tcp";
-                        _ -> "distls_hybrid:unknown"
+                    case lists:any(fun(A) -> hd(A) =:= "tls_peers" end, Args) of
+                        true -> sealed(rpc:call(Node, distls_hybrid_dist, info, [], Timeout));
+                        false -> dial_stage([A || ["dial", _] = A <- Args])
                     end;
                 error -> "distls_hybrid:tcp"
             end;
         P -> P
+    end.
+
+sealed(#{sealed := true}) -> "distls_hybrid:sealed";
+sealed(#{sealed := false}) -> "distls_hybrid:h";
+sealed({badrpc, R}) -> {badrpc, R};
+sealed(_) -> "distls_hybrid:unknown".
+
+dial_stage([]) -> "distls_hybrid:tcp";
+dial_stage(Dials) ->
+    case lists:last(Dials) of
+        ["dial", "tls"] -> "distls_hybrid:tls";
+        _ -> "distls_hybrid:tcp"
     end.
 
 peers(Infos) ->

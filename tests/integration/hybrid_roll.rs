@@ -121,10 +121,7 @@ fn run_driver(prefix: &[String], otp: &str) {
         "OTP {otp}: {failed:#?}\n{}",
         crate::support::describe(&out)
     );
-    let passed: Vec<&str> = lines
-        .iter()
-        .filter_map(|l| l.strip_suffix(" ok"))
-        .collect();
+    let passed: Vec<&str> = lines.iter().filter_map(|l| l.strip_suffix(" ok")).collect();
     let expected = CHECKS.to_vec();
     assert_eq!(passed, expected, "OTP {otp}:\n{text}");
     eprintln!("OTP {otp}: {} checks passed", passed.len());
