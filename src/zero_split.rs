@@ -8,6 +8,7 @@
 //!   every node refuses plain and its flags file becomes the stock inet_tls text (H → TLS);
 //! - three rolls (runs begun before, resumed as they were): plain → A (dial tcp) → B (dial tls)
 //!   → C (stock inet_tls).
+//!
 //! Each roll is a roll of [`crate::rollout`]: journal, gates, rollback.
 
 use crate::argsfile;
