@@ -160,9 +160,10 @@ fn a_crash_at_every_rollback_step_converges() {
     );
 }
 
-/// Zero-split: every crash point of all three rolls (and of the journal writes between them), in
-/// order; each rerun of `migrate --zero-split` resumes from what the nodes really are. At the end
-/// every link is TLS, the module is gone and every backup holds the original.
+/// Zero-split: every crash point of both rolls (the restarts into the module, the seal at run
+/// time, and the journal write between them), in order; each rerun of `migrate --zero-split`
+/// resumes from what the nodes really are. At the end every link is TLS, every node sealed, the
+/// module is gone from disk and every backup holds the original.
 #[test]
 fn a_zero_split_run_crashed_at_every_step_of_every_roll_converges() {
     let t = cluster("zsevery", 2);
@@ -171,13 +172,13 @@ fn a_zero_split_run_crashed_at_every_step_of_every_roll_converges() {
     let (points, finished) =
         crash_at_every_write(&t, &["migrate", "--zero-split", plan.to_str().unwrap()]);
     assert!(finished.status.success(), "{}", describe(&finished));
-    t.assert_mesh("inet_tls", "tls");
+    t.assert_mesh("distls_hybrid", "tls");
     t.assert_backups_are(&originals);
     for node in 0..originals.len() {
         let module = t.cluster.nodes()[node].root.join("etc/distls-hybrid");
         assert!(!module.exists(), "node {node}: module removed");
     }
-    for stage in ["a", "b", "c"] {
+    for stage in ["h", "c"] {
         assert!(
             points.iter().any(|p| p.starts_with(&format!("{stage}:"))),
             "roll to {stage} was crash-tested: {points:?}"
@@ -192,8 +193,12 @@ fn a_zero_split_run_crashed_at_every_step_of_every_roll_converges() {
         points.len()
     );
     assert!(
-        points.len() >= 3 * 26,
-        "every step write of every roll ({})",
+        points.iter().any(|p| p.contains(":sealing")),
+        "the seal was crash-tested: {points:?}"
+    );
+    assert!(
+        points.len() >= 2 * 13 + 2 + 2 * 8,
+        "every step write of both rolls ({})",
         points.len()
     );
 }
