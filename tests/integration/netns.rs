@@ -37,6 +37,8 @@ pub fn diagnose(c: &OtpCluster) -> String {
 
 /// Wall times of one run of [`migrate_and_roll_back`].
 pub struct Timings {
+    pub zero_split: Duration,
+    pub zero_split_rollback: Duration,
     pub setup: Duration,
     pub check: Duration,
     pub migrate: Duration,
@@ -103,7 +105,7 @@ pub fn migrate_and_roll_back(prefix: &str, otps: &[Otp]) -> Option<Timings> {
         );
     }
     assert_mixed_majors_reported(&report, otps);
-    assert_zero_split_verdict(t, plan, otps);
+    assert_zero_split_verdict(t, plan);
 
     let before = t.file_hashes();
     let dry = t.distls(&["migrate", "--dry-run", plan]);
@@ -144,19 +146,53 @@ pub fn migrate_and_roll_back(prefix: &str, otps: &[Otp]) -> Option<Timings> {
     t.assert_files_are(&originals);
     assert_eq!(journal(std::path::Path::new(plan))["phase"], "rolled_back");
 
+    // Zero split on the same hosts: one restart per node into the hybrid module (compiled on each
+    // host by its own OTP), then the seal at run time; and back.
+    let pids: Vec<_> = (0..names.len()).map(|i| t.cluster.node_os_pid(i)).collect();
+    let zs_started = Instant::now();
+    let zs = t.distls(&["migrate", "--zero-split", plan]);
+    let zero_split = zs_started.elapsed();
+    assert!(zs.status.success(), "{}\n{}", describe(&zs), diagnose(&c));
+    t.assert_mesh("distls_hybrid", "tls");
+    for (i, name) in names.iter().enumerate() {
+        assert_ne!(t.cluster.node_os_pid(i), pids[i], "{name} restarted once");
+        let ping = t.cluster.ctl(i, &["ping"]);
+        assert!(
+            ping.status.success(),
+            "{name}'s ctl reaches its sealed node: {ping:?}"
+        );
+        assert!(in_own_namespace(i), "{name} runs inside its namespace");
+    }
+    assert_status_rows(t, plan, ["verified", "tls", "tls"]);
+    let zs_back_started = Instant::now();
+    let zs_back = t.distls(&["rollback", plan]);
+    let zero_split_rollback = zs_back_started.elapsed();
+    assert!(
+        zs_back.status.success(),
+        "{}\n{}",
+        describe(&zs_back),
+        diagnose(&c)
+    );
+    t.wait_for_mesh("inet_tcp", "tcp");
+    t.assert_files_are(&originals);
+
     let timings = Timings {
         setup,
         check: check_time,
         migrate,
         rollback,
+        zero_split,
+        zero_split_rollback,
     };
     eprintln!(
-        "{prefix} (OTP {}): setup {:.1}s, check --handshake {:.1}s, migrate {:.1}s, rollback {:.1}s, total {:.1}s",
+        "{prefix} (OTP {}): setup {:.1}s, check --handshake {:.1}s, migrate {:.1}s, rollback {:.1}s, migrate --zero-split {:.1}s, its rollback {:.1}s, total {:.1}s",
         otps.iter().map(|o| o.major()).collect::<Vec<_>>().join("/"),
         timings.setup.as_secs_f64(),
         timings.check.as_secs_f64(),
         timings.migrate.as_secs_f64(),
         timings.rollback.as_secs_f64(),
+        timings.zero_split.as_secs_f64(),
+        timings.zero_split_rollback.as_secs_f64(),
         started.elapsed().as_secs_f64()
     );
     Some(timings)
@@ -182,26 +218,21 @@ pub fn assert_status_rows(t: &TestCluster, plan: &str, wanted: [&str; 3]) {
     }
 }
 
-/// Zero-split's module cannot run on OTP 27 or 29 (no `inet_tls_dist:gen_accept/2`): on such
-/// hosts `check --zero-split` FAILs, the dry run shows it, and the real run refuses before it
-/// writes anything anywhere; a cluster with one such host is refused too.
-fn assert_zero_split_verdict(t: &TestCluster, plan: &str, otps: &[Otp]) {
-    if otps.iter().all(|o| *o != Otp::Machine) {
-        let flags: Vec<std::path::PathBuf> = (0..otps.len()).map(|i| t.dist_args_path(i)).collect();
-        crate::preflight::assert_zero_split_refused_on(
-            std::path::Path::new(plan),
-            &flags,
-            |args| t.distls(args),
-        );
-    } else {
-        let out = t.distls(&["check", "--zero-split", plan]);
-        let refused = otps.iter().any(|o| *o != Otp::Machine);
-        assert_eq!(
-            out.status.code(),
-            Some(if refused { 3 } else { 0 }),
-            "{}",
-            describe(&out)
-        );
+/// Zero-split's module runs on OTP 25 (`inet_tls_dist:gen_accept/2`) and on 27 and 29
+/// (`fam_accept/2`): `check --zero-split` passes `mode.zero_split` on every host.
+fn assert_zero_split_verdict(t: &TestCluster, plan: &str) {
+    let out = t.distls(&["check", "--json", "--zero-split", plan]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let modes: Vec<&serde_json::Value> = json["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["check"] == "mode.zero_split")
+        .collect();
+    assert!(!modes.is_empty(), "{}", describe(&out));
+    for mode in modes {
+        assert_eq!(mode["severity"], "ok", "{mode}");
     }
 }
 

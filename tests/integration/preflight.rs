@@ -350,64 +350,6 @@ fn weak_tls_is_refused_unless_allowed() {
     );
 }
 
-/// For a plan whose hosts run an OTP without `inet_tls_dist:gen_accept/2` (OTP 27, 29): `check
-/// --zero-split` and `migrate --zero-split --dry-run` show `mode.zero_split` FAIL for every host,
-/// naming the missing function and the default roll as the way out, and `migrate --zero-split`
-/// refuses with exit 3 before writing anything: no state directory next to the plan and no
-/// `distls-hybrid/` beside any of `flags_files` (the nodes' vm.dist.args, as this machine sees
-/// them). `distls` runs the binary with the hosts' environment.
-pub fn assert_zero_split_refused_on(
-    plan: &Path,
-    flags_files: &[PathBuf],
-    distls: impl Fn(&[&str]) -> std::process::Output,
-) {
-    let plan_arg = plan.to_str().unwrap();
-    let out = distls(&["check", "--json", "--zero-split", plan_arg]);
-    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
-    let json: Value = serde_json::from_str(&stdout(&out)).unwrap();
-    let modes: Vec<&Value> = json["findings"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|f| f["check"] == "mode.zero_split")
-        .collect();
-    assert!(!modes.is_empty(), "{}", describe(&out));
-    for mode in modes {
-        assert_eq!(mode["severity"], "fail", "{mode}");
-        let message = mode["message"].as_str().unwrap();
-        assert!(
-            message.contains("lacks inet_tls_dist:gen_accept/2"),
-            "{mode}"
-        );
-        assert!(
-            mode["fix"].as_str().unwrap().contains("default roll"),
-            "{mode}"
-        );
-    }
-    let dry = distls(&["migrate", "--zero-split", "--dry-run", plan_arg]);
-    assert!(dry.status.success(), "{}", describe(&dry));
-    assert!(
-        stdout(&dry).contains("mode.zero_split"),
-        "{}",
-        describe(&dry)
-    );
-    let refused = distls(&["migrate", "--zero-split", plan_arg]);
-    assert_eq!(refused.status.code(), Some(3), "{}", describe(&refused));
-    assert!(
-        stderr(&refused).contains("mode.zero_split"),
-        "{}",
-        describe(&refused)
-    );
-    assert!(
-        !plan.parent().unwrap().join(".distls").exists(),
-        "no journal"
-    );
-    for flags in flags_files {
-        let module_dir = distls::zero_split::module_dir(flags);
-        assert!(!module_dir.exists(), "{} was written", module_dir.display());
-    }
-}
-
 /// One broken copy for node 1: the plan YAML that points at it, and what preflight must say.
 struct Defect {
     name: &'static str,
