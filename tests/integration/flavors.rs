@@ -280,22 +280,24 @@ fn migrate_zero_split(plan: &Path, product: &str) -> Output {
     out
 }
 
-/// `distls rollback` of a finished zero-split run: C → B → A → plain.
+/// `distls rollback` of a finished zero-split run: unsealed at run time, then one restart per node
+/// back to plain.
 fn rollback_zero_split(plan: &Path, product: &str) {
     let started = Instant::now();
     let back = distls(&["rollback", plan.to_str().unwrap()]);
     assert!(back.status.success(), "{}", describe(&back));
     eprintln!(
-        "MEASURED {product} 3 nodes: distls rollback (zero-split, 3 rolls) {:.1} s",
+        "MEASURED {product} 3 nodes: distls rollback (zero-split: unseal, one restart per node) {:.1} s",
         started.elapsed().as_secs_f64()
     );
     assert_eq!(journal(plan)["phase"], "rolled_back");
 }
 
-/// RabbitMQ through the hybrid stages: the server's flags go A → B → C while `CTL_ERL_ARGS` stays
-/// plain until a node's C edit; distls's verify (`rabbitmqctl ping`, `await_startup`) after every
-/// restart proves the ctl reached its node in every stage, and every node's ctl is pinged again
-/// with the whole cluster at A, at B and at C. Then back to plain.
+/// RabbitMQ through the hybrid module: the server's flags go plain → H (one restart) → stock TLS
+/// (the seal, no restart) while `CTL_ERL_ARGS` stays plain until a node's sealed edit; distls's
+/// verify (`rabbitmqctl ping`, `await_startup`) after every step proves the ctl reached its node,
+/// and every node's ctl is pinged again with the whole cluster at H and at the end. Every node
+/// restarts once. Then back to plain, the queue and its message intact throughout.
 #[test]
 fn rabbitmq_cluster_migrates_with_zero_split_and_rolls_back() {
     let _one_at_a_time = products_lock();
@@ -315,7 +317,7 @@ fn rabbitmq_cluster_migrates_with_zero_split_and_rolls_back() {
     assert!(dry.status.success(), "{}", describe(&dry));
     let shown = stdout(&dry);
     assert!(
-        shown.contains("-proto_dist distls_hybrid -distls_hybrid dial tcp")
+        shown.contains("-proto_dist distls_hybrid -distls_hybrid tls_peers ")
             && shown.contains("/distls-ssl_dist.conf (-ssl_dist_optfile, mode 0600"),
         "{shown}"
     );
@@ -323,10 +325,13 @@ fn rabbitmq_cluster_migrates_with_zero_split_and_rolls_back() {
         assert_eq!(std::fs::read(rmq.env_file(i)).unwrap(), originals[i - 1]);
     }
 
-    // Stopped (SIGKILL at the failpoint) right after roll 1 and after roll 2, so every node's own
-    // rabbitmqctl (still plain) is pinged with every node at A, then at B; then resumed.
+    // Stopped (SIGKILL at the failpoint) right after the roll of restarts, so every node's own
+    // rabbitmqctl (still plain) is pinged with every node at H; then resumed (the seal).
+    let pids: Vec<String> = (1..=3)
+        .map(|i| rmq.ctl_ok(i, &["eval", "'os:getpid().'"]))
+        .collect();
     let started = Instant::now();
-    for (point, dial) in [("next:a:b", "tcp"), ("next:b:c", "tls")] {
+    for point in ["next:h:c"] {
         let out = Command::new(env!("CARGO_BIN_EXE_distls"))
             .env("DISTLS_FAILPOINT", point)
             .args(["migrate", "--zero-split", plan.to_str().unwrap()])
@@ -336,8 +341,7 @@ fn rabbitmq_cluster_migrates_with_zero_split_and_rolls_back() {
         for i in 1..=3 {
             let env = std::fs::read_to_string(rmq.env_file(i)).unwrap();
             assert!(
-                env.contains(&format!("-distls_hybrid dial {dial} -ssl_dist_optfile"))
-                    && !env.contains("CTL_ERL_ARGS"),
+                env.contains("-distls_hybrid tls_peers ") && !env.contains("CTL_ERL_ARGS"),
                 "node {i} after {point}: {env}"
             );
             assert!(
@@ -351,12 +355,23 @@ fn rabbitmq_cluster_migrates_with_zero_split_and_rolls_back() {
         }
     }
     eprintln!(
-        "MEASURED rabbitmq 3 nodes: rolls 1 and 2 (stopped after each, ctl pings) {:.1} s",
+        "MEASURED rabbitmq 3 nodes: the roll of restarts into H (then ctl pings) {:.1} s",
         started.elapsed().as_secs_f64()
     );
     let out = migrate_zero_split(&plan, "rabbitmq");
     let shown = format!("{}{}", stdout(&out), stderr(&out));
-    assert!(shown.contains("B (hybrid, dials tls)"), "{shown}");
+    assert!(
+        shown.contains(": sealing") && !shown.contains(": stopping"),
+        "the rest of the run seals at run time, no stop: {shown}"
+    );
+    for i in 1..=3 {
+        let pid = rmq.ctl_ok(i, &["eval", "'os:getpid().'"]);
+        assert_ne!(
+            pid,
+            pids[i - 1],
+            "node {i} restarted once (its only restart)"
+        );
+    }
     assert_status_all_tls(&plan, &names);
     for i in 1..=3 {
         let env = std::fs::read_to_string(rmq.env_file(i)).unwrap();
@@ -402,8 +417,8 @@ fn rabbitmq_cluster_migrates_with_zero_split_and_rolls_back() {
     rmq.wait_queue_count(1, "cq1\t1", Duration::from_secs(60));
 }
 
-/// ejabberd through the hybrid stages: ERL_OPTIONS carries the hybrid flags, so server and ctl
-/// switch together. Migrate, then roll back.
+/// ejabberd through the hybrid module: ERL_OPTIONS carries the hybrid flags, so server and ctl
+/// switch together (one restart per node, then the seal). Migrate, then roll back.
 #[test]
 fn ejabberd_cluster_migrates_with_zero_split_and_rolls_back() {
     let _one_at_a_time = products_lock();
