@@ -26,7 +26,7 @@ pub const CLIENT_VERIFIES_BY_DEFAULT: OtpRule = OtpRule {
 
 pub const NO_GEN_ACCEPT: OtpRule = OtpRule {
     since: 27,
-    what: "inet_tls_dist has no gen_accept/2, so distls's zero-split module cannot run",
+    what: "inet_tls_dist has no gen_accept/2: distls's hybrid module hands its TLS sockets to fam_accept/2 instead",
     check: "mode.zero_split",
 };
 
@@ -111,7 +111,7 @@ pub fn zero_split_verdict(host: &ZeroSplitHost) -> Verdict {
         check,
         format!("--zero-split cannot run here: {}", problems.join("; ")),
         format!(
-            "use the default roll on this cluster (distls migrate without --zero-split; it splits the cluster until the last node switches, docs/zero-split.md) until distls's hybrid module supports OTP {release} (it needs inet_tls_dist:gen_accept/2, which OTP 27 and later do not have), or do the zero-split switch before upgrading OTP past 26"
+            "use the default roll on this cluster (distls migrate without --zero-split; it splits the cluster until the last node switches, docs/zero-split.md) or give the hosts an OTP the hybrid module supports (it needs gen_tcp:unrecv/2 and inet_tls_dist:gen_accept/2, OTP 25, or inet_tls_dist:fam_accept/2, OTP 27 and later; tested on 25, 27 and 29)"
         ),
     )
 }
@@ -290,7 +290,7 @@ mod tests {
         assert!(
             on_27
                 .message
-                .contains("27+: inet_tls_dist has no gen_accept/2")
+                .contains("27+: inet_tls_dist has no gen_accept/2: distls's hybrid module")
         );
         assert!(
             on_27
