@@ -248,6 +248,13 @@ plain_connection(Pid) ->
 %% The watcher: holds the plain connections' processes (until they end) and adds every visible
 %% node that links over TLS to the TLS peers (the safety net for a node distls could not tell).
 watcher_start() ->
+    %% The watcher of an acceptor set that just went down may not be gone yet.
+    case whereis(?WATCHER) of
+        undefined -> ok;
+        Old ->
+            Ref = erlang:monitor(process, Old),
+            receive {'DOWN', Ref, process, _, _} -> ok end
+    end,
     register(?WATCHER, self()),
     ok = net_kernel:monitor_nodes(true),
     watcher_loop(#{}).

@@ -1,8 +1,9 @@
 //! The transitional distribution module src/zero_split/distls_hybrid_dist.erl on real nodes:
-//! two hybrid nodes (one `dial tcp`, one `dial tls`, verify_peer both ways) on loopback with a
-//! private epmd, dialled over and over by a stock `-proto_dist inet_tls` VM and a stock plain VM
-//! (tests/integration/hybrid_driver.erl). Every accept must give a link of the dialer's protocol,
-//! with no failure. Also: hybrid <-> hybrid in both directions, a crash of any acceptor process
+//! two hybrid nodes (each naming both as TLS peers, as at the end of a one-restart roll;
+//! verify_peer both ways) on loopback with a private epmd, dialled over and over by a stock
+//! `-proto_dist inet_tls` VM and a stock plain VM (tests/integration/hybrid_driver.erl). Every
+//! accept must give a link of the dialer's protocol, with no failure; then one node is sealed at
+//! run time and the TLS stress runs against it again (0 failures) while plain is refused. Also: hybrid <-> hybrid in both directions, a crash of any acceptor process
 //! is recovered from (net_kernel restarts the set), a TLS client with a certificate
 //! from another CA is refused, and a client that sends nothing is closed.
 
@@ -287,16 +288,17 @@ fn hybrid_listener_accepts_tcp_and_tls_under_stress() {
     // The two hybrid nodes.
     let loopback = ["-kernel", "inet_dist_use_interface", "{127,0,0,1}"].map(String::from);
     let tls_args = ssl_dist_opt(&tls);
-    for (name, dial) in [("hyb_tcp", "tcp"), ("hyb_tls", "tls")] {
+    let peers = [env.node("hyb_tcp"), env.node("hyb_tls")];
+    for name in ["hyb_tcp", "hyb_tls"] {
         let mut args: Vec<String> = [
             "-proto_dist",
             "distls_hybrid",
             "-distls_hybrid",
-            "dial",
-            dial,
+            "tls_peers",
         ]
         .map(String::from)
         .to_vec();
+        args.extend(peers.iter().cloned());
         args.extend(loopback.iter().cloned());
         args.extend(tls_args.iter().cloned());
         procs
@@ -361,7 +363,7 @@ fn hybrid_listener_accepts_tcp_and_tls_under_stress() {
         })
         .collect();
 
-    // Hybrid <-> hybrid: the dialer's mode decides the link's transport, seen alike on both sides.
+    // Hybrid <-> hybrid: TLS whichever side dials (each names the other), seen alike on both sides.
     let mut tls_vm = loopback.to_vec();
     tls_vm.extend(["-proto_dist", "inet_tls"].map(String::from));
     tls_vm.extend(tls_args.iter().cloned());
@@ -374,7 +376,7 @@ fn hybrid_listener_accepts_tcp_and_tls_under_stress() {
     assert_eq!(
         pairs,
         vec![
-            format!("pair {} {} tcp tcp true", nodes[0], nodes[1]),
+            format!("pair {} {} tls tls true", nodes[0], nodes[1]),
             format!("pair {} {} tls tls true", nodes[1], nodes[0]),
         ],
         "hybrid <-> hybrid links\n{}",
@@ -507,6 +509,59 @@ fn hybrid_listener_accepts_tcp_and_tls_under_stress() {
         .collect();
     wanted.sort();
     assert_eq!(seen, wanted, "a stress summary per node and protocol");
+
+    // Sealed at run time: hyb_tcp takes only TLS from now on; the TLS stress runs against it
+    // again with 0 failures, a plain dialer is refused.
+    let sealed = env.driver(&mut procs, "sealing", &tls_vm, &["seal", &nodes[0]]);
+    assert_eq!(
+        sealed,
+        vec![format!("seal {} ok", nodes[0])],
+        "{}",
+        env.read_log("sealing")
+    );
+    let seal_start = Instant::now();
+    let mut args = tls_vm.clone();
+    args.extend(
+        [
+            "-hidden",
+            "-run",
+            "hybrid_driver",
+            "main",
+            "stress",
+            "tls",
+            &cycles,
+        ]
+        .map(String::from),
+    );
+    args.push(nodes[0].clone());
+    procs
+        .0
+        .push(env.erl("sealed_tls", &args).spawn().expect("erl starts"));
+    let index = procs.0.len() - 1;
+    let refused = env.driver(&mut procs, "sealed_tcp", &loopback, &["refused", &nodes[0]]);
+    assert_eq!(
+        refused,
+        vec![format!("refused {} true", nodes[0])],
+        "a plain dialer is refused by a sealed node\n{}",
+        env.read_log("sealed_tcp")
+    );
+    let sealed_lines = env.finish(&mut procs, index, "sealed_tls");
+    let sealed_summary: Vec<_> = sealed_lines
+        .iter()
+        .filter_map(|l| parse_stress(l))
+        .collect();
+    assert_eq!(
+        sealed_summary,
+        vec![(nodes[0].clone(), "tls".to_owned(), CYCLES, 0)],
+        "TLS stress against the sealed node\n{}\n--- hyb_tcp log\n{}",
+        sealed_lines.join("\n"),
+        env.read_log("hyb_tcp")
+    );
+    println!(
+        "  sealed {}: {CYCLES} TLS accepts in {:.1?}, 0 failures; plain refused",
+        nodes[0],
+        seal_start.elapsed()
+    );
 
     // net_kernel:allow holds on a hybrid node for both protocols: once hyb_tls allows only a
     // node elsewhere, a TLS node with a good certificate (stock inet_tls_dist turns the allowed

@@ -9,6 +9,7 @@
 %%                            a time, and checks net_kernel restarts the whole set each time:
 %%       HYBRID crash <target> [{raw_accept_loop,restarted},...]
 %%   refused Target           HYBRID refused <target> <true|false> (true: no link on either side)
+%%   seal Target              seals distls's hybrid module on Target: HYBRID seal <target> ok
 %%   allow Target Entry       makes Entry (e.g. nobody@elsewhere) the only node Target allows
 %%                            (net_kernel:allow), then dials it again: HYBRID allow <target> <reconnected>
 -module(hybrid_driver).
@@ -42,6 +43,11 @@ main(["allow", Target, Entry]) ->
     ok = until(fun() -> not lists:member(T, nodes(connected)) end, 10000),
     Again = net_kernel:connect_node(T),
     out(io_lib:format("allow ~s ~s", [T, Again])),
+    halt(0);
+main(["seal", Target]) ->
+    T = list_to_atom(Target),
+    Result = rpc:call(T, distls_hybrid_dist, seal, []),
+    out(io_lib:format("seal ~s ~p", [T, Result])),
     halt(0);
 main(["refused", Target]) ->
     T = list_to_atom(Target),
