@@ -184,7 +184,7 @@ pub fn render_zero_split(
     nodes: &[crate::zero_split::ZeroSplitNode],
     journal: Option<&Journal>,
 ) -> String {
-    use crate::zero_split::{MODULE, RollPath, RollState, Stage, module_dir, roll_targets};
+    use crate::zero_split::{MODULE, RollPath, RollState, module_dir, roll_targets};
     let mut out = String::new();
     let path = journal
         .and_then(|j| j.zero_split)
@@ -242,7 +242,6 @@ pub fn render_zero_split(
         );
         let targets = roll_targets(nodes, this);
         for (index, target) in targets.iter().enumerate() {
-            let spec = &target.spec;
             let _ = writeln!(
                 out,
                 "\nnode {}/{} {} ({} → {})",
@@ -253,71 +252,9 @@ pub fn render_zero_split(
                 this.to
             );
             if this.at_run_time() {
-                let _ = writeln!(
-                    out,
-                    "  1. seal:   through a TLS probe VM: from now on it refuses plain TCP, closes plain links, dials only TLS (no restart)"
-                );
-                let _ = writeln!(
-                    out,
-                    "  2. edit {} to the stock TLS text (atomic replace, mode kept): its ctl reaches it over TLS, its next restart boots stock TLS",
-                    target.dist_args.display()
-                );
-                if let Some(ping) = &spec.commands.ping {
-                    let _ = writeln!(out, "  3. verify: {ping}");
-                }
-                let path = target.dist_args.display().to_string();
-                write_diff(
-                    &mut out,
-                    &target.original,
-                    &target.tls.text,
-                    (
-                        &format!("{path} ({})", this.from),
-                        &format!("{path} ({})", this.to),
-                    ),
-                    &cookies,
-                );
-                continue;
-            }
-            let _ = writeln!(out, "  1. stop:   {}", spec.commands.stop);
-            if this.to == Stage::Hybrid {
-                let _ = writeln!(
-                    out,
-                    "     then tell the nodes that run the module that {} speaks TLS (through a TLS probe VM)",
-                    target.name()
-                );
-            }
-            if let Some(optfile) = target
-                .optfile
-                .as_ref()
-                .filter(|_| this.from == Stage::Plain)
-            {
-                let _ = writeln!(
-                    out,
-                    "     write {} (-ssl_dist_optfile, mode 0600, owned like {}; kept until the run is back at plain)",
-                    optfile.path.display(),
-                    target.dist_args.display()
-                );
-            }
-            let _ = writeln!(
-                out,
-                "  2. edit {} (atomic replace, mode kept; backup {} of the original first)",
-                target.dist_args.display(),
-                target.backup.display()
-            );
-            let _ = writeln!(out, "  3. start:  {}", spec.commands.start);
-            let _ = writeln!(
-                out,
-                "  4. rejoin: linked to every node, and every node to every other (timeout {})",
-                humantime::format_duration(spec.timeouts.rejoin)
-            );
-            if let Some(ping) = &spec.commands.ping {
-                let _ = writeln!(out, "  5. verify: {ping}");
-            }
-            if let Some(ready) = &spec.commands.ready {
-                let _ = writeln!(
-                    out,
-                    "  6. ready:  {ready}   (it finishes starting before the next node)"
-                );
+                write_seal_steps(&mut out, target);
+            } else {
+                write_restart_steps(&mut out, target, this);
             }
             let path = target.dist_args.display().to_string();
             write_diff(
@@ -353,4 +290,71 @@ pub fn render_zero_split(
         }
     );
     out
+}
+
+/// A node's steps in the seal (H → TLS, at run time).
+fn write_seal_steps(out: &mut String, target: &crate::target::NodeTarget) {
+    let _ = writeln!(
+        out,
+        "  1. seal:   through a TLS probe VM: from now on it refuses plain TCP, closes plain links, dials only TLS (no restart)"
+    );
+    let _ = writeln!(
+        out,
+        "  2. edit {} to the stock TLS text (atomic replace, mode kept): its ctl reaches it over TLS, its next restart boots stock TLS",
+        target.dist_args.display()
+    );
+    if let Some(ping) = &target.spec.commands.ping {
+        let _ = writeln!(out, "  3. verify: {ping}");
+    }
+}
+
+/// A node's steps in a roll of restarts.
+fn write_restart_steps(
+    out: &mut String,
+    target: &crate::target::NodeTarget,
+    roll: crate::zero_split::RollState,
+) {
+    use crate::zero_split::Stage;
+    let spec = &target.spec;
+    let _ = writeln!(out, "  1. stop:   {}", spec.commands.stop);
+    if roll.to == Stage::Hybrid {
+        let _ = writeln!(
+            out,
+            "     then tell the nodes that run the module that {} speaks TLS (through a TLS probe VM)",
+            target.name()
+        );
+    }
+    if let Some(optfile) = target
+        .optfile
+        .as_ref()
+        .filter(|_| roll.from == Stage::Plain)
+    {
+        let _ = writeln!(
+            out,
+            "     write {} (-ssl_dist_optfile, mode 0600, owned like {}; kept until the run is back at plain)",
+            optfile.path.display(),
+            target.dist_args.display()
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  2. edit {} (atomic replace, mode kept; backup {} of the original first)",
+        target.dist_args.display(),
+        target.backup.display()
+    );
+    let _ = writeln!(out, "  3. start:  {}", spec.commands.start);
+    let _ = writeln!(
+        out,
+        "  4. rejoin: linked to every node, and every node to every other (timeout {})",
+        humantime::format_duration(spec.timeouts.rejoin)
+    );
+    if let Some(ping) = &spec.commands.ping {
+        let _ = writeln!(out, "  5. verify: {ping}");
+    }
+    if let Some(ready) = &spec.commands.ready {
+        let _ = writeln!(
+            out,
+            "  6. ready:  {ready}   (it finishes starting before the next node)"
+        );
+    }
 }

@@ -151,6 +151,28 @@ impl Env {
         self.finish(procs, procs.0.len() - 1, name)
     }
 
+    /// Starts a driver VM that dials each of `targets` CYCLES times expecting `expect` links;
+    /// its index in `procs` (for [`Self::finish`]).
+    fn start_stress(
+        &self,
+        procs: &mut Procs,
+        name: &str,
+        vm_args: &[String],
+        expect: &str,
+        targets: &[String],
+    ) -> usize {
+        let mut args = vm_args.to_vec();
+        args.extend(
+            ["-hidden", "-run", "hybrid_driver", "main", "stress", expect].map(String::from),
+        );
+        args.push(CYCLES.to_string());
+        args.extend(targets.iter().cloned());
+        procs
+            .0
+            .push(self.erl(name, &args).spawn().expect("erl starts"));
+        procs.0.len() - 1
+    }
+
     fn finish(&self, procs: &mut Procs, index: usize, name: &str) -> Vec<String> {
         let child = &mut procs.0[index];
         let mut status = None;
@@ -437,30 +459,12 @@ fn hybrid_listener_accepts_tcp_and_tls_under_stress() {
     // The stress: a stock TLS VM and a stock plain VM at the same time, each dialling both hybrid
     // nodes CYCLES times; meanwhile a TLS VM with a certificate from another CA is refused.
     let stress_start = Instant::now();
-    let cycles = CYCLES.to_string();
     let mut jobs = Vec::new();
     for (name, vm, expect) in [
-        ("stress_tls", tls_vm.clone(), "tls"),
-        ("stress_tcp", loopback.to_vec(), "tcp"),
+        ("stress_tls", &tls_vm[..], "tls"),
+        ("stress_tcp", &loopback[..], "tcp"),
     ] {
-        let mut args = vm;
-        args.extend(
-            [
-                "-hidden",
-                "-run",
-                "hybrid_driver",
-                "main",
-                "stress",
-                expect,
-                &cycles,
-            ]
-            .map(String::from),
-        );
-        args.extend(nodes.iter().cloned());
-        procs
-            .0
-            .push(env.erl(name, &args).spawn().expect("erl starts"));
-        jobs.push((name, procs.0.len() - 1));
+        jobs.push((name, env.start_stress(&mut procs, name, vm, expect, &nodes)));
     }
     let mut foreign_vm = loopback.to_vec();
     foreign_vm.extend(["-proto_dist", "inet_tls"].map(String::from));
@@ -520,24 +524,7 @@ fn hybrid_listener_accepts_tcp_and_tls_under_stress() {
         env.read_log("sealing")
     );
     let seal_start = Instant::now();
-    let mut args = tls_vm.clone();
-    args.extend(
-        [
-            "-hidden",
-            "-run",
-            "hybrid_driver",
-            "main",
-            "stress",
-            "tls",
-            &cycles,
-        ]
-        .map(String::from),
-    );
-    args.push(nodes[0].clone());
-    procs
-        .0
-        .push(env.erl("sealed_tls", &args).spawn().expect("erl starts"));
-    let index = procs.0.len() - 1;
+    let index = env.start_stress(&mut procs, "sealed_tls", &tls_vm, "tls", &nodes[..1]);
     let refused = env.driver(&mut procs, "sealed_tcp", &loopback, &["refused", &nodes[0]]);
     assert_eq!(
         refused,

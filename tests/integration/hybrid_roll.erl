@@ -128,27 +128,19 @@ dial(From, To) ->
     end.
 
 transport(Peer, Node) ->
-    case call(Peer, net_kernel, node_info, [Node]) of
-        {ok, Info} ->
-            case proplists:get_value(address, Info) of
-                #net_address{protocol = P} -> P;
-                Other -> Other
-            end;
-        Other ->
-            Other
-    end.
+    protocol(call(Peer, net_kernel, node_info, [Node])).
+
+protocol({ok, Info}) ->
+    case proplists:get_value(address, Info) of
+        #net_address{protocol = P} -> P;
+        Other -> Other
+    end;
+protocol(Other) ->
+    Other.
 
 %% How To sees the link from Self: asked over the link itself.
 peer_transport(From, To, Self) ->
-    case call(From, rpc, call, [To, net_kernel, node_info, [Self], 10000]) of
-        {ok, Info} ->
-            case proplists:get_value(address, Info) of
-                #net_address{protocol = P} -> P;
-                Other -> Other
-            end;
-        Other ->
-            Other
-    end.
+    protocol(call(From, rpc, call, [To, net_kernel, node_info, [Self], 10000])).
 
 owner(Peer, Node) ->
     case call(Peer, net_kernel, node_info, [Node]) of
