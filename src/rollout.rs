@@ -1128,10 +1128,8 @@ exit 1"#
         &self,
         skip_down: bool,
     ) -> Result<(Vec<NodeInfo>, std::result::Result<(), String>)> {
-        let mut infos = Vec::with_capacity(self.targets.len());
-        for index in 0..self.targets.len() {
-            infos.push(self.observe(index).await?);
-        }
+        let everyone: Vec<usize> = (0..self.targets.len()).collect();
+        let infos = self.observe_all(&everyone).await?;
         let stages: Vec<Option<Stage>> = infos
             .iter()
             .map(|i| i.proto_dist().and_then(Stage::of_signature))
@@ -1336,8 +1334,9 @@ exit 1"#
             _ => return Ok(()),
         };
         let name = self.name(index).to_string();
-        for peer in (0..self.targets.len()).filter(|&p| p != index) {
-            let info = self.observe(peer).await?;
+        let others: Vec<usize> = (0..self.targets.len()).filter(|&p| p != index).collect();
+        let infos = self.observe_all(&others).await?;
+        for (&peer, info) in others.iter().zip(&infos) {
             if info.proto_dist().and_then(Stage::of_signature) != Some(Stage::Hybrid) {
                 continue;
             }
@@ -1737,6 +1736,27 @@ exit 1"#
         observe_with(&self.probes, &self.targets[index]).await
     }
 
+    /// [`Self::observe`] of several nodes at once (a gate over the whole cluster asks every node
+    /// each round; one after the other that grows with the square of the cluster).
+    async fn observe_all(&self, indices: &[usize]) -> Result<Vec<NodeInfo>> {
+        let mut asks = tokio::task::JoinSet::new();
+        for (slot, &index) in indices.iter().enumerate() {
+            let target = &self.targets[index];
+            let (plain, tls) = probes_of(&self.probes, target).await?;
+            let name = target.name().to_string();
+            asks.spawn(async move { (slot, observe_pair(&plain, &tls, &name).await) });
+        }
+        let mut infos: Vec<Option<NodeInfo>> = vec![None; indices.len()];
+        while let Some(joined) = asks.join_next().await {
+            let (slot, info) = joined.expect("observation task");
+            infos[slot] = Some(info?);
+        }
+        Ok(infos
+            .into_iter()
+            .map(|i| i.expect("every node observed"))
+            .collect())
+    }
+
     async fn wait_running(&self, index: usize, want: Running, deadline: Instant) -> Result<bool> {
         loop {
             if self.running(&self.observe(index).await?) == want {
@@ -1949,12 +1969,22 @@ exit 1"#
 }
 
 pub async fn observe_with(probes: &ProbePool, target: &NodeTarget) -> Result<NodeInfo> {
+    let (plain, tls) = probes_of(probes, target).await?;
+    observe_pair(&plain, &tls, target.name()).await
+}
+
+/// The node's plain and TLS probe VMs (booted on first use, then shared).
+async fn probes_of(probes: &ProbePool, target: &NodeTarget) -> Result<(Arc<Probe>, Arc<Probe>)> {
     let site = target.probe_site();
-    let (plain, tls) = tokio::try_join!(
+    Ok(tokio::try_join!(
         probes.probe_for(&site, &target.probe_plain, "plain tcp"),
         probes.probe_for(&site, &target.probe_tls, "tls"),
-    )?;
-    let name = target.name();
+    )?)
+}
+
+/// What node `name` runs, asked through both probes at once: the one that speaks the node's
+/// protocol answers fast, the other would hang until the connection setup timeout.
+async fn observe_pair(plain: &Probe, tls: &Probe, name: &str) -> Result<NodeInfo> {
     let plain_info = plain.info(name);
     let tls_info = tls.info(name);
     tokio::pin!(plain_info, tls_info);
