@@ -319,8 +319,16 @@ fn zero_split_over_ssh_installs_the_module_remotely() {
     let plan = plan.to_str().unwrap();
     let out = t.distls(&["migrate", "--zero-split", plan]);
     assert!(out.status.success(), "{}", describe(&out));
-    t.assert_mesh("inet_tls", "tls");
+    // Every node runs the sealed module (stock TLS from its next restart) in a TLS mesh.
+    t.assert_mesh("distls_hybrid", "tls");
     t.assert_backups_are(&originals);
+    for node in 0..originals.len() {
+        let text = std::fs::read_to_string(t.dist_args_path(node)).unwrap();
+        assert!(
+            text.contains("\n-proto_dist inet_tls\n") && !text.contains("distls_hybrid"),
+            "node {node}'s file is the stock TLS text:\n{text}"
+        );
+    }
     for node in t.cluster.nodes() {
         assert!(
             !node.root.join("etc/distls-hybrid").exists(),
