@@ -114,6 +114,12 @@ fn plain_links_between_hybrid_nodes(t: &TestCluster, since: split_checker::Milli
             Some((name.as_str(), first.t))
         })
         .collect();
+    // Every node's restart must be seen, or the check below would pass on nothing.
+    assert_eq!(
+        hybrid_from.len(),
+        logs.len(),
+        "every node's restart into the module shows in its samples: {hybrid_from:?}"
+    );
     let mut found = Vec::new();
     for (name, samples) in &logs {
         let Some(&mine) = hybrid_from.get(name.as_str()) else {
