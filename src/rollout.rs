@@ -1371,7 +1371,7 @@ exit 1"#
                         self.needs_operator(index, "its flags file was changed outside distls")
                     );
                 }
-                (_, Running::Plain) => self.seal(index, "seal").await?,
+                (_, Running::Plain) => self.set_sealed(index, true).await?,
                 (FileState::Original, Running::Tls) => self.edit(index).await?,
                 // Its ctl is asked with every other node's once all are sealed (one VM boot
                 // each, at once, instead of one after the other).
@@ -1410,7 +1410,7 @@ exit 1"#
                 }
                 (FileState::Tls, _) => self.restore(index, Step::Stopped).await?,
                 (FileState::Original, Running::Tls) if sealed_module => {
-                    self.seal(index, "unseal").await?
+                    self.set_sealed(index, false).await?
                 }
                 (FileState::Original, Running::Tls) => {
                     self.stop(index, &info, Step::RevertStopping, Step::Stopped)
@@ -1439,15 +1439,16 @@ exit 1"#
 
     /// `seal` or `unseal` the module on node `index`, through a TLS probe VM (a sealed node takes
     /// only TLS), then wait until the node reports it.
-    async fn seal(&mut self, index: usize, op: &str) -> StepResult {
-        let (intent, done, want, what) = match op {
-            "seal" => (
+    async fn set_sealed(&mut self, index: usize, sealed: bool) -> StepResult {
+        let op = if sealed { "seal" } else { "unseal" };
+        let (intent, done, want, what) = match sealed {
+            true => (
                 Step::Sealing,
                 Step::Sealed,
                 Running::Tls,
                 "sealing: TLS only from now on (no restart)",
             ),
-            _ => (
+            false => (
                 Step::Unsealing,
                 Step::Stopped,
                 Running::Plain,
