@@ -558,17 +558,9 @@ async fn status_over(
             store.journal_path().display()
         ),
     }
-    for (spec, holder) in plan
-        .nodes
-        .iter()
-        .zip(node_lock::holders(plan, &transports).await)
-    {
+    for (lock, holder) in node_lock::holders(plan, &transports).await {
         if let Some(holder) = holder {
-            println!(
-                "run lock {}: {}",
-                node_lock::lock_path(&spec.vm_dist_args).display(),
-                holder.describe()
-            );
+            println!("run lock {}: {}", lock.display(), holder.describe());
         }
     }
     let probes = rollout::probe_pool(&targets)?;

@@ -1,7 +1,7 @@
 //! The run lock on the nodes' own hosts (docs/locks.md). The journal's flock only stops a second
 //! run from the same state directory; two plan copies (two directories, two laptops) would roll
 //! the same nodes at once. So every run that changes nodes first creates `<flags file>.distls-lock`
-//! beside each node's flags file, exclusively (`O_EXCL`: an existing file or a planted link makes
+//! beside each node's flags file (the real file, links resolved), exclusively (`O_EXCL`: an existing file or a planted link makes
 //! the create fail), holding who runs it; it refreshes them while it runs and removes them at the
 //! end. A lock whose holder died is taken over: at once when the holder ran on this operator host
 //! and its pid is gone, otherwise once it has not been refreshed for [`STALE_AFTER`], or at once
@@ -103,6 +103,17 @@ pub fn lock_path(flags_file: &std::path::Path) -> PathBuf {
     PathBuf::from(path)
 }
 
+/// The lock of the file the plan names, keyed on the real file on the node's host (trusted links
+/// followed, docs/security.md): two plans that reach one file by different paths (a linked
+/// release directory, `..`) share one lock. A path that cannot be resolved keeps the plan's name;
+/// the run's first read of it then fails with the reason.
+pub async fn lock_path_on_host(transport: &Transport, flags_file: &std::path::Path) -> PathBuf {
+    match transport.canonicalize(flags_file).await {
+        Ok(real) => lock_path(&real),
+        Err(_) => lock_path(flags_file),
+    }
+}
+
 enum Attempt {
     Acquired,
     Held(Holder),
@@ -123,7 +134,7 @@ pub async fn acquire(plan: &Plan, transports: &[Transport], break_lock: bool) ->
         let lock = NodeLock {
             node: spec.name.clone(),
             transport: transport.clone(),
-            path: lock_path(&spec.vm_dist_args),
+            path: lock_path_on_host(transport, &spec.vm_dist_args).await,
         };
         if locks
             .held
@@ -203,22 +214,24 @@ exit 2"#,
     }
 }
 
-/// Who holds each node's lock, if anyone (for `distls status`; read only, the expected fields only).
-pub async fn holders(plan: &Plan, transports: &[Transport]) -> Vec<Option<Holder>> {
+/// Who holds each node's lock, if anyone, and the lock's path (for `distls status`; read only,
+/// the expected fields only).
+pub async fn holders(plan: &Plan, transports: &[Transport]) -> Vec<(PathBuf, Option<Holder>)> {
     let mut found = Vec::with_capacity(plan.nodes.len());
     for (spec, transport) in plan.nodes.iter().zip(transports) {
+        let lock = lock_path_on_host(transport, &spec.vm_dist_args).await;
         let script = format!(
             r#"lock={path}
 [ -f "$lock" ] && [ ! -L "$lock" ] || exit 1
 echo "age $(( $(date +%s) - $(stat -c %Y -- "$lock") ))"
 grep -E '^(run|host|pid|started|plan) [^[:cntrl:]]{{1,300}}$' -- "$lock" | head -n 5"#,
-            path = shell_quote(&lock_path(&spec.vm_dist_args).display().to_string()),
+            path = shell_quote(&lock.display().to_string()),
         );
         let holder = match transport.run(&script, Duration::from_secs(30)).await {
             Ok(out) if out.success() => Some(parse_holder(&out.stdout)),
             _ => None,
         };
-        found.push(holder);
+        found.push((lock, holder));
     }
     found
 }

@@ -354,7 +354,7 @@ fn plant_lock(path: &Path, host: &str, pid: u32) {
 }
 
 /// Two copies of one plan in two directories (two state directories: the journal's flock cannot
-/// see the other), started at once against the same nodes: one runs, the other is refused by the
+/// see the other), one naming the files through a linked directory, started at once against the same nodes: one runs, the other is refused by the
 /// lock on the nodes' hosts, naming the first (host, pid). Then: a fresh lock of another operator
 /// host refuses a rollback; a lock whose same-host pid is gone and one not refreshed for 10
 /// minutes are taken over; `--break-lock` takes over a fresh one.
@@ -366,8 +366,15 @@ fn two_plan_copies_cannot_roll_the_same_nodes_at_once() {
         .prefix("distls-plan-copy-")
         .tempdir()
         .unwrap();
+    // The copy reaches the same files through a (root-owned, so trusted) link to the cluster's
+    // directory: the lock is keyed on the real file, not on the name a plan gives it.
+    let dir = plan_a.parent().unwrap().to_str().unwrap().to_string();
+    let via_link = copy.path().join("via-link");
+    std::os::unix::fs::symlink(&dir, &via_link).unwrap();
+    let text = std::fs::read_to_string(&plan_a).unwrap();
+    assert!(text.contains(&dir), "the plan names the cluster's files by path: {text}");
     let plan_b = copy.path().join("plan.yaml");
-    std::fs::copy(&plan_a, &plan_b).unwrap();
+    std::fs::write(&plan_b, text.replace(&dir, via_link.to_str().unwrap())).unwrap();
     let first = t.spawn_distls(&["migrate", plan_a.to_str().unwrap()]);
     let second = t.spawn_distls(&["migrate", plan_b.to_str().unwrap()]);
     let pids = [first.id(), second.id()];
