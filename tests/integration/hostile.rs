@@ -587,3 +587,199 @@ async fn an_owner_change_that_fails_is_an_error() {
     let meta = std::fs::metadata(&optfile).unwrap();
     assert_eq!((meta.uid(), meta.mode() & 0o777), (svc.uid, 0o600));
 }
+
+/// A process a hostile-host test starts, stopped by its pid when dropped.
+struct Started(std::process::Child);
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `epmd -names` of the cluster's epmd: the port each name is registered at.
+fn epmd_names(t: &TestCluster) -> BTreeMap<String, u16> {
+    let out = Command::new("epmd")
+        .args(["-port", &t.cluster.epmd_port().to_string(), "-names"])
+        .output()
+        .expect("epmd runs");
+    stdout(&out)
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("name ")?;
+            let (name, port) = rest.split_once(" at port ")?;
+            Some((name.to_string(), port.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+fn wait_for(t: &TestCluster, what: &str, mut done: impl FnMut() -> bool) {
+    t.cluster
+        .wait_until(what, std::time::Duration::from_secs(60), &mut done)
+        .unwrap();
+}
+
+/// Item 8: a force stop signals only the node's own VM. The service user stops its node and, as
+/// any local user can, registers the node's name with epmd at the port of a root-owned VM.
+/// The rollback finds the node unreachable there, its stop command cannot stop it, and the
+/// force stop would signal the VM behind that port (root's, as distls itself): distls refuses,
+/// saying why, and that VM lives on.
+#[test]
+fn a_force_stop_never_signals_a_vm_that_is_not_the_node() {
+    let Some((t, svc, victim)) = hostile_cluster("hostpid", "p") else {
+        return;
+    };
+    let plan = t.plan();
+    let plan = plan.to_str().unwrap();
+    let out = t.distls(&["migrate", plan]);
+    assert!(out.status.success(), "{}", describe(&out));
+    t.assert_mesh("inet_tls", "tls");
+
+    let dir = t.cluster.dir().join("root-vm");
+    std::fs::create_dir(&dir).unwrap();
+    let root_vm = Started(
+        Command::new("erl")
+            .args([
+                "-noshell",
+                "-sname",
+                "rootvm",
+                "-setcookie",
+                "not-the-clusters",
+            ])
+            .envs(t.cluster.env())
+            .env("ERL_CRASH_DUMP", dir.join("erl_crash.dump"))
+            .current_dir(&dir)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut port = 0;
+    wait_for(&t, "the root VM to register with epmd", || {
+        port = epmd_names(&t).get("rootvm").copied().unwrap_or(0);
+        port != 0
+    });
+
+    let node = t.node_names()[0].clone();
+    let short = node.split('@').next().unwrap().to_string();
+    t.cluster.ctl_ok(0, &["stop"]).unwrap();
+    wait_for(&t, "node 1 to leave epmd", || {
+        !epmd_names(&t).contains_key(&short)
+    });
+    // ALIVE2_REQ for the node's name at the root VM's port, held open (the registration lasts
+    // as long as the connection).
+    let register = r#"use IO::Socket::INET;
+my ($epmd, $name, $port) = @ARGV;
+my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1", PeerPort => $epmd) or die "connect: $!";
+my $body = pack("C n C C n n n", 120, $port, 77, 0, 6, 5, length $name) . $name . pack("n", 0);
+print $s pack("n", length $body) . $body; $s->flush;
+sysread($s, my $reply, 16) or die "no reply";
+my ($tag, $result) = unpack("C C", $reply);
+die "epmd refused: $tag $result" unless ($tag == 121 || $tag == 118) && $result == 0;
+sleep 3600;"#;
+    let _squatter = Started(
+        Command::new("setpriv")
+            .args(["--reuid", &svc.name, "--regid", &svc.name, "--clear-groups"])
+            .args(["perl", "-e", register])
+            .arg(t.cluster.epmd_port().to_string())
+            .arg(&short)
+            .arg(port.to_string())
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for(&t, "the node's name to point at the root VM", || {
+        epmd_names(&t).get(&short) == Some(&port)
+    });
+
+    t.cluster.write_plan_with(|index| {
+        if index == 0 {
+            "    timeouts:\n      stop: 3s\n      kill_grace: 3s\n".to_string()
+        } else {
+            String::new()
+        }
+    });
+    let out = t.distls(&["rollback", plan]);
+    assert!(!out.status.success(), "{}", describe(&out));
+    let said = stderr(&out);
+    let vm_pid = root_vm.0.id();
+    assert!(
+        said.contains(&format!("distls refuses to signal OS pid {vm_pid}"))
+            && said.contains(&format!("not node {node}")),
+        "refused, naming the pid and why: {}",
+        describe(&out)
+    );
+    assert!(
+        std::fs::read_to_string(format!("/proc/{vm_pid}/comm"))
+            .is_ok_and(|c| c.starts_with("beam")),
+        "the root VM still runs"
+    );
+    victim.assert_untouched("a force stop aimed at a root VM");
+    eprintln!("refused as expected:\n{}", said.trim_end());
+}
+
+/// Item 11: a probe VM that crashes (SIGUSR1: the VM's own crash-dump signal) writes no dump,
+/// neither through the `erl_crash.dump` link the service user planted in the operator's working
+/// directory (the node's `etc/`, which it owns) nor anywhere else; distls's own environment
+/// has no ERL_CRASH_DUMP, as an operator's would not.
+#[test]
+fn a_crashing_probe_writes_no_dump_through_a_planted_link() {
+    let Some((t, svc, victim)) = hostile_cluster("hostdump", "d") else {
+        return;
+    };
+    let etc = t.dist_args_path(0).parent().unwrap().to_path_buf();
+    let link = etc.join("erl_crash.dump");
+    svc.run(&format!("ln -s {} {}", quoted(&victim.path), quoted(&link)));
+    let plan = t.plan();
+    let run = Command::new(env!("CARGO_BIN_EXE_distls"))
+        .args(["migrate", plan.to_str().unwrap()])
+        .envs(t.cluster.env())
+        .env_remove("ERL_CRASH_DUMP")
+        .env_remove("ERL_CRASH_DUMP_SECONDS")
+        .current_dir(&etc)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut probe = None;
+    let marker = format!("distls_probe_{}_", run.id());
+    wait_for(&t, "a probe VM of the run", || {
+        probe = processes()
+            .into_iter()
+            .find(|(_, _, cmdline)| cmdline.contains(&marker))
+            .map(|(pid, _, _)| pid);
+        probe.is_some()
+    });
+    let probe = probe.unwrap();
+    // SAFETY: a signal to the pid just found, a VM this test's distls started.
+    assert_eq!(unsafe { libc::kill(probe as i32, libc::SIGUSR1) }, 0);
+    wait_for(&t, "the probe VM to end", || {
+        !Path::new(&format!("/proc/{probe}")).exists()
+            || std::fs::read_to_string(format!("/proc/{probe}/stat")).is_ok_and(|s| {
+                s.rsplit(')')
+                    .next()
+                    .is_some_and(|r| r.trim_start().starts_with('Z'))
+            })
+    });
+    let out = run.wait_with_output().unwrap();
+    eprintln!("the run, its probe crashed: {}", describe(&out));
+    assert_eq!(
+        std::fs::read_link(&link).unwrap(),
+        victim.path,
+        "the planted link is untouched"
+    );
+    victim.assert_untouched("a probe VM crash");
+    let dumps: Vec<PathBuf> = std::fs::read_dir(&etc)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p != &link && p.to_string_lossy().contains("crash.dump"))
+        .collect();
+    assert!(dumps.is_empty(), "no dump beside the link: {dumps:?}");
+    // Whatever the run did, the cluster can be brought back.
+    if !out.status.success() {
+        let back = t.distls(&["rollback", plan.to_str().unwrap()]);
+        assert!(back.status.success(), "{}", describe(&back));
+    }
+}

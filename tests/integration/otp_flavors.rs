@@ -1,7 +1,9 @@
 //! The ejabberd and RabbitMQ flavors on the products of Debian trixie (OTP 27: ejabberd 24.12,
 //! RabbitMQ 4.0) and sid (OTP 29: ejabberd 26.07, RabbitMQ 4.3), each a 3-node cluster on one OTP
 //! host that distls reaches over SSH: migrated with the flavor defaults (every link TLS, the data
-//! still there), then rolled back (every file byte-identical, the cluster plain and whole).
+//! still there), then rolled back (every file byte-identical, the cluster plain and whole; a
+//! CR LF line and a missing final newline included). A file holding a Latin-1 byte is refused
+//! over SSH before anything is touched.
 //! Skipped, with a message, where network namespaces cannot be made.
 
 use crate::flavors::{assert_status_all_tls, distls};
@@ -27,15 +29,55 @@ fn check_ok(plan: &Path, otp: Otp) {
     assert!(shown.contains(" 0 FAIL"), "{shown}");
 }
 
+/// Over SSH, the flavor's file holding a Latin-1 byte is refused before anything is touched
+/// (as locally); then node 2's file gets a CR LF comment line and node 3's loses its final
+/// newline, which the migration and rollback must give back byte for byte. Returns the files'
+/// bytes from then on (the originals the rollback is compared with).
+fn stage_raw_bytes(files: &[std::path::PathBuf], plan: &Path) -> Vec<Vec<u8>> {
+    let first = std::fs::read(&files[0]).unwrap();
+    let mut latin1 = first.clone();
+    latin1.extend_from_slice(b"# r\xe9seau\n");
+    std::fs::write(&files[0], &latin1).unwrap();
+    let out = distls(&["migrate", plan.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    let said = crate::support::stderr(&out);
+    assert!(
+        said.contains(&format!(
+            "{}",
+            files[0].file_name().unwrap().to_string_lossy()
+        )) && said.contains("is not UTF-8 text")
+            && said.contains("(byte 0xe9)"),
+        "refused over SSH, naming the file and the byte: {said}"
+    );
+    assert_eq!(std::fs::read(&files[0]).unwrap(), latin1, "nothing touched");
+    assert!(
+        crate::support::journal_if_any(plan).is_none_or(|j| j["phase"] != "completed"),
+        "no run"
+    );
+    let _ = std::fs::remove_dir_all(plan.parent().unwrap().join(".distls"));
+    std::fs::write(&files[0], &first).unwrap();
+    // In place (owner and mode kept). A CR LF comment is harmless to the shell that sources it.
+    let mut crlf = std::fs::read(&files[1]).unwrap();
+    crlf.extend_from_slice(b"# added by the distls test: a CR LF line\r\n");
+    std::fs::write(&files[1], &crlf).unwrap();
+    let mut unterminated = std::fs::read(&files[2]).unwrap();
+    while unterminated.last() == Some(&b'\n') {
+        unterminated.pop();
+    }
+    std::fs::write(&files[2], &unterminated).unwrap();
+    files.iter().map(|f| std::fs::read(f).unwrap()).collect()
+}
+
 fn ejabberd_migrates_and_rolls_back_on(otp: Otp, prefix: &str) {
     // No products lock: each cluster has its own host (namespace, root, cookie, ports).
     let Some(ej) = Ejabberd::cluster_on(prefix, 3, otp) else {
         return;
     };
     let names: Vec<String> = (1..=3).map(|i| ej.node_name(i)).collect();
-    let originals: Vec<Vec<u8>> = (1..=3).map(|i| std::fs::read(ej.cfg(i)).unwrap()).collect();
     let plan = ej.plan(&format!("{prefix}-test"), |_| String::new());
     check_ok(&plan, otp);
+    let cfgs: Vec<_> = (1..=3).map(|i| ej.cfg(i)).collect();
+    let originals = stage_raw_bytes(&cfgs, &plan);
 
     let migrate = run_ok("migrate", &plan);
     assert_eq!(journal(&plan)["phase"], "completed");
@@ -78,11 +120,10 @@ fn rabbitmq_migrates_and_rolls_back_on(otp: Otp, prefix: &str) {
         return;
     };
     let names: Vec<String> = (1..=3).map(|i| rmq.node_name(i)).collect();
-    let originals: Vec<Vec<u8>> = (1..=3)
-        .map(|i| std::fs::read(rmq.env_file(i)).unwrap())
-        .collect();
     let plan = rmq.plan(&format!("{prefix}-test"));
     check_ok(&plan, otp);
+    let envs: Vec<_> = (1..=3).map(|i| rmq.env_file(i)).collect();
+    let originals = stage_raw_bytes(&envs, &plan);
 
     let store = rmq.ctl(1, &["eval", "'rabbit_khepri:is_enabled().'"]);
     let store = if stdout(&store).trim() == "true" {

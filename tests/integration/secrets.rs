@@ -372,7 +372,10 @@ fn two_plan_copies_cannot_roll_the_same_nodes_at_once() {
     let via_link = copy.path().join("via-link");
     std::os::unix::fs::symlink(&dir, &via_link).unwrap();
     let text = std::fs::read_to_string(&plan_a).unwrap();
-    assert!(text.contains(&dir), "the plan names the cluster's files by path: {text}");
+    assert!(
+        text.contains(&dir),
+        "the plan names the cluster's files by path: {text}"
+    );
     let plan_b = copy.path().join("plan.yaml");
     std::fs::write(&plan_b, text.replace(&dir, via_link.to_str().unwrap())).unwrap();
     let first = t.spawn_distls(&["migrate", plan_a.to_str().unwrap()]);
