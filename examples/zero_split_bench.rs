@@ -206,9 +206,12 @@ fn run_distls(
     let plan = cluster.plan_path();
     let mut cmd = Command::new(&args.distls);
     cmd.arg("migrate");
-    if args.mode == Mode::ZeroSplit {
-        cmd.arg("--zero-split");
-    }
+    // Both rolls named explicitly: "default" is the classic roll (the default before issue 14;
+    // the label is kept so earlier result files still compare).
+    cmd.arg(match args.mode {
+        Mode::ZeroSplit => "--zero-split",
+        Mode::Default => "--classic",
+    });
     cmd.arg(&plan).envs(cluster.env()).stdin(Stdio::null());
     for var in ["ERL_FLAGS", "ERL_AFLAGS", "ERL_ZFLAGS", "ERL_LIBS"] {
         cmd.env_remove(var);

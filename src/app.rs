@@ -7,6 +7,7 @@ use crate::cli::{
 use crate::error::{Error, Result, exit_code};
 use crate::journal::{Journal, JournalStore, Phase};
 use crate::plan::{OnFailure, Plan, SshSpec};
+use crate::roll_mode::{self, RollMode};
 use crate::rollout::{self, NodeSummary, Options, Rollout, Running};
 use crate::ssh;
 use crate::target::{self, FileState};
@@ -121,19 +122,43 @@ async fn migrate(args: MigrateArgs) -> Result<()> {
     let preflight_options = preflight::Options {
         expiry_window: args.preflight.expiry_window,
         handshake: false,
-        zero_split: args.zero_split,
+        zero_split: false,
         allow_weak_tls: args.preflight.allow_weak_tls,
     };
     let (transports, connections) = open_transports(&plan).await?;
-    let outcome = if args.dry_run && args.zero_split {
-        dry_run_zero_split(&plan, &store, &transports, preflight_options).await
-    } else if args.dry_run {
-        dry_run(&plan, &store, &transports, preflight_options).await
+    let outcome = if args.dry_run {
+        dry_run_in_mode(&plan, &args, &store, &transports, preflight_options).await
     } else {
         migrate_checked(&plan, &args, store, transports, preflight_options).await
     };
     ssh::close_all(connections).await;
     outcome
+}
+
+/// The roll a run takes (`roll_mode`), saying so when the default fell back to classic.
+fn choose_mode(args: &MigrateArgs, plan: &Plan, journal: Option<&Journal>) -> Result<RollMode> {
+    let choice = roll_mode::choose(args.mode, plan, journal)?;
+    if let Some(why) = &choice.fallback {
+        eprintln!("{why}");
+    }
+    Ok(choice.mode)
+}
+
+async fn dry_run_in_mode(
+    plan: &Plan,
+    args: &MigrateArgs,
+    store: &JournalStore,
+    transports: &[Transport],
+    mut preflight_options: preflight::Options,
+) -> Result<()> {
+    let journal = resumable(store.load()?);
+    let mode = choose_mode(args, plan, journal.as_ref())?;
+    preflight_options.zero_split = mode.is_zero_split();
+    if mode.is_zero_split() {
+        dry_run_zero_split(plan, store, transports, preflight_options).await
+    } else {
+        dry_run(plan, store, transports, preflight_options).await
+    }
 }
 
 async fn dry_run(
@@ -169,27 +194,12 @@ async fn dry_run_zero_split(
 }
 
 /// Zero-split or not: the flag starts one, the journal carries on the one it holds.
-fn check_mode(zero_split: bool, journal: Option<&Journal>) -> Result<()> {
-    let Some(journal) = journal else {
-        return Ok(());
-    };
-    match (zero_split, journal.zero_split.is_some()) {
-        (true, false) => Err(Error::InvalidInput(
-            "the journal holds a default (split) roll in progress; finish or roll it back first\n  hint: rerun without --zero-split, or run `distls rollback` with this plan".into(),
-        )),
-        (false, true) => Err(Error::InvalidInput(
-            "the journal holds a zero-split run in progress\n  hint: rerun with --zero-split to carry it on, or run `distls rollback` with this plan".into(),
-        )),
-        _ => Ok(()),
-    }
-}
-
 async fn migrate_checked(
     plan: &Plan,
     args: &MigrateArgs,
     mut store: JournalStore,
     transports: Vec<Transport>,
-    preflight_options: preflight::Options,
+    mut preflight_options: preflight::Options,
 ) -> Result<()> {
     // Read-only, before the lock: a bad plan or node file is still invalid input (exit 2), and a
     // refused preflight leaves no trace, not even a state directory.
@@ -201,14 +211,24 @@ async fn migrate_checked(
     if archive {
         before = None;
     }
-    check_mode(args.zero_split, before.as_ref())?;
-    if args.zero_split {
+    let mode = choose_mode(args, plan, before.as_ref())?;
+    let zero_split = mode.is_zero_split();
+    preflight_options.zero_split = zero_split;
+    if zero_split {
         zero_split::prepare(plan, &transports, before.as_ref()).await?;
     } else {
         target::prepare(plan, &transports, before.as_ref()).await?;
     }
-    let findings = preflight::run(plan, &transports, preflight_options).await;
-    refuse_on_failures(&findings, &plan.path, args.zero_split)?;
+    let findings = if zero_split {
+        let (findings, ()) = tokio::join!(
+            preflight::run(plan, &transports, preflight_options),
+            zero_split::precompile(plan, &transports)
+        );
+        findings
+    } else {
+        preflight::run(plan, &transports, preflight_options).await
+    };
+    refuse_on_failures(&findings, &plan.path, mode)?;
     print!("{}", preflight::render_problems(&findings));
     store.lock()?;
     if archive {
@@ -223,9 +243,13 @@ async fn migrate_checked(
     if let Some(journal) = &journal {
         check_resumable(journal, plan, args.allow_plan_change)?;
     }
-    check_mode(args.zero_split, journal.as_ref())?;
+    if journal.is_some() && roll_mode::choose(args.mode, plan, journal.as_ref())?.mode != mode {
+        return Err(Error::Refused(
+            "another run started a journal with the other roll while this one ran its preflight; nothing was touched\n  hint: rerun to carry that run on".into(),
+        ));
+    }
     let locks = node_lock::acquire(plan, &transports, args.lock.break_lock).await?;
-    let outcome = if args.zero_split {
+    let outcome = if zero_split {
         migrate_zero_split(plan, args, store, journal, transports).await
     } else {
         migrate_over(plan, args, store, journal, transports).await
@@ -386,25 +410,29 @@ fn resumable(journal: Option<Journal>) -> Option<Journal> {
 fn refuse_on_failures(
     findings: &[preflight::Finding],
     plan: &std::path::Path,
-    zero_split: bool,
+    mode: RollMode,
 ) -> Result<()> {
     if !preflight::has_failures(findings) {
         return Ok(());
     }
     eprint!("{}", preflight::render_problems(findings));
-    let mode = if zero_split { " --zero-split" } else { "" };
+    let flag = mode.flag();
     Err(Error::Refused(format!(
-        "preflight found problems that would make the switch fail; nothing was touched\n  hint: fix every FAIL above (`distls check{mode} {}` shows all checks), then run again",
+        "preflight found problems that would make the switch fail; nothing was touched\n  hint: fix every FAIL above (`distls check{flag} {}` shows all checks), then run again",
         plan.display()
     )))
 }
 
 async fn check(args: CheckArgs) -> Result<()> {
     let plan = Plan::load(&args.plan)?;
+    let choice = roll_mode::choose(args.mode, &plan, None)?;
+    if let Some(why) = &choice.fallback {
+        eprintln!("{why}");
+    }
     let options = preflight::Options {
         expiry_window: args.preflight.expiry_window,
         handshake: args.handshake,
-        zero_split: args.zero_split,
+        zero_split: choice.mode.is_zero_split(),
         allow_weak_tls: args.preflight.allow_weak_tls,
     };
     let (transports, connections) = open_transports(&plan).await?;
@@ -670,7 +698,7 @@ async fn demo(args: DemoArgs) -> Result<()> {
             plan: cluster.plan_path(),
             state_dir: None,
         };
-        let mode = if args.zero_split { " --zero-split" } else { "" };
+        let mode = if args.mode.classic { " --classic" } else { "" };
         println!(
             "$ distls migrate{mode} --dry-run {}",
             cluster.plan_path().display()
@@ -682,7 +710,7 @@ async fn demo(args: DemoArgs) -> Result<()> {
             dry_run: true,
             on_failure: None,
             allow_plan_change: false,
-            zero_split: args.zero_split,
+            mode: args.mode,
             preflight: default_preflight(),
         })
         .await?;
@@ -694,7 +722,7 @@ async fn demo(args: DemoArgs) -> Result<()> {
             dry_run: false,
             on_failure: None,
             allow_plan_change: false,
-            zero_split: args.zero_split,
+            mode: args.mode,
             preflight: default_preflight(),
         })
         .await?;

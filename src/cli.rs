@@ -73,12 +73,26 @@ pub struct MigrateArgs {
     /// Resume even though the plan file changed since the journal was started.
     #[arg(long)]
     pub allow_plan_change: bool,
-    /// Never split the cluster: three rolls through distls's hybrid distribution module
-    /// (plain → A: accept both, dial tcp → B: accept both, dial tls → C: stock TLS); see docs/zero-split.md.
-    #[arg(long)]
-    pub zero_split: bool,
+    #[command(flatten)]
+    pub mode: ModeArgs,
     #[command(flatten)]
     pub preflight: PreflightArgs,
+}
+
+/// Which roll a new run takes (docs/zero-split.md). A run in progress goes on with the roll its
+/// journal records.
+#[derive(Debug, Clone, Copy, Default, Args)]
+pub struct ModeArgs {
+    /// The roll without distls's module: each node restarts straight into stock TLS, so the
+    /// migrated nodes and the plain ones cannot see each other until the last node switches.
+    /// For hosts where no extra module may be loaded.
+    #[arg(long, conflicts_with = "zero_split")]
+    pub classic: bool,
+    /// The default roll, named explicitly: never split; one restart per node into distls's hybrid
+    /// distribution module, then sealed to TLS at run time (docs/zero-split.md). Refused, rather
+    /// than falling back to --classic, where a node cannot take the module.
+    #[arg(long)]
+    pub zero_split: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -102,9 +116,10 @@ pub struct CheckArgs {
     /// Also start two throwaway TLS VMs on each host and ping between them.
     #[arg(long)]
     pub handshake: bool,
-    /// Also check that every host can run `migrate --zero-split` (its OTP, the node's flavor).
-    #[arg(long)]
-    pub zero_split: bool,
+    /// Check for the roll `migrate` would take with these flags: by default also that every host
+    /// can run the zero-split roll (its OTP, the node's flavor); `--classic` leaves that out.
+    #[command(flatten)]
+    pub mode: ModeArgs,
     #[command(flatten)]
     pub preflight: PreflightArgs,
 }
@@ -125,7 +140,7 @@ pub struct DemoArgs {
     /// Keep the cluster directory (nodes are stopped either way).
     #[arg(long)]
     pub keep: bool,
-    /// Migrate the rehearsal with `migrate --zero-split` (three rolls, never split).
-    #[arg(long)]
-    pub zero_split: bool,
+    /// The roll to migrate the rehearsal with (default: zero-split, never split).
+    #[command(flatten)]
+    pub mode: ModeArgs,
 }

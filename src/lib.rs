@@ -14,6 +14,7 @@ pub mod probe;
 pub mod progress;
 pub mod redact;
 pub mod rehearsal;
+pub mod roll_mode;
 pub mod rollout;
 pub mod signal_target;
 pub mod ssh;

@@ -190,7 +190,10 @@ pub struct Rollout<'a> {
     targets: Vec<NodeTarget>,
     store: JournalStore,
     journal: Journal,
-    probes: ProbePool,
+    probes: Arc<ProbePool>,
+    /// Whether this roll stops its probes at its end (not when a zero-split run shares one pool
+    /// across its rolls).
+    owns_probes: bool,
     progress: Progress,
     interrupted: Arc<AtomicBool>,
     options: Options,
@@ -244,7 +247,7 @@ impl<'a> Rollout<'a> {
         options: Options,
         interrupted: Arc<AtomicBool>,
     ) -> Result<Self> {
-        let probes = probe_pool(&targets)?;
+        let probes = Arc::new(probe_pool(&targets)?);
         let progress = Progress::new(targets.len(), &plan.cluster);
         let timings = vec![None; targets.len()];
         Ok(Rollout {
@@ -253,6 +256,7 @@ impl<'a> Rollout<'a> {
             store,
             journal,
             probes,
+            owns_probes: true,
             progress,
             interrupted,
             options,
@@ -269,6 +273,20 @@ impl<'a> Rollout<'a> {
         let title = format!("{} ({} → {})", self.plan.cluster, roll.from, roll.to);
         self.progress = Progress::new(self.targets.len(), &title);
         self
+    }
+
+    /// Observe through `probes`, which outlive this roll (the caller shuts them down): the rolls
+    /// of one zero-split run share their probe VMs instead of booting new ones per roll.
+    pub fn with_shared_probes(mut self, probes: Arc<ProbePool>) -> Self {
+        self.probes = probes;
+        self.owns_probes = false;
+        self
+    }
+
+    async fn release_probes(&self) {
+        if self.owns_probes {
+            self.probes.shutdown().await;
+        }
     }
 
     /// A line for the operator (a phase change).
@@ -342,7 +360,7 @@ impl<'a> Rollout<'a> {
         };
         self.progress.finish();
         let summary = self.summary().await;
-        self.probes.shutdown().await;
+        self.release_probes().await;
         (summary, result)
     }
 
@@ -1673,7 +1691,7 @@ exit 1"#
         self.journal.phase = Phase::RollingBack;
         self.journal.record(None, "rollback requested");
         if let Err(e) = self.store.save(&mut self.journal) {
-            self.probes.shutdown().await;
+            self.release_probes().await;
             return (Vec::new(), Err(e.into()));
         }
         let last = self.targets.len() - 1;
@@ -1690,7 +1708,7 @@ exit 1"#
         };
         self.progress.finish();
         let summary = self.summary().await;
-        self.probes.shutdown().await;
+        self.release_probes().await;
         (summary, outcome)
     }
 

@@ -153,6 +153,13 @@ impl Transport {
         )
     }
 
+    /// The site and the plan's `env` for its commands: two transports with the same context run
+    /// a command the same way (the same `erl` on PATH). Kept in memory only: `env` may hold
+    /// secrets.
+    pub fn command_context(&self) -> String {
+        format!("{} with {:?}", self.site(), self.env)
+    }
+
     pub fn is_local(&self) -> bool {
         matches!(self.access, Access::Local)
     }

@@ -383,7 +383,7 @@ pub async fn install_module(
     {
         return Ok(());
     }
-    let compiled = compile_module(transport, erl).await?;
+    let compiled = compiled_module(transport, erl).await?;
     transport
         .make_dir(&dir, 0o755)
         .await
@@ -395,6 +395,45 @@ pub async fn install_module(
             .map_err(|e| format!("cannot install the hybrid module: {e}"))?;
     }
     Ok(())
+}
+
+/// One compile per host, `erl` and environment serves every node there: the source is fixed.
+type CompileCell = Arc<tokio::sync::OnceCell<Vec<u8>>>;
+static COMPILED: std::sync::LazyLock<
+    std::sync::Mutex<std::collections::HashMap<String, CompileCell>>,
+> = std::sync::LazyLock::new(Default::default);
+
+/// The module's beam for this host and `erl`, compiled once per run (a failed compile is tried
+/// again by the next caller).
+async fn compiled_module(transport: &Transport, erl: &str) -> Result<Vec<u8>, String> {
+    let key = format!("{}\0{erl}", transport.command_context());
+    let cell = {
+        let mut cells = COMPILED.lock().unwrap_or_else(|e| e.into_inner());
+        cells.entry(key).or_default().clone()
+    };
+    cell.get_or_try_init(|| compile_module(transport, erl))
+        .await
+        .cloned()
+}
+
+/// Compiles the module on every node's host while the preflight runs (a compile is
+/// read-only on the host: a temp directory that goes with it), so the first roll does not wait
+/// for it. Its errors are not reported here: the install before the first roll says them.
+pub async fn precompile(plan: &Plan, transports: &[Transport]) {
+    let mut seen = std::collections::HashSet::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (spec, transport) in plan.nodes.iter().zip(transports) {
+        if !seen.insert(format!("{}\0{}", transport.command_context(), spec.erl)) {
+            continue;
+        }
+        let (transport, erl) = (transport.clone(), spec.erl.clone());
+        tasks.spawn(async move {
+            if let Err(why) = compiled_module(&transport, &erl).await {
+                tracing::debug!(site = %transport.describe(), why, "precompile failed");
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
 }
 
 /// The module's beam, compiled on the node's host by its `erl` in a fresh temp directory (the
@@ -755,101 +794,157 @@ pub enum Intent {
 pub async fn run(
     plan: &Plan,
     nodes: &[ZeroSplitNode],
-    mut store: JournalStore,
-    mut journal: Journal,
+    store: JournalStore,
+    journal: Journal,
     options: Options,
     interrupted: Arc<AtomicBool>,
     intent: Intent,
 ) -> (Vec<NodeSummary>, Result<()>) {
-    let mut summary = Vec::new();
-    let mut failure: Option<Error> = None;
-    // A new run takes the one-restart path; a journal of a three-roll run goes on with that.
-    let mut roll = *journal
-        .zero_split
-        .get_or_insert(RollState::first(RollPath::OneRestart));
-    if journal.phase == Phase::RolledBack && roll.toward == Stage::Tls && intent == Intent::Migrate
-    {
-        // A roll went back after a failure, and the run was stopped before it turned to plain.
-        failure = Some(Error::StepFailed(format!(
-            "an earlier failure turned this run back ({}); it goes back to plain first",
-            journal.failure.as_deref().unwrap_or("see `distls status`")
-        )));
-        match roll.back_to_plain() {
-            Some(back) => roll = back,
-            None => return (summary, finish(nodes, &store, &mut journal, failure).await),
-        }
-        if let Err(e) = advance(&store, &mut journal, roll) {
-            return (summary, Err(e));
-        }
+    let targets: Vec<_> = nodes.iter().map(|n| n.target.clone()).collect();
+    let probes = match crate::rollout::probe_pool(&targets) {
+        Ok(pool) => Arc::new(pool),
+        Err(e) => return (Vec::new(), Err(e)),
+    };
+    let rolls = Rolls {
+        plan,
+        nodes,
+        interrupted,
+        probes: probes.clone(),
+    };
+    let outcome = rolls.run(store, journal, options, intent).await;
+    probes.shutdown().await;
+    outcome
+}
+
+/// What every roll of one run shares: the probe VMs among it.
+struct Rolls<'p, 'n> {
+    plan: &'p Plan,
+    nodes: &'n [ZeroSplitNode],
+    interrupted: Arc<AtomicBool>,
+    probes: Arc<crate::probe::ProbePool>,
+}
+
+impl<'p> Rolls<'p, '_> {
+    async fn rollout(
+        &self,
+        roll: RollState,
+        store: JournalStore,
+        journal: Journal,
+        options: Options,
+    ) -> Result<Rollout<'p>> {
+        let rollout = roll_rollout(
+            self.plan,
+            self.nodes,
+            roll,
+            store,
+            journal,
+            options,
+            &self.interrupted,
+        )
+        .await?;
+        Ok(rollout.with_shared_probes(self.probes.clone()))
     }
-    if intent == Intent::Rollback && roll.toward == Stage::Tls {
-        // The roll under way goes back to its `from` stage first; then the rolls back to plain.
-        let pause = Options {
-            on_failure: OnFailure::Pause,
-        };
-        let mut rollout =
-            match roll_rollout(plan, nodes, roll, store, journal, pause, &interrupted).await {
+
+    async fn run(
+        &self,
+        mut store: JournalStore,
+        mut journal: Journal,
+        options: Options,
+        intent: Intent,
+    ) -> (Vec<NodeSummary>, Result<()>) {
+        let nodes = self.nodes;
+        let mut summary = Vec::new();
+        let mut failure: Option<Error> = None;
+        // A new run takes the one-restart path; a journal of a three-roll run goes on with that.
+        let mut roll = *journal
+            .zero_split
+            .get_or_insert(RollState::first(RollPath::OneRestart));
+        if journal.phase == Phase::RolledBack
+            && roll.toward == Stage::Tls
+            && intent == Intent::Migrate
+        {
+            // A roll went back after a failure, and the run was stopped before it turned to plain.
+            failure = Some(Error::StepFailed(format!(
+                "an earlier failure turned this run back ({}); it goes back to plain first",
+                journal.failure.as_deref().unwrap_or("see `distls status`")
+            )));
+            match roll.back_to_plain() {
+                Some(back) => roll = back,
+                None => return (summary, finish(nodes, &store, &mut journal, failure).await),
+            }
+            if let Err(e) = advance(&store, &mut journal, roll) {
+                return (summary, Err(e));
+            }
+        }
+        if intent == Intent::Rollback && roll.toward == Stage::Tls {
+            // The roll under way goes back to its `from` stage first; then the rolls back to plain.
+            let pause = Options {
+                on_failure: OnFailure::Pause,
+            };
+            let mut rollout = match self.rollout(roll, store, journal, pause).await {
                 Ok(r) => r,
                 Err(e) => return (summary, Err(e)),
             };
-        let (rows, outcome) = rollout.rollback().await;
-        summary = rows;
-        (store, journal) = rollout.into_parts();
-        if let Err(e) = outcome {
-            return (summary, Err(e));
+            let (rows, outcome) = rollout.rollback().await;
+            summary = rows;
+            (store, journal) = rollout.into_parts();
+            if let Err(e) = outcome {
+                return (summary, Err(e));
+            }
+            match roll.back_to_plain() {
+                Some(next) => roll = next,
+                None => return (summary, finish(nodes, &store, &mut journal, None).await),
+            }
+            if let Err(e) = advance(&store, &mut journal, roll) {
+                return (summary, Err(e));
+            }
         }
-        match roll.back_to_plain() {
-            Some(next) => roll = next,
-            None => return (summary, finish(nodes, &store, &mut journal, None).await),
-        }
-        if let Err(e) = advance(&store, &mut journal, roll) {
-            return (summary, Err(e));
-        }
-    }
-    loop {
-        if roll.toward == Stage::Plain && intent == Intent::Migrate && failure.is_none() {
-            failure = Some(Error::StepFailed(
+        loop {
+            if roll.toward == Stage::Plain && intent == Intent::Migrate && failure.is_none() {
+                failure = Some(Error::StepFailed(
                 "an earlier failure (see `distls status`) turned this run back toward plain TCP; it finishes that first"
                     .into(),
             ));
-        }
-        // On the way back a failure pauses: rolling back a roll toward plain would move away
-        // from plain.
-        let options = match roll.toward {
-            Stage::Plain => Options {
-                on_failure: OnFailure::Pause,
-            },
-            _ => options.clone(),
-        };
-        let mut rollout =
-            match roll_rollout(plan, nodes, roll, store, journal, options, &interrupted).await {
+            }
+            // On the way back a failure pauses: rolling back a roll toward plain would move away
+            // from plain.
+            let options = match roll.toward {
+                Stage::Plain => Options {
+                    on_failure: OnFailure::Pause,
+                },
+                _ => options.clone(),
+            };
+            let mut rollout = match self.rollout(roll, store, journal, options).await {
                 Ok(r) => r,
                 Err(e) => return (summary, Err(e)),
             };
-        rollout.note(&format!("roll {}", roll.describe()));
-        let (rows, outcome) = rollout.migrate().await;
-        summary = rows;
-        (store, journal) = rollout.into_parts();
-        let next = match outcome {
-            Ok(()) => roll.next(),
-            // The roll went back to where it started (one mesh, no split): on back to plain.
-            Err(e) if journal.phase == Phase::RolledBack && roll.toward == Stage::Tls => {
-                failure = Some(e);
-                match roll.back_to_plain() {
-                    Some(back) => Some(back),
-                    None => return (summary, finish(nodes, &store, &mut journal, failure).await),
+            rollout.note(&format!("roll {}", roll.describe()));
+            let (rows, outcome) = rollout.migrate().await;
+            summary = rows;
+            (store, journal) = rollout.into_parts();
+            let next = match outcome {
+                Ok(()) => roll.next(),
+                // The roll went back to where it started (one mesh, no split): on back to plain.
+                Err(e) if journal.phase == Phase::RolledBack && roll.toward == Stage::Tls => {
+                    failure = Some(e);
+                    match roll.back_to_plain() {
+                        Some(back) => Some(back),
+                        None => {
+                            return (summary, finish(nodes, &store, &mut journal, failure).await);
+                        }
+                    }
                 }
-            }
-            Err(e) => return (summary, Err(e)),
-        };
-        match next {
-            Some(next) => {
-                roll = next;
-                if let Err(e) = advance(&store, &mut journal, roll) {
-                    return (summary, Err(e));
+                Err(e) => return (summary, Err(e)),
+            };
+            match next {
+                Some(next) => {
+                    roll = next;
+                    if let Err(e) = advance(&store, &mut journal, roll) {
+                        return (summary, Err(e));
+                    }
                 }
+                None => return (summary, finish(nodes, &store, &mut journal, failure).await),
             }
-            None => return (summary, finish(nodes, &store, &mut journal, failure).await),
         }
     }
 }

@@ -109,8 +109,8 @@ pub fn zero_split_verdict(host: &ZeroSplitHost) -> Verdict {
     }
     Verdict::fail(
         check,
-        format!("--zero-split cannot run here: {}", problems.join("; ")),
-        "use the default roll on this cluster (distls migrate without --zero-split; it splits the cluster until the last node switches, docs/zero-split.md) or give the hosts an OTP the hybrid module supports (it needs gen_tcp:unrecv/2 and inet_tls_dist:gen_accept/2, OTP 25, or inet_tls_dist:fam_accept/2, OTP 27 and later; tested on 25, 27 and 29)"
+        format!("the zero-split roll (the default) cannot run here: {}", problems.join("; ")),
+        "use the classic roll on this cluster (distls migrate --classic; it splits the cluster until the last node switches, docs/zero-split.md) or give the hosts an OTP the hybrid module supports (it needs gen_tcp:unrecv/2 and inet_tls_dist:gen_accept/2, OTP 25, or inet_tls_dist:fam_accept/2, OTP 27 and later; tested on 25, 27 and 29)"
             .to_string(),
     )
 }

@@ -283,9 +283,9 @@ fn check_case(case: &Path) -> Result<Duration, String> {
     }
     let plan = dir.join("plan.yaml");
     let before = snapshot(&dir);
-    let mut runs: Vec<&[&str]> = vec![&["migrate", "--dry-run"]];
+    let mut runs: Vec<&[&str]> = vec![&["migrate", "--classic", "--dry-run"]];
     if !expect.ok {
-        runs.push(&["migrate"]);
+        runs.push(&["migrate", "--classic"]);
     }
     let mut took = Duration::ZERO;
     for args in runs {

@@ -15,7 +15,7 @@ fn a_start_that_fails_with_tls_rolls_the_cluster_back() {
         }
     });
 
-    let out = t.distls(&["migrate", t.plan().to_str().unwrap()]);
+    let out = t.distls(&["migrate", "--classic", t.plan().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(4), "{}", describe(&out));
     assert!(
         stderr(&out).contains("refusing to start with TLS"),
@@ -42,7 +42,13 @@ fn pause_leaves_the_cluster_for_the_operator_and_rollback_reverts_it() {
         }
     });
     let plan = t.plan();
-    let out = t.distls(&["migrate", "--on-failure", "pause", plan.to_str().unwrap()]);
+    let out = t.distls(&[
+        "migrate",
+        "--classic",
+        "--on-failure",
+        "pause",
+        plan.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(4), "{}", describe(&out));
     assert!(stderr(&out).contains("paused"), "{}", describe(&out));
     let journal_now = journal(plan.as_path());
@@ -85,7 +91,7 @@ fn a_stop_that_hangs_is_escalated_to_sigterm_then_sigkill() {
     });
     let os_pids: Vec<u32> = (0..2).map(|i| t.cluster.node_os_pid(i).unwrap()).collect();
     let plan = t.plan();
-    let mut run = t.spawn_distls(&["migrate", plan.to_str().unwrap()]);
+    let mut run = t.spawn_distls(&["migrate", "--classic", plan.to_str().unwrap()]);
     let hung = wait_for_hung_stop(&t.cluster, &mut run, &roots[0]);
     let out = run.wait_with_output().unwrap();
     // Looked at while the knobs still exist: a `ctl stop` distls did not kill would still hang.
@@ -150,7 +156,7 @@ fn a_node_that_never_rejoins_rolls_the_cluster_back() {
     let originals = t.dist_args_files();
     plan_with_a_foreign_certificate_on_node_2(&t);
     let plan = t.plan();
-    let out = t.distls(&["migrate", plan.to_str().unwrap()]);
+    let out = t.distls(&["migrate", "--classic", plan.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(4), "{}", describe(&out));
     let text = stderr(&out);
     let second = &t.node_names()[1];
@@ -177,7 +183,13 @@ fn a_node_that_never_rejoins_pauses_and_rollback_reverts_it() {
     let originals = t.dist_args_files();
     plan_with_a_foreign_certificate_on_node_2(&t);
     let plan = t.plan();
-    let out = t.distls(&["migrate", "--on-failure", "pause", plan.to_str().unwrap()]);
+    let out = t.distls(&[
+        "migrate",
+        "--classic",
+        "--on-failure",
+        "pause",
+        plan.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(4), "{}", describe(&out));
     assert!(stderr(&out).contains("paused"), "{}", describe(&out));
     assert!(
@@ -245,6 +257,7 @@ fn an_unusable_state_directory_fails_before_any_node_is_stopped() {
     let migrate_with_state_dir = |dir: &std::path::Path, expect: &[&str]| {
         let out = t.distls(&[
             "migrate",
+            "--classic",
             "--state-dir",
             dir.to_str().unwrap(),
             plan.to_str().unwrap(),
@@ -357,7 +370,7 @@ fn a_node_that_everyone_rejects_is_stopped_by_pid_and_rolled_back() {
         }
     });
     let plan = t.plan();
-    let run = t.spawn_distls(&["migrate", plan.to_str().unwrap()]);
+    let run = t.spawn_distls(&["migrate", "--classic", plan.to_str().unwrap()]);
     t.wait_until_node_touched(1);
     let foreign = distls::rehearsal::write_foreign_ca_cert(&t.cluster.dir().join("foreign-ssl"))
         .expect("foreign certificate");
@@ -402,7 +415,7 @@ fn a_rollback_whose_stop_hangs_escalates_and_still_converges() {
     });
     let plan = t.plan();
     let first = t.node_names()[0].clone();
-    let run = t.spawn_distls(&["migrate", plan.to_str().unwrap()]);
+    let run = t.spawn_distls(&["migrate", "--classic", plan.to_str().unwrap()]);
     t.wait_for_step(&first, "verified on TLS", |step| step == "verified");
     std::fs::write(roots[0].join("var/stop-hangs"), "").unwrap();
     let os_pid = t.cluster.node_os_pid(0).unwrap();
@@ -444,7 +457,7 @@ fn a_ctl_that_cannot_reach_the_tls_node_rolls_the_cluster_back() {
     });
 
     let started = std::time::Instant::now();
-    let out = t.distls(&["migrate", t.plan().to_str().unwrap()]);
+    let out = t.distls(&["migrate", "--classic", t.plan().to_str().unwrap()]);
     let took = started.elapsed();
     assert_eq!(out.status.code(), Some(4), "{}", describe(&out));
     assert!(
@@ -486,7 +499,7 @@ fn a_migrated_node_that_dies_mid_roll_stops_the_roll() {
         }
     });
     let started = std::time::Instant::now();
-    let out = t.distls(&["migrate", t.plan().to_str().unwrap()]);
+    let out = t.distls(&["migrate", "--classic", t.plan().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(4), "{}", describe(&out));
     let name = &t.node_names()[0];
     assert!(

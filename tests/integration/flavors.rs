@@ -42,7 +42,7 @@ pub fn assert_status_all_tls(plan: &Path, names: &[String]) {
 /// (`own`), the journal is completed and every link is TLS.
 fn migrate_to_tls(plan: &Path, names: &[String], product: &str, own: Duration) {
     let started = Instant::now();
-    let out = distls(&["migrate", plan.to_str().unwrap()]);
+    let out = distls(&["migrate", "--classic", plan.to_str().unwrap()]);
     let took = started.elapsed();
     assert!(out.status.success(), "{}", describe(&out));
     eprintln!("{}", describe(&out));
@@ -99,7 +99,7 @@ fn ejabberd_cluster_migrates_with_the_flavor_defaults() {
 
     // The dry run shows both files and changes nothing.
     let before: Vec<Vec<u8>> = (1..=3).map(|i| std::fs::read(ej.cfg(i)).unwrap()).collect();
-    let dry = distls(&["migrate", "--dry-run", plan.to_str().unwrap()]);
+    let dry = distls(&["migrate", "--classic", "--dry-run", plan.to_str().unwrap()]);
     assert!(dry.status.success(), "{}", describe(&dry));
     let shown = stdout(&dry);
     assert!(
@@ -147,7 +147,7 @@ fn ejabberd_start_failing_on_tls_rolls_everything_back() {
         }
     });
 
-    let out = distls(&["migrate", plan.to_str().unwrap()]);
+    let out = distls(&["migrate", "--classic", plan.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(4), "{}", describe(&out));
     assert!(
         stderr(&out).contains("refusing to start with TLS"),
@@ -223,7 +223,8 @@ fn rabbitmq_cluster_migrates_with_the_flavor_defaults() {
 /// The relx flavor on the rehearsal cluster standing in for a relx release: the server reads
 /// vm.args (+ vm.dist.args, left plain), and the control commands get only what relx's
 /// `extended_bin` forwards from vm.args (`^-proto_dist` lines) plus the documented
-/// `ERL_FLAGS="-ssl_dist_optfile F"` workaround. Migrate, then roll back.
+/// `ERL_FLAGS="-ssl_dist_optfile F"` workaround. Migrate (`distls migrate` without a flag: the
+/// classic roll, with a note), then roll back.
 #[test]
 fn relx_flavor_migrates_and_rolls_back_with_relx_like_control_commands() {
     let t = crate::support::cluster("relx", 3);
@@ -236,8 +237,18 @@ fn relx_flavor_migrates_and_rolls_back_with_relx_like_control_commands() {
     crate::support::write_relx_plan(&t, "relx-test", &plan);
     let plan_s = plan.to_str().unwrap();
 
+    // Without a flag: relx cannot take the hybrid module, so the default falls back to the
+    // classic roll and says why.
     let out = t.distls(&["migrate", plan_s]);
     assert!(out.status.success(), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains(&format!(
+            "note: node {} is relx, which cannot take the hybrid module",
+            nodes[0].name
+        )) && stderr(&out).contains("this run takes the classic roll"),
+        "{}",
+        describe(&out)
+    );
     let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
     assert_status_all_tls(&plan, &names);
     for node in nodes {
@@ -269,7 +280,12 @@ fn hybrid_dir(flags_file: &Path) -> std::path::PathBuf {
 /// `distls migrate --zero-split` and print its wall time.
 fn migrate_zero_split(plan: &Path, product: &str) -> Output {
     let started = Instant::now();
-    let out = distls(&["migrate", "--zero-split", plan.to_str().unwrap()]);
+    let out = distls(&[
+        "migrate",
+        "--classic",
+        "--zero-split",
+        plan.to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", describe(&out));
     eprintln!("{}", describe(&out));
     eprintln!(
@@ -334,7 +350,12 @@ fn rabbitmq_cluster_migrates_with_zero_split_and_rolls_back() {
     for point in ["next:h:c"] {
         let out = Command::new(env!("CARGO_BIN_EXE_distls"))
             .env("DISTLS_FAILPOINT", point)
-            .args(["migrate", "--zero-split", plan.to_str().unwrap()])
+            .args([
+                "migrate",
+                "--classic",
+                "--zero-split",
+                plan.to_str().unwrap(),
+            ])
             .output()
             .unwrap();
         assert_eq!(out.status.signal(), Some(9), "{}", describe(&out));

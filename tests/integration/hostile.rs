@@ -236,7 +236,7 @@ fn run_attacks(t: &TestCluster, relx: &Path, svc: &ServiceUser, victim: &Victim,
             s = quoted(&saved),
             target = quoted(&target)
         ));
-        let out = t.distls(&["migrate", plan]);
+        let out = t.distls(&["migrate", "--classic", plan]);
         if target.starts_with("/dev") {
             // Locally the plan check already refuses a flags file that is no regular file.
             let text = combined(&out);
@@ -267,7 +267,7 @@ fn run_attacks(t: &TestCluster, relx: &Path, svc: &ServiceUser, victim: &Victim,
         ),
     ] {
         svc.run(&format!("ln -s {} {}", quoted(&target), quoted(&backup)));
-        let out = t.distls(&["migrate", plan]);
+        let out = t.distls(&["migrate", "--classic", plan]);
         assert_refused_link(&out, &backup, svc);
         svc.run(&format!("rm {}", quoted(&backup)));
         clean(what);
@@ -284,7 +284,7 @@ fn run_attacks(t: &TestCluster, relx: &Path, svc: &ServiceUser, victim: &Victim,
         ),
     ] {
         svc.run(&format!("ln -s {} {}", quoted(&target), quoted(&optfile)));
-        let out = t.distls(&["migrate", relx.to_str().unwrap()]);
+        let out = t.distls(&["migrate", "--classic", relx.to_str().unwrap()]);
         assert_refused_link(&out, &optfile, svc);
         svc.run(&format!("rm {}", quoted(&optfile)));
         clean(what);
@@ -325,7 +325,7 @@ fn run_attacks(t: &TestCluster, relx: &Path, svc: &ServiceUser, victim: &Victim,
             v = quoted(&victim.path)
         ));
     }
-    let out = t.distls(&["migrate", plan]);
+    let out = t.distls(&["migrate", "--classic", plan]);
     assert!(out.status.success(), "{via}: {}", describe(&out));
     t.assert_mesh("inet_tls", "tls");
     victim.assert_untouched(&format!("{via}: a migration among planted temp links"));
@@ -420,7 +420,7 @@ fn a_hostile_service_user_cannot_redirect_writes_over_ssh() {
     let mut refusals = Vec::new();
     for text in [&local_plan, &ssh_plan] {
         std::fs::write(&plan, text).unwrap();
-        let out = t.distls(&["migrate", plan.to_str().unwrap()]);
+        let out = t.distls(&["migrate", "--classic", plan.to_str().unwrap()]);
         assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
         let line = stderr(&out)
             .lines()
@@ -632,7 +632,7 @@ fn a_force_stop_never_signals_a_vm_that_is_not_the_node() {
     };
     let plan = t.plan();
     let plan = plan.to_str().unwrap();
-    let out = t.distls(&["migrate", plan]);
+    let out = t.distls(&["migrate", "--classic", plan]);
     assert!(out.status.success(), "{}", describe(&out));
     t.assert_mesh("inet_tls", "tls");
 
@@ -733,7 +733,7 @@ fn a_crashing_probe_writes_no_dump_through_a_planted_link() {
     svc.run(&format!("ln -s {} {}", quoted(&victim.path), quoted(&link)));
     let plan = t.plan();
     let run = Command::new(env!("CARGO_BIN_EXE_distls"))
-        .args(["migrate", plan.to_str().unwrap()])
+        .args(["migrate", "--classic", plan.to_str().unwrap()])
         .envs(t.cluster.env())
         .env_remove("ERL_CRASH_DUMP")
         .env_remove("ERL_CRASH_DUMP_SECONDS")

@@ -7,7 +7,7 @@ fn migrates_a_three_node_cluster_and_rolls_it_back() {
     let plan = t.plan();
     let plan = plan.to_str().unwrap();
 
-    let out = t.distls(&["migrate", plan]);
+    let out = t.distls(&["migrate", "--classic", plan]);
     assert!(out.status.success(), "{}", describe(&out));
     t.assert_mesh("inet_tls", "tls");
     for node in 0..3 {
@@ -48,7 +48,7 @@ fn migrates_a_three_node_cluster_and_rolls_it_back() {
     }
 
     // Running it again is a no-op that still verifies the mesh.
-    let again = t.distls(&["migrate", plan]);
+    let again = t.distls(&["migrate", "--classic", plan]);
     assert!(again.status.success(), "{}", describe(&again));
 
     let back = t.distls(&["rollback", plan]);
@@ -62,7 +62,12 @@ fn dry_run_changes_nothing_and_shows_the_diff() {
     let t = cluster("dry", 3);
     let before = t.file_hashes();
     let pids: Vec<_> = (0..3).map(|i| t.cluster.node_os_pid(i)).collect();
-    let out = t.distls(&["migrate", "--dry-run", t.plan().to_str().unwrap()]);
+    let out = t.distls(&[
+        "migrate",
+        "--classic",
+        "--dry-run",
+        t.plan().to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", describe(&out));
     let text = stdout(&out);
     assert!(text.contains("+-proto_dist inet_tls"), "{text}");
@@ -90,7 +95,7 @@ fn dry_run_changes_nothing_and_shows_the_diff() {
 fn a_second_concurrent_run_is_refused() {
     let t = cluster("lock", 3);
     let plan = t.plan();
-    let first = t.spawn_distls(&["migrate", plan.to_str().unwrap()]);
+    let first = t.spawn_distls(&["migrate", "--classic", plan.to_str().unwrap()]);
     let lock = plan
         .parent()
         .unwrap()
@@ -104,7 +109,7 @@ fn a_second_concurrent_run_is_refused() {
             || std::fs::read_to_string(&lock).is_ok_and(|s| s.trim() == first_pid),
         )
         .unwrap();
-    let second = t.distls(&["migrate", plan.to_str().unwrap()]);
+    let second = t.distls(&["migrate", "--classic", plan.to_str().unwrap()]);
     let status = first.wait_with_output().unwrap().status;
     assert_eq!(second.status.code(), Some(6), "{}", describe(&second));
     assert!(
@@ -122,7 +127,7 @@ fn a_second_concurrent_run_is_refused() {
 fn ctrl_c_stops_at_a_safe_point_and_the_rerun_resumes() {
     let t = cluster("intr", 3);
     let plan = t.plan();
-    let run = t.spawn_distls(&["migrate", plan.to_str().unwrap()]);
+    let run = t.spawn_distls(&["migrate", "--classic", plan.to_str().unwrap()]);
     t.wait_until_node_touched(1);
     // SAFETY: signalling the child we spawned.
     unsafe { libc::kill(run.id() as libc::pid_t, libc::SIGINT) };
@@ -135,7 +140,7 @@ fn ctrl_c_stops_at_a_safe_point_and_the_rerun_resumes() {
     );
     assert_eq!(journal(&plan)["phase"], "migrating");
 
-    let out = t.distls(&["migrate", plan.to_str().unwrap()]);
+    let out = t.distls(&["migrate", "--classic", plan.to_str().unwrap()]);
     assert!(out.status.success(), "{}", describe(&out));
     t.assert_mesh("inet_tls", "tls");
 }
@@ -171,7 +176,7 @@ fn the_cookie_and_the_private_key_stay_secret() {
     };
     let plan = t.plan();
     let mut run = t.spawn_distls_env(
-        &["migrate", plan.to_str().unwrap()],
+        &["migrate", "--classic", plan.to_str().unwrap()],
         &[("RUST_LOG", "distls=trace")],
     );
     let (mut checked, mut probes_seen) = (std::collections::BTreeSet::new(), 0);

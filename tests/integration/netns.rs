@@ -108,12 +108,12 @@ pub fn migrate_and_roll_back(prefix: &str, otps: &[Otp]) -> Option<Timings> {
     assert_zero_split_verdict(t, plan);
 
     let before = t.file_hashes();
-    let dry = t.distls(&["migrate", "--dry-run", plan]);
+    let dry = t.distls(&["migrate", "--classic", "--dry-run", plan]);
     assert!(dry.status.success(), "{}", describe(&dry));
     assert_eq!(t.file_hashes(), before, "the dry run changed nothing");
 
     let roll_started = Instant::now();
-    let out = t.distls(&["migrate", plan]);
+    let out = t.distls(&["migrate", "--classic", plan]);
     let migrate = roll_started.elapsed();
     assert!(out.status.success(), "{}\n{}", describe(&out), diagnose(&c));
     t.assert_mesh("inet_tls", "tls");

@@ -13,11 +13,39 @@ use crate::support::{describe, journal, stdout};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// `distls <verb> plan`, which must succeed; returns its wall time.
-fn run_ok(verb: &str, plan: &Path) -> Duration {
+/// The roll a test migrates with: each product runs the default (zero-split) roll on one OTP and
+/// the classic roll on the other, so both rolls meet both products and both OTPs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Roll {
+    ZeroSplit,
+    Classic,
+}
+
+impl Roll {
+    fn flags(self) -> &'static [&'static str] {
+        match self {
+            Roll::ZeroSplit => &[],
+            Roll::Classic => &["--classic"],
+        }
+    }
+}
+
+/// `distls <verb> [flags] plan`, which must succeed; returns its wall time. A zero-split migrate
+/// must say the cluster stayed one mesh (its own split check of every observation round).
+fn run_ok(verb: &str, flags: &[&str], plan: &Path) -> Duration {
     let started = Instant::now();
-    let out = distls(&[verb, plan.to_str().unwrap()]);
+    let mut args = vec![verb];
+    args.extend_from_slice(flags);
+    args.push(plan.to_str().unwrap());
+    let out = distls(&args);
     assert!(out.status.success(), "{verb}: {}", describe(&out));
+    if verb == "migrate" && flags.is_empty() {
+        assert!(
+            stdout(&out).contains("the cluster stayed one mesh throughout"),
+            "{}",
+            describe(&out)
+        );
+    }
     started.elapsed()
 }
 
@@ -33,12 +61,15 @@ fn check_ok(plan: &Path, otp: Otp) {
 /// (as locally); then node 2's file gets a CR LF comment line and node 3's loses its final
 /// newline, which the migration and rollback must give back byte for byte. Returns the files'
 /// bytes from then on (the originals the rollback is compared with).
-fn stage_raw_bytes(files: &[std::path::PathBuf], plan: &Path) -> Vec<Vec<u8>> {
+fn stage_raw_bytes(files: &[std::path::PathBuf], plan: &Path, roll: Roll) -> Vec<Vec<u8>> {
     let first = std::fs::read(&files[0]).unwrap();
     let mut latin1 = first.clone();
     latin1.extend_from_slice(b"# r\xe9seau\n");
     std::fs::write(&files[0], &latin1).unwrap();
-    let out = distls(&["migrate", plan.to_str().unwrap()]);
+    let mut args = vec!["migrate"];
+    args.extend_from_slice(roll.flags());
+    args.push(plan.to_str().unwrap());
+    let out = distls(&args);
     assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
     let said = crate::support::stderr(&out);
     assert!(
@@ -68,7 +99,7 @@ fn stage_raw_bytes(files: &[std::path::PathBuf], plan: &Path) -> Vec<Vec<u8>> {
     files.iter().map(|f| std::fs::read(f).unwrap()).collect()
 }
 
-fn ejabberd_migrates_and_rolls_back_on(otp: Otp, prefix: &str) {
+fn ejabberd_migrates_and_rolls_back_on(otp: Otp, prefix: &str, roll: Roll) {
     // No products lock: each cluster has its own host (namespace, root, cookie, ports).
     let Some(ej) = Ejabberd::cluster_on(prefix, 3, otp) else {
         return;
@@ -77,9 +108,9 @@ fn ejabberd_migrates_and_rolls_back_on(otp: Otp, prefix: &str) {
     let plan = ej.plan(&format!("{prefix}-test"), |_| String::new());
     check_ok(&plan, otp);
     let cfgs: Vec<_> = (1..=3).map(|i| ej.cfg(i)).collect();
-    let originals = stage_raw_bytes(&cfgs, &plan);
+    let originals = stage_raw_bytes(&cfgs, &plan, roll);
 
-    let migrate = run_ok("migrate", &plan);
+    let migrate = run_ok("migrate", roll.flags(), &plan);
     assert_eq!(journal(&plan)["phase"], "completed");
     assert_status_all_tls(&plan, &names);
     for i in 1..=3 {
@@ -91,7 +122,7 @@ fn ejabberd_migrates_and_rolls_back_on(otp: Otp, prefix: &str) {
         ej.assert_whole_with_alice(i, &names);
     }
 
-    let rollback = run_ok("rollback", &plan);
+    let rollback = run_ok("rollback", &[], &plan);
     assert_eq!(journal(&plan)["phase"], "rolled_back");
     for i in 1..=3 {
         assert_eq!(
@@ -107,14 +138,14 @@ fn ejabberd_migrates_and_rolls_back_on(otp: Otp, prefix: &str) {
     let account = ej.ctl(1, &["check_account", "alice", "localhost"]);
     assert!(account.status.success(), "{}", describe(&account));
     eprintln!(
-        "MEASURED ejabberd on OTP {} 3 nodes: migrate {:.1} s, rollback {:.1} s",
+        "MEASURED ejabberd on OTP {} 3 nodes, {roll:?} roll: migrate {:.1} s, rollback {:.1} s",
         otp.major(),
         migrate.as_secs_f64(),
         rollback.as_secs_f64()
     );
 }
 
-fn rabbitmq_migrates_and_rolls_back_on(otp: Otp, prefix: &str) {
+fn rabbitmq_migrates_and_rolls_back_on(otp: Otp, prefix: &str, roll: Roll) {
     // No products lock: each cluster has its own host (namespace, root, cookie, ports).
     let Some(rmq) = RabbitMq::cluster_on(prefix, 3, otp) else {
         return;
@@ -123,7 +154,7 @@ fn rabbitmq_migrates_and_rolls_back_on(otp: Otp, prefix: &str) {
     let plan = rmq.plan(&format!("{prefix}-test"));
     check_ok(&plan, otp);
     let envs: Vec<_> = (1..=3).map(|i| rmq.env_file(i)).collect();
-    let originals = stage_raw_bytes(&envs, &plan);
+    let originals = stage_raw_bytes(&envs, &plan, roll);
 
     let store = rmq.ctl(1, &["eval", "'rabbit_khepri:is_enabled().'"]);
     let store = if stdout(&store).trim() == "true" {
@@ -131,7 +162,7 @@ fn rabbitmq_migrates_and_rolls_back_on(otp: Otp, prefix: &str) {
     } else {
         "Mnesia"
     };
-    let migrate = run_ok("migrate", &plan);
+    let migrate = run_ok("migrate", roll.flags(), &plan);
     assert_eq!(journal(&plan)["phase"], "completed");
     assert_status_all_tls(&plan, &names);
     for i in 1..=3 {
@@ -156,7 +187,7 @@ fn rabbitmq_migrates_and_rolls_back_on(otp: Otp, prefix: &str) {
         rmq.assert_data(i);
     }
 
-    let rollback = run_ok("rollback", &plan);
+    let rollback = run_ok("rollback", &[], &plan);
     assert_eq!(journal(&plan)["phase"], "rolled_back");
     for i in 1..=3 {
         assert_eq!(
@@ -173,7 +204,7 @@ fn rabbitmq_migrates_and_rolls_back_on(otp: Otp, prefix: &str) {
         rmq.assert_data(i);
     }
     eprintln!(
-        "MEASURED RabbitMQ on OTP {} ({store}) 3 nodes: migrate {:.1} s, rollback {:.1} s",
+        "MEASURED RabbitMQ on OTP {} ({store}) 3 nodes, {roll:?} roll: migrate {:.1} s, rollback {:.1} s",
         otp.major(),
         migrate.as_secs_f64(),
         rollback.as_secs_f64()
@@ -181,21 +212,21 @@ fn rabbitmq_migrates_and_rolls_back_on(otp: Otp, prefix: &str) {
 }
 
 #[test]
-fn otp27_ejabberd_24_cluster_migrates_and_rolls_back() {
-    ejabberd_migrates_and_rolls_back_on(Otp::Trixie, "eja");
+fn otp27_ejabberd_24_cluster_migrates_with_zero_split_and_rolls_back() {
+    ejabberd_migrates_and_rolls_back_on(Otp::Trixie, "eja", Roll::ZeroSplit);
 }
 
 #[test]
-fn otp29_ejabberd_26_cluster_migrates_and_rolls_back() {
-    ejabberd_migrates_and_rolls_back_on(Otp::Sid, "ejb");
+fn otp29_ejabberd_26_cluster_migrates_classic_and_rolls_back() {
+    ejabberd_migrates_and_rolls_back_on(Otp::Sid, "ejb", Roll::Classic);
 }
 
 #[test]
-fn otp27_rabbitmq_40_cluster_migrates_and_rolls_back() {
-    rabbitmq_migrates_and_rolls_back_on(Otp::Trixie, "rba");
+fn otp27_rabbitmq_40_cluster_migrates_classic_and_rolls_back() {
+    rabbitmq_migrates_and_rolls_back_on(Otp::Trixie, "rba", Roll::Classic);
 }
 
 #[test]
-fn otp29_rabbitmq_43_cluster_migrates_and_rolls_back() {
-    rabbitmq_migrates_and_rolls_back_on(Otp::Sid, "rbb");
+fn otp29_rabbitmq_43_cluster_migrates_with_zero_split_and_rolls_back() {
+    rabbitmq_migrates_and_rolls_back_on(Otp::Sid, "rbb", Roll::ZeroSplit);
 }

@@ -5,7 +5,7 @@ fn run_plan(text: &str) -> (Option<i32>, String) {
     let plan = dir.path().join("plan.yaml");
     std::fs::write(&plan, text).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_distls"))
-        .args(["migrate", "--dry-run"])
+        .args(["migrate", "--classic", "--dry-run"])
         .arg(&plan)
         .output()
         .unwrap();

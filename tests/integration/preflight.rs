@@ -166,7 +166,7 @@ fn a_healthy_cluster_passes_every_check() {
     let before = snapshot(&t);
     let names = t.node_names();
 
-    let result = check(&t, &t.plan(), &["--handshake"]);
+    let result = check(&t, &t.plan(), &["--handshake", "--classic"]);
     assert_eq!(result.code, Some(0), "{}", result.output);
     for finding in &result.findings {
         // This machine's ssl (Debian 12's OTP 25) is, by version and Debian's changelog,
@@ -189,7 +189,7 @@ fn a_healthy_cluster_passes_every_check() {
             .findings
             .iter()
             .any(|f| f["check"] == "mode.zero_split"),
-        "the zero-split check runs only with --zero-split"
+        "the zero-split check is left out with --classic"
     );
     let rules = result.finding(None, "runtime.otp_rules")["message"]
         .as_str()
@@ -234,8 +234,9 @@ fn a_healthy_cluster_passes_every_check() {
     assert!(text.contains("cert.key_matches"), "{text}");
     assert!(text.contains(", 0 FAIL"), "{text}");
 
-    // This machine's OTP 25 has everything distls's hybrid module needs: zero-split may run.
-    let zero_split = check(&t, &t.plan(), &["--zero-split"]);
+    // This machine's OTP 25 has everything distls's hybrid module needs: zero-split, the
+    // default roll, may run; `check` checks for it unless told --classic.
+    let zero_split = check(&t, &t.plan(), &[]);
     assert_eq!(zero_split.code, Some(0), "{}", zero_split.output);
     let mode = zero_split.finding(None, "mode.zero_split");
     assert_eq!(mode["severity"], "ok", "{mode}");
@@ -315,7 +316,7 @@ fn weak_tls_is_refused_unless_allowed() {
     }
 
     // migrate refuses it like any FAIL: exit 3, nothing touched, no state directory.
-    let refused = t.distls(&["migrate", plan]);
+    let refused = t.distls(&["migrate", "--classic", plan]);
     assert_eq!(refused.status.code(), Some(3), "{}", describe(&refused));
     let err = stderr(&refused);
     assert!(err.contains("tls.verify_peer"), "{}", describe(&refused));
@@ -326,7 +327,7 @@ fn weak_tls_is_refused_unless_allowed() {
     assert!(!t.plan().parent().unwrap().join(".distls").exists());
     assert_untouched(&t, &before);
     // The dry run shows the FAILs as information.
-    let dry = t.distls(&["migrate", "--dry-run", plan]);
+    let dry = t.distls(&["migrate", "--classic", "--dry-run", plan]);
     assert!(dry.status.success(), "{}", describe(&dry));
     assert!(
         stdout(&dry).contains("NO PEER VERIFICATION"),
@@ -335,7 +336,7 @@ fn weak_tls_is_refused_unless_allowed() {
     );
 
     // Accepted, the switch runs, and the nodes run TLS with the options as written.
-    let migrated = t.distls(&["migrate", "--allow-weak-tls", plan]);
+    let migrated = t.distls(&["migrate", "--classic", "--allow-weak-tls", plan]);
     assert!(migrated.status.success(), "{}", describe(&migrated));
     assert!(
         stdout(&migrated).contains("accepted with --allow-weak-tls"),
@@ -526,7 +527,7 @@ fn each_defect_fails_its_check_and_touches_nothing() {
 
     // migrate runs the same checks first and refuses, touching nothing.
     let plan = dir.join("expired.yaml");
-    let out = t.distls(&["migrate", plan.to_str().unwrap()]);
+    let out = t.distls(&["migrate", "--classic", plan.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
     assert!(stderr(&out).contains("cert.expiry"), "{}", describe(&out));
     assert!(

@@ -18,7 +18,10 @@ fn kill_nine_at_several_steps_then_rerun_completes() {
         format!("{}:rejoined", names[2]),
     ];
     for point in &crash_points {
-        let out = t.distls_env(&["migrate", plan], &[("DISTLS_FAILPOINT", point)]);
+        let out = t.distls_env(
+            &["migrate", "--classic", plan],
+            &[("DISTLS_FAILPOINT", point)],
+        );
         assert_eq!(
             out.status.signal(),
             Some(9),
@@ -39,7 +42,7 @@ fn kill_nine_at_several_steps_then_rerun_completes() {
             "journal written before the kill at {point}"
         );
     }
-    let out = t.distls(&["migrate", plan]);
+    let out = t.distls(&["migrate", "--classic", plan]);
     assert!(out.status.success(), "{}", describe(&out));
     t.assert_mesh("inet_tls", "tls");
     for node in 0..3 {
@@ -54,7 +57,7 @@ fn a_killed_rollback_resumes() {
     let originals = t.dist_args_files();
     let plan = t.plan();
     let plan = plan.to_str().unwrap();
-    let out = t.distls(&["migrate", plan]);
+    let out = t.distls(&["migrate", "--classic", plan]);
     assert!(out.status.success(), "{}", describe(&out));
     let point = format!("{}:revert-restoring", t.node_names()[1]);
     let out = t.distls_env(&["rollback", plan], &[("DISTLS_FAILPOINT", &point)]);
@@ -74,7 +77,8 @@ fn a_crash_at_every_step_boundary_converges() {
     let t = cluster("every", 3);
     let originals = t.dist_args_files();
     let plan = t.plan();
-    let (points, finished) = crash_at_every_write(&t, &["migrate", plan.to_str().unwrap()]);
+    let (points, finished) =
+        crash_at_every_write(&t, &["migrate", "--classic", plan.to_str().unwrap()]);
     let killed = points.len();
     assert!(finished.status.success(), "{}", describe(&finished));
     t.assert_mesh("inet_tls", "tls");
@@ -144,7 +148,7 @@ fn a_crash_at_every_rollback_step_converges() {
     });
     let plan = t.plan();
     let plan = plan.to_str().unwrap();
-    let out = t.distls(&["migrate", "--on-failure", "pause", plan]);
+    let out = t.distls(&["migrate", "--classic", "--on-failure", "pause", plan]);
     assert_eq!(out.status.code(), Some(4), "{}", describe(&out));
 
     let (points, finished) = crash_at_every_write(&t, &["rollback", plan]);
@@ -169,8 +173,15 @@ fn a_zero_split_run_crashed_at_every_step_of_every_roll_converges() {
     let t = cluster("zsevery", 2);
     let originals = t.dist_args_files();
     let plan = t.plan();
-    let (points, finished) =
-        crash_at_every_write(&t, &["migrate", "--zero-split", plan.to_str().unwrap()]);
+    let (points, finished) = crash_at_every_write(
+        &t,
+        &[
+            "migrate",
+            "--classic",
+            "--zero-split",
+            plan.to_str().unwrap(),
+        ],
+    );
     assert!(finished.status.success(), "{}", describe(&finished));
     t.assert_mesh("distls_hybrid", "tls");
     t.assert_backups_are(&originals);

@@ -174,9 +174,9 @@ fn assert_no_secret_anywhere(t: &TestCluster, plan: &Path, others: &[&str]) {
     secrets.extend_from_slice(others);
     let sampler = ArgvSampler::start(&secrets);
     let runs: [&[&str]; 5] = [
-        &["migrate", "--dry-run", plan],
+        &["migrate", "--classic", "--dry-run", plan],
         &["check", "--json", "--handshake", plan],
-        &["migrate", plan],
+        &["migrate", "--classic", plan],
         &["status", plan],
         &["rollback", plan],
     ];
@@ -378,8 +378,8 @@ fn two_plan_copies_cannot_roll_the_same_nodes_at_once() {
     );
     let plan_b = copy.path().join("plan.yaml");
     std::fs::write(&plan_b, text.replace(&dir, via_link.to_str().unwrap())).unwrap();
-    let first = t.spawn_distls(&["migrate", plan_a.to_str().unwrap()]);
-    let second = t.spawn_distls(&["migrate", plan_b.to_str().unwrap()]);
+    let first = t.spawn_distls(&["migrate", "--classic", plan_a.to_str().unwrap()]);
+    let second = t.spawn_distls(&["migrate", "--classic", plan_b.to_str().unwrap()]);
     let pids = [first.id(), second.id()];
     let outs = [
         first.wait_with_output().unwrap(),
@@ -483,7 +483,7 @@ fn a_journal_of_an_earlier_cluster_is_not_trusted() {
     let originals = t.dist_args_files();
     let plan = t.plan();
     let plan_s = plan.to_str().unwrap();
-    let out = t.distls(&["migrate", plan_s]);
+    let out = t.distls(&["migrate", "--classic", plan_s]);
     assert!(out.status.success(), "{}", describe(&out));
     assert_eq!(journal(&plan)["phase"], "completed");
 
@@ -504,7 +504,7 @@ fn a_journal_of_an_earlier_cluster_is_not_trusted() {
 
     let files = node_files(&t);
     let started = Instant::now();
-    let out = t.distls(&["migrate", plan_s]);
+    let out = t.distls(&["migrate", "--classic", plan_s]);
     let took = started.elapsed();
     eprintln!(
         "MEASURED stale journal refused in {:.1} s",
@@ -521,7 +521,7 @@ fn a_journal_of_an_earlier_cluster_is_not_trusted() {
     assert_eq!(journal(&plan)["phase"], "completed", "the journal is kept");
     t.assert_mesh("inet_tcp", "tcp");
 
-    let out = t.distls(&["migrate", "--new-run", plan_s]);
+    let out = t.distls(&["migrate", "--classic", "--new-run", plan_s]);
     assert!(out.status.success(), "{}", describe(&out));
     assert!(stdout(&out).contains(".archived-"), "{}", describe(&out));
     t.assert_mesh("inet_tls", "tls");
@@ -537,7 +537,7 @@ fn a_journal_of_an_earlier_cluster_is_not_trusted() {
     assert_eq!(archived, 1);
 
     // Against a journal the cluster bears out, --new-run is refused: it would forget that run.
-    let out = t.distls(&["migrate", "--new-run", plan_s]);
+    let out = t.distls(&["migrate", "--classic", "--new-run", plan_s]);
     assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
     assert!(
         stderr(&out).contains("belongs to this cluster"),

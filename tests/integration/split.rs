@@ -73,7 +73,7 @@ fn default_roll_splits_the_cluster_and_the_checker_sees_it() {
     let params = Params::new(WINDOW).since(since);
     let pinger = CtlPinger::start(&t.cluster, Duration::from_millis(300));
 
-    let mut run = t.spawn_distls(&["migrate", plan.to_str().unwrap()]);
+    let mut run = t.spawn_distls(&["migrate", "--classic", plan.to_str().unwrap()]);
     let mut seen = 0.0;
     t.cluster
         .wait_until(
@@ -153,7 +153,7 @@ fn default_roll_with_mnesia_keeps_switched_nodes_starting_until_the_last_switche
     assert!(plan_text.contains("/bin/ctl started\""), "{plan_text}");
 
     let plan = t.plan();
-    let run = t.spawn_distls(&["migrate", plan.to_str().unwrap()]);
+    let run = t.spawn_distls(&["migrate", "--classic", plan.to_str().unwrap()]);
     // Node 2 is being switched: node 1 has restarted on TLS and cannot load its tables.
     t.wait_until_node_touched(1);
     assert_eq!(t.cluster.status(0).as_deref(), Some("starting"));

@@ -26,7 +26,7 @@ fn migrates_and_rolls_back_over_ssh() {
     assert!(check.status.success(), "{}", describe(&check));
     assert!(stdout(&check).contains("0 FAIL"), "{}", describe(&check));
 
-    let dry = t.distls(&["migrate", "--dry-run", plan]);
+    let dry = t.distls(&["migrate", "--classic", "--dry-run", plan]);
     assert!(dry.status.success(), "{}", describe(&dry));
     assert!(
         stdout(&dry).contains("+-proto_dist inet_tls"),
@@ -35,7 +35,7 @@ fn migrates_and_rolls_back_over_ssh() {
     );
 
     let started = std::time::Instant::now();
-    let out = t.distls(&["migrate", plan]);
+    let out = t.distls(&["migrate", "--classic", plan]);
     assert!(out.status.success(), "{}", describe(&out));
     eprintln!(
         "migration over ssh took {:.1}s\n{}",
@@ -72,7 +72,7 @@ fn unknown_host_keys_and_refused_user_keys_are_explained() {
     let plan_text = std::fs::read_to_string(t.plan()).unwrap();
 
     plan_over_ssh(&t, &sshd, "user_key", "empty_known_hosts");
-    let out = t.distls(&["migrate", t.plan().to_str().unwrap()]);
+    let out = t.distls(&["migrate", "--classic", t.plan().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
     assert!(
         stderr(&out).contains("127.0.0.1"),
@@ -87,7 +87,7 @@ fn unknown_host_keys_and_refused_user_keys_are_explained() {
 
     std::fs::write(t.plan(), &plan_text).unwrap();
     plan_over_ssh(&t, &sshd, "stranger_key", "known_hosts");
-    let out = t.distls(&["migrate", t.plan().to_str().unwrap()]);
+    let out = t.distls(&["migrate", "--classic", t.plan().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
     assert!(
         stderr(&out).contains("refused the key"),
@@ -120,11 +120,11 @@ fn a_run_killed_mid_step_over_ssh_resumes() {
     let plan = t.plan();
     let point = format!("{}:starting", t.node_names()[1]);
     let out = t.distls_env(
-        &["migrate", plan.to_str().unwrap()],
+        &["migrate", "--classic", plan.to_str().unwrap()],
         &[("DISTLS_FAILPOINT", &point)],
     );
     assert_eq!(out.status.signal(), Some(9), "{}", describe(&out));
-    let out = t.distls(&["migrate", plan.to_str().unwrap()]);
+    let out = t.distls(&["migrate", "--classic", plan.to_str().unwrap()]);
     assert!(out.status.success(), "{}", describe(&out));
     t.assert_mesh("inet_tls", "tls");
 }
@@ -137,7 +137,13 @@ fn a_dropped_ssh_connection_fails_the_step_and_the_rerun_completes() {
     let sshd = TestSshd::start(&t.cluster.dir().join("sshd"));
     plan_over_ssh(&t, &sshd, "user_key", "known_hosts");
     let plan = t.plan();
-    let run = t.spawn_distls(&["migrate", "--on-failure", "pause", plan.to_str().unwrap()]);
+    let run = t.spawn_distls(&[
+        "migrate",
+        "--classic",
+        "--on-failure",
+        "pause",
+        plan.to_str().unwrap(),
+    ]);
     t.wait_until_node_touched(1);
     let master =
         ssh_master_pid(sshd.port).expect("distls's ControlMaster for the test sshd is running");
@@ -152,7 +158,7 @@ fn a_dropped_ssh_connection_fails_the_step_and_the_rerun_completes() {
     );
     assert_eq!(journal(&plan)["phase"], "paused");
 
-    let out = t.distls(&["migrate", plan.to_str().unwrap()]);
+    let out = t.distls(&["migrate", "--classic", plan.to_str().unwrap()]);
     assert!(out.status.success(), "{}", describe(&out));
     t.assert_mesh("inet_tls", "tls");
 }
@@ -188,7 +194,7 @@ fn an_unreachable_host_mid_roll_stops_with_a_consistent_journal_and_rollback_con
     plan_over_ssh(&t, &sshd, "user_key", "known_hosts");
     let originals = t.dist_args_files();
     let plan = t.plan();
-    let run = t.spawn_distls(&["migrate", plan.to_str().unwrap()]);
+    let run = t.spawn_distls(&["migrate", "--classic", plan.to_str().unwrap()]);
     t.wait_until_node_touched(1);
     sshd.kill_all();
     let out = run.wait_with_output().unwrap();
@@ -251,7 +257,13 @@ fn an_unreachable_host_mid_roll_pauses_and_the_rerun_completes() {
     let mut sshd = TestSshd::start(&t.cluster.dir().join("sshd"));
     plan_over_ssh(&t, &sshd, "user_key", "known_hosts");
     let plan = t.plan();
-    let run = t.spawn_distls(&["migrate", "--on-failure", "pause", plan.to_str().unwrap()]);
+    let run = t.spawn_distls(&[
+        "migrate",
+        "--classic",
+        "--on-failure",
+        "pause",
+        plan.to_str().unwrap(),
+    ]);
     t.wait_until_node_touched(1);
     sshd.kill_all();
     let out = run.wait_with_output().unwrap();
@@ -261,7 +273,7 @@ fn an_unreachable_host_mid_roll_pauses_and_the_rerun_completes() {
     eprintln!("{}", stderr(&out));
 
     sshd.restart();
-    let again = t.distls(&["migrate", plan.to_str().unwrap()]);
+    let again = t.distls(&["migrate", "--classic", plan.to_str().unwrap()]);
     assert!(again.status.success(), "{}", describe(&again));
     t.assert_mesh("inet_tls", "tls");
     assert_eq!(journal(&plan)["phase"], "completed");
@@ -286,7 +298,7 @@ fn a_hung_stop_over_ssh_is_killed_and_escalated() {
     });
     plan_over_ssh(&t, &sshd, "user_key", "known_hosts");
     let os_pid = t.cluster.node_os_pid(0).unwrap();
-    let mut run = t.spawn_distls(&["migrate", plan.to_str().unwrap()]);
+    let mut run = t.spawn_distls(&["migrate", "--classic", plan.to_str().unwrap()]);
     let hung = wait_for_hung_stop(&t.cluster, &mut run, &root);
     let out = run.wait_with_output().unwrap();
     // Looked at while the knob still exists: a `ctl stop` distls did not kill would still hang.

@@ -249,11 +249,7 @@ fn migrate_without_split(prefix: &str, n: usize, mnesia: bool) -> (TestCluster, 
     let pids: Vec<_> = (0..n).map(|i| t.cluster.node_os_pid(i)).collect();
     let plan = t.plan();
     let since = now_ms();
-    let (out, report) = run_watched(
-        &t,
-        &["migrate", "--zero-split", plan.to_str().unwrap()],
-        "tls",
-    );
+    let (out, report) = run_watched(&t, &["migrate", plan.to_str().unwrap()], "tls");
     assert!(out.status.success(), "{}", describe(&out));
     let err = stderr(&out);
     for roll in [
@@ -396,8 +392,8 @@ fn a_failed_start_into_the_module_goes_back_to_plain() {
     assert_back_on_plain(&t, &originals);
 }
 
-/// `--on-failure pause` leaves the run for the operator: a plain `migrate` (without the flag) is
-/// refused with a hint, `status` shows each node's stage, and `rollback` takes the cluster back
+/// `--on-failure pause` leaves the run for the operator: `migrate --classic` is refused with a
+/// hint (the journal holds a zero-split run), `status` shows each node's stage, and `rollback` takes the cluster back
 /// to plain without a split.
 #[test]
 fn a_paused_run_shows_its_stages_and_rolls_back_without_a_split() {
@@ -410,10 +406,10 @@ fn a_paused_run_shows_its_stages_and_rolls_back_without_a_split() {
     assert_eq!(out.status.code(), Some(4), "{}", describe(&out));
     assert_eq!(journal(t.plan().as_path())["phase"], "paused");
 
-    let refused = t.distls(&["migrate", plan]);
+    let refused = t.distls(&["migrate", "--classic", plan]);
     assert_eq!(refused.status.code(), Some(2), "{}", describe(&refused));
     assert!(
-        stderr(&refused).contains("rerun with --zero-split"),
+        stderr(&refused).contains("rerun without --classic to carry it on"),
         "{}",
         describe(&refused)
     );
