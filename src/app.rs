@@ -375,7 +375,7 @@ async fn migrate_over(
     outcome
 }
 
-/// A default (split) roll over every node, resuming `journal` if there is one.
+/// A classic (split) roll over every node, resuming `journal` if there is one.
 async fn default_rollout<'a>(
     plan: &'a Plan,
     store: JournalStore,

@@ -101,8 +101,8 @@ pub struct Journal {
     pub failure: Option<String>,
     pub nodes: Vec<NodeRecord>,
     pub events: Vec<Event>,
-    /// Only for `migrate --zero-split`: which of its rolls is under way (node steps are that
-    /// roll's). Absent in the journal of a default roll.
+    /// Only for a zero-split run: which of its rolls is under way (node steps are that
+    /// roll's). Absent in the journal of a classic roll.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zero_split: Option<crate::zero_split::RollState>,
 }

@@ -200,7 +200,7 @@ pub struct Rollout<'a> {
     timings: Vec<Option<Duration>>,
     early_ping: Option<EarlyPing>,
     /// Zero-split: the roll this is (its `from` plays plain's part, its `to` TLS's). None: the
-    /// default roll, plain TCP to TLS.
+    /// classic roll, plain TCP to TLS.
     roll: Option<RollState>,
 }
 

@@ -705,7 +705,7 @@ pub async fn prepare(
     for (spec, transport) in plan.nodes.iter().zip(transports) {
         if spec.flavor == Flavor::Relx {
             return Err(Error::InvalidInput(format!(
-                "node {}: --zero-split supports the mongooseim, ejabberd and rabbitmq flavors; this node is relx, whose control commands (nodetool) do not get the node's -ssl_dist_optfile or a code path for the hybrid module\n  hint: use the default roll for this cluster, or see docs/zero-split.md",
+                "node {}: --zero-split supports the mongooseim, ejabberd and rabbitmq flavors; this node is relx, whose control commands (nodetool) do not get the node's -ssl_dist_optfile or a code path for the hybrid module\n  hint: use the classic roll for this cluster (distls migrate --classic; without --zero-split distls picks it for a relx plan), or see docs/zero-split.md",
                 spec.name
             )));
         }

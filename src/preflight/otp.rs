@@ -79,7 +79,7 @@ pub struct ZeroSplitHost<'a> {
     pub relx_nodes: Vec<String>,
 }
 
-/// `mode.zero_split` (only with `--zero-split`): can every node of this host go through the
+/// `mode.zero_split` (for the zero-split roll, the default): can every node of this host go through the
 /// hybrid module? A node that cannot would not start its distribution at all.
 pub fn zero_split_verdict(host: &ZeroSplitHost) -> Verdict {
     let check = "mode.zero_split";
@@ -316,7 +316,7 @@ mod tests {
                 .contains("OTP 27 lacks inet_tls_dist:gen_accept/2"),
             "{lacking:?}"
         );
-        assert!(lacking.fix.contains("use the default roll"), "{lacking:?}");
+        assert!(lacking.fix.contains("use the classic roll"), "{lacking:?}");
         let relx = zero_split_verdict(&host(Ok(vec![]), &["a@h"]));
         assert_eq!(relx.severity, Severity::Fail);
         assert!(relx.message.contains("a@h use flavor relx"), "{relx:?}");
