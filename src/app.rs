@@ -6,6 +6,7 @@ use crate::cli::{
 };
 use crate::error::{Error, Result, exit_code};
 use crate::journal::{Journal, JournalStore, Phase};
+use crate::manual;
 use crate::plan::{OnFailure, Plan, SshSpec};
 use crate::roll_mode::{self, RollMode};
 use crate::rollout::{self, NodeSummary, Options, Rollout, Running};
@@ -63,6 +64,8 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Status(args) => status(args).await,
         Command::Check(args) => check(args).await,
         Command::Demo(args) => demo(args).await,
+        Command::Completions(args) => manual::print_completions(args.shell),
+        Command::Man => manual::print_man_page(),
     }
 }
 

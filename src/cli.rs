@@ -17,7 +17,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Switch every node of the plan to TLS, one at a time; resumes an interrupted run.
+    /// Switch every node of the plan to TLS, one at a time, never splitting the cluster (--classic: the stock-only roll); resumes an interrupted run.
     Migrate(MigrateArgs),
     /// Return every node to plain TCP and its original vm.dist.args, newest first.
     Rollback(RollbackArgs),
@@ -27,6 +27,24 @@ pub enum Command {
     Check(CheckArgs),
     /// Build a throwaway local 3-node cluster (MongooseIM layout, fresh certificates) and migrate it.
     Demo(DemoArgs),
+    /// Print a completion script: `distls completions bash > /etc/bash_completion.d/distls`.
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff): `distls man > distls.1`; docs/distls.1 is its output.
+    Man,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: CompletionShell,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 #[derive(Debug, Args)]

@@ -23,6 +23,42 @@ pub mod exit_code {
     pub const LOCKED: u8 = 6;
     /// Ctrl-C: stopped at a safe point; rerun to resume.
     pub const INTERRUPTED: u8 = 130;
+
+    /// Every code with what it means, for the manual page (docs/exit-codes.md says more).
+    pub const TABLE: &[(u8, &str)] = &[
+        (
+            OK,
+            "done: the cluster is where the command was asked to take it",
+        ),
+        (
+            INTERNAL,
+            "internal error: a bug, or local I/O (state directory, probe VM); rerun to resume",
+        ),
+        (
+            INVALID_INPUT,
+            "invalid input: the plan, a node's files, the journal format or the command line; nothing was touched",
+        ),
+        (
+            REFUSED,
+            "refused: the cluster is not in a state to start, the journal belongs to an earlier cluster, or a preflight check FAILed; nothing was touched",
+        ),
+        (
+            STEP_FAILED,
+            "a step failed: the cluster was rolled back to plain TCP (or paused with --on-failure pause)",
+        ),
+        (
+            NEEDS_OPERATOR,
+            "needs the operator: a rollback could not finish, or a node contradicts the journal",
+        ),
+        (
+            LOCKED,
+            "another distls run holds the lock (the state directory's, or a node's run lock on its host)",
+        ),
+        (
+            INTERRUPTED,
+            "interrupted (Ctrl-C) at a safe point; rerun to resume",
+        ),
+    ];
 }
 
 #[derive(Debug, thiserror::Error)]

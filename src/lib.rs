@@ -6,6 +6,7 @@ pub mod cli;
 pub mod error;
 pub mod flavor;
 pub mod journal;
+pub mod manual;
 pub mod node_lock;
 pub mod plan;
 pub mod preflight;

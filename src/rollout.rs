@@ -185,6 +185,9 @@ impl From<crate::transport::TransportError> for Failure {
     }
 }
 
+/// The ctl pings of sealed nodes under way: (node index, why it failed).
+type CtlPings = tokio::task::JoinSet<(usize, Option<String>)>;
+
 pub struct Rollout<'a> {
     plan: &'a Plan,
     targets: Vec<NodeTarget>,
@@ -407,6 +410,8 @@ impl<'a> Rollout<'a> {
             _ => self.journal.record(None, "resumed"),
         }
         self.store.save(&mut self.journal)?;
+        let at_run_time = self.roll.is_some_and(RollState::at_run_time);
+        let mut ctl_pings = CtlPings::new();
         for index in 0..self.targets.len() {
             let started = Instant::now();
             if index > 0 {
@@ -417,39 +422,46 @@ impl<'a> Rollout<'a> {
             self.migrate_node(index)
                 .await
                 .map_err(|f| f.on_node(index))?;
+            if at_run_time {
+                // Its file is switched: its ctl boots while the next nodes are sealed.
+                self.start_ctl_ping(index, &mut ctl_pings);
+            }
             self.timings[index] = Some(started.elapsed());
             self.progress.node_done(index);
         }
-        if self.roll.is_some_and(RollState::at_run_time) {
-            self.every_ctl_reaches_its_node().await?;
+        if at_run_time {
+            self.every_ctl_reaches_its_node(ctl_pings).await?;
         }
         self.final_gate().await
     }
 
-    /// After the seal: every node's own ctl (`commands.ping`, now on the stock TLS text) reaches
-    /// it, all asked at once.
-    async fn every_ctl_reaches_its_node(&mut self) -> StepResult {
-        let mut pings = tokio::task::JoinSet::new();
-        for (index, target) in self.targets.iter().enumerate() {
-            let Some(ping) = target.spec.commands.ping.clone() else {
-                continue;
+    /// After its seal: the node's own ctl (`commands.ping`, now on the stock TLS text) is run
+    /// in the background; [`Self::every_ctl_reaches_its_node`] collects the outcomes.
+    fn start_ctl_ping(&self, index: usize, pings: &mut CtlPings) {
+        let target = &self.targets[index];
+        let Some(ping) = target.spec.commands.ping.clone() else {
+            return;
+        };
+        self.progress
+            .step(index, target.name(), "checking that its ctl reaches it");
+        let (transport, timeout) = (target.transport.clone(), target.spec.timeouts.ping);
+        pings.spawn(async move {
+            let failure = match transport.run(&ping, timeout).await {
+                Ok(out) if out.success() => None,
+                Ok(out) => Some(format!(
+                    "`{ping}` exited with {:?}: {}",
+                    out.status,
+                    out.tail()
+                )),
+                Err(e) => Some(e.to_string()),
             };
-            self.progress
-                .step(index, target.name(), "checking that its ctl reaches it");
-            let (transport, timeout) = (target.transport.clone(), target.spec.timeouts.ping);
-            pings.spawn(async move {
-                let failure = match transport.run(&ping, timeout).await {
-                    Ok(out) if out.success() => None,
-                    Ok(out) => Some(format!(
-                        "`{ping}` exited with {:?}: {}",
-                        out.status,
-                        out.tail()
-                    )),
-                    Err(e) => Some(e.to_string()),
-                };
-                (index, failure)
-            });
-        }
+            (index, failure)
+        });
+    }
+
+    /// After the seal: every node's own ctl reached it (each ping started as its node's file was
+    /// switched; the rest are run here).
+    async fn every_ctl_reaches_its_node(&mut self, mut pings: CtlPings) -> StepResult {
         let mut failed = Vec::new();
         while let Some(joined) = pings.join_next().await {
             if let (index, Some(why)) = joined.expect("ctl ping task") {
