@@ -459,8 +459,8 @@ impl<'a> Rollout<'a> {
         });
     }
 
-    /// After the seal: every node's own ctl reached it (each ping started as its node's file was
-    /// switched; the rest are run here).
+    /// After the seal: every node's own ctl reached it (collects the pings started as each
+    /// node's file was switched).
     async fn every_ctl_reaches_its_node(&mut self, mut pings: CtlPings) -> StepResult {
         let mut failed = Vec::new();
         while let Some(joined) = pings.join_next().await {
