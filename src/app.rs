@@ -154,7 +154,9 @@ async fn dry_run_in_mode(
     transports: &[Transport],
     mut preflight_options: preflight::Options,
 ) -> Result<()> {
-    let journal = resumable(store.load()?);
+    // With --new-run the real run starts over when the journal is an earlier cluster's: preview
+    // the roll a new run takes.
+    let journal = resumable(store.load()?).filter(|_| !args.new_run);
     let mode = choose_mode(args, plan, journal.as_ref())?;
     preflight_options.zero_split = mode.is_zero_split();
     if mode.is_zero_split() {

@@ -178,7 +178,7 @@ fn render_diff(out: &mut String, target: &NodeTarget, cookies: &[&Cookie]) {
     }
 }
 
-/// `migrate --zero-split --dry-run`: the three rolls, each node's steps and exact diffs per roll.
+/// `migrate --dry-run` of a zero-split run: its rolls, each node's steps and exact diffs per roll.
 pub fn render_zero_split(
     plan: &Plan,
     nodes: &[crate::zero_split::ZeroSplitNode],

@@ -7,7 +7,7 @@
 use crate::cli::ModeArgs;
 use crate::error::{Error, Result};
 use crate::flavor::Flavor;
-use crate::journal::Journal;
+use crate::journal::{Journal, Phase};
 use crate::plan::Plan;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +85,10 @@ fn of_journal(flags: ModeArgs, journal: &Journal) -> Result<RollMode> {
     } else {
         RollMode::Classic
     };
+    if journal.phase == Phase::Completed {
+        // Nothing left to roll: `migrate` only verifies the cluster, whichever flag it got.
+        return Ok(mode);
+    }
     match (mode, flags.classic, flags.zero_split) {
         (RollMode::ZeroSplit, true, _) => Err(Error::InvalidInput(
             "the journal holds a zero-split run in progress\n  hint: rerun without --classic to carry it on, or run `distls rollback` with this plan".into(),
@@ -160,5 +164,13 @@ mod tests {
             RollMode::ZeroSplit
         );
         assert!(choose(flags(true, false), &mim, Some(&journal)).is_err());
+        // A finished run has nothing left to roll: any flag just verifies it.
+        journal.phase = Phase::Completed;
+        assert_eq!(
+            choose(flags(true, false), &mim, Some(&journal))
+                .unwrap()
+                .mode,
+            RollMode::ZeroSplit
+        );
     }
 }

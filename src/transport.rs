@@ -157,7 +157,17 @@ impl Transport {
     /// a command the same way (the same `erl` on PATH). Kept in memory only: `env` may hold
     /// secrets.
     pub fn command_context(&self) -> String {
-        format!("{} with {:?}", self.site(), self.env)
+        // One SSH connection per distinct way of reaching a host (config file, options): two
+        // entries naming one host:port may still reach different machines.
+        let reach = match &self.access {
+            Access::Local => "local".to_string(),
+            Access::Ssh(connection) => format!("ssh connection {:p}", Arc::as_ptr(connection)),
+        };
+        format!(
+            "{reach} as {} with {:?}",
+            self.become_command.as_deref().unwrap_or("self"),
+            self.env
+        )
     }
 
     pub fn is_local(&self) -> bool {

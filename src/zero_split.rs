@@ -65,7 +65,7 @@ pub enum Stage {
     HybridTcp,
     /// Phase B: the hybrid module, accepting both, dialing TLS.
     HybridTls,
-    /// Phase C: stock inet_tls, the file distls's default roll writes (or, before the node's next
+    /// Phase C: stock inet_tls, the file distls's classic roll writes (or, before the node's next
     /// restart, the module sealed).
     Tls,
     /// One-restart path: the module, dialing TLS to the nodes that run it, plain to the others.
@@ -784,7 +784,7 @@ pub fn roll_targets(nodes: &[ZeroSplitNode], roll: RollState) -> Vec<NodeTarget>
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Intent {
-    /// `distls migrate --zero-split`: on to TLS (a failure turns back to plain).
+    /// `distls migrate` (the zero-split roll): on to TLS (a failure turns back to plain).
     Migrate,
     /// `distls rollback` of a zero-split run: back to plain.
     Rollback,

@@ -280,12 +280,7 @@ fn hybrid_dir(flags_file: &Path) -> std::path::PathBuf {
 /// `distls migrate --zero-split` and print its wall time.
 fn migrate_zero_split(plan: &Path, product: &str) -> Output {
     let started = Instant::now();
-    let out = distls(&[
-        "migrate",
-        "--classic",
-        "--zero-split",
-        plan.to_str().unwrap(),
-    ]);
+    let out = distls(&["migrate", "--zero-split", plan.to_str().unwrap()]);
     assert!(out.status.success(), "{}", describe(&out));
     eprintln!("{}", describe(&out));
     eprintln!(
@@ -350,12 +345,7 @@ fn rabbitmq_cluster_migrates_with_zero_split_and_rolls_back() {
     for point in ["next:h:c"] {
         let out = Command::new(env!("CARGO_BIN_EXE_distls"))
             .env("DISTLS_FAILPOINT", point)
-            .args([
-                "migrate",
-                "--classic",
-                "--zero-split",
-                plan.to_str().unwrap(),
-            ])
+            .args(["migrate", "--zero-split", plan.to_str().unwrap()])
             .output()
             .unwrap();
         assert_eq!(out.status.signal(), Some(9), "{}", describe(&out));

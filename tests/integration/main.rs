@@ -45,6 +45,6 @@ mod otp_flavors;
 mod zero_split;
 // The transitional hybrid dist module (plain TCP and TLS on one port) under connect/disconnect stress.
 mod hybrid;
-// The split checker against the default roll, which splits the cluster (and with Mnesia, leaves
+// The split checker against the classic roll, which splits the cluster (and with Mnesia, leaves
 // restarted nodes starting until the last node switches).
 mod split;

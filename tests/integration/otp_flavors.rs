@@ -81,11 +81,13 @@ fn stage_raw_bytes(files: &[std::path::PathBuf], plan: &Path, roll: Roll) -> Vec
         "refused over SSH, naming the file and the byte: {said}"
     );
     assert_eq!(std::fs::read(&files[0]).unwrap(), latin1, "nothing touched");
+    // Refused while reading the nodes' files, before the preflight: not even a state directory.
+    let state = plan.parent().unwrap().join(".distls");
     assert!(
-        crate::support::journal_if_any(plan).is_none_or(|j| j["phase"] != "completed"),
-        "no run"
+        !state.exists(),
+        "no trace of the refused run: {}",
+        state.display()
     );
-    let _ = std::fs::remove_dir_all(plan.parent().unwrap().join(".distls"));
     std::fs::write(&files[0], &first).unwrap();
     // In place (owner and mode kept). A CR LF comment is harmless to the shell that sources it.
     let mut crlf = std::fs::read(&files[1]).unwrap();

@@ -45,8 +45,11 @@ fn killed_runs_resume_on(prefix: &str, otp: Otp) {
     let plan = plan.to_str().unwrap();
     let names = t.node_names();
     let kill_at = |verb: &str, point: String| {
-        // The first run picks the roll (the classic one); the journal keeps it for the reruns.
-        let args: &[&str] = if verb == "migrate" {
+        // The first run picks the roll (the classic one); the journal keeps it for the reruns,
+        // which pass no flag (a plain `migrate` carries a classic run on).
+        let args: &[&str] = if verb == "migrate"
+            && crate::support::journal_if_any(std::path::Path::new(plan)).is_none()
+        {
             &[verb, "--classic", plan]
         } else {
             &[verb, plan]
@@ -62,7 +65,7 @@ fn killed_runs_resume_on(prefix: &str, otp: Otp) {
     kill_at("migrate", format!("{}:stopped", names[0]));
     kill_at("migrate", format!("{}:starting", names[1]));
     kill_at("migrate", format!("{}:rejoined", names[2]));
-    let out = t.distls(&["migrate", "--classic", plan]);
+    let out = t.distls(&["migrate", plan]);
     assert!(out.status.success(), "{}", describe(&out));
     t.assert_mesh("inet_tls", "tls");
     t.assert_backups_are(&originals);

@@ -173,15 +173,8 @@ fn a_zero_split_run_crashed_at_every_step_of_every_roll_converges() {
     let t = cluster("zsevery", 2);
     let originals = t.dist_args_files();
     let plan = t.plan();
-    let (points, finished) = crash_at_every_write(
-        &t,
-        &[
-            "migrate",
-            "--classic",
-            "--zero-split",
-            plan.to_str().unwrap(),
-        ],
-    );
+    let (points, finished) =
+        crash_at_every_write(&t, &["migrate", "--zero-split", plan.to_str().unwrap()]);
     assert!(finished.status.success(), "{}", describe(&finished));
     t.assert_mesh("distls_hybrid", "tls");
     t.assert_backups_are(&originals);

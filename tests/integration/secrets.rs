@@ -173,11 +173,15 @@ fn assert_no_secret_anywhere(t: &TestCluster, plan: &Path, others: &[&str]) {
     let mut secrets = vec![cookie.as_str()];
     secrets.extend_from_slice(others);
     let sampler = ArgvSampler::start(&secrets);
-    let runs: [&[&str]; 5] = [
+    // Both rolls: the classic one, then the default (its module compiled on the host, the seal).
+    let runs: [&[&str]; 8] = [
         &["migrate", "--classic", "--dry-run", plan],
         &["check", "--json", "--handshake", plan],
         &["migrate", "--classic", plan],
         &["status", plan],
+        &["rollback", plan],
+        &["migrate", "--dry-run", plan],
+        &["migrate", plan],
         &["rollback", plan],
     ];
     let mut outputs = Vec::new();

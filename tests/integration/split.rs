@@ -1,4 +1,4 @@
-//! The split checker against real rolls: the default roll splits the cluster into a TLS island and
+//! The split checker against real rolls: the classic roll (`--classic`) splits the cluster into a TLS island and
 //! a plain island, and the checker must see it (a checker that cannot fail proves nothing).
 
 use std::path::Path;
@@ -52,7 +52,7 @@ fn gated_start(t: &TestCluster, index: usize, gate: &Path) -> String {
     )
 }
 
-/// The default roll (a stock TLS node cannot talk to a plain one): the first node switched is
+/// The classic roll (a stock TLS node cannot talk to a plain one): the first node switched is
 /// alone on TLS until the second one is. The second node's start is held (by a file the test
 /// creates) until the checker has measured a split outside the restart windows, so the result does
 /// not depend on how fast the machine restarts nodes. Then the roll finishes: all links TLS.
@@ -97,7 +97,7 @@ fn default_roll_splits_the_cluster_and_the_checker_sees_it() {
     let pings = pinger.stop();
 
     let report = split_checker::check(&t.cluster.links_logs(), &pings, &params);
-    println!("default roll:\n{report}");
+    println!("classic roll:\n{report}");
     assert!(
         !report.violations.is_empty(),
         "the TLS and plain islands cannot see each other: {report}"
@@ -127,7 +127,7 @@ fn default_roll_splits_the_cluster_and_the_checker_sees_it() {
 }
 
 /// A Mnesia cluster (disc_copies table on every node) comes up with every node `started` and the
-/// table readable everywhere. In the default roll a restarted node then stays `starting`: it waits
+/// table readable everywhere. In the classic roll a restarted node then stays `starting`: it waits
 /// for tables held by plain nodes it cannot reach, until the last node switches; the plan's
 /// `commands.ready` (`ctl started`) gate at the end then passes on every node.
 #[test]
