@@ -185,6 +185,26 @@ impl From<crate::transport::TransportError> for Failure {
     }
 }
 
+/// Why a node's command failed (its exit status and the tail of its output, or the transport's
+/// error); None when it exited 0.
+fn command_failure(
+    command: &str,
+    outcome: &std::result::Result<
+        crate::transport::CommandOutcome,
+        crate::transport::TransportError,
+    >,
+) -> Option<String> {
+    match outcome {
+        Ok(out) if out.success() => None,
+        Ok(out) => Some(format!(
+            "`{command}` exited with {:?}: {}",
+            out.status,
+            out.tail()
+        )),
+        Err(e) => Some(e.to_string()),
+    }
+}
+
 /// The ctl pings of sealed nodes under way: (node index, why it failed).
 type CtlPings = tokio::task::JoinSet<(usize, Option<String>)>;
 
@@ -446,15 +466,7 @@ impl<'a> Rollout<'a> {
             .step(index, target.name(), "checking that its ctl reaches it");
         let (transport, timeout) = (target.transport.clone(), target.spec.timeouts.ping);
         pings.spawn(async move {
-            let failure = match transport.run(&ping, timeout).await {
-                Ok(out) if out.success() => None,
-                Ok(out) => Some(format!(
-                    "`{ping}` exited with {:?}: {}",
-                    out.status,
-                    out.tail()
-                )),
-                Err(e) => Some(e.to_string()),
-            };
+            let failure = command_failure(&ping, &transport.run(&ping, timeout).await);
             (index, failure)
         });
     }
@@ -589,11 +601,7 @@ impl<'a> Rollout<'a> {
         let (command, timeout) = (spec.commands.stop.clone(), spec.timeouts.stop);
         let deadline = Instant::now() + timeout;
         let outcome = self.targets[index].transport.run(&command, timeout).await;
-        let said = match &outcome {
-            Ok(out) if out.success() => String::new(),
-            Ok(out) => format!("`{command}` exited with {:?}: {}", out.status, out.tail()),
-            Err(e) => e.to_string(),
-        };
+        let said = command_failure(&command, &outcome).unwrap_or_default();
         if !said.is_empty() && self.targets[index].spec.flavor.stops_booting_vm() {
             self.stop_vm_directly(index, deadline).await?;
         }
@@ -950,15 +958,7 @@ exit 1"#
                     let out = transport
                         .run(&ready, left.max(Duration::from_secs(1)))
                         .await;
-                    let said = match out {
-                        Ok(out) if out.success() => None,
-                        Ok(out) => Some(format!(
-                            "`{ready}` exited with {:?}: {}",
-                            out.status,
-                            out.tail()
-                        )),
-                        Err(e) => Some(e.to_string()),
-                    };
+                    let said = command_failure(&ready, &out);
                     (index, ready, said)
                 });
             }
@@ -1029,15 +1029,7 @@ exit 1"#
         self.mark(index, intent)?;
         let deadline = Instant::now() + timeout;
         let outcome = self.targets[index].transport.run(&command, timeout).await;
-        let failed = match &outcome {
-            Ok(out) if out.success() => None,
-            Ok(out) => Some(format!(
-                "`{command}` exited with {:?}: {}",
-                out.status,
-                out.tail()
-            )),
-            Err(e) => Some(e.to_string()),
-        };
+        let failed = command_failure(&command, &outcome);
         if let Some(why) = failed {
             let info = self.observe(index).await?;
             if self.running(&info) != expect {
@@ -1218,13 +1210,11 @@ exit 1"#
         loop {
             let left = timeout.saturating_sub(started.elapsed());
             let transport = self.targets[index].transport.clone();
-            let said = match transport
+            let outcome = transport
                 .run(&ready, left.max(Duration::from_secs(1)))
-                .await
-            {
-                Ok(out) if out.success() => return Ok(()),
-                Ok(out) => format!("`{ready}` exited with {:?}: {}", out.status, out.tail()),
-                Err(e) => e.to_string(),
+                .await;
+            let Some(said) = command_failure(&ready, &outcome) else {
+                return Ok(());
             };
             if started.elapsed() >= timeout {
                 return Err(self.step_failed(
@@ -1269,16 +1259,7 @@ exit 1"#
             }
             None => Some(fresh.await),
         };
-        let failure = match outcome {
-            None => None,
-            Some(Ok(out)) if out.success() => None,
-            Some(Ok(out)) => Some(format!(
-                "`{ping}` exited with {:?}: {}",
-                out.status,
-                out.tail()
-            )),
-            Some(Err(e)) => Some(e.to_string()),
-        };
+        let failure = outcome.and_then(|outcome| command_failure(&ping, &outcome));
         if let Some(why) = failure {
             return Err(self.step_failed(index, &format!("its ctl cannot reach it: {why}")));
         }

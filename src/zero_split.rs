@@ -825,6 +825,7 @@ struct Rolls<'p, 'n> {
 }
 
 impl<'p> Rolls<'p, '_> {
+    /// One roll, ready to run: the module is on every host if the roll's stages need it.
     async fn rollout(
         &self,
         roll: RollState,
@@ -832,17 +833,13 @@ impl<'p> Rolls<'p, '_> {
         journal: Journal,
         options: Options,
     ) -> Result<Rollout<'p>> {
-        let rollout = roll_rollout(
-            self.plan,
-            self.nodes,
-            roll,
-            store,
-            journal,
-            options,
-            &self.interrupted,
-        )
-        .await?;
-        Ok(rollout.with_shared_probes(self.probes.clone()))
+        install_modules(self.nodes, roll).await?;
+        let targets = roll_targets(self.nodes, roll);
+        let interrupted = self.interrupted.clone();
+        let rollout = Rollout::new(self.plan, targets, store, journal, options, interrupted)?;
+        Ok(rollout
+            .for_zero_split_roll(roll)
+            .with_shared_probes(self.probes.clone()))
     }
 
     async fn run(
@@ -947,22 +944,6 @@ impl<'p> Rolls<'p, '_> {
             }
         }
     }
-}
-
-/// One roll, ready to run: the module is on every host if the roll's stages need it.
-async fn roll_rollout<'a>(
-    plan: &'a Plan,
-    nodes: &[ZeroSplitNode],
-    roll: RollState,
-    store: JournalStore,
-    journal: Journal,
-    options: Options,
-    interrupted: &Arc<AtomicBool>,
-) -> Result<Rollout<'a>> {
-    install_modules(nodes, roll).await?;
-    let targets = roll_targets(nodes, roll);
-    let rollout = Rollout::new(plan, targets, store, journal, options, interrupted.clone())?;
-    Ok(rollout.for_zero_split_roll(roll))
 }
 
 /// The next roll begins: every node's step starts over.
