@@ -7,10 +7,12 @@ use crate::cli::{
 use crate::error::{Error, Result, exit_code};
 use crate::journal::{Journal, JournalStore, Phase};
 use crate::manual;
-use crate::plan::{OnFailure, Plan, SshSpec};
+use crate::observe::{self, Running};
+use crate::plan::{OnFailure, Plan};
 use crate::roll_mode::{self, RollMode};
-use crate::rollout::{self, NodeSummary, Options, Rollout, Running};
+use crate::rollout::{NodeSummary, Options, Rollout};
 use crate::ssh;
+use crate::ssh::SshSpec;
 use crate::target::{self, FileState};
 use crate::transport::Transport;
 use crate::{node_lock, preflight, preview, rehearsal, stale_journal, zero_split};
@@ -596,13 +598,13 @@ async fn status_over(
             println!("run lock {}: {}", lock.display(), holder.describe());
         }
     }
-    let probes = rollout::probe_pool(&targets)?;
+    let probes = observe::probe_pool(&targets)?;
     println!(
         "{:<28} {:<16} {:<22} {:<22} LINKS",
         "NODE", "JOURNAL", "FILE", "RUNS"
     );
     for (target, texts) in targets.iter().zip(&texts) {
-        let info = rollout::observe_with(&probes, target).await?;
+        let info = observe::observe_with(&probes, target).await?;
         let step = journal
             .as_ref()
             .and_then(|j| j.node(target.name()))
@@ -613,13 +615,16 @@ async fn status_over(
                 let file = std::str::from_utf8(&now)
                     .ok()
                     .and_then(|now| texts.stage_of(now))
-                    .map_or("changed", zero_split::Stage::label);
+                    .map_or("changed", crate::stage::Stage::label);
                 let runs = match info.proto_dist() {
                     // Stock TLS from its next restart (its flags file says so already).
-                    Some(zero_split::SEALED_SIGNATURE) => "tls (sealed module)",
+                    Some(crate::stage::SEALED_SIGNATURE) => "tls (sealed module)",
                     proto => proto
-                        .and_then(zero_split::Stage::of_signature)
-                        .map_or_else(|| Running::of_info(&info).label(), zero_split::Stage::label),
+                        .and_then(crate::stage::Stage::of_signature)
+                        .map_or_else(
+                            || Running::of_info(&info).label(),
+                            crate::stage::Stage::label,
+                        ),
                 };
                 (file, runs)
             }
@@ -638,7 +643,7 @@ async fn status_over(
             step,
             file,
             runs,
-            rollout::describe_links(&info)
+            observe::describe_links(&info)
         );
     }
     probes.shutdown().await;

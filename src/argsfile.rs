@@ -18,6 +18,7 @@
 //! flag before `+A`; this grouping is an approximation that only matters for such odd files.
 //! Everything after `-extra` is plain arguments until the end of the file.
 
+use crate::spelling::edit_distance;
 use std::ops::Range;
 
 // ---------------------------------------------------------------------------------------------
@@ -1052,24 +1053,6 @@ pub fn closest_known_key(key: &str) -> Option<String> {
         .filter(|(distance, _)| *distance <= 2)
         .min_by_key(|(distance, _)| *distance)
         .map(|(_, known)| known)
-}
-
-fn edit_distance(left: &str, right: &str) -> usize {
-    let right: Vec<char> = right.chars().collect();
-    let mut previous: Vec<usize> = (0..=right.len()).collect();
-    for (row, left_char) in left.chars().enumerate() {
-        let mut current = vec![row + 1];
-        for (column, right_char) in right.iter().enumerate() {
-            let substitution = previous[column] + usize::from(left_char != *right_char);
-            current.push(
-                substitution
-                    .min(previous[column + 1] + 1)
-                    .min(current[column] + 1),
-            );
-        }
-        previous = current;
-    }
-    previous[right.len()]
 }
 
 // --- Planning and applying edits -----------------------------------------------------------------

@@ -14,7 +14,7 @@ pub mod relx;
 pub mod shellenv;
 
 use crate::argsfile::{NameFlag, TlsPaths};
-use crate::transport::shell_quote;
+use crate::shell::shell_quote;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -229,8 +229,8 @@ pub fn hybrid_flags(module_dir: &Path, mode: &str, optfile: &Path) -> Result<Str
     let path = optfile_word(optfile)?;
     Ok(format!(
         "-pa {dir} -proto_dist {} -{} {mode} -ssl_dist_optfile {path}",
-        crate::zero_split::PROTO_DIST,
-        crate::zero_split::PROTO_DIST
+        crate::stage::PROTO_DIST,
+        crate::stage::PROTO_DIST
     ))
 }
 

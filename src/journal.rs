@@ -104,7 +104,7 @@ pub struct Journal {
     /// Only for a zero-split run: which of its rolls is under way (node steps are that
     /// roll's). Absent in the journal of a classic roll.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub zero_split: Option<crate::zero_split::RollState>,
+    pub zero_split: Option<crate::stage::RollState>,
 }
 
 /// A sha256 as distls writes it: 64 lowercase hex digits.

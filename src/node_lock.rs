@@ -9,7 +9,8 @@
 
 use crate::error::{Error, Result};
 use crate::plan::Plan;
-use crate::transport::{Transport, shell_quote};
+use crate::shell::shell_quote;
+use crate::transport::Transport;
 use std::path::PathBuf;
 use std::time::Duration;
 

@@ -21,6 +21,8 @@ use serde_saphyr::{DuplicateKeyPolicy, Location, MessageFormatter, Spanned, User
 use sha2::{Digest, Sha256};
 
 use crate::flavor::Flavor;
+use crate::spelling::edit_distance;
+use crate::ssh::SshSpec;
 
 /// The plan format this distls reads.
 pub const PLAN_FORMAT_VERSION: u64 = 1;
@@ -93,24 +95,6 @@ impl fmt::Display for OnFailure {
 pub enum TransportKind {
     Local,
     Ssh,
-}
-
-/// How to reach a node's host over SSH (transport `ssh`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct SshSpec {
-    /// Address to connect to; the node name's host part unless `host` is set.
-    pub host: String,
-    pub port: Option<u16>,
-    pub user: Option<String>,
-    pub identity_file: Option<PathBuf>,
-    /// An ssh_config(5) file to use instead of the user's.
-    pub config_file: Option<PathBuf>,
-    /// known_hosts file to check the host key against (default: the user's).
-    pub known_hosts: Option<PathBuf>,
-    /// Accept and remember a host key never seen before (`StrictHostKeyChecking=accept-new`).
-    pub accept_unknown_host_keys: bool,
-    /// Extra `-o Key=Value` options for ssh.
-    pub options: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -956,20 +940,6 @@ fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
         .filter(|(distance, candidate)| *distance <= 2.min(candidate.len() / 2))
         .min_by_key(|(distance, _)| *distance)
         .map(|(_, candidate)| candidate)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut previous: Vec<usize> = (0..=b.len()).collect();
-    for (i, a_char) in a.chars().enumerate() {
-        let mut current = vec![i + 1];
-        for (j, b_char) in b.iter().enumerate() {
-            let substitution = previous[j] + usize::from(a_char != *b_char);
-            current.push(substitution.min(previous[j + 1] + 1).min(current[j] + 1));
-        }
-        previous = current;
-    }
-    previous[b.len()]
 }
 
 // ---------------------------------------------------------------------------------------

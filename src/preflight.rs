@@ -11,7 +11,6 @@ mod otp;
 use crate::argsfile::{self, DistSettings};
 use crate::plan::{NodeSpec, Plan};
 use crate::probe::{NodeInfo, ProbeError, RuntimeVersions};
-use crate::rollout;
 use crate::target::{self, NodeTarget};
 use crate::transport::Transport;
 use serde::Serialize;
@@ -449,7 +448,7 @@ async fn commands(transport: &Transport, spec: &NodeSpec) -> Verdict {
         let found = if same_lookup && (program.contains('/') || executable_here(&program)) {
             executable_here(&program)
         } else {
-            let quoted = crate::transport::shell_quote(&program);
+            let quoted = crate::shell::shell_quote(&program);
             // A path must be an executable file; a bare name must be found on PATH (or be a
             // builtin, which only the shell knows).
             let test = if program.contains('/') {
@@ -568,7 +567,7 @@ async fn runtime(targets: &[NodeTarget], needs: Option<&[String]>) -> Runtime {
             "no node on this host passed the plan checks, so no probe was started".into(),
         );
     };
-    let pool = match rollout::probe_pool(targets) {
+    let pool = match crate::observe::probe_pool(targets) {
         Ok(pool) => pool,
         Err(err) => return failed(err.to_string()),
     };

@@ -184,7 +184,8 @@ pub fn render_zero_split(
     nodes: &[crate::zero_split::ZeroSplitNode],
     journal: Option<&Journal>,
 ) -> String {
-    use crate::zero_split::{MODULE, RollPath, RollState, module_dir, roll_targets};
+    use crate::stage::{RollPath, RollState};
+    use crate::zero_split::{MODULE, module_dir, roll_targets};
     let mut out = String::new();
     let path = journal
         .and_then(|j| j.zero_split)
@@ -312,9 +313,9 @@ fn write_seal_steps(out: &mut String, target: &crate::target::NodeTarget) {
 fn write_restart_steps(
     out: &mut String,
     target: &crate::target::NodeTarget,
-    roll: crate::zero_split::RollState,
+    roll: crate::stage::RollState,
 ) {
-    use crate::zero_split::Stage;
+    use crate::stage::Stage;
     let spec = &target.spec;
     let _ = writeln!(out, "  1. stop:   {}", spec.commands.stop);
     if roll.to == Stage::Hybrid {
@@ -355,6 +356,45 @@ fn write_restart_steps(
         let _ = writeln!(
             out,
             "  6. ready:  {ready}   (it finishes starting before the next node)"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::target::read_node;
+    use crate::transport::Transport;
+
+    const VM_ARGS: &str = "-sname t@localhost\n-setcookie SECRET\n";
+    const DIST_ARGS: &str = "## TLS\n#-proto_dist inet_tls\n#-ssl_dist_opt server_certfile /a.pem client_certfile /a.pem\n#  server_keyfile /k.pem client_keyfile /k.pem\n#  server_cacertfile /c.pem client_cacertfile /c.pem\n#  client_verify verify_peer server_verify verify_peer\n#  server_fail_if_no_peer_cert true\n";
+
+    /// Whether the backup exists is asked of the node's host when the node is read, and the dry
+    /// run shows that answer: it never looks at the local filesystem (wrong for an SSH node).
+    #[tokio::test]
+    async fn the_dry_run_shows_the_backup_as_the_nodes_host_reported_it() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("vm.args"), VM_ARGS).unwrap();
+        let flags = dir.path().join("vm.dist.args");
+        std::fs::write(&flags, DIST_ARGS).unwrap();
+        let backup = dir.path().join("vm.dist.args.distls-orig");
+        std::fs::write(&backup, DIST_ARGS).unwrap();
+        let plan_path = dir.path().join("plan.yaml");
+        std::fs::write(
+            &plan_path,
+            "version: 1\ncluster: t\ntls:\n  certfile: /etc/distls/cert.pem\n  keyfile: /etc/distls/key.pem\n  cacertfile: /etc/distls/ca.pem\ndefaults:\n  vm_dist_args: vm.dist.args\n  vm_args: vm.args\n  commands:\n    stop: \"false\"\n    start: \"false\"\nnodes:\n  - name: t@localhost\n",
+        )
+        .unwrap();
+        let plan = Plan::load(&plan_path).unwrap();
+        let transport = Transport::local(Vec::new(), None);
+        let target = read_node(&plan.nodes[0], &transport).await.unwrap();
+        assert!(target.backup_exists);
+        // Gone from here, still there on "the node's host" as it was read.
+        std::fs::remove_file(&backup).unwrap();
+        let shown = render(&plan, std::slice::from_ref(&target), None);
+        assert!(
+            shown.contains("already holds the original"),
+            "the host's answer, not a local lookup: {shown}"
         );
     }
 }

@@ -67,7 +67,7 @@ impl NodeInfo {
         }
     }
 
-    /// The protocol the node runs, as the probe reports it (see `zero_split::Stage::signature`).
+    /// The protocol the node runs, as the probe reports it (see `stage::Stage::signature`).
     pub fn proto_dist(&self) -> Option<&str> {
         match self {
             NodeInfo::Up { proto_dist, .. } => Some(proto_dist),
@@ -571,7 +571,7 @@ impl ProbePool {
                 if let Workdir::Remote { transport, path } = workdir.as_ref() {
                     let script = format!(
                         "rm -rf -- {}",
-                        crate::transport::shell_quote(&path.display().to_string())
+                        crate::shell::shell_quote(&path.display().to_string())
                     );
                     let _ = transport.run(&script, Duration::from_secs(30)).await;
                 }

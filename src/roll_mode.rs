@@ -154,8 +154,8 @@ mod tests {
             "a classic run started before the default changed goes on classic"
         );
         assert!(choose(flags(false, true), &mim, Some(&journal)).is_err());
-        journal.zero_split = Some(crate::zero_split::RollState::first(
-            crate::zero_split::RollPath::OneRestart,
+        journal.zero_split = Some(crate::stage::RollState::first(
+            crate::stage::RollPath::OneRestart,
         ));
         assert_eq!(
             choose(flags(false, false), &mim, Some(&journal))

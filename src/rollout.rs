@@ -4,12 +4,14 @@
 
 use crate::atomic_file::sha256_hex;
 use crate::error::{Error, Result};
+use crate::failpoint::failpoint;
 use crate::journal::{Journal, JournalStore, NodeRecord, Phase, Step};
+use crate::observe::{Running, describe_links, observe_pair, observe_with, probe_pool, probes_of};
 use crate::plan::{OnFailure, Plan};
 use crate::probe::{NodeInfo, Probe, ProbePool};
 use crate::progress::Progress;
+use crate::stage::{RollPath, RollState, Stage};
 use crate::target::{FileState, NodeTarget};
-use crate::zero_split::{RollPath, RollState, Stage};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -25,38 +27,6 @@ const EARLY_PING_RETRY: Duration = Duration::from_millis(200);
 #[derive(Debug, Clone)]
 pub struct Options {
     pub on_failure: OnFailure,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Running {
-    Down,
-    Plain,
-    Tls,
-    /// Its VM runs (registered with epmd) but answers neither probe, plain nor TLS.
-    Unreachable,
-    /// Zero-split: it runs a stage that is neither the roll's `from` nor its `to`.
-    Other,
-}
-
-impl Running {
-    pub fn of_info(info: &NodeInfo) -> Self {
-        match info {
-            NodeInfo::Down { .. } => Running::Down,
-            NodeInfo::Unreachable { .. } => Running::Unreachable,
-            _ if info.runs_tls() => Running::Tls,
-            _ => Running::Plain,
-        }
-    }
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Running::Down => "down",
-            Running::Plain => "plain tcp",
-            Running::Tls => "tls",
-            Running::Unreachable => "unreachable",
-            Running::Other => "another stage",
-        }
-    }
 }
 
 const UNREACHABLE: &str = "its VM runs (it is registered with epmd) but answers neither over plain TCP nor over TLS; check its log, then stop or fix it by hand";
@@ -248,17 +218,6 @@ pub struct NodeSummary {
     pub runs: &'static str,
     pub links: String,
     pub took: Option<Duration>,
-}
-
-pub fn probe_pool(targets: &[NodeTarget]) -> Result<ProbePool> {
-    let first = targets
-        .first()
-        .ok_or_else(|| Error::InvalidInput("the plan has no nodes".into()))?;
-    let cookies = targets
-        .iter()
-        .filter_map(|t| t.identity.cookie.clone().map(|c| (t.name().to_string(), c)))
-        .collect();
-    Ok(ProbePool::new(first.identity.name_flag, cookies))
 }
 
 impl<'a> Rollout<'a> {
@@ -1317,7 +1276,15 @@ exit 1"#
                 ),
             ));
         }
-        self.ready_gate(Running::Tls).await?;
+        // A zero-split roll of restarts asked each node's ready command right after its own
+        // restart, and the roll after it (the seal) ends with this gate: asking every node
+        // again in between only waits.
+        let another_roll_follows = self
+            .roll
+            .is_some_and(|roll| !roll.at_run_time() && roll.next().is_some());
+        if !another_roll_follows {
+            self.ready_gate(Running::Tls).await?;
+        }
         self.journal.phase = Phase::Completed;
         self.journal.record(None, "completed");
         self.store.save(&mut self.journal)?;
@@ -1412,7 +1379,7 @@ exit 1"#
             let file = self.file_state(index).await?;
             let info = self.observe(index).await?;
             let running = self.running(&info);
-            let sealed_module = info.proto_dist() == Some(crate::zero_split::SEALED_SIGNATURE);
+            let sealed_module = info.proto_dist() == Some(crate::stage::SEALED_SIGNATURE);
             match (file, running) {
                 (FileState::Foreign, _) => {
                     return Err(
@@ -1979,89 +1946,6 @@ exit 1"#
         rows
     }
 }
-
-pub async fn observe_with(probes: &ProbePool, target: &NodeTarget) -> Result<NodeInfo> {
-    let (plain, tls) = probes_of(probes, target).await?;
-    observe_pair(&plain, &tls, target.name()).await
-}
-
-/// The node's plain and TLS probe VMs (booted on first use, then shared).
-async fn probes_of(probes: &ProbePool, target: &NodeTarget) -> Result<(Arc<Probe>, Arc<Probe>)> {
-    let site = target.probe_site();
-    Ok(tokio::try_join!(
-        probes.probe_for(&site, &target.probe_plain, "plain tcp"),
-        probes.probe_for(&site, &target.probe_tls, "tls"),
-    )?)
-}
-
-/// What node `name` runs, asked through both probes at once: the one that speaks the node's
-/// protocol answers fast, the other would hang until the connection setup timeout.
-async fn observe_pair(plain: &Probe, tls: &Probe, name: &str) -> Result<NodeInfo> {
-    let plain_info = plain.info(name);
-    let tls_info = tls.info(name);
-    tokio::pin!(plain_info, tls_info);
-    let (mut plain_done, mut tls_done) = (None, None);
-    loop {
-        tokio::select! {
-            r = &mut plain_info, if plain_done.is_none() => {
-                let info = r?;
-                if info.is_up() { return Ok(info); }
-                plain_done = Some(info);
-            }
-            r = &mut tls_info, if tls_done.is_none() => {
-                let info = r?;
-                if info.is_up() { return Ok(info); }
-                tls_done = Some(info);
-            }
-        }
-        if let (Some(plain), Some(tls)) = (&plain_done, &tls_done) {
-            // Unreachable only when both probes found it registered with epmd; a probe that
-            // found it gone wins.
-            return Ok(match (plain, tls) {
-                (NodeInfo::Unreachable { .. }, NodeInfo::Unreachable { .. }) => plain.clone(),
-                (NodeInfo::Down { .. }, _) => plain.clone(),
-                _ => tls.clone(),
-            });
-        }
-    }
-}
-
-pub fn describe_links(info: &NodeInfo) -> String {
-    let links = info.live_links();
-    if links.is_empty() {
-        return "-".into();
-    }
-    links
-        .iter()
-        .map(|(node, tls)| format!("{node}:{}", if *tls { "tls" } else { "tcp" }))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// Test builds can make distls die (SIGKILL, no cleanup) around a journal write of a node step:
-/// DISTLS_FAILPOINT=<node>:<step> right after it, <node>:<step>:before right before it
-/// (e.g. `mim2@localhost:edited:before`: the file is edited, the journal still says `editing`).
-/// DISTLS_FAILPOINT=walk kills at the first such point not listed in DISTLS_FAILPOINT_SEEN
-/// (comma-separated), naming it on stderr, so a test can walk every point of a roll in order.
-#[cfg(feature = "failpoints")]
-pub(crate) fn failpoint(point: &str) {
-    let Ok(wanted) = std::env::var("DISTLS_FAILPOINT") else {
-        return;
-    };
-    let walk_hit = wanted == "walk"
-        && !std::env::var("DISTLS_FAILPOINT_SEEN")
-            .is_ok_and(|seen| seen.split(',').any(|p| p == point));
-    if wanted == point || walk_hit {
-        eprintln!("failpoint: {point}");
-        // SAFETY: sending a signal to our own pid.
-        unsafe {
-            libc::kill(libc::getpid(), libc::SIGKILL);
-        }
-    }
-}
-
-#[cfg(not(feature = "failpoints"))]
-pub(crate) fn failpoint(_point: &str) {}
 
 #[cfg(test)]
 mod tests {

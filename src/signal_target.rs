@@ -3,7 +3,8 @@
 //! would hit a whole process group or every process; a reused pid or another user's process is
 //! not the node.
 
-use crate::transport::{Transport, shell_quote};
+use crate::shell::shell_quote;
+use crate::transport::Transport;
 use std::path::Path;
 use std::time::Duration;
 

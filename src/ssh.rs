@@ -1,13 +1,31 @@
 //! SSH connections: one multiplexed master per host (ControlMaster via the `openssh` crate),
 //! opened once, shared by every node of that host, closed at exit.
 
-use crate::plan::SshSpec;
 use openssh::{ControlPersist, KnownHosts, Session, SessionBuilder};
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
+
+/// How to reach a node's host over SSH (transport `ssh`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SshSpec {
+    /// Address to connect to; the node name's host part unless `host` is set.
+    pub host: String,
+    pub port: Option<u16>,
+    pub user: Option<String>,
+    pub identity_file: Option<PathBuf>,
+    /// An ssh_config(5) file to use instead of the user's.
+    pub config_file: Option<PathBuf>,
+    /// known_hosts file to check the host key against (default: the user's).
+    pub known_hosts: Option<PathBuf>,
+    /// Accept and remember a host key never seen before (`StrictHostKeyChecking=accept-new`).
+    pub accept_unknown_host_keys: bool,
+    /// Extra `-o Key=Value` options for ssh.
+    pub options: Vec<String>,
+}
 
 /// How many hosts are connected to at once.
 const CONCURRENT_CONNECTS: usize = 8;

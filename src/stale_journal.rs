@@ -5,11 +5,11 @@
 
 use crate::error::Result;
 use crate::journal::{Journal, Phase, Step};
+use crate::observe::{self, Running};
 use crate::plan::Plan;
-use crate::rollout::{self, Running};
+use crate::stage::Stage;
 use crate::target;
 use crate::transport::Transport;
-use crate::zero_split::Stage;
 
 /// The journal says at least one node's file was edited (so its backup exists), or the run got
 /// past its first zero-split roll, or completed.
@@ -47,10 +47,10 @@ pub async fn belongs_to_earlier_cluster(
         }
         targets.push(target);
     }
-    let probes = rollout::probe_pool(&targets)?;
+    let probes = observe::probe_pool(&targets)?;
     let mut all_plain = true;
     for target in &targets {
-        let running = match rollout::observe_with(&probes, target).await {
+        let running = match observe::observe_with(&probes, target).await {
             Ok(info) => Running::of_info(&info),
             Err(_) => Running::Unreachable,
         };

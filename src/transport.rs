@@ -2,6 +2,7 @@
 //! Locally, or over a shared SSH connection; optionally as the service user (`become`).
 
 use crate::atomic_file;
+use crate::shell::shell_quote;
 use crate::ssh::SshConnection;
 
 use std::os::unix::ffi::OsStringExt;
@@ -108,11 +109,6 @@ impl ProcessHandle {
             }
         }
     }
-}
-
-/// Single-quote a word for a POSIX shell.
-pub fn shell_quote(word: &str) -> String {
-    format!("'{}'", word.replace('\'', r"'\''"))
 }
 
 impl Transport {

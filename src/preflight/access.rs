@@ -5,8 +5,8 @@
 //! node's user no read permission is a mistake that breaks the day the service stops running as
 //! root, and it is the only way the check means something when distls itself runs as root.
 
+use crate::shell::shell_quote;
 use crate::transport::Transport;
-use crate::transport::shell_quote;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

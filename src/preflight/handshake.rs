@@ -4,8 +4,8 @@
 //! and write no crash dump; the listener binds the one address its host name resolves to.
 
 use super::Verdict;
+use crate::shell::shell_quote;
 use crate::target::NodeTarget;
-use crate::transport::shell_quote;
 use std::time::Duration;
 
 /// Long enough for a few TLS setup attempts while the listener registers in epmd.

@@ -458,7 +458,7 @@ fn a_hostile_service_user_cannot_redirect_writes_over_ssh() {
 /// and leaves no temp file; a FIFO is refused at once. No service user needed.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_file_agent_over_ssh_moves_raw_bytes_and_renames_nothing_cut_short() {
-    use distls::plan::SshSpec;
+    use distls::ssh::SshSpec;
     use distls::transport::Transport;
     let dir = tempfile::tempdir().unwrap();
     let sshd = TestSshd::start(&dir.path().join("sshd"));

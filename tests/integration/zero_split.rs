@@ -304,17 +304,30 @@ fn five_nodes_go_to_tls_without_a_split() {
 #[test]
 fn a_mnesia_cluster_finishes_starting_after_every_restart() {
     let (t, out) = migrate_without_split("zsm", 3, true);
-    // Each node after its restart (3), after its seal (3), and every node at the end of each
-    // roll (6).
-    let readies = stderr(&out)
-        .matches("waiting until it reports ready")
-        .count();
-    assert!(
-        readies >= 9,
-        "every node reported ready after its restart ({readies}):\n{}",
-        stderr(&out)
-    );
+    // Each node right after its own restart, before the next node is stopped (3), and every
+    // node at the end of the run, after the seal (3).
+    let err = stderr(&out);
+    let lines: Vec<&str> = err.lines().collect();
+    let first = |name: &str, what: &str| {
+        lines
+            .iter()
+            .position(|l| l.contains(&format!("{name}: {what}")))
+            .unwrap_or_else(|| panic!("no `{name}: {what}` line:\n{err}"))
+    };
     let names = t.node_names();
+    for pair in names.windows(2) {
+        assert!(
+            first(&pair[0], "waiting until it reports ready") < first(&pair[1], "stopping"),
+            "{} reported ready before {} was stopped:\n{err}",
+            pair[0],
+            pair[1]
+        );
+    }
+    let readies = err.matches("waiting until it reports ready").count();
+    assert!(
+        readies >= 2 * names.len(),
+        "every node reported ready after its restart and at the end ({readies}):\n{err}"
+    );
     let mut sorted = names.clone();
     sorted.sort();
     for (node, name) in names.iter().enumerate() {
