@@ -100,7 +100,11 @@ impl Error {
             Error::Interrupted(_) => exit_code::INTERRUPTED,
             Error::Journal(JournalError::Locked { .. }) | Error::Locked(_) => exit_code::LOCKED,
             Error::Journal(JournalError::Unreadable { .. }) => exit_code::INVALID_INPUT,
-            Error::Journal(JournalError::Io { .. } | JournalError::NoSpace { .. })
+            Error::Journal(
+                JournalError::Io { .. }
+                | JournalError::NoSpace { .. }
+                | JournalError::IllegalMove(_),
+            )
             | Error::Probe(_)
             | Error::Transport(_)
             | Error::Internal(_) => exit_code::INTERNAL,

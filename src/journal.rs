@@ -48,7 +48,47 @@ pub enum Step {
     Unsealing,
 }
 
+impl Phase {
+    /// Whether a run may go from this phase to `next`. The same phase again is always allowed (a
+    /// resumed run records it again). A rollback never turns into a migration, a pause or a
+    /// completion; only a zero-split run goes on after `completed` or `rolled_back` (its next
+    /// roll begins `migrating`, and a roll back to plain ends `rolled_back`).
+    pub fn may_go_to(self, next: Phase) -> bool {
+        use Phase::*;
+        self == next
+            || matches!(
+                (self, next),
+                (Migrating, Paused | RollingBack | Completed)
+                    | (Paused, Migrating | RollingBack)
+                    | (RollingBack, RolledBack)
+                    | (RolledBack, Migrating | RollingBack)
+                    | (Completed, Migrating | RollingBack | RolledBack)
+            )
+    }
+}
+
 impl Step {
+    /// Whether this step may be recorded after `previous`. The journal is an intent log: a
+    /// side effect's completion (`stopped`, `edited`, `started`, `sealed`) is recorded only after
+    /// its intent; `pending` again only after a file put back on the way forward. Intents and
+    /// the observed facts (`rejoined`, `verified`, `reverted`) may follow any step: the engine
+    /// chooses them from what it observes, whatever the journal last said.
+    pub fn may_follow(self, previous: Step) -> bool {
+        use Step::*;
+        self == previous
+            || match self {
+                Stopped => matches!(
+                    previous,
+                    Stopping | RevertStopping | RevertRestoring | Unsealing
+                ),
+                Edited => previous == Editing,
+                Started => matches!(previous, Starting | RevertStarting),
+                Sealed => previous == Sealing,
+                Pending => previous == RevertRestoring,
+                _ => true,
+            }
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             Step::Pending => "pending",
@@ -182,11 +222,47 @@ impl Journal {
         self.nodes.iter().find(|n| n.name == name)
     }
 
-    pub fn set_step(&mut self, name: &str, step: Step) {
-        if let Some(record) = self.nodes.iter_mut().find(|n| n.name == name) {
-            record.step = step;
+    /// The one way a node's step changes within a roll: an illegal move is a bug in distls,
+    /// refused before it reaches the file.
+    pub fn set_step(&mut self, name: &str, step: Step) -> Result<(), JournalError> {
+        let record = self
+            .nodes
+            .iter_mut()
+            .find(|n| n.name == name)
+            .ok_or_else(|| JournalError::IllegalMove(format!("no node {name} in the journal")))?;
+        if !step.may_follow(record.step) {
+            return Err(JournalError::IllegalMove(format!(
+                "node {name}: step `{}` cannot follow `{}`",
+                step.label(),
+                record.step.label()
+            )));
         }
+        record.step = step;
         self.record(Some(name), step.label());
+        Ok(())
+    }
+
+    /// The one way the run's phase changes (see [`Phase::may_go_to`]).
+    pub fn set_phase(&mut self, phase: Phase) -> Result<(), JournalError> {
+        if !self.phase.may_go_to(phase) {
+            return Err(JournalError::IllegalMove(format!(
+                "phase {:?} cannot follow {:?}",
+                phase, self.phase
+            )));
+        }
+        self.phase = phase;
+        Ok(())
+    }
+
+    /// The next roll of a zero-split run begins: every node's step starts over.
+    pub fn begin_roll(&mut self, roll: crate::stage::RollState) -> Result<(), JournalError> {
+        self.set_phase(Phase::Migrating)?;
+        for node in &mut self.nodes {
+            node.step = Step::Pending;
+        }
+        self.zero_split = Some(roll);
+        self.record(None, &format!("next roll: {}", roll.describe()));
+        Ok(())
     }
 
     pub fn record(&mut self, node: Option<&str>, what: &str) {
@@ -217,6 +293,11 @@ pub enum JournalError {
         "{path}: not a distls journal this version can read ({reason})\n  hint: finish or roll back with the distls version that wrote it, or move the file away to start over"
     )]
     Unreadable { path: PathBuf, reason: String },
+    /// A step or phase change the journal refuses: a bug in distls, caught before it is saved.
+    #[error(
+        "internal error: refused journal change: {0}\n  hint: this is a bug in distls; the journal on disk is unchanged, rerun to resume and report it"
+    )]
+    IllegalMove(String),
     #[error(
         "another distls run (pid {holder}) holds the lock {path} for this cluster\n  hint: wait for it to finish; if that process is gone the lock is released automatically"
     )]
@@ -417,12 +498,63 @@ mod tests {
     }
 
     #[test]
+    fn a_completion_is_recorded_only_after_its_intent() {
+        let mut journal = sample();
+        let err = journal.set_step("a@h", Step::Edited).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("node a@h: step `edited` cannot follow `pending`"),
+            "{err}"
+        );
+        assert_eq!(journal.nodes[0].step, Step::Pending, "nothing changed");
+        for step in [Step::Stopping, Step::Stopped, Step::Editing, Step::Edited] {
+            journal.set_step("a@h", step).unwrap();
+        }
+        assert!(journal.set_step("a@h", Step::Started).is_err());
+        assert!(journal.set_step("a@h", Step::Sealed).is_err());
+        // Observed facts follow whatever the journal said: a resumed run finds the node up.
+        journal.set_step("a@h", Step::Rejoined).unwrap();
+        journal.set_step("a@h", Step::Verified).unwrap();
+        // Rollback: intent first, then its completion; `pending` only after a file put back.
+        assert!(journal.set_step("a@h", Step::Pending).is_err());
+        journal.set_step("a@h", Step::RevertStopping).unwrap();
+        journal.set_step("a@h", Step::Stopped).unwrap();
+        journal.set_step("a@h", Step::RevertRestoring).unwrap();
+        journal.set_step("a@h", Step::Pending).unwrap();
+        assert!(journal.set_step("nobody@h", Step::Stopping).is_err());
+    }
+
+    #[test]
+    fn a_rollback_never_turns_into_a_migration() {
+        use Phase::*;
+        let mut journal = sample();
+        assert!(journal.set_phase(RolledBack).is_err());
+        journal.set_phase(Paused).unwrap();
+        assert!(journal.set_phase(Completed).is_err());
+        journal.set_phase(RollingBack).unwrap();
+        for refused in [Migrating, Paused, Completed] {
+            assert!(journal.set_phase(refused).is_err(), "{refused:?}");
+        }
+        journal.set_phase(RolledBack).unwrap();
+        assert!(journal.set_phase(Completed).is_err());
+        // A zero-split run goes on after a roll went back: its next roll heads to plain.
+        journal
+            .begin_roll(crate::stage::RollState::first(
+                crate::stage::RollPath::OneRestart,
+            ))
+            .unwrap();
+        assert_eq!(journal.phase, Migrating);
+        journal.set_phase(Completed).unwrap();
+        assert!(journal.set_phase(Paused).is_err());
+    }
+
+    #[test]
     fn round_trips_and_is_private() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let store = JournalStore::new(dir.path(), "c");
         let mut journal = sample();
-        journal.set_step("a@h", Step::Stopping);
+        journal.set_step("a@h", Step::Stopping).unwrap();
         store.save(&mut journal).unwrap();
         let loaded = store.load().unwrap().unwrap();
         assert_eq!(loaded.nodes[0].step, Step::Stopping);

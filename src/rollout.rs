@@ -382,7 +382,7 @@ impl<'a> Rollout<'a> {
                 }
             }
             Phase::Paused => {
-                self.journal.phase = Phase::Migrating;
+                self.journal.set_phase(Phase::Migrating)?;
                 self.journal.failure = None;
                 self.journal.record(None, "resumed after pause");
             }
@@ -1285,7 +1285,7 @@ exit 1"#
         if !another_roll_follows {
             self.ready_gate(Running::Tls).await?;
         }
-        self.journal.phase = Phase::Completed;
+        self.journal.set_phase(Phase::Completed)?;
         self.journal.record(None, "completed");
         self.store.save(&mut self.journal)?;
         Ok(())
@@ -1460,7 +1460,9 @@ exit 1"#
         self.progress.note(&format!("error: {message}"));
         self.journal.failure = Some(message.clone());
         if self.options.on_failure == OnFailure::Pause {
-            self.journal.phase = Phase::Paused;
+            if let Err(e) = self.journal.set_phase(Phase::Paused) {
+                return e.into();
+            }
             self.journal.record(Some(&node), "paused after failure");
             if let Err(e) = self.store.save(&mut self.journal) {
                 return e.into();
@@ -1472,7 +1474,9 @@ exit 1"#
                 journal = self.store.journal_path().display()
             ));
         }
-        self.journal.phase = Phase::RollingBack;
+        if let Err(e) = self.journal.set_phase(Phase::RollingBack) {
+            return e.into();
+        }
         self.journal
             .record(Some(&node), "rolling back after failure");
         if let Err(e) = self.store.save(&mut self.journal) {
@@ -1527,7 +1531,7 @@ exit 1"#
             ));
         }
         self.ready_gate(Running::Plain).await?;
-        self.journal.phase = Phase::RolledBack;
+        self.journal.set_phase(Phase::RolledBack)?;
         self.journal.record(None, "rolled back");
         self.store.save(&mut self.journal)?;
         if let Some(roll) = self.roll {
@@ -1648,7 +1652,10 @@ exit 1"#
 
     /// `distls rollback`: every node back to plain TCP, newest first.
     pub async fn rollback(&mut self) -> (Vec<NodeSummary>, Result<()>) {
-        self.journal.phase = Phase::RollingBack;
+        if let Err(e) = self.journal.set_phase(Phase::RollingBack) {
+            self.release_probes().await;
+            return (Vec::new(), Err(e.into()));
+        }
         self.journal.record(None, "rollback requested");
         if let Err(e) = self.store.save(&mut self.journal) {
             self.release_probes().await;
@@ -1887,7 +1894,7 @@ exit 1"#
             None => format!("{name}:{}", step.label()),
         };
         failpoint(&format!("{point}:before"));
-        self.journal.set_step(&name, step);
+        self.journal.set_step(&name, step)?;
         self.store.save(&mut self.journal)?;
         failpoint(&point);
         Ok(())

@@ -452,7 +452,7 @@ mod tests {
 // ---- the rolls ----------------------------------------------------------------------------------
 
 use crate::error::{Error, Result};
-use crate::journal::{Journal, JournalStore, Phase, Step};
+use crate::journal::{Journal, JournalStore, Phase};
 use crate::plan::{OnFailure, Plan};
 use crate::rollout::{NodeSummary, Options, Rollout};
 use crate::target::{self, NodeTarget};
@@ -720,12 +720,7 @@ impl<'p> Rolls<'p, '_> {
 
 /// The next roll begins: every node's step starts over.
 fn advance(store: &JournalStore, journal: &mut Journal, roll: RollState) -> Result<()> {
-    for node in &mut journal.nodes {
-        node.step = Step::Pending;
-    }
-    journal.phase = Phase::Migrating;
-    journal.zero_split = Some(roll);
-    journal.record(None, &format!("next roll: {}", roll.describe()));
+    journal.begin_roll(roll)?;
     let point = format!("next:{}:{}", roll.from.tag(), roll.to.tag());
     crate::failpoint::failpoint(&format!("{point}:before"));
     store.save(journal)?;
@@ -747,7 +742,7 @@ async fn finish(
     if at_plain {
         remove_plain_optfiles(nodes).await?;
         // Nothing left to resume: the next `migrate` starts a new run.
-        journal.phase = Phase::RolledBack;
+        journal.set_phase(Phase::RolledBack)?;
         journal.zero_split = None;
         journal.record(None, "rolled back to plain tcp; hybrid module removed");
     } else {

@@ -40,6 +40,33 @@ fn the_module_map_in_the_docs_is_current() {
     );
 }
 
+/// The journal's step and phase change only through `Journal::set_step`, `set_phase` and
+/// `begin_roll`, which refuse illegal moves; nothing outside journal.rs assigns them directly
+/// (tests excepted: they build journals in any state on purpose).
+#[test]
+fn journal_steps_and_phases_change_only_through_the_journal() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut offenders = Vec::new();
+    for file in rust_files_under(&src) {
+        if file.ends_with("journal.rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).unwrap();
+        let code = text.split("#[cfg(test)]\nmod tests").next().unwrap();
+        for (n, line) in code.lines().enumerate() {
+            let line = line.split("//").next().unwrap();
+            if [".phase = ", ".step = "].iter().any(|a| line.contains(a)) {
+                offenders.push(format!("{}:{}: {}", file.display(), n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "use Journal::set_step / set_phase / begin_roll:\n{}",
+        offenders.join("\n")
+    );
+}
+
 /// One line per module, layer by layer (layer 0: depends on no other module; layer n: on
 /// modules of lower layers only), each with the modules it uses.
 fn render_map(graph: &Graph) -> String {
