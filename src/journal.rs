@@ -50,20 +50,23 @@ pub enum Step {
 
 impl Phase {
     /// Whether a run may go from this phase to `next`. The same phase again is always allowed (a
-    /// resumed run records it again). A rollback never turns into a migration, a pause or a
-    /// completion; only a zero-split run goes on after `completed` or `rolled_back` (its next
-    /// roll begins `migrating`, and a roll back to plain ends `rolled_back`).
-    pub fn may_go_to(self, next: Phase) -> bool {
+    /// resumed run records it again). Only a zero-split run goes on after `completed` or
+    /// `rolled_back` (its next roll begins `migrating`); a rollback ends `rolled_back`, or
+    /// `paused` when a rerun's rollback step fails under the pause policy.
+    pub fn may_go_to(self, next: Phase, zero_split: bool) -> bool {
         use Phase::*;
         self == next
             || matches!(
                 (self, next),
                 (Migrating, Paused | RollingBack | Completed)
                     | (Paused, Migrating | RollingBack)
-                    | (RollingBack, RolledBack)
-                    | (RolledBack, Migrating | RollingBack)
-                    | (Completed, Migrating | RollingBack | RolledBack)
+                    | (RollingBack, RolledBack | Paused)
+                    | (RolledBack, RollingBack)
+                    // A finished run checked again (`migrate` on a completed journal) whose
+                    // check fails: the failure policy applies.
+                    | (Completed, Paused | RollingBack | RolledBack)
             )
+            || (zero_split && matches!((self, next), (Completed | RolledBack, Migrating)))
     }
 }
 
@@ -244,7 +247,7 @@ impl Journal {
 
     /// The one way the run's phase changes (see [`Phase::may_go_to`]).
     pub fn set_phase(&mut self, phase: Phase) -> Result<(), JournalError> {
-        if !self.phase.may_go_to(phase) {
+        if !self.phase.may_go_to(phase, self.zero_split.is_some()) {
             return Err(JournalError::IllegalMove(format!(
                 "phase {:?} cannot follow {:?}",
                 phase, self.phase
@@ -532,20 +535,32 @@ mod tests {
         journal.set_phase(Paused).unwrap();
         assert!(journal.set_phase(Completed).is_err());
         journal.set_phase(RollingBack).unwrap();
-        for refused in [Migrating, Paused, Completed] {
+        for refused in [Migrating, Completed] {
             assert!(journal.set_phase(refused).is_err(), "{refused:?}");
         }
         journal.set_phase(RolledBack).unwrap();
         assert!(journal.set_phase(Completed).is_err());
+        assert!(
+            journal.set_phase(Migrating).is_err(),
+            "a classic run is over once rolled back"
+        );
         // A zero-split run goes on after a roll went back: its next roll heads to plain.
-        journal
-            .begin_roll(crate::stage::RollState::first(
-                crate::stage::RollPath::OneRestart,
-            ))
+        journal.zero_split = Some(crate::stage::RollState::first(
+            crate::stage::RollPath::OneRestart,
+        ));
+        let back = journal
+            .zero_split
+            .unwrap()
+            .next()
+            .unwrap()
+            .back_to_plain()
             .unwrap();
+        journal.begin_roll(back).unwrap();
         assert_eq!(journal.phase, Migrating);
+        assert!(journal.nodes.iter().all(|n| n.step == Step::Pending));
         journal.set_phase(Completed).unwrap();
-        assert!(journal.set_phase(Paused).is_err());
+        // A finished run checked again may pause when its check fails.
+        journal.set_phase(Paused).unwrap();
     }
 
     #[test]

@@ -1277,8 +1277,8 @@ exit 1"#
             ));
         }
         // A zero-split roll of restarts asked each node's ready command right after its own
-        // restart, and the roll after it (the seal) ends with this gate: asking every node
-        // again in between only waits.
+        // restart, and the run's last roll (the seal, or the last roll of restarts) ends with
+        // this gate: asking every node again in between only waits.
         let another_roll_follows = self
             .roll
             .is_some_and(|roll| !roll.at_run_time() && roll.next().is_some());
