@@ -1,9 +1,69 @@
 //! What the operator sees while a roll runs: an indicatif bar on a terminal, plain timestamped
 //! lines otherwise (CI logs, `| tee`). Logs from `tracing` go to stderr separately.
+//!
+//! The engine reports what a node is doing as a [`NodeActivity`]; the words the operator reads
+//! are chosen here, in one place (and a machine-readable reporter can take the same events).
 
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
+
+/// What distls is doing to one node right now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeActivity {
+    Stopping,
+    /// The classic roll edits the flags file (`file`: its label, e.g. `vm.dist.args`).
+    EnablingTls {
+        file: String,
+    },
+    /// A zero-split roll switches the flags file to a stage.
+    SwitchingFile {
+        file: String,
+        to: String,
+    },
+    /// Back to the original file (`back_to`: the stage of a zero-split roll).
+    RestoringFile {
+        file: String,
+        back_to: Option<String>,
+    },
+    /// `runs`: what it should run once up (`tls`, `plain tcp`, a stage).
+    Starting {
+        runs: String,
+    },
+    AwaitingTlsLinks,
+    AwaitingFullMesh,
+    AwaitingPlainLinks,
+    Sealing,
+    Unsealing,
+    CheckingCtl,
+    AwaitingReady,
+}
+
+impl NodeActivity {
+    pub fn text(&self) -> String {
+        match self {
+            NodeActivity::Stopping => "stopping".into(),
+            NodeActivity::EnablingTls { file } => format!("enabling TLS in {file}"),
+            NodeActivity::SwitchingFile { file, to } => format!("switching {file} to {to}"),
+            NodeActivity::RestoringFile {
+                file,
+                back_to: Some(stage),
+            } => format!("switching {file} back to {stage}"),
+            NodeActivity::RestoringFile {
+                file,
+                back_to: None,
+            } => format!("restoring the original {file}"),
+            NodeActivity::Starting { runs } => format!("starting ({runs})"),
+            NodeActivity::AwaitingTlsLinks => "waiting for TLS links to the migrated nodes".into(),
+            NodeActivity::AwaitingFullMesh => "waiting until it is linked to every node".into(),
+            NodeActivity::AwaitingPlainLinks => "waiting for plain links".into(),
+            NodeActivity::Sealing => "sealing: TLS only from now on (no restart)".into(),
+            NodeActivity::Unsealing => "unsealing: plain TCP accepted again (no restart)".into(),
+            NodeActivity::CheckingCtl => "checking that its ctl reaches it".into(),
+            NodeActivity::AwaitingReady => "waiting until it reports ready".into(),
+        }
+    }
+}
 
 pub struct Progress {
     bar: Option<ProgressBar>,
@@ -33,9 +93,14 @@ impl Progress {
         }
     }
 
-    /// A node's current step: `node 2/3 mim2@db1: stopping`.
-    pub fn step(&self, index: usize, node: &str, what: &str) {
-        let text = format!("node {}/{} {node}: {what}", index + 1, self.total);
+    /// What a node is doing now: `node 2/3 mim2@db1: stopping`.
+    pub fn node(&self, index: usize, node: &str, activity: NodeActivity) {
+        let text = format!(
+            "node {}/{} {node}: {}",
+            index + 1,
+            self.total,
+            activity.text()
+        );
         match &self.bar {
             Some(bar) => bar.set_message(text),
             None => self.line(&text),
@@ -67,6 +132,77 @@ impl Progress {
     pub fn finish(&self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The words are part of what operators (and their log scrapers) rely on.
+    #[test]
+    fn every_activity_reads_as_before() {
+        let file = || "vm.dist.args".to_string();
+        let cases = [
+            (NodeActivity::Stopping, "stopping"),
+            (
+                NodeActivity::EnablingTls { file: file() },
+                "enabling TLS in vm.dist.args",
+            ),
+            (
+                NodeActivity::SwitchingFile {
+                    file: file(),
+                    to: "tls".into(),
+                },
+                "switching vm.dist.args to tls",
+            ),
+            (
+                NodeActivity::RestoringFile {
+                    file: file(),
+                    back_to: Some("plain tcp".into()),
+                },
+                "switching vm.dist.args back to plain tcp",
+            ),
+            (
+                NodeActivity::RestoringFile {
+                    file: file(),
+                    back_to: None,
+                },
+                "restoring the original vm.dist.args",
+            ),
+            (
+                NodeActivity::Starting { runs: "tls".into() },
+                "starting (tls)",
+            ),
+            (
+                NodeActivity::AwaitingTlsLinks,
+                "waiting for TLS links to the migrated nodes",
+            ),
+            (
+                NodeActivity::AwaitingFullMesh,
+                "waiting until it is linked to every node",
+            ),
+            (NodeActivity::AwaitingPlainLinks, "waiting for plain links"),
+            (
+                NodeActivity::Sealing,
+                "sealing: TLS only from now on (no restart)",
+            ),
+            (
+                NodeActivity::Unsealing,
+                "unsealing: plain TCP accepted again (no restart)",
+            ),
+            (
+                NodeActivity::CheckingCtl,
+                "checking that its ctl reaches it",
+            ),
+            (
+                NodeActivity::AwaitingReady,
+                "waiting until it reports ready",
+            ),
+        ];
+        for (activity, text) in cases {
+            assert_eq!(activity.text(), text);
         }
     }
 }

@@ -9,7 +9,7 @@ use crate::journal::{Journal, JournalStore, NodeRecord, Phase, Step};
 use crate::observe::{Running, describe_links, observe_pair, observe_with, probe_pool, probes_of};
 use crate::plan::{OnFailure, Plan};
 use crate::probe::{NodeInfo, Probe, ProbePool};
-use crate::progress::Progress;
+use crate::progress::{NodeActivity, Progress};
 use crate::stage::{RollPath, RollState, Stage};
 use crate::target::{FileState, NodeTarget};
 use std::sync::Arc;
@@ -422,7 +422,7 @@ impl<'a> Rollout<'a> {
             return;
         };
         self.progress
-            .step(index, target.name(), "checking that its ctl reaches it");
+            .node(index, target.name(), NodeActivity::CheckingCtl);
         let (transport, timeout) = (target.transport.clone(), target.spec.timeouts.ping);
         pings.spawn(async move {
             let failure = command_failure(&ping, &transport.run(&ping, timeout).await);
@@ -545,7 +545,8 @@ impl<'a> Rollout<'a> {
         intent: Step,
         done: Step,
     ) -> StepResult {
-        self.progress.step(index, self.name(index), "stopping");
+        self.progress
+            .node(index, self.name(index), NodeActivity::Stopping);
         // Its OS pid, from the node itself, in case the stop command does not bring it down.
         let os_pid = match *seen {
             NodeInfo::Up { os_pid, .. } => Some(os_pid),
@@ -725,11 +726,15 @@ exit 1"#
     }
 
     async fn edit(&mut self, index: usize) -> StepResult {
-        let what = match self.roll {
-            Some(roll) => format!("switching {} to {}", self.file_label(index), roll.to),
-            None => format!("enabling TLS in {}", self.file_label(index)),
+        let file = self.file_label(index).to_string();
+        let activity = match self.roll {
+            Some(roll) => NodeActivity::SwitchingFile {
+                file,
+                to: roll.to.to_string(),
+            },
+            None => NodeActivity::EnablingTls { file },
         };
-        self.progress.step(index, self.name(index), &what);
+        self.progress.node(index, self.name(index), activity);
         self.mark(index, Step::Editing)?;
         self.ensure_backup(index).await?;
         let target = &self.targets[index];
@@ -791,11 +796,11 @@ exit 1"#
     }
 
     async fn restore(&mut self, index: usize, done: Step) -> StepResult {
-        let what = match self.roll {
-            Some(roll) => format!("switching {} back to {}", self.file_label(index), roll.from),
-            None => format!("restoring the original {}", self.file_label(index)),
+        let activity = NodeActivity::RestoringFile {
+            file: self.file_label(index).to_string(),
+            back_to: self.roll.map(|roll| roll.from.to_string()),
         };
-        self.progress.step(index, self.name(index), &what);
+        self.progress.node(index, self.name(index), activity);
         self.mark(index, Step::RevertRestoring)?;
         let target = &self.targets[index];
         target
@@ -904,7 +909,7 @@ exit 1"#
             .collect();
         for (index, _) in &waiting {
             self.progress
-                .step(*index, self.name(*index), "waiting until it reports ready");
+                .node(*index, self.name(*index), NodeActivity::AwaitingReady);
         }
         while !waiting.is_empty() {
             let mut round = tokio::task::JoinSet::new();
@@ -969,11 +974,9 @@ exit 1"#
         done: Step,
         expect: Running,
     ) -> StepResult {
-        self.progress.step(
-            index,
-            self.name(index),
-            &format!("starting ({})", self.label_of(expect)),
-        );
+        let runs = self.label_of(expect).to_string();
+        self.progress
+            .node(index, self.name(index), NodeActivity::Starting { runs });
         self.tell_hybrid_peers(index, expect).await?;
         let spec = &self.targets[index].spec;
         let (command, timeout) = (spec.commands.start.clone(), spec.timeouts.start);
@@ -1019,11 +1022,8 @@ exit 1"#
     }
 
     async fn await_tls_rejoin(&mut self, index: usize) -> StepResult {
-        self.progress.step(
-            index,
-            self.name(index),
-            "waiting for TLS links to the migrated nodes",
-        );
+        self.progress
+            .node(index, self.name(index), NodeActivity::AwaitingTlsLinks);
         let migrated: Vec<usize> = (0..index).collect();
         let plain: Vec<usize> = (index + 1..self.targets.len()).collect();
         let deadline = Instant::now() + self.targets[index].spec.timeouts.rejoin;
@@ -1056,11 +1056,8 @@ exit 1"#
     /// `done`: the step recorded then. `skip_down`: only running nodes count (in a rollback, a
     /// node not reverted yet may be down or unreachable).
     async fn await_full_rejoin(&mut self, index: usize, done: Step, skip_down: bool) -> StepResult {
-        self.progress.step(
-            index,
-            self.name(index),
-            "waiting until it is linked to every node",
-        );
+        self.progress
+            .node(index, self.name(index), NodeActivity::AwaitingFullMesh);
         let timeout = self.targets[index].spec.timeouts.rejoin;
         let deadline = Instant::now() + timeout;
         let mut last_kick: Option<Instant> = None;
@@ -1164,7 +1161,7 @@ exit 1"#
         };
         let timeout = spec.timeouts.ready;
         self.progress
-            .step(index, self.name(index), "waiting until it reports ready");
+            .node(index, self.name(index), NodeActivity::AwaitingReady);
         let started = Instant::now();
         loop {
             let left = timeout.saturating_sub(started.elapsed());
@@ -1199,7 +1196,7 @@ exit 1"#
             return self.mark(index, Step::Verified);
         };
         self.progress
-            .step(index, self.name(index), "checking that its ctl reaches it");
+            .node(index, self.name(index), NodeActivity::CheckingCtl);
         let timeout = self.targets[index].spec.timeouts.ping;
         let fresh = self.targets[index].transport.run(&ping, timeout);
         // The early ping may be halfway through an attempt begun before the node was up: race it
@@ -1419,21 +1416,21 @@ exit 1"#
     /// only TLS), then wait until the node reports it.
     async fn set_sealed(&mut self, index: usize, sealed: bool) -> StepResult {
         let op = if sealed { "seal" } else { "unseal" };
-        let (intent, done, want, what) = match sealed {
+        let (intent, done, want, activity) = match sealed {
             true => (
                 Step::Sealing,
                 Step::Sealed,
                 Running::Tls,
-                "sealing: TLS only from now on (no restart)",
+                NodeActivity::Sealing,
             ),
             false => (
                 Step::Unsealing,
                 Step::Stopped,
                 Running::Plain,
-                "unsealing: plain TCP accepted again (no restart)",
+                NodeActivity::Unsealing,
             ),
         };
-        self.progress.step(index, self.name(index), what);
+        self.progress.node(index, self.name(index), activity);
         self.mark(index, intent)?;
         let probe = self.tls_probe(index).await?;
         let name = self.name(index).to_string();
@@ -1570,7 +1567,7 @@ exit 1"#
                     // Plain peers are the later nodes: never touched, or already reverted.
                     let peers: Vec<usize> = (index + 1..self.targets.len()).collect();
                     self.progress
-                        .step(index, self.name(index), "waiting for plain links");
+                        .node(index, self.name(index), NodeActivity::AwaitingPlainLinks);
                     let deadline = Instant::now() + self.targets[index].spec.timeouts.rejoin;
                     if let Err(missing) = self
                         .wait_for_links(index, &peers, false, &[], deadline)
