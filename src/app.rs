@@ -4,7 +4,7 @@ use crate::cli::{
     CheckArgs, Cli, Command, DemoArgs, LockArgs, MigrateArgs, OnFailureArg, PlanArgs,
     PreflightArgs, RollbackArgs,
 };
-use crate::error::{Error, Result, exit_code};
+use crate::error::{Error, Message, Result, exit_code};
 use crate::journal::{Journal, JournalStore, Phase};
 use crate::manual;
 use crate::observe::{self, Running};
@@ -252,7 +252,8 @@ async fn migrate_checked(
     }
     if journal.is_some() && roll_mode::choose(args.mode, plan, journal.as_ref())?.mode != mode {
         return Err(Error::Refused(
-            "another run started a journal with the other roll while this one ran its preflight; nothing was touched\n  hint: rerun to carry that run on".into(),
+            Message::new("another run started a journal with the other roll while this one ran its preflight; nothing was touched")
+                .hint("rerun to carry that run on"),
         ));
     }
     let locks = node_lock::acquire(plan, &transports, args.lock.break_lock).await?;
@@ -282,20 +283,11 @@ async fn check_journal_is_current(
     let stale = stale_journal::belongs_to_earlier_cluster(plan, transports, journal).await?;
     match (stale, args.new_run) {
         (true, true) => Ok(true),
-        (true, false) => Err(Error::Refused(format!(
-            "{} says this run {} (updated {}), but every node runs plain TCP from a flags file with no distls backup beside it: the journal belongs to an earlier cluster; distls changed nothing\n  hint: rerun with --new-run to start a new run (the old journal is kept as {}.archived-<time>)",
-            store.journal_path().display(),
-            match journal.phase {
+        (true, false) => Err(Error::Refused(Message::new(format!("{} says this run {} (updated {}), but every node runs plain TCP from a flags file with no distls backup beside it: the journal belongs to an earlier cluster; distls changed nothing", store.journal_path().display(), match journal.phase {
                 Phase::Completed => "completed",
                 _ => "changed nodes",
-            },
-            journal.updated_at,
-            store.journal_path().display()
-        ))),
-        (false, true) if claims => Err(Error::InvalidInput(format!(
-            "--new-run: {} belongs to this cluster (a node has a distls backup, or runs or is configured for TLS); a new run would forget it\n  hint: rerun without --new-run to resume it, or run `distls rollback` with this plan",
-            store.journal_path().display()
-        ))),
+            }, journal.updated_at)).hint(format!("rerun with --new-run to start a new run (the old journal is kept as {}.archived-<time>)", store.journal_path().display())))),
+        (false, true) if claims => Err(Error::InvalidInput(Message::new(format!("--new-run: {} belongs to this cluster (a node has a distls backup, or runs or is configured for TLS); a new run would forget it", store.journal_path().display())).hint("rerun without --new-run to resume it, or run `distls rollback` with this plan"))),
         // Nothing changed yet by that run: nothing to forget, it is simply resumed.
         (false, _) => Ok(false),
     }
@@ -424,10 +416,15 @@ fn refuse_on_failures(
     }
     eprint!("{}", preflight::render_problems(findings));
     let flag = mode.flag();
-    Err(Error::Refused(format!(
-        "preflight found problems that would make the switch fail; nothing was touched\n  hint: fix every FAIL above (`distls check{flag} {}` shows all checks), then run again",
-        plan.display()
-    )))
+    Err(Error::Refused(
+        Message::new(
+            "preflight found problems that would make the switch fail; nothing was touched",
+        )
+        .hint(format!(
+            "fix every FAIL above (`distls check{flag} {}` shows all checks), then run again",
+            plan.display()
+        )),
+    ))
 }
 
 async fn check(args: CheckArgs) -> Result<()> {
@@ -452,10 +449,10 @@ async fn check(args: CheckArgs) -> Result<()> {
         print!("{}", preflight::render_table(&findings));
     }
     if preflight::has_failures(&findings) {
-        return Err(Error::Refused(format!(
+        return Err(Error::Refused(Message::from(format!(
             "{}: the plan would fail; nothing was touched",
             preflight::summary(&findings)
-        )));
+        ))));
     }
     Ok(())
 }
@@ -464,22 +461,28 @@ fn check_resumable(journal: &Journal, plan: &Plan, allow_plan_change: bool) -> R
     let journal_nodes: Vec<&str> = journal.nodes.iter().map(|n| n.name.as_str()).collect();
     let plan_nodes: Vec<&str> = plan.nodes.iter().map(|n| n.name.as_str()).collect();
     if journal_nodes != plan_nodes {
-        return Err(Error::InvalidInput(format!(
-            "the journal's run covers nodes [{}] but the plan lists [{}]\n  hint: finish or roll back that run with the plan it started with",
-            journal_nodes.join(", "),
-            plan_nodes.join(", ")
-        )));
+        return Err(Error::InvalidInput(
+            Message::new(format!(
+                "the journal's run covers nodes [{}] but the plan lists [{}]",
+                journal_nodes.join(", "),
+                plan_nodes.join(", ")
+            ))
+            .hint("finish or roll back that run with the plan it started with"),
+        ));
     }
     if journal.plan_sha256 != plan.sha256 && !allow_plan_change {
-        return Err(Error::InvalidInput(format!(
-            "{} changed since this run started (sha256 {} then, {} now)\n  hint: put the plan back, or pass --allow-plan-change if the change is intended",
-            plan.path.display(),
-            journal
-                .plan_sha256
-                .get(..12)
-                .unwrap_or(&journal.plan_sha256),
-            &plan.sha256[..12]
-        )));
+        return Err(Error::InvalidInput(
+            Message::new(format!(
+                "{} changed since this run started (sha256 {} then, {} now)",
+                plan.path.display(),
+                journal
+                    .plan_sha256
+                    .get(..12)
+                    .unwrap_or(&journal.plan_sha256),
+                &plan.sha256[..12]
+            ))
+            .hint("put the plan back, or pass --allow-plan-change if the change is intended"),
+        ));
     }
     Ok(())
 }
@@ -678,9 +681,9 @@ async fn demo(args: DemoArgs) -> Result<()> {
         .prefix("distls-demo-")
         .tempdir()
         .map_err(|e| {
-            Error::Internal(format!(
+            Error::Internal(Message::from(format!(
                 "cannot create a directory for the demo cluster: {e}"
-            ))
+            )))
         })?;
     println!(
         "building a {}-node MongooseIM-layout cluster in {} (own epmd, fresh certificates)…",
@@ -691,8 +694,12 @@ async fn demo(args: DemoArgs) -> Result<()> {
     let mut cluster =
         tokio::task::spawn_blocking(move || rehearsal::RehearsalCluster::create(&spec))
             .await
-            .map_err(|e| Error::Internal(e.to_string()))?
-            .map_err(|e| Error::Internal(format!("the demo cluster did not come up: {e}")))?;
+            .map_err(|e| Error::Internal(Message::from(e.to_string())))?
+            .map_err(|e| {
+                Error::Internal(Message::from(format!(
+                    "the demo cluster did not come up: {e}"
+                )))
+            })?;
     for (key, value) in cluster.env() {
         // SAFETY: set before any thread reads the environment for this key; the probe and the
         // ctl scripts started below inherit it (they must use the demo's private epmd).

@@ -61,23 +61,67 @@ pub mod exit_code {
     ];
 }
 
+/// What went wrong and, kept apart, what the operator can do about it. Shown as the message,
+/// then `  hint: …` on a line of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub text: String,
+    pub hint: Option<String>,
+}
+
+impl Message {
+    pub fn new(text: impl Into<String>) -> Self {
+        Message {
+            text: text.into(),
+            hint: None,
+        }
+    }
+
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+impl std::fmt::Display for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)?;
+        if let Some(hint) = &self.hint {
+            write!(f, "\n  hint: {hint}")?;
+        }
+        Ok(())
+    }
+}
+
+impl From<String> for Message {
+    fn from(text: String) -> Self {
+        Message::new(text)
+    }
+}
+
+impl From<&str> for Message {
+    fn from(text: &str) -> Self {
+        Message::new(text)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{0}")]
     Plan(#[from] PlanError),
     #[error("{0}")]
-    InvalidInput(String),
+    InvalidInput(Message),
     #[error("{0}")]
-    Refused(String),
+    Refused(Message),
     #[error("{0}")]
-    StepFailed(String),
+    StepFailed(Message),
     #[error("{0}")]
-    NeedsOperator(String),
+    NeedsOperator(Message),
     #[error("{0}")]
-    Interrupted(String),
+    Interrupted(Message),
     /// Another run holds a node's lock on its host (docs/locks.md).
     #[error("{0}")]
-    Locked(String),
+    Locked(Message),
     #[error(transparent)]
     Journal(#[from] JournalError),
     #[error(transparent)]
@@ -87,7 +131,7 @@ pub enum Error {
     #[error(transparent)]
     Ssh(#[from] SshError),
     #[error("{0}")]
-    Internal(String),
+    Internal(Message),
 }
 
 impl Error {
@@ -113,3 +157,21 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hint_is_data_and_shows_on_its_own_line() {
+        let message = Message::new("node a@h is down").hint("start it, then rerun");
+        assert_eq!(message.hint.as_deref(), Some("start it, then rerun"));
+        let error = Error::Refused(message);
+        assert_eq!(
+            error.to_string(),
+            "node a@h is down\n  hint: start it, then rerun"
+        );
+        assert_eq!(error.exit_code(), exit_code::REFUSED);
+        assert_eq!(Error::Internal("no hint".into()).to_string(), "no hint");
+    }
+}

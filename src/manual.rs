@@ -3,7 +3,7 @@
 //! (a unit test keeps it current).
 
 use crate::cli::{Cli, CompletionShell};
-use crate::error::{Error, Result, exit_code};
+use crate::error::{Error, Message, Result, exit_code};
 use clap::CommandFactory;
 use clap_mangen::roff::{Roff, bold, roman};
 use std::io::Write;
@@ -86,8 +86,9 @@ pub fn print_completions(shell: CompletionShell) -> Result<()> {
 }
 
 pub fn print_man_page() -> Result<()> {
-    let page =
-        man_page().map_err(|e| Error::Internal(format!("cannot render the manual page: {e}")))?;
+    let page = man_page().map_err(|e| {
+        Error::Internal(Message::from(format!("cannot render the manual page: {e}")))
+    })?;
     write_stdout(&page)
 }
 
@@ -96,7 +97,7 @@ fn write_stdout(bytes: &[u8]) -> Result<()> {
     stdout
         .write_all(bytes)
         .and_then(|()| stdout.flush())
-        .map_err(|e| Error::Internal(format!("cannot write to stdout: {e}")))
+        .map_err(|e| Error::Internal(Message::from(format!("cannot write to stdout: {e}"))))
 }
 
 #[cfg(test)]

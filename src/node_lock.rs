@@ -7,7 +7,7 @@
 //! and its pid is gone, otherwise once it has not been refreshed for [`STALE_AFTER`], or at once
 //! with `--break-lock`.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Message, Result};
 use crate::plan::Plan;
 use crate::shell::shell_quote;
 use crate::transport::Transport;
@@ -168,14 +168,7 @@ pub async fn acquire(plan: &Plan, transports: &[Transport], break_lock: bool) ->
             Ok(Attempt::Acquired) => locks.held.push(lock),
             Ok(Attempt::Held(holder)) => {
                 locks.release().await;
-                return Err(Error::Locked(format!(
-                    "node {}: another distls run holds its lock {} on {}: {}\n  hint: wait for that run to finish. A run that died is taken over automatically: at once from the same operator host once its pid is gone, from anywhere once its lock is {} without refresh; if you are sure it is gone, rerun with --break-lock",
-                    lock.node,
-                    lock.path.display(),
-                    lock.transport.describe(),
-                    holder.describe(),
-                    humantime::format_duration(STALE_AFTER)
-                )));
+                return Err(Error::Locked(Message::new(format!("node {}: another distls run holds its lock {} on {}: {}", lock.node, lock.path.display(), lock.transport.describe(), holder.describe())).hint(format!("wait for that run to finish. A run that died is taken over automatically: at once from the same operator host once its pid is gone, from anywhere once its lock is {} without refresh; if you are sure it is gone, rerun with --break-lock", humantime::format_duration(STALE_AFTER)))));
             }
             Err(e) => {
                 locks.release().await;
@@ -205,13 +198,7 @@ exit 2"#,
     match out.status {
         Some(0) => Ok(Attempt::Acquired),
         Some(2) => Ok(Attempt::Held(parse_holder(&out.stdout))),
-        _ => Err(Error::Refused(format!(
-            "node {}: cannot take the run lock {} on {}: {}\n  hint: distls (or `become`) creates this file beside the flags file; make that directory writable for it, or remove what is at that path",
-            lock.node,
-            lock.path.display(),
-            lock.transport.describe(),
-            out.tail()
-        ))),
+        _ => Err(Error::Refused(Message::new(format!("node {}: cannot take the run lock {} on {}: {}", lock.node, lock.path.display(), lock.transport.describe(), out.tail())).hint("distls (or `become`) creates this file beside the flags file; make that directory writable for it, or remove what is at that path"))),
     }
 }
 
@@ -274,13 +261,16 @@ async fn remove_if_run(lock: &NodeLock, run: &str) -> Result<()> {
     );
     let out = lock.transport.run(&script, Duration::from_secs(30)).await?;
     if !out.success() {
-        return Err(Error::Refused(format!(
-            "node {}: cannot remove the lock {} on {}: {}\n  hint: remove it by hand once you are sure its run is gone",
-            lock.node,
-            lock.path.display(),
-            lock.transport.describe(),
-            out.tail()
-        )));
+        return Err(Error::Refused(
+            Message::new(format!(
+                "node {}: cannot remove the lock {} on {}: {}",
+                lock.node,
+                lock.path.display(),
+                lock.transport.describe(),
+                out.tail()
+            ))
+            .hint("remove it by hand once you are sure its run is gone"),
+        ));
     }
     Ok(())
 }

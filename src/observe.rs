@@ -1,7 +1,7 @@
 //! What a node runs and whom it is linked to, as its probes see it: shared by the engine, its
 //! gates, `status`, `check` and the stale-journal check, none of which owns it.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Message, Result};
 use crate::probe::{NodeInfo, Probe, ProbePool};
 use crate::target::NodeTarget;
 use std::sync::Arc;
@@ -41,7 +41,7 @@ impl Running {
 pub fn probe_pool(targets: &[NodeTarget]) -> Result<ProbePool> {
     let first = targets
         .first()
-        .ok_or_else(|| Error::InvalidInput("the plan has no nodes".into()))?;
+        .ok_or_else(|| Error::InvalidInput(Message::from("the plan has no nodes")))?;
     let cookies = targets
         .iter()
         .filter_map(|t| t.identity.cookie.clone().map(|c| (t.name().to_string(), c)))

@@ -5,7 +5,7 @@
 //! records; a flag naming the other roll is refused.
 
 use crate::cli::ModeArgs;
-use crate::error::{Error, Result};
+use crate::error::{Error, Message, Result};
 use crate::flavor::Flavor;
 use crate::journal::{Journal, Phase};
 use crate::plan::Plan;
@@ -91,10 +91,15 @@ fn of_journal(flags: ModeArgs, journal: &Journal) -> Result<RollMode> {
     }
     match (mode, flags.classic, flags.zero_split) {
         (RollMode::ZeroSplit, true, _) => Err(Error::InvalidInput(
-            "the journal holds a zero-split run in progress\n  hint: rerun without --classic to carry it on, or run `distls rollback` with this plan".into(),
+            Message::new("the journal holds a zero-split run in progress").hint(
+                "rerun without --classic to carry it on, or run `distls rollback` with this plan",
+            ),
         )),
         (RollMode::Classic, _, true) => Err(Error::InvalidInput(
-            "the journal holds a classic (split) roll in progress; finish or roll it back first\n  hint: rerun without --zero-split (or with --classic) to carry it on, or run `distls rollback` with this plan".into(),
+            Message::new(
+                "the journal holds a classic (split) roll in progress; finish or roll it back first",
+            )
+            .hint("rerun without --zero-split (or with --classic) to carry it on, or run `distls rollback` with this plan"),
         )),
         _ => Ok(mode),
     }

@@ -3,7 +3,7 @@
 //! file and what it runs), so a resumed run continues correctly whatever the journal last said.
 
 use crate::atomic_file::sha256_hex;
-use crate::error::{Error, Result};
+use crate::error::{Error, Message, Result};
 use crate::failpoint::failpoint;
 use crate::journal::{Journal, JournalStore, NodeRecord, Phase, Step};
 use crate::observe::{Running, describe_links, observe_pair, observe_with, probe_pool, probes_of};
@@ -363,9 +363,9 @@ impl<'a> Rollout<'a> {
                     None => "every node runs plain TCP again; rerun `distls migrate` to try again"
                         .to_string(),
                 };
-                return Err(Failure::Fatal(Error::StepFailed(format!(
+                return Err(Failure::Fatal(Error::StepFailed(Message::from(format!(
                     "finished the interrupted rollback (it began after: {cause}): {now}"
-                ))));
+                )))));
             }
             Phase::Completed => {
                 self.progress
@@ -469,26 +469,18 @@ impl<'a> Rollout<'a> {
             let info = self.observe(index).await?;
             let running = self.running(&info);
             if file != FileState::Original || running != Running::Plain {
-                return Err(Failure::Fatal(Error::Refused(format!(
-                    "node {} is {} with its vm.dist.args {}; this roll starts from a running {} cluster and changed nothing\n  hint: start the node (or fix its file), then rerun",
-                    self.name(index),
-                    self.label_of(running),
-                    match file {
+                return Err(Failure::Fatal(Error::Refused(Message::new(format!("node {} is {} with its vm.dist.args {}; this roll starts from a running {} cluster and changed nothing", self.name(index), self.label_of(running), match file {
                         FileState::Original => "unchanged",
                         FileState::Tls => "already enabling TLS",
                         FileState::Foreign => "changed",
-                    },
-                    self.label_of(Running::Plain)
-                ))));
+                    }, self.label_of(Running::Plain))).hint("start the node (or fix its file), then rerun"))));
             }
         }
         let everyone: Vec<usize> = (0..self.targets.len()).collect();
         let deadline = Instant::now() + Duration::from_secs(15);
         let tls = self.links_tls(Running::Plain);
         if let Err(missing) = self.wait_for_mesh(&everyone, tls, deadline).await? {
-            return Err(Failure::Fatal(Error::Refused(format!(
-                "the cluster is not fully meshed before the switch ({missing}); distls changed nothing\n  hint: fix the cluster first: a roll would hide an existing split"
-            ))));
+            return Err(Failure::Fatal(Error::Refused(Message::new(format!("the cluster is not fully meshed before the switch ({missing}); distls changed nothing")).hint("fix the cluster first: a roll would hide an existing split"))));
         }
         Ok(())
     }
@@ -1465,11 +1457,7 @@ exit 1"#
                 return e.into();
             }
             let table = self.node_states().await;
-            return Error::StepFailed(format!(
-                "{message}\npaused (--on-failure pause): nothing was reverted; the journal {journal} says `paused`.\nnode states (journal step, then what distls sees now):{table}\n  hint: fix the cause and rerun `distls migrate {plan}` to retry from {node}, or run `distls rollback {plan}` to go back to plain TCP",
-                plan = self.plan.path.display(),
-                journal = self.store.journal_path().display()
-            ));
+            return Error::StepFailed(Message::new(format!("{message}\npaused (--on-failure pause): nothing was reverted; the journal {journal} says `paused`.\nnode states (journal step, then what distls sees now):{table}", journal = self.store.journal_path().display())).hint(format!("fix the cause and rerun `distls migrate {plan}` to retry from {node}, or run `distls rollback {plan}` to go back to plain TCP", plan = self.plan.path.display())));
         }
         if let Err(e) = self.journal.set_phase(Phase::RollingBack) {
             return e.into();
@@ -1485,13 +1473,13 @@ exit 1"#
         ));
         match self.rollback_from(failure.node).await {
             Ok(()) => match self.roll {
-                Some(roll) => Error::StepFailed(format!(
+                Some(roll) => Error::StepFailed(Message::from(format!(
                     "{message}\nthis roll rolled back: every node runs {} again, in one mesh",
                     roll.from.label()
-                )),
-                None => Error::StepFailed(format!(
+                ))),
+                None => Error::StepFailed(Message::from(format!(
                     "{message}\nrolled back: every node runs plain TCP in one mesh again and every vm.dist.args is byte-identical to its original."
-                )),
+                ))),
             },
             Err(Failure::Step(f)) => {
                 self.rollback_stuck(&format!("node {}: {}", self.name(f.node), f.message))
@@ -1641,10 +1629,7 @@ exit 1"#
             ),
             Err(e) => format!("the journal could not be updated: {e}"),
         };
-        Error::NeedsOperator(format!(
-            "the rollback could not finish: {why}{began_after}\nnode states (journal step, then what distls sees now):{table}\n{journal_note}; every node distls edited has its original vm.dist.args backed up next to it (.distls-orig).\n  hint: fix the cause (bring the host back if it is unreachable), then run `distls rollback {plan}`; `distls status {plan}` shows where each node is",
-            plan = self.plan.path.display(),
-        ))
+        Error::NeedsOperator(Message::new(format!("the rollback could not finish: {why}{began_after}\nnode states (journal step, then what distls sees now):{table}\n{journal_note}; every node distls edited has its original vm.dist.args backed up next to it (.distls-orig).")).hint(format!("fix the cause (bring the host back if it is unreachable), then run `distls rollback {plan}`; `distls status {plan}` shows where each node is", plan = self.plan.path.display())))
     }
 
     /// `distls rollback`: every node back to plain TCP, newest first.
@@ -1903,10 +1888,13 @@ exit 1"#
 
     fn interruption(&self) -> Result<()> {
         if self.interrupted.load(Ordering::SeqCst) {
-            return Err(Error::Interrupted(format!(
-                "interrupted: stopped at a safe point, journal {} is consistent\n  hint: rerun the same command to resume",
-                self.store.journal_path().display()
-            )));
+            return Err(Error::Interrupted(
+                Message::new(format!(
+                    "interrupted: stopped at a safe point, journal {} is consistent",
+                    self.store.journal_path().display()
+                ))
+                .hint("rerun the same command to resume"),
+            ));
         }
         Ok(())
     }
@@ -1926,12 +1914,13 @@ exit 1"#
     }
 
     fn needs_operator(&self, index: usize, why: &str) -> Failure {
-        Failure::Fatal(Error::NeedsOperator(format!(
-            "node {}: {why}\n  hint: inspect it with `distls status {}`; the original vm.dist.args is at {}",
-            self.name(index),
-            self.plan.path.display(),
-            self.targets[index].backup.display()
-        )))
+        Failure::Fatal(Error::NeedsOperator(
+            Message::new(format!("node {}: {why}", self.name(index))).hint(format!(
+                "inspect it with `distls status {}`; the original vm.dist.args is at {}",
+                self.plan.path.display(),
+                self.targets[index].backup.display()
+            )),
+        ))
     }
 
     async fn summary(&self) -> Vec<NodeSummary> {

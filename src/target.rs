@@ -3,7 +3,7 @@
 
 use crate::argsfile::{self, ArgsFileError, ErrorKind, NodeIdentity, TlsEdit};
 use crate::atomic_file::sha256_hex;
-use crate::error::{Error, Result};
+use crate::error::{Error, Message, Result};
 use crate::flavor::{self, Flavor, FlavorError};
 use crate::journal::Journal;
 use crate::plan::{NodeSpec, Plan};
@@ -138,7 +138,7 @@ impl NodeProblem {
 
 impl From<NodeProblem> for Error {
     fn from(problem: NodeProblem) -> Self {
-        Error::InvalidInput(format!("{}\n  hint: {}", problem.message, problem.fix))
+        Error::InvalidInput(Message::new(problem.message).hint(problem.fix))
     }
 }
 
@@ -553,12 +553,7 @@ fn check_against_journal(target: &NodeTarget, journal: Option<&Journal>) -> Resu
 
 /// The current file is none of the texts distls writes (`writes`).
 pub(crate) fn changed_outside(target: &NodeTarget, writes: &str) -> Error {
-    Error::NeedsOperator(format!(
-        "node {}: {} differs both from its original (backup {}) and from {writes}; it was changed outside distls\n  hint: restore it from the backup, or delete the backup if the new text is the one to migrate from",
-        target.name(),
-        target.dist_args.display(),
-        target.backup.display()
-    ))
+    Error::NeedsOperator(Message::new(format!("node {}: {} differs both from its original (backup {}) and from {writes}; it was changed outside distls", target.name(), target.dist_args.display(), target.backup.display())).hint("restore it from the backup, or delete the backup if the new text is the one to migrate from"))
 }
 
 /// The original (backup) is the one the journal's run started from.
@@ -568,12 +563,7 @@ pub(crate) fn check_original_hash(target: &NodeTarget, journal: Option<&Journal>
         return Ok(());
     };
     if record.original_sha256 != target.original_sha256() {
-        return Err(Error::NeedsOperator(format!(
-            "node {name}: the journal recorded an original vm.dist.args with sha256 {} but the backup/current file has {}\n  hint: restore {} from the journal's run, or move the journal away to start over",
-            record.original_sha256,
-            target.original_sha256(),
-            target.backup.display()
-        )));
+        return Err(Error::NeedsOperator(Message::new(format!("node {name}: the journal recorded an original vm.dist.args with sha256 {} but the backup/current file has {}", record.original_sha256, target.original_sha256())).hint(format!("restore {} from the journal's run, or move the journal away to start over", target.backup.display()))));
     }
     Ok(())
 }
@@ -584,13 +574,7 @@ pub(crate) fn check_consistent_naming(targets: &[NodeTarget]) -> Result<()> {
     };
     for target in targets {
         if target.identity.name_flag != first.identity.name_flag {
-            return Err(Error::InvalidInput(format!(
-                "node {} uses {} but node {} uses {}; Erlang nodes with short and long names cannot talk to each other\n  hint: fix the vm.args of one of them",
-                target.name(),
-                target.identity.name_flag.flag(),
-                first.name(),
-                first.identity.name_flag.flag()
-            )));
+            return Err(Error::InvalidInput(Message::new(format!("node {} uses {} but node {} uses {}; Erlang nodes with short and long names cannot talk to each other", target.name(), target.identity.name_flag.flag(), first.name(), first.identity.name_flag.flag())).hint("fix the vm.args of one of them")));
         }
     }
     Ok(())

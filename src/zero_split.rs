@@ -451,7 +451,7 @@ mod tests {
 
 // ---- the rolls ----------------------------------------------------------------------------------
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Message, Result};
 use crate::journal::{Journal, JournalStore, Phase};
 use crate::plan::{OnFailure, Plan};
 use crate::rollout::{NodeSummary, Options, Rollout};
@@ -476,10 +476,7 @@ pub async fn prepare(
     let mut nodes: Vec<ZeroSplitNode> = Vec::with_capacity(plan.nodes.len());
     for (spec, transport) in plan.nodes.iter().zip(transports) {
         if spec.flavor == Flavor::Relx {
-            return Err(Error::InvalidInput(format!(
-                "node {}: --zero-split supports the mongooseim, ejabberd and rabbitmq flavors; this node is relx, whose control commands (nodetool) do not get the node's -ssl_dist_optfile or a code path for the hybrid module\n  hint: use the classic roll for this cluster (distls migrate --classic; without --zero-split distls picks it for a relx plan), or see docs/zero-split.md",
-                spec.name
-            )));
+            return Err(Error::InvalidInput(Message::new(format!("node {}: --zero-split supports the mongooseim, ejabberd and rabbitmq flavors; this node is relx, whose control commands (nodetool) do not get the node's -ssl_dist_optfile or a code path for the hybrid module", spec.name)).hint("use the classic roll for this cluster (distls migrate --classic; without --zero-split distls picks it for a relx plan), or see docs/zero-split.md")));
         }
         let target = target::read_node(spec, transport).await?;
         if spec.flavor == Flavor::MongooseIm
@@ -487,12 +484,7 @@ pub async fn prepare(
                 .proto_dist
                 .is_some_and(|p| p.value == PROTO_DIST)
         {
-            return Err(Error::NeedsOperator(format!(
-                "node {}: {} runs the hybrid module but there is no backup of its original ({})\n  hint: put the original vm.dist.args back, then rerun",
-                spec.name,
-                target.dist_args.display(),
-                target.backup.display()
-            )));
+            return Err(Error::NeedsOperator(Message::new(format!("node {}: {} runs the hybrid module but there is no backup of its original ({})", spec.name, target.dist_args.display(), target.backup.display())).hint("put the original vm.dist.args back, then rerun")));
         }
         // Its H text names the nodes before it and itself: they run the module when it starts.
         let peers: Vec<&str> = nodes
@@ -518,11 +510,14 @@ pub async fn prepare(
             ),
         }
         .map_err(|why| {
-            Error::InvalidInput(format!(
-                "node {}: {}: {why}\n  hint: see docs/zero-split.md",
-                spec.name,
-                target.dist_args.display()
-            ))
+            Error::InvalidInput(
+                Message::new(format!(
+                    "node {}: {}: {why}",
+                    spec.name,
+                    target.dist_args.display()
+                ))
+                .hint("see docs/zero-split.md"),
+            )
         })?;
         if texts.stage_of(&target.current).is_none() {
             return Err(target::changed_outside(
@@ -633,10 +628,10 @@ impl<'p> Rolls<'p, '_> {
             && intent == Intent::Migrate
         {
             // A roll went back after a failure, and the run was stopped before it turned to plain.
-            failure = Some(Error::StepFailed(format!(
+            failure = Some(Error::StepFailed(Message::from(format!(
                 "an earlier failure turned this run back ({}); it goes back to plain first",
                 journal.failure.as_deref().unwrap_or("see `distls status`")
-            )));
+            ))));
             match roll.back_to_plain() {
                 Some(back) => roll = back,
                 None => return (summary, finish(nodes, &store, &mut journal, failure).await),
@@ -670,10 +665,9 @@ impl<'p> Rolls<'p, '_> {
         }
         loop {
             if roll.toward == Stage::Plain && intent == Intent::Migrate && failure.is_none() {
-                failure = Some(Error::StepFailed(
-                "an earlier failure (see `distls status`) turned this run back toward plain TCP; it finishes that first"
-                    .into(),
-            ));
+                failure = Some(Error::StepFailed(Message::new(
+                    "an earlier failure (see `distls status`) turned this run back toward plain TCP; it finishes that first",
+                )));
             }
             // On the way back a failure pauses: rolling back a roll toward plain would move away
             // from plain.
@@ -750,9 +744,9 @@ async fn finish(
     }
     store.save(journal)?;
     match failure {
-        Some(e) => Err(Error::StepFailed(format!(
+        Some(e) => Err(Error::StepFailed(Message::from(format!(
             "{e}\nrolled back: every node runs plain TCP again with its original vm.dist.args, and the cluster was never split"
-        ))),
+        )))),
         None => Ok(()),
     }
 }
@@ -804,7 +798,7 @@ async fn install_modules(nodes: &[ZeroSplitNode], roll: RollState) -> Result<()>
         }
     }
     errors.sort();
-    Err(Error::StepFailed(errors.join("\n")))
+    Err(Error::StepFailed(Message::new(errors.join("\n"))))
 }
 
 /// Back at plain: a flavor node's optfile goes once its flags file is the plain original again
@@ -850,6 +844,6 @@ async fn collect(mut tasks: tokio::task::JoinSet<std::result::Result<(), String>
     if errors.is_empty() {
         Ok(())
     } else {
-        Err(Error::StepFailed(errors.join("\n")))
+        Err(Error::StepFailed(Message::new(errors.join("\n"))))
     }
 }
