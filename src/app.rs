@@ -37,13 +37,7 @@ pub fn main_with(cli: Cli) -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            // A plan error renders its own `error:` prefix (with its location and source line).
-            let text = err.to_string();
-            if text.starts_with("error:") {
-                eprintln!("{text}");
-            } else {
-                eprintln!("error: {text}");
-            }
+            eprintln!("{}", err.report());
             ExitCode::from(err.exit_code())
         }
     }

@@ -135,6 +135,15 @@ pub enum Error {
 }
 
 impl Error {
+    /// What the operator reads on stderr: `error: …`; a plan error renders its own `error:`
+    /// line, with its location and the offending source line.
+    pub fn report(&self) -> String {
+        match self {
+            Error::Plan(plan) => plan.to_string(),
+            other => format!("error: {other}"),
+        }
+    }
+
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Plan(_) | Error::InvalidInput(_) => exit_code::INVALID_INPUT,
