@@ -26,7 +26,7 @@ pub enum Phase {
 
 /// Per-node progress. The `*ing` steps are intents recorded before the side effect; the others are
 /// facts recorded after it. On resume the world is observed anyway; the journal says what to expect.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Step {
     Pending,
@@ -90,6 +90,24 @@ impl Step {
                 Pending => previous == RevertRestoring,
                 _ => true,
             }
+    }
+
+    /// On the way forward, the node has not been seen rejoined yet (a step of the forward
+    /// sequence before `rejoined`). Steps have no order of their own: forward, revert and seal
+    /// steps are different sequences.
+    pub fn before_rejoin(self) -> bool {
+        use Step::*;
+        matches!(
+            self,
+            Pending | Stopping | Stopped | Editing | Edited | Starting | Started
+        )
+    }
+
+    /// Recorded only once the node's flags file was edited at least once (so distls made its
+    /// backup): every step from `edited` on, forward, revert or seal.
+    pub fn after_first_edit(self) -> bool {
+        use Step::*;
+        !matches!(self, Pending | Stopping | Stopped | Editing)
     }
 
     pub fn label(self) -> &'static str {
@@ -525,6 +543,40 @@ mod tests {
         journal.set_step("a@h", Step::RevertRestoring).unwrap();
         journal.set_step("a@h", Step::Pending).unwrap();
         assert!(journal.set_step("nobody@h", Step::Stopping).is_err());
+    }
+
+    #[test]
+    fn steps_answer_questions_instead_of_being_compared() {
+        use Step::*;
+        let forward = [
+            Pending, Stopping, Stopped, Editing, Edited, Starting, Started,
+        ];
+        let all = [
+            Pending,
+            Stopping,
+            Stopped,
+            Editing,
+            Edited,
+            Starting,
+            Started,
+            Rejoined,
+            Verified,
+            RevertStopping,
+            RevertRestoring,
+            RevertStarting,
+            Reverted,
+            Sealing,
+            Sealed,
+            Unsealing,
+        ];
+        for step in all {
+            assert_eq!(step.before_rejoin(), forward.contains(&step), "{step:?}");
+            assert_eq!(
+                step.after_first_edit(),
+                !matches!(step, Pending | Stopping | Stopped | Editing),
+                "{step:?}"
+            );
+        }
     }
 
     #[test]

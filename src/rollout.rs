@@ -55,7 +55,7 @@ pub fn forward_action(
         (FileState::Original, Running::Plain) => Ok(Stop),
         (FileState::Original, Running::Down) => Ok(Edit),
         (FileState::Tls, Running::Down) => Ok(Start),
-        (FileState::Tls, Running::Tls) if step < Step::Rejoined => Ok(AwaitRejoin),
+        (FileState::Tls, Running::Tls) if step.before_rejoin() => Ok(AwaitRejoin),
         (FileState::Tls, Running::Tls) if step == Step::Rejoined => Ok(Verify),
         (FileState::Tls, Running::Tls) => Ok(Done),
         (FileState::Tls, Running::Plain) => Ok(RestoreFile),

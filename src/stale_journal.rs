@@ -4,7 +4,7 @@
 //! that starts a new run (`--new-run`, which archives the old journal).
 
 use crate::error::Result;
-use crate::journal::{Journal, Phase, Step};
+use crate::journal::{Journal, Phase};
 use crate::observe::{self, Running};
 use crate::plan::Plan;
 use crate::stage::Stage;
@@ -15,7 +15,7 @@ use crate::transport::Transport;
 /// past its first zero-split roll, or completed.
 pub fn claims_changes(journal: &Journal) -> bool {
     journal.phase == Phase::Completed
-        || journal.nodes.iter().any(|n| n.step >= Step::Edited)
+        || journal.nodes.iter().any(|n| n.step.after_first_edit())
         || journal
             .zero_split
             .is_some_and(|roll| roll.from != Stage::Plain)
