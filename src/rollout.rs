@@ -101,6 +101,67 @@ pub fn backward_action(
     }
 }
 
+/// Which way the per-node driver takes a node: toward the roll's `to` stage, or back to `from`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Forward,
+    Backward,
+}
+
+/// The next action of the per-node driver, either way; each carries the journal steps and the
+/// protocol that differ between the two directions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Stop { intent: Step },
+    Edit,
+    RestoreFile { done: Step },
+    Start { intent: Step, expect: Running },
+    AwaitRejoin,
+    Verify,
+    Done,
+}
+
+/// What to do next for a node (a pure function of its file, what it runs and its journal
+/// step); an error for a combination distls must not act on.
+pub fn decide(
+    direction: Direction,
+    file: FileState,
+    running: Running,
+    step: Step,
+) -> std::result::Result<Action, String> {
+    Ok(match direction {
+        Direction::Forward => match forward_action(file, running, step)? {
+            ForwardAction::Stop => Action::Stop {
+                intent: Step::Stopping,
+            },
+            ForwardAction::Edit => Action::Edit,
+            ForwardAction::Start => Action::Start {
+                intent: Step::Starting,
+                expect: Running::Tls,
+            },
+            ForwardAction::AwaitRejoin => Action::AwaitRejoin,
+            ForwardAction::Verify => Action::Verify,
+            ForwardAction::Done => Action::Done,
+            ForwardAction::RestoreFile => Action::RestoreFile {
+                done: Step::Pending,
+            },
+        },
+        Direction::Backward => match backward_action(file, running)? {
+            BackwardAction::Stop => Action::Stop {
+                intent: Step::RevertStopping,
+            },
+            BackwardAction::RestoreFile => Action::RestoreFile {
+                done: Step::Stopped,
+            },
+            BackwardAction::Start => Action::Start {
+                intent: Step::RevertStarting,
+                expect: Running::Plain,
+            },
+            BackwardAction::AwaitRejoin => Action::AwaitRejoin,
+        },
+    })
+}
+
 /// A step that failed on one node; the caller decides between rollback and pause.
 struct StepFailure {
     node: usize,
@@ -398,7 +459,7 @@ impl<'a> Rollout<'a> {
                     .await
                     .map_err(|f| f.on_node(index - 1))?;
             }
-            self.migrate_node(index)
+            self.drive_node(index, Direction::Forward)
                 .await
                 .map_err(|f| f.on_node(index))?;
             if at_run_time {
@@ -485,9 +546,15 @@ impl<'a> Rollout<'a> {
         Ok(())
     }
 
-    async fn migrate_node(&mut self, index: usize) -> StepResult {
+    /// The per-node driver, both ways: observe the node (its file, what it runs), decide the
+    /// next action from that and its journal step ([`decide`], a pure function), act, again
+    /// until it is where `direction` leads.
+    async fn drive_node(&mut self, index: usize, direction: Direction) -> StepResult {
         if self.roll.is_some_and(RollState::at_run_time) {
-            return self.seal_node(index).await;
+            return match direction {
+                Direction::Forward => self.seal_node(index).await,
+                Direction::Backward => self.unseal_node(index).await,
+            };
         }
         for _ in 0..MAX_ROUNDS {
             self.check_interrupt()?;
@@ -495,10 +562,11 @@ impl<'a> Rollout<'a> {
             let info = self.observe(index).await?;
             let running = self.running(&info);
             let step = self.step_of(index);
-            let action = forward_action(file, running, step)
+            let action = decide(direction, file, running, step)
                 .map_err(|why| self.needs_operator(index, &why))?;
             tracing::debug!(
                 node = self.name(index),
+                ?direction,
                 ?file,
                 ?running,
                 ?step,
@@ -506,25 +574,47 @@ impl<'a> Rollout<'a> {
                 "next action"
             );
             match action {
-                ForwardAction::Stop => {
-                    self.stop(index, &info, Step::Stopping, Step::Stopped)
-                        .await?
+                Action::Stop { intent } => self.stop(index, &info, intent, Step::Stopped).await?,
+                Action::Edit => self.edit(index).await?,
+                Action::RestoreFile { done } => self.restore(index, done).await?,
+                Action::Start { intent, expect } => {
+                    self.start(index, intent, Step::Started, expect).await?
                 }
-                ForwardAction::Edit => self.edit(index).await?,
-                ForwardAction::Start => {
-                    self.start(index, Step::Starting, Step::Started, Running::Tls)
-                        .await?
-                }
-                ForwardAction::AwaitRejoin if self.roll.is_some() => {
-                    self.await_full_rejoin(index, Step::Rejoined, false).await?
-                }
-                ForwardAction::AwaitRejoin => self.await_tls_rejoin(index).await?,
-                ForwardAction::Verify => self.verify(index).await?,
-                ForwardAction::RestoreFile => self.restore(index, Step::Pending).await?,
-                ForwardAction::Done => return Ok(()),
+                Action::AwaitRejoin => match direction {
+                    Direction::Forward if self.roll.is_some() => {
+                        self.await_full_rejoin(index, Step::Rejoined, false).await?
+                    }
+                    Direction::Forward => self.await_tls_rejoin(index).await?,
+                    // Nodes reverted later in this rollback may be down now (a failed start).
+                    Direction::Backward if self.roll.is_some() => {
+                        return self.await_full_rejoin(index, Step::Reverted, true).await;
+                    }
+                    Direction::Backward => return self.await_plain_rejoin(index).await,
+                },
+                Action::Verify => self.verify(index).await?,
+                Action::Done => return Ok(()),
             }
         }
         Err(self.needs_operator(index, "its state keeps changing under distls"))
+    }
+
+    /// Rollback, classic roll: the node's plain peers are the later nodes (never touched, or
+    /// already reverted).
+    async fn await_plain_rejoin(&mut self, index: usize) -> StepResult {
+        let peers: Vec<usize> = (index + 1..self.targets.len()).collect();
+        self.progress
+            .node(index, self.name(index), NodeActivity::AwaitingPlainLinks);
+        let deadline = Instant::now() + self.targets[index].spec.timeouts.rejoin;
+        if let Err(missing) = self
+            .wait_for_links(index, &peers, false, &[], deadline)
+            .await?
+        {
+            return Err(self.step_failed(
+                index,
+                &format!("it did not rejoin the plain cluster: {missing}"),
+            ));
+        }
+        self.mark(index, Step::Reverted)
     }
 
     // ---- steps -------------------------------------------------------------------------------
@@ -1494,7 +1584,7 @@ exit 1"#
     async fn rollback_from(&mut self, last: usize) -> StepResult {
         for index in (0..=last).rev() {
             let started = Instant::now();
-            self.revert_node(index).await?;
+            self.drive_node(index, Direction::Backward).await?;
             self.timings[index] = Some(started.elapsed());
         }
         // A run killed between restoring a flags file and removing its optfile left the optfile.
@@ -1524,53 +1614,6 @@ exit 1"#
             failpoint(&format!("{}:rolled-back", roll.to.tag()));
         }
         Ok(())
-    }
-
-    async fn revert_node(&mut self, index: usize) -> StepResult {
-        if self.roll.is_some_and(RollState::at_run_time) {
-            return self.unseal_node(index).await;
-        }
-        for _ in 0..MAX_ROUNDS {
-            self.check_interrupt()?;
-            let file = self.file_state(index).await?;
-            let info = self.observe(index).await?;
-            let running = self.running(&info);
-            let action =
-                backward_action(file, running).map_err(|why| self.needs_operator(index, &why))?;
-            match action {
-                BackwardAction::Stop => {
-                    self.stop(index, &info, Step::RevertStopping, Step::Stopped)
-                        .await?
-                }
-                BackwardAction::RestoreFile => self.restore(index, Step::Stopped).await?,
-                BackwardAction::Start => {
-                    self.start(index, Step::RevertStarting, Step::Started, Running::Plain)
-                        .await?
-                }
-                BackwardAction::AwaitRejoin if self.roll.is_some() => {
-                    // Nodes reverted later in this rollback may be down now (a failed start).
-                    return self.await_full_rejoin(index, Step::Reverted, true).await;
-                }
-                BackwardAction::AwaitRejoin => {
-                    // Plain peers are the later nodes: never touched, or already reverted.
-                    let peers: Vec<usize> = (index + 1..self.targets.len()).collect();
-                    self.progress
-                        .node(index, self.name(index), NodeActivity::AwaitingPlainLinks);
-                    let deadline = Instant::now() + self.targets[index].spec.timeouts.rejoin;
-                    if let Err(missing) = self
-                        .wait_for_links(index, &peers, false, &[], deadline)
-                        .await?
-                    {
-                        return Err(self.step_failed(
-                            index,
-                            &format!("it did not rejoin the plain cluster: {missing}"),
-                        ));
-                    }
-                    return self.mark(index, Step::Reverted);
-                }
-            }
-        }
-        Err(self.needs_operator(index, "its state keeps changing under distls"))
     }
 
     /// One line per node: its journal step, then what distls can see of it now (or why not).
@@ -1943,6 +1986,59 @@ exit 1"#
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_driver_takes_each_direction_s_steps() {
+        use crate::target::FileState::*;
+        let forward = |file, running, step| decide(Direction::Forward, file, running, step);
+        let backward = |file, running| decide(Direction::Backward, file, running, Step::Pending);
+        assert_eq!(
+            forward(Original, Running::Plain, Step::Pending),
+            Ok(Action::Stop {
+                intent: Step::Stopping
+            })
+        );
+        assert_eq!(
+            backward(Tls, Running::Tls),
+            Ok(Action::Stop {
+                intent: Step::RevertStopping
+            })
+        );
+        assert_eq!(
+            forward(Tls, Running::Down, Step::Edited),
+            Ok(Action::Start {
+                intent: Step::Starting,
+                expect: Running::Tls
+            })
+        );
+        assert_eq!(
+            backward(Original, Running::Down),
+            Ok(Action::Start {
+                intent: Step::RevertStarting,
+                expect: Running::Plain
+            })
+        );
+        assert_eq!(
+            forward(Tls, Running::Plain, Step::Started),
+            Ok(Action::RestoreFile {
+                done: Step::Pending
+            })
+        );
+        assert_eq!(
+            backward(Tls, Running::Down),
+            Ok(Action::RestoreFile {
+                done: Step::Stopped
+            })
+        );
+        assert_eq!(
+            forward(Tls, Running::Tls, Step::Rejoined),
+            Ok(Action::Verify)
+        );
+        assert_eq!(forward(Tls, Running::Tls, Step::Verified), Ok(Action::Done));
+        assert_eq!(backward(Original, Running::Plain), Ok(Action::AwaitRejoin));
+        assert!(forward(Foreign, Running::Plain, Step::Pending).is_err());
+        assert!(backward(Original, Running::Tls).is_err());
+    }
 
     #[test]
     fn forward_actions_follow_the_observed_state() {
