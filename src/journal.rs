@@ -71,6 +71,25 @@ impl Phase {
 }
 
 impl Step {
+    pub const ALL: [Step; 16] = [
+        Step::Pending,
+        Step::Stopping,
+        Step::Stopped,
+        Step::Editing,
+        Step::Edited,
+        Step::Starting,
+        Step::Started,
+        Step::Rejoined,
+        Step::Verified,
+        Step::RevertStopping,
+        Step::RevertRestoring,
+        Step::RevertStarting,
+        Step::Reverted,
+        Step::Sealing,
+        Step::Sealed,
+        Step::Unsealing,
+    ];
+
     /// Whether this step may be recorded after `previous`. The journal is an intent log: a
     /// side effect's completion (`stopped`, `edited`, `started`, `sealed`) is recorded only after
     /// its intent; `pending` again only after a file put back on the way forward. Intents and
@@ -548,14 +567,10 @@ mod tests {
     #[test]
     fn steps_answer_questions_instead_of_being_compared() {
         use Step::*;
-        let forward = [
+        let before_rejoin = [
             Pending, Stopping, Stopped, Editing, Edited, Starting, Started,
         ];
-        let all = [
-            Pending,
-            Stopping,
-            Stopped,
-            Editing,
+        let after_first_edit = [
             Edited,
             Starting,
             Started,
@@ -569,11 +584,15 @@ mod tests {
             Sealed,
             Unsealing,
         ];
-        for step in all {
-            assert_eq!(step.before_rejoin(), forward.contains(&step), "{step:?}");
+        for step in Step::ALL {
+            assert_eq!(
+                step.before_rejoin(),
+                before_rejoin.contains(&step),
+                "{step:?}"
+            );
             assert_eq!(
                 step.after_first_edit(),
-                !matches!(step, Pending | Stopping | Stopped | Editing),
+                after_first_edit.contains(&step),
                 "{step:?}"
             );
         }
