@@ -4,6 +4,7 @@ use crate::cli::{
     CheckArgs, Cli, Command, DemoArgs, LockArgs, MigrateArgs, OnFailureArg, PlanArgs,
     PreflightArgs, RollbackArgs,
 };
+use crate::cluster::Cluster;
 use crate::error::{Error, Message, Result, exit_code};
 use crate::journal::{Journal, JournalStore, Phase};
 use crate::manual;
@@ -315,10 +316,21 @@ async fn run_zero_split(
         let targets: Vec<_> = nodes.iter().map(|n| n.target.clone()).collect();
         Rollout::new_journal(plan, &targets)
     });
+    let targets: Vec<_> = nodes.iter().map(|n| n.target.clone()).collect();
+    let cluster = Cluster::of_targets(&targets)?;
     let started = std::time::Instant::now();
     let interrupted = watch_interrupts();
-    let (summary, outcome) =
-        zero_split::run(plan, &nodes, store, journal, options, interrupted, intent).await;
+    let (summary, outcome) = zero_split::run(
+        plan,
+        &nodes,
+        cluster,
+        store,
+        journal,
+        options,
+        interrupted,
+        intent,
+    )
+    .await;
     print_summary(&summary);
     if outcome.is_ok() {
         let outcome = match intent {

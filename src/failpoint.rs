@@ -7,6 +7,7 @@
 /// (comma-separated), naming it on stderr, so a test can walk every point of a roll in order.
 #[cfg(feature = "failpoints")]
 pub fn failpoint(point: &str) {
+    crash_in_process(point);
     let Ok(wanted) = std::env::var("DISTLS_FAILPOINT") else {
         return;
     };
@@ -24,3 +25,34 @@ pub fn failpoint(point: &str) {
 
 #[cfg(not(feature = "failpoints"))]
 pub fn failpoint(_point: &str) {}
+
+/// What an in-process crash throws: engine tests catch it where a real run would have died.
+#[cfg(feature = "failpoints")]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Crash(pub String);
+
+#[cfg(feature = "failpoints")]
+thread_local! {
+    static WALK: std::cell::RefCell<Option<std::collections::HashSet<String>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// The in-process crash walk, on this thread only (an engine test on a current-thread runtime):
+/// the first failpoint not in `seen` panics with [`Crash`] naming it, like DISTLS_FAILPOINT=walk
+/// without a process to kill. `None` turns it off.
+#[cfg(feature = "failpoints")]
+pub fn walk_in_process(seen: Option<std::collections::HashSet<String>>) {
+    WALK.with(|walk| *walk.borrow_mut() = seen);
+}
+
+#[cfg(feature = "failpoints")]
+fn crash_in_process(point: &str) {
+    let hit = WALK.with(|walk| {
+        walk.borrow()
+            .as_ref()
+            .is_some_and(|seen| !seen.contains(point))
+    });
+    if hit {
+        std::panic::panic_any(Crash(point.to_string()));
+    }
+}

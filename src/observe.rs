@@ -2,9 +2,153 @@
 //! gates, `status`, `check` and the stale-journal check, none of which owns it.
 
 use crate::error::{Error, Message, Result};
-use crate::probe::{NodeInfo, Probe, ProbePool};
+use crate::probe::{NodeInfo, Probe, ProbeError, ProbePool};
 use crate::target::NodeTarget;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+
+/// Which of a node's two probes asks: the one that speaks plain TCP, or the one that speaks TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    Plain,
+    Tls,
+}
+
+impl Via {
+    pub fn tls(tls: bool) -> Via {
+        if tls { Via::Tls } else { Via::Plain }
+    }
+}
+
+/// An observer's answer, some time later (boxed, so the engine takes any observer at run time).
+pub type ObserveFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// How the engine sees and nudges the nodes' distribution: the probe VMs for a real cluster,
+/// an in-memory cluster in engine tests.
+pub trait Observer: Send + Sync {
+    /// What the node runs and whom it is linked to, asked through both probes.
+    fn observe<'a>(&'a self, target: &'a NodeTarget) -> ObserveFuture<'a, Result<NodeInfo>>;
+
+    /// The same, asked through one probe only (a node the probe cannot speak to is `Unreachable`).
+    fn info<'a>(
+        &'a self,
+        target: &'a NodeTarget,
+        via: Via,
+    ) -> ObserveFuture<'a, std::result::Result<NodeInfo, ProbeError>>;
+
+    /// Ask the node to dial `peers` now instead of waiting for its own reconnect logic.
+    fn connect<'a>(
+        &'a self,
+        target: &'a NodeTarget,
+        via: Via,
+        peers: &'a [String],
+    ) -> ObserveFuture<'a, std::result::Result<(), ProbeError>>;
+
+    /// Ask the node's VM to stop: `init:stop()`, or with `halt`, `erlang:halt()`.
+    fn stop_node<'a>(
+        &'a self,
+        target: &'a NodeTarget,
+        via: Via,
+        halt: bool,
+    ) -> ObserveFuture<'a, std::result::Result<(), ProbeError>>;
+
+    /// Tell distls's hybrid module on the node to `seal`, `unseal`, `add` or `remove` (TLS
+    /// peers). `Ok(false)`: the module does not run there.
+    fn hybrid<'a>(
+        &'a self,
+        target: &'a NodeTarget,
+        via: Via,
+        op: &'a str,
+        peers: &'a [&'a str],
+    ) -> ObserveFuture<'a, std::result::Result<bool, ProbeError>>;
+
+    /// Stop whatever the observer started (probe VMs).
+    fn shutdown(&self) -> ObserveFuture<'_, ()>;
+}
+
+impl Observer for ProbePool {
+    fn observe<'a>(&'a self, target: &'a NodeTarget) -> ObserveFuture<'a, Result<NodeInfo>> {
+        Box::pin(observe_with(self, target))
+    }
+
+    fn info<'a>(
+        &'a self,
+        target: &'a NodeTarget,
+        via: Via,
+    ) -> ObserveFuture<'a, std::result::Result<NodeInfo, ProbeError>> {
+        Box::pin(async move {
+            probe_via(self, target, via)
+                .await?
+                .info(target.name())
+                .await
+        })
+    }
+
+    fn connect<'a>(
+        &'a self,
+        target: &'a NodeTarget,
+        via: Via,
+        peers: &'a [String],
+    ) -> ObserveFuture<'a, std::result::Result<(), ProbeError>> {
+        Box::pin(async move {
+            probe_via(self, target, via)
+                .await?
+                .connect(target.name(), peers)
+                .await
+        })
+    }
+
+    fn stop_node<'a>(
+        &'a self,
+        target: &'a NodeTarget,
+        via: Via,
+        halt: bool,
+    ) -> ObserveFuture<'a, std::result::Result<(), ProbeError>> {
+        Box::pin(async move {
+            probe_via(self, target, via)
+                .await?
+                .stop_node(target.name(), halt)
+                .await
+        })
+    }
+
+    fn hybrid<'a>(
+        &'a self,
+        target: &'a NodeTarget,
+        via: Via,
+        op: &'a str,
+        peers: &'a [&'a str],
+    ) -> ObserveFuture<'a, std::result::Result<bool, ProbeError>> {
+        Box::pin(async move {
+            probe_via(self, target, via)
+                .await?
+                .hybrid(target.name(), op, peers)
+                .await
+        })
+    }
+
+    fn shutdown(&self) -> ObserveFuture<'_, ()> {
+        Box::pin(ProbePool::shutdown(self))
+    }
+}
+
+/// The node's probe VM that speaks `via` (booted on first use, then shared).
+async fn probe_via(
+    probes: &ProbePool,
+    target: &NodeTarget,
+    via: Via,
+) -> std::result::Result<Arc<Probe>, ProbeError> {
+    let site = target.probe_site();
+    match via {
+        Via::Plain => {
+            probes
+                .probe_for(&site, &target.probe_plain, "plain tcp")
+                .await
+        }
+        Via::Tls => probes.probe_for(&site, &target.probe_tls, "tls").await,
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Running {

@@ -3,12 +3,13 @@
 //! file and what it runs), so a resumed run continues correctly whatever the journal last said.
 
 use crate::atomic_file::sha256_hex;
+use crate::cluster::Cluster;
 use crate::error::{Error, Message, Result};
 use crate::failpoint::failpoint;
 use crate::journal::{Journal, JournalStore, NodeRecord, Phase, Step};
-use crate::observe::{Running, describe_links, observe_pair, observe_with, probe_pool, probes_of};
+use crate::observe::{Running, Via, describe_links};
 use crate::plan::{OnFailure, Plan};
-use crate::probe::{NodeInfo, Probe, ProbePool};
+use crate::probe::NodeInfo;
 use crate::progress::{NodeActivity, Progress};
 use crate::stage::{RollPath, RollState, Stage};
 use crate::target::{FileState, NodeTarget};
@@ -244,10 +245,11 @@ pub struct Rollout<'a> {
     targets: Vec<NodeTarget>,
     store: JournalStore,
     journal: Journal,
-    probes: Arc<ProbePool>,
-    /// Whether this roll stops its probes at its end (not when a zero-split run shares one pool
-    /// across its rolls).
-    owns_probes: bool,
+    /// Where each node's commands run and its files are, and how the nodes are seen.
+    cluster: Cluster,
+    /// Whether this roll stops its observer at its end (not when the caller shares it, as a
+    /// zero-split run does across its rolls).
+    owns_observer: bool,
     progress: Progress,
     interrupted: Arc<AtomicBool>,
     options: Options,
@@ -290,7 +292,7 @@ impl<'a> Rollout<'a> {
         options: Options,
         interrupted: Arc<AtomicBool>,
     ) -> Result<Self> {
-        let probes = Arc::new(probe_pool(&targets)?);
+        let cluster = Cluster::of_targets(&targets)?;
         let progress = Progress::new(targets.len(), &plan.cluster);
         let timings = vec![None; targets.len()];
         Ok(Rollout {
@@ -298,8 +300,8 @@ impl<'a> Rollout<'a> {
             targets,
             store,
             journal,
-            probes,
-            owns_probes: true,
+            cluster,
+            owns_observer: true,
             progress,
             interrupted,
             options,
@@ -318,17 +320,19 @@ impl<'a> Rollout<'a> {
         self
     }
 
-    /// Observe through `probes`, which outlive this roll (the caller shuts them down): the rolls
-    /// of one zero-split run share their probe VMs instead of booting new ones per roll.
-    pub fn with_shared_probes(mut self, probes: Arc<ProbePool>) -> Self {
-        self.probes = probes;
-        self.owns_probes = false;
+    /// Reach the nodes through `cluster`, whose observer outlives this roll (the caller shuts it
+    /// down): the rolls of one zero-split run share their probe VMs instead of booting new ones
+    /// per roll, and engine tests drive an in-memory cluster.
+    pub fn on_cluster(mut self, cluster: Cluster) -> Self {
+        assert_eq!(cluster.hosts.len(), self.targets.len(), "one host per node");
+        self.cluster = cluster;
+        self.owns_observer = false;
         self
     }
 
     async fn release_probes(&self) {
-        if self.owns_probes {
-            self.probes.shutdown().await;
+        if self.owns_observer {
+            self.cluster.observer.shutdown().await;
         }
     }
 
@@ -484,7 +488,7 @@ impl<'a> Rollout<'a> {
         };
         self.progress
             .node(index, target.name(), NodeActivity::CheckingCtl);
-        let (transport, timeout) = (target.transport.clone(), target.spec.timeouts.ping);
+        let (transport, timeout) = (self.cluster.hosts[index].clone(), target.spec.timeouts.ping);
         pings.spawn(async move {
             let failure = command_failure(&ping, &transport.run(&ping, timeout).await);
             (index, failure)
@@ -642,7 +646,7 @@ impl<'a> Rollout<'a> {
         let spec = &self.targets[index].spec;
         let (command, timeout) = (spec.commands.stop.clone(), spec.timeouts.stop);
         let deadline = Instant::now() + timeout;
-        let outcome = self.targets[index].transport.run(&command, timeout).await;
+        let outcome = self.cluster.hosts[index].run(&command, timeout).await;
         let said = command_failure(&command, &outcome).unwrap_or_default();
         if !said.is_empty() && self.targets[index].spec.flavor.stops_booting_vm() {
             self.stop_vm_directly(index, deadline).await?;
@@ -697,10 +701,10 @@ impl<'a> Rollout<'a> {
                 )
             };
             // Checked before each signal: the pid may have been reused since the last look.
-            let transport = self.targets[index].transport.clone();
+            let transport = self.cluster.hosts[index].clone();
             let flags_file = self.targets[index].dist_args.clone();
             if let Err(why) =
-                crate::signal_target::check(&transport, os_pid, &name, &flags_file).await
+                crate::signal_target::check(transport.as_ref(), os_pid, &name, &flags_file).await
             {
                 return Err(self.step_failed(
                     index,
@@ -781,8 +785,7 @@ for inode in $(awk -v p="$hex" '$4 == "0A" && substr($2, length($2) - 4) == p {{
 done
 exit 1"#
         );
-        let out = self.targets[index]
-            .transport
+        let out = self.cluster.hosts[index]
             .run(&script, Duration::from_secs(30))
             .await?;
         let pid = out.stdout.trim().parse().ok().filter(|_| out.success());
@@ -800,8 +803,7 @@ exit 1"#
         let script = format!(
             "if [ -r /proc/{os_pid}/stat ]; then s=$(sed -e 's/^.*) //' /proc/{os_pid}/stat 2>/dev/null | cut -c1); [ -n \"$s\" ] && [ \"$s\" != Z ] && [ \"$s\" != X ]; else kill -0 {os_pid} 2>/dev/null; fi"
         );
-        let out = self.targets[index]
-            .transport
+        let out = self.cluster.hosts[index]
             .run(&script, Duration::from_secs(30))
             .await?;
         Ok(out.success())
@@ -819,35 +821,29 @@ exit 1"#
         self.progress.node(index, self.name(index), activity);
         self.mark(index, Step::Editing)?;
         self.ensure_backup(index).await?;
-        let target = &self.targets[index];
+        let (target, host) = (&self.targets[index], &self.cluster.hosts[index]);
         if let Some(optfile) = target.optfile.as_ref().filter(|_| target.tls_uses_optfile) {
             // The file the new flags point at exists before they do.
-            target
-                .transport
-                .write_file_owned_like(
-                    &optfile.path,
-                    optfile.text.as_bytes(),
-                    0o600,
-                    &target.dist_args,
-                )
-                .await
-                .map_err(|e| self.step_failed(index, &e.to_string()))?;
+            host.write_file_owned_like(
+                &optfile.path,
+                optfile.text.as_bytes(),
+                0o600,
+                &target.dist_args,
+            )
+            .await
+            .map_err(|e| self.step_failed(index, &e.to_string()))?;
         }
-        target
-            .transport
-            .write_file(&target.dist_args, target.tls.text.as_bytes(), 0o644)
+        host.write_file(&target.dist_args, target.tls.text.as_bytes(), 0o644)
             .await
             .map_err(|e| self.step_failed(index, &e.to_string()))?;
         if self.file_state(index).await? != FileState::Tls {
             let label = self.file_label(index);
             return Err(self.step_failed(index, &format!("{label} does not read back as written")));
         }
-        let target = &self.targets[index];
+        let (target, host) = (&self.targets[index], &self.cluster.hosts[index]);
         if let Some(optfile) = target.optfile.as_ref().filter(|_| !target.tls_uses_optfile) {
             // A zero-split roll toward plain: the flags no longer point at it.
-            target
-                .transport
-                .remove_file(&optfile.path)
+            host.remove_file(&optfile.path)
                 .await
                 .map_err(|e| self.step_failed(index, &e.to_string()))?;
         }
@@ -856,9 +852,10 @@ exit 1"#
 
     /// The original is saved once, before the first change, and never overwritten.
     async fn ensure_backup(&mut self, index: usize) -> StepResult {
-        let target = &self.targets[index];
-        if target.transport.file_exists(&target.backup).await {
-            let bytes = target.transport.read_file(&target.backup).await?;
+        let (target, host) = (&self.targets[index], &self.cluster.hosts[index]);
+        // An answer other than "absent" keeps distls from writing over what may be the backup.
+        if host.try_exists(&target.backup).await.unwrap_or(true) {
+            let bytes = host.read_file(&target.backup).await?;
             if sha256_hex(&bytes) != sha256_hex(target.pristine.as_bytes()) {
                 return Err(self.needs_operator(
                     index,
@@ -870,9 +867,7 @@ exit 1"#
             }
             return Ok(());
         }
-        target
-            .transport
-            .write_file(&target.backup, target.pristine.as_bytes(), 0o600)
+        host.write_file(&target.backup, target.pristine.as_bytes(), 0o600)
             .await
             .map_err(|e| Failure::Fatal(e.into()))
     }
@@ -884,10 +879,8 @@ exit 1"#
         };
         self.progress.node(index, self.name(index), activity);
         self.mark(index, Step::RevertRestoring)?;
-        let target = &self.targets[index];
-        target
-            .transport
-            .write_file(&target.dist_args, target.original.as_bytes(), 0o644)
+        let (target, host) = (&self.targets[index], &self.cluster.hosts[index]);
+        host.write_file(&target.dist_args, target.original.as_bytes(), 0o644)
             .await
             .map_err(|e| self.step_failed(index, &e.to_string()))?;
         if self.file_state(index).await? != FileState::Original {
@@ -907,21 +900,21 @@ exit 1"#
         let grace = Duration::from_secs(10);
         for halt in [false, true] {
             let running = self.running(&self.observe(index).await?);
-            let probe = match running {
+            let via = match running {
                 Running::Down => return Ok(()),
                 // No probe reaches it: the escalation by OS pid takes over.
                 Running::Unreachable | Running::Other => return Ok(()),
-                Running::Tls | Running::Plain if self.links_tls(running) => {
-                    self.tls_probe(index).await?
-                }
-                Running::Tls | Running::Plain => self.plain_probe(index).await?,
+                Running::Tls | Running::Plain => Via::tls(self.links_tls(running)),
             };
             self.progress.note(&format!(
                 "{}: its stop command failed and it still runs; asking the VM to stop ({})",
                 self.name(index),
                 if halt { "erlang:halt()" } else { "init:stop()" }
             ));
-            probe.stop_node(self.name(index), halt).await?;
+            self.cluster
+                .observer
+                .stop_node(&self.targets[index], via, halt)
+                .await?;
             let until = (Instant::now() + grace).min(deadline);
             if self.wait_running(index, Running::Down, until).await? {
                 return Ok(());
@@ -938,8 +931,7 @@ exit 1"#
             return Ok(());
         }
         if let Some(optfile) = &target.optfile {
-            target
-                .transport
+            self.cluster.hosts[index]
                 .remove_file(&optfile.path)
                 .await
                 .map_err(|e| self.step_failed(index, &e.to_string()))?;
@@ -998,7 +990,7 @@ exit 1"#
             for (index, ready) in &waiting {
                 let timeout = self.targets[*index].spec.timeouts.ready;
                 let left = timeout.saturating_sub(started.elapsed());
-                let transport = self.targets[*index].transport.clone();
+                let transport = self.cluster.hosts[*index].clone();
                 let (index, ready) = (*index, ready.clone());
                 round.spawn(async move {
                     let out = transport
@@ -1072,7 +1064,7 @@ exit 1"#
         }
         self.mark(index, intent)?;
         let deadline = Instant::now() + timeout;
-        let outcome = self.targets[index].transport.run(&command, timeout).await;
+        let outcome = self.cluster.hosts[index].run(&command, timeout).await;
         let failed = command_failure(&command, &outcome);
         if let Some(why) = failed {
             let info = self.observe(index).await?;
@@ -1168,12 +1160,11 @@ exit 1"#
                     if missing.is_empty() || !matches!(running, Running::Plain | Running::Tls) {
                         continue;
                     }
-                    let probe = if self.links_tls(running) {
-                        self.tls_probe(node).await?
-                    } else {
-                        self.plain_probe(node).await?
-                    };
-                    probe.connect(self.name(node), &missing).await?;
+                    let via = Via::tls(self.links_tls(running));
+                    self.cluster
+                        .observer
+                        .connect(&self.targets[node], via, &missing)
+                        .await?;
                 }
                 last_kick = Some(Instant::now());
             }
@@ -1247,7 +1238,7 @@ exit 1"#
         let started = Instant::now();
         loop {
             let left = timeout.saturating_sub(started.elapsed());
-            let transport = self.targets[index].transport.clone();
+            let transport = self.cluster.hosts[index].clone();
             let outcome = transport
                 .run(&ready, left.max(Duration::from_secs(1)))
                 .await;
@@ -1280,7 +1271,7 @@ exit 1"#
         self.progress
             .node(index, self.name(index), NodeActivity::CheckingCtl);
         let timeout = self.targets[index].spec.timeouts.ping;
-        let fresh = self.targets[index].transport.run(&ping, timeout);
+        let fresh = self.cluster.hosts[index].run(&ping, timeout);
         // The early ping may be halfway through an attempt begun before the node was up: race it
         // against a fresh one. The fresh one decides unless the early one succeeds first; with
         // no early ping (a resumed run) the fresh one alone decides.
@@ -1318,7 +1309,7 @@ exit 1"#
             spec.timeouts.ping,
             Instant::now() + spec.timeouts.start + spec.timeouts.rejoin,
         );
-        let transport = self.targets[index].transport.clone();
+        let transport = self.cluster.hosts[index].clone();
         let task = tokio::spawn(async move {
             loop {
                 match transport.run(&ping, timeout).await {
@@ -1397,9 +1388,9 @@ exit 1"#
             if info.proto_dist().and_then(Stage::of_signature) != Some(Stage::Hybrid) {
                 continue;
             }
-            let probe = self.tls_probe(peer).await?;
-            probe
-                .hybrid(self.name(peer), op, &[&name])
+            self.cluster
+                .observer
+                .hybrid(&self.targets[peer], Via::Tls, op, &[&name])
                 .await
                 .map_err(|e| {
                     self.step_failed(
@@ -1514,9 +1505,12 @@ exit 1"#
         };
         self.progress.node(index, self.name(index), activity);
         self.mark(index, intent)?;
-        let probe = self.tls_probe(index).await?;
-        let name = self.name(index).to_string();
-        match probe.hybrid(&name, op, &[]).await {
+        match self
+            .cluster
+            .observer
+            .hybrid(&self.targets[index], Via::Tls, op, &[])
+            .await
+        {
             Ok(true) => {}
             Ok(false) => {
                 return Err(self.step_failed(index, "the hybrid module is not loaded there"));
@@ -1722,29 +1716,17 @@ exit 1"#
     }
 
     async fn file_state(&self, index: usize) -> Result<FileState> {
-        self.targets[index].read_file_state().await
-    }
-
-    async fn plain_probe(&self, index: usize) -> Result<Arc<Probe>> {
         let target = &self.targets[index];
-        Ok(self
-            .probes
-            .probe_for(&target.probe_site(), &target.probe_plain, "plain tcp")
-            .await?)
-    }
-
-    async fn tls_probe(&self, index: usize) -> Result<Arc<Probe>> {
-        let target = &self.targets[index];
-        Ok(self
-            .probes
-            .probe_for(&target.probe_site(), &target.probe_tls, "tls")
-            .await?)
+        let bytes = self.cluster.hosts[index]
+            .read_file(&target.dist_args)
+            .await?;
+        Ok(target.classify_bytes(&bytes))
     }
 
     /// What the node runs, asked through both probes at once: the one that speaks the node's
     /// protocol answers fast, the other would hang until the connection setup timeout.
     pub async fn observe(&self, index: usize) -> Result<NodeInfo> {
-        observe_with(&self.probes, &self.targets[index]).await
+        self.cluster.observer.observe(&self.targets[index]).await
     }
 
     /// [`Self::observe`] of several nodes at once (a gate over the whole cluster asks every node
@@ -1752,10 +1734,8 @@ exit 1"#
     async fn observe_all(&self, indices: &[usize]) -> Result<Vec<NodeInfo>> {
         let mut asks = tokio::task::JoinSet::new();
         for (slot, &index) in indices.iter().enumerate() {
-            let target = &self.targets[index];
-            let (plain, tls) = probes_of(&self.probes, target).await?;
-            let name = target.name().to_string();
-            asks.spawn(async move { (slot, observe_pair(&plain, &tls, &name).await) });
+            let (observer, target) = (self.cluster.observer.clone(), self.targets[index].clone());
+            asks.spawn(async move { (slot, observer.observe(&target).await) });
         }
         let mut infos: Vec<Option<NodeInfo>> = vec![None; indices.len()];
         while let Some(joined) = asks.join_next().await {
@@ -1790,19 +1770,18 @@ exit 1"#
         plain_island: &[usize],
         deadline: Instant,
     ) -> Result<std::result::Result<(), String>> {
-        let probe = if tls {
-            self.tls_probe(index).await?
-        } else {
-            self.plain_probe(index).await?
-        };
+        let (target, via) = (&self.targets[index], Via::tls(tls));
         let peer_names: Vec<String> = peers.iter().map(|&p| self.name(p).to_string()).collect();
         let mut last_kick: Option<Instant> = None;
         loop {
             if last_kick.is_none_or(|t| t.elapsed() >= KICK_EVERY) {
-                probe.connect(self.name(index), &peer_names).await?;
+                self.cluster
+                    .observer
+                    .connect(target, via, &peer_names)
+                    .await?;
                 last_kick = Some(Instant::now());
             }
-            let info = probe.info(self.name(index)).await?;
+            let info = self.cluster.observer.info(target, via).await?;
             let mut missing: Vec<String> = peer_names
                 .iter()
                 .filter(|p| !info.has_link(p, tls))
@@ -1843,17 +1822,15 @@ exit 1"#
             }
             if !kicked {
                 for &index in nodes {
-                    let probe = if tls {
-                        self.tls_probe(index).await?
-                    } else {
-                        self.plain_probe(index).await?
-                    };
                     let others: Vec<String> = nodes
                         .iter()
                         .filter(|&&p| p != index)
                         .map(|&p| self.name(p).to_string())
                         .collect();
-                    probe.connect(self.name(index), &others).await?;
+                    self.cluster
+                        .observer
+                        .connect(&self.targets[index], Via::tls(tls), &others)
+                        .await?;
                 }
                 kicked = true;
             }
@@ -1869,12 +1846,11 @@ exit 1"#
     ) -> Result<std::result::Result<(), String>> {
         let mut missing = Vec::new();
         for &index in nodes {
-            let probe = if tls {
-                self.tls_probe(index).await?
-            } else {
-                self.plain_probe(index).await?
-            };
-            let info = probe.info(self.name(index)).await?;
+            let info = self
+                .cluster
+                .observer
+                .info(&self.targets[index], Via::tls(tls))
+                .await?;
             if !info.is_up() {
                 missing.push(format!(
                     "{} is not reachable over {}",

@@ -3,20 +3,15 @@
 //! would hit a whole process group or every process; a reused pid or another user's process is
 //! not the node.
 
+use crate::host::Host;
 use crate::shell::shell_quote;
-use crate::transport::Transport;
 use std::path::Path;
 use std::time::Duration;
 
-/// Whether `pid` on the transport's host is an Erlang VM (`beam*`) running `node` (its
+/// Whether `pid` on the node's host is an Erlang VM (`beam*`) running `node` (its
 /// `-sname`/`-name` argument), owned by the user distls acts as there or by the owner of the
 /// node's flags file. `Err` says why not, for the operator.
-pub async fn check(
-    transport: &Transport,
-    pid: u32,
-    node: &str,
-    flags_file: &Path,
-) -> Result<(), String> {
+pub async fn check(host: &dyn Host, pid: u32, node: &str, flags_file: &Path) -> Result<(), String> {
     if pid <= 1 {
         return Err(format!(
             "OS pid {pid} is not a process distls may signal (0 and 1 stand for a process group or init)"
@@ -41,7 +36,7 @@ tr '\0' '\n' < /proc/$pid/cmdline | awk -v a="$node" -v b="$short" '(prev == "-s
         short = shell_quote(short),
         file = shell_quote(&flags_file.display().to_string()),
     );
-    let out = transport
+    let out = host
         .run(&script, Duration::from_secs(30))
         .await
         .map_err(|e| format!("cannot inspect OS pid {pid}: {e}"))?;
@@ -60,6 +55,7 @@ tr '\0' '\n' < /proc/$pid/cmdline | awk -v a="$node" -v b="$short" '(prev == "-s
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transport::Transport;
     use std::process::{Command, Stdio};
 
     /// A process the test starts and stops by pid.

@@ -112,8 +112,12 @@ impl NodeTarget {
 
     pub async fn read_file_state(&self) -> Result<FileState> {
         let bytes = self.transport.read_file(&self.dist_args).await?;
-        // Compared as bytes: a file that is not UTF-8 is none of distls's texts.
-        Ok(std::str::from_utf8(&bytes).map_or(FileState::Foreign, |text| self.classify(text)))
+        Ok(self.classify_bytes(&bytes))
+    }
+
+    /// [`Self::classify`] of the file's bytes: a file that is not UTF-8 is none of distls's texts.
+    pub fn classify_bytes(&self, bytes: &[u8]) -> FileState {
+        std::str::from_utf8(bytes).map_or(FileState::Foreign, |text| self.classify(text))
     }
 }
 

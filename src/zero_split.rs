@@ -13,6 +13,7 @@
 
 use crate::argsfile;
 use crate::flavor::Flavor;
+use crate::host::Host;
 use crate::shell::shell_quote;
 use crate::stage::{PROTO_DIST, RollPath, RollState, Stage};
 use crate::transport::Transport;
@@ -184,7 +185,7 @@ pub fn flavor_stage_texts(
 /// before anything is written beside the node's files. Idempotent: an installed module with the
 /// same source is kept.
 pub async fn install_module(
-    transport: &Transport,
+    transport: &dyn Host,
     erl: &str,
     flags_file: &Path,
 ) -> Result<(), String> {
@@ -219,7 +220,7 @@ static COMPILED: std::sync::LazyLock<
 
 /// The module's beam for this host and `erl`, compiled once per run (a failed compile is tried
 /// again by the next caller).
-async fn compiled_module(transport: &Transport, erl: &str) -> Result<Vec<u8>, String> {
+async fn compiled_module(transport: &dyn Host, erl: &str) -> Result<Vec<u8>, String> {
     let key = format!("{}\0{erl}", transport.command_context());
     let cell = {
         let mut cells = COMPILED.lock().unwrap_or_else(|e| e.into_inner());
@@ -253,7 +254,7 @@ pub async fn precompile(plan: &Plan, transports: &[Transport]) {
 /// The module's beam, compiled on the node's host by its `erl` in a fresh temp directory (the
 /// source goes in on stdin, the beam comes back on stdout as raw bytes; the directory, and any
 /// crash dump, go with the command).
-async fn compile_module(transport: &Transport, erl: &str) -> Result<Vec<u8>, String> {
+async fn compile_module(transport: &dyn Host, erl: &str) -> Result<Vec<u8>, String> {
     // One Erlang term, no shell word splitting inside. The module leans on two OTP functions; the
     // preflight refuses an OTP without them before anything is written, and this second check,
     // before any node is stopped, keeps a node from booting a module it cannot run.
@@ -302,7 +303,7 @@ async fn compile_module(transport: &Transport, erl: &str) -> Result<Vec<u8>, Str
 }
 
 /// Removes what [`install_module`] wrote (once no flags file points at it).
-pub async fn remove_module(transport: &Transport, flags_file: &Path) -> Result<(), String> {
+pub async fn remove_module(transport: &dyn Host, flags_file: &Path) -> Result<(), String> {
     let dir = module_dir(flags_file);
     for ext in ["erl", "beam"] {
         transport
@@ -451,6 +452,7 @@ mod tests {
 
 // ---- the rolls ----------------------------------------------------------------------------------
 
+use crate::cluster::Cluster;
 use crate::error::{Error, Message, Result};
 use crate::journal::{Journal, JournalStore, Phase};
 use crate::plan::{OnFailure, Plan};
@@ -557,38 +559,36 @@ pub enum Intent {
     Rollback,
 }
 
-/// Runs the rolls the journal says are left, one after the other.
+/// Runs the rolls the journal says are left, one after the other, on `cluster` (the nodes'
+/// hosts in plan order; its observer is shut down at the end).
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     plan: &Plan,
     nodes: &[ZeroSplitNode],
+    cluster: Cluster,
     store: JournalStore,
     journal: Journal,
     options: Options,
     interrupted: Arc<AtomicBool>,
     intent: Intent,
 ) -> (Vec<NodeSummary>, Result<()>) {
-    let targets: Vec<_> = nodes.iter().map(|n| n.target.clone()).collect();
-    let probes = match crate::observe::probe_pool(&targets) {
-        Ok(pool) => Arc::new(pool),
-        Err(e) => return (Vec::new(), Err(e)),
-    };
     let rolls = Rolls {
         plan,
         nodes,
         interrupted,
-        probes: probes.clone(),
+        cluster: cluster.clone(),
     };
     let outcome = rolls.run(store, journal, options, intent).await;
-    probes.shutdown().await;
+    cluster.observer.shutdown().await;
     outcome
 }
 
-/// What every roll of one run shares: the probe VMs among it.
+/// What every roll of one run shares: the way to the nodes (the probe VMs among it).
 struct Rolls<'p, 'n> {
     plan: &'p Plan,
     nodes: &'n [ZeroSplitNode],
     interrupted: Arc<AtomicBool>,
-    probes: Arc<crate::probe::ProbePool>,
+    cluster: Cluster,
 }
 
 impl<'p> Rolls<'p, '_> {
@@ -600,13 +600,13 @@ impl<'p> Rolls<'p, '_> {
         journal: Journal,
         options: Options,
     ) -> Result<Rollout<'p>> {
-        install_modules(self.nodes, roll).await?;
+        install_modules(self.nodes, &self.cluster, roll).await?;
         let targets = roll_targets(self.nodes, roll);
         let interrupted = self.interrupted.clone();
         let rollout = Rollout::new(self.plan, targets, store, journal, options, interrupted)?;
         Ok(rollout
             .for_zero_split_roll(roll)
-            .with_shared_probes(self.probes.clone()))
+            .on_cluster(self.cluster.clone()))
     }
 
     async fn run(
@@ -634,7 +634,12 @@ impl<'p> Rolls<'p, '_> {
             ))));
             match roll.back_to_plain() {
                 Some(back) => roll = back,
-                None => return (summary, finish(nodes, &store, &mut journal, failure).await),
+                None => {
+                    return (
+                        summary,
+                        finish(nodes, &self.cluster, &store, &mut journal, failure).await,
+                    );
+                }
             }
             if let Err(e) = advance(&store, &mut journal, roll) {
                 return (summary, Err(e));
@@ -657,7 +662,12 @@ impl<'p> Rolls<'p, '_> {
             }
             match roll.back_to_plain() {
                 Some(next) => roll = next,
-                None => return (summary, finish(nodes, &store, &mut journal, None).await),
+                None => {
+                    return (
+                        summary,
+                        finish(nodes, &self.cluster, &store, &mut journal, None).await,
+                    );
+                }
             }
             if let Err(e) = advance(&store, &mut journal, roll) {
                 return (summary, Err(e));
@@ -693,7 +703,10 @@ impl<'p> Rolls<'p, '_> {
                     match roll.back_to_plain() {
                         Some(back) => Some(back),
                         None => {
-                            return (summary, finish(nodes, &store, &mut journal, failure).await);
+                            return (
+                                summary,
+                                finish(nodes, &self.cluster, &store, &mut journal, failure).await,
+                            );
                         }
                     }
                 }
@@ -706,7 +719,12 @@ impl<'p> Rolls<'p, '_> {
                         return (summary, Err(e));
                     }
                 }
-                None => return (summary, finish(nodes, &store, &mut journal, failure).await),
+                None => {
+                    return (
+                        summary,
+                        finish(nodes, &self.cluster, &store, &mut journal, failure).await,
+                    );
+                }
             }
         }
     }
@@ -726,15 +744,16 @@ fn advance(store: &JournalStore, journal: &mut Journal, roll: RollState) -> Resu
 /// turned back, if it did.
 async fn finish(
     nodes: &[ZeroSplitNode],
+    cluster: &Cluster,
     store: &JournalStore,
     journal: &mut Journal,
     failure: Option<Error>,
 ) -> Result<()> {
-    remove_modules(nodes).await?;
+    remove_modules(nodes, cluster).await?;
     let at_plain = journal.zero_split.is_some_and(|r| r.to == Stage::Plain)
         || journal.phase == Phase::RolledBack;
     if at_plain {
-        remove_plain_optfiles(nodes).await?;
+        remove_plain_optfiles(nodes, cluster).await?;
         // Nothing left to resume: the next `migrate` starts a new run.
         journal.set_phase(Phase::RolledBack)?;
         journal.zero_split = None;
@@ -754,20 +773,24 @@ async fn finish(
 /// Every node gets the module before a roll whose stages use it. When a node cannot get it
 /// before the first roll, the modules already installed on the others go again: a refused run
 /// leaves nothing behind on a node whose flags file is still plain.
-async fn install_modules(nodes: &[ZeroSplitNode], roll: RollState) -> Result<()> {
+async fn install_modules(
+    nodes: &[ZeroSplitNode],
+    cluster: &Cluster,
+    roll: RollState,
+) -> Result<()> {
     if !(roll.from.uses_module() || roll.to.uses_module()) {
         return Ok(());
     }
     let mut tasks = tokio::task::JoinSet::new();
     for (index, node) in nodes.iter().enumerate() {
-        let (transport, erl, flags) = (
-            node.target.transport.clone(),
+        let (host, erl, flags) = (
+            cluster.host(index).clone(),
             node.target.spec.erl.clone(),
             node.target.dist_args.clone(),
         );
         let name = node.target.name().to_owned();
         tasks.spawn(async move {
-            install_module(&transport, &erl, &flags)
+            install_module(host.as_ref(), &erl, &flags)
                 .await
                 .map(|()| index)
                 .map_err(|why| format!("node {name}: {why}"))
@@ -787,11 +810,11 @@ async fn install_modules(nodes: &[ZeroSplitNode], roll: RollState) -> Result<()>
     }
     if roll.from == Stage::Plain {
         for index in installed {
-            let node = &nodes[index];
+            let (node, host) = (&nodes[index], cluster.host(index));
             let target = &node.target;
-            let plain = target.transport.read_file(&target.dist_args).await;
+            let plain = host.read_file(&target.dist_args).await;
             if plain.is_ok_and(|bytes| bytes == node.texts.plain.as_bytes())
-                && let Err(why) = remove_module(&target.transport, &target.dist_args).await
+                && let Err(why) = remove_module(host.as_ref(), &target.dist_args).await
             {
                 errors.push(format!("node {}: {why}", target.name()));
             }
@@ -803,27 +826,27 @@ async fn install_modules(nodes: &[ZeroSplitNode], roll: RollState) -> Result<()>
 
 /// Back at plain: a flavor node's optfile goes once its flags file is the plain original again
 /// (the roll toward plain removes it with the edit; this covers a run killed in between).
-async fn remove_plain_optfiles(nodes: &[ZeroSplitNode]) -> Result<()> {
-    for node in nodes {
+async fn remove_plain_optfiles(nodes: &[ZeroSplitNode], cluster: &Cluster) -> Result<()> {
+    for (node, host) in nodes.iter().zip(&cluster.hosts) {
         let target = &node.target;
         let Some(optfile) = &target.optfile else {
             continue;
         };
-        let current = target.transport.read_file(&target.dist_args).await?;
+        let current = host.read_file(&target.dist_args).await?;
         if current == node.texts.plain.as_bytes() {
-            target.transport.remove_file(&optfile.path).await?;
+            host.remove_file(&optfile.path).await?;
         }
     }
     Ok(())
 }
 
-async fn remove_modules(nodes: &[ZeroSplitNode]) -> Result<()> {
+async fn remove_modules(nodes: &[ZeroSplitNode], cluster: &Cluster) -> Result<()> {
     let mut tasks = tokio::task::JoinSet::new();
-    for node in nodes {
-        let (transport, flags) = (node.target.transport.clone(), node.target.dist_args.clone());
+    for (node, host) in nodes.iter().zip(&cluster.hosts) {
+        let (host, flags) = (host.clone(), node.target.dist_args.clone());
         let name = node.target.name().to_owned();
         tasks.spawn(async move {
-            remove_module(&transport, &flags)
+            remove_module(host.as_ref(), &flags)
                 .await
                 .map_err(|why| format!("node {name}: {why}"))
         });
