@@ -1,0 +1,421 @@
+//! The engine on an in-memory cluster (tests/engine/fake.rs): every roll kind, killed at every
+//! journal write and resumed, in-process and in seconds. The real-cluster walks
+//! (tests/integration/resume.rs, zero_split.rs) prove the same against real Erlang nodes; these
+//! prove it for every crash point of every roll kind on every change.
+
+mod fake;
+
+use distls::cluster::Cluster;
+use distls::failpoint::{Crash, walk_in_process};
+use distls::journal::{Journal, JournalStore, Phase};
+use distls::plan::{OnFailure, Plan};
+use distls::rollout::{Options, Rollout};
+use distls::stage::{RollPath, RollState, SEALED_SIGNATURE, Stage};
+use distls::target::{NodeTarget, read_node};
+use distls::transport::Transport;
+use distls::zero_split::{self, Intent, ZeroSplitNode};
+use fake::{Event, FakeCluster};
+use std::collections::HashSet;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+const NODES: usize = 3;
+const VM_ARGS: &str = "-sname {sname}@localhost\n-setcookie SECRET\n";
+/// MongooseIM's vm.dist.args: the TLS block, commented out.
+const DIST_ARGS: &str = "## TLS distribution
+#-proto_dist inet_tls
+#-ssl_dist_opt server_certfile /a.pem client_certfile /a.pem
+#  server_keyfile /k.pem client_keyfile /k.pem
+#  server_cacertfile /c.pem client_cacertfile /c.pem
+#  client_verify verify_peer server_verify verify_peer
+";
+
+/// A plan of three MongooseIM-layout nodes in a temp directory; their files are read from disk
+/// once, then live in the fake cluster.
+struct Fixture {
+    _dir: tempfile::TempDir,
+    state: PathBuf,
+    plan: Plan,
+    targets: Vec<NodeTarget>,
+}
+
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir_all(root.join("ssl")).unwrap();
+    for file in ["cert.pem", "key.pem", "ca.pem"] {
+        std::fs::write(root.join("ssl").join(file), "").unwrap();
+    }
+    for n in 1..=NODES {
+        let etc = root.join(format!("n{n}/etc"));
+        std::fs::create_dir_all(&etc).unwrap();
+        std::fs::write(
+            etc.join("vm.args"),
+            VM_ARGS.replace("{sname}", &format!("n{n}")),
+        )
+        .unwrap();
+        std::fs::write(etc.join("vm.dist.args"), DIST_ARGS).unwrap();
+    }
+    let plan_path = root.join("plan.yaml");
+    let nodes: String = (1..=NODES)
+        .map(|n| format!("  - name: n{n}@localhost\n"))
+        .collect();
+    std::fs::write(
+        &plan_path,
+        format!(
+            "version: 1
+cluster: fake
+tls:
+  certfile: {root}/ssl/cert.pem
+  keyfile: {root}/ssl/key.pem
+  cacertfile: {root}/ssl/ca.pem
+defaults:
+  vm_dist_args: {root}/{{sname}}/etc/vm.dist.args
+  vm_args: {root}/{{sname}}/etc/vm.args
+  commands:
+    start: start {{sname}}
+    stop: stop {{sname}}
+    ping: ping {{sname}}
+    ready: ready {{sname}}
+  timeouts:
+    start: 100ms
+nodes:
+{nodes}",
+            root = root.display()
+        ),
+    )
+    .unwrap();
+    let plan = Plan::load(&plan_path).unwrap();
+    let transport = Transport::local(Vec::new(), None);
+    let mut targets = Vec::new();
+    for spec in &plan.nodes {
+        targets.push(read_node(spec, &transport).await.unwrap());
+    }
+    let state = root.join("state");
+    distls::journal::create_private_dir(&state).unwrap();
+    Fixture {
+        _dir: dir,
+        state,
+        plan,
+        targets,
+    }
+}
+
+/// Polls a future, turning a panic inside it into an `Err` (a [`Crash`] is distls dying at a
+/// failpoint: nothing after it runs, what it did before stays done).
+struct CatchUnwind<F>(Pin<Box<F>>);
+
+impl<F: Future> Future for CatchUnwind<F> {
+    type Output = std::thread::Result<F::Output>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = self.0.as_mut();
+        match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(out)) => Poll::Ready(Ok(out)),
+            Err(payload) => Poll::Ready(Err(payload)),
+        }
+    }
+}
+
+/// Run `once` until it finishes, killing it at every failpoint it passes that no earlier run
+/// died at; each rerun resumes from the journal. The points it died at, in order.
+async fn crash_walk<F, Fut>(mut once: F) -> Vec<String>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = distls::error::Result<()>>,
+{
+    quiet_crashes();
+    let mut seen = HashSet::new();
+    let mut order = Vec::new();
+    loop {
+        walk_in_process(Some(seen.clone()));
+        let outcome = CatchUnwind(Box::pin(once())).await;
+        walk_in_process(None);
+        match outcome {
+            Ok(Ok(())) => return order,
+            Ok(Err(e)) => panic!(
+                "the run after dying at {:?} failed: {}",
+                order.last(),
+                e.report()
+            ),
+            Err(payload) => match payload.downcast::<Crash>() {
+                Ok(crash) => {
+                    assert!(seen.insert(crash.0.clone()), "died twice at {}", crash.0);
+                    order.push(crash.0);
+                }
+                Err(other) => std::panic::resume_unwind(other),
+            },
+        }
+        assert!(order.len() < 1000, "the walk does not end: {order:?}");
+    }
+}
+
+/// A crash is expected: the default panic message for each would bury the test's output.
+fn quiet_crashes() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if info.payload().downcast_ref::<Crash>().is_none() {
+                default(info);
+            }
+        }));
+    });
+}
+
+fn cluster_of(fake: &Arc<FakeCluster>) -> Cluster {
+    Cluster {
+        hosts: fake.hosts(),
+        observer: fake.clone(),
+    }
+}
+
+fn load(fx: &Fixture) -> (JournalStore, Option<Journal>) {
+    let store = JournalStore::new(&fx.state, &fx.plan.cluster);
+    let journal = store.load().unwrap();
+    (store, journal)
+}
+
+/// One `distls migrate` (classic roll), resuming the journal if there is one.
+async fn migrate_classic(fx: &Fixture, fake: &Arc<FakeCluster>) -> distls::error::Result<()> {
+    let (store, journal) = load(fx);
+    let journal = journal.unwrap_or_else(|| Rollout::new_journal(&fx.plan, &fx.targets));
+    let options = Options {
+        on_failure: OnFailure::Rollback,
+    };
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let mut rollout = Rollout::new(
+        &fx.plan,
+        fx.targets.clone(),
+        store,
+        journal,
+        options,
+        interrupted,
+    )?
+    .on_cluster(cluster_of(fake));
+    rollout.migrate().await.1
+}
+
+/// One `distls rollback` of a classic run.
+async fn rollback_classic(fx: &Fixture, fake: &Arc<FakeCluster>) -> distls::error::Result<()> {
+    let (store, journal) = load(fx);
+    let journal = journal.expect("a journal to roll back");
+    let options = Options {
+        on_failure: OnFailure::Pause,
+    };
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let mut rollout = Rollout::new(
+        &fx.plan,
+        fx.targets.clone(),
+        store,
+        journal,
+        options,
+        interrupted,
+    )?
+    .on_cluster(cluster_of(fake));
+    rollout.rollback().await.1
+}
+
+/// One zero-split `distls migrate` or `rollback`, resuming the journal; a new run takes `path`.
+async fn run_zero_split(
+    fx: &Fixture,
+    nodes: &[ZeroSplitNode],
+    fake: &Arc<FakeCluster>,
+    path: RollPath,
+    intent: Intent,
+) -> distls::error::Result<()> {
+    let (store, journal) = load(fx);
+    let journal = journal.unwrap_or_else(|| {
+        let mut journal = Rollout::new_journal(&fx.plan, &fx.targets);
+        journal.zero_split = Some(RollState::first(path));
+        journal
+    });
+    let on_failure = match intent {
+        Intent::Migrate => OnFailure::Rollback,
+        Intent::Rollback => OnFailure::Pause,
+    };
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let (_, outcome) = zero_split::run(
+        &fx.plan,
+        nodes,
+        cluster_of(fake),
+        store,
+        journal,
+        Options { on_failure },
+        interrupted,
+        intent,
+    )
+    .await;
+    outcome
+}
+
+/// The most nodes down at once over the events (every node ran at the start).
+fn most_down_at_once(events: &[Event]) -> usize {
+    let (mut down, mut most) = (0usize, 0usize);
+    for event in events {
+        match event {
+            Event::Stopped { .. } => down += 1,
+            Event::Started { .. } => down -= 1,
+        }
+        most = most.max(down);
+    }
+    most
+}
+
+fn assert_every_node(
+    fx: &Fixture,
+    fake: &FakeCluster,
+    runs: &str,
+    file: impl Fn(&NodeTarget) -> String,
+) {
+    for (index, target) in fx.targets.iter().enumerate() {
+        assert_eq!(fake.runs(index).as_deref(), Some(runs), "{}", target.name());
+        assert_eq!(
+            fake.file(&target.dist_args),
+            Some(file(target).into_bytes()),
+            "{}'s flags file",
+            target.name()
+        );
+    }
+}
+
+/// Kill at every journal write of a classic 3-node roll, resume; then the same for its rollback.
+#[tokio::test]
+async fn a_classic_roll_and_its_rollback_survive_a_kill_at_every_journal_write() {
+    let started = Instant::now();
+    let fx = fixture().await;
+    let boots = fx
+        .targets
+        .iter()
+        .flat_map(|t| {
+            [
+                (t.original.clone(), "inet_tcp".to_string()),
+                (t.tls.text.clone(), "inet_tls".to_string()),
+            ]
+        })
+        .collect();
+    let fake = FakeCluster::new(&fx.targets, boots);
+    let before = fake.paths();
+
+    let points = crash_walk(|| migrate_classic(&fx, &fake)).await;
+    // Each node: stopping, stopped, editing, edited, starting, started, rejoined, verified, each
+    // before and after its write (a resumed run goes on past a point it finds done).
+    assert!(points.len() >= NODES * 12, "walked only {points:?}");
+    assert!(points.iter().any(|p| p == "n2@localhost:edited:before"));
+    assert_every_node(&fx, &fake, "inet_tls", |t| t.tls.text.clone());
+    for target in &fx.targets {
+        assert_eq!(
+            fake.file(&target.backup),
+            Some(target.original.clone().into_bytes()),
+            "the backup holds the original"
+        );
+    }
+    assert_eq!(most_down_at_once(&fake.events()), 1, "one node at a time");
+    assert!(
+        !fake.splits().is_empty(),
+        "a classic roll splits the cluster, the fake sees it"
+    );
+    let restarts = fake.events().len() / 2;
+
+    let back = crash_walk(|| rollback_classic(&fx, &fake)).await;
+    assert!(back.len() >= NODES * 8, "walked only {back:?}");
+    assert_every_node(&fx, &fake, "inet_tcp", |t| t.original.clone());
+    assert_eq!(most_down_at_once(&fake.events()), 1, "one node at a time");
+    assert!(fake.events().len() / 2 > restarts);
+    let (_, journal) = load(&fx);
+    assert_eq!(journal.unwrap().phase, Phase::RolledBack);
+    let after = fake.paths();
+    let extra: Vec<_> = after.iter().filter(|p| !before.contains(p)).collect();
+    assert!(
+        extra
+            .iter()
+            .all(|p| fx.targets.iter().any(|t| **p == t.backup)),
+        "only the backups are left beside the original files: {extra:?}"
+    );
+    eprintln!(
+        "classic: {} + {} crash points in {:.1}s",
+        points.len(),
+        back.len(),
+        started.elapsed().as_secs_f64()
+    );
+}
+
+async fn zero_split_walk(path: RollPath) {
+    let started = Instant::now();
+    let fx = fixture().await;
+    let transports = vec![Transport::local(Vec::new(), None); NODES];
+    let nodes = zero_split::prepare(&fx.plan, &transports, None)
+        .await
+        .unwrap();
+    let boots = nodes
+        .iter()
+        .flat_map(|n| {
+            Stage::ALL.into_iter().map(|stage| {
+                (
+                    n.texts.text(stage).to_string(),
+                    stage.signature().to_string(),
+                )
+            })
+        })
+        .collect();
+    let fake = FakeCluster::new(&fx.targets, boots);
+    let before = fake.paths();
+    let pids: Vec<_> = (0..NODES).map(|n| fake.os_pid(n)).collect();
+
+    let points = crash_walk(|| run_zero_split(&fx, &nodes, &fake, path, Intent::Migrate)).await;
+    assert!(points.len() >= NODES * 12, "walked only {points:?}");
+    // The one-restart path seals the module (TLS only) instead of restarting into stock TLS.
+    let runs = match path {
+        RollPath::OneRestart => SEALED_SIGNATURE,
+        RollPath::ThreeRolls => "inet_tls",
+    };
+    assert_every_node(&fx, &fake, runs, |t| t.tls.text.clone());
+    assert_eq!(fake.splits(), Vec::<String>::new(), "one mesh throughout");
+    let (_, journal) = load(&fx);
+    assert_eq!(journal.unwrap().phase, Phase::Completed);
+    if path == RollPath::OneRestart {
+        let pids_now: Vec<_> = (0..NODES).map(|n| fake.os_pid(n)).collect();
+        assert!(
+            pids.iter().zip(&pids_now).all(|(a, b)| a != b),
+            "every node restarted"
+        );
+    }
+
+    let back = crash_walk(|| run_zero_split(&fx, &nodes, &fake, path, Intent::Rollback)).await;
+    assert!(back.len() >= NODES * 8, "walked only {back:?}");
+    assert_every_node(&fx, &fake, "inet_tcp", |t| t.original.clone());
+    assert_eq!(fake.splits(), Vec::<String>::new(), "one mesh throughout");
+    let after = fake.paths();
+    let extra: Vec<_> = after.iter().filter(|p| !before.contains(p)).collect();
+    assert!(
+        extra
+            .iter()
+            .all(|p| fx.targets.iter().any(|t| **p == t.backup)),
+        "only the backups are left, no module and no optfile: {extra:?}"
+    );
+    eprintln!(
+        "zero-split {path:?}: {} + {} crash points in {:.1}s",
+        points.len(),
+        back.len(),
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// The one-restart path (plain → H, then the seal H → TLS) and its rollback.
+#[tokio::test]
+async fn a_one_restart_zero_split_run_and_its_rollback_survive_a_kill_at_every_journal_write() {
+    zero_split_walk(RollPath::OneRestart).await;
+}
+
+/// The three-roll path (plain → A → B → C) of runs begun before the one-restart path.
+#[tokio::test]
+async fn a_three_roll_zero_split_run_and_its_rollback_survive_a_kill_at_every_journal_write() {
+    zero_split_walk(RollPath::ThreeRolls).await;
+}
