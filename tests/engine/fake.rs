@@ -50,6 +50,8 @@ struct World {
     events: Vec<Event>,
     /// Each moment two running nodes were not linked (a split), as "a ↮ b after <event>".
     splits: Vec<String>,
+    /// (node, protocol) a node cannot boot: its VM exits (a rejected certificate, say).
+    refused: Vec<(usize, String)>,
 }
 
 pub struct FakeCluster {
@@ -71,6 +73,7 @@ impl FakeCluster {
             next_pid: 1000,
             events: Vec::new(),
             splits: Vec::new(),
+            refused: Vec::new(),
         };
         for target in targets {
             let bytes = std::fs::read(&target.dist_args).expect("flags file on disk");
@@ -96,6 +99,11 @@ impl FakeCluster {
         Arc::new(FakeCluster {
             world: Mutex::new(world),
         })
+    }
+
+    /// Node `node` can no longer boot `runs` (a protocol): its VM exits at boot.
+    pub fn refuse(&self, node: usize, runs: &str) {
+        self.world().refused.push((node, runs.to_string()));
     }
 
     /// One host per node, in the order of the targets.
@@ -189,7 +197,7 @@ impl FakeCluster {
 }
 
 impl World {
-    fn boot(&mut self, node: usize) -> Result<(), String> {
+    fn boot(&mut self, node: usize) -> Result<(), &'static str> {
         let flags = self
             .files
             .get(&self.nodes[node].flags_file)
@@ -200,6 +208,9 @@ impl World {
             .find(|(text, _)| text == flags)
             .map(|(_, runs)| runs.clone())
             .ok_or("its flags file is none the fake cluster knows: the VM exits at boot")?;
+        if self.refused.contains(&(node, signature.clone())) {
+            return Err("the VM exits at boot");
+        }
         self.next_pid += 1;
         self.nodes[node].vm = Some(Vm {
             os_pid: self.next_pid,

@@ -126,7 +126,24 @@ impl<F: Future> Future for CatchUnwind<F> {
 
 /// Run `once` until it finishes, killing it at every failpoint it passes that no earlier run
 /// died at; each rerun resumes from the journal. The points it died at, in order.
-async fn crash_walk<F, Fut>(mut once: F) -> Vec<String>
+async fn crash_walk<F, Fut>(once: F) -> Vec<String>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = distls::error::Result<()>>,
+{
+    let (points, outcome) = crash_walk_to_end(once).await;
+    if let Err(e) = outcome {
+        panic!(
+            "the run after dying at {:?} failed: {}",
+            points.last(),
+            e.report()
+        );
+    }
+    points
+}
+
+/// [`crash_walk`] of a run that may fail: the points, and how the last run ended.
+async fn crash_walk_to_end<F, Fut>(mut once: F) -> (Vec<String>, distls::error::Result<()>)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = distls::error::Result<()>>,
@@ -139,12 +156,7 @@ where
         let outcome = CatchUnwind(Box::pin(once())).await;
         walk_in_process(None);
         match outcome {
-            Ok(Ok(())) => return order,
-            Ok(Err(e)) => panic!(
-                "the run after dying at {:?} failed: {}",
-                order.last(),
-                e.report()
-            ),
+            Ok(result) => return (order, result),
             Err(payload) => match payload.downcast::<Crash>() {
                 Ok(crash) => {
                     assert!(seen.insert(crash.0.clone()), "died twice at {}", crash.0);
@@ -347,14 +359,9 @@ async fn a_classic_roll_and_its_rollback_survive_a_kill_at_every_journal_write()
     );
 }
 
-async fn zero_split_walk(path: RollPath) {
-    let started = Instant::now();
-    let fx = fixture().await;
-    let transports = vec![Transport::local(Vec::new(), None); NODES];
-    let nodes = zero_split::prepare(&fx.plan, &transports, None)
-        .await
-        .unwrap();
-    let boots = nodes
+/// What a node boots from each of its stage texts.
+fn boots_of(nodes: &[ZeroSplitNode]) -> Vec<(String, String)> {
+    nodes
         .iter()
         .flat_map(|n| {
             Stage::ALL.into_iter().map(|stage| {
@@ -364,8 +371,17 @@ async fn zero_split_walk(path: RollPath) {
                 )
             })
         })
-        .collect();
-    let fake = FakeCluster::new(&fx.targets, boots);
+        .collect()
+}
+
+async fn zero_split_walk(path: RollPath) {
+    let started = Instant::now();
+    let fx = fixture().await;
+    let transports = vec![Transport::local(Vec::new(), None); NODES];
+    let nodes = zero_split::prepare(&fx.plan, &transports, None)
+        .await
+        .unwrap();
+    let fake = FakeCluster::new(&fx.targets, boots_of(&nodes));
     let before = fake.paths();
     let pids: Vec<_> = (0..NODES).map(|n| fake.os_pid(n)).collect();
 
@@ -418,4 +434,55 @@ async fn a_one_restart_zero_split_run_and_its_rollback_survive_a_kill_at_every_j
 #[tokio::test]
 async fn a_three_roll_zero_split_run_and_its_rollback_survive_a_kill_at_every_journal_write() {
     zero_split_walk(RollPath::ThreeRolls).await;
+}
+
+/// The third node cannot boot TLS: the roll turns back on its own (`on_failure: rollback`), and
+/// a kill at any journal write of the way there or back still ends with every node on plain TCP
+/// and its original file, and the run reported failed.
+#[tokio::test]
+async fn a_classic_roll_that_fails_rolls_back_through_a_kill_at_every_journal_write() {
+    let fx = fixture().await;
+    let boots = fx
+        .targets
+        .iter()
+        .flat_map(|t| {
+            [
+                (t.original.clone(), "inet_tcp".to_string()),
+                (t.tls.text.clone(), "inet_tls".to_string()),
+            ]
+        })
+        .collect();
+    let fake = FakeCluster::new(&fx.targets, boots);
+    fake.refuse(2, "inet_tls");
+    let (points, outcome) = crash_walk_to_end(|| migrate_classic(&fx, &fake)).await;
+    let error = outcome.expect_err("the run fails").report();
+    assert!(error.contains("n3@localhost"), "{error}");
+    assert!(
+        points.iter().any(|p| p.starts_with("n2@localhost:revert")),
+        "the walk went through the rollback: {points:?}"
+    );
+    assert_every_node(&fx, &fake, "inet_tcp", |t| t.original.clone());
+    let (_, journal) = load(&fx);
+    assert_eq!(journal.unwrap().phase, Phase::RolledBack);
+}
+
+/// A node cannot boot the hybrid module: the zero-split roll goes back to plain, one mesh all
+/// the way, through a kill at every journal write.
+#[tokio::test]
+async fn a_zero_split_run_that_fails_goes_back_to_plain_through_a_kill_at_every_journal_write() {
+    let fx = fixture().await;
+    let transports = vec![Transport::local(Vec::new(), None); NODES];
+    let nodes = zero_split::prepare(&fx.plan, &transports, None)
+        .await
+        .unwrap();
+    let fake = FakeCluster::new(&fx.targets, boots_of(&nodes));
+    fake.refuse(2, Stage::Hybrid.signature());
+    let path = RollPath::OneRestart;
+    let (points, outcome) =
+        crash_walk_to_end(|| run_zero_split(&fx, &nodes, &fake, path, Intent::Migrate)).await;
+    let error = outcome.expect_err("the run fails").report();
+    assert!(error.contains("never split"), "{error}");
+    assert!(points.len() >= NODES * 8, "walked only {points:?}");
+    assert_every_node(&fx, &fake, "inet_tcp", |t| t.original.clone());
+    assert_eq!(fake.splits(), Vec::<String>::new(), "one mesh throughout");
 }
