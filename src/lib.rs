@@ -19,6 +19,7 @@ pub mod probe;
 pub mod progress;
 pub mod redact;
 pub mod rehearsal;
+pub mod roll;
 pub mod roll_mode;
 pub mod rollout;
 pub mod shell;
