@@ -5,6 +5,7 @@ pub mod atomic_file;
 pub mod cli;
 pub mod cluster;
 pub mod error;
+pub mod event;
 pub mod failpoint;
 pub mod flavor;
 pub mod host;

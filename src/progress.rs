@@ -1,43 +1,14 @@
-//! What the operator sees while a roll runs: an indicatif bar on a terminal, plain timestamped
-//! lines otherwise (CI logs, `| tee`). Logs from `tracing` go to stderr separately.
+//! The human reporter: what the operator sees while a roll runs, an indicatif bar on a terminal,
+//! plain timestamped lines otherwise (CI logs, `| tee`). Logs from `tracing` go to stderr
+//! separately.
 //!
-//! The engine reports what a node is doing as a [`NodeActivity`]; the words the operator reads
-//! are chosen here, in one place (and a machine-readable reporter can take the same events).
+//! The engine emits [`Event`]s; the words the operator reads are chosen here, in one place (a
+//! machine-readable reporter takes the same events).
 
+use crate::event::{Event, NodeActivity, Note, Reporter};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
-
-/// What distls is doing to one node right now.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NodeActivity {
-    Stopping,
-    /// The classic roll edits the flags file (`file`: its label, e.g. `vm.dist.args`).
-    EnablingTls {
-        file: String,
-    },
-    /// A zero-split roll switches the flags file to a stage.
-    SwitchingFile {
-        file: String,
-        to: String,
-    },
-    /// Back to the original file (`back_to`: the stage of a zero-split roll).
-    RestoringFile {
-        file: String,
-        back_to: Option<String>,
-    },
-    /// `runs`: what it should run once up (`tls`, `plain tcp`, a stage).
-    Starting {
-        runs: String,
-    },
-    AwaitingTlsLinks,
-    AwaitingFullMesh,
-    AwaitingPlainLinks,
-    Sealing,
-    Unsealing,
-    CheckingCtl,
-    AwaitingReady,
-}
 
 impl NodeActivity {
     pub fn text(&self) -> String {
@@ -61,6 +32,44 @@ impl NodeActivity {
             NodeActivity::Unsealing => "unsealing: plain TCP accepted again (no restart)".into(),
             NodeActivity::CheckingCtl => "checking that its ctl reaches it".into(),
             NodeActivity::AwaitingReady => "waiting until it reports ready".into(),
+        }
+    }
+}
+
+impl Note {
+    pub fn text(&self) -> String {
+        match self {
+            Note::RollBegins { roll } => format!("roll {roll}"),
+            Note::FinishingInterruptedRollback => {
+                "an interrupted rollback is in the journal: finishing it first".into()
+            }
+            Note::VerifyingCompletedRun => {
+                "the journal says this migration completed; verifying the cluster".into()
+            }
+            Note::StepFailed { message } => format!("error: {message}"),
+            Note::RollingBack { back_to } => {
+                format!("rolling back: every touched node returns to {back_to}, newest first")
+            }
+            Note::StoppedDespiteItsCommand { node, said } => {
+                format!("warning: {node}: {said} (the node stopped anyway)")
+            }
+            Note::AskingVmToStop { node, halt } => format!(
+                "{node}: its stop command failed and it still runs; asking the VM to stop ({})",
+                if *halt {
+                    "erlang:halt()"
+                } else {
+                    "init:stop()"
+                }
+            ),
+            Note::Signalling {
+                node,
+                what,
+                stop_said,
+            } => match stop_said {
+                Some(said) => format!("warning: {node}: {what} (the stop command: {said})"),
+                None => format!("warning: {node}: {what}"),
+            },
+            Note::ForceStopped { node, what } => format!("{node}: {what}"),
         }
     }
 }
@@ -132,6 +141,21 @@ impl Progress {
     pub fn finish(&self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
+        }
+    }
+}
+
+impl Reporter for Progress {
+    fn report(&self, event: Event) {
+        match event {
+            Event::Node {
+                index,
+                name,
+                activity,
+            } => self.node(index, &name, activity),
+            Event::NodeDone { index } => self.node_done(index),
+            Event::Note(note) => self.note(&note.text()),
+            Event::Finished => self.finish(),
         }
     }
 }

@@ -5,12 +5,13 @@
 use crate::atomic_file::sha256_hex;
 use crate::cluster::Cluster;
 use crate::error::{Error, Message, Result};
+use crate::event::{Event, NodeActivity, Note, Reporter};
 use crate::failpoint::failpoint;
 use crate::journal::{Journal, JournalStore, NodeRecord, Phase, Step};
 use crate::observe::{Running, Via, describe_links};
 use crate::plan::{OnFailure, Plan};
 use crate::probe::NodeInfo;
-use crate::progress::{NodeActivity, Progress};
+use crate::progress::Progress;
 use crate::roll::{RejoinGate, Roll};
 use crate::stage::{RollState, Stage};
 use crate::target::{FileState, NodeTarget};
@@ -132,7 +133,8 @@ pub struct Rollout<'a> {
     /// Whether this roll stops its observer at its end (not when the caller shares it, as a
     /// zero-split run does across its rolls).
     owns_observer: bool,
-    progress: Progress,
+    /// Where the engine's events go (the progress display, unless told otherwise).
+    reporter: Box<dyn Reporter>,
     interrupted: Arc<AtomicBool>,
     options: Options,
     timings: Vec<Option<Duration>>,
@@ -175,7 +177,7 @@ impl<'a> Rollout<'a> {
         interrupted: Arc<AtomicBool>,
     ) -> Result<Self> {
         let cluster = Cluster::of_targets(&targets)?;
-        let progress = Progress::new(targets.len(), &plan.cluster);
+        let reporter = Box::new(Progress::new(targets.len(), &plan.cluster));
         let timings = vec![None; targets.len()];
         Ok(Rollout {
             plan,
@@ -184,7 +186,7 @@ impl<'a> Rollout<'a> {
             journal,
             cluster,
             owns_observer: true,
-            progress,
+            reporter,
             interrupted,
             options,
             timings,
@@ -198,7 +200,7 @@ impl<'a> Rollout<'a> {
     pub fn for_zero_split_roll(mut self, roll: RollState) -> Self {
         self.roll = Roll::Stages(roll);
         let title = self.roll.title(&self.plan.cluster);
-        self.progress = Progress::new(self.targets.len(), &title);
+        self.reporter = Box::new(Progress::new(self.targets.len(), &title));
         self
     }
 
@@ -218,9 +220,23 @@ impl<'a> Rollout<'a> {
         }
     }
 
-    /// A line for the operator (a phase change).
-    pub fn note(&self, text: &str) {
-        self.progress.note(text);
+    /// Send this roll's events to `reporter` instead of the progress display.
+    pub fn with_reporter(mut self, reporter: Box<dyn Reporter>) -> Self {
+        self.reporter = reporter;
+        self
+    }
+
+    /// A note for the operator (a phase change).
+    pub fn note(&self, note: Note) {
+        self.reporter.report(Event::Note(note));
+    }
+
+    fn report_node(&self, index: usize, activity: NodeActivity) {
+        self.reporter.report(Event::Node {
+            index,
+            name: self.name(index).to_string(),
+            activity,
+        });
     }
 
     /// The journal and its store back, for the next roll.
@@ -271,7 +287,7 @@ impl<'a> Rollout<'a> {
             Err(Failure::Fatal(e)) => Err(e),
             Err(Failure::Step(failure)) => Err(self.handle_failure(failure).await),
         };
-        self.progress.finish();
+        self.reporter.report(Event::Finished);
         let summary = self.summary().await;
         self.release_probes().await;
         (summary, result)
@@ -280,8 +296,7 @@ impl<'a> Rollout<'a> {
     async fn migrate_inner(&mut self) -> StepResult {
         match self.journal.phase {
             Phase::RollingBack => {
-                self.progress
-                    .note("an interrupted rollback is in the journal: finishing it first");
+                self.note(Note::FinishingInterruptedRollback);
                 let last = self.targets.len().saturating_sub(1);
                 self.rollback_from(last).await?;
                 let cause = self
@@ -295,8 +310,7 @@ impl<'a> Rollout<'a> {
                 )))));
             }
             Phase::Completed => {
-                self.progress
-                    .note("the journal says this migration completed; verifying the cluster");
+                self.note(Note::VerifyingCompletedRun);
                 return self.final_gate().await;
             }
             Phase::Migrating if self.roll.state().is_none() && self.journal.events.is_empty() => {
@@ -333,7 +347,7 @@ impl<'a> Rollout<'a> {
                 self.start_ctl_ping(index, &mut ctl_pings);
             }
             self.timings[index] = Some(started.elapsed());
-            self.progress.node_done(index);
+            self.reporter.report(Event::NodeDone { index });
         }
         if at_run_time {
             self.every_ctl_reaches_its_node(ctl_pings).await?;

@@ -691,7 +691,9 @@ impl<'p> Rolls<'p, '_> {
                 Ok(r) => r,
                 Err(e) => return (summary, Err(e)),
             };
-            rollout.note(&format!("roll {}", roll.describe()));
+            rollout.note(crate::event::Note::RollBegins {
+                roll: roll.describe(),
+            });
             let (rows, outcome) = rollout.migrate().await;
             summary = rows;
             (store, journal) = rollout.into_parts();

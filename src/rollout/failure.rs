@@ -7,7 +7,9 @@ impl Rollout<'_> {
         self.early_ping = None;
         let node = self.name(failure.node).to_string();
         let message = format!("node {node}: {}", failure.message);
-        self.progress.note(&format!("error: {message}"));
+        self.note(Note::StepFailed {
+            message: message.clone(),
+        });
         self.journal.failure = Some(message.clone());
         if self.options.on_failure == OnFailure::Pause {
             if let Err(e) = self.journal.set_phase(Phase::Paused) {
@@ -28,10 +30,8 @@ impl Rollout<'_> {
         if let Err(e) = self.store.save(&mut self.journal) {
             return e.into();
         }
-        let back_to = self.label_of(Running::Plain);
-        self.progress.note(&format!(
-            "rolling back: every touched node returns to {back_to}, newest first"
-        ));
+        let back_to = self.label_of(Running::Plain).to_string();
+        self.note(Note::RollingBack { back_to });
         match self.rollback_from(failure.node).await {
             Ok(()) => Error::StepFailed(Message::from(format!(
                 "{message}\n{}",
@@ -164,7 +164,7 @@ impl Rollout<'_> {
                 Err(self.rollback_stuck(&why).await)
             }
         };
-        self.progress.finish();
+        self.reporter.report(Event::Finished);
         let summary = self.summary().await;
         self.release_probes().await;
         (summary, outcome)

@@ -13,7 +13,7 @@ impl Rollout<'_> {
             },
             None => NodeActivity::EnablingTls { file },
         };
-        self.progress.node(index, self.name(index), activity);
+        self.report_node(index, activity);
         self.mark(index, Step::Editing)?;
         self.ensure_backup(index).await?;
         let (target, host) = (&self.targets[index], &self.cluster.hosts[index]);
@@ -72,7 +72,7 @@ impl Rollout<'_> {
             file: self.file_label(index).to_string(),
             back_to: self.roll.from_stage().map(|from| from.to_string()),
         };
-        self.progress.node(index, self.name(index), activity);
+        self.report_node(index, activity);
         self.mark(index, Step::RevertRestoring)?;
         let (target, host) = (&self.targets[index], &self.cluster.hosts[index]);
         host.write_file(&target.dist_args, target.original.as_bytes(), 0o644)

@@ -8,8 +8,7 @@ impl Rollout<'_> {
     /// already reverted).
     pub(super) async fn await_plain_rejoin(&mut self, index: usize) -> StepResult {
         let peers: Vec<usize> = (index + 1..self.targets.len()).collect();
-        self.progress
-            .node(index, self.name(index), NodeActivity::AwaitingPlainLinks);
+        self.report_node(index, NodeActivity::AwaitingPlainLinks);
         let deadline = Instant::now() + self.targets[index].spec.timeouts.rejoin;
         if let Err(missing) = self
             .wait_for_links(index, &peers, false, &[], deadline)
@@ -24,8 +23,7 @@ impl Rollout<'_> {
     }
 
     pub(super) async fn await_tls_rejoin(&mut self, index: usize) -> StepResult {
-        self.progress
-            .node(index, self.name(index), NodeActivity::AwaitingTlsLinks);
+        self.report_node(index, NodeActivity::AwaitingTlsLinks);
         let migrated: Vec<usize> = (0..index).collect();
         let plain: Vec<usize> = (index + 1..self.targets.len()).collect();
         let deadline = Instant::now() + self.targets[index].spec.timeouts.rejoin;
@@ -63,8 +61,7 @@ impl Rollout<'_> {
         done: Step,
         skip_down: bool,
     ) -> StepResult {
-        self.progress
-            .node(index, self.name(index), NodeActivity::AwaitingFullMesh);
+        self.report_node(index, NodeActivity::AwaitingFullMesh);
         let timeout = self.targets[index].spec.timeouts.rejoin;
         let deadline = Instant::now() + timeout;
         let mut last_kick: Option<Instant> = None;
@@ -201,8 +198,7 @@ impl Rollout<'_> {
             .filter_map(|i| Some((i, self.targets[i].spec.commands.ready.clone()?)))
             .collect();
         for (index, _) in &waiting {
-            self.progress
-                .node(*index, self.name(*index), NodeActivity::AwaitingReady);
+            self.report_node(*index, NodeActivity::AwaitingReady);
         }
         while !waiting.is_empty() {
             let mut round = tokio::task::JoinSet::new();

@@ -144,7 +144,7 @@ impl Rollout<'_> {
                 NodeActivity::Unsealing,
             ),
         };
-        self.progress.node(index, self.name(index), activity);
+        self.report_node(index, activity);
         self.mark(index, intent)?;
         match self
             .cluster

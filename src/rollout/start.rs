@@ -11,8 +11,7 @@ impl Rollout<'_> {
         expect: Running,
     ) -> StepResult {
         let runs = self.label_of(expect).to_string();
-        self.progress
-            .node(index, self.name(index), NodeActivity::Starting { runs });
+        self.report_node(index, NodeActivity::Starting { runs });
         self.tell_hybrid_peers(index, expect).await?;
         let spec = &self.targets[index].spec;
         let (command, timeout) = (spec.commands.start.clone(), spec.timeouts.start);
@@ -65,8 +64,7 @@ impl Rollout<'_> {
             }
             return self.mark(index, Step::Verified);
         };
-        self.progress
-            .node(index, self.name(index), NodeActivity::CheckingCtl);
+        self.report_node(index, NodeActivity::CheckingCtl);
         let timeout = self.targets[index].spec.timeouts.ping;
         let fresh = self.cluster.hosts[index].run(&ping, timeout);
         // The early ping may be halfway through an attempt begun before the node was up: race it
@@ -136,8 +134,7 @@ impl Rollout<'_> {
             return Ok(());
         };
         let timeout = spec.timeouts.ready;
-        self.progress
-            .node(index, self.name(index), NodeActivity::AwaitingReady);
+        self.report_node(index, NodeActivity::AwaitingReady);
         let started = Instant::now();
         loop {
             let left = timeout.saturating_sub(started.elapsed());
@@ -170,8 +167,7 @@ impl Rollout<'_> {
         let Some(ping) = target.spec.commands.ping.clone() else {
             return;
         };
-        self.progress
-            .node(index, target.name(), NodeActivity::CheckingCtl);
+        self.report_node(index, NodeActivity::CheckingCtl);
         let (transport, timeout) = (self.cluster.hosts[index].clone(), target.spec.timeouts.ping);
         pings.spawn(async move {
             let failure = command_failure(&ping, &transport.run(&ping, timeout).await);

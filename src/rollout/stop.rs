@@ -12,8 +12,7 @@ impl Rollout<'_> {
         intent: Step,
         done: Step,
     ) -> StepResult {
-        self.progress
-            .node(index, self.name(index), NodeActivity::Stopping);
+        self.report_node(index, NodeActivity::Stopping);
         // Its OS pid, from the node itself, in case the stop command does not bring it down.
         let os_pid = match *seen {
             NodeInfo::Up { os_pid, .. } => Some(os_pid),
@@ -41,10 +40,10 @@ impl Rollout<'_> {
             };
             self.force_stop(index, os_pid, &said).await?;
         } else if !said.is_empty() {
-            self.progress.note(&format!(
-                "warning: {}: {said} (the node stopped anyway)",
-                self.name(index)
-            ));
+            self.note(Note::StoppedDespiteItsCommand {
+                node: self.name(index).to_string(),
+                said,
+            });
         }
         self.mark(index, done)
     }
@@ -112,13 +111,12 @@ impl Rollout<'_> {
                 ),
             ));
         }
-        let detail = if signal == "TERM" && !said.is_empty() {
-            format!(" (the stop command: {said})")
-        } else {
-            String::new()
-        };
-        self.progress
-            .note(&format!("warning: {name}: {what}{detail}"));
+        let stop_said = (signal == "TERM" && !said.is_empty()).then(|| said.to_string());
+        self.note(Note::Signalling {
+            node: name.clone(),
+            what: what.clone(),
+            stop_said,
+        });
         // The journal gets the fact, not the command's output.
         self.journal.record(Some(&name), &what);
         self.store.save(&mut self.journal)?;
@@ -161,7 +159,10 @@ impl Rollout<'_> {
                         ""
                     }
                 );
-                self.progress.note(&format!("{name}: {done}"));
+                self.note(Note::ForceStopped {
+                    node: name.clone(),
+                    what: done.clone(),
+                });
                 self.journal.record(Some(&name), &done);
                 let deadline = Instant::now() + grace;
                 if !self.wait_running(index, Running::Down, deadline).await? {
@@ -228,11 +229,10 @@ exit 1"#
                 Running::Unreachable | Running::Other => return Ok(()),
                 Running::Tls | Running::Plain => Via::tls(self.links_tls(running)),
             };
-            self.progress.note(&format!(
-                "{}: its stop command failed and it still runs; asking the VM to stop ({})",
-                self.name(index),
-                if halt { "erlang:halt()" } else { "init:stop()" }
-            ));
+            self.note(Note::AskingVmToStop {
+                node: self.name(index).to_string(),
+                halt,
+            });
             self.cluster
                 .observer
                 .stop_node(&self.targets[index], via, halt)

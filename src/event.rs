@@ -1,0 +1,97 @@
+//! What the engine tells the operator, as data: which node does what, and the notes worth
+//! keeping on screen. A [`Reporter`] chooses the words (progress.rs) or, later, the JSON; the
+//! engine never formats a line for a person itself.
+
+/// One thing the engine reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Node `index` (plan order) is doing `activity` now.
+    Node {
+        index: usize,
+        name: String,
+        activity: NodeActivity,
+    },
+    /// Node `index` is where this roll takes it.
+    NodeDone {
+        index: usize,
+    },
+    Note(Note),
+    /// The roll ends (well or not): nothing more about it follows.
+    Finished,
+}
+
+/// What distls is doing to one node right now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeActivity {
+    Stopping,
+    /// The classic roll edits the flags file (`file`: its label, e.g. `vm.dist.args`).
+    EnablingTls {
+        file: String,
+    },
+    /// A zero-split roll switches the flags file to a stage.
+    SwitchingFile {
+        file: String,
+        to: String,
+    },
+    /// Back to the original file (`back_to`: the stage of a zero-split roll).
+    RestoringFile {
+        file: String,
+        back_to: Option<String>,
+    },
+    /// `runs`: what it should run once up (`tls`, `plain tcp`, a stage).
+    Starting {
+        runs: String,
+    },
+    AwaitingTlsLinks,
+    AwaitingFullMesh,
+    AwaitingPlainLinks,
+    Sealing,
+    Unsealing,
+    CheckingCtl,
+    AwaitingReady,
+}
+
+/// A line that must stay visible: a phase change, a warning, a failure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Note {
+    /// A zero-split run begins one of its rolls (`roll`: its stages, `plain tcp → H (…)`).
+    RollBegins {
+        roll: String,
+    },
+    FinishingInterruptedRollback,
+    VerifyingCompletedRun,
+    /// A step failed; the failure policy comes next.
+    StepFailed {
+        message: String,
+    },
+    /// The rollback begins: every touched node returns to `back_to`, newest first.
+    RollingBack {
+        back_to: String,
+    },
+    /// The stop command failed (`said`), but the node went down anyway.
+    StoppedDespiteItsCommand {
+        node: String,
+        said: String,
+    },
+    /// The stop command failed and the node still runs: distls asks the VM itself to stop.
+    AskingVmToStop {
+        node: String,
+        halt: bool,
+    },
+    /// A force-stop signal, as journaled (`what`), and what the stop command said, if anything.
+    Signalling {
+        node: String,
+        what: String,
+        stop_said: Option<String>,
+    },
+    /// The force-stopped node's OS process is gone (`what`, as journaled).
+    ForceStopped {
+        node: String,
+        what: String,
+    },
+}
+
+/// Who receives the engine's events: the human progress display, a JSON stream, a test.
+pub trait Reporter: Send + Sync {
+    fn report(&self, event: Event);
+}
