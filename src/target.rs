@@ -342,86 +342,24 @@ async fn read_flavor_node(
     // Next to the flags file as the plan names it (ejabberd's Debian ejabberdctl.cfg is a symlink
     // into /etc/default).
     let optfile_path = flavor::optfile_path(&spec.vm_dist_args);
-    let (node_identity, cookie) = match spec.flavor {
-        Flavor::Ejabberd => (flavor::ejabberd::identity(&original), None),
-        Flavor::RabbitMq => (flavor::rabbitmq::identity(&original, &spec.host), None),
-        Flavor::Relx => match flavor::relx::identity(&original) {
-            Ok((id, cookie)) => (Ok(id), cookie),
-            Err(e) => (Err(e), None),
-        },
-        Flavor::MongooseIm => unreachable!("handled by read_node"),
-    };
-    let node_identity =
-        node_identity.map_err(|e| flavor_problem("plan.identity", &dist_args, name, &e))?;
-    let cookie = match (&spec.cookie_file, cookie) {
-        (_, Some(cookie)) => Some(cookie),
-        (Some(file), None) => {
-            let bytes = transport.read_file_limited(file, MAX_COOKIE_FILE_BYTES).await.map_err(|e| {
-                NodeProblem::new(
-                    "plan.identity",
-                    format!("node {name}: cannot read its cookie file {}: {e}", file.display()),
-                    "set `cookie_file` in the plan to the service user's ~/.erlang.cookie, readable by distls (or `become`)",
-                )
-            })?;
-            // The cookie as its bytes say, or refused: a replaced byte would be another cookie.
-            let secret = String::from_utf8(bytes).map_err(|_| {
-                NodeProblem::new(
-                    "plan.identity",
-                    format!("node {name}: its cookie file {} is not UTF-8 text", file.display()),
-                    "distls reads the cookie as UTF-8 text; point `cookie_file` at the node's cookie",
-                )
-            })?;
-            let secret = secret.trim().to_owned();
-            if secret.is_empty() {
-                return Err(NodeProblem::new(
-                    "plan.identity",
-                    format!("node {name}: its cookie file {} is empty", file.display()),
-                    "point `cookie_file` at the file the node really uses",
-                ));
-            }
-            Some(argsfile::Cookie::new(secret))
-        }
-        (None, None) => None,
-    };
+    let (node_identity, flags_cookie) = flavor_identity(spec, &original)
+        .map_err(|e| flavor_problem("plan.identity", &dist_args, name, &e))?;
+    let cookie = flavor_cookie(spec, transport, flags_cookie).await?;
     let identity = NodeIdentity {
         name_flag: node_identity.name_flag,
         node_name: node_identity.node_name,
         cookie,
     };
     check_identity(spec, &identity, label)?;
-    let edited = match spec.flavor {
-        Flavor::Ejabberd => flavor::ejabberd::enable_tls(&original, &optfile_path),
-        Flavor::RabbitMq => flavor::rabbitmq::enable_tls(&original, &optfile_path),
-        _ => flavor::relx::enable_tls(&original, &optfile_path),
-    }
-    .map_err(|e| flavor_problem("plan.dist_args", &dist_args, name, &e))?;
+    let edited = flavor_enable_tls(spec.flavor, &original, &optfile_path)
+        .map_err(|e| flavor_problem("plan.dist_args", &dist_args, name, &e))?;
     let paths = tls_paths(spec);
     let optfile = OptFile {
         path: optfile_path,
         text: flavor::optfile_text(&paths),
     };
-    // Never overwrite (and later delete) a file distls did not write.
-    if current == original && transport.file_exists(&optfile.path).await {
-        let move_it = "move that file away (distls writes and, on rollback, removes it), then run distls again";
-        match transport.read_file(&optfile.path).await {
-            Ok(there) if there == optfile.text.as_bytes() => {}
-            Ok(_) => {
-                return Err(NodeProblem::new(
-                    "plan.files",
-                    format!(
-                        "node {name}: {} already exists and was not written by distls for this plan",
-                        optfile.path.display()
-                    ),
-                    move_it,
-                ));
-            }
-            Err(e) => {
-                return Err(file_problem(
-                    format!("node {name}: its optfile is there but cannot be read: {e}"),
-                    move_it,
-                ));
-            }
-        }
+    if current == original {
+        check_optfile_is_ours(transport, &optfile, name).await?;
     }
     let preflight_args = argsfile::enable_tls("", &paths)
         .map_err(|e| args_problem("plan.dist_args", &dist_args, name, &e))?
@@ -455,6 +393,110 @@ async fn read_flavor_node(
         probe_tls,
         preflight_args,
     })
+}
+
+/// The node name a flavor's flags file gives, and the cookie when the flags file carries it
+/// too (relx); the others keep the cookie in a file of its own.
+fn flavor_identity(
+    spec: &NodeSpec,
+    flags: &str,
+) -> Result<(flavor::FlavorIdentity, Option<argsfile::Cookie>), FlavorError> {
+    match spec.flavor {
+        Flavor::Ejabberd => Ok((flavor::ejabberd::identity(flags)?, None)),
+        Flavor::RabbitMq => Ok((flavor::rabbitmq::identity(flags, &spec.host)?, None)),
+        Flavor::Relx => flavor::relx::identity(flags),
+        Flavor::MongooseIm => unreachable!("handled by read_node"),
+    }
+}
+
+/// The node's cookie: the one its flags file sets, else the one in its `cookie_file`.
+async fn flavor_cookie(
+    spec: &NodeSpec,
+    transport: &Transport,
+    flags_cookie: Option<argsfile::Cookie>,
+) -> Result<Option<argsfile::Cookie>, NodeProblem> {
+    match (&spec.cookie_file, flags_cookie) {
+        (_, Some(cookie)) => Ok(Some(cookie)),
+        (Some(file), None) => Ok(Some(read_cookie_file(transport, file, &spec.name).await?)),
+        (None, None) => Ok(None),
+    }
+}
+
+/// Reads a cookie file on the node's host: UTF-8 text, not empty once trimmed.
+async fn read_cookie_file(
+    transport: &Transport,
+    file: &Path,
+    name: &str,
+) -> Result<argsfile::Cookie, NodeProblem> {
+    let bytes = transport.read_file_limited(file, MAX_COOKIE_FILE_BYTES).await.map_err(|e| {
+        NodeProblem::new(
+            "plan.identity",
+            format!("node {name}: cannot read its cookie file {}: {e}", file.display()),
+            "set `cookie_file` in the plan to the service user's ~/.erlang.cookie, readable by distls (or `become`)",
+        )
+    })?;
+    // The cookie as its bytes say, or refused: a replaced byte would be another cookie.
+    let secret = String::from_utf8(bytes).map_err(|_| {
+        NodeProblem::new(
+            "plan.identity",
+            format!(
+                "node {name}: its cookie file {} is not UTF-8 text",
+                file.display()
+            ),
+            "distls reads the cookie as UTF-8 text; point `cookie_file` at the node's cookie",
+        )
+    })?;
+    let secret = secret.trim().to_owned();
+    if secret.is_empty() {
+        return Err(NodeProblem::new(
+            "plan.identity",
+            format!("node {name}: its cookie file {} is empty", file.display()),
+            "point `cookie_file` at the file the node really uses",
+        ));
+    }
+    Ok(argsfile::Cookie::new(secret))
+}
+
+/// The flags file with the flavor's TLS flags added, pointing at `optfile`.
+fn flavor_enable_tls(
+    flavor: Flavor,
+    original: &str,
+    optfile: &Path,
+) -> Result<String, FlavorError> {
+    match flavor {
+        Flavor::Ejabberd => flavor::ejabberd::enable_tls(original, optfile),
+        Flavor::RabbitMq => flavor::rabbitmq::enable_tls(original, optfile),
+        _ => flavor::relx::enable_tls(original, optfile),
+    }
+}
+
+/// Never overwrite (and later delete) a file distls did not write: an optfile already there
+/// must hold exactly the text distls would write for this plan.
+async fn check_optfile_is_ours(
+    transport: &Transport,
+    optfile: &OptFile,
+    name: &str,
+) -> Result<(), NodeProblem> {
+    if !transport.file_exists(&optfile.path).await {
+        return Ok(());
+    }
+    let move_it =
+        "move that file away (distls writes and, on rollback, removes it), then run distls again";
+    match transport.read_file(&optfile.path).await {
+        Ok(there) if there == optfile.text.as_bytes() => Ok(()),
+        Ok(_) => Err(NodeProblem::new(
+            "plan.files",
+            format!(
+                "node {name}: {} already exists and was not written by distls for this plan",
+                optfile.path.display()
+            ),
+            move_it,
+        )),
+        Err(e) => Err(file_problem(
+            format!("node {name}: its optfile is there but cannot be read: {e}"),
+            move_it,
+        )),
+    }
 }
 
 /// A node's vm.dist.args as it is now, and as it was before distls first changed it.
