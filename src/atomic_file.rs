@@ -675,11 +675,19 @@ fn refused_link(link: &Path, culprit: &Path, why: &str) -> io::Error {
     let me = user_label(unsafe { libc::geteuid() });
     io::Error::new(
         io::ErrorKind::PermissionDenied,
-        format!(
-            "{link}: a symbolic link distls does not follow: {culprit} {why}; distls follows a link only when root or the user it runs as ({me}) owns the link, its target and every directory on the way (docs/security.md)\n  hint: check where it points (readlink -f {link}); if that is the node's own file, replace the link with a copy of it (cp --remove-destination \"$(readlink -f {link})\" {link}) or have root own {culprit} and the directories above it; otherwise remove the link",
+        // An io::Error carries text: the hint goes along rendered, and comes back as data
+        // through `Message::from_rendered`.
+        crate::message::Message::new(format!(
+            "{link}: a symbolic link distls does not follow: {culprit} {why}; distls follows a link only when root or the user it runs as ({me}) owns the link, its target and every directory on the way (docs/security.md)",
             link = link.display(),
             culprit = culprit.display()
-        ),
+        ))
+        .hint(format!(
+            "check where it points (readlink -f {link}); if that is the node's own file, replace the link with a copy of it (cp --remove-destination \"$(readlink -f {link})\" {link}) or have root own {culprit} and the directories above it; otherwise remove the link",
+            link = link.display(),
+            culprit = culprit.display()
+        ))
+        .to_string(),
     )
 }
 

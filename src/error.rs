@@ -1,6 +1,7 @@
 //! Every way a run can end badly, and the exit code each one gets (docs/exit-codes.md).
 
 use crate::journal::JournalError;
+pub use crate::message::Message;
 use crate::plan::PlanError;
 use crate::probe::ProbeError;
 use crate::ssh::SshError;
@@ -59,50 +60,6 @@ pub mod exit_code {
             "interrupted (Ctrl-C) at a safe point; rerun to resume",
         ),
     ];
-}
-
-/// What went wrong and, kept apart, what the operator can do about it. Shown as the message,
-/// then `  hint: …` on a line of its own.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Message {
-    pub text: String,
-    pub hint: Option<String>,
-}
-
-impl Message {
-    pub fn new(text: impl Into<String>) -> Self {
-        Message {
-            text: text.into(),
-            hint: None,
-        }
-    }
-
-    pub fn hint(mut self, hint: impl Into<String>) -> Self {
-        self.hint = Some(hint.into());
-        self
-    }
-}
-
-impl std::fmt::Display for Message {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.text)?;
-        if let Some(hint) = &self.hint {
-            write!(f, "\n  hint: {hint}")?;
-        }
-        Ok(())
-    }
-}
-
-impl From<String> for Message {
-    fn from(text: String) -> Self {
-        Message::new(text)
-    }
-}
-
-impl From<&str> for Message {
-    fn from(text: &str) -> Self {
-        Message::new(text)
-    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -2,6 +2,7 @@
 //! interrupted run can resume where it stopped. It holds hashes and paths, never secrets.
 
 use crate::atomic_file;
+use crate::message::Message;
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
@@ -314,34 +315,62 @@ impl Journal {
     }
 }
 
+/// Shown as its [`JournalError::message`]: what went wrong, then the hint on its own line.
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
-    #[error(
-        "{path}: {source}\n  hint: distls keeps its journal and lock in {dir}: make it a writable directory with free space (or pass --state-dir DIR), then rerun",
-        dir = path.parent().unwrap_or(Path::new(".")).display()
-    )]
-    Io { path: PathBuf, source: io::Error },
-    #[error(
-        "{dir}: only {available} bytes free, the journal of this run needs {needed}; this run changed nothing\n  hint: free space there, or pass --state-dir DIR on a filesystem with room, then rerun"
-    )]
+    Io {
+        path: PathBuf,
+        source: io::Error,
+    },
     NoSpace {
         dir: PathBuf,
         available: u64,
         needed: u64,
     },
-    #[error(
-        "{path}: not a distls journal this version can read ({reason})\n  hint: finish or roll back with the distls version that wrote it, or move the file away to start over"
-    )]
-    Unreadable { path: PathBuf, reason: String },
+    Unreadable {
+        path: PathBuf,
+        reason: String,
+    },
     /// A step or phase change the journal refuses: a bug in distls, caught before it is saved.
-    #[error(
-        "internal error: refused journal change: {0}\n  hint: this is a bug in distls; the journal on disk is unchanged, rerun to resume and report it"
-    )]
     IllegalMove(String),
-    #[error(
-        "another distls run (pid {holder}) holds the lock {path} for this cluster\n  hint: wait for it to finish; if that process is gone the lock is released automatically"
-    )]
-    Locked { path: PathBuf, holder: String },
+    Locked {
+        path: PathBuf,
+        holder: String,
+    },
+}
+
+impl JournalError {
+    pub fn message(&self) -> Message {
+        match self {
+            JournalError::Io { path, source } => Message::new(format!("{}: {source}", path.display())).hint(format!(
+                "distls keeps its journal and lock in {}: make it a writable directory with free space (or pass --state-dir DIR), then rerun",
+                path.parent().unwrap_or(Path::new(".")).display()
+            )),
+            JournalError::NoSpace { dir, available, needed } => Message::new(format!(
+                "{}: only {available} bytes free, the journal of this run needs {needed}; this run changed nothing",
+                dir.display()
+            ))
+            .hint("free space there, or pass --state-dir DIR on a filesystem with room, then rerun"),
+            JournalError::Unreadable { path, reason } => Message::new(format!(
+                "{}: not a distls journal this version can read ({reason})",
+                path.display()
+            ))
+            .hint("finish or roll back with the distls version that wrote it, or move the file away to start over"),
+            JournalError::IllegalMove(what) => Message::new(format!("internal error: refused journal change: {what}"))
+                .hint("this is a bug in distls; the journal on disk is unchanged, rerun to resume and report it"),
+            JournalError::Locked { path, holder } => Message::new(format!(
+                "another distls run (pid {holder}) holds the lock {} for this cluster",
+                path.display()
+            ))
+            .hint("wait for it to finish; if that process is gone the lock is released automatically"),
+        }
+    }
+}
+
+impl std::fmt::Display for JournalError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.message().fmt(f)
+    }
 }
 
 /// Where a cluster's journal and lock live, and the held lock.

@@ -11,6 +11,7 @@ pub mod flavor;
 pub mod host;
 pub mod journal;
 pub mod manual;
+pub mod message;
 pub mod node_lock;
 pub mod observe;
 pub mod plan;

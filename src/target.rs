@@ -183,10 +183,9 @@ fn located_problem(
 /// A file the safe layer refused or could not reach; its own hint (a link it does not follow:
 /// what to do about that link) replaces the generic one.
 fn file_problem(message: String, fix: &str) -> NodeProblem {
-    match message.split_once("\n  hint: ") {
-        Some((message, own_fix)) => NodeProblem::new("plan.files", message.to_owned(), own_fix),
-        None => NodeProblem::new("plan.files", message, fix),
-    }
+    let message = crate::message::Message::from_rendered(&message);
+    let fix = message.hint.unwrap_or_else(|| fix.to_string());
+    NodeProblem::new("plan.files", message.text, fix)
 }
 
 async fn read_text(
