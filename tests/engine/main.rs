@@ -143,7 +143,20 @@ where
 }
 
 /// [`crash_walk`] of a run that may fail: the points, and how the last run ended.
-async fn crash_walk_to_end<F, Fut>(mut once: F) -> (Vec<String>, distls::error::Result<()>)
+async fn crash_walk_to_end<F, Fut>(once: F) -> (Vec<String>, distls::error::Result<()>)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = distls::error::Result<()>>,
+{
+    crash_walk_until(once, None).await
+}
+
+/// [`crash_walk_to_end`], or only until the run that dies at `stop_at` (the cluster and the
+/// journal are then as a kill at that point leaves them).
+async fn crash_walk_until<F, Fut>(
+    mut once: F,
+    stop_at: Option<&str>,
+) -> (Vec<String>, distls::error::Result<()>)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = distls::error::Result<()>>,
@@ -161,6 +174,9 @@ where
                 Ok(crash) => {
                     assert!(seen.insert(crash.0.clone()), "died twice at {}", crash.0);
                     order.push(crash.0);
+                    if order.last().map(String::as_str) == stop_at {
+                        return (order, Ok(()));
+                    }
                 }
                 Err(other) => std::panic::resume_unwind(other),
             },
@@ -485,4 +501,104 @@ async fn a_zero_split_run_that_fails_goes_back_to_plain_through_a_kill_at_every_
     assert!(points.len() >= NODES * 8, "walked only {points:?}");
     assert_every_node(&fx, &fake, "inet_tcp", |t| t.original.clone());
     assert_eq!(fake.splits(), Vec::<String>::new(), "one mesh throughout");
+}
+
+/// Journals written by distls before the engine redesign (checked in under
+/// tests/engine/journals/, the run's temp directory as `{root}` and the plan's hash as
+/// `{plan_sha256}`), each at a kill point: the new engine resumes each to the end.
+#[tokio::test]
+async fn journals_written_before_the_redesign_are_resumed() {
+    for (file, point) in JOURNAL_FIXTURES {
+        let fx = fixture().await;
+        let nodes = match file.starts_with("classic") {
+            true => None,
+            false => {
+                let transports = vec![Transport::local(Vec::new(), None); NODES];
+                Some(
+                    zero_split::prepare(&fx.plan, &transports, None)
+                        .await
+                        .unwrap(),
+                )
+            }
+        };
+        let fake = match &nodes {
+            None => FakeCluster::new(&fx.targets, classic_boots(&fx)),
+            Some(nodes) => FakeCluster::new(&fx.targets, boots_of(nodes)),
+        };
+        let rollback = file.contains("rollback");
+        let run = |intent: Intent| {
+            let (fx, fake, nodes) = (&fx, &fake, nodes.as_deref());
+            async move {
+                match (nodes, intent) {
+                    (None, Intent::Rollback) => rollback_classic(fx, fake).await,
+                    (None, Intent::Migrate) => migrate_classic(fx, fake).await,
+                    (Some(nodes), intent) => {
+                        run_zero_split(fx, nodes, fake, RollPath::OneRestart, intent).await
+                    }
+                }
+            }
+        };
+        let intent = if rollback {
+            // The run to roll back, finished first.
+            run(Intent::Migrate).await.unwrap();
+            Intent::Rollback
+        } else {
+            Intent::Migrate
+        };
+        // The cluster as a kill at that point left it; the journal as the old distls wrote it.
+        let (points, _) = crash_walk_until(|| run(intent), Some(point)).await;
+        assert_eq!(points.last().map(String::as_str), Some(*point), "{file}: {points:?}");
+        let journal_path = fx.state.join("fake.journal.json");
+        let root = fx.state.parent().unwrap().display().to_string();
+        if std::env::var_os("DISTLS_WRITE_JOURNAL_FIXTURES").is_some() {
+            let written = std::fs::read_to_string(&journal_path).unwrap();
+            let templated = written
+                .replace(&root, "{root}")
+                .replace(&fx.plan.sha256, "{plan_sha256}");
+            std::fs::write(fixture_path(file), templated).unwrap();
+            continue;
+        }
+        let fixture = std::fs::read_to_string(fixture_path(file))
+            .unwrap()
+            .replace("{root}", &root)
+            .replace("{plan_sha256}", &fx.plan.sha256);
+        std::fs::write(&journal_path, fixture).unwrap();
+        run(intent)
+            .await
+            .unwrap_or_else(|e| panic!("{file}: {}", e.report()));
+        match (nodes.is_some(), rollback) {
+            (_, true) => assert_every_node(&fx, &fake, "inet_tcp", |t| t.original.clone()),
+            (false, false) => assert_every_node(&fx, &fake, "inet_tls", |t| t.tls.text.clone()),
+            (true, false) => {
+                assert_every_node(&fx, &fake, SEALED_SIGNATURE, |t| t.tls.text.clone())
+            }
+        }
+    }
+}
+
+/// (fixture file, the kill point it was written at).
+const JOURNAL_FIXTURES: &[(&str, &str)] = &[
+    ("classic-migrate.json", "n2@localhost:edited:before"),
+    ("classic-rollback.json", "n2@localhost:revert-restoring"),
+    ("one-restart-migrate.json", "h:n2@localhost:started:before"),
+    ("one-restart-seal.json", "c:n2@localhost:sealing"),
+    ("one-restart-rollback.json", "plain:n2@localhost:edited:before"),
+];
+
+fn fixture_path(file: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/engine/journals")
+        .join(file)
+}
+
+fn classic_boots(fx: &Fixture) -> Vec<(String, String)> {
+    fx.targets
+        .iter()
+        .flat_map(|t| {
+            [
+                (t.original.clone(), "inet_tcp".to_string()),
+                (t.tls.text.clone(), "inet_tls".to_string()),
+            ]
+        })
+        .collect()
 }
