@@ -213,30 +213,25 @@ fn load(fx: &Fixture) -> (JournalStore, Option<Journal>) {
 
 /// One `distls migrate` (classic roll), resuming the journal if there is one.
 async fn migrate_classic(fx: &Fixture, fake: &Arc<FakeCluster>) -> distls::error::Result<()> {
-    let (store, journal) = load(fx);
-    let journal = journal.unwrap_or_else(|| Rollout::new_journal(&fx.plan, &fx.targets));
-    let options = Options {
-        on_failure: OnFailure::Rollback,
-    };
-    let interrupted = Arc::new(AtomicBool::new(false));
-    let mut rollout = Rollout::new(
-        &fx.plan,
-        fx.targets.clone(),
-        store,
-        journal,
-        options,
-        interrupted,
-    )?
-    .on_cluster(cluster_of(fake));
-    rollout.migrate().await.1
+    run_classic(fx, fake, Intent::Migrate).await
 }
 
 /// One `distls rollback` of a classic run.
 async fn rollback_classic(fx: &Fixture, fake: &Arc<FakeCluster>) -> distls::error::Result<()> {
+    run_classic(fx, fake, Intent::Rollback).await
+}
+
+async fn run_classic(
+    fx: &Fixture,
+    fake: &Arc<FakeCluster>,
+    intent: Intent,
+) -> distls::error::Result<()> {
     let (store, journal) = load(fx);
-    let journal = journal.expect("a journal to roll back");
-    let options = Options {
-        on_failure: OnFailure::Pause,
+    let journal = journal.unwrap_or_else(|| Rollout::new_journal(&fx.plan, &fx.targets));
+    // As `distls migrate` and `distls rollback` do: a rollback pauses on a failure.
+    let on_failure = match intent {
+        Intent::Migrate => OnFailure::Rollback,
+        Intent::Rollback => OnFailure::Pause,
     };
     let interrupted = Arc::new(AtomicBool::new(false));
     let mut rollout = Rollout::new(
@@ -244,11 +239,15 @@ async fn rollback_classic(fx: &Fixture, fake: &Arc<FakeCluster>) -> distls::erro
         fx.targets.clone(),
         store,
         journal,
-        options,
+        Options { on_failure },
         interrupted,
     )?
     .on_cluster(cluster_of(fake));
-    rollout.rollback().await.1
+    let (_, outcome) = match intent {
+        Intent::Migrate => rollout.migrate().await,
+        Intent::Rollback => rollout.rollback().await,
+    };
+    outcome
 }
 
 /// One zero-split `distls migrate` or `rollback`, resuming the journal; a new run takes `path`.
@@ -547,7 +546,11 @@ async fn journals_written_before_the_redesign_are_resumed() {
         };
         // The cluster as a kill at that point left it; the journal as the old distls wrote it.
         let (points, _) = crash_walk_until(|| run(intent), Some(point)).await;
-        assert_eq!(points.last().map(String::as_str), Some(*point), "{file}: {points:?}");
+        assert_eq!(
+            points.last().map(String::as_str),
+            Some(*point),
+            "{file}: {points:?}"
+        );
         let journal_path = fx.state.join("fake.journal.json");
         let root = fx.state.parent().unwrap().display().to_string();
         if std::env::var_os("DISTLS_WRITE_JOURNAL_FIXTURES").is_some() {
@@ -582,7 +585,10 @@ const JOURNAL_FIXTURES: &[(&str, &str)] = &[
     ("classic-rollback.json", "n2@localhost:revert-restoring"),
     ("one-restart-migrate.json", "h:n2@localhost:started:before"),
     ("one-restart-seal.json", "c:n2@localhost:sealing"),
-    ("one-restart-rollback.json", "plain:n2@localhost:edited:before"),
+    (
+        "one-restart-rollback.json",
+        "plain:n2@localhost:edited:before",
+    ),
 ];
 
 fn fixture_path(file: &str) -> PathBuf {
