@@ -564,21 +564,61 @@ async fn status_over(
     journal: Option<Journal>,
     transports: Vec<Transport>,
 ) -> Result<()> {
+    let (targets, texts) = status_targets(plan, &transports, journal.as_ref()).await?;
+    print_journal_state(store, journal.as_ref());
+    print_run_locks(plan, &transports).await;
+    let probes = observe::probe_pool(&targets)?;
+    println!(
+        "{:<28} {:<16} {:<22} {:<22} LINKS",
+        "NODE", "JOURNAL", "FILE", "RUNS"
+    );
+    for (target, texts) in targets.iter().zip(&texts) {
+        let info = observe::observe_with(&probes, target).await?;
+        let step = journal
+            .as_ref()
+            .and_then(|j| j.node(target.name()))
+            .map_or("-", |r| r.step.label());
+        let (file, runs) = match texts {
+            Some(texts) => zero_split_file_and_runs(target, texts, &info).await?,
+            None => classic_file_and_runs(target, &info).await?,
+        };
+        println!(
+            "{:<28} {:<16} {:<22} {:<22} {}",
+            target.name(),
+            step,
+            file,
+            runs,
+            observe::describe_links(&info)
+        );
+    }
+    probes.shutdown().await;
+    Ok(())
+}
+
+/// Every node's target, with the texts of each zero-split stage when the journal holds a
+/// zero-split run (`None` for each node otherwise).
+async fn status_targets(
+    plan: &Plan,
+    transports: &[Transport],
+    journal: Option<&Journal>,
+) -> Result<(Vec<target::NodeTarget>, Vec<Option<zero_split::StageTexts>>)> {
     // A zero-split run's files may be at any of its stages.
-    let (targets, texts) = match &journal {
+    match journal {
         Some(j) if j.zero_split.is_some() => {
-            let nodes = zero_split::prepare(plan, &transports, Some(j)).await?;
-            nodes.into_iter().map(|n| (n.target, Some(n.texts))).unzip()
+            let nodes = zero_split::prepare(plan, transports, Some(j)).await?;
+            Ok(nodes.into_iter().map(|n| (n.target, Some(n.texts))).unzip())
         }
         _ => {
-            let targets = target::prepare(plan, &transports, journal.as_ref()).await?;
+            let targets = target::prepare(plan, transports, journal).await?;
             let none = vec![None; targets.len()];
-            (targets, none)
+            Ok((targets, none))
         }
-    };
-    let targets: Vec<target::NodeTarget> = targets;
-    let texts: Vec<Option<zero_split::StageTexts>> = texts;
-    match &journal {
+    }
+}
+
+/// Where the journal is and what it says: phase, zero-split roll and last failure.
+fn print_journal_state(store: &JournalStore, journal: Option<&Journal>) {
+    match journal {
         Some(j) => {
             println!(
                 "journal {}: phase {:?}, updated {}",
@@ -602,61 +642,54 @@ async fn status_over(
             store.journal_path().display()
         ),
     }
-    for (lock, holder) in node_lock::holders(plan, &transports).await {
+}
+
+/// Every run lock that is held, and by whom.
+async fn print_run_locks(plan: &Plan, transports: &[Transport]) {
+    for (lock, holder) in node_lock::holders(plan, transports).await {
         if let Some(holder) = holder {
             println!("run lock {}: {}", lock.display(), holder.describe());
         }
     }
-    let probes = observe::probe_pool(&targets)?;
-    println!(
-        "{:<28} {:<16} {:<22} {:<22} LINKS",
-        "NODE", "JOURNAL", "FILE", "RUNS"
-    );
-    for (target, texts) in targets.iter().zip(&texts) {
-        let info = observe::observe_with(&probes, target).await?;
-        let step = journal
-            .as_ref()
-            .and_then(|j| j.node(target.name()))
-            .map_or("-", |r| r.step.label());
-        let (file, runs) = match texts {
-            Some(texts) => {
-                let now = target.transport.read_file(&target.dist_args).await?;
-                let file = std::str::from_utf8(&now)
-                    .ok()
-                    .and_then(|now| texts.stage_of(now))
-                    .map_or("changed", crate::stage::Stage::label);
-                let runs = match info.proto_dist() {
-                    // Stock TLS from its next restart (its flags file says so already).
-                    Some(crate::stage::SEALED_SIGNATURE) => "tls (sealed module)",
-                    proto => proto
-                        .and_then(crate::stage::Stage::of_signature)
-                        .map_or_else(
-                            || Running::of_info(&info).label(),
-                            crate::stage::Stage::label,
-                        ),
-                };
-                (file, runs)
-            }
-            None => {
-                let file = match target.read_file_state().await? {
-                    FileState::Original => "original",
-                    FileState::Tls => "tls",
-                    FileState::Foreign => "changed",
-                };
-                (file, Running::of_info(&info).label())
-            }
-        };
-        println!(
-            "{:<28} {:<16} {:<22} {:<22} {}",
-            target.name(),
-            step,
-            file,
-            runs,
-            observe::describe_links(&info)
-        );
-    }
-    probes.shutdown().await;
-    Ok(())
+}
+
+/// The FILE and RUNS columns of a zero-split run: the stage its flags file holds, and the stage
+/// it runs.
+async fn zero_split_file_and_runs(
+    target: &target::NodeTarget,
+    texts: &zero_split::StageTexts,
+    info: &crate::probe::NodeInfo,
+) -> Result<(&'static str, &'static str)> {
+    let now = target.transport.read_file(&target.dist_args).await?;
+    let file = std::str::from_utf8(&now)
+        .ok()
+        .and_then(|now| texts.stage_of(now))
+        .map_or("changed", crate::stage::Stage::label);
+    let runs = match info.proto_dist() {
+        // Stock TLS from its next restart (its flags file says so already).
+        Some(crate::stage::SEALED_SIGNATURE) => "tls (sealed module)",
+        proto => proto
+            .and_then(crate::stage::Stage::of_signature)
+            .map_or_else(
+                || Running::of_info(info).label(),
+                crate::stage::Stage::label,
+            ),
+    };
+    Ok((file, runs))
+}
+
+/// The FILE and RUNS columns of a classic run: whether its vm.dist.args is the original or the
+/// TLS text, and whether it runs TLS.
+async fn classic_file_and_runs(
+    target: &target::NodeTarget,
+    info: &crate::probe::NodeInfo,
+) -> Result<(&'static str, &'static str)> {
+    let file = match target.read_file_state().await? {
+        FileState::Original => "original",
+        FileState::Tls => "tls",
+        FileState::Foreign => "changed",
+    };
+    Ok((file, Running::of_info(info).label()))
 }
 
 fn default_preflight() -> PreflightArgs {

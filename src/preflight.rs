@@ -219,6 +219,27 @@ pub fn has_failures(findings: &[Finding]) -> bool {
     findings.iter().any(|f| f.severity == Severity::Fail)
 }
 
+/// One node's commands and files as read on its host.
+struct NodeRead {
+    spec: NodeSpec,
+    transport: Transport,
+    commands: Verdict,
+    read: Result<NodeTarget, target::NodeProblem>,
+    /// The TLS options of a node whose files stop at one check.
+    fallback: Option<DistSettings>,
+}
+
+/// A node of the host, with the TLS options its vm.dist.args would get (when they can be read).
+type NodeSettings = (NodeSpec, Transport, Option<DistSettings>);
+
+impl HostReport {
+    /// Records the verdict as a finding on this host (and on `node`, if given).
+    fn add(&mut self, verdict: Verdict, node: Option<&str>) {
+        let finding = verdict.at(&self.host, node);
+        self.findings.push(finding);
+    }
+}
+
 async fn check_host(
     host: String,
     specs: Vec<(NodeSpec, Transport)>,
@@ -226,7 +247,7 @@ async fn check_host(
     now: SystemTime,
 ) -> HostReport {
     let mut report = HostReport {
-        host: host.clone(),
+        host,
         ..HostReport::default()
     };
     let relx_nodes: Vec<String> = specs
@@ -235,10 +256,45 @@ async fn check_host(
         .map(|(spec, _)| spec.name.clone())
         .collect();
     let mut targets: Vec<NodeTarget> = Vec::new();
-    let mut settings: Vec<(NodeSpec, Transport, Option<DistSettings>)> = Vec::new();
-    // Each node's commands and files are read concurrently (each is a few commands on the host);
-    // the findings keep plan order.
-    let reads = in_plan_order(specs.into_iter().map(|(spec, transport)| async move {
+    let mut settings: Vec<NodeSettings> = Vec::new();
+    for read in read_nodes(specs).await {
+        settings.push(add_node_files(&mut report, read, &mut targets));
+    }
+    let needs = options.zero_split.then(crate::zero_split::module_needs);
+    let runtime = runtime(&targets, needs.as_deref()).await;
+    let otp_major = runtime
+        .versions
+        .as_ref()
+        .and_then(RuntimeVersions::otp_major);
+    add_runtime(&mut report, &runtime, otp_major);
+    if options.zero_split {
+        report.add(zero_split_verdict(&runtime, relx_nodes), None);
+    }
+    report.otp_release = runtime.versions.map(|v| v.otp_release);
+    let clock = certs::Clock {
+        now,
+        expiry_window: options.expiry_window,
+    };
+    add_node_tls(
+        &mut report,
+        &settings,
+        &runtime.os_pids,
+        clock,
+        options,
+        otp_major,
+    )
+    .await;
+    if options.handshake {
+        report.add(handshake_verdict(&targets).await, None);
+    }
+    host_findings_first(&mut report.findings, &settings);
+    report
+}
+
+/// Each node's commands and files, read concurrently (each is a few commands on the host); the
+/// results, and so the findings, keep plan order.
+async fn read_nodes(specs: Vec<(NodeSpec, Transport)>) -> Vec<NodeRead> {
+    in_plan_order(specs.into_iter().map(|(spec, transport)| async move {
         let commands = commands(&transport, &spec).await;
         let read = target::read_node(&spec, &transport).await;
         // A node whose files stop at one check still gets its TLS options checked.
@@ -249,85 +305,101 @@ async fn check_host(
                 .ok()
                 .and_then(|file| argsfile::settings_once_enabled(&file.original).ok()),
         };
-        (spec, transport, commands, read, fallback)
+        NodeRead {
+            spec,
+            transport,
+            commands,
+            read,
+            fallback,
+        }
     }))
-    .await;
-    for (spec, transport, commands, read, fallback) in reads {
-        let node = Some(spec.name.as_str());
-        report.findings.push(commands.at(&host, node));
-        let node_settings = match read {
-            Ok(target) => {
-                for (check, message) in NODE_FILE_CHECKS {
-                    report
-                        .findings
-                        .push(Verdict::ok(check, message).at(&host, node));
-                }
-                report
-                    .findings
-                    .push(listen_port(&target.preflight_args).at(&host, node));
-                let settings = argsfile::dist_settings(&target.preflight_args);
-                targets.push(target);
-                Some(settings)
+    .await
+}
+
+/// The findings of one node's commands and files; a node whose files pass joins `targets`.
+/// Returns the node with the TLS options to check.
+fn add_node_files(
+    report: &mut HostReport,
+    node_read: NodeRead,
+    targets: &mut Vec<NodeTarget>,
+) -> NodeSettings {
+    let NodeRead {
+        spec,
+        transport,
+        commands,
+        read,
+        fallback,
+    } = node_read;
+    let node = Some(spec.name.as_str());
+    report.add(commands, node);
+    let node_settings = match read {
+        Ok(target) => {
+            for (check, message) in NODE_FILE_CHECKS {
+                report.add(Verdict::ok(check, message), node);
             }
-            Err(problem) => {
-                for (check, message) in passed_before(problem.check) {
-                    report
-                        .findings
-                        .push(Verdict::ok(check, *message).at(&host, node));
-                }
-                // An unknown key is reported by tls.known_keys, with every key and a suggestion.
-                if problem.check != "tls.known_keys" {
-                    report.findings.push(
-                        Verdict::fail(problem.check, problem.message, problem.fix).at(&host, node),
-                    );
-                }
-                fallback
+            report.add(listen_port(&target.preflight_args), node);
+            let settings = argsfile::dist_settings(&target.preflight_args);
+            targets.push(target);
+            Some(settings)
+        }
+        Err(problem) => {
+            for (check, message) in passed_before(problem.check) {
+                report.add(Verdict::ok(check, *message), node);
             }
-        };
-        settings.push((spec, transport, node_settings));
-    }
-    let needs = options.zero_split.then(crate::zero_split::module_needs);
-    let runtime = runtime(&targets, needs.as_deref()).await;
-    let otp_major = runtime
-        .versions
-        .as_ref()
-        .and_then(RuntimeVersions::otp_major);
-    report
-        .findings
-        .push(runtime.verdict.clone().at(&host, None));
+            // An unknown key is reported by tls.known_keys, with every key and a suggestion.
+            if problem.check != "tls.known_keys" {
+                report.add(
+                    Verdict::fail(problem.check, problem.message, problem.fix),
+                    node,
+                );
+            }
+            fallback
+        }
+    };
+    (spec, transport, node_settings)
+}
+
+/// The host-wide findings of its runtime: whether it answered, the OTP rules that apply to its
+/// release and the advisories for its ssl.
+fn add_runtime(report: &mut HostReport, runtime: &Runtime, otp_major: Option<u32>) {
+    report.add(runtime.verdict.clone(), None);
     if let Some(versions) = &runtime.versions {
-        report
-            .findings
-            .push(otp::rules_verdict(&versions.otp_release, otp_major).at(&host, None));
+        report.add(otp::rules_verdict(&versions.otp_release, otp_major), None);
         if let Some(ssl) = &versions.ssl {
             let vendor = runtime
                 .vendor_fixed
                 .as_ref()
                 .map(|(source, ids)| (source.as_str(), ids.as_slice()));
-            report
-                .findings
-                .push(otp::advisories_verdict(ssl, vendor).at(&host, None));
+            report.add(otp::advisories_verdict(ssl, vendor), None);
         }
     }
-    if options.zero_split {
-        let lacking = match runtime.lacking.clone() {
-            Some(lacking) => lacking,
-            None => Err(runtime.verdict.message.clone()),
-        };
-        let verdict = otp::zero_split_verdict(&otp::ZeroSplitHost {
-            otp_release: runtime.versions.as_ref().map(|v| v.otp_release.as_str()),
-            lacking,
-            relx_nodes,
-        });
-        report.findings.push(verdict.at(&host, None));
-    }
-    report.otp_release = runtime.versions.map(|v| v.otp_release);
-    let clock = certs::Clock {
-        now,
-        expiry_window: options.expiry_window,
+}
+
+/// `mode.zero_split`: whether the host can run distls's zero-split module.
+fn zero_split_verdict(runtime: &Runtime, relx_nodes: Vec<String>) -> Verdict {
+    let lacking = match runtime.lacking.clone() {
+        Some(lacking) => lacking,
+        None => Err(runtime.verdict.message.clone()),
     };
+    otp::zero_split_verdict(&otp::ZeroSplitHost {
+        otp_release: runtime.versions.as_ref().map(|v| v.otp_release.as_str()),
+        lacking,
+        relx_nodes,
+    })
+}
+
+/// Each node's TLS options and certificate files (the files of every node checked
+/// concurrently), and what the cross-node checks need from it.
+async fn add_node_tls(
+    report: &mut HostReport,
+    settings: &[NodeSettings],
+    os_pids: &BTreeMap<String, u32>,
+    clock: certs::Clock,
+    options: Options,
+    otp_major: Option<u32>,
+) {
     let file_verdicts = in_plan_order(settings.iter().map(|(spec, transport, _)| {
-        let os_pid = runtime.os_pids.get(&spec.name).copied();
+        let os_pid = os_pids.get(&spec.name).copied();
         let (spec, transport) = (spec.clone(), transport.clone());
         async move { tls_files(&transport, &spec, os_pid, clock).await }
     }))
@@ -336,37 +408,40 @@ async fn check_host(
         let node = Some(spec.name.as_str());
         if let Some(node_settings) = node_settings {
             for verdict in options::check(node_settings, otp_major, options.allow_weak_tls) {
-                report.findings.push(verdict.at(&host, node));
+                report.add(verdict, node);
             }
         }
         for verdict in verdicts {
-            report.findings.push(verdict.at(&host, node));
+            report.add(verdict, node);
         }
         report.nodes.push(NodeFacts {
             name: spec.name.clone(),
             shared_options: node_settings.as_ref().map(options::shared_options),
         });
     }
-    if options.handshake {
-        let verdict = match targets.first() {
-            Some(target) => handshake::check(target).await,
-            None => Verdict::fail(
-                "handshake",
-                "no node on this host has a usable TLS text to try",
-                "fix the failed plan.* checks first",
-            ),
-        };
-        report.findings.push(verdict.at(&host, None));
+}
+
+/// `handshake`, tried with the first node whose files passed.
+async fn handshake_verdict(targets: &[NodeTarget]) -> Verdict {
+    match targets.first() {
+        Some(target) => handshake::check(target).await,
+        None => Verdict::fail(
+            "handshake",
+            "no node on this host has a usable TLS text to try",
+            "fix the failed plan.* checks first",
+        ),
     }
-    // Host-wide findings first, then node by node, each in check order (the sort is stable).
-    report.findings.sort_by_key(|finding| {
+}
+
+/// Host-wide findings first, then node by node, each in check order (the sort is stable).
+fn host_findings_first(findings: &mut [Finding], settings: &[NodeSettings]) {
+    findings.sort_by_key(|finding| {
         finding
             .node
             .as_ref()
             .and_then(|node| settings.iter().position(|(spec, _, _)| &spec.name == node))
             .map_or(0, |index| index + 1)
     });
-    report
 }
 
 /// Runs the futures concurrently as tasks and returns their outputs in the order given; a

@@ -80,6 +80,31 @@ fn render_node(out: &mut String, index: usize, targets: &[NodeTarget], journal: 
         spec.commands.stop,
         humantime::format_duration(spec.timeouts.stop)
     );
+    write_backup_and_edit_step(out, target);
+    let _ = writeln!(
+        out,
+        "  3. start:  {}   (timeout {})",
+        spec.commands.start,
+        humantime::format_duration(spec.timeouts.start)
+    );
+    let peers: Vec<&str> = targets[..index].iter().map(NodeTarget::name).collect();
+    let _ = writeln!(
+        out,
+        "  4. rejoin: {} runs inet_tls with a TLS link to {} (timeout {}); the plain nodes stay meshed",
+        target.name(),
+        if peers.is_empty() {
+            "no migrated node yet".to_string()
+        } else {
+            peers.join(", ")
+        },
+        humantime::format_duration(spec.timeouts.rejoin)
+    );
+    write_verify_and_ready_steps(out, spec);
+}
+
+/// Step 2 of a classic roll: the backup (or that it exists already), then the edit, through an
+/// optfile when the flavor needs one.
+fn write_backup_and_edit_step(out: &mut String, target: &NodeTarget) {
     if !target.backup_exists {
         let _ = writeln!(
             out,
@@ -105,7 +130,7 @@ fn render_node(out: &mut String, index: usize, targets: &[NodeTarget], journal: 
             out,
             "     edit {} ({} flavor; atomic replace, mode kept): append -proto_dist inet_tls -ssl_dist_optfile",
             target.dist_args.display(),
-            spec.flavor
+            target.spec.flavor
         );
     } else {
         let _ = writeln!(
@@ -115,24 +140,11 @@ fn render_node(out: &mut String, index: usize, targets: &[NodeTarget], journal: 
             target.tls.outcome
         );
     }
-    let _ = writeln!(
-        out,
-        "  3. start:  {}   (timeout {})",
-        spec.commands.start,
-        humantime::format_duration(spec.timeouts.start)
-    );
-    let peers: Vec<&str> = targets[..index].iter().map(NodeTarget::name).collect();
-    let _ = writeln!(
-        out,
-        "  4. rejoin: {} runs inet_tls with a TLS link to {} (timeout {}); the plain nodes stay meshed",
-        target.name(),
-        if peers.is_empty() {
-            "no migrated node yet".to_string()
-        } else {
-            peers.join(", ")
-        },
-        humantime::format_duration(spec.timeouts.rejoin)
-    );
+}
+
+/// Step 5 of a classic roll (the ping, or that the plan has none), then the ready command run
+/// after the last node.
+fn write_verify_and_ready_steps(out: &mut String, spec: &crate::plan::NodeSpec) {
     match &spec.commands.ping {
         Some(ping) => {
             let _ = writeln!(
@@ -185,99 +197,18 @@ pub fn render_zero_split(
     journal: Option<&Journal>,
 ) -> String {
     use crate::stage::{RollPath, RollState};
-    use crate::zero_split::{MODULE, module_dir, roll_targets};
     let mut out = String::new();
     let path = journal
         .and_then(|j| j.zero_split)
         .map_or(RollPath::OneRestart, |r| r.path);
-    let how = match path {
-        RollPath::OneRestart => {
-            "with one restart per node, then a seal at run time (no restart)".to_string()
-        }
-        RollPath::ThreeRolls => "in three rolls".to_string(),
-    };
-    let _ = writeln!(
-        out,
-        "dry run: migrate cluster {} ({} nodes) to TLS distribution {how}, never split; nothing will be changed",
-        plan.cluster,
-        nodes.len()
-    );
-    if let Some(journal) = journal {
-        let under_way = journal
-            .zero_split
-            .map_or("none".to_string(), |r| r.describe());
-        let _ = writeln!(
-            out,
-            "journal: phase {:?}, roll under way: {under_way}, updated {}; a real run resumes from it",
-            journal.phase, journal.updated_at
-        );
-    }
-    let _ = writeln!(
-        out,
-        "\nbefore the first roll, on every node's host: write {MODULE}.erl into the directory beside its vm.dist.args and compile it with the node's own erl:"
-    );
-    for node in nodes {
-        let _ = writeln!(
-            out,
-            "  {}: {} (with {})",
-            node.target.name(),
-            module_dir(&node.target.dist_args).display(),
-            node.target.spec.erl
-        );
-    }
+    write_zero_split_header(&mut out, plan, nodes.len(), path, journal);
+    write_module_install(&mut out, nodes);
     let cookies = cookies(&nodes.iter().map(|n| &n.target).collect::<Vec<_>>());
     let cookies: Vec<&Cookie> = cookies.iter().collect();
     let mut roll = Some(RollState::first(path));
     let mut number = 1;
     while let Some(this) = roll {
-        let _ = writeln!(
-            out,
-            "\nroll {number}/{}: {}{}",
-            path.rolls(),
-            this.describe(),
-            if this.at_run_time() {
-                " (at run time: no node restarts)"
-            } else {
-                ""
-            }
-        );
-        let targets = roll_targets(nodes, this);
-        for (index, target) in targets.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "\nnode {}/{} {} ({} → {})",
-                index + 1,
-                targets.len(),
-                target.name(),
-                this.from,
-                this.to
-            );
-            if this.at_run_time() {
-                write_seal_steps(&mut out, target);
-            } else {
-                write_restart_steps(&mut out, target, this);
-            }
-            let path = target.dist_args.display().to_string();
-            write_diff(
-                &mut out,
-                &target.original,
-                &target.tls.text,
-                (
-                    &format!("{path} ({})", this.from),
-                    &format!("{path} ({})", this.to),
-                ),
-                &cookies,
-            );
-        }
-        let _ = writeln!(
-            out,
-            "\nthen: one mesh, every link {}",
-            if this.to.links_tls() {
-                "TLS"
-            } else {
-                "plain TCP"
-            }
-        );
+        write_roll(&mut out, nodes, (number, path.rolls()), this, &cookies);
         roll = this.next();
         number += 1;
     }
@@ -291,6 +222,115 @@ pub fn render_zero_split(
         }
     );
     out
+}
+
+/// The first lines of a zero-split dry run: the cluster, how it will be rolled, and the journal
+/// a real run would resume from.
+fn write_zero_split_header(
+    out: &mut String,
+    plan: &Plan,
+    node_count: usize,
+    path: crate::stage::RollPath,
+    journal: Option<&Journal>,
+) {
+    use crate::stage::RollPath;
+    let how = match path {
+        RollPath::OneRestart => {
+            "with one restart per node, then a seal at run time (no restart)".to_string()
+        }
+        RollPath::ThreeRolls => "in three rolls".to_string(),
+    };
+    let _ = writeln!(
+        out,
+        "dry run: migrate cluster {} ({} nodes) to TLS distribution {how}, never split; nothing will be changed",
+        plan.cluster, node_count
+    );
+    if let Some(journal) = journal {
+        let under_way = journal
+            .zero_split
+            .map_or("none".to_string(), |r| r.describe());
+        let _ = writeln!(
+            out,
+            "journal: phase {:?}, roll under way: {under_way}, updated {}; a real run resumes from it",
+            journal.phase, journal.updated_at
+        );
+    }
+}
+
+/// Where the hybrid module is written and compiled on each node's host, before the first roll.
+fn write_module_install(out: &mut String, nodes: &[crate::zero_split::ZeroSplitNode]) {
+    use crate::zero_split::{MODULE, module_dir};
+    let _ = writeln!(
+        out,
+        "\nbefore the first roll, on every node's host: write {MODULE}.erl into the directory beside its vm.dist.args and compile it with the node's own erl:"
+    );
+    for node in nodes {
+        let _ = writeln!(
+            out,
+            "  {}: {} (with {})",
+            node.target.name(),
+            module_dir(&node.target.dist_args).display(),
+            node.target.spec.erl
+        );
+    }
+}
+
+/// One roll of a zero-split run (`number` of `total`): each node's steps and the diff of its
+/// flags file, then what the mesh runs afterwards.
+fn write_roll(
+    out: &mut String,
+    nodes: &[crate::zero_split::ZeroSplitNode],
+    (number, total): (usize, usize),
+    this: crate::stage::RollState,
+    cookies: &[&Cookie],
+) {
+    let _ = writeln!(
+        out,
+        "\nroll {number}/{total}: {}{}",
+        this.describe(),
+        if this.at_run_time() {
+            " (at run time: no node restarts)"
+        } else {
+            ""
+        }
+    );
+    let targets = crate::zero_split::roll_targets(nodes, this);
+    for (index, target) in targets.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "\nnode {}/{} {} ({} → {})",
+            index + 1,
+            targets.len(),
+            target.name(),
+            this.from,
+            this.to
+        );
+        if this.at_run_time() {
+            write_seal_steps(out, target);
+        } else {
+            write_restart_steps(out, target, this);
+        }
+        let path = target.dist_args.display().to_string();
+        write_diff(
+            out,
+            &target.original,
+            &target.tls.text,
+            (
+                &format!("{path} ({})", this.from),
+                &format!("{path} ({})", this.to),
+            ),
+            cookies,
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nthen: one mesh, every link {}",
+        if this.to.links_tls() {
+            "TLS"
+        } else {
+            "plain TCP"
+        }
+    );
 }
 
 /// A node's steps in the seal (H → TLS, at run time).

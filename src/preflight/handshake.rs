@@ -54,9 +54,42 @@ const LISTENER_LIFETIME: Duration = Duration::from_secs(50);
 
 async fn run_in(target: &NodeTarget, dir: &std::path::Path) -> Result<(), String> {
     let args_file = dir.join("vm.dist.args");
+    write_private_files(target, dir, &args_file).await?;
+    let pid = std::process::id();
+    let host = &target.spec.host;
+    let listener = format!("distls_hs_a_{pid}@{host}");
+    let dialer = format!("distls_hs_b_{pid}@{host}");
+    let env = crate::probe::private_vm_env(dir);
+    let listening = target
+        .transport
+        .spawn(
+            &target.spec.erl,
+            &listen_args(&args_file, &listener, target.identity.name_flag),
+            &env,
+            dir,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let dial_args = dial_args(&args_file, &listener, dialer, target.identity.name_flag);
+    let command = dial_command(dir, &env, &target.spec.erl, &dial_args);
+    let outcome = target.transport.run(&command, PING_TIMEOUT).await;
+    let listener_output = stop_listener(listening).await;
+    let outcome = outcome.map_err(|e| e.to_string())?;
+    if outcome.stdout.contains("DISTLS_HANDSHAKE pong") {
+        return Ok(());
+    }
+    Err(pang_reason(&outcome.tail(), &listener_output))
+}
+
+/// Writes the TLS text both VMs start with, and their cookie, into the private directory.
+async fn write_private_files(
+    target: &NodeTarget,
+    dir: &std::path::Path,
+    args_file: &std::path::Path,
+) -> Result<(), String> {
     target
         .transport
-        .write_file(&args_file, target.preflight_args.as_bytes(), 0o600)
+        .write_file(args_file, target.preflight_args.as_bytes(), 0o600)
         .await
         .map_err(|e| e.to_string())?;
     // A random cookie for two throwaway nodes (not the cluster's secret), read by both from their
@@ -69,19 +102,24 @@ async fn run_in(target: &NodeTarget, dir: &std::path::Path) -> Result<(), String
             0o400,
         )
         .await
-        .map_err(|e| e.to_string())?;
-    let pid = std::process::id();
-    let host = &target.spec.host;
-    let name_flag = target.identity.name_flag;
-    let listener = format!("distls_hs_a_{pid}@{host}");
-    let dialer = format!("distls_hs_b_{pid}@{host}");
-    let common = || {
-        vec![
-            "-noshell".to_string(),
-            "-args_file".to_string(),
-            args_file.display().to_string(),
-        ]
-    };
+        .map_err(|e| e.to_string())
+}
+
+/// The arguments both VMs start with: no shell, and the TLS text distls would write.
+fn common_args(args_file: &std::path::Path) -> Vec<String> {
+    vec![
+        "-noshell".to_string(),
+        "-args_file".to_string(),
+        args_file.display().to_string(),
+    ]
+}
+
+/// The listener's arguments.
+fn listen_args(
+    args_file: &std::path::Path,
+    listener: &str,
+    name_flag: crate::argsfile::NameFlag,
+) -> Vec<String> {
     // The listener starts distribution itself, bound to the one address its host name resolves
     // to (loopback for `localhost`), not every interface; it halts when its stdin closes
     // (locally or over SSH), or by itself after LISTENER_LIFETIME should distls die.
@@ -89,7 +127,7 @@ async fn run_in(target: &NodeTarget, dir: &std::path::Path) -> Result<(), String
         crate::argsfile::NameFlag::Short => "shortnames",
         crate::argsfile::NameFlag::Long => "longnames",
     };
-    let mut listen_args = common();
+    let mut listen_args = common_args(args_file);
     listen_args.extend([
         "-eval".into(),
         format!(
@@ -101,18 +139,22 @@ async fn run_in(target: &NodeTarget, dir: &std::path::Path) -> Result<(), String
             LISTENER_LIFETIME.as_millis()
         ),
     ]);
-    let env = crate::probe::private_vm_env(dir);
-    let listening = target
-        .transport
-        .spawn(&target.spec.erl, &listen_args, &env, dir)
-        .await
-        .map_err(|e| e.to_string())?;
+    listen_args
+}
+
+/// The dialer's arguments: it pings the listener for a while and prints the answer.
+fn dial_args(
+    args_file: &std::path::Path,
+    listener: &str,
+    dialer: String,
+    name_flag: crate::argsfile::NameFlag,
+) -> Vec<String> {
     let ping = format!(
         "Ping = fun P(0) -> pang; P(N) -> case net_adm:ping('{listener}') of pong -> pong; pang -> timer:sleep(500), P(N - 1) end end, \
          io:format(\"DISTLS_HANDSHAKE ~p~n\", [Ping(20)]), halt()."
     );
     // The dialer only dials: no listener of its own.
-    let mut dial_args = common();
+    let mut dial_args = common_args(args_file);
     dial_args.extend([
         name_flag.flag().to_string(),
         dialer,
@@ -122,7 +164,18 @@ async fn run_in(target: &NodeTarget, dir: &std::path::Path) -> Result<(), String
         "-eval".to_string(),
         ping,
     ]);
-    let command = format!(
+    dial_args
+}
+
+/// The shell command that runs the dialer in the private directory with the private
+/// environment, every word quoted.
+fn dial_command(
+    dir: &std::path::Path,
+    env: &[(String, String)],
+    erl: &str,
+    dial_args: &[String],
+) -> String {
+    format!(
         "cd {dir} && {env} exec {erl} {args}",
         dir = shell_quote(&dir.display().to_string()),
         env = env
@@ -130,21 +183,19 @@ async fn run_in(target: &NodeTarget, dir: &std::path::Path) -> Result<(), String
             .map(|(k, v)| format!("{k}={}", shell_quote(v)))
             .collect::<Vec<_>>()
             .join(" "),
-        erl = shell_quote(&target.spec.erl),
+        erl = shell_quote(erl),
         args = dial_args
             .iter()
             .map(|a| shell_quote(a))
             .collect::<Vec<_>>()
             .join(" ")
-    );
-    let outcome = target.transport.run(&command, PING_TIMEOUT).await;
-    let listener_output = stop_listener(listening).await;
-    let outcome = outcome.map_err(|e| e.to_string())?;
-    if outcome.stdout.contains("DISTLS_HANDSHAKE pong") {
-        return Ok(());
-    }
-    let tail = outcome.tail();
-    let said: Vec<&str> = tail
+    )
+}
+
+/// Why the ping failed: the distinct lines both VMs printed (at most six), or that they printed
+/// none.
+fn pang_reason(dialer_tail: &str, listener_output: &str) -> String {
+    let said: Vec<&str> = dialer_tail
         .lines()
         .chain(listener_output.lines())
         // Report headers (`=NOTICE REPORT==== date ===`) carry no reason.
@@ -161,11 +212,11 @@ async fn run_in(target: &NodeTarget, dir: &std::path::Path) -> Result<(), String
         .into_iter()
         .take(6)
         .collect();
-    Err(if said.is_empty() {
+    if said.is_empty() {
         "pang (no reason printed)".to_string()
     } else {
         format!("pang: {}", said.join(" | "))
-    })
+    }
 }
 
 /// Stop the listening VM and return what it printed.
