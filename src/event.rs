@@ -2,12 +2,17 @@
 //! keeping on screen. A [`Reporter`] chooses the words (progress.rs) or, later, the JSON; the
 //! engine never formats a line for a person itself.
 
-/// One thing the engine reports.
-#[derive(Debug, Clone, PartialEq, Eq)]
+use serde::Serialize;
+
+/// One thing the engine reports. Serialized as one JSON object (`--json`, docs/json.md): the
+/// variant's name in `event`, its fields beside it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     /// Node `index` (plan order) is doing `activity` now.
     Node {
         index: usize,
+        #[serde(rename = "node")]
         name: String,
         activity: NodeActivity,
     },
@@ -15,13 +20,16 @@ pub enum Event {
     NodeDone {
         index: usize,
     },
-    Note(Note),
+    Note {
+        note: Note,
+    },
     /// The roll ends (well or not): nothing more about it follows.
     Finished,
 }
 
 /// What distls is doing to one node right now.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum NodeActivity {
     Stopping,
     /// The classic roll edits the flags file (`file`: its label, e.g. `vm.dist.args`).
@@ -52,7 +60,8 @@ pub enum NodeActivity {
 }
 
 /// A line that must stay visible: a phase change, a warning, a failure.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Note {
     /// A zero-split run begins one of its rolls (`roll`: its stages, `plain tcp → H (…)`).
     RollBegins {

@@ -10,6 +10,7 @@ pub mod failpoint;
 pub mod flavor;
 pub mod host;
 pub mod journal;
+pub mod json_report;
 pub mod manual;
 pub mod message;
 pub mod node_lock;

@@ -154,7 +154,7 @@ impl Reporter for Progress {
                 activity,
             } => self.node(index, &name, activity),
             Event::NodeDone { index } => self.node_done(index),
-            Event::Note(note) => self.note(&note.text()),
+            Event::Note { note } => self.note(&note.text()),
             Event::Finished => self.finish(),
         }
     }

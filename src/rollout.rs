@@ -228,7 +228,7 @@ impl<'a> Rollout<'a> {
 
     /// A note for the operator (a phase change).
     pub fn note(&self, note: Note) {
-        self.reporter.report(Event::Note(note));
+        self.reporter.report(Event::Note { note });
     }
 
     fn report_node(&self, index: usize, activity: NodeActivity) {

@@ -1,0 +1,110 @@
+//! `--json`: the engine's events as a stream of JSON objects, one per line on stdout, for
+//! scripts and dashboards (schema: docs/json.md). Human progress lines are not printed then;
+//! `tracing` logs still go to stderr.
+
+use crate::event::{Event, Reporter};
+use serde::Serialize;
+use std::io::Write;
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// Bumped when a field changes meaning or goes; new fields and new kinds do not bump it
+/// (readers ignore what they do not know).
+pub const SCHEMA: u32 = 1;
+
+pub struct JsonReporter {
+    out: Mutex<Box<dyn Write + Send>>,
+    started: Instant,
+}
+
+/// One line of the stream: the schema version, seconds since the command started, the event.
+#[derive(Serialize)]
+struct Line<'a, T: Serialize> {
+    schema: u32,
+    t: f64,
+    #[serde(flatten)]
+    body: &'a T,
+}
+
+impl JsonReporter {
+    pub fn stdout() -> Self {
+        Self::to(Box::new(std::io::stdout()))
+    }
+
+    pub fn to(out: Box<dyn Write + Send>) -> Self {
+        JsonReporter {
+            out: Mutex::new(out),
+            started: Instant::now(),
+        }
+    }
+
+    /// Any serializable record on the stream (the run's start, the final table), stamped like
+    /// the engine's events.
+    pub fn emit<T: Serialize>(&self, body: &T) {
+        let line = Line {
+            schema: SCHEMA,
+            t: (self.started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
+            body,
+        };
+        let text = serde_json::to_string(&line).expect("events serialize");
+        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        // A closed pipe (`| head`) must not stop the run: the stream is for watching it.
+        let _ = writeln!(out, "{text}").and_then(|()| out.flush());
+    }
+}
+
+impl Reporter for JsonReporter {
+    fn report(&self, event: Event) {
+        self.emit(&event);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{NodeActivity, Note};
+    use std::sync::Arc;
+
+    #[derive(Clone, Default)]
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn each_event_is_one_line_of_json_with_its_schema() {
+        let sink = Sink::default();
+        let reporter = JsonReporter::to(Box::new(sink.clone()));
+        reporter.report(Event::Node {
+            index: 1,
+            name: "mim2@db1".into(),
+            activity: NodeActivity::Starting { runs: "tls".into() },
+        });
+        reporter.report(Event::Note {
+            note: Note::RollingBack {
+                back_to: "plain tcp".into(),
+            },
+        });
+        let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0]["schema"], 1);
+        assert_eq!(lines[0]["event"], "node");
+        assert_eq!(lines[0]["node"], "mim2@db1");
+        assert_eq!(lines[0]["activity"]["kind"], "starting");
+        assert_eq!(lines[0]["activity"]["runs"], "tls");
+        assert_eq!(lines[1]["event"], "note");
+        assert_eq!(lines[1]["note"]["kind"], "rolling_back");
+        assert!(lines[1]["t"].as_f64().unwrap() >= 0.0);
+    }
+}
