@@ -7,16 +7,17 @@ use crate::cli::{
 use crate::cluster::Cluster;
 use crate::error::{Error, Message, Result, exit_code};
 use crate::journal::{Journal, JournalStore, Phase};
+use crate::json_report::{self, JsonReporter};
 use crate::manual;
 use crate::observe::{self, Running};
 use crate::plan::{OnFailure, Plan};
 use crate::roll_mode::{self, RollMode};
-use crate::rollout::{NodeSummary, Options, Rollout};
+use crate::rollout::{Canary, NodeSummary, Options, Rollout};
 use crate::ssh;
 use crate::ssh::SshSpec;
 use crate::target::{self, FileState};
 use crate::transport::Transport;
-use crate::{node_lock, preflight, preview, rehearsal, stale_journal, zero_split};
+use crate::{confirm, node_lock, preflight, preview, rehearsal, stale_journal, zero_split};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -39,8 +40,41 @@ pub fn main_with(cli: Cli) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("{}", err.report());
+            if let Some(json) = JSON_OUT.get() {
+                json.emit(&json_report::Failed::of(&err));
+            }
             ExitCode::from(err.exit_code())
         }
+    }
+}
+
+/// `--json`: the stream this command's events and records go to (set once, at its start).
+static JSON_OUT: std::sync::OnceLock<Arc<JsonReporter>> = std::sync::OnceLock::new();
+
+/// With `--json`, a JSON stream on stdout from now on (what would be printed for people goes to
+/// stderr then).
+fn start_json(on: bool) -> Option<Arc<JsonReporter>> {
+    on.then(|| {
+        JSON_OUT
+            .get_or_init(|| Arc::new(JsonReporter::stdout()))
+            .clone()
+    })
+}
+
+/// A line for people: stdout, or stderr when stdout is the JSON stream.
+fn say(text: &str) {
+    match JSON_OUT.get() {
+        Some(_) => eprintln!("{text}"),
+        None => println!("{text}"),
+    }
+}
+
+/// The run's options from the command line and the plan.
+fn run_options(args: &MigrateArgs, plan: &Plan) -> Options {
+    Options {
+        on_failure: on_failure(args, plan),
+        pause_after: args.pause_after.map(|n| Canary::after(n as usize)),
+        json: JSON_OUT.get().cloned(),
     }
 }
 
@@ -118,6 +152,9 @@ fn state_dir(args: &PlanArgs, plan: &Plan) -> PathBuf {
 
 async fn migrate(args: MigrateArgs) -> Result<()> {
     let plan = Plan::load(&args.plan.plan)?;
+    if let Some(json) = start_json(args.json && !args.dry_run) {
+        json.emit(&json_report::Started::of("migrate", &plan));
+    }
     let store = JournalStore::new(&state_dir(&args.plan, &plan), &plan.cluster);
     let preflight_options = preflight::Options {
         expiry_window: args.preflight.expiry_window,
@@ -231,14 +268,20 @@ async fn migrate_checked(
         preflight::run(plan, &transports, preflight_options).await
     };
     refuse_on_failures(&findings, &plan.path, mode)?;
-    print!("{}", preflight::render_problems(&findings));
+    let problems = preflight::render_problems(&findings);
+    if !problems.is_empty() {
+        say(problems.trim_end());
+    }
+    if before.is_none() && !args.yes && !args.json {
+        confirm::before_first_stop(plan, mode)?;
+    }
     store.lock()?;
     if archive {
         let archived = store.archive()?;
-        println!(
+        say(&format!(
             "--new-run: the journal of the earlier cluster is kept as {}",
             archived.display()
-        );
+        ));
     }
     store.check_space(plan.nodes.len())?;
     let journal = resumable(store.load()?);
@@ -295,9 +338,7 @@ async fn migrate_zero_split(
     journal: Option<Journal>,
     transports: Vec<Transport>,
 ) -> Result<()> {
-    let options = Options {
-        on_failure: on_failure(args, plan),
-    };
+    let options = run_options(args, plan);
     let intent = zero_split::Intent::Migrate;
     run_zero_split(plan, store, journal, &transports, options, intent).await
 }
@@ -320,6 +361,7 @@ async fn run_zero_split(
     let cluster = Cluster::of_targets(&targets)?;
     let started = std::time::Instant::now();
     let interrupted = watch_interrupts();
+    let reader = store.reader();
     let (summary, outcome) = zero_split::run(
         plan,
         &nodes,
@@ -332,7 +374,10 @@ async fn run_zero_split(
     )
     .await;
     print_summary(&summary);
-    if outcome.is_ok() {
+    let paused = reader.load()?.is_some_and(|j| j.phase == Phase::Paused);
+    if outcome.is_ok() && paused {
+        say_paused(plan);
+    } else if outcome.is_ok() {
         let outcome = match intent {
             zero_split::Intent::Migrate => {
                 "every node runs TLS distribution and sees every other node over TLS"
@@ -341,11 +386,15 @@ async fn run_zero_split(
                 "every node runs plain TCP again with its original vm.dist.args"
             }
         };
-        println!(
+        say(&format!(
             "cluster {}: {outcome}; the cluster stayed one mesh throughout ({:.1}s)",
             plan.cluster,
             started.elapsed().as_secs_f64()
-        );
+        ));
+        emit_done(match intent {
+            zero_split::Intent::Migrate => "completed",
+            zero_split::Intent::Rollback => "rolled_back",
+        });
     }
     outcome
 }
@@ -366,18 +415,38 @@ async fn migrate_over(
     transports: Vec<Transport>,
 ) -> Result<()> {
     let mut rollout =
-        default_rollout(plan, store, journal, &transports, on_failure(args, plan)).await?;
+        default_rollout(plan, store, journal, &transports, run_options(args, plan)).await?;
     let started = std::time::Instant::now();
     let (summary, outcome) = rollout.migrate().await;
     print_summary(&summary);
-    if outcome.is_ok() {
-        println!(
+    if outcome.is_ok() && rollout.paused() {
+        say_paused(plan);
+    } else if outcome.is_ok() {
+        say(&format!(
             "cluster {}: every node runs TLS distribution and sees every other node over TLS ({:.1}s)",
             plan.cluster,
             started.elapsed().as_secs_f64()
-        );
+        ));
+        emit_done("completed");
     }
     outcome
+}
+
+/// `--pause-after`: where the run stopped and how to go on.
+fn say_paused(plan: &Plan) {
+    say(&format!(
+        "cluster {}: paused after the canary (--pause-after); the journal says `paused`: rerun `distls migrate {plan}` to go on, or `distls rollback {plan}`",
+        plan.cluster,
+        plan = plan.path.display()
+    ));
+    emit_done("paused");
+}
+
+/// `--json`: the run ended well, and how (`completed`, `rolled_back`, `paused`).
+fn emit_done(outcome: &'static str) {
+    if let Some(json) = JSON_OUT.get() {
+        json.emit(&json_report::Done::new(outcome));
+    }
 }
 
 /// A classic (split) roll over every node, resuming `journal` if there is one.
@@ -386,10 +455,9 @@ async fn default_rollout<'a>(
     store: JournalStore,
     journal: Option<Journal>,
     transports: &[Transport],
-    on_failure: OnFailure,
+    options: Options,
 ) -> Result<Rollout<'a>> {
     let (targets, journal) = prepare_with_journal(plan, transports, journal).await?;
-    let options = Options { on_failure };
     Rollout::new(plan, targets, store, journal, options, watch_interrupts())
 }
 
@@ -496,6 +564,9 @@ fn check_resumable(journal: &Journal, plan: &Plan, allow_plan_change: bool) -> R
 async fn rollback(args: RollbackArgs) -> Result<()> {
     let plan = Plan::load(&args.plan.plan)?;
     let mut store = JournalStore::new(&state_dir(&args.plan, &plan), &plan.cluster);
+    if let Some(json) = start_json(args.json) {
+        json.emit(&json_report::Started::of("rollback", &plan));
+    }
     store.lock()?;
     store.check_space(plan.nodes.len())?;
     let journal = store.load()?;
@@ -523,14 +594,19 @@ async fn rollback_over(
     journal: Option<Journal>,
     transports: Vec<Transport>,
 ) -> Result<()> {
-    let mut rollout = default_rollout(plan, store, journal, &transports, OnFailure::Pause).await?;
+    let options = Options {
+        json: JSON_OUT.get().cloned(),
+        ..Options::on_failure(OnFailure::Pause)
+    };
+    let mut rollout = default_rollout(plan, store, journal, &transports, options).await?;
     let (summary, outcome) = rollout.rollback().await;
     print_summary(&summary);
     if outcome.is_ok() {
-        println!(
+        say(&format!(
             "cluster {}: every node runs plain TCP again with its original vm.dist.args",
             plan.cluster
-        );
+        ));
+        emit_done("rolled_back");
     }
     outcome
 }
@@ -542,7 +618,8 @@ async fn rollback_zero_split(
     transports: Vec<Transport>,
 ) -> Result<()> {
     let options = Options {
-        on_failure: OnFailure::Pause,
+        json: JSON_OUT.get().cloned(),
+        ..Options::on_failure(OnFailure::Pause)
     };
     let intent = zero_split::Intent::Rollback;
     run_zero_split(plan, store, Some(journal), &transports, options, intent).await
@@ -635,6 +712,11 @@ fn print_journal_state(store: &JournalStore, journal: Option<&Journal>) {
             }
             if let Some(failure) = &j.failure {
                 println!("last failure: {failure}");
+            } else if j.phase == Phase::Paused
+                && let Some(why) = j.events.iter().rev().find(|e| e.what.starts_with("paused"))
+            {
+                // The canary's pause: why, and how to go on.
+                println!("{}: rerun `distls migrate` to go on", why.what);
             }
         }
         None => println!(
@@ -700,6 +782,10 @@ fn default_preflight() -> PreflightArgs {
 }
 
 fn print_summary(rows: &[NodeSummary]) {
+    if let Some(json) = JSON_OUT.get() {
+        json.emit(&json_report::Summary::of(rows));
+        return;
+    }
     if rows.is_empty() {
         return;
     }
@@ -766,6 +852,9 @@ async fn demo(args: DemoArgs) -> Result<()> {
             dry_run: true,
             on_failure: None,
             allow_plan_change: false,
+            pause_after: None,
+            yes: true,
+            json: false,
             mode: args.mode,
             preflight: default_preflight(),
         })
@@ -778,6 +867,9 @@ async fn demo(args: DemoArgs) -> Result<()> {
             dry_run: false,
             on_failure: None,
             allow_plan_change: false,
+            pause_after: None,
+            yes: true,
+            json: false,
             mode: args.mode,
             preflight: default_preflight(),
         })

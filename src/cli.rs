@@ -62,6 +62,10 @@ pub struct RollbackArgs {
     pub plan: PlanArgs,
     #[command(flatten)]
     pub lock: LockArgs,
+    /// Print the run as JSON events, one object per line (docs/json.md), instead of progress
+    /// lines and the table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -91,6 +95,17 @@ pub struct MigrateArgs {
     /// Resume even though the plan file changed since the journal was started.
     #[arg(long)]
     pub allow_plan_change: bool,
+    /// The canary: stop at a safe point once N nodes were restarted by this run (the journal
+    /// says `paused`; `distls status` says why). Rerun `migrate` to go on, or `rollback`.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub pause_after: Option<u32>,
+    /// Do not ask before the first stop of a new run (asked only on a terminal).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Print the run as JSON events, one object per line (docs/json.md), instead of progress
+    /// lines and the table; never asks.
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub mode: ModeArgs,
     #[command(flatten)]

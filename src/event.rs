@@ -6,7 +6,7 @@ use serde::Serialize;
 
 /// One thing the engine reports. Serialized as one JSON object (`--json`, docs/json.md): the
 /// variant's name in `event`, its fields beside it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     /// Node `index` (plan order) is doing `activity` now.
@@ -16,9 +16,11 @@ pub enum Event {
         name: String,
         activity: NodeActivity,
     },
-    /// Node `index` is where this roll takes it.
+    /// Node `index` is where this roll takes it, `seconds` after this run turned to it.
     NodeDone {
         index: usize,
+        node: String,
+        seconds: f64,
     },
     Note {
         note: Note,
@@ -97,6 +99,11 @@ pub enum Note {
     ForceStopped {
         node: String,
         what: String,
+    },
+    /// `--pause-after`: `nodes` were restarted; the run stopped before `next`.
+    PausedAfterCanary {
+        nodes: usize,
+        next: String,
     },
 }
 

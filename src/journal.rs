@@ -389,6 +389,15 @@ impl JournalStore {
         }
     }
 
+    /// Another handle on the same journal, for reading: it holds no lock.
+    pub fn reader(&self) -> JournalStore {
+        JournalStore {
+            journal_path: self.journal_path.clone(),
+            lock_path: self.lock_path.clone(),
+            _lock: None,
+        }
+    }
+
     pub fn journal_path(&self) -> &Path {
         &self.journal_path
     }

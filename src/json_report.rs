@@ -2,7 +2,10 @@
 //! scripts and dashboards (schema: docs/json.md). Human progress lines are not printed then;
 //! `tracing` logs still go to stderr.
 
+use crate::error::{Error, Message};
 use crate::event::{Event, Reporter};
+use crate::plan::Plan;
+use crate::rollout::NodeSummary;
 use serde::Serialize;
 use std::io::Write;
 use std::sync::Mutex;
@@ -50,6 +53,97 @@ impl JsonReporter {
         let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
         // A closed pipe (`| head`) must not stop the run: the stream is for watching it.
         let _ = writeln!(out, "{text}").and_then(|()| out.flush());
+    }
+}
+
+/// The first record: which command, on which cluster and nodes.
+#[derive(Serialize)]
+pub struct Started {
+    event: &'static str,
+    command: &'static str,
+    cluster: String,
+    plan: String,
+    nodes: Vec<String>,
+}
+
+impl Started {
+    pub fn of(command: &'static str, plan: &Plan) -> Self {
+        Started {
+            event: "started",
+            command,
+            cluster: plan.cluster.clone(),
+            plan: plan.path.display().to_string(),
+            nodes: plan.nodes.iter().map(|n| n.name.clone()).collect(),
+        }
+    }
+}
+
+/// The final table: each node, what it runs, its links, how long its turn took.
+#[derive(Serialize)]
+pub struct Summary {
+    event: &'static str,
+    nodes: Vec<SummaryNode>,
+}
+
+#[derive(Serialize)]
+struct SummaryNode {
+    node: String,
+    runs: &'static str,
+    links: String,
+    seconds: Option<f64>,
+}
+
+impl Summary {
+    pub fn of(rows: &[NodeSummary]) -> Self {
+        Summary {
+            event: "summary",
+            nodes: rows
+                .iter()
+                .map(|row| SummaryNode {
+                    node: row.name.clone(),
+                    runs: row.runs,
+                    links: row.links.clone(),
+                    seconds: row.took.map(|d| (d.as_secs_f64() * 10.0).round() / 10.0),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The last record of a run that ended well: `completed`, `rolled_back` or `paused`.
+#[derive(Serialize)]
+pub struct Done {
+    event: &'static str,
+    outcome: &'static str,
+}
+
+impl Done {
+    pub fn new(outcome: &'static str) -> Self {
+        Done {
+            event: "done",
+            outcome,
+        }
+    }
+}
+
+/// The last record of a run that did not: its exit code, the message and the hint apart.
+#[derive(Serialize)]
+pub struct Failed {
+    event: &'static str,
+    exit_code: u8,
+    message: String,
+    hint: Option<String>,
+}
+
+impl Failed {
+    pub fn of(error: &Error) -> Self {
+        let message = Message::from_rendered(&error.to_string());
+        Failed {
+            event: "failed",
+            exit_code: error.exit_code(),
+            message: message.text,
+            hint: message.hint,
+        }
     }
 }
 

@@ -70,6 +70,9 @@ impl Note {
                 None => format!("warning: {node}: {what}"),
             },
             Note::ForceStopped { node, what } => format!("{node}: {what}"),
+            Note::PausedAfterCanary { nodes, next } => format!(
+                "paused after {nodes} node(s) (--pause-after): {next} and the nodes after it are untouched"
+            ),
         }
     }
 }
@@ -153,7 +156,7 @@ impl Reporter for Progress {
                 name,
                 activity,
             } => self.node(index, &name, activity),
-            Event::NodeDone { index } => self.node_done(index),
+            Event::NodeDone { index, .. } => self.node_done(index),
             Event::Note { note } => self.note(&note.text()),
             Event::Finished => self.finish(),
         }

@@ -41,9 +41,54 @@ const MAX_ROUNDS: usize = 16;
 /// Pause between two early ctl pings of a node that is still booting (each is a VM boot).
 const EARLY_PING_RETRY: Duration = Duration::from_millis(200);
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Options {
     pub on_failure: OnFailure,
+    /// `--pause-after N`: the canary. Shared by the rolls of one run.
+    pub pause_after: Option<Canary>,
+    /// `--json`: the run's events go to this stream instead of the progress display.
+    pub json: Option<Arc<crate::json_report::JsonReporter>>,
+}
+
+impl Options {
+    pub fn on_failure(on_failure: OnFailure) -> Self {
+        Options {
+            on_failure,
+            pause_after: None,
+            json: None,
+        }
+    }
+
+    /// The reporter of a roll titled `title` over `nodes` nodes.
+    fn reporter(&self, nodes: usize, title: &str) -> Arc<dyn Reporter> {
+        match &self.json {
+            Some(json) => json.clone(),
+            None => Arc::new(Progress::new(nodes, title)),
+        }
+    }
+}
+
+/// Stop at a safe point once this many nodes were restarted by this invocation, if any node of
+/// the roll is left (the journal says `paused`; rerunning `migrate` goes on). A roll at run time
+/// (the seal) restarts nothing and never pauses.
+#[derive(Debug, Clone)]
+pub struct Canary {
+    pub nodes: usize,
+    restarted: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Canary {
+    pub fn after(nodes: usize) -> Self {
+        Canary {
+            nodes,
+            restarted: Arc::default(),
+        }
+    }
+
+    /// Counts one more node done; whether that makes `nodes`.
+    fn node_done(&self) -> bool {
+        self.restarted.fetch_add(1, Ordering::SeqCst) + 1 == self.nodes
+    }
 }
 
 /// A step that failed on one node; the caller decides between rollback and pause.
@@ -134,11 +179,13 @@ pub struct Rollout<'a> {
     /// zero-split run does across its rolls).
     owns_observer: bool,
     /// Where the engine's events go (the progress display, unless told otherwise).
-    reporter: Box<dyn Reporter>,
+    reporter: Arc<dyn Reporter>,
     interrupted: Arc<AtomicBool>,
     options: Options,
     timings: Vec<Option<Duration>>,
     early_ping: Option<EarlyPing>,
+    /// The canary's pause was reached: the roll stopped at a safe point, the journal says so.
+    paused: bool,
     /// Which roll this is: the classic roll, or one of a zero-split run (its `from` plays
     /// plain's part, its `to` TLS's).
     roll: Roll,
@@ -177,7 +224,7 @@ impl<'a> Rollout<'a> {
         interrupted: Arc<AtomicBool>,
     ) -> Result<Self> {
         let cluster = Cluster::of_targets(&targets)?;
-        let reporter = Box::new(Progress::new(targets.len(), &plan.cluster));
+        let reporter = options.reporter(targets.len(), &plan.cluster);
         let timings = vec![None; targets.len()];
         Ok(Rollout {
             plan,
@@ -191,6 +238,7 @@ impl<'a> Rollout<'a> {
             options,
             timings,
             early_ping: None,
+            paused: false,
             roll: Roll::Classic,
         })
     }
@@ -200,7 +248,7 @@ impl<'a> Rollout<'a> {
     pub fn for_zero_split_roll(mut self, roll: RollState) -> Self {
         self.roll = Roll::Stages(roll);
         let title = self.roll.title(&self.plan.cluster);
-        self.reporter = Box::new(Progress::new(self.targets.len(), &title));
+        self.reporter = self.options.reporter(self.targets.len(), &title);
         self
     }
 
@@ -221,7 +269,7 @@ impl<'a> Rollout<'a> {
     }
 
     /// Send this roll's events to `reporter` instead of the progress display.
-    pub fn with_reporter(mut self, reporter: Box<dyn Reporter>) -> Self {
+    pub fn with_reporter(mut self, reporter: Arc<dyn Reporter>) -> Self {
         self.reporter = reporter;
         self
     }
@@ -276,6 +324,11 @@ impl<'a> Rollout<'a> {
 
     pub fn journal(&self) -> &Journal {
         &self.journal
+    }
+
+    /// Whether the roll stopped after its canary (`--pause-after`) instead of finishing.
+    pub fn paused(&self) -> bool {
+        self.paused
     }
 
     /// Run the roll to the end, resuming whatever the journal says is in progress.
@@ -339,6 +392,7 @@ impl<'a> Rollout<'a> {
                     .await
                     .map_err(|f| f.on_node(index - 1))?;
             }
+            let was_done = self.step_of(index) == Step::Verified;
             self.drive_node(index, Direction::Forward)
                 .await
                 .map_err(|f| f.on_node(index))?;
@@ -346,13 +400,44 @@ impl<'a> Rollout<'a> {
                 // Its file is switched: its ctl boots while the next nodes are sealed.
                 self.start_ctl_ping(index, &mut ctl_pings);
             }
-            self.timings[index] = Some(started.elapsed());
-            self.reporter.report(Event::NodeDone { index });
+            let took = started.elapsed();
+            self.timings[index] = Some(took);
+            self.reporter.report(Event::NodeDone {
+                index,
+                node: self.name(index).to_string(),
+                seconds: (took.as_secs_f64() * 10.0).round() / 10.0,
+            });
+            let canary_done = !was_done
+                && !at_run_time
+                && index + 1 < self.targets.len()
+                && self
+                    .options
+                    .pause_after
+                    .as_ref()
+                    .is_some_and(Canary::node_done);
+            if canary_done {
+                return self.pause_after_canary(index + 1);
+            }
         }
         if at_run_time {
             self.every_ctl_reaches_its_node(ctl_pings).await?;
         }
         self.final_gate().await
+    }
+
+    /// The canary's nodes are done: stop here, the journal `paused` (rerunning `migrate` goes on).
+    fn pause_after_canary(&mut self, next: usize) -> StepResult {
+        let nodes = self.options.pause_after.as_ref().map_or(0, |c| c.nodes);
+        self.journal.set_phase(Phase::Paused)?;
+        let what = format!("paused after {nodes} node(s) (--pause-after {nodes})");
+        self.journal.record(None, &what);
+        self.store.save(&mut self.journal)?;
+        self.note(Note::PausedAfterCanary {
+            nodes,
+            next: self.name(next).to_string(),
+        });
+        self.paused = true;
+        Ok(())
     }
 
     fn name(&self, index: usize) -> &str {

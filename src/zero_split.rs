@@ -647,9 +647,7 @@ impl<'p> Rolls<'p, '_> {
         }
         if intent == Intent::Rollback && roll.toward == Stage::Tls {
             // The roll under way goes back to its `from` stage first; then the rolls back to plain.
-            let pause = Options {
-                on_failure: OnFailure::Pause,
-            };
+            let pause = Options::on_failure(OnFailure::Pause);
             let mut rollout = match self.rollout(roll, store, journal, pause).await {
                 Ok(r) => r,
                 Err(e) => return (summary, Err(e)),
@@ -682,9 +680,7 @@ impl<'p> Rolls<'p, '_> {
             // On the way back a failure pauses: rolling back a roll toward plain would move away
             // from plain.
             let options = match roll.toward {
-                Stage::Plain => Options {
-                    on_failure: OnFailure::Pause,
-                },
+                Stage::Plain => Options::on_failure(OnFailure::Pause),
                 _ => options.clone(),
             };
             let mut rollout = match self.rollout(roll, store, journal, options).await {
@@ -696,8 +692,11 @@ impl<'p> Rolls<'p, '_> {
             });
             let (rows, outcome) = rollout.migrate().await;
             summary = rows;
+            let paused = rollout.paused();
             (store, journal) = rollout.into_parts();
             let next = match outcome {
+                // The canary's pause: the journal says `paused`; a rerun goes on with this roll.
+                Ok(()) if paused => return (summary, Ok(())),
                 Ok(()) => roll.next(),
                 // The roll went back to where it started (one mesh, no split): on back to plain.
                 Err(e) if journal.phase == Phase::RolledBack && roll.toward == Stage::Tls => {

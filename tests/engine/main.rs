@@ -9,7 +9,7 @@ use distls::cluster::Cluster;
 use distls::failpoint::{Crash, walk_in_process};
 use distls::journal::{Journal, JournalStore, Phase};
 use distls::plan::{OnFailure, Plan};
-use distls::rollout::{Options, Rollout};
+use distls::rollout::{Canary, Options, Rollout};
 use distls::stage::{RollPath, RollState, SEALED_SIGNATURE, Stage};
 use distls::target::{NodeTarget, read_node};
 use distls::transport::Transport;
@@ -221,25 +221,37 @@ async fn rollback_classic(fx: &Fixture, fake: &Arc<FakeCluster>) -> distls::erro
     run_classic(fx, fake, Intent::Rollback).await
 }
 
+/// As `distls migrate` and `distls rollback` do: a rollback pauses on a failure.
+fn options_for(intent: Intent) -> Options {
+    Options::on_failure(match intent {
+        Intent::Migrate => OnFailure::Rollback,
+        Intent::Rollback => OnFailure::Pause,
+    })
+}
+
 async fn run_classic(
     fx: &Fixture,
     fake: &Arc<FakeCluster>,
     intent: Intent,
 ) -> distls::error::Result<()> {
+    run_classic_with(fx, fake, intent, options_for(intent)).await
+}
+
+async fn run_classic_with(
+    fx: &Fixture,
+    fake: &Arc<FakeCluster>,
+    intent: Intent,
+    options: Options,
+) -> distls::error::Result<()> {
     let (store, journal) = load(fx);
     let journal = journal.unwrap_or_else(|| Rollout::new_journal(&fx.plan, &fx.targets));
-    // As `distls migrate` and `distls rollback` do: a rollback pauses on a failure.
-    let on_failure = match intent {
-        Intent::Migrate => OnFailure::Rollback,
-        Intent::Rollback => OnFailure::Pause,
-    };
     let interrupted = Arc::new(AtomicBool::new(false));
     let mut rollout = Rollout::new(
         &fx.plan,
         fx.targets.clone(),
         store,
         journal,
-        Options { on_failure },
+        options,
         interrupted,
     )?
     .on_cluster(cluster_of(fake));
@@ -258,16 +270,23 @@ async fn run_zero_split(
     path: RollPath,
     intent: Intent,
 ) -> distls::error::Result<()> {
+    run_zero_split_with(fx, nodes, fake, path, intent, options_for(intent)).await
+}
+
+async fn run_zero_split_with(
+    fx: &Fixture,
+    nodes: &[ZeroSplitNode],
+    fake: &Arc<FakeCluster>,
+    path: RollPath,
+    intent: Intent,
+    options: Options,
+) -> distls::error::Result<()> {
     let (store, journal) = load(fx);
     let journal = journal.unwrap_or_else(|| {
         let mut journal = Rollout::new_journal(&fx.plan, &fx.targets);
         journal.zero_split = Some(RollState::first(path));
         journal
     });
-    let on_failure = match intent {
-        Intent::Migrate => OnFailure::Rollback,
-        Intent::Rollback => OnFailure::Pause,
-    };
     let interrupted = Arc::new(AtomicBool::new(false));
     let (_, outcome) = zero_split::run(
         &fx.plan,
@@ -275,7 +294,7 @@ async fn run_zero_split(
         cluster_of(fake),
         store,
         journal,
-        Options { on_failure },
+        options,
         interrupted,
         intent,
     )
@@ -607,4 +626,77 @@ fn classic_boots(fx: &Fixture) -> Vec<(String, String)> {
             ]
         })
         .collect()
+}
+
+/// `--pause-after 1`, classic: the canary node on TLS, the others untouched, the journal
+/// `paused`; the rerun goes on to the end.
+#[tokio::test]
+async fn a_classic_canary_pauses_after_its_nodes_and_the_rerun_goes_on() {
+    let fx = fixture().await;
+    let fake = FakeCluster::new(&fx.targets, classic_boots(&fx));
+    let pids: Vec<_> = (0..NODES).map(|n| fake.os_pid(n)).collect();
+    let canary = Options {
+        pause_after: Some(Canary::after(1)),
+        ..options_for(Intent::Migrate)
+    };
+    run_classic_with(&fx, &fake, Intent::Migrate, canary)
+        .await
+        .unwrap();
+    let (_, journal) = load(&fx);
+    let journal = journal.unwrap();
+    assert_eq!(journal.phase, Phase::Paused);
+    assert!(
+        journal
+            .events
+            .iter()
+            .any(|e| e.what.contains("--pause-after 1"))
+    );
+    assert_eq!(fake.runs(0).as_deref(), Some("inet_tls"));
+    for node in 1..NODES {
+        assert_eq!(fake.runs(node).as_deref(), Some("inet_tcp"));
+        assert_eq!(
+            fake.os_pid(node),
+            pids[node],
+            "node {node} was not restarted"
+        );
+        let target = &fx.targets[node];
+        assert_eq!(
+            fake.file(&target.dist_args),
+            Some(target.original.clone().into_bytes())
+        );
+    }
+    migrate_classic(&fx, &fake).await.unwrap();
+    assert_every_node(&fx, &fake, "inet_tls", |t| t.tls.text.clone());
+    let (_, journal) = load(&fx);
+    assert_eq!(journal.unwrap().phase, Phase::Completed);
+}
+
+/// `--pause-after 2`, zero-split: two nodes on the hybrid module, one mesh, the seal not begun;
+/// the rerun finishes the roll and the seal.
+#[tokio::test]
+async fn a_zero_split_canary_pauses_in_one_mesh_and_the_rerun_goes_on() {
+    let fx = fixture().await;
+    let transports = vec![Transport::local(Vec::new(), None); NODES];
+    let nodes = zero_split::prepare(&fx.plan, &transports, None)
+        .await
+        .unwrap();
+    let fake = FakeCluster::new(&fx.targets, boots_of(&nodes));
+    let canary = Options {
+        pause_after: Some(Canary::after(2)),
+        ..options_for(Intent::Migrate)
+    };
+    let path = RollPath::OneRestart;
+    run_zero_split_with(&fx, &nodes, &fake, path, Intent::Migrate, canary)
+        .await
+        .unwrap();
+    let (_, journal) = load(&fx);
+    assert_eq!(journal.unwrap().phase, Phase::Paused);
+    assert_eq!(fake.runs(0).as_deref(), Some(Stage::Hybrid.signature()));
+    assert_eq!(fake.runs(1).as_deref(), Some(Stage::Hybrid.signature()));
+    assert_eq!(fake.runs(2).as_deref(), Some("inet_tcp"));
+    run_zero_split(&fx, &nodes, &fake, path, Intent::Migrate)
+        .await
+        .unwrap();
+    assert_every_node(&fx, &fake, SEALED_SIGNATURE, |t| t.tls.text.clone());
+    assert_eq!(fake.splits(), Vec::<String>::new(), "one mesh throughout");
 }

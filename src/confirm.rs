@@ -1,0 +1,49 @@
+//! Before the first stop of a new run, on a terminal: what is about to happen, and a yes/no.
+//! Never asked without a terminal (CI, cron, `| tee`), nor with `--yes` or `--json`.
+
+use crate::error::{Error, Message, Result};
+use crate::plan::Plan;
+use crate::roll_mode::RollMode;
+use std::io::{BufRead, IsTerminal, Write};
+
+pub fn before_first_stop(plan: &Plan, mode: RollMode) -> Result<()> {
+    if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
+        return Ok(());
+    }
+    let mut err = std::io::stderr().lock();
+    let _ = write!(err, "{}Proceed? [y/N] ", summary(plan, mode));
+    let _ = err.flush();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|e| Error::Internal(Message::new(format!("cannot read the answer: {e}"))))?;
+    match answer.trim().to_ascii_lowercase().as_str() {
+        "y" | "yes" => Ok(()),
+        _ => Err(Error::Refused(
+            Message::new("not confirmed: distls changed nothing")
+                .hint("rerun and answer y, or pass --yes to skip the question"),
+        )),
+    }
+}
+
+/// The plan as the question shows it: cluster, nodes in order, the roll, what changes.
+fn summary(plan: &Plan, mode: RollMode) -> String {
+    let names: Vec<&str> = plan.nodes.iter().map(|n| n.name.as_str()).collect();
+    let roll = match mode {
+        RollMode::ZeroSplit => {
+            "zero-split: each node restarts once into distls's hybrid module, then every node is sealed to TLS without a restart; the cluster stays one mesh"
+        }
+        RollMode::Classic => {
+            "classic: each node restarts once into TLS; migrated and plain nodes cannot see each other until the last node switches"
+        }
+    };
+    let mut files: Vec<&str> = plan.nodes.iter().map(|n| n.flavor.file_label()).collect();
+    files.dedup();
+    format!(
+        "distls will switch cluster {} to TLS distribution:\n  nodes, in this order: {}\n  roll: {roll}\n  changes: each node's {} (its original kept beside it)\n",
+        plan.cluster,
+        names.join(", "),
+        files.join(" / "),
+    )
+}
