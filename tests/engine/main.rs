@@ -652,13 +652,9 @@ async fn a_classic_canary_pauses_after_its_nodes_and_the_rerun_goes_on() {
             .any(|e| e.what.contains("--pause-after 1"))
     );
     assert_eq!(fake.runs(0).as_deref(), Some("inet_tls"));
-    for node in 1..NODES {
+    for (node, pid) in pids.iter().enumerate().skip(1) {
         assert_eq!(fake.runs(node).as_deref(), Some("inet_tcp"));
-        assert_eq!(
-            fake.os_pid(node),
-            pids[node],
-            "node {node} was not restarted"
-        );
+        assert_eq!(fake.os_pid(node), *pid, "node {node} was not restarted");
         let target = &fx.targets[node];
         assert_eq!(
             fake.file(&target.dist_args),
