@@ -647,7 +647,10 @@ impl<'p> Rolls<'p, '_> {
         }
         if intent == Intent::Rollback && roll.toward == Stage::Tls {
             // The roll under way goes back to its `from` stage first; then the rolls back to plain.
-            let pause = Options::on_failure(OnFailure::Pause);
+            let pause = Options {
+                on_failure: OnFailure::Pause,
+                ..options.clone()
+            };
             let mut rollout = match self.rollout(roll, store, journal, pause).await {
                 Ok(r) => r,
                 Err(e) => return (summary, Err(e)),
@@ -680,7 +683,10 @@ impl<'p> Rolls<'p, '_> {
             // On the way back a failure pauses: rolling back a roll toward plain would move away
             // from plain.
             let options = match roll.toward {
-                Stage::Plain => Options::on_failure(OnFailure::Pause),
+                Stage::Plain => Options {
+                    on_failure: OnFailure::Pause,
+                    ..options.clone()
+                },
                 _ => options.clone(),
             };
             let mut rollout = match self.rollout(roll, store, journal, options).await {

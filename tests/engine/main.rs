@@ -4,10 +4,13 @@
 //! prove it for every crash point of every roll kind on every change.
 
 mod fake;
+#[path = "../json_schema.rs"]
+mod json_schema;
 
 use distls::cluster::Cluster;
 use distls::failpoint::{Crash, walk_in_process};
 use distls::journal::{Journal, JournalStore, Phase};
+use distls::json_report::JsonReporter;
 use distls::plan::{OnFailure, Plan};
 use distls::rollout::{Canary, Options, Rollout};
 use distls::stage::{RollPath, RollState, SEALED_SIGNATURE, Stage};
@@ -695,4 +698,81 @@ async fn a_zero_split_canary_pauses_in_one_mesh_and_the_rerun_goes_on() {
         .unwrap();
     assert_every_node(&fx, &fake, SEALED_SIGNATURE, |t| t.tls.text.clone());
     assert_eq!(fake.splits(), Vec::<String>::new(), "one mesh throughout");
+}
+
+/// A `Write` that keeps what it is given, for the JSON stream.
+#[derive(Clone, Default)]
+struct Sink(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Sink {
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+/// Every event of a canary pause, a failing roll that rolls back, and a zero-split run with its
+/// rollback, as `--json` streams them, fits docs/json.md.
+#[tokio::test]
+async fn every_event_the_engine_emits_fits_the_documented_json_schema() {
+    let sink = Sink::default();
+    let json = Arc::new(JsonReporter::to(Box::new(sink.clone())));
+    let with_json = |intent: Intent| Options {
+        json: Some(json.clone()),
+        ..options_for(intent)
+    };
+
+    let fx = fixture().await;
+    let fake = FakeCluster::new(&fx.targets, classic_boots(&fx));
+    let canary = Options {
+        pause_after: Some(Canary::after(1)),
+        ..with_json(Intent::Migrate)
+    };
+    run_classic_with(&fx, &fake, Intent::Migrate, canary)
+        .await
+        .unwrap();
+    fake.refuse(2, "inet_tls");
+    run_classic_with(&fx, &fake, Intent::Migrate, with_json(Intent::Migrate))
+        .await
+        .expect_err("n3 cannot boot TLS");
+
+    let fx = fixture().await;
+    let transports = vec![Transport::local(Vec::new(), None); NODES];
+    let nodes = zero_split::prepare(&fx.plan, &transports, None)
+        .await
+        .unwrap();
+    let fake = FakeCluster::new(&fx.targets, boots_of(&nodes));
+    let path = RollPath::OneRestart;
+    for intent in [Intent::Migrate, Intent::Rollback] {
+        run_zero_split_with(&fx, &nodes, &fake, path, intent, with_json(intent))
+            .await
+            .unwrap();
+    }
+
+    let text = sink.text();
+    let events = json_schema::check_stream(&text);
+    for event in ["node", "node_done", "note", "finished"] {
+        assert!(events.iter().any(|e| e == event), "no `{event}` in {text}");
+    }
+    for kind in [
+        r#""kind":"paused_after_canary""#,
+        r#""kind":"step_failed""#,
+        r#""kind":"rolling_back""#,
+        r#""kind":"roll_begins""#,
+        r#""kind":"sealing""#,
+        r#""kind":"unsealing""#,
+        r#""kind":"awaiting_full_mesh""#,
+        r#""kind":"restoring_file""#,
+    ] {
+        assert!(text.contains(kind), "no {kind} in the stream");
+    }
 }

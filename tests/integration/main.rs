@@ -6,6 +6,9 @@ mod netns_hosts;
 // Hosts that run OTP 27 (Debian trixie) and OTP 29 (Debian sid) from a chroot each.
 mod otp_hosts;
 mod support;
+// The `--json` schema of docs/json.md, shared with the engine tests.
+#[path = "../json_schema.rs"]
+mod json_schema;
 // Proves "no split" (or finds one) from the nodes' sampled links; unit tests on synthetic logs.
 mod split_checker;
 

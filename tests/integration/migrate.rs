@@ -7,8 +7,15 @@ fn migrates_a_three_node_cluster_and_rolls_it_back() {
     let plan = t.plan();
     let plan = plan.to_str().unwrap();
 
-    let out = t.distls(&["migrate", "--classic", plan]);
+    // As a script would run it: a JSON stream on stdout, every object as docs/json.md says.
+    let out = t.distls(&["migrate", "--classic", "--json", plan]);
     assert!(out.status.success(), "{}", describe(&out));
+    let events = crate::json_schema::check_stream(&stdout(&out));
+    assert_eq!(events.first().map(String::as_str), Some("started"));
+    assert_eq!(events.last().map(String::as_str), Some("done"));
+    assert_eq!(events.iter().filter(|e| *e == "node_done").count(), 3);
+    assert!(events.iter().any(|e| e == "summary"));
+    assert!(stdout(&out).contains(r#""outcome":"completed""#));
     t.assert_mesh("inet_tls", "tls");
     for node in 0..3 {
         let ping = t.cluster.ctl(node, &["ping"]);
@@ -51,8 +58,11 @@ fn migrates_a_three_node_cluster_and_rolls_it_back() {
     let again = t.distls(&["migrate", "--classic", plan]);
     assert!(again.status.success(), "{}", describe(&again));
 
-    let back = t.distls(&["rollback", plan]);
+    let back = t.distls(&["rollback", "--json", plan]);
     assert!(back.status.success(), "{}", describe(&back));
+    let events = crate::json_schema::check_stream(&stdout(&back));
+    assert_eq!(events.last().map(String::as_str), Some("done"));
+    assert!(stdout(&back).contains(r#""outcome":"rolled_back""#));
     t.wait_for_mesh("inet_tcp", "tcp");
     t.assert_files_are(&originals);
 }

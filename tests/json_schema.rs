@@ -1,0 +1,131 @@
+//! The `--json` schema as docs/json.md states it, and a check of emitted objects against it.
+//! Included by the engine tests and the integration tests (`#[path]`), so the document is the
+//! one schema both hold the stream to.
+
+use std::collections::BTreeMap;
+
+/// A record or kind and its fields: (name, may be null).
+type Shapes = BTreeMap<String, Vec<(String, bool)>>;
+
+pub struct Schema {
+    events: Shapes,
+    activities: Shapes,
+    notes: Shapes,
+}
+
+impl Schema {
+    pub fn from_docs() -> Schema {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/json.md");
+        let doc = std::fs::read_to_string(path).expect("docs/json.md");
+        Schema {
+            events: table(&doc, "<!-- json:events -->"),
+            activities: table(&doc, "<!-- json:activities -->"),
+            notes: table(&doc, "<!-- json:notes -->"),
+        }
+    }
+
+    /// Checks one line of the stream; the record's `event` name when it fits.
+    pub fn check_line(&self, line: &str) -> Result<String, String> {
+        let value: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| format!("not JSON ({e}): {line}"))?;
+        let object = value.as_object().ok_or(format!("not an object: {line}"))?;
+        if object.get("schema") != Some(&serde_json::json!(1)) {
+            return Err(format!("no `schema: 1`: {line}"));
+        }
+        if !object.get("t").is_some_and(serde_json::Value::is_number) {
+            return Err(format!("no number `t`: {line}"));
+        }
+        let event = object
+            .get("event")
+            .and_then(|e| e.as_str())
+            .ok_or(format!("no `event`: {line}"))?;
+        let fields = self
+            .events
+            .get(event)
+            .ok_or(format!("event `{event}` is not in docs/json.md: {line}"))?;
+        let mut rest = object.clone();
+        for key in ["schema", "t", "event"] {
+            rest.remove(key);
+        }
+        fits(&rest, fields).map_err(|why| format!("{event}: {why}: {line}"))?;
+        for (field, kinds) in [("activity", &self.activities), ("note", &self.notes)] {
+            if let Some(inner) = rest.get(field) {
+                let mut inner = inner
+                    .as_object()
+                    .ok_or(format!("`{field}` is not an object: {line}"))?
+                    .clone();
+                let kind = inner
+                    .remove("kind")
+                    .and_then(|k| k.as_str().map(str::to_string))
+                    .ok_or(format!("`{field}` has no `kind`: {line}"))?;
+                let fields = kinds.get(&kind).ok_or(format!(
+                    "{field} kind `{kind}` is not in docs/json.md: {line}"
+                ))?;
+                fits(&inner, fields).map_err(|why| format!("{field} {kind}: {why}: {line}"))?;
+            }
+        }
+        Ok(event.to_string())
+    }
+}
+
+fn fits(
+    object: &serde_json::Map<String, serde_json::Value>,
+    fields: &[(String, bool)],
+) -> Result<(), String> {
+    for (name, nullable) in fields {
+        match object.get(name) {
+            None => return Err(format!("`{name}` is missing")),
+            Some(serde_json::Value::Null) if !nullable => {
+                return Err(format!("`{name}` is null"));
+            }
+            Some(_) => {}
+        }
+    }
+    match object
+        .keys()
+        .find(|k| !fields.iter().any(|(name, _)| name == *k))
+    {
+        Some(extra) => Err(format!("`{extra}` is not in docs/json.md")),
+        None => Ok(()),
+    }
+}
+
+/// The table after `marker`: its first column's name and the second's fields (`a`, `b?`).
+fn table(doc: &str, marker: &str) -> Shapes {
+    let start = doc
+        .find(marker)
+        .unwrap_or_else(|| panic!("{marker} in docs/json.md"));
+    let body = &doc[start..];
+    let end = body.find("<!-- json:end -->").expect("the table ends");
+    body[..end]
+        .lines()
+        .filter(|l| l.starts_with("| `"))
+        .map(|row| {
+            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+            let name = cells[1].trim_matches('`').to_string();
+            let fields = cells[2]
+                .split(',')
+                .map(|f| f.trim().trim_matches('`'))
+                .filter(|f| !f.is_empty())
+                .map(|f| match f.strip_suffix('?') {
+                    Some(f) => (f.to_string(), true),
+                    None => (f.to_string(), false),
+                })
+                .collect();
+            (name, fields)
+        })
+        .collect()
+}
+
+#[allow(dead_code)]
+pub fn check_stream(text: &str) -> Vec<String> {
+    let schema = Schema::from_docs();
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            schema
+                .check_line(line)
+                .unwrap_or_else(|why| panic!("{why}"))
+        })
+        .collect()
+}
