@@ -2,7 +2,7 @@
 
 use crate::cli::{
     CheckArgs, Cli, Command, DemoArgs, LockArgs, MigrateArgs, OnFailureArg, PlanArgs,
-    PreflightArgs, RollbackArgs,
+    PreflightArgs, RollbackArgs, StatusArgs,
 };
 use crate::cluster::Cluster;
 use crate::error::{Error, Message, Result, exit_code};
@@ -625,12 +625,16 @@ async fn rollback_zero_split(
     run_zero_split(plan, store, Some(journal), &transports, options, intent).await
 }
 
-async fn status(args: PlanArgs) -> Result<()> {
-    let plan = Plan::load(&args.plan)?;
-    let store = JournalStore::new(&state_dir(&args, &plan), &plan.cluster);
+async fn status(args: StatusArgs) -> Result<()> {
+    let plan = Plan::load(&args.plan.plan)?;
+    let store = JournalStore::new(&state_dir(&args.plan, &plan), &plan.cluster);
     let journal = store.load()?;
     let (transports, connections) = open_transports(&plan).await?;
-    let outcome = status_over(&plan, &store, journal, transports).await;
+    let outcome = if args.json {
+        status_json(&plan, journal, transports).await
+    } else {
+        status_over(&plan, &store, journal, transports).await
+    };
     ssh::close_all(connections).await;
     outcome
 }
@@ -669,6 +673,56 @@ async fn status_over(
         );
     }
     probes.shutdown().await;
+    Ok(())
+}
+
+/// `status --json`: the journal's state and every node's row as one `status` record.
+async fn status_json(
+    plan: &Plan,
+    journal: Option<Journal>,
+    transports: Vec<Transport>,
+) -> Result<()> {
+    let (targets, texts) = status_targets(plan, &transports, journal.as_ref()).await?;
+    let probes = observe::probe_pool(&targets)?;
+    let mut nodes = Vec::new();
+    for (target, texts) in targets.iter().zip(&texts) {
+        let info = observe::observe_with(&probes, target).await?;
+        let step = journal
+            .as_ref()
+            .and_then(|j| j.node(target.name()))
+            .map(|r| r.step.label());
+        let (file, runs) = match texts {
+            Some(texts) => zero_split_file_and_runs(target, texts, &info).await?,
+            None => classic_file_and_runs(target, &info).await?,
+        };
+        nodes.push(serde_json::json!({
+            "node": target.name(),
+            "step": step,
+            "file": file,
+            "runs": runs,
+            "links": observe::describe_links(&info),
+        }));
+    }
+    probes.shutdown().await;
+    let journal = journal.map(|j| {
+        let paused_because = (j.phase == Phase::Paused && j.failure.is_none())
+            .then(|| j.events.iter().rev().find(|e| e.what.starts_with("paused")))
+            .flatten()
+            .map(|e| e.what.clone());
+        serde_json::json!({
+            "phase": j.phase,
+            "updated_at": j.updated_at,
+            "failure": j.failure,
+            "paused_because": paused_because,
+            "zero_split_roll": j.zero_split.map(|r| r.describe()),
+        })
+    });
+    JsonReporter::stdout().emit(&serde_json::json!({
+        "event": "status",
+        "cluster": plan.cluster,
+        "journal": journal,
+        "nodes": nodes,
+    }));
     Ok(())
 }
 
@@ -875,7 +929,11 @@ async fn demo(args: DemoArgs) -> Result<()> {
         })
         .await?;
         println!("\n$ distls status {}", cluster.plan_path().display());
-        status(plan_args()).await
+        status(StatusArgs {
+            plan: plan_args(),
+            json: false,
+        })
+        .await
     }
     .await;
     cluster.shutdown();

@@ -22,7 +22,7 @@ pub enum Command {
     /// Return every node to plain TCP and its original vm.dist.args, newest first.
     Rollback(RollbackArgs),
     /// Show the journal and what every node really runs right now.
-    Status(PlanArgs),
+    Status(StatusArgs),
     /// Read-only preflight: files, certificates, TLS options and runtime of every node (exit 3 on any FAIL).
     Check(CheckArgs),
     /// Build a throwaway local 3-node cluster (MongooseIM layout, fresh certificates) and migrate it.
@@ -54,6 +54,15 @@ pub struct PlanArgs {
     /// Where the journal and lock live [default: .distls/ next to the plan].
     #[arg(long, env = "DISTLS_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub plan: PlanArgs,
+    /// Print the journal and every node as one JSON object (docs/json.md).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
