@@ -7,6 +7,17 @@ fn migrates_a_three_node_cluster_and_rolls_it_back() {
     let plan = t.plan();
     let plan = plan.to_str().unwrap();
 
+    // On a terminal a new run asks first; "n" leaves everything as it was.
+    let asked = t.distls_on_terminal(&["migrate", "--classic", plan], "n\n");
+    let said = stdout(&asked);
+    assert_eq!(asked.status.code(), Some(3), "{said}");
+    assert!(
+        said.contains("nodes, in this order:") && said.contains("Proceed? [y/N]"),
+        "{said}"
+    );
+    assert!(said.contains("not confirmed"), "{said}");
+    assert_eq!(t.dist_args_files(), originals);
+
     // The canary first: one node, then a safe-point pause; the others untouched.
     let canary = t.distls(&["migrate", "--classic", "--pause-after", "1", "--json", plan]);
     assert!(canary.status.success(), "{}", describe(&canary));

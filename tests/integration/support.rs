@@ -61,6 +61,33 @@ impl TestCluster {
         cmd.output().expect("distls runs")
     }
 
+    /// Run distls on a terminal (a pty from `script`), typing `input`; its terminal output
+    /// (stdout and stderr together) is the `stdout` of the result.
+    pub fn distls_on_terminal(&self, args: &[&str], input: &str) -> Output {
+        let quote = |a: &str| format!("'{}'", a.replace('\'', r"'\''"));
+        let line: Vec<String> = std::iter::once(env!("CARGO_BIN_EXE_distls"))
+            .chain(args.iter().copied())
+            .map(quote)
+            .collect();
+        let mut child = Command::new("script")
+            .args(["-qec", &line.join(" "), "/dev/null"])
+            .envs(self.cluster.env())
+            .env("ERL_CRASH_DUMP", self.crash_dump_path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("script runs");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().expect("script finishes")
+    }
+
     /// Start distls in the background (stdout and stderr captured).
     pub fn spawn_distls(&self, args: &[&str]) -> DistlsRun {
         self.spawn_distls_env(args, &[])
