@@ -59,6 +59,10 @@ pub enum NodeActivity {
     Unsealing,
     CheckingCtl,
     AwaitingReady,
+    /// `commands.before_stop` must pass before the node is stopped.
+    AwaitingBeforeStop,
+    /// `commands.after_start` must pass before the roll goes on.
+    AwaitingAfterStart,
 }
 
 /// A line that must stay visible: a phase change, a warning, a failure.

@@ -92,6 +92,9 @@ impl Flavor {
                     // for Mnesia tables held by plain nodes); rc 3: unreachable.
                     ping: format!("{ctl} status >/dev/null; rc=$?; [ $rc -eq 0 ] || [ $rc -eq 1 ]"),
                     ready: format!("{ctl} started"),
+                    // ejabberd has no drain or quorum check of its own (docs/hooks.md).
+                    before_stop: None,
+                    after_start: None,
                 })
             }
             Flavor::RabbitMq => {
@@ -104,6 +107,17 @@ impl Flavor {
                     ),
                     ping: format!("{ctl} ping"),
                     ready: format!("{ctl} await_startup"),
+                    // What the RabbitMQ Kubernetes operator does before it stops a pod: wait
+                    // until losing this node keeps every quorum queue and stream available, then
+                    // move its clients and queue leaders away (maintenance mode; the restart
+                    // ends it). Both are retried together until they pass.
+                    before_stop: Some(format!(
+                        "RABBITMQ_CONF_ENV_FILE={file} rabbitmq-upgrade await_online_quorum_plus_one -t 10 && RABBITMQ_CONF_ENV_FILE={file} rabbitmq-upgrade drain"
+                    )),
+                    // Out of maintenance mode for certain (a no-op on a node that is not in it).
+                    after_start: Some(format!(
+                        "RABBITMQ_CONF_ENV_FILE={file} rabbitmq-upgrade revive"
+                    )),
                 })
             }
             Flavor::MongooseIm | Flavor::Relx => None,
@@ -161,6 +175,11 @@ pub struct DefaultCommands {
     pub start: String,
     pub ping: String,
     pub ready: String,
+    /// The product's own gate before a stop, if it has one (docs/hooks.md says why not for the
+    /// others).
+    pub before_stop: Option<String>,
+    /// And after a start.
+    pub after_start: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -121,6 +121,12 @@ pub struct Commands {
     pub ping: Option<String>,
     /// After the last node: must exit 0 once the node's application has fully started.
     pub ready: Option<String>,
+    /// A gate before each stop of the node: must exit 0 (retried until `timeouts.before_stop`)
+    /// before distls stops it, e.g. RabbitMQ's quorum check and drain.
+    pub before_stop: Option<String>,
+    /// A gate after each start on the way forward, once its ctl reaches it: must exit 0
+    /// (retried until `timeouts.after_start`) before the roll goes on.
+    pub after_start: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,6 +140,10 @@ pub struct Timeouts {
     pub kill_grace: Duration,
     /// How long the final gate waits for `commands.ready` to succeed on every node.
     pub ready: Duration,
+    /// How long `commands.before_stop` is retried until it exits 0.
+    pub before_stop: Duration,
+    /// How long `commands.after_start` is retried until it exits 0.
+    pub after_start: Duration,
 }
 
 impl Default for Timeouts {
@@ -145,6 +155,8 @@ impl Default for Timeouts {
             ping: Duration::from_secs(30),
             kill_grace: Duration::from_secs(10),
             ready: Duration::from_secs(300),
+            before_stop: Duration::from_secs(300),
+            after_start: Duration::from_secs(300),
         }
     }
 }
@@ -484,6 +496,8 @@ defaults:
                 stop: "/opt/mim/mim2/bin/ctl stop".to_owned(),
                 ping: None,
                 ready: None,
+                before_stop: None,
+                after_start: None,
             }
         );
         assert_eq!(mim2.timeouts, Timeouts::default());

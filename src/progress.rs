@@ -32,6 +32,12 @@ impl NodeActivity {
             NodeActivity::Unsealing => "unsealing: plain TCP accepted again (no restart)".into(),
             NodeActivity::CheckingCtl => "checking that its ctl reaches it".into(),
             NodeActivity::AwaitingReady => "waiting until it reports ready".into(),
+            NodeActivity::AwaitingBeforeStop => {
+                "waiting for its before_stop gate (commands.before_stop)".into()
+            }
+            NodeActivity::AwaitingAfterStart => {
+                "waiting for its after_start gate (commands.after_start)".into()
+            }
         }
     }
 }

@@ -52,6 +52,8 @@ pub(super) struct RawCommands {
     pub(super) stop: Option<Text>,
     pub(super) ping: Option<Text>,
     pub(super) ready: Option<Text>,
+    pub(super) before_stop: Option<Text>,
+    pub(super) after_start: Option<Text>,
 }
 
 #[derive(Deserialize, Default)]
@@ -63,6 +65,8 @@ pub(super) struct RawTimeouts {
     pub(super) ping: Option<Text>,
     pub(super) kill_grace: Option<Text>,
     pub(super) ready: Option<Text>,
+    pub(super) before_stop: Option<Text>,
+    pub(super) after_start: Option<Text>,
 }
 
 #[derive(Deserialize, Default)]

@@ -62,6 +62,7 @@ impl Rollout<'_> {
             if self.roll.ready_after_each_node() {
                 self.await_node_ready(index).await?;
             }
+            self.after_start_gate(index).await?;
             return self.mark(index, Step::Verified);
         };
         self.report_node(index, NodeActivity::CheckingCtl);
@@ -90,6 +91,7 @@ impl Rollout<'_> {
         if self.roll.ready_after_each_node() {
             self.await_node_ready(index).await?;
         }
+        self.after_start_gate(index).await?;
         self.mark(index, Step::Verified)
     }
 

@@ -1,6 +1,7 @@
 //! Stopping a node: its stop command; if that fails, the VM itself through a probe; if it
 //! still runs, signals to the OS pid it reported.
 
+use super::gates::Hook;
 use super::*;
 
 impl Rollout<'_> {
@@ -12,6 +13,17 @@ impl Rollout<'_> {
         intent: Step,
         done: Step,
     ) -> StepResult {
+        // The plan's gate before a stop, on the way forward, while the node runs. A rollback
+        // goes without it: it is restoring a failure, and a quorum check could keep it from
+        // ever finishing (docs/hooks.md).
+        if intent == Step::Stopping && seen.is_up() {
+            let gate = self.targets[index].spec.commands.before_stop.clone();
+            let timeout = self.targets[index].spec.timeouts.before_stop;
+            if let Some(gate) = gate {
+                self.command_gate(index, Hook::BeforeStop, &gate, timeout)
+                    .await?;
+            }
+        }
         self.report_node(index, NodeActivity::Stopping);
         // Its OS pid, from the node itself, in case the stop command does not bring it down.
         let os_pid = match *seen {

@@ -84,10 +84,15 @@ impl FakeCluster {
                 flags_file: target.dist_args.clone(),
                 start: commands.start.clone(),
                 stop: commands.stop.clone(),
-                asks: [commands.ping.clone(), commands.ready.clone()]
-                    .into_iter()
-                    .flatten()
-                    .collect(),
+                asks: [
+                    commands.ping.clone(),
+                    commands.ready.clone(),
+                    commands.before_stop.clone(),
+                    commands.after_start.clone(),
+                ]
+                .into_iter()
+                .flatten()
+                .collect(),
                 vm: None,
             });
         }

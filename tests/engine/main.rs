@@ -776,3 +776,44 @@ async fn every_event_the_engine_emits_fits_the_documented_json_schema() {
         assert!(text.contains(kind), "no {kind} in the stream");
     }
 }
+
+/// `commands.before_stop` passes on the first node and never on the second: the run stops
+/// before the second node is stopped (`on_failure: pause`), the nodes after it untouched.
+/// `commands.after_start` runs after each start.
+#[tokio::test]
+async fn a_before_stop_gate_that_never_passes_stops_the_run_before_that_node() {
+    let mut fx = fixture().await;
+    for (n, target) in fx.targets.iter_mut().enumerate() {
+        let commands = &mut target.spec.commands;
+        commands.before_stop = Some(format!("drain n{}", n + 1));
+        commands.after_start = Some(format!("revive n{}", n + 1));
+        target.spec.timeouts.before_stop = std::time::Duration::from_millis(300);
+    }
+    let fake = FakeCluster::new(&fx.targets, classic_boots(&fx));
+    // A command the fake host does not answer with success.
+    fx.targets[1].spec.commands.before_stop = Some("a gate that never passes".into());
+    let pids: Vec<_> = (0..NODES).map(|n| fake.os_pid(n)).collect();
+    let pause = Options::on_failure(OnFailure::Pause);
+    let error = run_classic_with(&fx, &fake, Intent::Migrate, pause)
+        .await
+        .expect_err("the gate never passes")
+        .report();
+    assert!(
+        error.contains("n2@localhost: its commands.before_stop did not pass"),
+        "{error}"
+    );
+    assert_eq!(fake.runs(0).as_deref(), Some("inet_tls"));
+    assert_eq!(fake.os_pid(1), pids[1], "n2 was never stopped");
+    assert_eq!(fake.os_pid(2), pids[2], "n3 was never stopped");
+    let (_, journal) = load(&fx);
+    let journal = journal.unwrap();
+    assert_eq!(journal.phase, Phase::Paused);
+    let passed = |node: &str, hook: &str| {
+        journal.events.iter().any(|e| {
+            e.node.as_deref() == Some(node) && e.what.starts_with(&format!("{hook} passed"))
+        })
+    };
+    assert!(passed("n1@localhost", "commands.before_stop"));
+    assert!(passed("n1@localhost", "commands.after_start"));
+    assert!(!passed("n2@localhost", "commands.before_stop"));
+}

@@ -127,6 +127,14 @@ impl Resolver<'_> {
             |s| s.command(|c| &c.ready),
             defaults_for_flavor.map(|d| &d.ready),
         );
+        let before_stop = optional(
+            |s| s.command(|c| &c.before_stop),
+            defaults_for_flavor.and_then(|d| d.before_stop.as_ref()),
+        );
+        let after_start = optional(
+            |s| s.command(|c| &c.after_start),
+            defaults_for_flavor.and_then(|d| d.after_start.as_ref()),
+        );
         Ok(NodeCommands {
             ping_at: ping.as_ref().map(|(_, at)| at.unwrap_or(name_at)),
             commands: Commands {
@@ -134,6 +142,8 @@ impl Resolver<'_> {
                 stop,
                 ping: ping.map(|(c, _)| c),
                 ready: ready.map(|(c, _)| c),
+                before_stop: before_stop.map(|(c, _)| c),
+                after_start: after_start.map(|(c, _)| c),
             },
             start_at,
             stop_at,
@@ -205,6 +215,8 @@ impl Resolver<'_> {
             ping: timeout("ping", |t| &t.ping, built_in.ping)?,
             kill_grace: timeout("kill_grace", |t| &t.kill_grace, built_in.kill_grace)?,
             ready: timeout("ready", |t| &t.ready, built_in.ready)?,
+            before_stop: timeout("before_stop", |t| &t.before_stop, built_in.before_stop)?,
+            after_start: timeout("after_start", |t| &t.after_start, built_in.after_start)?,
         })
     }
 

@@ -22,6 +22,8 @@ impl Resolver<'_> {
             ("commands.start", settings.command(|c| &c.start)),
             ("commands.stop", settings.command(|c| &c.stop)),
             ("commands.ping", settings.command(|c| &c.ping)),
+            ("commands.before_stop", settings.command(|c| &c.before_stop)),
+            ("commands.after_start", settings.command(|c| &c.after_start)),
             ("tls.certfile", settings.tls_file(|t| &t.certfile)),
             ("tls.keyfile", settings.tls_file(|t| &t.keyfile)),
             ("tls.cacertfile", settings.tls_file(|t| &t.cacertfile)),
@@ -38,6 +40,8 @@ impl Resolver<'_> {
             ("ping", settings.timeout(|t| &t.ping)),
             ("kill_grace", settings.timeout(|t| &t.kill_grace)),
             ("ready", settings.timeout(|t| &t.ready)),
+            ("before_stop", settings.timeout(|t| &t.before_stop)),
+            ("after_start", settings.timeout(|t| &t.after_start)),
         ];
         for (key, value) in timeouts {
             if let Some(value) = value {
