@@ -41,8 +41,24 @@ pub fn assert_status_all_tls(plan: &Path, names: &[String]) {
 /// `distls migrate` succeeds, its wall time is printed next to the nodes' own stop+start time
 /// (`own`), the journal is completed and every link is TLS.
 fn migrate_to_tls(plan: &Path, names: &[String], product: &str, own: Duration) {
+    migrate_to_tls_with(plan, names, product, own, &[]);
+}
+
+/// [`migrate_to_tls`] with more flags for `distls migrate`.
+fn migrate_to_tls_with(
+    plan: &Path,
+    names: &[String],
+    product: &str,
+    own: Duration,
+    flags: &[&str],
+) {
     let started = Instant::now();
-    let out = distls(&["migrate", "--classic", plan.to_str().unwrap()]);
+    let args: Vec<&str> = ["migrate", "--classic"]
+        .into_iter()
+        .chain(flags.iter().copied())
+        .chain([plan.to_str().unwrap()])
+        .collect();
+    let out = distls(&args);
     let took = started.elapsed();
     assert!(out.status.success(), "{}", describe(&out));
     eprintln!("{}", describe(&out));
@@ -199,7 +215,42 @@ fn rabbitmq_cluster_migrates_with_the_flavor_defaults() {
         .to_owned();
     assert!(table_wait.contains("warn"), "{table_wait}");
 
-    migrate_to_tls(&plan, &names, "rabbitmq", own);
+    // The default gates (quorum + drain before each stop, revive after each start) run; a gate
+    // that never passes stops the run before its node: here the second node's, with
+    // `on_failure: pause`, so the first node stays on TLS and the others are untouched.
+    let original_plan = std::fs::read_to_string(&plan).unwrap();
+    let gated = original_plan
+        .replacen("defaults:\n", "on_failure: pause\ndefaults:\n", 1)
+        .replacen(
+            &format!("  - name: {}\n", names[1]),
+            &format!(
+                "  - name: {}\n    commands: {{ before_stop: \"false\" }}\n    timeouts: {{ before_stop: 3s }}\n",
+                names[1]
+            ),
+            1,
+        );
+    std::fs::write(&plan, gated).unwrap();
+    let envs_before: Vec<Vec<u8>> = (2..=3)
+        .map(|i| std::fs::read(rmq.env_file(i)).unwrap())
+        .collect();
+    let stopped = distls(&["migrate", "--classic", plan.to_str().unwrap()]);
+    assert_eq!(stopped.status.code(), Some(4), "{}", describe(&stopped));
+    assert!(
+        stderr(&stopped).contains("its commands.before_stop did not pass within 3s"),
+        "{}",
+        describe(&stopped)
+    );
+    assert_eq!(journal(&plan)["phase"], "paused");
+    let events = journal(&plan)["events"].to_string();
+    assert!(events.contains("commands.before_stop passed"), "{events}");
+    assert!(events.contains("commands.after_start passed"), "{events}");
+    for (i, before) in (2..=3).zip(&envs_before) {
+        assert_eq!(&std::fs::read(rmq.env_file(i)).unwrap(), before);
+        rmq.ctl_ok(i, &["ping"]);
+    }
+    // The operator drops the gate and goes on.
+    std::fs::write(&plan, &original_plan).unwrap();
+    migrate_to_tls_with(&plan, &names, "rabbitmq", own, &["--allow-plan-change"]);
     for i in 1..=3 {
         let env = std::fs::read_to_string(rmq.env_file(i)).unwrap();
         let flags = format!(
