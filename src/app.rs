@@ -855,6 +855,23 @@ fn print_summary(rows: &[NodeSummary]) {
     }
 }
 
+/// `distls migrate` as the demo runs it (nothing asked: the demo says what it does).
+fn demo_migrate_args(plan: PlanArgs, mode: crate::cli::ModeArgs, dry_run: bool) -> MigrateArgs {
+    MigrateArgs {
+        plan,
+        lock: LockArgs { break_lock: false },
+        new_run: false,
+        dry_run,
+        on_failure: None,
+        allow_plan_change: false,
+        pause_after: None,
+        yes: true,
+        json: false,
+        mode,
+        preflight: default_preflight(),
+    }
+}
+
 async fn demo(args: DemoArgs) -> Result<()> {
     let dir = tempfile::Builder::new()
         .prefix("distls-demo-")
@@ -899,35 +916,9 @@ async fn demo(args: DemoArgs) -> Result<()> {
             "$ distls migrate{mode} --dry-run {}",
             cluster.plan_path().display()
         );
-        migrate(MigrateArgs {
-            plan: plan_args(),
-            lock: LockArgs { break_lock: false },
-            new_run: false,
-            dry_run: true,
-            on_failure: None,
-            allow_plan_change: false,
-            pause_after: None,
-            yes: true,
-            json: false,
-            mode: args.mode,
-            preflight: default_preflight(),
-        })
-        .await?;
+        migrate(demo_migrate_args(plan_args(), args.mode, true)).await?;
         println!("$ distls migrate{mode} {}", cluster.plan_path().display());
-        migrate(MigrateArgs {
-            plan: plan_args(),
-            lock: LockArgs { break_lock: false },
-            new_run: false,
-            dry_run: false,
-            on_failure: None,
-            allow_plan_change: false,
-            pause_after: None,
-            yes: true,
-            json: false,
-            mode: args.mode,
-            preflight: default_preflight(),
-        })
-        .await?;
+        migrate(demo_migrate_args(plan_args(), args.mode, false)).await?;
         println!("\n$ distls status {}", cluster.plan_path().display());
         status(StatusArgs {
             plan: plan_args(),

@@ -28,6 +28,7 @@ mod drive;
 mod failure;
 mod files;
 mod gates;
+mod hooks;
 mod links;
 mod seal;
 mod start;

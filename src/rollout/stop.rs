@@ -1,7 +1,7 @@
 //! Stopping a node: its stop command; if that fails, the VM itself through a probe; if it
 //! still runs, signals to the OS pid it reported.
 
-use super::gates::Hook;
+use super::hooks::Hook;
 use super::*;
 
 impl Rollout<'_> {
