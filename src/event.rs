@@ -111,6 +111,15 @@ pub enum Note {
     },
 }
 
+/// One line of the final table.
+pub struct NodeSummary {
+    pub name: String,
+    /// What it runs, e.g. `tls` (zero-split: the stage).
+    pub runs: &'static str,
+    pub links: String,
+    pub took: Option<std::time::Duration>,
+}
+
 /// Who receives the engine's events: the human progress display, a JSON stream, a test.
 pub trait Reporter: Send + Sync {
     fn report(&self, event: Event);

@@ -3,9 +3,8 @@
 //! `tracing` logs still go to stderr.
 
 use crate::error::{Error, Message};
-use crate::event::{Event, Reporter};
+use crate::event::{Event, NodeSummary, Reporter};
 use crate::plan::Plan;
-use crate::rollout::NodeSummary;
 use serde::Serialize;
 use std::io::Write;
 use std::sync::Mutex;

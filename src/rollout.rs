@@ -5,6 +5,7 @@
 use crate::atomic_file::sha256_hex;
 use crate::cluster::Cluster;
 use crate::error::{Error, Message, Result};
+pub use crate::event::NodeSummary;
 use crate::event::{Event, NodeActivity, Note, Reporter};
 use crate::failpoint::failpoint;
 use crate::journal::{Journal, JournalStore, NodeRecord, Phase, Step};
@@ -206,14 +207,6 @@ impl Drop for EarlyPing {
     }
 }
 
-/// One line of the final table.
-pub struct NodeSummary {
-    pub name: String,
-    /// What it runs, e.g. `tls` (zero-split: the stage).
-    pub runs: &'static str,
-    pub links: String,
-    pub took: Option<Duration>,
-}
 
 impl<'a> Rollout<'a> {
     pub fn new(

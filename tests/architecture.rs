@@ -70,6 +70,10 @@ fn journal_steps_and_phases_change_only_through_the_journal() {
 /// One line per module, layer by layer (layer 0: depends on no other module; layer n: on
 /// modules of lower layers only), each with the modules it uses.
 fn render_map(graph: &Graph) -> String {
+    // Layers exist only without a cycle; with one, the cycle test says where it is.
+    if let Some(cycle) = find_cycle(graph) {
+        return format!("(no map: the modules import one another in a cycle: {cycle:?})\n");
+    }
     let layers = layers(graph);
     let mut out = String::from("```text\n");
     let deepest = layers.values().copied().max().unwrap_or(0);
