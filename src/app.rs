@@ -151,8 +151,10 @@ fn state_dir(args: &PlanArgs, plan: &Plan) -> PathBuf {
 }
 
 async fn migrate(args: MigrateArgs) -> Result<()> {
+    // Before the plan is read: a bad plan is a `failed` record too.
+    let json = start_json(args.json && !args.dry_run);
     let plan = Plan::load(&args.plan.plan)?;
-    if let Some(json) = start_json(args.json && !args.dry_run) {
+    if let Some(json) = json {
         json.emit(&json_report::Started::of("migrate", &plan));
     }
     let store = JournalStore::new(&state_dir(&args.plan, &plan), &plan.cluster);
@@ -562,9 +564,11 @@ fn check_resumable(journal: &Journal, plan: &Plan, allow_plan_change: bool) -> R
 }
 
 async fn rollback(args: RollbackArgs) -> Result<()> {
+    // Before the plan is read: a bad plan is a `failed` record too.
+    let json = start_json(args.json);
     let plan = Plan::load(&args.plan.plan)?;
     let mut store = JournalStore::new(&state_dir(&args.plan, &plan), &plan.cluster);
-    if let Some(json) = start_json(args.json) {
+    if let Some(json) = json {
         json.emit(&json_report::Started::of("rollback", &plan));
     }
     store.lock()?;

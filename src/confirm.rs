@@ -1,5 +1,6 @@
 //! Before the first stop of a new run, on a terminal: what is about to happen, and a yes/no.
-//! Never asked without a terminal (CI, cron, `| tee`), nor with `--yes` or `--json`.
+//! Asked only when stdin and stderr are terminals (never from CI, cron or a pipe into stdin),
+//! and never with `--yes` or `--json`.
 
 use crate::error::{Error, Message, Result};
 use crate::plan::Plan;

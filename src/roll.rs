@@ -76,6 +76,12 @@ impl Roll {
         }
     }
 
+    /// Whether this roll heads for TLS: the classic roll, and a zero-split roll of a run on its
+    /// way to TLS (not one turning back to plain after a failure or for `distls rollback`).
+    pub fn toward_tls(self) -> bool {
+        self.state().is_none_or(|r| r.toward == Stage::Tls)
+    }
+
     pub fn rejoin_gate(self) -> RejoinGate {
         match self {
             Roll::Classic => RejoinGate::TlsIsland,

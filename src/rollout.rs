@@ -207,7 +207,6 @@ impl Drop for EarlyPing {
     }
 }
 
-
 impl<'a> Rollout<'a> {
     pub fn new(
         plan: &'a Plan,
@@ -401,15 +400,15 @@ impl<'a> Rollout<'a> {
                 node: self.name(index).to_string(),
                 seconds: (took.as_secs_f64() * 10.0).round() / 10.0,
             });
+            // Every restart counts, the roll's last too; the pause needs a node left after it.
             let canary_done = !was_done
                 && !at_run_time
-                && index + 1 < self.targets.len()
                 && self
                     .options
                     .pause_after
                     .as_ref()
                     .is_some_and(Canary::node_done);
-            if canary_done {
+            if canary_done && index + 1 < self.targets.len() {
                 return self.pause_after_canary(index + 1);
             }
         }

@@ -647,8 +647,10 @@ impl<'p> Rolls<'p, '_> {
         }
         if intent == Intent::Rollback && roll.toward == Stage::Tls {
             // The roll under way goes back to its `from` stage first; then the rolls back to plain.
+            // Going back: no canary (a pause would hide the way back).
             let pause = Options {
                 on_failure: OnFailure::Pause,
+                pause_after: None,
                 ..options.clone()
             };
             let mut rollout = match self.rollout(roll, store, journal, pause).await {
@@ -682,9 +684,11 @@ impl<'p> Rolls<'p, '_> {
             }
             // On the way back a failure pauses: rolling back a roll toward plain would move away
             // from plain.
+            // The canary is for the way to TLS: a pause would hide the failure being undone.
             let options = match roll.toward {
                 Stage::Plain => Options {
                     on_failure: OnFailure::Pause,
+                    pause_after: None,
                     ..options.clone()
                 },
                 _ => options.clone(),

@@ -6,6 +6,10 @@ use super::*;
 impl Rollout<'_> {
     /// The plan's gate after a start (`commands.after_start`), if it has one.
     pub(super) async fn after_start_gate(&mut self, index: usize) -> StepResult {
+        // Like `before_stop`: only on the way to TLS.
+        if !self.roll.toward_tls() {
+            return Ok(());
+        }
         let spec = &self.targets[index].spec;
         match spec.commands.after_start.clone() {
             Some(gate) => {

@@ -817,3 +817,44 @@ async fn a_before_stop_gate_that_never_passes_stops_the_run_before_that_node() {
     assert!(passed("n1@localhost", "commands.after_start"));
     assert!(!passed("n2@localhost", "commands.before_stop"));
 }
+
+/// The gates are for the way to TLS: a zero-split rollback (its roll back to plain restarts every
+/// node) finishes even though a `before_stop` gate can no longer pass.
+#[tokio::test]
+async fn a_zero_split_rollback_goes_without_the_gates() {
+    let mut fx = fixture().await;
+    let transports = vec![Transport::local(Vec::new(), None); NODES];
+    let nodes = zero_split::prepare(&fx.plan, &transports, None)
+        .await
+        .unwrap();
+    let fake = FakeCluster::new(&fx.targets, boots_of(&nodes));
+    let path = RollPath::OneRestart;
+    run_zero_split(&fx, &nodes, &fake, path, Intent::Migrate)
+        .await
+        .unwrap();
+    for target in &mut fx.targets {
+        target.spec.commands.before_stop = Some("a gate that never passes".into());
+        target.spec.commands.after_start = Some("another one".into());
+        target.spec.timeouts.before_stop = std::time::Duration::from_millis(300);
+    }
+    let nodes: Vec<ZeroSplitNode> = nodes
+        .into_iter()
+        .zip(&fx.targets)
+        .map(|(node, target)| ZeroSplitNode {
+            target: target.clone(),
+            ..node
+        })
+        .collect();
+    run_zero_split(&fx, &nodes, &fake, path, Intent::Rollback)
+        .await
+        .unwrap_or_else(|e| panic!("{}", e.report()));
+    assert_every_node(&fx, &fake, "inet_tcp", |t| t.original.clone());
+    let (_, journal) = load(&fx);
+    let journal = journal.unwrap();
+    assert!(
+        !journal
+            .events
+            .iter()
+            .any(|e| e.what.contains("before_stop"))
+    );
+}
