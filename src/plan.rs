@@ -127,6 +127,9 @@ pub struct Commands {
     /// A gate after each start on the way forward, once its ctl reaches it: must exit 0
     /// (retried until `timeouts.after_start`) before the roll goes on.
     pub after_start: Option<String>,
+    /// Which gates are the flavor's defaults rather than the plan's (`before_stop`,
+    /// `after_start`): those run only in a roll that keeps one mesh (docs/hooks.md).
+    pub gates_from_flavor: (bool, bool),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -498,6 +501,7 @@ defaults:
                 ready: None,
                 before_stop: None,
                 after_start: None,
+                gates_from_flavor: (false, false),
             }
         );
         assert_eq!(mim2.timeouts, Timeouts::default());

@@ -74,7 +74,7 @@ fn render_node(out: &mut String, index: usize, targets: &[NodeTarget], journal: 
         targets.len(),
         target.name()
     );
-    write_before_stop_gate(out, spec);
+    write_before_stop_gate(out, spec, false);
     let _ = writeln!(
         out,
         "  1. stop:   {}   (timeout {})",
@@ -158,7 +158,7 @@ fn write_verify_and_ready_steps(out: &mut String, spec: &crate::plan::NodeSpec) 
             let _ = writeln!(out, "  5. verify: (no commands.ping in the plan)");
         }
     }
-    write_after_start_gate(out, spec);
+    write_after_start_gate(out, spec, false);
     if let Some(ready) = &spec.commands.ready {
         let _ = writeln!(
             out,
@@ -353,8 +353,10 @@ fn write_seal_steps(out: &mut String, target: &crate::target::NodeTarget) {
 
 /// A node's steps in a roll of restarts.
 /// The plan's gate before the stop (`commands.before_stop`), if it has one.
-fn write_before_stop_gate(out: &mut String, spec: &crate::plan::NodeSpec) {
-    if let Some(gate) = &spec.commands.before_stop {
+fn write_before_stop_gate(out: &mut String, spec: &crate::plan::NodeSpec, zero_split: bool) {
+    // A flavor's default gates run only in a roll that keeps one mesh (docs/hooks.md).
+    let runs = zero_split || !spec.commands.gates_from_flavor.0;
+    if let Some(gate) = spec.commands.before_stop.as_ref().filter(|_| runs) {
         let _ = writeln!(
             out,
             "  0. gate:   {gate}   (must exit 0 before the stop; retried for up to {})",
@@ -364,8 +366,9 @@ fn write_before_stop_gate(out: &mut String, spec: &crate::plan::NodeSpec) {
 }
 
 /// The plan's gate after the start (`commands.after_start`), if it has one.
-fn write_after_start_gate(out: &mut String, spec: &crate::plan::NodeSpec) {
-    if let Some(gate) = &spec.commands.after_start {
+fn write_after_start_gate(out: &mut String, spec: &crate::plan::NodeSpec, zero_split: bool) {
+    let runs = zero_split || !spec.commands.gates_from_flavor.1;
+    if let Some(gate) = spec.commands.after_start.as_ref().filter(|_| runs) {
         let _ = writeln!(
             out,
             "     then:   {gate}   (must exit 0 before the next node; retried for up to {})",
@@ -381,7 +384,7 @@ fn write_restart_steps(
 ) {
     use crate::stage::Stage;
     let spec = &target.spec;
-    write_before_stop_gate(out, spec);
+    write_before_stop_gate(out, spec, true);
     let _ = writeln!(out, "  1. stop:   {}", spec.commands.stop);
     if roll.to == Stage::Hybrid {
         let _ = writeln!(
@@ -423,7 +426,7 @@ fn write_restart_steps(
             "  6. ready:  {ready}   (it finishes starting before the next node)"
         );
     }
-    write_after_start_gate(out, spec);
+    write_after_start_gate(out, spec, true);
 }
 
 #[cfg(test)]

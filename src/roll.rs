@@ -82,6 +82,14 @@ impl Roll {
         self.state().is_none_or(|r| r.toward == Stage::Tls)
     }
 
+    /// Whether a flavor's default gates (RabbitMQ's quorum check and drain) run in this roll:
+    /// only where the cluster stays one mesh. In the classic roll the switched nodes and the
+    /// plain ones cannot reach each other, so a quorum check cannot pass and a drain or revive
+    /// may wait for the other side (docs/hooks.md); a plan's own gates always run.
+    pub fn runs_flavor_gates(self) -> bool {
+        matches!(self, Roll::Stages(_))
+    }
+
     pub fn rejoin_gate(self) -> RejoinGate {
         match self {
             Roll::Classic => RejoinGate::TlsIsland,

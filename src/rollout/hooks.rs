@@ -6,8 +6,7 @@ use super::*;
 impl Rollout<'_> {
     /// The plan's gate after a start (`commands.after_start`), if it has one.
     pub(super) async fn after_start_gate(&mut self, index: usize) -> StepResult {
-        // Like `before_stop`: only on the way to TLS.
-        if !self.roll.toward_tls() {
+        if !self.gate_applies(index, Hook::AfterStart) {
             return Ok(());
         }
         let spec = &self.targets[index].spec;
@@ -19,6 +18,17 @@ impl Rollout<'_> {
             }
             None => Ok(()),
         }
+    }
+
+    /// Whether node `index`'s `hook` runs in this roll: only on the way to TLS, and a flavor's
+    /// default gate only where the roll keeps one mesh.
+    pub(super) fn gate_applies(&self, index: usize, hook: Hook) -> bool {
+        let (before_stop, after_start) = self.targets[index].spec.commands.gates_from_flavor;
+        let from_flavor = match hook {
+            Hook::BeforeStop => before_stop,
+            Hook::AfterStart => after_start,
+        };
+        self.roll.toward_tls() && (!from_flavor || self.roll.runs_flavor_gates())
     }
 
     /// A command of the plan's that must exit 0 before the roll goes on: retried (every

@@ -16,7 +16,7 @@ impl Rollout<'_> {
         // The plan's gate before a stop, on the way to TLS, while the node runs. A rollback
         // (and a zero-split run's rolls back to plain) goes without it: it is undoing a failure,
         // and a quorum check could keep it from ever finishing (docs/hooks.md).
-        if intent == Step::Stopping && seen.is_up() && self.roll.toward_tls() {
+        if intent == Step::Stopping && seen.is_up() && self.gate_applies(index, Hook::BeforeStop) {
             let gate = self.targets[index].spec.commands.before_stop.clone();
             let timeout = self.targets[index].spec.timeouts.before_stop;
             if let Some(gate) = gate {

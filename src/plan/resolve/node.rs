@@ -135,6 +135,11 @@ impl Resolver<'_> {
             |s| s.command(|c| &c.after_start),
             defaults_for_flavor.and_then(|d| d.after_start.as_ref()),
         );
+        // A gate the plan does not set comes from the flavor (it has no location).
+        let from_flavor = |gate: &Option<(String, Option<SourceLocation>)>| {
+            gate.as_ref().is_some_and(|(_, at)| at.is_none())
+        };
+        let gates_from_flavor = (from_flavor(&before_stop), from_flavor(&after_start));
         Ok(NodeCommands {
             ping_at: ping.as_ref().map(|(_, at)| at.unwrap_or(name_at)),
             commands: Commands {
@@ -144,6 +149,7 @@ impl Resolver<'_> {
                 ready: ready.map(|(c, _)| c),
                 before_stop: before_stop.map(|(c, _)| c),
                 after_start: after_start.map(|(c, _)| c),
+                gates_from_flavor,
             },
             start_at,
             stop_at,
