@@ -340,17 +340,7 @@ fn assert_every_node(
 async fn a_classic_roll_and_its_rollback_survive_a_kill_at_every_journal_write() {
     let started = Instant::now();
     let fx = fixture().await;
-    let boots = fx
-        .targets
-        .iter()
-        .flat_map(|t| {
-            [
-                (t.original.clone(), "inet_tcp".to_string()),
-                (t.tls.text.clone(), "inet_tls".to_string()),
-            ]
-        })
-        .collect();
-    let fake = FakeCluster::new(&fx.targets, boots);
+    let fake = FakeCluster::new(&fx.targets, classic_boots(&fx));
     let before = fake.paths();
 
     let points = crash_walk(|| migrate_classic(&fx, &fake)).await;
@@ -396,6 +386,14 @@ async fn a_classic_roll_and_its_rollback_survive_a_kill_at_every_journal_write()
     );
 }
 
+/// The fixture's nodes as a zero-split run reads them (its texts at every stage).
+async fn zero_split_nodes(fx: &Fixture) -> Vec<ZeroSplitNode> {
+    let transports = vec![Transport::local(Vec::new(), None); NODES];
+    zero_split::prepare(&fx.plan, &transports, None)
+        .await
+        .unwrap()
+}
+
 /// What a node boots from each of its stage texts.
 fn boots_of(nodes: &[ZeroSplitNode]) -> Vec<(String, String)> {
     nodes
@@ -414,10 +412,7 @@ fn boots_of(nodes: &[ZeroSplitNode]) -> Vec<(String, String)> {
 async fn zero_split_walk(path: RollPath) {
     let started = Instant::now();
     let fx = fixture().await;
-    let transports = vec![Transport::local(Vec::new(), None); NODES];
-    let nodes = zero_split::prepare(&fx.plan, &transports, None)
-        .await
-        .unwrap();
+    let nodes = zero_split_nodes(&fx).await;
     let fake = FakeCluster::new(&fx.targets, boots_of(&nodes));
     let before = fake.paths();
     let pids: Vec<_> = (0..NODES).map(|n| fake.os_pid(n)).collect();
@@ -479,17 +474,7 @@ async fn a_three_roll_zero_split_run_and_its_rollback_survive_a_kill_at_every_jo
 #[tokio::test]
 async fn a_classic_roll_that_fails_rolls_back_through_a_kill_at_every_journal_write() {
     let fx = fixture().await;
-    let boots = fx
-        .targets
-        .iter()
-        .flat_map(|t| {
-            [
-                (t.original.clone(), "inet_tcp".to_string()),
-                (t.tls.text.clone(), "inet_tls".to_string()),
-            ]
-        })
-        .collect();
-    let fake = FakeCluster::new(&fx.targets, boots);
+    let fake = FakeCluster::new(&fx.targets, classic_boots(&fx));
     fake.refuse(2, "inet_tls");
     let (points, outcome) = crash_walk_to_end(|| migrate_classic(&fx, &fake)).await;
     let error = outcome.expect_err("the run fails").report();
@@ -508,10 +493,7 @@ async fn a_classic_roll_that_fails_rolls_back_through_a_kill_at_every_journal_wr
 #[tokio::test]
 async fn a_zero_split_run_that_fails_goes_back_to_plain_through_a_kill_at_every_journal_write() {
     let fx = fixture().await;
-    let transports = vec![Transport::local(Vec::new(), None); NODES];
-    let nodes = zero_split::prepare(&fx.plan, &transports, None)
-        .await
-        .unwrap();
+    let nodes = zero_split_nodes(&fx).await;
     let fake = FakeCluster::new(&fx.targets, boots_of(&nodes));
     fake.refuse(2, Stage::Hybrid.signature());
     let path = RollPath::OneRestart;
@@ -533,14 +515,7 @@ async fn journals_written_before_the_redesign_are_resumed() {
         let fx = fixture().await;
         let nodes = match file.starts_with("classic") {
             true => None,
-            false => {
-                let transports = vec![Transport::local(Vec::new(), None); NODES];
-                Some(
-                    zero_split::prepare(&fx.plan, &transports, None)
-                        .await
-                        .unwrap(),
-                )
-            }
+            false => Some(zero_split_nodes(&fx).await),
         };
         let fake = match &nodes {
             None => FakeCluster::new(&fx.targets, classic_boots(&fx)),
@@ -675,10 +650,7 @@ async fn a_classic_canary_pauses_after_its_nodes_and_the_rerun_goes_on() {
 #[tokio::test]
 async fn a_zero_split_canary_pauses_in_one_mesh_and_the_rerun_goes_on() {
     let fx = fixture().await;
-    let transports = vec![Transport::local(Vec::new(), None); NODES];
-    let nodes = zero_split::prepare(&fx.plan, &transports, None)
-        .await
-        .unwrap();
+    let nodes = zero_split_nodes(&fx).await;
     let fake = FakeCluster::new(&fx.targets, boots_of(&nodes));
     let canary = Options {
         pause_after: Some(Canary::after(2)),
@@ -746,10 +718,7 @@ async fn every_event_the_engine_emits_fits_the_documented_json_schema() {
         .expect_err("n3 cannot boot TLS");
 
     let fx = fixture().await;
-    let transports = vec![Transport::local(Vec::new(), None); NODES];
-    let nodes = zero_split::prepare(&fx.plan, &transports, None)
-        .await
-        .unwrap();
+    let nodes = zero_split_nodes(&fx).await;
     let fake = FakeCluster::new(&fx.targets, boots_of(&nodes));
     let path = RollPath::OneRestart;
     for intent in [Intent::Migrate, Intent::Rollback] {
@@ -823,10 +792,7 @@ async fn a_before_stop_gate_that_never_passes_stops_the_run_before_that_node() {
 #[tokio::test]
 async fn a_zero_split_rollback_goes_without_the_gates() {
     let mut fx = fixture().await;
-    let transports = vec![Transport::local(Vec::new(), None); NODES];
-    let nodes = zero_split::prepare(&fx.plan, &transports, None)
-        .await
-        .unwrap();
+    let nodes = zero_split_nodes(&fx).await;
     let fake = FakeCluster::new(&fx.targets, boots_of(&nodes));
     let path = RollPath::OneRestart;
     run_zero_split(&fx, &nodes, &fake, path, Intent::Migrate)
