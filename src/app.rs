@@ -74,6 +74,7 @@ fn run_options(args: &MigrateArgs, plan: &Plan) -> Options {
     Options {
         on_failure: on_failure(args, plan),
         pause_after: args.pause_after.map(|n| Canary::after(n as usize)),
+        batch: args.batch.unwrap_or(plan.batch),
         json: JSON_OUT.get().cloned(),
     }
 }
@@ -869,6 +870,7 @@ fn demo_migrate_args(plan: PlanArgs, mode: crate::cli::ModeArgs, dry_run: bool) 
         on_failure: None,
         allow_plan_change: false,
         pause_after: None,
+        batch: None,
         yes: true,
         json: false,
         mode,

@@ -108,6 +108,11 @@ pub struct MigrateArgs {
     /// says `paused`; `distls status` says why). Rerun `migrate` to go on, or `rollback`.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub pause_after: Option<u32>,
+    /// Restart up to K nodes at once (a number, or a share of the cluster such as 30%)
+    /// [default: the plan's batch, else 1]. Before-stop gates still admit one node at a time
+    /// (docs/batches.md).
+    #[arg(long, value_name = "K|P%", value_parser = parse_batch)]
+    pub batch: Option<crate::batch::Batch>,
     /// Do not ask before the first stop of a new run (asked only on a terminal).
     #[arg(long, short = 'y')]
     pub yes: bool,
@@ -185,4 +190,9 @@ pub struct DemoArgs {
     /// The roll to migrate the rehearsal with (default: zero-split, never split).
     #[command(flatten)]
     pub mode: ModeArgs,
+}
+
+fn parse_batch(text: &str) -> Result<crate::batch::Batch, String> {
+    text.parse()
+        .map_err(|e: crate::batch::BadBatch| format!("{e}; {}", crate::batch::BATCH_HINT))
 }

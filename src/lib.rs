@@ -2,6 +2,7 @@
 pub mod app;
 pub mod argsfile;
 pub mod atomic_file;
+pub mod batch;
 pub mod cli;
 pub mod cluster;
 pub mod confirm;

@@ -20,6 +20,8 @@ use serde::Deserialize;
 use serde_saphyr::{DuplicateKeyPolicy, Location, MessageFormatter, Spanned, UserMessageFormatter};
 use sha2::{Digest, Sha256};
 
+pub use crate::batch::Batch;
+use crate::batch::{BATCH_HINT, BadBatch};
 use crate::flavor::Flavor;
 use crate::spelling::edit_distance;
 use crate::ssh::SshSpec;
@@ -55,6 +57,8 @@ pub struct Plan {
     pub sha256: String,
     pub cluster: String,
     pub on_failure: OnFailure,
+    /// `batch:`: how many nodes a roll may restart at once (`migrate --batch` overrides it).
+    pub batch: Batch,
     pub nodes: Vec<NodeSpec>,
 }
 
@@ -254,14 +258,15 @@ impl Plan {
         let text = SourceText { path, text: source };
         let raw = parse_yaml(&text)?;
         let plan_dir = path.parent().unwrap_or(Path::new("")).to_path_buf();
-        let (cluster, on_failure, nodes) = Resolver { text, plan_dir }.resolve(raw)?;
+        let resolved = Resolver { text, plan_dir }.resolve(raw)?;
         Ok(Plan {
             path: path.to_path_buf(),
             source: source.to_owned(),
             sha256: hex::encode(Sha256::digest(source.as_bytes())),
-            cluster,
-            on_failure,
-            nodes,
+            cluster: resolved.cluster,
+            on_failure: resolved.on_failure,
+            batch: resolved.batch,
+            nodes: resolved.nodes,
         })
     }
 

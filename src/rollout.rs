@@ -10,7 +10,7 @@ use crate::event::{Event, NodeActivity, Note, Reporter};
 use crate::failpoint::failpoint;
 use crate::journal::{Journal, JournalStore, NodeRecord, Phase, Step};
 use crate::observe::{Running, Via, describe_links};
-use crate::plan::{OnFailure, Plan};
+use crate::plan::{Batch, OnFailure, Plan};
 use crate::probe::NodeInfo;
 use crate::progress::Progress;
 use crate::roll::{RejoinGate, Roll};
@@ -24,6 +24,7 @@ pub use decide::{
     Action, BackwardAction, Direction, ForwardAction, backward_action, decide, forward_action,
 };
 
+mod batches;
 mod decide;
 mod drive;
 mod failure;
@@ -48,6 +49,8 @@ pub struct Options {
     pub on_failure: OnFailure,
     /// `--pause-after N`: the canary. Shared by the rolls of one run.
     pub pause_after: Option<Canary>,
+    /// `--batch` or the plan's `batch`: how many nodes a roll toward TLS restarts at once.
+    pub batch: Batch,
     /// `--json`: the run's events go to this stream instead of the progress display.
     pub json: Option<Arc<crate::json_report::JsonReporter>>,
 }
@@ -57,6 +60,7 @@ impl Options {
         Options {
             on_failure,
             pause_after: None,
+            batch: Batch::One,
             json: None,
         }
     }
@@ -85,6 +89,12 @@ impl Canary {
             nodes,
             restarted: Arc::default(),
         }
+    }
+
+    /// How many nodes it still lets restart.
+    fn left(&self) -> usize {
+        self.nodes
+            .saturating_sub(self.restarted.load(Ordering::SeqCst))
     }
 
     /// Counts one more node done; whether that makes `nodes`.
@@ -147,15 +157,13 @@ impl From<crate::transport::TransportError> for Failure {
     }
 }
 
+/// A node's command, run to its end (whatever its exit status), or why it could not run.
+type CommandResult =
+    std::result::Result<crate::transport::CommandOutcome, crate::transport::TransportError>;
+
 /// Why a node's command failed (its exit status and the tail of its output, or the transport's
 /// error); None when it exited 0.
-fn command_failure(
-    command: &str,
-    outcome: &std::result::Result<
-        crate::transport::CommandOutcome,
-        crate::transport::TransportError,
-    >,
-) -> Option<String> {
+fn command_failure(command: &str, outcome: &CommandResult) -> Option<String> {
     match outcome {
         Ok(out) if out.success() => None,
         Ok(out) => Some(format!(
@@ -185,7 +193,8 @@ pub struct Rollout<'a> {
     interrupted: Arc<AtomicBool>,
     options: Options,
     timings: Vec<Option<Duration>>,
-    early_ping: Option<EarlyPing>,
+    /// One per node started and not verified yet (a batch starts several at once).
+    early_pings: Vec<EarlyPing>,
     /// The canary's pause was reached: the roll stopped at a safe point, the journal says so.
     paused: bool,
     /// Which roll this is: the classic roll, or one of a zero-split run (its `from` plays
@@ -230,7 +239,7 @@ impl<'a> Rollout<'a> {
             interrupted,
             options,
             timings,
-            early_ping: None,
+            early_pings: Vec::new(),
             paused: false,
             roll: Roll::Classic,
         })
@@ -378,38 +387,53 @@ impl<'a> Rollout<'a> {
         self.store.save(&mut self.journal)?;
         let at_run_time = self.roll.at_run_time();
         let mut ctl_pings = CtlPings::new();
-        for index in 0..self.targets.len() {
+        let mut first = 0;
+        while first < self.targets.len() {
             let started = Instant::now();
-            if index > 0 {
-                self.check_migrated_alive(index, index - 1)
+            if first > 0 {
+                self.check_migrated_alive(first, first - 1)
                     .await
-                    .map_err(|f| f.on_node(index - 1))?;
+                    .map_err(|f| f.on_node(first - 1))?;
             }
-            let was_done = self.step_of(index) == Step::Verified;
-            self.drive_node(index, Direction::Forward)
-                .await
-                .map_err(|f| f.on_node(index))?;
-            if at_run_time {
-                // Its file is switched: its ctl boots while the next nodes are sealed.
-                self.start_ctl_ping(index, &mut ctl_pings);
+            let members = self.batch_from(first);
+            let was_done: Vec<bool> = members
+                .iter()
+                .map(|&m| self.step_of(m) == Step::Verified)
+                .collect();
+            let taken = if members.len() == 1 {
+                self.drive_node(first, Direction::Forward)
+                    .await
+                    .map_err(|f| f.on_node(first))?;
+                members
+            } else {
+                self.drive_batch(&members).await?
+            };
+            let mut canary_done = false;
+            for (&index, was_done) in taken.iter().zip(was_done) {
+                if at_run_time {
+                    // Its file is switched: its ctl boots while the next nodes are sealed.
+                    self.start_ctl_ping(index, &mut ctl_pings);
+                }
+                let took = started.elapsed();
+                self.timings[index] = Some(took);
+                self.reporter.report(Event::NodeDone {
+                    index,
+                    node: self.name(index).to_string(),
+                    seconds: (took.as_secs_f64() * 10.0).round() / 10.0,
+                });
+                // Every restart counts, the roll's last too.
+                canary_done |= !was_done
+                    && !at_run_time
+                    && self
+                        .options
+                        .pause_after
+                        .as_ref()
+                        .is_some_and(Canary::node_done);
             }
-            let took = started.elapsed();
-            self.timings[index] = Some(took);
-            self.reporter.report(Event::NodeDone {
-                index,
-                node: self.name(index).to_string(),
-                seconds: (took.as_secs_f64() * 10.0).round() / 10.0,
-            });
-            // Every restart counts, the roll's last too; the pause needs a node left after it.
-            let canary_done = !was_done
-                && !at_run_time
-                && self
-                    .options
-                    .pause_after
-                    .as_ref()
-                    .is_some_and(Canary::node_done);
-            if canary_done && index + 1 < self.targets.len() {
-                return self.pause_after_canary(index + 1);
+            first += taken.len();
+            // The pause needs a node left after it.
+            if canary_done && first < self.targets.len() {
+                return self.pause_after_canary(first);
             }
         }
         if at_run_time {

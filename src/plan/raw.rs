@@ -23,6 +23,7 @@ pub(super) struct RawPlan {
     pub(super) nodes: Option<Spanned<Vec<Spanned<RawNode>>>>,
     pub(super) on_failure: Option<Text>,
     pub(super) flavor: Option<Text>,
+    pub(super) batch: Option<Text>,
 }
 
 impl RawPlan {
@@ -34,6 +35,7 @@ impl RawPlan {
             && self.nodes.is_none()
             && self.on_failure.is_none()
             && self.flavor.is_none()
+            && self.batch.is_none()
     }
 }
 

@@ -21,6 +21,14 @@ pub(super) struct Resolver<'a> {
     pub(super) plan_dir: PathBuf,
 }
 
+/// The plan's values once every one is checked.
+pub(super) struct Resolved {
+    pub(super) cluster: String,
+    pub(super) on_failure: OnFailure,
+    pub(super) batch: Batch,
+    pub(super) nodes: Vec<NodeSpec>,
+}
+
 /// A node name split into the parts placeholders expand to.
 pub(super) struct NodeName<'a> {
     pub(super) full: &'a str,
@@ -62,10 +70,7 @@ impl Resolver<'_> {
         self.error(at, message, hint)
     }
 
-    pub(super) fn resolve(
-        &self,
-        raw: RawPlan,
-    ) -> Result<(String, OnFailure, Vec<NodeSpec>), PlanError> {
+    pub(super) fn resolve(&self, raw: RawPlan) -> Result<Resolved, PlanError> {
         if raw.is_empty() {
             return Err(self.error(
                 SourceLocation::START,
@@ -83,6 +88,7 @@ impl Resolver<'_> {
         self.check_version(version)?;
         let cluster = self.cluster(raw.cluster.as_ref())?;
         let on_failure = self.on_failure(raw.on_failure.as_ref())?;
+        let batch = self.batch(raw.batch.as_ref())?;
         let top_tls = self.top_tls(raw.tls.as_ref())?;
         let top_flavor = match &raw.flavor {
             Some(text) => self.flavor(text)?,
@@ -94,7 +100,12 @@ impl Resolver<'_> {
         let nodes = self.node_list(raw.nodes)?;
         let resolved = self.resolve_nodes(nodes, &defaults, &top_tls, top_flavor)?;
         self.check_distinct_dist_args(&resolved)?;
-        Ok((cluster, on_failure, resolved))
+        Ok(Resolved {
+            cluster,
+            on_failure,
+            batch,
+            nodes: resolved,
+        })
     }
 
     /// The `nodes` list, refused when missing or empty: a plan migrates at least one node.

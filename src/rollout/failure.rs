@@ -4,7 +4,7 @@ use super::*;
 
 impl Rollout<'_> {
     pub(super) async fn handle_failure(&mut self, failure: StepFailure) -> Error {
-        self.early_ping = None;
+        self.early_pings.clear();
         let node = self.name(failure.node).to_string();
         let message = format!("node {node}: {}", failure.message);
         self.note(Note::StepFailed {
@@ -32,7 +32,13 @@ impl Rollout<'_> {
         }
         let back_to = self.label_of(Running::Plain).to_string();
         self.note(Note::RollingBack { back_to });
-        match self.rollback_from(failure.node).await {
+        // A batch may have taken nodes after the one that failed: the rollback starts at the last.
+        let last = self
+            .batch_mates_after(failure.node)
+            .last()
+            .copied()
+            .unwrap_or(failure.node);
+        match self.rollback_from(last).await {
             Ok(()) => Error::StepFailed(Message::from(format!(
                 "{message}\n{}",
                 self.roll.rolled_back_after_failure()

@@ -25,7 +25,10 @@ impl Rollout<'_> {
     pub(super) async fn await_tls_rejoin(&mut self, index: usize) -> StepResult {
         self.report_node(index, NodeActivity::AwaitingTlsLinks);
         let migrated: Vec<usize> = (0..index).collect();
-        let plain: Vec<usize> = (index + 1..self.targets.len()).collect();
+        // Its batch mates after it are not on plain TCP any more: each rejoins in its turn.
+        let plain: Vec<usize> = (index + 1..self.targets.len())
+            .filter(|&j| !self.under_way(j))
+            .collect();
         let deadline = Instant::now() + self.targets[index].spec.timeouts.rejoin;
         // In slices, so a migrated peer that died meanwhile is named at once instead of waiting
         // for the whole rejoin timeout.
@@ -66,7 +69,9 @@ impl Rollout<'_> {
         let deadline = Instant::now() + timeout;
         let mut last_kick: Option<Instant> = None;
         loop {
-            let (infos, missing) = self.full_mesh_missing(skip_down).await?;
+            // Batch mates after it may still be down (a resumed batch starts them in turn).
+            let may_be_down = self.batch_mates_after(index);
+            let (infos, missing) = self.full_mesh_missing(skip_down, &may_be_down).await?;
             let Err(missing) = missing else { break };
             if Instant::now() >= deadline {
                 return Err(self.step_failed(
@@ -105,9 +110,11 @@ impl Rollout<'_> {
 
     /// Every node observed, and which links of the full mesh are missing (or use the wrong
     /// transport between two nodes of one stage).
+    /// `skip_down`: only running nodes count; otherwise only those in `may_be_down` may be down.
     pub(super) async fn full_mesh_missing(
         &self,
         skip_down: bool,
+        may_be_down: &[usize],
     ) -> Result<(Vec<NodeInfo>, std::result::Result<(), String>)> {
         let everyone: Vec<usize> = (0..self.targets.len()).collect();
         let infos = self.observe_all(&everyone).await?;
@@ -117,7 +124,7 @@ impl Rollout<'_> {
             .collect();
         // In a rollback only the nodes that run count: a node not reverted yet may be down or
         // unreachable (a failed start, a rejected certificate) until its turn comes.
-        let counts = |i: usize| !skip_down || infos[i].is_up();
+        let counts = |i: usize| (!skip_down && !may_be_down.contains(&i)) || infos[i].is_up();
         let mut missing = Vec::new();
         for (index, info) in infos.iter().enumerate().filter(|(i, _)| counts(*i)) {
             let Some(stage) = stages[index] else {

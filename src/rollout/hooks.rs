@@ -76,6 +76,39 @@ impl Rollout<'_> {
     }
 }
 
+impl Rollout<'_> {
+    /// A batch's later node: its before-stop gate asked once, with the batch's earlier nodes
+    /// already stopped (quorum first). Passing is journaled like [`Self::command_gate`]; not
+    /// passing ends the batch there, and the node waits for the next one (where its gate gets
+    /// its whole timeout).
+    pub(super) async fn before_stop_gate_passes_now(
+        &mut self,
+        index: usize,
+        gate: &str,
+    ) -> StepResult<bool> {
+        self.report_node(index, NodeActivity::AwaitingBeforeStop);
+        let timeout = self.targets[index].spec.timeouts.before_stop;
+        let started = Instant::now();
+        let host = self.cluster.hosts[index].clone();
+        let outcome = host.run(gate, timeout).await;
+        let name = self.name(index).to_string();
+        let what = match command_failure(gate, &outcome) {
+            None => format!(
+                "{} passed after {:.1}s",
+                Hook::BeforeStop.key(),
+                started.elapsed().as_secs_f64()
+            ),
+            Some(_) => format!(
+                "{} did not pass with the batch's earlier nodes stopped: it waits for the next batch",
+                Hook::BeforeStop.key()
+            ),
+        };
+        self.journal.record(Some(&name), &what);
+        self.store.save(&mut self.journal)?;
+        Ok(outcome.is_ok_and(|out| out.success()))
+    }
+}
+
 /// The plan's command gates around a node's restart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Hook {

@@ -10,9 +10,7 @@ impl Rollout<'_> {
         done: Step,
         expect: Running,
     ) -> StepResult {
-        let runs = self.label_of(expect).to_string();
-        self.report_node(index, NodeActivity::Starting { runs });
-        self.tell_hybrid_peers(index, expect).await?;
+        self.start_announced(index, expect).await?;
         let spec = &self.targets[index].spec;
         let (command, timeout) = (spec.commands.start.clone(), spec.timeouts.start);
         if self.step_of(index) == intent {
@@ -26,8 +24,31 @@ impl Rollout<'_> {
         self.mark(index, intent)?;
         let deadline = Instant::now() + timeout;
         let outcome = self.cluster.hosts[index].run(&command, timeout).await;
-        let failed = command_failure(&command, &outcome);
-        if let Some(why) = failed {
+        self.start_ends(index, &outcome, deadline, expect, done)
+            .await
+    }
+
+    /// Before the start command: the start reported, and (zero-split) the running hybrid nodes
+    /// told that this node will speak TLS.
+    pub(super) async fn start_announced(&mut self, index: usize, expect: Running) -> StepResult {
+        let runs = self.label_of(expect).to_string();
+        self.report_node(index, NodeActivity::Starting { runs });
+        self.tell_hybrid_peers(index, expect).await
+    }
+
+    /// After the start command (`outcome`): the node runs `expect` by `deadline`, then `done`
+    /// journaled.
+    pub(super) async fn start_ends(
+        &mut self,
+        index: usize,
+        outcome: &CommandResult,
+        deadline: Instant,
+        expect: Running,
+        done: Step,
+    ) -> StepResult {
+        let spec = &self.targets[index].spec;
+        let (command, timeout) = (spec.commands.start.clone(), spec.timeouts.start);
+        if let Some(why) = command_failure(&command, outcome) {
             let info = self.observe(index).await?;
             if self.running(&info) != expect {
                 return Err(self.step_failed(index, &format!("its start command failed: {why}")));
@@ -57,7 +78,11 @@ impl Rollout<'_> {
     }
 
     pub(super) async fn verify(&mut self, index: usize) -> StepResult {
-        let early = self.early_ping.take().filter(|e| e.node == index);
+        let early = self
+            .early_pings
+            .iter()
+            .position(|e| e.node == index)
+            .map(|at| self.early_pings.swap_remove(at));
         let Some(ping) = self.targets[index].spec.commands.ping.clone() else {
             if self.roll.ready_after_each_node() {
                 self.await_node_ready(index).await?;
@@ -125,7 +150,9 @@ impl Rollout<'_> {
                 tokio::time::sleep(EARLY_PING_RETRY).await;
             }
         });
-        self.early_ping = Some(EarlyPing { node: index, task });
+        // A node's newer ping replaces an older one (dropping it aborts its task).
+        self.early_pings.retain(|e| e.node != index);
+        self.early_pings.push(EarlyPing { node: index, task });
     }
 
     /// Zero-split: the node's `commands.ready` succeeds (it has finished starting, e.g. loaded

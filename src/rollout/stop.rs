@@ -13,19 +13,45 @@ impl Rollout<'_> {
         intent: Step,
         done: Step,
     ) -> StepResult {
-        // The plan's gate before a stop, on the way to TLS, while the node runs. A rollback
-        // (and a zero-split run's rolls back to plain) goes without it: it is undoing a failure,
-        // and a quorum check could keep it from ever finishing (docs/hooks.md).
-        if intent == Step::Stopping && seen.is_up() && self.gate_applies(index, Hook::BeforeStop) {
-            let gate = self.targets[index].spec.commands.before_stop.clone();
+        if let Some(gate) = self.before_stop_gate(index, seen, intent) {
             let timeout = self.targets[index].spec.timeouts.before_stop;
-            if let Some(gate) = gate {
-                self.command_gate(index, Hook::BeforeStop, &gate, timeout)
-                    .await?;
-            }
+            self.command_gate(index, Hook::BeforeStop, &gate, timeout)
+                .await?;
         }
+        let os_pid = self.stop_begins(index, seen, intent).await?;
+        let spec = &self.targets[index].spec;
+        let (command, timeout) = (spec.commands.stop.clone(), spec.timeouts.stop);
+        let deadline = Instant::now() + timeout;
+        let outcome = self.cluster.hosts[index].run(&command, timeout).await;
+        self.stop_ends(index, os_pid, &outcome, deadline, done)
+            .await
+    }
+
+    /// The plan's gate before this stop, if one applies: on the way to TLS, while the node runs.
+    /// A rollback (and a zero-split run's rolls back to plain) goes without it: it is undoing a
+    /// failure, and a quorum check could keep it from ever finishing (docs/hooks.md).
+    pub(super) fn before_stop_gate(
+        &self,
+        index: usize,
+        seen: &NodeInfo,
+        intent: Step,
+    ) -> Option<String> {
+        let applies =
+            intent == Step::Stopping && seen.is_up() && self.gate_applies(index, Hook::BeforeStop);
+        applies
+            .then(|| self.targets[index].spec.commands.before_stop.clone())
+            .flatten()
+    }
+
+    /// Up to the stop command: the node's OS pid (from the node itself, in case the stop command
+    /// does not bring it down), then `intent` journaled.
+    pub(super) async fn stop_begins(
+        &mut self,
+        index: usize,
+        seen: &NodeInfo,
+        intent: Step,
+    ) -> StepResult<Option<u32>> {
         self.report_node(index, NodeActivity::Stopping);
-        // Its OS pid, from the node itself, in case the stop command does not bring it down.
         let os_pid = match *seen {
             NodeInfo::Up { os_pid, .. } => Some(os_pid),
             // No rpc possible: the VM listening on the port epmd gives for it is the node.
@@ -35,11 +61,21 @@ impl Rollout<'_> {
             NodeInfo::Down { .. } => None,
         };
         self.mark(index, intent)?;
-        let spec = &self.targets[index].spec;
-        let (command, timeout) = (spec.commands.stop.clone(), spec.timeouts.stop);
-        let deadline = Instant::now() + timeout;
-        let outcome = self.cluster.hosts[index].run(&command, timeout).await;
-        let said = command_failure(&command, &outcome).unwrap_or_default();
+        Ok(os_pid)
+    }
+
+    /// After the stop command (`outcome`): the node down by `deadline`, by its VM or its OS pid
+    /// if the command did not do it, then `done` journaled.
+    pub(super) async fn stop_ends(
+        &mut self,
+        index: usize,
+        os_pid: Option<u32>,
+        outcome: &CommandResult,
+        deadline: Instant,
+        done: Step,
+    ) -> StepResult {
+        let command = self.targets[index].spec.commands.stop.clone();
+        let said = command_failure(&command, outcome).unwrap_or_default();
         if !said.is_empty() && self.targets[index].spec.flavor.stops_booting_vm() {
             self.stop_vm_directly(index, deadline).await?;
         }

@@ -285,6 +285,17 @@ impl World {
             self.halt(node);
             return (0, String::new());
         }
+        // A quorum gate: at least this many nodes of the cluster run.
+        if let Some(quorum) = command
+            .strip_prefix("quorum ")
+            .and_then(|n| n.parse::<usize>().ok())
+        {
+            let running = self.nodes.iter().filter(|n| n.vm.is_some()).count();
+            return match running >= quorum {
+                true => (0, String::new()),
+                false => (1, format!("{running} of {quorum} nodes run")),
+            };
+        }
         if this.asks.iter().any(|a| a == command) {
             return match this.vm {
                 Some(_) => (0, "pong".into()),

@@ -11,7 +11,7 @@ use distls::cluster::Cluster;
 use distls::failpoint::{Crash, walk_in_process};
 use distls::journal::{Journal, JournalStore, Phase};
 use distls::json_report::JsonReporter;
-use distls::plan::{OnFailure, Plan};
+use distls::plan::{Batch, OnFailure, Plan};
 use distls::rollout::{Canary, Options, Rollout};
 use distls::stage::{RollPath, RollState, SEALED_SIGNATURE, Stage};
 use distls::target::{NodeTarget, read_node};
@@ -823,4 +823,109 @@ async fn a_zero_split_rollback_goes_without_the_gates() {
             .iter()
             .any(|e| e.what.contains("before_stop"))
     );
+}
+
+/// `batch: k` for a run toward TLS.
+fn batched(intent: Intent, k: usize) -> Options {
+    Options {
+        batch: Batch::Nodes(k),
+        ..options_for(intent)
+    }
+}
+
+/// `batch: 2` of a classic roll restarts two nodes at once, never more; a kill at every journal
+/// write (with two nodes under way) resumes each node where it was; the rollback goes one at a time.
+#[tokio::test]
+async fn a_classic_batch_restarts_nodes_together_and_survives_a_kill_at_every_journal_write() {
+    let fx = fixture().await;
+    let fake = FakeCluster::new(&fx.targets, classic_boots(&fx));
+    run_classic_with(&fx, &fake, Intent::Migrate, batched(Intent::Migrate, 2))
+        .await
+        .unwrap();
+    assert_eq!(most_down_at_once(&fake.events()), 2, "two nodes at once");
+    assert_every_node(&fx, &fake, "inet_tls", |t| t.tls.text.clone());
+
+    let fx = fixture().await;
+    let fake = FakeCluster::new(&fx.targets, classic_boots(&fx));
+    let points =
+        crash_walk(|| run_classic_with(&fx, &fake, Intent::Migrate, batched(Intent::Migrate, 2)))
+            .await;
+    assert!(points.len() >= NODES * 12, "walked only {points:?}");
+    let at = |p: &str| points.iter().position(|q| q == p).expect(p);
+    assert!(
+        at("n2@localhost:stopping") < at("n1@localhost:stopped:before"),
+        "n2 is stopped together with n1: {points:?}"
+    );
+    assert_every_node(&fx, &fake, "inet_tls", |t| t.tls.text.clone());
+    assert!(most_down_at_once(&fake.events()) <= 2);
+    for target in &fx.targets {
+        assert_eq!(
+            fake.file(&target.backup),
+            Some(target.original.clone().into_bytes())
+        );
+    }
+    let back = crash_walk(|| rollback_classic(&fx, &fake)).await;
+    assert!(back.len() >= NODES * 8, "walked only {back:?}");
+    assert_every_node(&fx, &fake, "inet_tcp", |t| t.original.clone());
+}
+
+/// A zero-split batch keeps one mesh: the nodes it starts together learn of each other.
+#[tokio::test]
+async fn a_zero_split_batch_keeps_one_mesh_through_a_kill_at_every_journal_write() {
+    let fx = fixture().await;
+    let nodes = zero_split_nodes(&fx).await;
+    let fake = FakeCluster::new(&fx.targets, boots_of(&nodes));
+    let path = RollPath::OneRestart;
+    let run = || {
+        run_zero_split_with(
+            &fx,
+            &nodes,
+            &fake,
+            path,
+            Intent::Migrate,
+            batched(Intent::Migrate, 2),
+        )
+    };
+    let points = crash_walk(run).await;
+    assert!(points.len() >= NODES * 12, "walked only {points:?}");
+    assert_every_node(&fx, &fake, SEALED_SIGNATURE, |t| t.tls.text.clone());
+    assert_eq!(fake.splits(), Vec::<String>::new(), "one mesh throughout");
+    assert_eq!(most_down_at_once(&fake.events()), 2, "two nodes at once");
+    let (_, journal) = load(&fx);
+    assert_eq!(journal.unwrap().phase, Phase::Completed);
+}
+
+/// Quorum first: a batch of 3 whose gate needs 2 of the 3 nodes running takes the second node
+/// (its gate asked with the first one stopped), ends before the third, which goes next.
+#[tokio::test]
+async fn before_stop_gates_admit_a_batch_one_node_at_a_time() {
+    let mut fx = fixture().await;
+    for target in &mut fx.targets {
+        target.spec.commands.before_stop = Some("quorum 2".into());
+        target.spec.timeouts.before_stop = std::time::Duration::from_millis(300);
+    }
+    let fake = FakeCluster::new(&fx.targets, classic_boots(&fx));
+    run_classic_with(&fx, &fake, Intent::Migrate, batched(Intent::Migrate, 3))
+        .await
+        .unwrap();
+    assert_every_node(&fx, &fake, "inet_tls", |t| t.tls.text.clone());
+    assert_eq!(
+        most_down_at_once(&fake.events()),
+        2,
+        "the gate let two nodes down, not three"
+    );
+    let (_, journal) = load(&fx);
+    let journal = journal.unwrap();
+    let said = |node: &str, what: &str| {
+        journal
+            .events
+            .iter()
+            .any(|e| e.node.as_deref() == Some(node) && e.what.starts_with(what))
+    };
+    assert!(said("n2@localhost", "commands.before_stop passed"));
+    assert!(said(
+        "n3@localhost",
+        "commands.before_stop did not pass with the batch's earlier nodes stopped"
+    ));
+    assert!(said("n3@localhost", "commands.before_stop passed"));
 }

@@ -1,4 +1,4 @@
-//! The plan's top-level keys that hold one value each: `version`, `cluster`, `on_failure`
+//! The plan's top-level keys that hold one value each: `version`, `cluster`, `on_failure`, `batch`
 //! and the `tls` section every node starts from.
 
 use super::*;
@@ -61,6 +61,17 @@ impl Resolver<'_> {
                     "write `on_failure: rollback` (the default) or `on_failure: pause`",
                 )
             }),
+        }
+    }
+
+    /// How many nodes a roll may restart at once; without `batch` one at a time.
+    pub(super) fn batch(&self, batch: Option<&Text>) -> Result<Batch, PlanError> {
+        match batch {
+            None => Ok(Batch::default()),
+            Some(text) => text
+                .value
+                .parse()
+                .map_err(|why: BadBatch| self.error(defined(text), why.0, BATCH_HINT)),
         }
     }
 

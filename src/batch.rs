@@ -1,0 +1,104 @@
+//! How many nodes a roll may restart at once: the plan's `batch:` or `migrate --batch`, as a
+//! count (`3`) or a share of the cluster (`30%`). One node at a time unless told otherwise.
+
+use std::fmt;
+use std::str::FromStr;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Batch {
+    /// One node at a time: the default, and the only size a rollback uses.
+    #[default]
+    One,
+    /// Up to this many nodes (at least 1).
+    Nodes(usize),
+    /// Up to this share of the cluster's nodes, rounded down, and at least one (1–100).
+    Percent(u8),
+}
+
+impl Batch {
+    /// The most nodes restarted at once in a cluster of `nodes`.
+    pub fn size(self, nodes: usize) -> usize {
+        match self {
+            Batch::One => 1,
+            Batch::Nodes(k) => k.max(1),
+            Batch::Percent(p) => (nodes * usize::from(p) / 100).max(1),
+        }
+    }
+}
+
+impl fmt::Display for Batch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Batch::One => write!(f, "1"),
+            Batch::Nodes(k) => write!(f, "{k}"),
+            Batch::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+/// Why a batch size was refused (the caller adds where it was written).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadBatch(pub String);
+
+impl fmt::Display for BadBatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BadBatch {}
+
+pub const BATCH_HINT: &str = "write a number of nodes (e.g. 3) or a share of the cluster (e.g. 30%); 1 restarts one node at a time";
+
+impl FromStr for Batch {
+    type Err = BadBatch;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.trim();
+        let bad = |why: &str| BadBatch(format!("batch \"{text}\" {why}"));
+        if let Some(share) = text.strip_suffix('%') {
+            return match share.trim().parse::<u8>() {
+                Ok(p @ 1..=100) => Ok(Batch::Percent(p)),
+                _ => Err(bad("is not a share of the cluster from 1% to 100%")),
+            };
+        }
+        match text.parse::<usize>() {
+            Ok(0) => Err(bad("is zero: at least one node restarts at a time")),
+            Ok(1) => Ok(Batch::One),
+            Ok(k) if k <= 10_000 => Ok(Batch::Nodes(k)),
+            Ok(_) => Err(bad("is larger than any cluster (at most 10000)")),
+            Err(_) => Err(bad("is not a number of nodes or a percentage")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_and_shares_parse_and_size() {
+        assert_eq!("1".parse(), Ok(Batch::One));
+        assert_eq!(" 3 ".parse(), Ok(Batch::Nodes(3)));
+        assert_eq!("30%".parse(), Ok(Batch::Percent(30)));
+        assert_eq!(Batch::Nodes(3).size(10), 3);
+        assert_eq!(Batch::Percent(30).size(10), 3);
+        assert_eq!(
+            Batch::Percent(30).size(2),
+            1,
+            "a share rounds down, never to 0"
+        );
+        assert_eq!(Batch::Percent(100).size(7), 7);
+        assert_eq!(Batch::One.size(1000), 1);
+        assert_eq!(Batch::Nodes(3).to_string(), "3");
+        assert_eq!(Batch::Percent(25).to_string(), "25%");
+    }
+
+    #[test]
+    fn nonsense_is_refused_with_the_value() {
+        for bad in ["0", "0%", "101%", "-2", "three", "", "2.5", "99999"] {
+            let err = bad.parse::<Batch>().unwrap_err();
+            assert!(err.0.contains(&format!("\"{}\"", bad.trim())), "{err}");
+        }
+    }
+}

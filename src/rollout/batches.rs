@@ -1,0 +1,199 @@
+//! Restarting several nodes at once (`batch: K`, docs/batches.md): a batch's stop commands run
+//! together, then its start commands, then each node's rejoin gate and checks in plan order.
+//! Only on the way to TLS: going back, and the seal, take one node at a time. Every node keeps
+//! its own journal steps, so a run killed mid-batch resumes each node where it was.
+
+use super::hooks::Hook;
+use super::*;
+
+impl Rollout<'_> {
+    /// The nodes the batch starting at `first` may take: up to the batch size, no more than the
+    /// canary has left, and at least every node a killed run left under way.
+    pub(super) fn batch_from(&self, first: usize) -> Vec<usize> {
+        if !self.roll.toward_tls() || self.roll.at_run_time() {
+            return vec![first];
+        }
+        let nodes = self.targets.len();
+        let mut size = self.options.batch.size(nodes);
+        if let Some(canary) = &self.options.pause_after {
+            size = size.min(canary.left().max(1));
+        }
+        let mut end = (first + size).min(nodes);
+        if let Some(last) = (first..nodes).rev().find(|&j| self.under_way(j)) {
+            end = end.max(last + 1);
+        }
+        (first..end).collect()
+    }
+
+    /// Node `index` was taken into a batch of this roll and is not through yet.
+    pub(super) fn under_way(&self, index: usize) -> bool {
+        !matches!(self.step_of(index), Step::Pending | Step::Verified)
+    }
+
+    /// Nodes after `index` that a batch took along with it: they may be down, or already on
+    /// the roll's far side, while `index` rejoins.
+    pub(super) fn batch_mates_after(&self, index: usize) -> Vec<usize> {
+        (index + 1..self.targets.len())
+            .filter(|&j| self.under_way(j))
+            .collect()
+    }
+
+    /// Drive `members` (consecutive, in plan order) to the end of the roll together. Returns
+    /// those it took: a prefix of `members`, shorter when a before-stop gate ends the batch.
+    pub(super) async fn drive_batch(&mut self, members: &[usize]) -> StepResult<Vec<usize>> {
+        let taken = self.stop_batch(members).await?;
+        let mut starts = Vec::new();
+        for &m in &taken {
+            if let Some(start) = self.advance_to_start(m).await.map_err(|f| f.on_node(m))? {
+                starts.push(start);
+            }
+        }
+        self.start_batch(&starts).await?;
+        for &m in &taken {
+            self.drive_node(m, Direction::Forward)
+                .await
+                .map_err(|f| f.on_node(m))?;
+        }
+        Ok(taken)
+    }
+
+    /// Admit the batch's nodes and stop the fresh ones. A node with a before-stop gate is
+    /// stopped on its own right after its gate passed, so the next node's gate sees it gone
+    /// (quorum first); the first such node waits its gate's whole timeout, a later one is asked
+    /// once and, if it says no, ends the batch. The other fresh nodes stop together.
+    async fn stop_batch(&mut self, members: &[usize]) -> StepResult<Vec<usize>> {
+        let mut taken = Vec::new();
+        let mut together = Vec::new();
+        for &m in members {
+            self.check_interrupt()?;
+            let info = self
+                .observe(m)
+                .await
+                .map_err(|e| Failure::from(e).on_node(m))?;
+            let fresh = !self.under_way(m)
+                && self.running(&info) == Running::Plain
+                && self
+                    .file_state(m)
+                    .await
+                    .map_err(|e| Failure::from(e).on_node(m))?
+                    == FileState::Original;
+            if fresh && let Some(gate) = self.before_stop_gate(m, &info, Step::Stopping) {
+                if !taken.is_empty() && !self.before_stop_gate_passes_now(m, &gate).await? {
+                    break;
+                }
+                if taken.is_empty() {
+                    let timeout = self.targets[m].spec.timeouts.before_stop;
+                    self.command_gate(m, Hook::BeforeStop, &gate, timeout)
+                        .await?;
+                }
+                let os_pid = self.stop_begins(m, &info, Step::Stopping).await?;
+                let outcome = self.run_together(&[m], Restart::Stop).await.remove(0);
+                let deadline = Instant::now() + self.targets[m].spec.timeouts.stop;
+                self.stop_ends(m, os_pid, &outcome, deadline, Step::Stopped)
+                    .await
+                    .map_err(|f| f.on_node(m))?;
+            } else if fresh {
+                together.push((m, info));
+            }
+            taken.push(m);
+        }
+        let mut begun = Vec::new();
+        for (m, info) in &together {
+            let os_pid = self.stop_begins(*m, info, Step::Stopping).await?;
+            begun.push((*m, os_pid));
+        }
+        let indices: Vec<usize> = begun.iter().map(|(m, _)| *m).collect();
+        let started = Instant::now();
+        let outcomes = self.run_together(&indices, Restart::Stop).await;
+        for ((m, os_pid), outcome) in begun.into_iter().zip(outcomes) {
+            let deadline = started + self.targets[m].spec.timeouts.stop;
+            self.stop_ends(m, os_pid, &outcome, deadline, Step::Stopped)
+                .await
+                .map_err(|f| f.on_node(m))?;
+        }
+        Ok(taken)
+    }
+
+    /// One node's own steps up to its start (stop, edit, restore: a resumed node may need any),
+    /// one after the other; the start it then needs, if it needs one.
+    async fn advance_to_start(&mut self, index: usize) -> StepResult<Option<(usize, Running)>> {
+        for _ in 0..MAX_ROUNDS {
+            self.check_interrupt()?;
+            let file = self.file_state(index).await?;
+            let info = self.observe(index).await?;
+            let running = self.running(&info);
+            let step = self.step_of(index);
+            let action = decide(Direction::Forward, file, running, step)
+                .map_err(|why| self.needs_operator(index, &why))?;
+            match action {
+                Action::Stop { intent } => self.stop(index, &info, intent, Step::Stopped).await?,
+                Action::Edit => self.edit(index).await?,
+                Action::RestoreFile { done } => self.restore(index, done).await?,
+                // Killed while starting it: its own start gives that start a chance first.
+                Action::Start { intent, expect } if step == intent => {
+                    self.start(index, intent, Step::Started, expect).await?;
+                    return Ok(None);
+                }
+                Action::Start { expect, .. } => return Ok(Some((index, expect))),
+                Action::AwaitRejoin | Action::Verify | Action::Done => return Ok(None),
+            }
+        }
+        Err(self.needs_operator(index, "its state keeps changing under distls"))
+    }
+
+    /// The batch's start commands, together; then each node running what it should, and
+    /// (zero-split) told which of its batch mates speak TLS: they started after it was told.
+    async fn start_batch(&mut self, starts: &[(usize, Running)]) -> StepResult {
+        for &(m, expect) in starts {
+            self.start_announced(m, expect)
+                .await
+                .map_err(|f| f.on_node(m))?;
+            self.mark(m, Step::Starting)?;
+        }
+        let indices: Vec<usize> = starts.iter().map(|(m, _)| *m).collect();
+        let started = Instant::now();
+        let outcomes = self.run_together(&indices, Restart::Start).await;
+        for (&(m, expect), outcome) in starts.iter().zip(outcomes) {
+            let deadline = started + self.targets[m].spec.timeouts.start;
+            self.start_ends(m, &outcome, deadline, expect, Step::Started)
+                .await
+                .map_err(|f| f.on_node(m))?;
+        }
+        for (at, &(m, expect)) in starts.iter().enumerate() {
+            for &(mate, _) in &starts[at + 1..] {
+                self.tell_hybrid_node_of(m, mate, expect)
+                    .await
+                    .map_err(|f| f.on_node(mate))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Each node's stop or start command, all at once; their outcomes in order.
+    async fn run_together(&self, indices: &[usize], which: Restart) -> Vec<CommandResult> {
+        let runs: Vec<_> = indices
+            .iter()
+            .map(|&m| {
+                let spec = &self.targets[m].spec;
+                let (command, timeout) = match which {
+                    Restart::Stop => (spec.commands.stop.clone(), spec.timeouts.stop),
+                    Restart::Start => (spec.commands.start.clone(), spec.timeouts.start),
+                };
+                let host = self.cluster.hosts[m].clone();
+                tokio::spawn(async move { host.run(&command, timeout).await })
+            })
+            .collect();
+        let mut outcomes = Vec::with_capacity(runs.len());
+        for run in runs {
+            outcomes.push(run.await.expect("a node's command task"));
+        }
+        outcomes
+    }
+}
+
+/// Which of a node's commands [`Rollout::run_together`] runs.
+#[derive(Clone, Copy)]
+enum Restart {
+    Stop,
+    Start,
+}
