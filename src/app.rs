@@ -10,7 +10,7 @@ use crate::journal::{Journal, JournalStore, Phase};
 use crate::json_report::{self, JsonReporter};
 use crate::manual;
 use crate::observe::{self, Running};
-use crate::plan::{OnFailure, Plan};
+use crate::plan::{Batch, OnFailure, Plan};
 use crate::roll_mode::{self, RollMode};
 use crate::rollout::{Canary, NodeSummary, Options, Rollout};
 use crate::ssh;
@@ -196,10 +196,19 @@ async fn dry_run_in_mode(
     let journal = resumable(store.load()?).filter(|_| !args.new_run);
     let mode = choose_mode(args, plan, journal.as_ref())?;
     preflight_options.zero_split = mode.is_zero_split();
+    let batch = args.batch.unwrap_or(plan.batch);
     if mode.is_zero_split() {
-        dry_run_zero_split(plan, store, transports, preflight_options).await
+        dry_run_zero_split(plan, store, transports, preflight_options, batch).await
     } else {
-        dry_run(plan, store, transports, preflight_options).await
+        dry_run(plan, store, transports, preflight_options, batch).await
+    }
+}
+
+/// The dry run's line on batches (none when nodes go one at a time).
+fn print_batches(plan: &Plan, batch: Batch) {
+    let names: Vec<&str> = plan.nodes.iter().map(|n| n.name.as_str()).collect();
+    if let Some(line) = batch.groups_line(&names) {
+        println!("{line}");
     }
 }
 
@@ -208,10 +217,12 @@ async fn dry_run(
     store: &JournalStore,
     transports: &[Transport],
     preflight_options: preflight::Options,
+    batch: Batch,
 ) -> Result<()> {
     let journal = store.load()?;
     let targets = target::prepare(plan, transports, journal.as_ref()).await?;
     print!("{}", preview::render(plan, &targets, journal.as_ref()));
+    print_batches(plan, batch);
     // Information only: a real run would refuse to start on a FAIL.
     let findings = preflight::run(plan, transports, preflight_options).await;
     print!("\n{}", preflight::render_problems(&findings));
@@ -223,6 +234,7 @@ async fn dry_run_zero_split(
     store: &JournalStore,
     transports: &[Transport],
     preflight_options: preflight::Options,
+    batch: Batch,
 ) -> Result<()> {
     let journal = resumable(store.load()?);
     let nodes = zero_split::prepare(plan, transports, journal.as_ref()).await?;
@@ -230,6 +242,7 @@ async fn dry_run_zero_split(
         "{}",
         preview::render_zero_split(plan, &nodes, journal.as_ref())
     );
+    print_batches(plan, batch);
     let findings = preflight::run(plan, transports, preflight_options).await;
     print!("\n{}", preflight::render_problems(&findings));
     Ok(())
@@ -276,7 +289,7 @@ async fn migrate_checked(
         say(problems.trim_end());
     }
     if before.is_none() && !args.yes && !args.json {
-        confirm::before_first_stop(plan, mode)?;
+        confirm::before_first_stop(plan, mode, args.batch.unwrap_or(plan.batch))?;
     }
     store.lock()?;
     if archive {

@@ -26,6 +26,32 @@ impl Batch {
     }
 }
 
+impl Batch {
+    /// For the dry run and the question before a run: how the nodes group, or None one at a
+    /// time. The groups are the largest the batch allows; before-stop gates may cut one short.
+    pub fn groups_line(self, names: &[&str]) -> Option<String> {
+        let size = self.size(names.len());
+        if size <= 1 || names.len() <= 1 {
+            return None;
+        }
+        const SHOWN: usize = 4;
+        let groups: Vec<String> = names
+            .chunks(size)
+            .take(SHOWN)
+            .map(|group| format!("[{}]", group.join(", ")))
+            .collect();
+        let count = names.len().div_ceil(size);
+        let more = match count.saturating_sub(SHOWN) {
+            0 => String::new(),
+            left => format!(" … (+{left} more)"),
+        };
+        Some(format!(
+            "batches of up to {size} nodes restarting at once ({count} batches): {}{more}; a before-stop gate can end a batch early, and going back is one node at a time",
+            groups.join(", ")
+        ))
+    }
+}
+
 impl fmt::Display for Batch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -92,6 +118,25 @@ mod tests {
         assert_eq!(Batch::One.size(1000), 1);
         assert_eq!(Batch::Nodes(3).to_string(), "3");
         assert_eq!(Batch::Percent(25).to_string(), "25%");
+    }
+
+    #[test]
+    fn the_groups_line_shows_the_first_batches() {
+        assert_eq!(Batch::One.groups_line(&["a", "b"]), None);
+        let line = Batch::Nodes(2).groups_line(&["a", "b", "c"]).unwrap();
+        assert!(
+            line.starts_with(
+                "batches of up to 2 nodes restarting at once (2 batches): [a, b], [c];"
+            ),
+            "{line}"
+        );
+        let names: Vec<String> = (0..100).map(|n| format!("n{n}")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let line = Batch::Percent(10).groups_line(&names).unwrap();
+        assert!(
+            line.contains("(10 batches)") && line.contains("… (+6 more)"),
+            "{line}"
+        );
     }
 
     #[test]

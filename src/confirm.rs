@@ -3,16 +3,16 @@
 //! and never with `--yes` or `--json`.
 
 use crate::error::{Error, Message, Result};
-use crate::plan::Plan;
+use crate::plan::{Batch, Plan};
 use crate::roll_mode::RollMode;
 use std::io::{BufRead, IsTerminal, Write};
 
-pub fn before_first_stop(plan: &Plan, mode: RollMode) -> Result<()> {
+pub fn before_first_stop(plan: &Plan, mode: RollMode, batch: Batch) -> Result<()> {
     if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
         return Ok(());
     }
     let mut err = std::io::stderr().lock();
-    let _ = write!(err, "{}Proceed? [y/N] ", summary(plan, mode));
+    let _ = write!(err, "{}Proceed? [y/N] ", summary(plan, mode, batch));
     let _ = err.flush();
     let mut answer = String::new();
     std::io::stdin()
@@ -29,7 +29,7 @@ pub fn before_first_stop(plan: &Plan, mode: RollMode) -> Result<()> {
 }
 
 /// The plan as the question shows it: cluster, nodes in order, the roll, what changes.
-fn summary(plan: &Plan, mode: RollMode) -> String {
+fn summary(plan: &Plan, mode: RollMode, batch: Batch) -> String {
     let names: Vec<&str> = plan.nodes.iter().map(|n| n.name.as_str()).collect();
     let roll = match mode {
         RollMode::ZeroSplit => {
@@ -41,8 +41,12 @@ fn summary(plan: &Plan, mode: RollMode) -> String {
     };
     let mut files: Vec<&str> = plan.nodes.iter().map(|n| n.flavor.file_label()).collect();
     files.dedup();
+    let batches = batch
+        .groups_line(&names)
+        .map(|line| format!("  {line}\n"))
+        .unwrap_or_default();
     format!(
-        "distls will switch cluster {} to TLS distribution:\n  nodes, in this order: {}\n  roll: {roll}\n  changes: each node's {} (its original kept beside it)\n",
+        "distls will switch cluster {} to TLS distribution:\n  nodes, in this order: {}\n  roll: {roll}\n{batches}  changes: each node's {} (its original kept beside it)\n",
         plan.cluster,
         names.join(", "),
         files.join(" / "),

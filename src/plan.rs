@@ -528,6 +528,23 @@ defaults:
     }
 
     #[test]
+    fn batch_parses_from_the_plan_and_is_located_when_wrong() {
+        assert_eq!(load(SAMPLE).batch, Batch::One);
+        assert_eq!(load(&format!("{SAMPLE}batch: 3\n")).batch, Batch::Nodes(3));
+        assert_eq!(
+            load(&format!("{SAMPLE}batch: \"25%\"\n")).batch,
+            Batch::Percent(25)
+        );
+        assert_eq!(
+            load(&format!("{SAMPLE}batch: 25%\n")).batch,
+            Batch::Percent(25)
+        );
+        let err = load_err(&format!("{SAMPLE}batch: 0\n"));
+        assert_error(&err, 17, 8, "batch \"0\" is zero");
+        assert!(err.hint().contains("e.g. 30%"), "{}", err.hint());
+    }
+
+    #[test]
     fn on_failure_parses_from_plan_and_from_cli_text() {
         let plan = load(&format!("{SAMPLE}on_failure: pause\n"));
         assert_eq!(plan.on_failure, OnFailure::Pause);

@@ -7,8 +7,8 @@ use super::hooks::Hook;
 use super::*;
 
 impl Rollout<'_> {
-    /// The nodes the batch starting at `first` may take: up to the batch size, no more than the
-    /// canary has left, and at least every node a killed run left under way.
+    /// The nodes the batch starting at `first` may take: up to the batch size of nodes not done
+    /// yet, no more than the canary has left, and at least every node a killed run left under way.
     pub(super) fn batch_from(&self, first: usize) -> Vec<usize> {
         if !self.roll.toward_tls() || self.roll.at_run_time() {
             return vec![first];
@@ -18,7 +18,12 @@ impl Rollout<'_> {
         if let Some(canary) = &self.options.pause_after {
             size = size.min(canary.left().max(1));
         }
-        let mut end = (first + size).min(nodes);
+        // Nodes a resumed run finds done do not count.
+        let (mut end, mut counted) = (first, 0);
+        while end < nodes && counted < size {
+            counted += usize::from(self.step_of(end) != Step::Verified);
+            end += 1;
+        }
         if let Some(last) = (first..nodes).rev().find(|&j| self.under_way(j)) {
             end = end.max(last + 1);
         }

@@ -42,8 +42,8 @@ fn migrates_a_three_node_cluster_and_rolls_it_back() {
     assert_eq!(report["nodes"][1]["file"], "original");
 
     // The rest, as a script would run it: a JSON stream on stdout, every object as
-    // docs/json.md says.
-    let out = t.distls(&["migrate", "--classic", "--json", plan]);
+    // docs/json.md says; the two nodes left restart together (--batch 2).
+    let out = t.distls(&["migrate", "--classic", "--json", "--batch", "2", plan]);
     assert!(out.status.success(), "{}", describe(&out));
     let events = crate::json_schema::check_stream(&stdout(&out));
     assert_eq!(events.first().map(String::as_str), Some("started"));
@@ -70,7 +70,11 @@ fn migrates_a_three_node_cluster_and_rolls_it_back() {
             "whole block uncommented:\n{text}"
         );
     }
-    assert_eq!(journal(t.plan().as_path())["phase"], "completed");
+    let done = journal(t.plan().as_path());
+    assert_eq!(done["phase"], "completed");
+    let names = t.node_names();
+    assert!(down_together(&done, &names[1], &names[2]), "{done}");
+    assert!(!down_together(&done, &names[0], &names[1]), "{done}");
 
     let status = t.distls(&["status", plan]);
     assert!(status.status.success(), "{}", describe(&status));

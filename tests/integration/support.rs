@@ -304,6 +304,23 @@ pub fn journal(plan: &Path) -> serde_json::Value {
     journal_if_any(plan).expect("a journal exists")
 }
 
+/// Where in the journal's events node `node` first recorded `what` (a step's label).
+pub fn journal_position(journal: &serde_json::Value, node: &str, what: &str) -> usize {
+    journal["events"]
+        .as_array()
+        .expect("the journal's events")
+        .iter()
+        .position(|e| e["node"] == node && e["what"] == what)
+        .unwrap_or_else(|| panic!("{node} recorded no `{what}`: {journal}"))
+}
+
+/// Whether nodes `a` and `b` were down at the same time: each was stopping before the other
+/// was starting (a batch), judged from the journal.
+pub fn down_together(journal: &serde_json::Value, a: &str, b: &str) -> bool {
+    let at = |node: &str, what: &str| journal_position(journal, node, what);
+    at(a, "stopping") < at(b, "starting") && at(b, "stopping") < at(a, "starting")
+}
+
 /// The journal next to the plan, if one has been written (and is complete: writes are atomic).
 pub fn journal_if_any(plan: &Path) -> Option<serde_json::Value> {
     let dir = plan.parent()?.join(".distls");

@@ -240,7 +240,13 @@ fn dry_run_shows_both_rolls_and_changes_nothing() {
 
 /// The whole run on `n` nodes, watched: one restart per node, no split, no plain link between two
 /// nodes that run the module, sealed at the end.
-fn migrate_without_split(prefix: &str, n: usize, mnesia: bool) -> (TestCluster, Output) {
+/// `batch`: `--batch K` (nodes restart K at a time).
+fn migrate_without_split(
+    prefix: &str,
+    n: usize,
+    mnesia: bool,
+    batch: Option<&str>,
+) -> (TestCluster, Output) {
     let t = cluster_with(prefix, n, |spec| {
         spec.sample_links = true;
         spec.mnesia = mnesia;
@@ -249,7 +255,11 @@ fn migrate_without_split(prefix: &str, n: usize, mnesia: bool) -> (TestCluster, 
     let pids: Vec<_> = (0..n).map(|i| t.cluster.node_os_pid(i)).collect();
     let plan = t.plan();
     let since = now_ms();
-    let (out, report) = run_watched(&t, &["migrate", plan.to_str().unwrap()], "tls");
+    let mut args = vec!["migrate", plan.to_str().unwrap()];
+    if let Some(batch) = batch {
+        args.extend(["--batch", batch]);
+    }
+    let (out, report) = run_watched(&t, &args, "tls");
     assert!(out.status.success(), "{}", describe(&out));
     let err = stderr(&out);
     for roll in [
@@ -290,12 +300,17 @@ fn migrate_without_split(prefix: &str, n: usize, mnesia: bool) -> (TestCluster, 
 
 #[test]
 fn three_nodes_go_to_tls_with_one_restart_each_without_a_split() {
-    migrate_without_split("zs3", 3, false);
+    migrate_without_split("zs3", 3, false, None);
 }
 
 #[test]
-fn five_nodes_go_to_tls_without_a_split() {
-    migrate_without_split("zs5", 5, false);
+fn five_nodes_go_to_tls_without_a_split_two_at_a_time() {
+    let (t, _) = migrate_without_split("zs5", 5, false, Some("2"));
+    let journal = journal(t.plan().as_path());
+    let names = t.node_names();
+    assert!(down_together(&journal, &names[0], &names[1]), "{journal}");
+    assert!(down_together(&journal, &names[2], &names[3]), "{journal}");
+    assert!(!down_together(&journal, &names[1], &names[2]), "{journal}");
 }
 
 /// Mnesia disc_copies tables on every node: after its restart the node loads its tables from
@@ -303,7 +318,7 @@ fn five_nodes_go_to_tls_without_a_split() {
 /// the table is still readable everywhere at the end.
 #[test]
 fn a_mnesia_cluster_finishes_starting_after_every_restart() {
-    let (t, out) = migrate_without_split("zsm", 3, true);
+    let (t, out) = migrate_without_split("zsm", 3, true, None);
     // Each node right after its own restart, before the next node is stopped (3), and every
     // node at the end of the run, after the seal (3).
     let err = stderr(&out);
