@@ -2,7 +2,7 @@
 //! each, migrated end to end with the flavor's default commands, and a rollback.
 
 use crate::products::*;
-use crate::support::{describe, journal, stderr, stdout};
+use crate::support::{describe, down_together, journal, stderr, stdout};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
@@ -396,7 +396,9 @@ fn rabbitmq_cluster_migrates_with_zero_split_and_rolls_back() {
     for point in ["next:h:c"] {
         let out = Command::new(env!("CARGO_BIN_EXE_distls"))
             .env("DISTLS_FAILPOINT", point)
-            .args(["migrate", "--zero-split", plan.to_str().unwrap()])
+            // Two nodes restart together (their gates admit them one after the other).
+            .args(["migrate", "--zero-split", "--batch", "2"])
+            .arg(&plan)
             .output()
             .unwrap();
         assert_eq!(out.status.signal(), Some(9), "{}", describe(&out));
@@ -422,10 +424,13 @@ fn rabbitmq_cluster_migrates_with_zero_split_and_rolls_back() {
     );
     let out = migrate_zero_split(&plan, "rabbitmq");
     // The flavor's default gates ran around every restart (one mesh: the quorum check can pass).
-    let events = journal(&plan)["events"].to_string();
+    let done = journal(&plan);
+    let events = done["events"].to_string();
     for gate in ["commands.before_stop passed", "commands.after_start passed"] {
         assert_eq!(events.matches(gate).count(), 3, "{gate}: {events}");
     }
+    assert!(down_together(&done, &names[0], &names[1]), "{events}");
+    assert!(!down_together(&done, &names[1], &names[2]), "{events}");
     let shown = format!("{}{}", stdout(&out), stderr(&out));
     assert!(
         shown.contains(": sealing") && !shown.contains(": stopping"),
