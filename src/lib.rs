@@ -4,6 +4,7 @@ pub mod argsfile;
 pub mod atomic_file;
 pub mod cli;
 pub mod cluster;
+pub mod discover;
 pub mod confirm;
 pub mod error;
 pub mod event;

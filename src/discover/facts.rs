@@ -1,0 +1,170 @@
+//! What a running node says about itself (the discovery VM's `facts` reply), and what that tells
+//! about its product. Pure: parsing and deciding only.
+
+use crate::flavor::Flavor;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// One node's answers: how its VM was started and what runs in it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeFacts {
+    pub name: String,
+    /// `code:root_dir()`: the OTP (or the release's ERTS root) the node runs.
+    pub root_dir: String,
+    pub os_pid: Option<u32>,
+    /// `inet:gethostname()` on the node.
+    pub hostname: String,
+    /// `application:which_applications()`, names only.
+    pub apps: Vec<String>,
+    /// Every `-args_file` the VM was started with, in order.
+    pub args_files: Vec<PathBuf>,
+    /// The product's variables that are set in the node's environment.
+    pub env: BTreeMap<String, String>,
+}
+
+impl NodeFacts {
+    /// Parses `facts <key>=<hex>...` for node `name`.
+    pub fn parse(name: &str, reply: &str) -> Result<NodeFacts, String> {
+        let mut words = reply.split_whitespace();
+        if words.next() != Some("facts") {
+            return Err(format!("unexpected reply `{}`", first_word(reply)));
+        }
+        let mut facts = NodeFacts {
+            name: name.to_string(),
+            ..NodeFacts::default()
+        };
+        for word in words {
+            let (key, hex_value) = word.split_once('=').unwrap_or((word, ""));
+            let bytes = hex::decode(hex_value).map_err(|_| format!("bad value for `{key}`"))?;
+            let value = String::from_utf8_lossy(&bytes).into_owned();
+            match key {
+                "root" => facts.root_dir = value,
+                "pid" => facts.os_pid = value.parse().ok(),
+                "hostname" => facts.hostname = value,
+                "app" => facts.apps.push(value),
+                "args_file" => facts.args_files.push(PathBuf::from(value)),
+                _ => {
+                    if let Some(var) = key.strip_prefix("env_") {
+                        facts.env.insert(var.to_string(), value);
+                    }
+                }
+            }
+        }
+        Ok(facts)
+    }
+
+    fn runs(&self, app: &str) -> bool {
+        self.apps.iter().any(|a| a == app)
+    }
+
+    /// The args file with this file name (`vm.args`, `vm.dist.args`), the last one given.
+    pub fn args_file_named(&self, file_name: &str) -> Option<&Path> {
+        self.args_files
+            .iter()
+            .rev()
+            .find(|p| p.file_name().is_some_and(|n| n == file_name))
+            .map(PathBuf::as_path)
+    }
+
+    /// Whether the node keeps Mnesia tables (its product then has a `ready` check worth waiting for).
+    pub fn runs_mnesia(&self) -> bool {
+        self.runs("mnesia")
+    }
+
+    /// The product, from what runs in the node, then from its args files; with the reason.
+    pub fn detect_flavor(&self) -> Option<(Flavor, String)> {
+        for (app, flavor) in [
+            ("mongooseim", Flavor::MongooseIm),
+            ("ejabberd", Flavor::Ejabberd),
+            ("rabbit", Flavor::RabbitMq),
+        ] {
+            if self.runs(app) {
+                return Some((flavor, format!("the node runs the `{app}` application")));
+            }
+        }
+        if self.args_file_named("vm.dist.args").is_some() {
+            return Some((
+                Flavor::MongooseIm,
+                "the node was started with a vm.dist.args (MongooseIM's layout)".into(),
+            ));
+        }
+        if self.args_file_named("vm.args").is_some() || self.env.contains_key("RELEASE_ROOT") {
+            return Some((
+                Flavor::Relx,
+                "the node was started with a release's vm.args and no vm.dist.args".into(),
+            ));
+        }
+        None
+    }
+}
+
+fn first_word(reply: &str) -> &str {
+    reply.split_whitespace().next().unwrap_or("")
+}
+
+/// The peers in a `nodes <node> <peer>...` reply: the node itself first, then its visible peers.
+pub fn parse_nodes(reply: &str) -> Result<Vec<String>, String> {
+    let mut words = reply.split_whitespace();
+    match words.next() {
+        Some("nodes") => Ok(words.map(str::to_string).collect()),
+        Some("down") => Err(words.collect::<Vec<_>>().join(" ")),
+        _ => Err(format!("unexpected reply `{}`", first_word(reply))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(s: &str) -> String {
+        hex::encode_upper(s)
+    }
+
+    #[test]
+    fn parses_facts_and_tells_the_products_apart() {
+        let reply = format!(
+            "facts root={} pid={} hostname={} app={} app={} args_file={} args_file={} env_HOME={}",
+            hex("/usr/lib/erlang"),
+            hex("4242"),
+            hex("db1"),
+            hex("kernel"),
+            hex("mnesia"),
+            hex("/opt/mim/mim1/etc/vm.args"),
+            hex("/opt/mim/mim1/etc/vm.dist.args"),
+            hex("/home/mim"),
+        );
+        let facts = NodeFacts::parse("mim1@db1", &reply).unwrap();
+        assert_eq!(facts.os_pid, Some(4242));
+        assert_eq!(facts.hostname, "db1");
+        assert!(facts.runs_mnesia());
+        assert_eq!(
+            facts.args_file_named("vm.dist.args"),
+            Some(Path::new("/opt/mim/mim1/etc/vm.dist.args"))
+        );
+        assert_eq!(facts.env["HOME"], "/home/mim");
+        assert_eq!(facts.detect_flavor().unwrap().0, Flavor::MongooseIm);
+
+        let mut rabbit = facts.clone();
+        rabbit.args_files.clear();
+        rabbit.apps.push("rabbit".into());
+        assert_eq!(rabbit.detect_flavor().unwrap().0, Flavor::RabbitMq);
+        let mut ejabberd = NodeFacts::default();
+        ejabberd.apps = vec!["ejabberd".into()];
+        assert_eq!(ejabberd.detect_flavor().unwrap().0, Flavor::Ejabberd);
+        let mut relx = NodeFacts::default();
+        relx.args_files = vec!["/opt/app/releases/1/vm.args".into()];
+        assert_eq!(relx.detect_flavor().unwrap().0, Flavor::Relx);
+        assert_eq!(NodeFacts::default().detect_flavor(), None);
+        assert!(NodeFacts::parse("a@b", "down nodedown").is_err());
+        assert!(NodeFacts::parse("a@b", "facts root=XYZ").is_err());
+    }
+
+    #[test]
+    fn parses_node_lists() {
+        assert_eq!(
+            parse_nodes("nodes a@h b@h").unwrap(),
+            vec!["a@h".to_string(), "b@h".to_string()]
+        );
+        assert_eq!(parse_nodes("down nodedown").unwrap_err(), "nodedown");
+    }
+}
