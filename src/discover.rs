@@ -11,7 +11,7 @@ use crate::atomic_file;
 use crate::error::{Error, Message, Result};
 use crate::flavor::Flavor;
 use facts::{NodeFacts, parse_nodes};
-use layout::{HostFiles, node_layout};
+use layout::{HostFiles, locate, node_layout};
 use render::{DiscoveredNode, DiscoveredPlan, Value};
 use session::Session;
 use std::path::{Path, PathBuf};
@@ -115,11 +115,19 @@ fn refused(node: &str, reason: &str) -> Error {
 async fn ask_cluster(session: &mut Session, options: &Options) -> Result<DiscoveredPlan> {
     let asked = &options.node;
     let reply = session.ask(&format!("nodes {asked}")).await?;
-    let names = parse_nodes(&reply).map_err(|reason| refused(asked, &reason))?;
+    let mut names = parse_nodes(&reply).map_err(|reason| refused(asked, &reason))?;
+    // The plan's order is the migration order: by name, numbers in names compared as numbers.
+    names.sort_by_key(|name| natural_key(name));
     let mut all_facts = Vec::new();
     for name in &names {
         let reply = session.ask(&format!("facts {name}")).await?;
-        all_facts.push(NodeFacts::parse(name, &reply).map_err(|reason| refused(name, &reason))?);
+        let mut facts = NodeFacts::parse(name, &reply).map_err(|reason| refused(name, &reason))?;
+        let mut files = HostFiles {
+            session,
+            node: name,
+        };
+        locate(&mut facts, &mut files).await?;
+        all_facts.push(facts);
     }
     let (flavor, flavor_origin) = match options.flavor {
         Some(flavor) => (flavor, "--flavor".to_string()),
@@ -161,6 +169,29 @@ async fn ask_cluster(session: &mut Session, options: &Options) -> Result<Discove
     })
 }
 
+/// `mim10@h` after `mim9@h`: the name split into text and numbers.
+fn natural_key(name: &str) -> Vec<(String, u64)> {
+    let mut key = Vec::new();
+    let mut text = String::new();
+    let mut digits = String::new();
+    for c in name.chars().chain(std::iter::once('\0')) {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        if !digits.is_empty() {
+            key.push((
+                std::mem::take(&mut text),
+                digits.parse().unwrap_or(u64::MAX),
+            ));
+            digits.clear();
+        }
+        text.push(c);
+    }
+    key.push((text, 0));
+    key
+}
+
 fn summary(facts: &NodeFacts) -> String {
     let pid = facts
         .os_pid
@@ -181,7 +212,11 @@ fn cluster_value(options: &Options) -> Value {
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
         .collect();
-    let name = if name.is_empty() { "cluster".into() } else { name };
+    let name = if name.is_empty() {
+        "cluster".into()
+    } else {
+        name
+    };
     Value::known(
         name,
         "from the asked node's name (--cluster to choose): names the journal and the lock",
@@ -191,16 +226,18 @@ fn cluster_value(options: &Options) -> Value {
 fn tls_values(options: &Options, found: [Option<(String, String)>; 3]) -> [Value; 3] {
     let what = ["certificate (PEM)", "private key (PEM)", "CA bundle (PEM)"];
     let flags = ["--certfile", "--keyfile", "--cacertfile"];
-    let mut values = found.into_iter().enumerate().map(|(i, found)| {
-        match (&options.tls[i], found) {
-            (Some(path), _) => Value::known(path, flags[i]),
-            (None, Some((path, origin))) => Value::known(path, origin),
-            (None, None) => Value::fill_in(
-                format!("the path of every node's {} for distribution", what[i]),
-                format!("no node's files name one ({} to give it)", flags[i]),
-            ),
-        }
-    });
+    let mut values =
+        found
+            .into_iter()
+            .enumerate()
+            .map(|(i, found)| match (&options.tls[i], found) {
+                (Some(path), _) => Value::known(path, flags[i]),
+                (None, Some((path, origin))) => Value::known(path, origin),
+                (None, None) => Value::fill_in(
+                    format!("the path of every node's {} for distribution", what[i]),
+                    format!("no node's files name one ({} to give it)", flags[i]),
+                ),
+            });
     [(); 3].map(|_| values.next().expect("three TLS values"))
 }
 
@@ -258,4 +295,39 @@ fn is_this_machine(host: &str) -> bool {
     let me = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let me = me.trim();
     !me.is_empty() && (host == me || host.split('.').next() == me.split('.').next())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nodes_are_ordered_by_name_with_numbers_as_numbers() {
+        let mut names = vec!["mim10@h", "mim2@h", "mim1@h", "db@h"];
+        names.sort_by_key(|n| natural_key(n));
+        assert_eq!(names, ["db@h", "mim1@h", "mim2@h", "mim10@h"]);
+    }
+
+    #[test]
+    fn the_cluster_is_named_after_the_asked_node_unless_given() {
+        let mut options = Options {
+            node: "mim1@db1".into(),
+            flavor: None,
+            cookie_file: None,
+            cluster: None,
+            tls: [None, None, None],
+            erl: "erl".into(),
+        };
+        assert!(matches!(cluster_value(&options), Value::Known { text, .. } if text == "mim"));
+        options.cluster = Some("prod".into());
+        assert!(matches!(cluster_value(&options), Value::Known { text, .. } if text == "prod"));
+    }
+
+    #[test]
+    fn only_local_names_are_this_machine() {
+        assert!(is_this_machine("localhost"));
+        assert!(is_this_machine("127.0.0.1"));
+        assert!(!is_this_machine("10.1.2.3"));
+        assert!(!is_this_machine("no-such-host.example.com"));
+    }
 }

@@ -30,8 +30,8 @@ mod raw;
 mod resolve;
 
 pub use error::PlanError;
-pub use fill_in::FILL_IN_MARK;
 use error::*;
+pub use fill_in::FILL_IN_MARK;
 use raw::*;
 use resolve::*;
 

@@ -5,7 +5,9 @@
 %%   cookie <cookie>            -> DISTLS ok            (this VM's cookie; never echoed)
 %%   nodes <node>               -> DISTLS nodes <node> <peer>...  | DISTLS down <reason>
 %%   facts <node>               -> DISTLS facts <key>=<hex>...    | DISTLS down <reason>
-%%        keys: root, pid, hostname, app (repeated), args_file (repeated), env_<VAR> (when set)
+%%        keys: root, pid, hostname, cwd, app (repeated), env_<VAR> (when set)
+%%        (erlexec expands -args_file before the VM starts, so the files are found from cwd and
+%%        the release's variables instead)
 %%   read <node> <hexpath>      -> DISTLS file <hex>  | DISTLS error <reason>  (read on the node's host)
 %%   exists <node> <hexpath>    -> DISTLS yes | DISTLS no                      (a regular file there)
 -module(distls_discover).
@@ -15,7 +17,8 @@
 -define(MAX_READ, 1048576).
 -define(ENV_VARS, ["RELEASE_ROOT", "ROOTDIR", "EJABBERD_CONFIG_PATH", "EJABBERDCTL_CONFIG_PATH",
                    "CONFIG_DIR", "ETC_DIR", "RABBITMQ_CONF_ENV_FILE", "RABBITMQ_CONFIG_FILE",
-                   "RABBITMQ_HOME", "ERL_EPMD_PORT", "USER", "HOME"]).
+                   "RABBITMQ_HOME", "RELEASE_NAME", "RELEASE_VSN", "RUNNER_BASE_DIR",
+                   "RUNNER_ETC_DIR", "USER", "HOME"]).
 
 main() ->
     logger:set_primary_config(level, none),
@@ -71,13 +74,11 @@ facts(N) ->
             Pid = rpc:call(N, os, getpid, [], ?TIMEOUT),
             {ok, Host} = rpc:call(N, inet, gethostname, [], ?TIMEOUT),
             Apps = [A || {A, _, _} <- rpc:call(N, application, which_applications, [], ?TIMEOUT)],
-            Args = [F || {args_file, Files} <- rpc:call(N, init, get_arguments, [], ?TIMEOUT),
-                         F <- Files],
+            {ok, Cwd} = rpc:call(N, file, get_cwd, [], ?TIMEOUT),
             Env = [{V, Value} || V <- ?ENV_VARS,
                                  (Value = rpc:call(N, os, getenv, [V], ?TIMEOUT)) =/= false],
-            Pairs = [{"root", Root}, {"pid", Pid}, {"hostname", Host}]
+            Pairs = [{"root", Root}, {"pid", Pid}, {"hostname", Host}, {"cwd", Cwd}]
                 ++ [{"app", atom_to_list(A)} || A <- Apps]
-                ++ [{"args_file", F} || F <- Args]
                 ++ [{"env_" ++ V, Value} || {V, Value} <- Env],
             string:join(["facts" | [K ++ "=" ++ hex(V) || {K, V} <- Pairs]], " ")
     end.

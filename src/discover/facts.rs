@@ -14,12 +14,17 @@ pub struct NodeFacts {
     pub os_pid: Option<u32>,
     /// `inet:gethostname()` on the node.
     pub hostname: String,
+    /// The VM's working directory (release scripts start it in the release's root).
+    pub cwd: String,
     /// `application:which_applications()`, names only.
     pub apps: Vec<String>,
-    /// Every `-args_file` the VM was started with, in order.
-    pub args_files: Vec<PathBuf>,
     /// The product's variables that are set in the node's environment.
     pub env: BTreeMap<String, String>,
+    /// Where its vm.args and vm.dist.args are (MongooseIM's `etc`), once found on its host, and
+    /// how they were found.
+    pub etc_dir: Option<(PathBuf, String)>,
+    /// A relx release's vm.args, once found on its host.
+    pub relx_vm_args: Option<PathBuf>,
 }
 
 impl NodeFacts {
@@ -41,8 +46,8 @@ impl NodeFacts {
                 "root" => facts.root_dir = value,
                 "pid" => facts.os_pid = value.parse().ok(),
                 "hostname" => facts.hostname = value,
+                "cwd" => facts.cwd = value,
                 "app" => facts.apps.push(value),
-                "args_file" => facts.args_files.push(PathBuf::from(value)),
                 _ => {
                     if let Some(var) = key.strip_prefix("env_") {
                         facts.env.insert(var.to_string(), value);
@@ -57,13 +62,27 @@ impl NodeFacts {
         self.apps.iter().any(|a| a == app)
     }
 
-    /// The args file with this file name (`vm.args`, `vm.dist.args`), the last one given.
-    pub fn args_file_named(&self, file_name: &str) -> Option<&Path> {
-        self.args_files
+    /// Where the node's release may keep `etc/vm.args`: the directories the product's scripts
+    /// name, its working directory, and its root, each once.
+    pub fn release_root_candidates(&self) -> Vec<PathBuf> {
+        let mut candidates: Vec<PathBuf> = Vec::new();
+        let etc_parent = self
+            .env
+            .get("RUNNER_ETC_DIR")
+            .and_then(|etc| Path::new(etc).parent().map(Path::to_path_buf));
+        let named = ["RUNNER_BASE_DIR", "RELEASE_ROOT"]
             .iter()
-            .rev()
-            .find(|p| p.file_name().is_some_and(|n| n == file_name))
-            .map(PathBuf::as_path)
+            .filter_map(|var| self.env.get(*var).map(PathBuf::from));
+        for dir in etc_parent
+            .into_iter()
+            .chain(named)
+            .chain([PathBuf::from(&self.cwd), PathBuf::from(&self.root_dir)])
+        {
+            if dir.is_absolute() && !candidates.contains(&dir) {
+                candidates.push(dir);
+            }
+        }
+        candidates
     }
 
     /// Whether the node keeps Mnesia tables (its product then has a `ready` check worth waiting for).
@@ -82,19 +101,24 @@ impl NodeFacts {
                 return Some((flavor, format!("the node runs the `{app}` application")));
             }
         }
-        if self.args_file_named("vm.dist.args").is_some() {
+        if let Some((etc, _)) = &self.etc_dir {
             return Some((
                 Flavor::MongooseIm,
-                "the node was started with a vm.dist.args (MongooseIM's layout)".into(),
+                format!(
+                    "{} holds the node's vm.args and a vm.dist.args (MongooseIM's layout)",
+                    etc.display()
+                ),
             ));
         }
-        if self.args_file_named("vm.args").is_some() || self.env.contains_key("RELEASE_ROOT") {
-            return Some((
+        self.relx_vm_args.as_ref().map(|vm_args| {
+            (
                 Flavor::Relx,
-                "the node was started with a release's vm.args and no vm.dist.args".into(),
-            ));
-        }
-        None
+                format!(
+                    "the node runs a relx release ({}) without a vm.dist.args",
+                    vm_args.display()
+                ),
+            )
+        })
     }
 }
 
@@ -123,36 +147,42 @@ mod tests {
     #[test]
     fn parses_facts_and_tells_the_products_apart() {
         let reply = format!(
-            "facts root={} pid={} hostname={} app={} app={} args_file={} args_file={} env_HOME={}",
+            "facts root={} pid={} hostname={} cwd={} app={} app={} env_HOME={} env_RUNNER_ETC_DIR={}",
             hex("/usr/lib/erlang"),
             hex("4242"),
             hex("db1"),
+            hex("/opt/mim/mim1"),
             hex("kernel"),
             hex("mnesia"),
-            hex("/opt/mim/mim1/etc/vm.args"),
-            hex("/opt/mim/mim1/etc/vm.dist.args"),
             hex("/home/mim"),
+            hex("/opt/mim/etc"),
         );
         let facts = NodeFacts::parse("mim1@db1", &reply).unwrap();
         assert_eq!(facts.os_pid, Some(4242));
         assert_eq!(facts.hostname, "db1");
         assert!(facts.runs_mnesia());
         assert_eq!(
-            facts.args_file_named("vm.dist.args"),
-            Some(Path::new("/opt/mim/mim1/etc/vm.dist.args"))
+            facts.release_root_candidates(),
+            [
+                PathBuf::from("/opt/mim"),
+                "/opt/mim/mim1".into(),
+                "/usr/lib/erlang".into()
+            ]
         );
         assert_eq!(facts.env["HOME"], "/home/mim");
-        assert_eq!(facts.detect_flavor().unwrap().0, Flavor::MongooseIm);
+        assert_eq!(facts.detect_flavor(), None, "nothing found on its host yet");
+        let mut mim = facts.clone();
+        mim.etc_dir = Some(("/opt/mim/etc".into(), "found".into()));
+        assert_eq!(mim.detect_flavor().unwrap().0, Flavor::MongooseIm);
 
-        let mut rabbit = facts.clone();
-        rabbit.args_files.clear();
+        let mut rabbit = mim.clone();
         rabbit.apps.push("rabbit".into());
         assert_eq!(rabbit.detect_flavor().unwrap().0, Flavor::RabbitMq);
         let mut ejabberd = NodeFacts::default();
         ejabberd.apps = vec!["ejabberd".into()];
         assert_eq!(ejabberd.detect_flavor().unwrap().0, Flavor::Ejabberd);
         let mut relx = NodeFacts::default();
-        relx.args_files = vec!["/opt/app/releases/1/vm.args".into()];
+        relx.relx_vm_args = Some("/opt/app/releases/1/vm.args".into());
         assert_eq!(relx.detect_flavor().unwrap().0, Flavor::Relx);
         assert_eq!(NodeFacts::default().detect_flavor(), None);
         assert!(NodeFacts::parse("a@b", "down nodedown").is_err());

@@ -71,44 +71,83 @@ pub async fn node_layout(
     }
 }
 
-fn args_file_value(facts: &NodeFacts, file_name: &str) -> (Option<PathBuf>, Value) {
-    match facts.args_file_named(file_name) {
-        Some(path) => (
-            Some(path.to_path_buf()),
-            Value::known(
-                path.display().to_string(),
-                format!("the node was started with -args_file {}", path.display()),
-            ),
-        ),
-        None => (
-            None,
-            Value::fill_in(
-                format!("the path of the node's {file_name}"),
-                format!("the node was started without a {file_name} (-args_file)"),
-            ),
-        ),
+/// Finds the node's release files on its host: MongooseIM's `etc/` (a vm.args naming this node
+/// and a vm.dist.args beside it) under one of its candidate roots, or a relx release's vm.args.
+pub async fn locate(facts: &mut NodeFacts, files: &mut HostFiles<'_>) -> Result<()> {
+    for root in facts.release_root_candidates() {
+        let etc = root.join("etc");
+        if !files.exists(&etc.join("vm.dist.args")).await? {
+            continue;
+        }
+        let vm_args = files.read(&etc.join("vm.args")).await?;
+        if vm_args.is_some_and(|text| names_node(&text, &facts.name)) {
+            let how = format!(
+                "{} names this node, with vm.dist.args beside it",
+                etc.join("vm.args").display()
+            );
+            facts.etc_dir = Some((etc, how));
+            return Ok(());
+        }
     }
+    if let (Some(root), Some(vsn)) = (facts.env.get("RELEASE_ROOT"), facts.env.get("RELEASE_VSN")) {
+        let vm_args = Path::new(root).join("releases").join(vsn).join("vm.args");
+        if files.exists(&vm_args).await? {
+            facts.relx_vm_args = Some(vm_args);
+        }
+    }
+    Ok(())
+}
+
+/// Whether a vm.args text names `node` (`-sname`/`-name`, with or without its host part).
+fn names_node(vm_args: &str, node: &str) -> bool {
+    let Ok(identity) = argsfile::node_identity(vm_args) else {
+        return false;
+    };
+    let sname = node.split('@').next().unwrap_or(node);
+    identity.node_name == node || identity.node_name == sname
 }
 
 async fn mongooseim(facts: &NodeFacts, files: &mut HostFiles<'_>) -> Result<NodeLayout> {
-    let (dist_path, vm_dist_args) = args_file_value(facts, "vm.dist.args");
-    let (args_path, vm_args) = args_file_value(facts, "vm.args");
-    let mut values = vec![("vm_dist_args", vm_dist_args), ("vm_args", vm_args)];
-    // MongooseIM's release: <root>/etc/vm.args, its ctl in <root>/bin.
-    let root = args_path
-        .as_deref()
-        .and_then(Path::parent)
-        .and_then(Path::parent);
-    values.extend(mongooseim_commands(root, facts.runs_mnesia(), files).await?);
-    let (tls, tls_origin) = match &dist_path {
-        Some(path) => match files.read(path).await? {
-            Some(text) => (
-                tls_named_in(&text),
-                format!("named in {}'s TLS block", path.display()),
+    let Some((etc, how)) = &facts.etc_dir else {
+        let why = "no etc/vm.args naming this node under its working directory or release root";
+        let mut values = vec![
+            (
+                "vm_dist_args",
+                Value::fill_in("the path of the node's vm.dist.args", why),
             ),
-            None => ([None, None, None], format!("{} is unreadable", path.display())),
-        },
-        None => ([None, None, None], "no vm.dist.args".into()),
+            (
+                "vm_args",
+                Value::fill_in("the path of the node's vm.args", why),
+            ),
+        ];
+        values.extend(fill_in_commands(why));
+        return Ok(NodeLayout {
+            values,
+            tls: [None, None, None],
+            tls_origin: why.into(),
+        });
+    };
+    let dist_path = etc.join("vm.dist.args");
+    let mut values = vec![
+        (
+            "vm_dist_args",
+            Value::known(dist_path.display().to_string(), how),
+        ),
+        (
+            "vm_args",
+            Value::known(etc.join("vm.args").display().to_string(), how),
+        ),
+    ];
+    values.extend(mongooseim_commands(etc.parent(), facts.runs_mnesia(), files).await?);
+    let (tls, tls_origin) = match files.read(&dist_path).await? {
+        Some(text) => (
+            tls_named_in(&text),
+            format!("named in {}'s TLS block", dist_path.display()),
+        ),
+        None => (
+            [None, None, None],
+            format!("{} is unreadable", dist_path.display()),
+        ),
     };
     Ok(NodeLayout {
         values,
@@ -125,7 +164,9 @@ async fn mongooseim_commands(
     files: &mut HostFiles<'_>,
 ) -> Result<Vec<(&'static str, Value)>> {
     let Some(root) = root else {
-        return Ok(fill_in_commands("the node's vm.args is not in <release>/etc"));
+        return Ok(fill_in_commands(
+            "the node's vm.args is not in <release>/etc",
+        ));
     };
     let bin = root.join("bin");
     for (ctl, ping) in [("mongooseimctl", "mongooseim"), ("ctl", "ctl")] {
@@ -142,13 +183,25 @@ async fn mongooseim_commands(
         let origin = format!("{} exists on the node's host", ctl_path.display());
         let run = |path: &Path, verb: &str| format!("{} {verb}", path.display());
         let mut commands = vec![
-            ("commands.stop", Value::known(run(&ctl_path, "stop"), &origin)),
-            ("commands.start", Value::known(run(&ctl_path, "start"), &origin)),
-            ("commands.ping", Value::known(run(&ping_path, "ping"), &origin)),
+            (
+                "commands.stop",
+                Value::known(run(&ctl_path, "stop"), &origin),
+            ),
+            (
+                "commands.start",
+                Value::known(run(&ctl_path, "start"), &origin),
+            ),
+            (
+                "commands.ping",
+                Value::known(run(&ping_path, "ping"), &origin),
+            ),
         ];
         if mnesia {
             let why = format!("{origin}; the node runs Mnesia, so wait until it has started");
-            commands.push(("commands.ready", Value::known(run(&ctl_path, "started"), why)));
+            commands.push((
+                "commands.ready",
+                Value::known(run(&ctl_path, "started"), why),
+            ));
         }
         return Ok(commands);
     }
@@ -172,7 +225,16 @@ fn fill_in_commands(why: &str) -> Vec<(&'static str, Value)> {
 }
 
 fn relx(facts: &NodeFacts) -> NodeLayout {
-    let (_, vm_args) = args_file_value(facts, "vm.args");
+    let vm_args = match &facts.relx_vm_args {
+        Some(path) => Value::known(
+            path.display().to_string(),
+            "the node's RELEASE_ROOT and RELEASE_VSN",
+        ),
+        None => Value::fill_in(
+            "the path of the release's vm.args",
+            "the node's RELEASE_ROOT/releases/RELEASE_VSN has no vm.args",
+        ),
+    };
     let mut values = vec![("vm_args", vm_args)];
     let why = match facts.env.get("RELEASE_ROOT") {
         Some(root) => format!("the release is {root}; relx's script name is not known"),
@@ -203,7 +265,10 @@ async fn product(
             None => (PathBuf::from(default_file), "the flavor's default".into()),
         },
         _ => match facts.env.get("RABBITMQ_CONF_ENV_FILE") {
-            Some(file) => (PathBuf::from(file), "the node's RABBITMQ_CONF_ENV_FILE".into()),
+            Some(file) => (
+                PathBuf::from(file),
+                "the node's RABBITMQ_CONF_ENV_FILE".into(),
+            ),
             None => (PathBuf::from(default_file), "the flavor's default".into()),
         },
     };
@@ -213,7 +278,10 @@ async fn product(
             "flags_file",
             Value::fill_in(
                 format!("the path of the node's {}", flavor.file_label()),
-                format!("{} ({origin}) is not on the node's host", candidate.display()),
+                format!(
+                    "{} ({origin}) is not on the node's host",
+                    candidate.display()
+                ),
             ),
         ));
     } else if candidate != Path::new(default_file) {
@@ -246,6 +314,17 @@ async fn product(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_vm_args_names_its_node_with_or_without_the_host() {
+        assert!(names_node(
+            "-sname mim1@localhost\n-setcookie c\n",
+            "mim1@localhost"
+        ));
+        assert!(names_node("-sname mim1\n", "mim1@db1"));
+        assert!(!names_node("-sname mim2@localhost\n", "mim1@localhost"));
+        assert!(!names_node("-setcookie c\n", "mim1@localhost"));
+    }
 
     #[test]
     fn reads_the_tls_paths_of_a_commented_block() {

@@ -47,8 +47,10 @@ impl Value {
     /// word, so that nodes laid out alike share one default.
     fn templated(&self, sname: &str) -> Value {
         match self {
-            Value::Known { text, origin } => Value::known(template(text, sname), origin.clone()),
-            other => other.clone(),
+            Value::Known { text, origin } => {
+                Value::known(template(text, sname), template(origin, sname))
+            }
+            Value::FillIn { what, origin } => Value::fill_in(what.clone(), template(origin, sname)),
         }
     }
 }
@@ -238,8 +240,14 @@ mod tests {
             name: name.into(),
             summary: format!("{name}: pid 1"),
             values: vec![
-                ("transport", Value::known("local", "the host is this machine")),
-                ("vm_args", Value::known(format!("{root}/etc/vm.args"), "-args_file")),
+                (
+                    "transport",
+                    Value::known("local", "the host is this machine"),
+                ),
+                (
+                    "vm_args",
+                    Value::known(format!("{root}/etc/vm.args"), "-args_file"),
+                ),
                 (
                     "commands.stop",
                     Value::known(format!("{root}/bin/ctl stop"), "bin/ctl exists"),
@@ -279,22 +287,47 @@ mod tests {
             "{yaml}"
         );
         assert!(
-            yaml.contains("  commands:\n    # bin/ctl exists\n    stop: \"/opt/{sname}/bin/ctl stop\"\n"),
+            yaml.contains(
+                "  commands:\n    # bin/ctl exists\n    stop: \"/opt/{sname}/bin/ctl stop\"\n"
+            ),
             "{yaml}"
         );
         // A node laid out differently keeps its own values; the shared ones stay in defaults.
-        let mixed = plan(vec![node("mim1@db1", "/opt/mim1"), node("mim2@db1", "/srv/x")]).to_yaml();
-        assert!(mixed.contains("  - name: \"mim2@db1\"\n    # -args_file\n    vm_args: \"/srv/x/etc/vm.args\"\n"), "{mixed}");
-        assert!(mixed.contains("defaults:\n  # the host is this machine\n  transport: \"local\"\nnodes:"), "{mixed}");
-        assert!(yaml.contains("cacertfile: \"<<FILL IN: path of the CA bundle>>\""), "{yaml}");
+        let mixed = plan(vec![
+            node("mim1@db1", "/opt/mim1"),
+            node("mim2@db1", "/srv/x"),
+        ])
+        .to_yaml();
+        assert!(
+            mixed.contains(
+                "  - name: \"mim2@db1\"\n    # -args_file\n    vm_args: \"/srv/x/etc/vm.args\"\n"
+            ),
+            "{mixed}"
+        );
+        assert!(
+            mixed.contains(
+                "defaults:\n  # the host is this machine\n  transport: \"local\"\nnodes:"
+            ),
+            "{mixed}"
+        );
+        assert!(
+            yaml.contains("cacertfile: \"<<FILL IN: path of the CA bundle>>\""),
+            "{yaml}"
+        );
         assert!(yaml.contains("nodes:\n  # mim1@db1: pid 1\n  - name: \"mim1@db1\"\n  # mim2@db1: pid 1\n  - name: \"mim2@db1\"\n"), "{yaml}");
     }
 
     #[test]
     fn templates_only_whole_components() {
-        assert_eq!(template("/opt/mim1/etc/vm.args", "mim1"), "/opt/{sname}/etc/vm.args");
+        assert_eq!(
+            template("/opt/mim1/etc/vm.args", "mim1"),
+            "/opt/{sname}/etc/vm.args"
+        );
         assert_eq!(template("/opt/mim10/etc", "mim1"), "/opt/mim10/etc");
-        assert_eq!(template("/a/mim1/bin/ctl stop mim1", "mim1"), "/a/{sname}/bin/ctl stop {sname}");
+        assert_eq!(
+            template("/a/mim1/bin/ctl stop mim1", "mim1"),
+            "/a/{sname}/bin/ctl stop {sname}"
+        );
         assert_eq!(template("xmim1/mim1", "mim1"), "xmim1/{sname}");
         assert_eq!(template("mim1", ""), "mim1");
     }

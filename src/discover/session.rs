@@ -31,7 +31,9 @@ impl Session {
             .map_err(|e| internal(format!("cannot create a private directory: {e}")))?;
         let transport = Transport::local(vec![], None);
         let source = dir.path().join("distls_discover.erl");
-        transport.write_file(&source, SOURCE.as_bytes(), 0o600).await?;
+        transport
+            .write_file(&source, SOURCE.as_bytes(), 0o600)
+            .await?;
         // As for the probes: a throwaway default cookie, so the VM never writes one for the
         // operator; the real one arrives over the pipe.
         let cookie_file = dir.path().join(".erlang.cookie");

@@ -89,7 +89,11 @@ mod tests {
         assert!(shown.contains("hint: replace the whole"), "{shown}");
         let in_list = check("nodes:\n  - user: <<FILL IN: the SSH user>>\n").unwrap_err();
         assert_eq!(in_list.line(), Some(2));
-        assert!(in_list.message().starts_with("`user` is"), "{}", in_list.message());
+        assert!(
+            in_list.message().starts_with("`user` is"),
+            "{}",
+            in_list.message()
+        );
     }
 
     #[test]
