@@ -245,8 +245,9 @@ fn tls_values(options: &Options, found: [Option<(String, String)>; 3]) -> [Value
 /// which user its VM runs.
 fn access_values(facts: &NodeFacts) -> Vec<(&'static str, Value)> {
     let host = facts.name.split_once('@').map_or("", |(_, h)| h);
+    let epmd = epmd_port_value(facts);
     if !is_this_machine(host) {
-        return vec![
+        let mut values = vec![
             (
                 "transport",
                 Value::known("ssh", format!("{host} is not this machine")),
@@ -259,11 +260,14 @@ fn access_values(facts: &NodeFacts) -> Vec<(&'static str, Value)> {
                 ),
             ),
         ];
+        values.extend(epmd);
+        return values;
     }
     let mut values = vec![(
         "transport",
         Value::known("local", "the nodes' hosts are this machine"),
     )];
+    values.extend(epmd);
     if let Some(user) = facts.os_pid.and_then(other_owner) {
         values.push((
             "become",
@@ -276,13 +280,27 @@ fn access_values(facts: &NodeFacts) -> Vec<(&'static str, Value)> {
     values
 }
 
-/// The user owning local process `pid`, when it is not the user running distls.
+/// `env.ERL_EPMD_PORT` when the node's epmd is not on the default port: the node's own variable,
+/// else this shell's (the node was found through it).
+fn epmd_port_value(facts: &NodeFacts) -> Option<(&'static str, Value)> {
+    let (port, origin) = match facts.env.get("ERL_EPMD_PORT") {
+        Some(port) => (port.clone(), "the node's own ERL_EPMD_PORT: its epmd"),
+        None => (
+            std::env::var("ERL_EPMD_PORT").ok()?,
+            "this shell's ERL_EPMD_PORT, through which the node was found",
+        ),
+    };
+    (port != "4369").then(|| ("env.ERL_EPMD_PORT", Value::known(port, origin)))
+}
+
+/// The user owning local process `pid`, when distls (not root: root acts for every user, and
+/// the products' ctls switch to their user themselves) runs as another user.
 fn other_owner(pid: u32) -> Option<String> {
     use std::os::unix::fs::MetadataExt as _;
     let uid = std::fs::metadata(format!("/proc/{pid}")).ok()?.uid();
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };
-    (uid != me).then(|| atomic_file::user_label(uid))
+    (me != 0 && uid != me).then(|| atomic_file::user_label(uid))
 }
 
 fn is_this_machine(host: &str) -> bool {

@@ -129,11 +129,12 @@ pub struct DiscoveredPlan {
 }
 
 /// The order keys are written in, with the keys of each node.
-const KEY_ORDER: [&str; 12] = [
+const KEY_ORDER: [&str; 13] = [
     "transport",
     "host",
     "user",
     "become",
+    "env.ERL_EPMD_PORT",
     "vm_dist_args",
     "vm_args",
     "flags_file",
@@ -210,20 +211,22 @@ fn comment(y: &mut String, indent: &str, text: &str) {
     }
 }
 
+/// Writes `key: value` lines; a dotted key (`commands.stop`, `env.ERL_EPMD_PORT`) goes under
+/// its section, which is opened once for consecutive keys.
 fn write_values(y: &mut String, indent: &str, values: &[(&str, Value)]) {
-    let mut in_commands = false;
+    let mut open_section: Option<&str> = None;
     for (key, value) in values {
-        match key.strip_prefix("commands.") {
-            Some(command) => {
-                if !in_commands {
-                    let _ = writeln!(y, "{indent}commands:");
-                    in_commands = true;
+        match key.split_once('.') {
+            Some((section, inner)) => {
+                if open_section != Some(section) {
+                    let _ = writeln!(y, "{indent}{section}:");
+                    open_section = Some(section);
                 }
                 comment(y, &format!("{indent}  "), value.origin());
-                let _ = writeln!(y, "{indent}  {command}: {}", value.scalar());
+                let _ = writeln!(y, "{indent}  {inner}: {}", value.scalar());
             }
             None => {
-                in_commands = false;
+                open_section = None;
                 comment(y, indent, value.origin());
                 let _ = writeln!(y, "{indent}{key}: {}", value.scalar());
             }
