@@ -178,11 +178,15 @@ mod tests {
         let mut rabbit = mim.clone();
         rabbit.apps.push("rabbit".into());
         assert_eq!(rabbit.detect_flavor().unwrap().0, Flavor::RabbitMq);
-        let mut ejabberd = NodeFacts::default();
-        ejabberd.apps = vec!["ejabberd".into()];
+        let ejabberd = NodeFacts {
+            apps: vec!["ejabberd".into()],
+            ..NodeFacts::default()
+        };
         assert_eq!(ejabberd.detect_flavor().unwrap().0, Flavor::Ejabberd);
-        let mut relx = NodeFacts::default();
-        relx.relx_vm_args = Some("/opt/app/releases/1/vm.args".into());
+        let relx = NodeFacts {
+            relx_vm_args: Some("/opt/app/releases/1/vm.args".into()),
+            ..NodeFacts::default()
+        };
         assert_eq!(relx.detect_flavor().unwrap().0, Flavor::Relx);
         assert_eq!(NodeFacts::default().detect_flavor(), None);
         assert!(NodeFacts::parse("a@b", "down nodedown").is_err());
