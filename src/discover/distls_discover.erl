@@ -29,7 +29,10 @@ loop() ->
         eof -> halt(0);
         {error, _} -> halt(1);
         Line ->
-            reply(handle(string:lexemes(string:trim(Line), " "))),
+            %% A node that goes away mid-request answers an error, never stops this VM.
+            reply(try handle(string:lexemes(string:trim(Line), " "))
+                  catch Class:Reason -> "down " ++ reason({Class, Reason})
+                  end),
             loop()
     end.
 

@@ -163,9 +163,34 @@ fn discover_the_plan_of(t: &TestCluster) {
         describe(&again)
     );
 
+    // A node that is not there is refused (3), an unreadable cookie file is bad input (2).
+    let vm_args = vm_args.to_str().unwrap();
+    let absent = t.distls(&[
+        "plan",
+        "discover",
+        "nosuch@localhost",
+        "--cookie-file",
+        vm_args,
+    ]);
+    assert_eq!(absent.status.code(), Some(3), "{}", describe(&absent));
+    assert!(
+        stderr(&absent).contains("cannot ask nosuch@localhost"),
+        "{}",
+        describe(&absent)
+    );
+    let no_cookie = t.distls(&[
+        "plan",
+        "discover",
+        &t.node_names()[0],
+        "--cookie-file",
+        "/nonexistent",
+    ]);
+    assert_eq!(no_cookie.status.code(), Some(2), "{}", describe(&no_cookie));
+
     let check = t.distls(&["check", discovered_path.to_str().unwrap()]);
     assert!(check.status.success(), "{}", describe(&check));
     std::fs::copy(&discovered_path, t.plan()).unwrap();
+    eprintln!("the discovery step took {:?}", started.elapsed());
 }
 
 #[test]
