@@ -95,6 +95,7 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Rollback(args) => rollback(args).await,
         Command::Status(args) => status(args).await,
         Command::Check(args) => check(args).await,
+        Command::Plan(crate::cli::PlanCommand::Discover(args)) => discover_plan(args).await,
         Command::Demo(args) => demo(args).await,
         Command::Completions(args) => manual::print_completions(args.shell),
         Command::Man => manual::print_man_page(),
@@ -102,6 +103,20 @@ pub async fn run(cli: Cli) -> Result<()> {
 }
 
 /// First Ctrl-C: finish the current step and stop at a safe point. Second: leave now.
+/// `distls plan discover`: docs/discover.md.
+async fn discover_plan(args: crate::cli::DiscoverArgs) -> Result<()> {
+    let options = crate::discover::Options {
+        node: args.node,
+        flavor: args.flavor.as_deref().and_then(|f| f.parse().ok()),
+        cookie_file: args.cookie_file,
+        cluster: args.cluster,
+        tls: [args.certfile, args.keyfile, args.cacertfile],
+        erl: args.erl,
+    };
+    let yaml = crate::discover::discover(&options).await?;
+    crate::discover::write_plan(&yaml, args.output.as_deref(), args.force)
+}
+
 fn watch_interrupts() -> Arc<AtomicBool> {
     let flag = Arc::new(AtomicBool::new(false));
     let seen = flag.clone();

@@ -25,12 +25,56 @@ pub enum Command {
     Status(StatusArgs),
     /// Read-only preflight: files, certificates, TLS options and runtime of every node (exit 3 on any FAIL).
     Check(CheckArgs),
+    /// Write plans: `distls plan discover NODE@HOST` asks a running node for its cluster.
+    #[command(subcommand)]
+    Plan(PlanCommand),
     /// Build a throwaway local 3-node cluster (MongooseIM layout, fresh certificates) and migrate it.
     Demo(DemoArgs),
     /// Print a completion script: `distls completions bash > /etc/bash_completion.d/distls`.
     Completions(CompletionsArgs),
     /// Print the manual page (roff): `distls man > distls.1`; docs/distls.1 is its output.
     Man,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PlanCommand {
+    /// Ask one running node for its cluster and print a commented plan to review (docs/discover.md);
+    /// unknown values are `<<FILL IN: …>>` placeholders that `distls check` refuses.
+    Discover(DiscoverArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DiscoverArgs {
+    /// The node to ask, exactly as it runs (name@host); its peers are found through it.
+    pub node: String,
+    /// The product [default: told from the node's applications and args files].
+    #[arg(long, value_parser = ["mongooseim", "ejabberd", "rabbitmq", "relx"])]
+    pub flavor: Option<String>,
+    /// The cluster's cookie: a file holding it, or the node's vm.args (-setcookie) [default: the
+    /// flavor's cookie file, else ~/.erlang.cookie]. Never printed.
+    #[arg(long, value_name = "FILE")]
+    pub cookie_file: Option<PathBuf>,
+    /// The plan's `cluster` name [default: from the node's name].
+    #[arg(long, value_name = "NAME")]
+    pub cluster: Option<String>,
+    /// The nodes' certificate for TLS distribution [default: what their files name, else a placeholder].
+    #[arg(long, value_name = "PATH")]
+    pub certfile: Option<String>,
+    /// The nodes' private key [default: what their files name, else a placeholder].
+    #[arg(long, value_name = "PATH")]
+    pub keyfile: Option<String>,
+    /// The CA bundle [default: what their files name, else a placeholder].
+    #[arg(long, value_name = "PATH")]
+    pub cacertfile: Option<String>,
+    /// The erl that runs the discovery VM.
+    #[arg(long, value_name = "PATH", default_value = "erl")]
+    pub erl: String,
+    /// Write the plan to FILE (atomically) instead of stdout.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Replace FILE if it exists.
+    #[arg(long, requires = "output")]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]

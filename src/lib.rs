@@ -6,6 +6,7 @@ pub mod batch;
 pub mod cli;
 pub mod cluster;
 pub mod confirm;
+pub mod discover;
 pub mod error;
 pub mod event;
 pub mod failpoint;

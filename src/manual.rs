@@ -34,8 +34,18 @@ pub fn man_page() -> std::io::Result<Vec<u8>> {
     let mut roff = Roff::default();
     roff.control("SH", ["COMMANDS"]);
     roff.to_writer(&mut out)?;
-    for sub in command.get_subcommands() {
-        let name = format!("distls {}", sub.get_name());
+    // A command group (`plan`) is shown as its commands (`distls plan discover`).
+    let commands = command.get_subcommands().flat_map(|sub| {
+        let group = format!("distls {}", sub.get_name());
+        if sub.has_subcommands() {
+            sub.get_subcommands()
+                .map(|inner| (format!("{group} {}", inner.get_name()), inner.clone()))
+                .collect::<Vec<_>>()
+        } else {
+            vec![(group, sub.clone())]
+        }
+    });
+    for (name, sub) in commands {
         let mut roff = Roff::default();
         roff.control("SS", [name.as_str()]);
         if let Some(about) = sub.get_about() {
@@ -43,7 +53,7 @@ pub fn man_page() -> std::io::Result<Vec<u8>> {
         }
         roff.to_writer(&mut out)?;
         // The command's own synopsis and options, as paragraphs of its subsection.
-        let sub_page = clap_mangen::Man::new(sub.clone().bin_name(name));
+        let sub_page = clap_mangen::Man::new(sub.clone().bin_name(name.as_str()));
         let mut parts = Vec::new();
         sub_page.render_synopsis_section(&mut parts)?;
         if sub.get_arguments().next().is_some() {

@@ -27,11 +27,13 @@ use crate::spelling::edit_distance;
 use crate::ssh::SshSpec;
 
 mod error;
+mod fill_in;
 mod raw;
 mod resolve;
 
 pub use error::PlanError;
 use error::*;
+pub use fill_in::FILL_IN_MARK;
 use raw::*;
 use resolve::*;
 
@@ -257,6 +259,7 @@ impl Plan {
     pub fn from_source(path: &Path, source: &str) -> Result<Plan, PlanError> {
         let text = SourceText { path, text: source };
         let raw = parse_yaml(&text)?;
+        fill_in::refuse_fill_ins(&text)?;
         let plan_dir = path.parent().unwrap_or(Path::new("")).to_path_buf();
         let resolved = Resolver { text, plan_dir }.resolve(raw)?;
         Ok(Plan {

@@ -93,6 +93,58 @@ fn assert_ejabberd_tls_files(ej: &Ejabberd, i: usize) {
     assert_optfile(&ej.cfg(i), uid_of(&ej.cfg(i)));
 }
 
+/// `distls plan discover` asked the first node of the product cluster whose hand-written plan is
+/// `plan` (`extra`: its flags): the discovered plan equals it in every value a run uses, and
+/// `distls check` passes it unchanged. The operator's shell has the cluster's epmd port.
+fn discover_the_same_plan(plan: &Path, base: &Base, extra: &[&str]) {
+    let written = distls::plan::Plan::load(plan).unwrap();
+    let discovered_path = plan.with_file_name("discovered.yaml");
+    let port = base.epmd_port.to_string();
+    let tls = [&base.tls.certfile, &base.tls.keyfile, &base.tls.cacertfile]
+        .map(|p| p.to_str().unwrap().to_string());
+    let mut args = vec![
+        "plan",
+        "discover",
+        &written.nodes[0].name,
+        "--cluster",
+        &written.cluster,
+        "--certfile",
+        &tls[0],
+        "--keyfile",
+        &tls[1],
+        "--cacertfile",
+        &tls[2],
+        "-o",
+        discovered_path.to_str().unwrap(),
+    ];
+    args.extend(extra);
+    let started = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_distls"))
+        .args(&args)
+        .env("ERL_EPMD_PORT", &port)
+        .output()
+        .expect("distls runs");
+    assert!(out.status.success(), "{}", describe(&out));
+    eprintln!("plan discover took {:?}", started.elapsed());
+    let yaml = std::fs::read_to_string(&discovered_path).unwrap();
+    let found =
+        distls::plan::Plan::load(&discovered_path).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+    assert_eq!(found.nodes.len(), written.nodes.len(), "{yaml}");
+    for (found, written) in found.nodes.iter().zip(&written.nodes) {
+        assert_eq!(found.name, written.name, "{yaml}");
+        assert_eq!(found.flavor, written.flavor, "{yaml}");
+        assert_eq!(found.transport, written.transport, "{yaml}");
+        assert_eq!(found.become_command, written.become_command, "{yaml}");
+        assert_eq!(found.vm_dist_args, written.vm_dist_args, "{yaml}");
+        assert_eq!(found.cookie_file, written.cookie_file, "{yaml}");
+        assert_eq!(found.env, written.env, "{yaml}");
+        assert_eq!(found.commands, written.commands, "{yaml}");
+        assert_eq!(found.tls, written.tls, "{yaml}");
+    }
+    let check = distls(&["check", discovered_path.to_str().unwrap()]);
+    assert!(check.status.success(), "{}", describe(&check));
+}
+
 fn uid_of(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().uid()
 }
@@ -112,6 +164,8 @@ fn ejabberd_cluster_migrates_with_the_flavor_defaults() {
         })
         .sum();
     let plan = ej.plan("ej-test", |_| String::new());
+    // `plan discover` finds the same plan (the product told from the node; the cookie given).
+    discover_the_same_plan(&plan, &ej.base, &["--cookie-file", EJ_COOKIE]);
 
     // The dry run shows both files and changes nothing.
     let before: Vec<Vec<u8>> = (1..=3).map(|i| std::fs::read(ej.cfg(i)).unwrap()).collect();
@@ -205,6 +259,8 @@ fn rabbitmq_cluster_migrates_with_the_flavor_defaults() {
         })
         .sum();
     let plan = rmq.plan("rmq-test");
+    // `plan discover` finds the same plan (the flavor given; its cookie file by default).
+    discover_the_same_plan(&plan, &rmq.base, &["--flavor", "rabbitmq"]);
     // Its timeouts allow a roll longer than RabbitMQ's table wait: the preflight says so.
     let check = distls(&["check", plan.to_str().unwrap()]);
     assert!(check.status.success(), "{}", describe(&check));

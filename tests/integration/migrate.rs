@@ -4,6 +4,8 @@ use crate::support::*;
 fn migrates_a_three_node_cluster_and_rolls_it_back() {
     let t = cluster("mig", 3);
     let originals = t.dist_args_files();
+    // The rest of this test runs on the plan `plan discover` writes over the hand-written one.
+    discover_the_plan_of(&t);
     let plan = t.plan();
     let plan = plan.to_str().unwrap();
 
@@ -104,6 +106,95 @@ fn migrates_a_three_node_cluster_and_rolls_it_back() {
     assert!(stdout(&back).contains(r#""outcome":"rolled_back""#));
     t.wait_for_mesh("inet_tcp", "tcp");
     t.assert_files_are(&originals);
+}
+
+/// `distls plan discover` asked the first node: the plan equals the hand-written one in every
+/// value a run uses, `check` passes it unchanged, and it replaces the hand-written plan.
+fn discover_the_plan_of(t: &TestCluster) {
+    let hand_written = distls::plan::Plan::load(&t.plan()).unwrap();
+    let discovered_path = t.cluster.dir().join("discovered.yaml");
+    let vm_args = t.cluster.nodes()[0].root.join("etc/vm.args");
+    let started = std::time::Instant::now();
+    let out = t.distls(&[
+        "plan",
+        "discover",
+        &t.node_names()[0],
+        "--cookie-file",
+        vm_args.to_str().unwrap(),
+        "--cluster",
+        &hand_written.cluster,
+        "--output",
+        discovered_path.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    eprintln!("plan discover took {:?}", started.elapsed());
+    let yaml = std::fs::read_to_string(&discovered_path).unwrap();
+    let cookie = std::fs::read_to_string(&vm_args).unwrap();
+    let cookie = cookie
+        .lines()
+        .find_map(|l| l.strip_prefix("-setcookie "))
+        .unwrap();
+    assert!(!yaml.contains(cookie.trim()) && !stdout(&out).contains(cookie.trim()));
+    let values = yaml.lines().filter(|l| !l.trim_start().starts_with('#'));
+    assert!(!values.clone().any(|l| l.contains("<<FILL IN")), "{yaml}");
+    assert!(yaml.contains("flavor: mongooseim"), "{yaml}");
+    let discovered = distls::plan::Plan::load(&discovered_path).unwrap();
+    assert_eq!(discovered.nodes.len(), hand_written.nodes.len(), "{yaml}");
+    for (found, written) in discovered.nodes.iter().zip(&hand_written.nodes) {
+        assert_eq!(found.name, written.name, "{yaml}");
+        assert_eq!(found.transport, written.transport, "{yaml}");
+        assert_eq!(found.flavor, written.flavor, "{yaml}");
+        assert_eq!(found.become_command, written.become_command, "{yaml}");
+        assert_eq!(found.vm_dist_args, written.vm_dist_args, "{yaml}");
+        assert_eq!(found.vm_args, written.vm_args, "{yaml}");
+        assert_eq!(found.commands, written.commands, "{yaml}");
+        assert_eq!(found.tls, written.tls, "{yaml}");
+    }
+    // Never over an existing file without --force.
+    let again = t.distls(&[
+        "plan",
+        "discover",
+        &t.node_names()[0],
+        "--cookie-file",
+        vm_args.to_str().unwrap(),
+        "--output",
+        discovered_path.to_str().unwrap(),
+    ]);
+    assert_eq!(again.status.code(), Some(2), "{}", describe(&again));
+    assert!(
+        stderr(&again).contains("already exists"),
+        "{}",
+        describe(&again)
+    );
+
+    // A node that is not there is refused (3), an unreadable cookie file is bad input (2).
+    let vm_args = vm_args.to_str().unwrap();
+    let absent = t.distls(&[
+        "plan",
+        "discover",
+        "nosuch@localhost",
+        "--cookie-file",
+        vm_args,
+    ]);
+    assert_eq!(absent.status.code(), Some(3), "{}", describe(&absent));
+    assert!(
+        stderr(&absent).contains("cannot ask nosuch@localhost"),
+        "{}",
+        describe(&absent)
+    );
+    let no_cookie = t.distls(&[
+        "plan",
+        "discover",
+        &t.node_names()[0],
+        "--cookie-file",
+        "/nonexistent",
+    ]);
+    assert_eq!(no_cookie.status.code(), Some(2), "{}", describe(&no_cookie));
+
+    let check = t.distls(&["check", discovered_path.to_str().unwrap()]);
+    assert!(check.status.success(), "{}", describe(&check));
+    std::fs::copy(&discovered_path, t.plan()).unwrap();
+    eprintln!("the discovery step took {:?}", started.elapsed());
 }
 
 #[test]
