@@ -114,7 +114,10 @@ pub fn from_args(text: &str, label: &str) -> NodePorts {
             })
     };
     let kernel = |key: &str| kernel_port(&flags, key);
-    let listen = match (kernel("inet_dist_listen_min"), kernel("inet_dist_listen_max")) {
+    let listen = match (
+        kernel("inet_dist_listen_min"),
+        kernel("inet_dist_listen_max"),
+    ) {
         (Some(min), max) => Some(Setting {
             value: (min, max.unwrap_or(min)),
             source: format!("{label} -kernel inet_dist_listen_min"),
@@ -153,10 +156,12 @@ pub fn from_flavor_file(
 ) -> Result<NodePorts, FlavorError> {
     let label = flavor.file_label();
     let var = |name: &str| -> Result<Option<Setting<String>>, FlavorError> {
-        Ok(shellenv::plain_value(text, name)?.map(|(value, line)| Setting {
-            value,
-            source: format!("{label}:{line} {name}"),
-        }))
+        Ok(
+            shellenv::plain_value(text, name)?.map(|(value, line)| Setting {
+                value,
+                source: format!("{label}:{line} {name}"),
+            }),
+        )
     };
     let port = |name: &str| -> Result<Option<Setting<u16>>, FlavorError> {
         if plan_env.iter().any(|(key, _)| key == name) {
@@ -230,8 +235,7 @@ pub fn from_flavor_file(
 fn exports(text: &str, var: &str) -> bool {
     text.lines().any(|line| {
         let mut words = line.split('#').next().unwrap_or("").split_whitespace();
-        words.next() == Some("export")
-            && words.any(|word| word.split('=').next() == Some(var))
+        words.next() == Some("export") && words.any(|word| word.split('=').next() == Some(var))
     })
 }
 
@@ -241,7 +245,8 @@ mod tests {
 
     #[test]
     fn ejabberd_reads_an_exported_epmd_port_and_its_dist_settings() {
-        let cfg = "export ERL_EPMD_PORT=4371\nERLANG_NODE=ejabberd1@vm\nFIREWALL_WINDOW=4200-4210\n";
+        let cfg =
+            "export ERL_EPMD_PORT=4371\nERLANG_NODE=ejabberd1@vm\nFIREWALL_WINDOW=4200-4210\n";
         let ports = from_flavor_file(Flavor::Ejabberd, cfg, &[]).unwrap();
         assert_eq!(ports.epmd_port.as_ref().unwrap().value, 4371);
         assert_eq!(
@@ -261,16 +266,19 @@ mod tests {
             "ERL_EPMD_PORT=4371\nexport ERL_EPMD_PORT\n",
             &[],
         )
-            .unwrap();
+        .unwrap();
         assert_eq!(later.epmd_port.unwrap().value, 4371);
         // ERL_DIST_PORT: no epmd, the probe dials that port.
         let fixed = from_flavor_file(Flavor::Ejabberd, "ERL_DIST_PORT=5210\n", &[]).unwrap();
         assert_eq!(fixed.probe_flags(), "-erl_epmd_port 5210\n");
         assert!(fixed.describe_listen().unwrap().starts_with("5210 ("));
         // -epmd_port inside ERL_OPTIONS.
-        let options =
-            from_flavor_file(Flavor::Ejabberd, "ERL_OPTIONS=\"-epmd_port 4999 +K true\"\n", &[])
-                .unwrap();
+        let options = from_flavor_file(
+            Flavor::Ejabberd,
+            "ERL_OPTIONS=\"-epmd_port 4999 +K true\"\n",
+            &[],
+        )
+        .unwrap();
         assert_eq!(options.epmd_port.unwrap().value, 4999);
     }
 
@@ -281,7 +289,10 @@ mod tests {
         assert_eq!(ports.epmd_port.unwrap().value, 4372);
         assert_eq!(ports.listen.unwrap().value, (25701, 25701));
         let bad = from_flavor_file(Flavor::RabbitMq, "ERL_EPMD_PORT=epmd\n", &[]).unwrap_err();
-        assert!(bad.message.contains("rabbitmq-env.conf:1 ERL_EPMD_PORT"), "{bad:?}");
+        assert!(
+            bad.message.contains("rabbitmq-env.conf:1 ERL_EPMD_PORT"),
+            "{bad:?}"
+        );
         let expanded = "ERL_EPMD_PORT=$PORT\nDIST_PORT=$D\n";
         assert!(
             from_flavor_file(Flavor::RabbitMq, expanded, &[]).is_err(),
@@ -301,7 +312,10 @@ mod tests {
         let dist = "-epmd_port 4390\n-kernel inet_dist_listen_min 9100 inet_dist_listen_max 9105\n";
         let ports = from_args_files(&[("vm.args", vm_args), ("vm.dist.args", dist)]);
         assert_eq!(ports.epmd_port.as_ref().unwrap().value, 4380);
-        assert_eq!(ports.epmd_port.as_ref().unwrap().source, "vm.args -epmd_port");
+        assert_eq!(
+            ports.epmd_port.as_ref().unwrap().source,
+            "vm.args -epmd_port"
+        );
         assert_eq!(ports.listen.as_ref().unwrap().value, (9100, 9105));
         let env = vec![("ERL_EPMD_PORT".to_string(), "4369".to_string())];
         let ports = ports.without_plan_env(&env);

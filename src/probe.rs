@@ -36,10 +36,7 @@ pub enum NodeInfo {
     },
     /// Registered with epmd (so its VM runs) but not answering this probe: e.g. it speaks the
     /// other protocol's peer can not reach, or its certificate is rejected.
-    Unreachable {
-        epmd_port: u16,
-        reason: String,
-    },
+    Unreachable { epmd_port: u16, reason: String },
     Down {
         reason: String,
         /// Where the probe looked for it (absent with an older probe reply).

@@ -6,8 +6,8 @@ use crate::atomic_file::sha256_hex;
 use crate::error::{Error, Message, Result};
 use crate::flavor::{self, Flavor, FlavorError};
 use crate::journal::Journal;
-use crate::plan::{NodeSpec, Plan};
 use crate::node_ports::{self, NodePorts};
+use crate::plan::{NodeSpec, Plan};
 use crate::probe::ProbeArgs;
 use crate::transport::{Transport, TransportError};
 use std::path::{Path, PathBuf};
@@ -293,8 +293,9 @@ pub async fn read_node(spec: &NodeSpec, transport: &Transport) -> Result<NodeTar
         };
         args_problem(check, &dist_args, name, &e)
     })?;
-    let ports = node_ports::from_args_files(&[("vm.args", &vm_args_text), ("vm.dist.args", &original)])
-        .without_plan_env(&spec.env);
+    let ports =
+        node_ports::from_args_files(&[("vm.args", &vm_args_text), ("vm.dist.args", &original)])
+            .without_plan_env(&spec.env);
     let probe_plain = ProbeArgs {
         text: probe_text(&ports, &original),
         optfile: None,

@@ -169,7 +169,9 @@ fn ejabberd_cluster_migrates_with_the_flavor_defaults() {
         .unwrap_or_else(|| panic!("`{found}` in: {shown}"));
     let listed: Vec<&str> = why[found.len()..].split(", ").collect();
     assert!(
-        listed.contains(&"ejabberd1") && listed.contains(&"ejabberd2") && !listed.contains(&"ejabberd3"),
+        listed.contains(&"ejabberd1")
+            && listed.contains(&"ejabberd2")
+            && !listed.contains(&"ejabberd3"),
         "{why}"
     );
 }
