@@ -114,16 +114,20 @@ fn epmd_port_from_vm_args(t: &TestCluster, plan: &str) {
         text.push_str(&format!("-epmd_port {port}\n"));
         std::fs::write(node.vm_args(), text).unwrap();
     }
-    let status = || {
+    let started = std::time::Instant::now();
+    let status_with = |flags: &[&str]| {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_distls"))
             .env_remove("ERL_EPMD_PORT")
             .env("ERL_CRASH_DUMP", t.crash_dump_path())
-            .args(["status", plan])
+            .arg("status")
+            .args(flags)
+            .arg(plan)
             .output()
             .expect("distls runs");
         assert!(out.status.success(), "{}", describe(&out));
         stdout(&out)
     };
+    let status = || status_with(&[]);
     let names = t.node_names();
     let runs = |shown: &str, name: &str| -> String {
         let row = shown
@@ -169,6 +173,17 @@ fn epmd_port_from_vm_args(t: &TestCluster, plan: &str) {
             && !listed.contains(&sname(&names[2]).as_str()),
         "{why}"
     );
+    let report: serde_json::Value = serde_json::from_str(status_with(&["--json"]).trim()).unwrap();
+    assert_eq!(
+        report["nodes"][0]["not_found"],
+        serde_json::Value::Null,
+        "{report}"
+    );
+    assert_eq!(
+        report["nodes"][2]["not_found"].as_str(),
+        Some(why.trim_start()),
+        "{report}"
+    );
     // A fixed distribution port (no epmd) where nothing listens: the probe says so.
     let vm_args = t.cluster.nodes()[2].vm_args();
     let fixed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -184,6 +199,10 @@ fn epmd_port_from_vm_args(t: &TestCluster, plan: &str) {
     assert!(
         shown.lines().any(|l| l == expected),
         "`{expected}` in: {shown}"
+    );
+    eprintln!(
+        "MEASURED epmd port from vm.args, stopped and fixed-port node: {:.1} s",
+        started.elapsed().as_secs_f64()
     );
 }
 
