@@ -154,80 +154,112 @@ pub fn from_flavor_file(
     text: &str,
     plan_env: &[(String, String)],
 ) -> Result<NodePorts, FlavorError> {
-    let label = flavor.file_label();
-    let var = |name: &str| -> Result<Option<Setting<String>>, FlavorError> {
+    let file = ShellFile {
+        text,
+        label: flavor.file_label(),
+        plan_env,
+    };
+    let ports = match flavor {
+        Flavor::Ejabberd => ejabberd(&file)?,
+        Flavor::RabbitMq => rabbitmq(&file)?,
+        Flavor::Relx | Flavor::MongooseIm => NodePorts::default(),
+    };
+    Ok(ports.without_plan_env(plan_env))
+}
+
+/// ejabberdctl.cfg: the exported ERL_EPMD_PORT comes first (erlexec); ERL_OPTIONS comes before
+/// the flags ejabberdctl makes of ERL_DIST_PORT and FIREWALL_WINDOW.
+fn ejabberd(file: &ShellFile) -> Result<NodePorts, FlavorError> {
+    let epmd_port = file
+        .port("ERL_EPMD_PORT")?
+        .filter(|_| exports(file.text, "ERL_EPMD_PORT"));
+    let listen = file.lenient("FIREWALL_WINDOW").and_then(|window| {
+        let (min, max) = window.value.split_once('-')?;
+        Some(Setting {
+            value: (port_of(Some(min))?, port_of(Some(max))?),
+            source: window.source,
+        })
+    });
+    let options = file.args_in("ERL_OPTIONS");
+    Ok(NodePorts {
+        epmd_port: epmd_port.or(options.epmd_port),
+        dist_port: options.dist_port.or(file.port("ERL_DIST_PORT")?),
+        listen: options.listen.or(listen),
+    })
+}
+
+/// rabbitmq-env.conf: rabbitmq-env exports ERL_EPMD_PORT whenever it is set; the ctl gets
+/// CTL_ERL_ARGS; DIST_PORT is the server's one listen port.
+fn rabbitmq(file: &ShellFile) -> Result<NodePorts, FlavorError> {
+    let listen_port = |name| file.port(name).ok().flatten();
+    let dist = listen_port("RABBITMQ_DIST_PORT").or_else(|| listen_port("DIST_PORT"));
+    Ok(NodePorts {
+        epmd_port: file.port("ERL_EPMD_PORT")?,
+        dist_port: None,
+        listen: dist.map(|d| Setting {
+            value: (d.value, d.value),
+            source: d.source,
+        }),
+    }
+    .or(file.args_in("CTL_ERL_ARGS")))
+}
+
+/// A shell-sourced flags file, read variable by variable.
+struct ShellFile<'a> {
+    text: &'a str,
+    label: &'static str,
+    plan_env: &'a [(String, String)],
+}
+
+impl ShellFile<'_> {
+    fn var(&self, name: &str) -> Result<Option<Setting<String>>, FlavorError> {
         Ok(
-            shellenv::plain_value(text, name)?.map(|(value, line)| Setting {
+            shellenv::plain_value(self.text, name)?.map(|(value, line)| Setting {
                 value,
-                source: format!("{label}:{line} {name}"),
+                source: format!("{}:{line} {name}", self.label),
             }),
         )
-    };
-    let port = |name: &str| -> Result<Option<Setting<u16>>, FlavorError> {
-        if plan_env.iter().any(|(key, _)| key == name) {
+    }
+
+    /// A value only shown in messages: one distls cannot read literally is left out.
+    fn lenient(&self, name: &str) -> Option<Setting<String>> {
+        self.var(name).ok().flatten()
+    }
+
+    /// The settings in an args-like variable (ERL_OPTIONS, CTL_ERL_ARGS).
+    fn args_in(&self, name: &str) -> NodePorts {
+        self.lenient(name)
+            .map(|flags| from_args(&flags.value, &format!("{} {name}", self.label)))
+            .unwrap_or_default()
+    }
+
+    /// A port variable; not read at all when the plan's `env` sets it.
+    fn port(&self, name: &str) -> Result<Option<Setting<u16>>, FlavorError> {
+        if self.plan_env.iter().any(|(key, _)| key == name) {
             return Ok(None);
         }
-        match var(name)? {
-            None => Ok(None),
-            Some(found) if found.value.is_empty() => Ok(None),
-            Some(found) => match port_of(Some(&found.value)) {
-                Some(value) => Ok(Some(Setting {
-                    value,
-                    source: found.source,
-                })),
-                None => Err(FlavorError::whole(
-                    format!("{}: `{}` is not a port number", found.source, found.value),
-                    format!(
-                        "set {name} to a port number (1-65535), or set it in the plan's `env`, which wins"
-                    ),
-                )),
-            },
+        let Some((value, line)) = shellenv::plain_value(self.text, name)? else {
+            return Ok(None);
+        };
+        if value.is_empty() {
+            return Ok(None);
         }
-    };
-    match flavor {
-        Flavor::Ejabberd => {
-            let epmd_port = port("ERL_EPMD_PORT")?.filter(|_| exports(text, "ERL_EPMD_PORT"));
-            let listen = var("FIREWALL_WINDOW").ok().flatten().and_then(|window| {
-                let (min, max) = window.value.split_once('-')?;
-                Some(Setting {
-                    value: (port_of(Some(min))?, port_of(Some(max))?),
-                    source: window.source,
-                })
-            });
-            let options = var("ERL_OPTIONS")
-                .ok()
-                .flatten()
-                .map(|o| from_args(&o.value, &format!("{label} ERL_OPTIONS")))
-                .unwrap_or_default();
-            // The exported ERL_EPMD_PORT comes first (erlexec); ERL_OPTIONS comes before the
-            // flags ejabberdctl makes of ERL_DIST_PORT and FIREWALL_WINDOW.
-            Ok(NodePorts {
-                epmd_port: epmd_port.or(options.epmd_port),
-                dist_port: options.dist_port.or(port("ERL_DIST_PORT")?),
-                listen: options.listen.or(listen),
-            }
-            .without_plan_env(plan_env))
+        match port_of(Some(&value)) {
+            Some(port) => Ok(Some(Setting {
+                value: port,
+                source: format!("{}:{line} {name}", self.label),
+            })),
+            None => Err(FlavorError::at(
+                line,
+                1,
+                format!(
+                    "{name} is `{value}`, not a port number (distls reads it to find the node's epmd)"
+                ),
+                format!(
+                    "set {name} to a port number (1-65535), or set it in the plan's `env`, which wins"
+                ),
+            )),
         }
-        Flavor::RabbitMq => {
-            let ctl = var("CTL_ERL_ARGS")
-                .ok()
-                .flatten()
-                .map(|o| from_args(&o.value, &format!("{label} CTL_ERL_ARGS")))
-                .unwrap_or_default();
-            let listen_port = |name| port(name).ok().flatten();
-            let dist = listen_port("RABBITMQ_DIST_PORT").or_else(|| listen_port("DIST_PORT"));
-            Ok(NodePorts {
-                epmd_port: port("ERL_EPMD_PORT")?,
-                dist_port: None,
-                listen: dist.map(|d| Setting {
-                    value: (d.value, d.value),
-                    source: d.source,
-                }),
-            }
-            .or(ctl)
-            .without_plan_env(plan_env))
-        }
-        Flavor::Relx | Flavor::MongooseIm => Ok(NodePorts::default()),
     }
 }
 
@@ -289,10 +321,8 @@ mod tests {
         assert_eq!(ports.epmd_port.unwrap().value, 4372);
         assert_eq!(ports.listen.unwrap().value, (25701, 25701));
         let bad = from_flavor_file(Flavor::RabbitMq, "ERL_EPMD_PORT=epmd\n", &[]).unwrap_err();
-        assert!(
-            bad.message.contains("rabbitmq-env.conf:1 ERL_EPMD_PORT"),
-            "{bad:?}"
-        );
+        assert_eq!(bad.line, 1, "{bad:?}");
+        assert!(bad.message.contains("ERL_EPMD_PORT is `epmd`"), "{bad:?}");
         let expanded = "ERL_EPMD_PORT=$PORT\nDIST_PORT=$D\n";
         assert!(
             from_flavor_file(Flavor::RabbitMq, expanded, &[]).is_err(),
