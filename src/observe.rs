@@ -264,12 +264,16 @@ pub fn why_down(target: &NodeTarget, info: &NodeInfo) -> Option<String> {
         return None;
     };
     let ports = &target.ports;
+    // In the order erlexec and erl_epmd apply them: the environment's port before any file's
+    // (the plan's env before distls's own, which only local probes inherit).
     let source = if let Some(port) = ports.dist_port.as_ref() {
-        port.source.clone()
-    } else if let Some(port) = ports.epmd_port.as_ref() {
         port.source.clone()
     } else if target.transport.sets_env("ERL_EPMD_PORT") {
         "the plan's env".to_string()
+    } else if target.transport.is_local() && std::env::var_os("ERL_EPMD_PORT").is_some() {
+        "distls's environment".to_string()
+    } else if let Some(port) = ports.epmd_port.as_ref() {
+        port.source.clone()
     } else {
         "the default".to_string()
     };
