@@ -8,8 +8,8 @@
 //!   every other argument; `erl_epmd` uses the first `-epmd_port`. So the environment wins over
 //!   `-epmd_port` in an args file, and in args files the first one read wins.
 //! - `-erl_epmd_port P`: the node listens on P and dials every node at P, without epmd.
-//!   ejabberdctl maps its `ERL_DIST_PORT` to `-erl_epmd_port P -start_epmd false` (OTP's erl
-//!   itself ignores `ERL_DIST_PORT` up to OTP 25).
+//!   ejabberdctl maps its `ERL_DIST_PORT` to `-erl_epmd_port P -start_epmd false` (OTP 25's erl
+//!   itself ignores `ERL_DIST_PORT`). Given twice, erl_epmd ignores it.
 //! - `-kernel inet_dist_listen_min/max` pin the listen port (ejabberdctl: `FIREWALL_WINDOW`;
 //!   RabbitMQ: `DIST_PORT`, the server's only listen port).
 //! - ejabberdctl sources ejabberdctl.cfg: `ERL_EPMD_PORT` reaches erl only when the file exports
@@ -60,15 +60,18 @@ impl NodePorts {
         self
     }
 
-    /// Args-file lines that make a probe VM find the node as its ctl does. Put before the probe's
-    /// other flags; the plan's `ERL_EPMD_PORT`, if any, still comes first (erlexec puts it
-    /// before all arguments).
-    pub fn probe_flags(&self) -> String {
+    /// Args-file lines that make a probe VM find the node as its ctl does, to put before the
+    /// probe's other flags (`rest`); the plan's `ERL_EPMD_PORT`, if any, still comes first
+    /// (erlexec puts it before all arguments). No `-erl_epmd_port` when `rest` has one:
+    /// erl_epmd ignores the setting when it is given twice.
+    pub fn probe_flags(&self, rest: &str) -> String {
         let mut flags = String::new();
         if let Some(port) = &self.epmd_port {
             flags.push_str(&format!("-epmd_port {}\n", port.value));
         }
-        if let Some(port) = &self.dist_port {
+        if let Some(port) = &self.dist_port
+            && from_args(rest, "").dist_port.is_none()
+        {
             flags.push_str(&format!("-erl_epmd_port {}\n", port.value));
         }
         flags
@@ -285,7 +288,7 @@ mod tests {
             ports.epmd_port.as_ref().unwrap().source,
             "ejabberdctl.cfg:1 ERL_EPMD_PORT"
         );
-        assert_eq!(ports.probe_flags(), "-epmd_port 4371\n");
+        assert_eq!(ports.probe_flags(""), "-epmd_port 4371\n");
         assert_eq!(
             ports.describe_listen().unwrap(),
             "4200-4210 (ejabberdctl.cfg:3 FIREWALL_WINDOW)"
@@ -302,7 +305,12 @@ mod tests {
         assert_eq!(later.epmd_port.unwrap().value, 4371);
         // ERL_DIST_PORT: no epmd, the probe dials that port.
         let fixed = from_flavor_file(Flavor::Ejabberd, "ERL_DIST_PORT=5210\n", &[]).unwrap();
-        assert_eq!(fixed.probe_flags(), "-erl_epmd_port 5210\n");
+        assert_eq!(fixed.probe_flags(""), "-erl_epmd_port 5210\n");
+        assert_eq!(
+            fixed.probe_flags("-erl_epmd_port 5210\n"),
+            "",
+            "never twice"
+        );
         assert!(fixed.describe_listen().unwrap().starts_with("5210 ("));
         // -epmd_port inside ERL_OPTIONS.
         let options = from_flavor_file(
@@ -350,7 +358,7 @@ mod tests {
         let env = vec![("ERL_EPMD_PORT".to_string(), "4369".to_string())];
         let ports = ports.without_plan_env(&env);
         assert_eq!(ports.epmd_port, None);
-        assert_eq!(ports.probe_flags(), "");
+        assert_eq!(ports.probe_flags(""), "");
         assert_eq!(from_args("-epmd_port x\n", "vm.args").epmd_port, None);
         assert_eq!(
             from_flavor_file(Flavor::Relx, "-epmd_port 4380\n", &[]).unwrap(),

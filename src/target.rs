@@ -329,7 +329,7 @@ pub async fn read_node(spec: &NodeSpec, transport: &Transport) -> Result<NodeTar
 /// A probe's args text: the node's epmd settings from its other files first (the first
 /// `-epmd_port` wins), then its distribution flags.
 fn probe_text(ports: &NodePorts, flags: &str) -> String {
-    format!("{}{flags}", ports.probe_flags())
+    format!("{}{flags}", ports.probe_flags(flags))
 }
 
 fn flavor_problem(check: &'static str, path: &Path, node: &str, err: &FlavorError) -> NodeProblem {
