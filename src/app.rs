@@ -704,6 +704,9 @@ async fn status_over(
             runs,
             observe::describe_links(&info)
         );
+        if let Some(why) = observe::why_down(target, &info) {
+            println!("  {why}");
+        }
     }
     probes.shutdown().await;
     Ok(())
@@ -734,6 +737,7 @@ async fn status_json(
             "file": file,
             "runs": runs,
             "links": observe::describe_links(&info),
+            "not_found": observe::why_down(target, &info),
         }));
     }
     probes.shutdown().await;

@@ -17,6 +17,7 @@ pub mod json_report;
 pub mod manual;
 pub mod message;
 pub mod node_lock;
+pub mod node_ports;
 pub mod observe;
 pub mod plan;
 pub mod preflight;

@@ -253,3 +253,33 @@ pub fn describe_links(info: &NodeInfo) -> String {
         .collect::<Vec<_>>()
         .join(" ")
 }
+
+/// Where a node found down was looked for, for messages: `epmd localhost:4371 (ejabberdctl.cfg:1
+/// ERL_EPMD_PORT) lists ejabberd1, ejabberd2; its listen port is pinned to …`. `None` unless down.
+pub fn why_down(target: &NodeTarget, info: &NodeInfo) -> Option<String> {
+    let NodeInfo::Down {
+        asked: Some(asked), ..
+    } = info
+    else {
+        return None;
+    };
+    let ports = &target.ports;
+    // In the order erlexec and erl_epmd apply them: the environment's port before any file's
+    // (the plan's env before distls's own, which only local probes inherit).
+    let source = if let Some(port) = ports.dist_port.as_ref() {
+        port.source.clone()
+    } else if target.transport.sets_env("ERL_EPMD_PORT") {
+        "the plan's env".to_string()
+    } else if target.transport.is_local() && std::env::var_os("ERL_EPMD_PORT").is_some() {
+        "distls's environment".to_string()
+    } else if let Some(port) = ports.epmd_port.as_ref() {
+        port.source.clone()
+    } else {
+        "the default".to_string()
+    };
+    let mut text = asked.describe_from(Some(&source));
+    if let Some(listen) = ports.describe_listen() {
+        text.push_str(&format!("; its files pin its listen port to {listen}"));
+    }
+    Some(format!("{} not found: {text}", target.name()))
+}

@@ -36,13 +36,57 @@ pub enum NodeInfo {
     },
     /// Registered with epmd (so its VM runs) but not answering this probe: e.g. it speaks the
     /// other protocol's peer can not reach, or its certificate is rejected.
-    Unreachable {
-        epmd_port: u16,
-        reason: String,
-    },
+    Unreachable { epmd_port: u16, reason: String },
     Down {
         reason: String,
+        /// Where the probe looked for it (absent with an older probe reply).
+        asked: Option<EpmdAsked>,
     },
+}
+
+/// Where a probe looked for a node it found down: the epmd it asked (as its `-epmd_port`
+/// says, which follows the node's files and the plan's `env`), or the fixed port it dialled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EpmdAsked {
+    /// `host:port`.
+    pub at: String,
+    pub names: EpmdNames,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EpmdNames {
+    /// The names that epmd lists (nodes registered there), without their ports.
+    Listed(Vec<String>),
+    /// The epmd did not answer (`address`: nothing listens there).
+    NoAnswer(String),
+    /// No epmd: the node has a fixed distribution port (`-erl_epmd_port`) and nothing accepts there.
+    FixedPort,
+}
+
+impl EpmdAsked {
+    /// `epmd localhost:4371 lists ejabberd1, ejabberd2` and the like.
+    pub fn describe(&self) -> String {
+        self.describe_from(None)
+    }
+
+    /// [`Self::describe`] with where its port came from: `epmd localhost:4371 (ejabberdctl.cfg:1
+    /// ERL_EPMD_PORT) lists …`.
+    pub fn describe_from(&self, source: Option<&str>) -> String {
+        let at = match source {
+            Some(source) => format!("{} ({source})", self.at),
+            None => self.at.clone(),
+        };
+        match &self.names {
+            EpmdNames::Listed(names) if names.is_empty() => {
+                format!("epmd {at} lists no names")
+            }
+            EpmdNames::Listed(names) => format!("epmd {at} lists {}", names.join(", ")),
+            EpmdNames::NoAnswer(why) => format!("epmd {at} did not answer ({why})"),
+            EpmdNames::FixedPort => {
+                format!("nothing accepts at {at}, a fixed distribution port (no epmd)")
+            }
+        }
+    }
 }
 
 impl NodeInfo {
@@ -284,17 +328,43 @@ fn parse_info(reply: &str) -> NodeInfo {
                 epmd_port,
                 reason: words.next().unwrap_or("unknown").to_string(),
             },
-            None => NodeInfo::Down {
-                reason: format!("unexpected probe reply `{reply}`"),
-            },
+            None => unexpected(reply),
         },
         Some("down") => NodeInfo::Down {
             reason: words.next().unwrap_or("unknown").to_string(),
+            asked: parse_asked(words),
         },
-        _ => NodeInfo::Down {
-            reason: format!("unexpected probe reply `{reply}`"),
-        },
+        _ => unexpected(reply),
     }
+}
+
+fn unexpected(reply: &str) -> NodeInfo {
+    NodeInfo::Down {
+        reason: format!("unexpected probe reply `{reply}`"),
+        asked: None,
+    }
+}
+
+/// `epmd <host>:<port> <names>` or `noepmd <host>:<port>` after a `down` reply's reason.
+fn parse_asked<'a>(mut words: impl Iterator<Item = &'a str>) -> Option<EpmdAsked> {
+    let kind = words.next()?;
+    let at = words.next()?.to_string();
+    let names = match (kind, words.next()) {
+        ("noepmd", _) => EpmdNames::FixedPort,
+        ("epmd", Some("-")) => EpmdNames::Listed(Vec::new()),
+        ("epmd", Some(list)) => match list.strip_prefix('!') {
+            Some(why) => EpmdNames::NoAnswer(why.to_string()),
+            None => EpmdNames::Listed(
+                list.split(',')
+                    .filter_map(|entry| entry.rsplit_once(':').map(|(name, _port)| name))
+                    .filter(|name| !name.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+            ),
+        },
+        _ => return None,
+    };
+    Some(EpmdAsked { at, names })
 }
 
 fn parse_peers(list: &str) -> Vec<PeerLink> {
@@ -762,7 +832,8 @@ mod tests {
         assert_eq!(
             parse_info("down nodedown"),
             NodeInfo::Down {
-                reason: "nodedown".into()
+                reason: "nodedown".into(),
+                asked: None,
             }
         );
         let info = parse_info("up inet_tcp 1 -");
@@ -777,6 +848,42 @@ mod tests {
         assert!(matches!(
             parse_info("unreachable x nodedown"),
             NodeInfo::Down { .. }
+        ));
+    }
+
+    #[test]
+    fn parses_where_a_down_node_was_looked_for() {
+        let info = parse_info("down nodedown epmd localhost:4371 ejabberd1:41001,ejabberd2:41002");
+        let NodeInfo::Down {
+            reason,
+            asked: Some(asked),
+        } = &info
+        else {
+            panic!("{info:?}")
+        };
+        assert_eq!(reason, "nodedown");
+        assert_eq!(
+            asked.describe(),
+            "epmd localhost:4371 lists ejabberd1, ejabberd2"
+        );
+        let none = parse_info("down nodedown epmd db1:4369 -");
+        assert!(
+            matches!(&none, NodeInfo::Down { asked: Some(a), .. } if a.describe() == "epmd db1:4369 lists no names"),
+            "{none:?}"
+        );
+        let silent = parse_info("down nodedown epmd db1:4370 !address");
+        assert!(
+            matches!(&silent, NodeInfo::Down { asked: Some(a), .. } if a.describe() == "epmd db1:4370 did not answer (address)"),
+            "{silent:?}"
+        );
+        let fixed = parse_info("down nodedown noepmd db1:5210");
+        assert!(
+            matches!(&fixed, NodeInfo::Down { asked: Some(a), .. } if a.names == EpmdNames::FixedPort && a.at == "db1:5210"),
+            "{fixed:?}"
+        );
+        assert!(matches!(
+            parse_info("down nodedown epmd"),
+            NodeInfo::Down { asked: None, .. }
         ));
     }
 }

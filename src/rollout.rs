@@ -512,6 +512,7 @@ impl<'a> Rollout<'a> {
         for (index, target) in self.targets.iter().enumerate() {
             let info = self.observe(index).await.unwrap_or(NodeInfo::Down {
                 reason: "probe failed".into(),
+                asked: None,
             });
             rows.push(NodeSummary {
                 name: target.name().to_string(),

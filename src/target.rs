@@ -6,6 +6,7 @@ use crate::atomic_file::sha256_hex;
 use crate::error::{Error, Message, Result};
 use crate::flavor::{self, Flavor, FlavorError};
 use crate::journal::Journal;
+use crate::node_ports::{self, NodePorts};
 use crate::plan::{NodeSpec, Plan};
 use crate::probe::ProbeArgs;
 use crate::transport::{Transport, TransportError};
@@ -52,6 +53,9 @@ pub struct NodeTarget {
     /// What the probe VMs are started with: the node's distribution flags as its ctl gets them.
     pub probe_plain: ProbeArgs,
     pub probe_tls: ProbeArgs,
+    /// Where the node is found, as its own files say (the plan's `env` wins): the probes are
+    /// started with it, and a node reported down is described with it.
+    pub ports: NodePorts,
     /// The TLS settings as a vm.dist.args text, for the preflight's option checks and handshake
     /// (for flavors: the `-ssl_dist_opt` equivalent of the optfile).
     pub preflight_args: String,
@@ -100,7 +104,7 @@ impl NodeTarget {
     pub fn current_probe_args(&self) -> ProbeArgs {
         if self.optfile.is_none() {
             return ProbeArgs {
-                text: self.current.clone(),
+                text: probe_text(&self.ports, &self.current),
                 optfile: None,
             };
         }
@@ -289,12 +293,15 @@ pub async fn read_node(spec: &NodeSpec, transport: &Transport) -> Result<NodeTar
         };
         args_problem(check, &dist_args, name, &e)
     })?;
+    let ports =
+        node_ports::from_args_files(&[("vm.args", &vm_args_text), ("vm.dist.args", &original)])
+            .without_plan_env(&spec.env);
     let probe_plain = ProbeArgs {
-        text: original.clone(),
+        text: probe_text(&ports, &original),
         optfile: None,
     };
     let probe_tls = ProbeArgs {
-        text: tls.text.clone(),
+        text: probe_text(&ports, &tls.text),
         optfile: None,
     };
     let preflight_args = tls.text.clone();
@@ -314,8 +321,15 @@ pub async fn read_node(spec: &NodeSpec, transport: &Transport) -> Result<NodeTar
         tls_uses_optfile: true,
         probe_plain,
         probe_tls,
+        ports,
         preflight_args,
     })
+}
+
+/// A probe's args text: the node's epmd settings from its other files first (the first
+/// `-epmd_port` wins), then its distribution flags.
+fn probe_text(ports: &NodePorts, flags: &str) -> String {
+    format!("{}{flags}", ports.probe_flags(flags))
 }
 
 fn flavor_problem(check: &'static str, path: &Path, node: &str, err: &FlavorError) -> NodeProblem {
@@ -363,12 +377,14 @@ async fn read_flavor_node(
     let preflight_args = argsfile::enable_tls("", &paths)
         .map_err(|e| args_problem("plan.dist_args", &dist_args, name, &e))?
         .text;
+    let ports = node_ports::from_flavor_file(spec.flavor, &original, &spec.env)
+        .map_err(|e| flavor_problem("plan.dist_args", &dist_args, name, &e))?;
     let probe_plain = ProbeArgs {
-        text: String::new(),
+        text: probe_text(&ports, ""),
         optfile: None,
     };
     let probe_tls = ProbeArgs {
-        text: "-proto_dist inet_tls\n".to_owned(),
+        text: probe_text(&ports, "-proto_dist inet_tls\n"),
         optfile: Some(optfile.text.clone()),
     };
     Ok(NodeTarget {
@@ -390,6 +406,7 @@ async fn read_flavor_node(
         tls_uses_optfile: true,
         probe_plain,
         probe_tls,
+        ports,
         preflight_args,
     })
 }

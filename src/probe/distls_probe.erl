@@ -7,7 +7,12 @@
 %%   <id> info <node>                -> DISTLS <id> up <proto> <ospid> <peer>:<state>:<tcp|tls>:<type>,...
 %%                                      (<proto> of distls's hybrid module carries its dial mode: distls_hybrid:tcp)
 %%                                   |  DISTLS <id> unreachable <epmd_port> <reason>  (registered with epmd, no answer)
-%%                                   |  DISTLS <id> down <reason>
+%%                                   |  DISTLS <id> down <reason> epmd <host>:<port> <names>
+%%                                      (the epmd asked, as this VM's -epmd_port says, and the names it
+%%                                      lists: <name>:<port>,... | - (none) | !<error> (no answer))
+%%                                   |  DISTLS <id> down <reason> noepmd <host>:<port>
+%%                                      (-erl_epmd_port: no epmd, and nothing accepts at that port)
+%%                                   |  DISTLS <id> down <reason>  (a node name without a host)
 %%   <id> connect <node> <peer>...   -> DISTLS <id> ok        (asks <node> to dial each peer)
 %%   <id> stop <node> init|halt      -> DISTLS <id> ok        (init:stop() or erlang:halt() on <node>)
 %%   <id> hybrid <node> seal|unseal|add|remove [<peer>...]
@@ -89,22 +94,55 @@ info(Node) ->
     end.
 
 %% Not answering: is it registered with epmd (running, but this VM cannot talk to it, e.g. its
-%% certificate is rejected), or really gone?
+%% certificate is rejected), or really gone? Gone: say which epmd was asked and what it lists.
 down(Node, Reason) ->
     case string:split(atom_to_list(Node), "@") of
         [Name, Host] ->
-            %% A try, not `catch Expr`: OTP 29 deprecates the latter (a compile warning).
-            try erl_epmd:port_please(Name, Host, 2000) of
-                {port, Port, _Version} ->
-                    "unreachable " ++ integer_to_list(Port) ++ " " ++ reason(Reason);
-                _ ->
-                    "down " ++ reason(Reason)
-            catch
-                _:_ ->
-                    "down " ++ reason(Reason)
+            case init:get_argument(erl_epmd_port) of
+                {ok, [[Port]]} -> fixed_port_down(Host, Port, Reason);
+                _ -> epmd_down(Name, Host, Reason)
             end;
         _ ->
             "down " ++ reason(Reason)
+    end.
+
+epmd_down(Name, Host, Reason) ->
+    %% A try, not `catch Expr`: OTP 29 deprecates the latter (a compile warning).
+    try erl_epmd:port_please(Name, Host, 2000) of
+        {port, Port, _Version} ->
+            "unreachable " ++ integer_to_list(Port) ++ " " ++ reason(Reason);
+        _ ->
+            "down " ++ reason(Reason) ++ " epmd " ++ Host ++ ":" ++ epmd_port() ++ " " ++ names(Host)
+    catch
+        _:_ ->
+            "down " ++ reason(Reason) ++ " epmd " ++ Host ++ ":" ++ epmd_port() ++ " " ++ names(Host)
+    end.
+
+%% As erl_epmd picks it: the first -epmd_port (erlexec puts ERL_EPMD_PORT's first), else 4369.
+epmd_port() ->
+    case init:get_argument(epmd_port) of
+        {ok, [[Port | _] | _]} -> Port;
+        _ -> "4369"
+    end.
+
+names(Host) ->
+    try erl_epmd:names(Host) of
+        {ok, []} -> "-";
+        {ok, Names} -> string:join([N ++ ":" ++ integer_to_list(P) || {N, P} <- Names], ",");
+        {error, Why} -> "!" ++ reason(Why);
+        _ -> "!error"
+    catch
+        _:_ -> "!error"
+    end.
+
+%% No epmd: the node listens on the fixed port itself; something accepting there is its VM.
+fixed_port_down(Host, Port, Reason) ->
+    case gen_tcp:connect(Host, list_to_integer(Port), [], 2000) of
+        {ok, Socket} ->
+            gen_tcp:close(Socket),
+            "unreachable " ++ Port ++ " " ++ reason(Reason);
+        _ ->
+            "down " ++ reason(Reason) ++ " noepmd " ++ Host ++ ":" ++ Port
     end.
 
 %% `module:function/arity` is exported by this VM's OTP (the module loaded from its code path).

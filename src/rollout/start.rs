@@ -58,11 +58,13 @@ impl Rollout<'_> {
             self.start_early_ping(index);
         }
         if !self.wait_running(index, expect, deadline).await? {
-            let now = self.running(&self.observe(index).await?);
+            let info = self.observe(index).await?;
+            let now = self.running(&info);
             let why = if now == Running::Unreachable {
-                ": its VM runs (registered with epmd) but answers neither over plain TCP nor over TLS, as happens when its certificate, key or CA is rejected; see its log"
+                ": its VM runs (registered with epmd) but answers neither over plain TCP nor over TLS, as happens when its certificate, key or CA is rejected; see its log".to_string()
             } else {
-                ""
+                crate::observe::why_down(&self.targets[index], &info)
+                    .map_or_else(String::new, |why| format!(" ({why})"))
             };
             return Err(self.step_failed(
                 index,

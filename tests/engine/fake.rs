@@ -171,6 +171,7 @@ impl FakeCluster {
         let Some(vm) = &world.nodes[node].vm else {
             return NodeInfo::Down {
                 reason: "not registered with epmd".into(),
+                asked: None,
             };
         };
         let (plain, tls) = accepts(&vm.signature);

@@ -9,9 +9,11 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-/// The binary, with no cluster environment (the plans carry what the products need).
+/// The binary, with no cluster environment (the plans and the nodes' own files carry what the
+/// products need).
 pub fn distls(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_distls"))
+        .env_remove("ERL_EPMD_PORT")
         .args(args)
         .output()
         .expect("distls runs")
@@ -166,6 +168,10 @@ fn ejabberd_cluster_migrates_with_the_flavor_defaults() {
     let plan = ej.plan("ej-test", |_| String::new());
     // `plan discover` finds the same plan (the product told from the node; the cookie given).
     discover_the_same_plan(&plan, &ej.base, &["--cookie-file", EJ_COOKIE]);
+    // From here the epmd port is only in the nodes' own ejabberdctl.cfg (`export
+    // ERL_EPMD_PORT=…`), not in the plan's env: distls finds the nodes from their files, as
+    // ejabberdctl does.
+    let plan = without_plan_env(plan, ej.base.epmd_port);
 
     // The dry run shows both files and changes nothing.
     let before: Vec<Vec<u8>> = (1..=3).map(|i| std::fs::read(ej.cfg(i)).unwrap()).collect();
@@ -197,6 +203,47 @@ fn ejabberd_cluster_migrates_with_the_flavor_defaults() {
         assert_ejabberd_tls_files(&ej, i);
         ej.assert_whole_with_alice(i, &names);
     }
+
+    // A node that is really gone: status says which epmd was asked (from its file) and what
+    // that epmd lists.
+    let started = Instant::now();
+    ej.stop(3);
+    let status = distls(&["status", plan.to_str().unwrap()]);
+    assert!(status.status.success(), "{}", describe(&status));
+    let shown = stdout(&status);
+    let row = shown
+        .lines()
+        .find(|l| l.starts_with(names[2].as_str()))
+        .unwrap_or_else(|| panic!("status lists {}: {shown}", names[2]));
+    assert_eq!(row.split_whitespace().nth(3), Some("down"), "{row}");
+    let found = format!(
+        "  {} not found: epmd {}:{} (ejabberdctl.cfg:2 ERL_EPMD_PORT) lists ",
+        names[2], ej.base.host, ej.base.epmd_port
+    );
+    let why = shown
+        .lines()
+        .find(|l| l.starts_with(&found))
+        .unwrap_or_else(|| panic!("`{found}` in: {shown}"));
+    let listed: Vec<&str> = why[found.len()..].split(", ").collect();
+    assert!(
+        listed.contains(&"ejabberd1")
+            && listed.contains(&"ejabberd2")
+            && !listed.contains(&"ejabberd3"),
+        "{why}"
+    );
+    eprintln!(
+        "MEASURED ejabberd: a stopped node reported with its epmd: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// The plan without its `env` line: the nodes' own files must say where their epmd is.
+fn without_plan_env(plan: std::path::PathBuf, epmd_port: u16) -> std::path::PathBuf {
+    let yaml = std::fs::read_to_string(&plan).unwrap();
+    let line = format!("  env: {{ ERL_EPMD_PORT: \"{epmd_port}\" }}\n");
+    assert!(yaml.contains(&line), "{yaml}");
+    std::fs::write(&plan, yaml.replace(&line, "")).unwrap();
+    plan
 }
 
 #[test]

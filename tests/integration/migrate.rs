@@ -106,6 +106,110 @@ fn migrates_a_three_node_cluster_and_rolls_it_back() {
     assert!(stdout(&back).contains(r#""outcome":"rolled_back""#));
     t.wait_for_mesh("inet_tcp", "tcp");
     t.assert_files_are(&originals);
+
+    epmd_port_from_vm_args(&t, plan);
+}
+
+/// MongooseIM layout: `-epmd_port` in the nodes' vm.args, and no ERL_EPMD_PORT in distls's
+/// environment or the plan: `status` finds the nodes there; a stopped node is reported with the
+/// epmd asked and the names it lists, and a node pinned to a fixed port with that port.
+fn epmd_port_from_vm_args(t: &TestCluster, plan: &str) {
+    let port = t.cluster.epmd_port();
+    for node in t.cluster.nodes() {
+        let mut text = std::fs::read_to_string(node.vm_args()).unwrap();
+        text.push_str(&format!("-epmd_port {port}\n"));
+        std::fs::write(node.vm_args(), text).unwrap();
+    }
+    let started = std::time::Instant::now();
+    let status_with = |flags: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_distls"))
+            .env_remove("ERL_EPMD_PORT")
+            .env("ERL_CRASH_DUMP", t.crash_dump_path())
+            .arg("status")
+            .args(flags)
+            .arg(plan)
+            .output()
+            .expect("distls runs");
+        assert!(out.status.success(), "{}", describe(&out));
+        stdout(&out)
+    };
+    let status = || status_with(&[]);
+    let names = t.node_names();
+    let runs = |shown: &str, name: &str| -> String {
+        let row = shown
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("status lists {name}: {shown}"));
+        row.split_whitespace()
+            .nth(3)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let shown = status();
+    for name in &names {
+        assert_eq!(runs(&shown, name), "plain", "{shown}");
+    }
+    t.cluster.ctl_ok(2, &["stop"]).expect("node 3 stops");
+    let mut shown = String::new();
+    distls::rehearsal::poll_until(
+        "node 3 down",
+        std::time::Duration::from_secs(30),
+        &mut || {
+            shown = status();
+            (runs(&shown, &names[2]) == "down")
+                .then_some(())
+                .ok_or_else(|| shown.clone())
+        },
+    )
+    .unwrap();
+    let host = names[2].split('@').nth(1).unwrap();
+    let found = format!(
+        "  {} not found: epmd {host}:{port} (vm.args -epmd_port) lists ",
+        names[2]
+    );
+    let why = shown
+        .lines()
+        .find(|l| l.starts_with(&found))
+        .unwrap_or_else(|| panic!("`{found}` in: {shown}"));
+    let listed: Vec<&str> = why[found.len()..].split(", ").collect();
+    let sname = |name: &String| name.split('@').next().unwrap().to_string();
+    assert!(
+        listed.contains(&sname(&names[0]).as_str())
+            && listed.contains(&sname(&names[1]).as_str())
+            && !listed.contains(&sname(&names[2]).as_str()),
+        "{why}"
+    );
+    let report: serde_json::Value = serde_json::from_str(status_with(&["--json"]).trim()).unwrap();
+    assert_eq!(
+        report["nodes"][0]["not_found"],
+        serde_json::Value::Null,
+        "{report}"
+    );
+    assert_eq!(
+        report["nodes"][2]["not_found"].as_str(),
+        Some(why.trim_start()),
+        "{report}"
+    );
+    // A fixed distribution port (no epmd) where nothing listens: the probe says so.
+    let vm_args = t.cluster.nodes()[2].vm_args();
+    let fixed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let fixed_port = fixed.local_addr().unwrap().port();
+    drop(fixed);
+    let text = std::fs::read_to_string(&vm_args).unwrap();
+    std::fs::write(&vm_args, format!("{text}-erl_epmd_port {fixed_port}\n")).unwrap();
+    let shown = status();
+    let expected = format!(
+        "  {} not found: nothing accepts at {host}:{fixed_port} (vm.args -erl_epmd_port), a fixed distribution port (no epmd); its files pin its listen port to {fixed_port} (vm.args -erl_epmd_port, no epmd)",
+        names[2]
+    );
+    assert!(
+        shown.lines().any(|l| l == expected),
+        "`{expected}` in: {shown}"
+    );
+    eprintln!(
+        "MEASURED epmd port from vm.args, stopped and fixed-port node: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
 }
 
 /// `distls plan discover` asked the first node: the plan equals the hand-written one in every
