@@ -408,28 +408,7 @@ impl<'a> Rollout<'a> {
             } else {
                 self.drive_batch(&members).await?
             };
-            let mut canary_done = false;
-            for (&index, was_done) in taken.iter().zip(was_done) {
-                if at_run_time {
-                    // Its file is switched: its ctl boots while the next nodes are sealed.
-                    self.start_ctl_ping(index, &mut ctl_pings);
-                }
-                let took = started.elapsed();
-                self.timings[index] = Some(took);
-                self.reporter.report(Event::NodeDone {
-                    index,
-                    node: self.name(index).to_string(),
-                    seconds: (took.as_secs_f64() * 10.0).round() / 10.0,
-                });
-                // Every restart counts, the roll's last too.
-                canary_done |= !was_done
-                    && !at_run_time
-                    && self
-                        .options
-                        .pause_after
-                        .as_ref()
-                        .is_some_and(Canary::node_done);
-            }
+            let canary_done = self.batch_done(&taken, &was_done, started, &mut ctl_pings);
             first += taken.len();
             // The pause needs a node left after it.
             if canary_done && first < self.targets.len() {

@@ -62,6 +62,41 @@ impl Rollout<'_> {
         Ok(taken)
     }
 
+    /// The nodes of a batch (or the one node) `taken` are through: their times and events, the
+    /// seal's ctl pings, and whether that makes the canary's count (every restart counts, the
+    /// roll's last too). `was_done`: each was through before this run.
+    pub(super) fn batch_done(
+        &mut self,
+        taken: &[usize],
+        was_done: &[bool],
+        started: Instant,
+        ctl_pings: &mut CtlPings,
+    ) -> bool {
+        let at_run_time = self.roll.at_run_time();
+        let mut canary_done = false;
+        for (&index, &was_done) in taken.iter().zip(was_done) {
+            if at_run_time {
+                // Its file is switched: its ctl boots while the next nodes are sealed.
+                self.start_ctl_ping(index, ctl_pings);
+            }
+            let took = started.elapsed();
+            self.timings[index] = Some(took);
+            self.reporter.report(Event::NodeDone {
+                index,
+                node: self.name(index).to_string(),
+                seconds: (took.as_secs_f64() * 10.0).round() / 10.0,
+            });
+            canary_done |= !was_done
+                && !at_run_time
+                && self
+                    .options
+                    .pause_after
+                    .as_ref()
+                    .is_some_and(Canary::node_done);
+        }
+        canary_done
+    }
+
     /// Admit the batch's nodes and stop the fresh ones. A node with a before-stop gate is
     /// stopped on its own right after its gate passed, so the next node's gate sees it gone
     /// (quorum first); the first such node waits its gate's whole timeout, a later one is asked
