@@ -504,7 +504,31 @@ fn rabbitmq_cluster_migrates_with_zero_split_and_rolls_back() {
             .arg(&plan)
             .output()
             .unwrap();
-        assert_eq!(out.status.signal(), Some(9), "{}", describe(&out));
+        if out.status.signal() != Some(9) {
+            let stories: Vec<String> = (1..=3)
+                .map(|i| {
+                    let log = rmq
+                        .root(i)
+                        .join("log")
+                        .join(format!("{}.log", rmq.node_name(i)));
+                    let log = std::fs::read_to_string(log).unwrap_or_default();
+                    let telling: Vec<&str> = log
+                        .lines()
+                        .filter(|l| {
+                            ["rror", "aiting", "imeout", "aintenance", "artition", "down"]
+                                .iter()
+                                .any(|w| l.contains(w))
+                        })
+                        .take(80)
+                        .collect();
+                    format!(
+                        "--- rabbit{i}'s log, the telling lines:\n{}",
+                        telling.join("\n")
+                    )
+                })
+                .collect();
+            panic!("{}\n{}", describe(&out), stories.join("\n"));
+        }
         for i in 1..=3 {
             let env = std::fs::read_to_string(rmq.env_file(i)).unwrap();
             assert!(

@@ -442,7 +442,7 @@ impl RabbitMq {
         assert!(users.lines().any(|l| l.starts_with("alice")), "{users}");
     }
 
-    fn root(&self, i: usize) -> PathBuf {
+    pub fn root(&self, i: usize) -> PathBuf {
         self.base.path().join(format!("rabbit{i}"))
     }
 
