@@ -1,5 +1,6 @@
 //! Restarting several nodes at once (`batch: K`, docs/batches.md): a batch's stop commands run
-//! together, then its start commands, then each node's rejoin gate and checks in plan order.
+//! together, then its start commands (zero-split: one VM boot after the other), then each node's
+//! rejoin gate and checks in plan order.
 //! Only on the way to TLS: going back, and the seal, take one node at a time. Every node keeps
 //! its own journal steps, so a run killed mid-batch resumes each node where it was.
 
@@ -181,9 +182,20 @@ impl Rollout<'_> {
         Err(self.needs_operator(index, "its state keeps changing under distls"))
     }
 
-    /// The batch's start commands, together; then each node running what it should, and
-    /// (zero-split) told which of its batch mates speak TLS: they started after it was told.
+    /// The batch's start commands, together; then each node running what it should. Where the
+    /// roll tells running hybrid nodes about a node before it starts (zero-split), the nodes start
+    /// one after the other up to their VM answering, so that each is told of the next before the
+    /// next boots: a hybrid node not told would dial its batch mate over plain TCP and be refused
+    /// (on RabbitMQ, a node then never finished booting). Their rejoins and checks still overlap.
     async fn start_batch(&mut self, starts: &[(usize, Running)]) -> StepResult {
+        if self.roll.tells_hybrid_peers().is_some() {
+            for &(m, expect) in starts {
+                self.start(m, Step::Starting, Step::Started, expect)
+                    .await
+                    .map_err(|f| f.on_node(m))?;
+            }
+            return Ok(());
+        }
         for &(m, expect) in starts {
             self.start_announced(m, expect)
                 .await
@@ -198,13 +210,6 @@ impl Rollout<'_> {
             self.start_ends(m, &outcome, deadline, expect, Step::Started)
                 .await
                 .map_err(|f| f.on_node(m))?;
-        }
-        for (at, &(m, expect)) in starts.iter().enumerate() {
-            for &(mate, _) in &starts[at + 1..] {
-                self.tell_hybrid_node_of(m, mate, expect)
-                    .await
-                    .map_err(|f| f.on_node(mate))?;
-            }
         }
         Ok(())
     }

@@ -46,37 +46,6 @@ impl Rollout<'_> {
         Ok(())
     }
 
-    /// A batch: node `told`, started into the hybrid module before its batch mate `mate` (it
-    /// could not be told then), learns now that `mate` speaks TLS.
-    pub(super) async fn tell_hybrid_node_of(
-        &mut self,
-        told: usize,
-        mate: usize,
-        expect: Running,
-    ) -> StepResult {
-        let Some(roll) = self.roll.tells_hybrid_peers() else {
-            return Ok(());
-        };
-        if expect != Running::Tls || roll.to != Stage::Hybrid {
-            return Ok(());
-        }
-        let name = self.name(mate).to_string();
-        self.cluster
-            .observer
-            .hybrid(&self.targets[told], Via::Tls, "add", &[&name])
-            .await
-            .map_err(|e| {
-                self.step_failed(
-                    mate,
-                    &format!(
-                        "could not tell {} (it runs the hybrid module) about it: {e}",
-                        self.name(told)
-                    ),
-                )
-            })?;
-        Ok(())
-    }
-
     /// The H → TLS roll, one node, no restart: seal the module (TLS only from now on), then write
     /// the stock TLS text (which its ctl uses from then on, and its next restart boots), then
     /// verify through its ctl.

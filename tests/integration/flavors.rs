@@ -512,8 +512,9 @@ fn rabbitmq_cluster_migrates_with_zero_split_and_rolls_back() {
                         .join("log")
                         .join(format!("{}.log", rmq.node_name(i)));
                     let log = std::fs::read_to_string(log).unwrap_or_default();
-                    let telling: Vec<&str> = log
+                    let mut telling: Vec<&str> = log
                         .lines()
+                        .rev()
                         .filter(|l| {
                             ["rror", "aiting", "imeout", "aintenance", "artition", "down"]
                                 .iter()
@@ -521,6 +522,7 @@ fn rabbitmq_cluster_migrates_with_zero_split_and_rolls_back() {
                         })
                         .take(80)
                         .collect();
+                    telling.reverse();
                     format!(
                         "--- rabbit{i}'s log, the telling lines:\n{}",
                         telling.join("\n")
