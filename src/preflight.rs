@@ -257,11 +257,16 @@ async fn check_host(
         .collect();
     let mut targets: Vec<NodeTarget> = Vec::new();
     let mut settings: Vec<NodeSettings> = Vec::new();
-    for read in read_nodes(specs).await {
+    let started = std::time::Instant::now();
+    let reads = read_nodes(specs).await;
+    tracing::debug!(host = %report.host, took = ?started.elapsed(), "preflight: node files read");
+    for read in reads {
         settings.push(add_node_files(&mut report, read, &mut targets));
     }
     let needs = options.zero_split.then(crate::zero_split::module_needs);
+    let started = std::time::Instant::now();
     let runtime = runtime(&targets, needs.as_deref()).await;
+    tracing::debug!(host = %report.host, took = ?started.elapsed(), "preflight: runtime asked");
     let otp_major = runtime
         .versions
         .as_ref()
@@ -275,6 +280,7 @@ async fn check_host(
         now,
         expiry_window: options.expiry_window,
     };
+    let started = std::time::Instant::now();
     add_node_tls(
         &mut report,
         &settings,
@@ -284,6 +290,7 @@ async fn check_host(
         otp_major,
     )
     .await;
+    tracing::debug!(host = %report.host, took = ?started.elapsed(), "preflight: TLS files checked");
     if options.handshake {
         report.add(handshake_verdict(&targets).await, None);
     }
@@ -646,6 +653,7 @@ async fn runtime(targets: &[NodeTarget], needs: Option<&[String]>) -> Runtime {
         Ok(pool) => pool,
         Err(err) => return failed(err.to_string()),
     };
+    let started = std::time::Instant::now();
     let outcome = async {
         let probe = pool
             .probe_for(
@@ -654,17 +662,14 @@ async fn runtime(targets: &[NodeTarget], needs: Option<&[String]>) -> Runtime {
                 "preflight",
             )
             .await?;
+        tracing::debug!(took = ?started.elapsed(), "preflight: probe up");
         let versions = probe.versions().await?;
         let lacking = match needs {
             Some(needs) => Some(probe.lacks(needs).await.map_err(|e| e.to_string())),
             None => None,
         };
-        let mut os_pids = BTreeMap::new();
-        for target in targets {
-            if let Ok(NodeInfo::Up { os_pid, .. }) = probe.info(target.name()).await {
-                os_pids.insert(target.name().to_string(), os_pid);
-            }
-        }
+        let os_pids = os_pids(&probe, targets).await;
+        tracing::debug!(took = ?started.elapsed(), "preflight: pids asked");
         Ok::<_, ProbeError>((versions, os_pids, lacking))
     }
     .await;
@@ -700,6 +705,32 @@ async fn runtime(targets: &[NodeTarget], needs: Option<&[String]>) -> Runtime {
             }
         }
     }
+}
+
+/// How many nodes the probe is asked about at once: one at a time made a 1,000-node preflight
+/// wait ~1.6 s on the round trips; each question may dial the node and ask epmd, so a bound
+/// keeps the host's epmd and the probe's sockets within reason.
+const CONCURRENT_INFO: usize = 32;
+
+/// The OS pid of every running node, asked through the probe a few nodes at a time.
+async fn os_pids(probe: &std::sync::Arc<crate::probe::Probe>, targets: &[NodeTarget]) -> BTreeMap<String, u32> {
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(CONCURRENT_INFO));
+    let asked = in_plan_order(targets.iter().map(|target| {
+        let (probe, gate, name) = (probe.clone(), gate.clone(), target.name().to_string());
+        async move {
+            let _permit = gate.acquire_owned().await.ok();
+            let info = probe.info(&name).await;
+            (name, info)
+        }
+    }))
+    .await;
+    asked
+        .into_iter()
+        .filter_map(|(name, info)| match info {
+            Ok(NodeInfo::Up { os_pid, .. }) => Some((name, os_pid)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The CVE ids Debian's erlang-ssl changelog on the host mentions: Debian backports security
