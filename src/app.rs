@@ -195,10 +195,11 @@ async fn dry_run_in_mode(
     let journal = resumable(store.load()?).filter(|_| !args.new_run);
     let mode = choose_mode(args, plan, journal.as_ref())?;
     preflight_options.zero_split = mode.is_zero_split();
+    let listing = preflight::Listing::verbose(args.preflight.verbose);
     if mode.is_zero_split() {
-        dry_run_zero_split(plan, store, transports, preflight_options).await
+        dry_run_zero_split(plan, store, transports, preflight_options, listing).await
     } else {
-        dry_run(plan, store, transports, preflight_options).await
+        dry_run(plan, store, transports, preflight_options, listing).await
     }
 }
 
@@ -207,13 +208,14 @@ async fn dry_run(
     store: &JournalStore,
     transports: &[Transport],
     preflight_options: preflight::Options,
+    listing: preflight::Listing,
 ) -> Result<()> {
     let journal = store.load()?;
     let targets = target::prepare(plan, transports, journal.as_ref()).await?;
     print!("{}", preview::render(plan, &targets, journal.as_ref()));
     // Information only: a real run would refuse to start on a FAIL.
     let findings = preflight::run(plan, transports, preflight_options).await;
-    print!("\n{}", preflight::render_problems(&findings));
+    print!("\n{}", preflight::render_problems(&findings, listing));
     Ok(())
 }
 
@@ -222,6 +224,7 @@ async fn dry_run_zero_split(
     store: &JournalStore,
     transports: &[Transport],
     preflight_options: preflight::Options,
+    listing: preflight::Listing,
 ) -> Result<()> {
     let journal = resumable(store.load()?);
     let nodes = zero_split::prepare(plan, transports, journal.as_ref()).await?;
@@ -230,7 +233,7 @@ async fn dry_run_zero_split(
         preview::render_zero_split(plan, &nodes, journal.as_ref())
     );
     let findings = preflight::run(plan, transports, preflight_options).await;
-    print!("\n{}", preflight::render_problems(&findings));
+    print!("\n{}", preflight::render_problems(&findings, listing));
     Ok(())
 }
 
@@ -269,8 +272,9 @@ async fn migrate_checked(
     } else {
         preflight::run(plan, &transports, preflight_options).await
     };
-    refuse_on_failures(&findings, &plan.path, mode)?;
-    let problems = preflight::render_problems(&findings);
+    let listing = preflight::Listing::verbose(args.preflight.verbose);
+    refuse_on_failures(&findings, &plan.path, mode, listing)?;
+    let problems = preflight::render_problems(&findings, listing);
     if !problems.is_empty() {
         say(problems.trim_end());
     }
@@ -486,11 +490,12 @@ fn refuse_on_failures(
     findings: &[preflight::Finding],
     plan: &std::path::Path,
     mode: RollMode,
+    listing: preflight::Listing,
 ) -> Result<()> {
     if !preflight::has_failures(findings) {
         return Ok(());
     }
-    eprint!("{}", preflight::render_problems(findings));
+    eprint!("{}", preflight::render_problems(findings, listing));
     let flag = mode.flag();
     Err(Error::Refused(
         Message::new(
@@ -522,7 +527,8 @@ async fn check(args: CheckArgs) -> Result<()> {
     if args.json {
         println!("{}", preflight::render_json(&findings));
     } else {
-        print!("{}", preflight::render_table(&findings));
+        let listing = preflight::Listing::verbose(args.preflight.verbose);
+        print!("{}", preflight::render_table(&findings, listing));
     }
     if preflight::has_failures(&findings) {
         return Err(Error::Refused(Message::from(format!(
@@ -836,6 +842,7 @@ fn default_preflight() -> PreflightArgs {
     PreflightArgs {
         expiry_window: preflight::DEFAULT_EXPIRY_WINDOW,
         allow_weak_tls: false,
+        verbose: false,
     }
 }
 

@@ -7,6 +7,9 @@ mod certs;
 mod handshake;
 mod options;
 mod otp;
+mod table;
+
+pub use table::Listing;
 
 use crate::argsfile::{self, DistSettings};
 use crate::plan::{NodeSpec, Plan};
@@ -969,14 +972,15 @@ fn mixed_otp(reports: &[HostReport]) -> Verdict {
     )
 }
 
-/// `host × check → result` with the message, and the fix under every warn and FAIL.
-pub fn render_table(findings: &[Finding]) -> String {
-    render(findings.iter().collect(), findings)
+/// `host × check → result` with the message, and the fix under every warn and FAIL; identical
+/// findings of many nodes share a row (`listing` says how many of their names it shows).
+pub fn render_table(findings: &[Finding], listing: Listing) -> String {
+    render(findings.iter().collect(), findings, listing)
 }
 
 /// Only the warn and FAIL rows (nothing but the summary when there are none), then the summary
 /// of every finding: what `migrate` shows.
-pub fn render_problems(findings: &[Finding]) -> String {
+pub fn render_problems(findings: &[Finding], listing: Listing) -> String {
     let problems: Vec<&Finding> = findings
         .iter()
         .filter(|f| f.severity != Severity::Ok)
@@ -984,52 +988,11 @@ pub fn render_problems(findings: &[Finding]) -> String {
     if problems.is_empty() {
         return format!("{}\n", summary(findings));
     }
-    render(problems, findings)
+    render(problems, findings, listing)
 }
 
-fn render(rows: Vec<&Finding>, all: &[Finding]) -> String {
-    use std::fmt::Write as _;
-    let findings = rows;
-    let host_width = findings
-        .iter()
-        .map(|f| f.host.len())
-        .max()
-        .unwrap_or(4)
-        .max(4);
-    let node_width = findings
-        .iter()
-        .map(|f| f.node.as_deref().unwrap_or("-").len())
-        .max()
-        .unwrap_or(4)
-        .max(4);
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{:<host_width$}  {:<node_width$}  {:<32} {:<6} MESSAGE",
-        "HOST", "NODE", "CHECK", "RESULT"
-    );
-    for finding in findings {
-        let _ = writeln!(
-            out,
-            "{:<host_width$}  {:<node_width$}  {:<32} {:<6} {}",
-            finding.host,
-            finding.node.as_deref().unwrap_or("-"),
-            finding.check,
-            finding.severity.label(),
-            finding.message
-        );
-        if finding.severity != Severity::Ok && !finding.fix.is_empty() {
-            let _ = writeln!(
-                out,
-                "{:<width$}fix: {}",
-                "",
-                finding.fix,
-                width = host_width + node_width + 4 + 33 + 7
-            );
-        }
-    }
-    let _ = writeln!(out, "{}", summary(all));
-    out
+fn render(rows: Vec<&Finding>, all: &[Finding], listing: Listing) -> String {
+    format!("{}{}\n", table::render(&rows, listing), summary(all))
 }
 
 /// `preflight: N ok, N warn, N FAIL`.
