@@ -716,7 +716,10 @@ async fn runtime(targets: &[NodeTarget], needs: Option<&[String]>) -> Runtime {
 const CONCURRENT_INFO: usize = 32;
 
 /// The OS pid of every running node, asked through the probe a few nodes at a time.
-async fn os_pids(probe: &std::sync::Arc<crate::probe::Probe>, targets: &[NodeTarget]) -> BTreeMap<String, u32> {
+async fn os_pids(
+    probe: &std::sync::Arc<crate::probe::Probe>,
+    targets: &[NodeTarget],
+) -> BTreeMap<String, u32> {
     let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(CONCURRENT_INFO));
     let asked = in_plan_order(targets.iter().map(|target| {
         let (probe, gate, name) = (probe.clone(), gate.clone(), target.name().to_string());

@@ -151,9 +151,10 @@ pub async fn service_user(
         // No path or pid in the text: the same finding on every node then shares one row.
         source: format!(
             "uid {owner}, the owner of the node's {}",
-            owned_file
-                .file_name()
-                .map_or_else(|| owned_file.display().to_string(), |n| n.to_string_lossy().into_owned())
+            owned_file.file_name().map_or_else(
+                || owned_file.display().to_string(),
+                |n| n.to_string_lossy().into_owned()
+            )
         ),
     })
 }

@@ -209,9 +209,9 @@ mod tests {
         assert!(lines[1].contains("1000 nodes"), "{table}");
         assert!(lines[1].contains("cert.expiry") && lines[1].contains("warn"));
         assert!(
-            lines[2]
-                .trim()
-                .starts_with("on 1000 nodes: mim1@h, mim2@h, mim3@h, … (+997; --verbose lists them)"),
+            lines[2].trim().starts_with(
+                "on 1000 nodes: mim1@h, mim2@h, mim3@h, … (+997; --verbose lists them)"
+            ),
             "{table}"
         );
         assert_eq!(lines[3].trim(), "fix: renew it", "{table}");
@@ -268,7 +268,12 @@ mod tests {
             f.node = None;
             findings.push(f);
         }
-        findings.push(finding("x@a", "runtime.otp", Severity::Ok, "OTP 25, ssl 10.8.7"));
+        findings.push(finding(
+            "x@a",
+            "runtime.otp",
+            Severity::Ok,
+            "OTP 25, ssl 10.8.7",
+        ));
         let rows = rows(&all(&findings));
         assert_eq!(rows.len(), 2, "{rows:?}");
         let Row::Group(group) = &rows[0] else {
@@ -279,7 +284,10 @@ mod tests {
             "on 4 hosts: a, b, c, … (+1; --verbose lists them)"
         );
         let table = render(&all(&findings), Listing::Short);
-        assert!(table.lines().nth(1).unwrap().starts_with("4 hosts  -"), "{table}");
+        assert!(
+            table.lines().nth(1).unwrap().starts_with("4 hosts  -"),
+            "{table}"
+        );
     }
 
     #[test]
@@ -288,7 +296,11 @@ mod tests {
         findings[3].host = "other".to_string();
         let table = render(&all(&findings), Listing::Short);
         assert!(
-            table.lines().nth(1).unwrap().starts_with("2 hosts  4 nodes"),
+            table
+                .lines()
+                .nth(1)
+                .unwrap()
+                .starts_with("2 hosts  4 nodes"),
             "{table}"
         );
     }
