@@ -267,9 +267,18 @@ async fn check_host(
         settings.push(add_node_files(&mut report, read, &mut targets));
     }
     let needs = options.zero_split.then(crate::zero_split::module_needs);
+    let clock = certs::Clock {
+        now,
+        expiry_window: options.expiry_window,
+    };
     let started = std::time::Instant::now();
-    let runtime = runtime(&targets, needs.as_deref()).await;
-    tracing::debug!(host = %report.host, took = ?started.elapsed(), "preflight: runtime asked");
+    // The certificate files do not depend on what the probe says: read and check them while it
+    // boots and asks for the OS pids; only cert.readable waits for those.
+    let (runtime, cert_files) = tokio::join!(
+        runtime(&targets, needs.as_deref()),
+        cert_files(&settings, clock)
+    );
+    tracing::debug!(host = %report.host, took = ?started.elapsed(), "preflight: runtime asked, certificate files checked");
     let otp_major = runtime
         .versions
         .as_ref()
@@ -279,21 +288,12 @@ async fn check_host(
         report.add(zero_split_verdict(&runtime, relx_nodes), None);
     }
     report.otp_release = runtime.versions.map(|v| v.otp_release);
-    let clock = certs::Clock {
-        now,
-        expiry_window: options.expiry_window,
+    let tls = NodeTls {
+        settings: &settings,
+        cert_files,
+        os_pids: &runtime.os_pids,
     };
-    let started = std::time::Instant::now();
-    add_node_tls(
-        &mut report,
-        &settings,
-        &runtime.os_pids,
-        clock,
-        options,
-        otp_major,
-    )
-    .await;
-    tracing::debug!(host = %report.host, took = ?started.elapsed(), "preflight: TLS files checked");
+    add_node_tls(&mut report, tls, options, otp_major).await;
     if options.handshake {
         report.add(handshake_verdict(&targets).await, None);
     }
@@ -398,28 +398,62 @@ fn zero_split_verdict(runtime: &Runtime, relx_nodes: Vec<String>) -> Verdict {
     })
 }
 
-/// Each node's TLS options and certificate files (the files of every node checked
-/// concurrently), and what the cross-node checks need from it.
+/// Each node's certificate files checked (all nodes concurrently), but for `cert.readable`.
+async fn cert_files(settings: &[NodeSettings], clock: certs::Clock) -> Vec<Vec<Verdict>> {
+    in_plan_order(settings.iter().map(|(spec, transport, _)| {
+        let (spec, transport) = (spec.clone(), transport.clone());
+        async move { tls_files(&transport, &spec, clock).await }
+    }))
+    .await
+}
+
+/// What a host's nodes need for their TLS findings: `cert_files[i]` are `settings[i]`'s.
+struct NodeTls<'a> {
+    settings: &'a [NodeSettings],
+    cert_files: Vec<Vec<Verdict>>,
+    os_pids: &'a BTreeMap<String, u32>,
+}
+
+/// Each node's TLS options and certificate files, with `cert.readable` (asked for every node
+/// concurrently) in its place, and what the cross-node checks need from it.
 async fn add_node_tls(
     report: &mut HostReport,
-    settings: &[NodeSettings],
-    os_pids: &BTreeMap<String, u32>,
-    clock: certs::Clock,
+    tls: NodeTls<'_>,
     options: Options,
     otp_major: Option<u32>,
 ) {
-    let file_verdicts = in_plan_order(settings.iter().map(|(spec, transport, _)| {
-        let os_pid = os_pids.get(&spec.name).copied();
-        let (spec, transport) = (spec.clone(), transport.clone());
-        async move { tls_files(&transport, &spec, os_pid, clock).await }
-    }))
+    let NodeTls {
+        settings,
+        cert_files,
+        os_pids,
+    } = tls;
+    let readable = in_plan_order(settings.iter().zip(&cert_files).map(
+        |((spec, transport, _), files)| {
+            // Only when the files exist (`cert.files` passed), as before.
+            let exist = files.first().is_some_and(|v| v.severity == Severity::Ok);
+            let os_pid = os_pids.get(&spec.name).copied();
+            let (spec, transport) = (spec.clone(), transport.clone());
+            async move {
+                if exist {
+                    Some(readable(&transport, &spec, os_pid).await)
+                } else {
+                    None
+                }
+            }
+        },
+    ))
     .await;
-    for ((spec, _, node_settings), verdicts) in settings.iter().zip(file_verdicts) {
+    for (((spec, _, node_settings), mut verdicts), readable) in
+        settings.iter().zip(cert_files).zip(readable)
+    {
         let node = Some(spec.name.as_str());
         if let Some(node_settings) = node_settings {
             for verdict in options::check(node_settings, otp_major, options.allow_weak_tls) {
                 report.add(verdict, node);
             }
+        }
+        if let Some(readable) = readable {
+            verdicts.insert(1, readable);
         }
         for verdict in verdicts {
             report.add(verdict, node);
@@ -750,18 +784,19 @@ async fn debian_fixed_cves(transport: &Transport) -> Option<(String, Vec<String>
     Some((DEBIAN_SSL_CHANGELOG.to_string(), otp::cve_ids(&out.stdout)))
 }
 
-/// Existence, readability and mode of the certificate files, then their content.
-async fn tls_files(
-    transport: &Transport,
-    spec: &NodeSpec,
-    os_pid: Option<u32>,
-    clock: certs::Clock,
-) -> Vec<Verdict> {
-    let files = [
+/// The plan's certificate files of a node, named as the findings name them.
+fn tls_paths(spec: &NodeSpec) -> [(&'static str, &PathBuf); 3] {
+    [
         ("certfile", &spec.tls.certfile),
         ("keyfile", &spec.tls.keyfile),
         ("cacertfile", &spec.tls.cacertfile),
-    ];
+    ]
+}
+
+/// Existence and mode of the certificate files, then their content (`cert.readable`, which
+/// needs the node's OS pid, is added later, second).
+async fn tls_files(transport: &Transport, spec: &NodeSpec, clock: certs::Clock) -> Vec<Verdict> {
+    let files = tls_paths(spec);
     let mut missing = Vec::new();
     for (what, path) in files {
         if !transport.file_exists(path).await {
@@ -779,7 +814,6 @@ async fn tls_files(
         "cert.files",
         "certfile, keyfile and cacertfile exist",
     )];
-    verdicts.push(readable(transport, spec, os_pid, &files).await);
     verdicts.push(key_permissions(transport, &spec.tls.keyfile).await);
     let mut contents = Vec::new();
     for (what, path) in files {
@@ -841,13 +875,9 @@ fn checked_once(material: &certs::TlsMaterial, host: &str, clock: certs::Clock) 
     verdicts
 }
 
-async fn readable(
-    transport: &Transport,
-    spec: &NodeSpec,
-    os_pid: Option<u32>,
-    files: &[(&str, &PathBuf)],
-) -> Verdict {
+async fn readable(transport: &Transport, spec: &NodeSpec, os_pid: Option<u32>) -> Verdict {
     let check = "cert.readable";
+    let files = tls_paths(spec);
     let user = match access::service_user(transport, os_pid, &spec.vm_args).await {
         Ok(user) => user,
         Err(err) => {
