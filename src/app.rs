@@ -211,10 +211,13 @@ async fn dry_run(
     listing: preflight::Listing,
 ) -> Result<()> {
     let journal = store.load()?;
-    let targets = target::prepare(plan, transports, journal.as_ref()).await?;
-    print!("{}", preview::render(plan, &targets, journal.as_ref()));
+    // Both only read: the preflight runs while the nodes are read for the preview.
+    let (targets, findings) = tokio::join!(
+        target::prepare(plan, transports, journal.as_ref()),
+        preflight::run(plan, transports, preflight_options)
+    );
+    print!("{}", preview::render(plan, &targets?, journal.as_ref()));
     // Information only: a real run would refuse to start on a FAIL.
-    let findings = preflight::run(plan, transports, preflight_options).await;
     print!("\n{}", preflight::render_problems(&findings, listing));
     Ok(())
 }
@@ -227,12 +230,14 @@ async fn dry_run_zero_split(
     listing: preflight::Listing,
 ) -> Result<()> {
     let journal = resumable(store.load()?);
-    let nodes = zero_split::prepare(plan, transports, journal.as_ref()).await?;
+    let (nodes, findings) = tokio::join!(
+        zero_split::prepare(plan, transports, journal.as_ref()),
+        preflight::run(plan, transports, preflight_options)
+    );
     print!(
         "{}",
-        preview::render_zero_split(plan, &nodes, journal.as_ref())
+        preview::render_zero_split(plan, &nodes?, journal.as_ref())
     );
-    let findings = preflight::run(plan, transports, preflight_options).await;
     print!("\n{}", preflight::render_problems(&findings, listing));
     Ok(())
 }
