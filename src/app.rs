@@ -211,11 +211,12 @@ async fn dry_run_in_mode(
     let journal = resumable(store.load()?).filter(|_| !args.new_run);
     let mode = choose_mode(args, plan, journal.as_ref())?;
     preflight_options.zero_split = mode.is_zero_split();
+    let listing = preflight::Listing::verbose(args.preflight.verbose);
     let batch = args.batch.unwrap_or(plan.batch);
     if mode.is_zero_split() {
-        dry_run_zero_split(plan, store, transports, preflight_options, batch).await
+        dry_run_zero_split(plan, store, transports, preflight_options, listing, batch).await
     } else {
-        dry_run(plan, store, transports, preflight_options, batch).await
+        dry_run(plan, store, transports, preflight_options, listing, batch).await
     }
 }
 
@@ -232,15 +233,19 @@ async fn dry_run(
     store: &JournalStore,
     transports: &[Transport],
     preflight_options: preflight::Options,
+    listing: preflight::Listing,
     batch: Batch,
 ) -> Result<()> {
     let journal = store.load()?;
-    let targets = target::prepare(plan, transports, journal.as_ref()).await?;
-    print!("{}", preview::render(plan, &targets, journal.as_ref()));
+    // Both only read: the preflight runs while the nodes are read for the preview.
+    let (targets, findings) = tokio::join!(
+        target::prepare(plan, transports, journal.as_ref()),
+        preflight::run(plan, transports, preflight_options)
+    );
+    print!("{}", preview::render(plan, &targets?, journal.as_ref()));
     print_batches(plan, batch);
     // Information only: a real run would refuse to start on a FAIL.
-    let findings = preflight::run(plan, transports, preflight_options).await;
-    print!("\n{}", preflight::render_problems(&findings));
+    print!("\n{}", preflight::render_problems(&findings, listing));
     Ok(())
 }
 
@@ -249,17 +254,20 @@ async fn dry_run_zero_split(
     store: &JournalStore,
     transports: &[Transport],
     preflight_options: preflight::Options,
+    listing: preflight::Listing,
     batch: Batch,
 ) -> Result<()> {
     let journal = resumable(store.load()?);
-    let nodes = zero_split::prepare(plan, transports, journal.as_ref()).await?;
+    let (nodes, findings) = tokio::join!(
+        zero_split::prepare(plan, transports, journal.as_ref()),
+        preflight::run(plan, transports, preflight_options)
+    );
     print!(
         "{}",
-        preview::render_zero_split(plan, &nodes, journal.as_ref())
+        preview::render_zero_split(plan, &nodes?, journal.as_ref())
     );
     print_batches(plan, batch);
-    let findings = preflight::run(plan, transports, preflight_options).await;
-    print!("\n{}", preflight::render_problems(&findings));
+    print!("\n{}", preflight::render_problems(&findings, listing));
     Ok(())
 }
 
@@ -298,8 +306,9 @@ async fn migrate_checked(
     } else {
         preflight::run(plan, &transports, preflight_options).await
     };
-    refuse_on_failures(&findings, &plan.path, mode)?;
-    let problems = preflight::render_problems(&findings);
+    let listing = preflight::Listing::verbose(args.preflight.verbose);
+    refuse_on_failures(&findings, &plan.path, mode, listing)?;
+    let problems = preflight::render_problems(&findings, listing);
     if !problems.is_empty() {
         say(problems.trim_end());
     }
@@ -515,11 +524,12 @@ fn refuse_on_failures(
     findings: &[preflight::Finding],
     plan: &std::path::Path,
     mode: RollMode,
+    listing: preflight::Listing,
 ) -> Result<()> {
     if !preflight::has_failures(findings) {
         return Ok(());
     }
-    eprint!("{}", preflight::render_problems(findings));
+    eprint!("{}", preflight::render_problems(findings, listing));
     let flag = mode.flag();
     Err(Error::Refused(
         Message::new(
@@ -551,7 +561,8 @@ async fn check(args: CheckArgs) -> Result<()> {
     if args.json {
         println!("{}", preflight::render_json(&findings));
     } else {
-        print!("{}", preflight::render_table(&findings));
+        let listing = preflight::Listing::verbose(args.preflight.verbose);
+        print!("{}", preflight::render_table(&findings, listing));
     }
     if preflight::has_failures(&findings) {
         return Err(Error::Refused(Message::from(format!(
@@ -869,6 +880,7 @@ fn default_preflight() -> PreflightArgs {
     PreflightArgs {
         expiry_window: preflight::DEFAULT_EXPIRY_WINDOW,
         allow_weak_tls: false,
+        verbose: false,
     }
 }
 

@@ -195,6 +195,10 @@ pub struct PreflightArgs {
     /// `server_fail_if_no_peer_cert true` as warnings instead of FAILs (docs/preflight.md).
     #[arg(long)]
     pub allow_weak_tls: bool,
+    /// Name every node in the preflight's table: identical findings of 4 or more nodes share a
+    /// row that names only the first 3 (docs/preflight.md).
+    #[arg(long)]
+    pub verbose: bool,
 }
 
 #[derive(Debug, Args)]

@@ -7,6 +7,9 @@ mod certs;
 mod handshake;
 mod options;
 mod otp;
+mod table;
+
+pub use table::Listing;
 
 use crate::argsfile::{self, DistSettings};
 use crate::plan::{NodeSpec, Plan};
@@ -257,11 +260,25 @@ async fn check_host(
         .collect();
     let mut targets: Vec<NodeTarget> = Vec::new();
     let mut settings: Vec<NodeSettings> = Vec::new();
-    for read in read_nodes(specs).await {
+    let started = std::time::Instant::now();
+    let reads = read_nodes(specs).await;
+    tracing::debug!(host = %report.host, took = ?started.elapsed(), "preflight: node files read");
+    for read in reads {
         settings.push(add_node_files(&mut report, read, &mut targets));
     }
     let needs = options.zero_split.then(crate::zero_split::module_needs);
-    let runtime = runtime(&targets, needs.as_deref()).await;
+    let clock = certs::Clock {
+        now,
+        expiry_window: options.expiry_window,
+    };
+    let started = std::time::Instant::now();
+    // The certificate files do not depend on what the probe says: read and check them while it
+    // boots and asks for the OS pids; only cert.readable waits for those.
+    let (runtime, cert_files) = tokio::join!(
+        runtime(&targets, needs.as_deref()),
+        cert_files(&settings, clock)
+    );
+    tracing::debug!(host = %report.host, took = ?started.elapsed(), "preflight: runtime asked, certificate files checked");
     let otp_major = runtime
         .versions
         .as_ref()
@@ -271,19 +288,12 @@ async fn check_host(
         report.add(zero_split_verdict(&runtime, relx_nodes), None);
     }
     report.otp_release = runtime.versions.map(|v| v.otp_release);
-    let clock = certs::Clock {
-        now,
-        expiry_window: options.expiry_window,
+    let tls = NodeTls {
+        settings: &settings,
+        cert_files,
+        os_pids: &runtime.os_pids,
     };
-    add_node_tls(
-        &mut report,
-        &settings,
-        &runtime.os_pids,
-        clock,
-        options,
-        otp_major,
-    )
-    .await;
+    add_node_tls(&mut report, tls, options, otp_major).await;
     if options.handshake {
         report.add(handshake_verdict(&targets).await, None);
     }
@@ -388,28 +398,62 @@ fn zero_split_verdict(runtime: &Runtime, relx_nodes: Vec<String>) -> Verdict {
     })
 }
 
-/// Each node's TLS options and certificate files (the files of every node checked
-/// concurrently), and what the cross-node checks need from it.
+/// Each node's certificate files checked (all nodes concurrently), but for `cert.readable`.
+async fn cert_files(settings: &[NodeSettings], clock: certs::Clock) -> Vec<Vec<Verdict>> {
+    in_plan_order(settings.iter().map(|(spec, transport, _)| {
+        let (spec, transport) = (spec.clone(), transport.clone());
+        async move { tls_files(&transport, &spec, clock).await }
+    }))
+    .await
+}
+
+/// What a host's nodes need for their TLS findings: `cert_files[i]` are `settings[i]`'s.
+struct NodeTls<'a> {
+    settings: &'a [NodeSettings],
+    cert_files: Vec<Vec<Verdict>>,
+    os_pids: &'a BTreeMap<String, u32>,
+}
+
+/// Each node's TLS options and certificate files, with `cert.readable` (asked for every node
+/// concurrently) in its place, and what the cross-node checks need from it.
 async fn add_node_tls(
     report: &mut HostReport,
-    settings: &[NodeSettings],
-    os_pids: &BTreeMap<String, u32>,
-    clock: certs::Clock,
+    tls: NodeTls<'_>,
     options: Options,
     otp_major: Option<u32>,
 ) {
-    let file_verdicts = in_plan_order(settings.iter().map(|(spec, transport, _)| {
-        let os_pid = os_pids.get(&spec.name).copied();
-        let (spec, transport) = (spec.clone(), transport.clone());
-        async move { tls_files(&transport, &spec, os_pid, clock).await }
-    }))
+    let NodeTls {
+        settings,
+        cert_files,
+        os_pids,
+    } = tls;
+    let readable = in_plan_order(settings.iter().zip(&cert_files).map(
+        |((spec, transport, _), files)| {
+            // Only when the files exist (`cert.files` passed), as before.
+            let exist = files.first().is_some_and(|v| v.severity == Severity::Ok);
+            let os_pid = os_pids.get(&spec.name).copied();
+            let (spec, transport) = (spec.clone(), transport.clone());
+            async move {
+                if exist {
+                    Some(readable(&transport, &spec, os_pid).await)
+                } else {
+                    None
+                }
+            }
+        },
+    ))
     .await;
-    for ((spec, _, node_settings), verdicts) in settings.iter().zip(file_verdicts) {
+    for (((spec, _, node_settings), mut verdicts), readable) in
+        settings.iter().zip(cert_files).zip(readable)
+    {
         let node = Some(spec.name.as_str());
         if let Some(node_settings) = node_settings {
             for verdict in options::check(node_settings, otp_major, options.allow_weak_tls) {
                 report.add(verdict, node);
             }
+        }
+        if let Some(readable) = readable {
+            verdicts.insert(1, readable);
         }
         for verdict in verdicts {
             report.add(verdict, node);
@@ -646,6 +690,7 @@ async fn runtime(targets: &[NodeTarget], needs: Option<&[String]>) -> Runtime {
         Ok(pool) => pool,
         Err(err) => return failed(err.to_string()),
     };
+    let started = std::time::Instant::now();
     let outcome = async {
         let probe = pool
             .probe_for(
@@ -654,17 +699,14 @@ async fn runtime(targets: &[NodeTarget], needs: Option<&[String]>) -> Runtime {
                 "preflight",
             )
             .await?;
+        tracing::debug!(took = ?started.elapsed(), "preflight: probe up");
         let versions = probe.versions().await?;
         let lacking = match needs {
             Some(needs) => Some(probe.lacks(needs).await.map_err(|e| e.to_string())),
             None => None,
         };
-        let mut os_pids = BTreeMap::new();
-        for target in targets {
-            if let Ok(NodeInfo::Up { os_pid, .. }) = probe.info(target.name()).await {
-                os_pids.insert(target.name().to_string(), os_pid);
-            }
-        }
+        let os_pids = os_pids(&probe, targets).await;
+        tracing::debug!(took = ?started.elapsed(), "preflight: pids asked");
         Ok::<_, ProbeError>((versions, os_pids, lacking))
     }
     .await;
@@ -702,6 +744,35 @@ async fn runtime(targets: &[NodeTarget], needs: Option<&[String]>) -> Runtime {
     }
 }
 
+/// How many nodes the probe is asked about at once: one at a time made a 1,000-node preflight
+/// wait ~1.6 s on the round trips; each question may dial the node and ask epmd, so a bound
+/// keeps the host's epmd and the probe's sockets within reason.
+const CONCURRENT_INFO: usize = 32;
+
+/// The OS pid of every running node, asked through the probe a few nodes at a time.
+async fn os_pids(
+    probe: &std::sync::Arc<crate::probe::Probe>,
+    targets: &[NodeTarget],
+) -> BTreeMap<String, u32> {
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(CONCURRENT_INFO));
+    let asked = in_plan_order(targets.iter().map(|target| {
+        let (probe, gate, name) = (probe.clone(), gate.clone(), target.name().to_string());
+        async move {
+            let _permit = gate.acquire_owned().await.ok();
+            let info = probe.info(&name).await;
+            (name, info)
+        }
+    }))
+    .await;
+    asked
+        .into_iter()
+        .filter_map(|(name, info)| match info {
+            Ok(NodeInfo::Up { os_pid, .. }) => Some((name, os_pid)),
+            _ => None,
+        })
+        .collect()
+}
+
 /// The CVE ids Debian's erlang-ssl changelog on the host mentions: Debian backports security
 /// fixes without changing the upstream version the ssl application reports.
 async fn debian_fixed_cves(transport: &Transport) -> Option<(String, Vec<String>)> {
@@ -713,18 +784,19 @@ async fn debian_fixed_cves(transport: &Transport) -> Option<(String, Vec<String>
     Some((DEBIAN_SSL_CHANGELOG.to_string(), otp::cve_ids(&out.stdout)))
 }
 
-/// Existence, readability and mode of the certificate files, then their content.
-async fn tls_files(
-    transport: &Transport,
-    spec: &NodeSpec,
-    os_pid: Option<u32>,
-    clock: certs::Clock,
-) -> Vec<Verdict> {
-    let files = [
+/// The plan's certificate files of a node, named as the findings name them.
+fn tls_paths(spec: &NodeSpec) -> [(&'static str, &PathBuf); 3] {
+    [
         ("certfile", &spec.tls.certfile),
         ("keyfile", &spec.tls.keyfile),
         ("cacertfile", &spec.tls.cacertfile),
-    ];
+    ]
+}
+
+/// Existence and mode of the certificate files, then their content (`cert.readable`, which
+/// needs the node's OS pid, is added later, second).
+async fn tls_files(transport: &Transport, spec: &NodeSpec, clock: certs::Clock) -> Vec<Verdict> {
+    let files = tls_paths(spec);
     let mut missing = Vec::new();
     for (what, path) in files {
         if !transport.file_exists(path).await {
@@ -742,7 +814,6 @@ async fn tls_files(
         "cert.files",
         "certfile, keyfile and cacertfile exist",
     )];
-    verdicts.push(readable(transport, spec, os_pid, &files).await);
     verdicts.push(key_permissions(transport, &spec.tls.keyfile).await);
     let mut contents = Vec::new();
     for (what, path) in files {
@@ -804,13 +875,9 @@ fn checked_once(material: &certs::TlsMaterial, host: &str, clock: certs::Clock) 
     verdicts
 }
 
-async fn readable(
-    transport: &Transport,
-    spec: &NodeSpec,
-    os_pid: Option<u32>,
-    files: &[(&str, &PathBuf)],
-) -> Verdict {
+async fn readable(transport: &Transport, spec: &NodeSpec, os_pid: Option<u32>) -> Verdict {
     let check = "cert.readable";
+    let files = tls_paths(spec);
     let user = match access::service_user(transport, os_pid, &spec.vm_args).await {
         Ok(user) => user,
         Err(err) => {
@@ -938,14 +1005,15 @@ fn mixed_otp(reports: &[HostReport]) -> Verdict {
     )
 }
 
-/// `host × check → result` with the message, and the fix under every warn and FAIL.
-pub fn render_table(findings: &[Finding]) -> String {
-    render(findings.iter().collect(), findings)
+/// `host × check → result` with the message, and the fix under every warn and FAIL; identical
+/// findings of many nodes share a row (`listing` says how many of their names it shows).
+pub fn render_table(findings: &[Finding], listing: Listing) -> String {
+    render(findings.iter().collect(), findings, listing)
 }
 
 /// Only the warn and FAIL rows (nothing but the summary when there are none), then the summary
 /// of every finding: what `migrate` shows.
-pub fn render_problems(findings: &[Finding]) -> String {
+pub fn render_problems(findings: &[Finding], listing: Listing) -> String {
     let problems: Vec<&Finding> = findings
         .iter()
         .filter(|f| f.severity != Severity::Ok)
@@ -953,52 +1021,11 @@ pub fn render_problems(findings: &[Finding]) -> String {
     if problems.is_empty() {
         return format!("{}\n", summary(findings));
     }
-    render(problems, findings)
+    render(problems, findings, listing)
 }
 
-fn render(rows: Vec<&Finding>, all: &[Finding]) -> String {
-    use std::fmt::Write as _;
-    let findings = rows;
-    let host_width = findings
-        .iter()
-        .map(|f| f.host.len())
-        .max()
-        .unwrap_or(4)
-        .max(4);
-    let node_width = findings
-        .iter()
-        .map(|f| f.node.as_deref().unwrap_or("-").len())
-        .max()
-        .unwrap_or(4)
-        .max(4);
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "{:<host_width$}  {:<node_width$}  {:<32} {:<6} MESSAGE",
-        "HOST", "NODE", "CHECK", "RESULT"
-    );
-    for finding in findings {
-        let _ = writeln!(
-            out,
-            "{:<host_width$}  {:<node_width$}  {:<32} {:<6} {}",
-            finding.host,
-            finding.node.as_deref().unwrap_or("-"),
-            finding.check,
-            finding.severity.label(),
-            finding.message
-        );
-        if finding.severity != Severity::Ok && !finding.fix.is_empty() {
-            let _ = writeln!(
-                out,
-                "{:<width$}fix: {}",
-                "",
-                finding.fix,
-                width = host_width + node_width + 4 + 33 + 7
-            );
-        }
-    }
-    let _ = writeln!(out, "{}", summary(all));
-    out
+fn render(rows: Vec<&Finding>, all: &[Finding], listing: Listing) -> String {
+    format!("{}{}\n", table::render(&rows, listing), summary(all))
 }
 
 /// `preflight: N ok, N warn, N FAIL`.

@@ -15,7 +15,8 @@ pub fn redact(text: &str, cookies: &[&Cookie]) -> String {
     let mut out = mask_setcookie_values(text);
     for cookie in cookies {
         let secret = cookie.expose();
-        if secret.len() >= MIN_MASKED_ANYWHERE {
+        // `replace` copies the text even when the cookie is not in it.
+        if secret.len() >= MIN_MASKED_ANYWHERE && out.contains(secret) {
             out = out.replace(secret, MASK);
         }
     }

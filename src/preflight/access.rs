@@ -138,7 +138,7 @@ pub async fn service_user(
         && let Ok(status) = transport
             .read_file(Path::new(&format!("/proc/{pid}/status")))
             .await
-        && let Some(user) = parse_proc_status(&String::from_utf8_lossy(&status), pid)
+        && let Some(user) = parse_proc_status(&String::from_utf8_lossy(&status))
     {
         return Ok(user);
     }
@@ -148,7 +148,14 @@ pub async fn service_user(
     Ok(ServiceUser {
         uid: owner,
         gids,
-        source: format!("uid {owner}, the owner of {}", owned_file.display()),
+        // No path or pid in the text: the same finding on every node then shares one row.
+        source: format!(
+            "uid {owner}, the owner of the node's {}",
+            owned_file.file_name().map_or_else(
+                || owned_file.display().to_string(),
+                |n| n.to_string_lossy().into_owned()
+            )
+        ),
     })
 }
 
@@ -179,7 +186,7 @@ async fn groups_of(transport: &Transport, uid: u32) -> Result<Vec<u32>, String> 
 }
 
 /// Effective uid and gid, plus supplementary groups, from `/proc/<pid>/status`.
-fn parse_proc_status(status: &str, pid: u32) -> Option<ServiceUser> {
+fn parse_proc_status(status: &str) -> Option<ServiceUser> {
     let field = |name: &str| {
         status
             .lines()
@@ -197,7 +204,7 @@ fn parse_proc_status(status: &str, pid: u32) -> Option<ServiceUser> {
     Some(ServiceUser {
         uid,
         gids,
-        source: format!("uid {uid}, the user of the node's VM (pid {pid})"),
+        source: format!("uid {uid}, the user of the node's running VM"),
     })
 }
 
@@ -278,7 +285,7 @@ mod tests {
     fn proc_status_gives_effective_ids_and_groups() {
         let status =
             "Name:\tbeam.smp\nUid:\t0\t999\t999\t999\nGid:\t0\t998\t998\t998\nGroups:\t4 27 \n";
-        let user = parse_proc_status(status, 42).unwrap();
+        let user = parse_proc_status(status).unwrap();
         assert_eq!(user.uid, 999);
         assert_eq!(user.gids, vec![4, 27, 998]);
     }

@@ -247,7 +247,112 @@ fn a_healthy_cluster_passes_every_check() {
             .contains("has every function the hybrid module needs"),
         "{mode}"
     );
+
+    fifty_nodes_are_grouped_for_people_and_listed_in_json(&t);
     assert_untouched(&t, &before);
+}
+
+/// The cluster's plan grown to 50 nodes: 47 more (not running) with their own vm.args and
+/// vm.dist.args outside the cluster's directory, sharing node 1's ctl and the certificates.
+fn fifty_node_plan(t: &TestCluster, dir: &Path) -> PathBuf {
+    let first = &t.cluster.nodes()[0];
+    let names = t.node_names();
+    let (_, host) = names[0].split_once('@').unwrap();
+    let ctl = first
+        .vm_args()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("bin/ctl");
+    let dist_args = std::fs::read_to_string(first.vm_dist_args()).unwrap();
+    let mut yaml = t.cluster.plan_yaml(|_| String::new());
+    for k in 4..=50 {
+        let name = format!("pfok{k}@{host}");
+        let etc = dir.join(format!("pfok{k}/etc"));
+        std::fs::create_dir_all(&etc).unwrap();
+        let sname = name.split('@').next().unwrap();
+        std::fs::write(
+            etc.join("vm.args"),
+            format!("-sname {sname}\n-setcookie grouped\n"),
+        )
+        .unwrap();
+        std::fs::write(etc.join("vm.dist.args"), &dist_args).unwrap();
+        let ctl = ctl.display();
+        yaml.push_str(&format!(
+            "  - name: \"{name}\"\n    vm_args: {}\n    vm_dist_args: {}\n    commands: {{ stop: \"{ctl} stop\", start: \"{ctl} start\", ping: \"{ctl} ping\" }}\n",
+            etc.join("vm.args").display(),
+            etc.join("vm.dist.args").display(),
+        ));
+    }
+    let path = dir.join("fifty.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+/// Issue 17, item 7: identical findings of many nodes are one row (the count and 3 names);
+/// `--verbose` names every node; JSON keeps one record per node and check.
+fn fifty_nodes_are_grouped_for_people_and_listed_in_json(t: &TestCluster) {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = fifty_node_plan(t, dir.path());
+    let plan = plan.to_str().unwrap();
+    let names = t.node_names();
+    let all: Vec<String> = names
+        .iter()
+        .cloned()
+        .chain((4..=50).map(|k| format!("pfok{k}@{}", names[0].split_once('@').unwrap().1)))
+        .collect();
+
+    let table = t.distls(&["check", "--classic", plan]);
+    assert!(table.status.success(), "{}", describe(&table));
+    let text = stdout(&table);
+    let files_row = text
+        .lines()
+        .position(|l| l.contains(" plan.files ") && l.contains("50 nodes"))
+        .unwrap_or_else(|| panic!("plan.files is one row for 50 nodes:\n{text}"));
+    let listed = format!(
+        "on 50 nodes: {}, {}, {}, … (+47; --verbose lists them)",
+        all[0], all[1], all[2]
+    );
+    assert_eq!(
+        text.lines().nth(files_row + 1).unwrap().trim(),
+        listed,
+        "{text}"
+    );
+    // Down nodes: their files' owner; running ones: their VM's user; two messages, two rows.
+    assert!(
+        text.lines()
+            .any(|l| l.contains(" cert.readable ") && l.contains("47 nodes")),
+        "{text}"
+    );
+    assert!(
+        !text.contains(&format!("{} ", all[49])),
+        "no row of its own: {text}"
+    );
+    let rows = text.lines().count();
+    assert!(rows < 80, "{rows} lines for 50 nodes:\n{text}");
+    assert!(
+        text.contains("preflight: ") && text.contains(", 0 FAIL"),
+        "{text}"
+    );
+
+    let verbose = t.distls(&["check", "--classic", "--verbose", plan]);
+    assert!(verbose.status.success(), "{}", describe(&verbose));
+    let every = format!("on 50 nodes: {}", all.join(", "));
+    assert!(stdout(&verbose).contains(&every), "{}", stdout(&verbose));
+
+    let json = check(t, Path::new(plan), &["--classic"]);
+    assert_eq!(json.code, Some(0), "{}", json.output);
+    for name in &all {
+        json.assert_ok(Some(name), "plan.files");
+        json.assert_ok(Some(name), "cert.expiry");
+    }
+    let per_node = json
+        .findings
+        .iter()
+        .filter(|f| f["check"] == "plan.files")
+        .count();
+    assert_eq!(per_node, 50, "{}", json.output);
 }
 
 /// Weak TLS (a server that verifies nothing and does not require a client certificate) is a
