@@ -1,6 +1,6 @@
 //! `--handshake`: two throwaway VMs on the host, started with the TLS text distls would write,
 //! ping each other. Proof that the options, files and host names work there, short of a real node.
-//! Both use the cluster's epmd (inherited `ERL_EPMD_PORT`), a private HOME holding a random cookie,
+//! Both use the cluster's epmd (inherited `ERL_EPMD_PORT`, or the port the node's files name), a private HOME holding a random cookie,
 //! and write no crash dump; the listener binds the one address its host name resolves to.
 
 use super::Verdict;
@@ -87,9 +87,18 @@ async fn write_private_files(
     dir: &std::path::Path,
     args_file: &std::path::Path,
 ) -> Result<(), String> {
+    // The node's own epmd (its files may name one the environment does not): both VMs register
+    // and look up there, as the node and its ctl do.
+    let epmd = target
+        .ports
+        .epmd_port
+        .as_ref()
+        .map(|port| format!("-epmd_port {}\n", port.value))
+        .unwrap_or_default();
+    let text = format!("{epmd}{}", target.preflight_args);
     target
         .transport
-        .write_file(args_file, target.preflight_args.as_bytes(), 0o600)
+        .write_file(args_file, text.as_bytes(), 0o600)
         .await
         .map_err(|e| e.to_string())?;
     // A random cookie for two throwaway nodes (not the cluster's secret), read by both from their

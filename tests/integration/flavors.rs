@@ -198,6 +198,10 @@ fn ejabberd_cluster_migrates_with_the_flavor_defaults() {
         assert!(!ej.etc(i).join("distls-ssl_dist.conf").exists());
     }
 
+    // `check --handshake`: its two throwaway VMs use the epmd the nodes' files name.
+    let check = distls(&["check", "--handshake", plan.to_str().unwrap()]);
+    assert!(check.status.success(), "{}", describe(&check));
+
     migrate_to_tls(&plan, &names, "ejabberd", own);
     for i in 1..=3 {
         assert_ejabberd_tls_files(&ej, i);
