@@ -37,4 +37,5 @@ pub mod stage;
 pub mod stale_journal;
 pub mod target;
 pub mod transport;
+pub mod yaml_text;
 pub mod zero_split;

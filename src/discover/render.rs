@@ -5,6 +5,7 @@
 
 use crate::flavor::Flavor;
 use crate::plan::FILL_IN_MARK;
+use crate::yaml_text::double_quoted;
 use std::fmt::Write as _;
 
 /// One value of the plan: known (with where it came from), or a placeholder saying what to fill in.
@@ -38,8 +39,8 @@ impl Value {
     /// The YAML scalar: a double-quoted string.
     fn scalar(&self) -> String {
         match self {
-            Value::Known { text, .. } => quoted(text),
-            Value::FillIn { what, .. } => quoted(&format!("{FILL_IN_MARK} {what}>>")),
+            Value::Known { text, .. } => double_quoted(text),
+            Value::FillIn { what, .. } => double_quoted(&format!("{FILL_IN_MARK} {what}>>")),
         }
     }
 
@@ -75,25 +76,6 @@ fn template(text: &str, sname: &str) -> String {
         from = end;
     }
     out.push_str(&text[from..]);
-    out
-}
-
-/// Double-quoted YAML scalar.
-fn quoted(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            c if c.is_control() => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
     out
 }
 
@@ -175,7 +157,7 @@ impl DiscoveredPlan {
         let _ = writeln!(y, "nodes:");
         for node in &self.nodes {
             comment(&mut y, "  ", &node.summary);
-            let _ = writeln!(y, "  - name: {}", quoted(&node.name));
+            let _ = writeln!(y, "  - name: {}", double_quoted(&node.name));
             let own: Vec<(&str, Value)> = KEY_ORDER
                 .iter()
                 .filter(|key| !shared.iter().any(|(k, _)| k == *key))

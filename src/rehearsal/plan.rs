@@ -1,6 +1,7 @@
 //! The distls plan (v1) for the cluster: `<dir>/plan.yaml`, or a variant with per-node additions.
 
 use super::{RehearsalCluster, RehearsalError, io_err};
+use crate::yaml_text::double_quoted;
 
 use std::fmt::Write as _;
 use std::fs;
@@ -19,26 +20,26 @@ impl RehearsalCluster {
         let d = self.dir.display();
         let mut y = String::new();
         let _ = writeln!(y, "version: 1");
-        let _ = writeln!(y, "cluster: {}", yaml_str(&self.cluster_name));
+        let _ = writeln!(y, "cluster: {}", double_quoted(&self.cluster_name));
         let _ = writeln!(y, "tls:");
         for (key, path) in [
             ("certfile", &self.tls.certfile),
             ("keyfile", &self.tls.keyfile),
             ("cacertfile", &self.tls.cacertfile),
         ] {
-            let _ = writeln!(y, "  {key}: {}", yaml_str(&path.display().to_string()));
+            let _ = writeln!(y, "  {key}: {}", double_quoted(&path.display().to_string()));
         }
         let _ = writeln!(y, "defaults:");
         let _ = writeln!(y, "  transport: local");
         let _ = writeln!(
             y,
             "  vm_dist_args: {}",
-            yaml_str(&format!("{d}/{{sname}}/etc/vm.dist.args"))
+            double_quoted(&format!("{d}/{{sname}}/etc/vm.dist.args"))
         );
         let _ = writeln!(
             y,
             "  vm_args: {}",
-            yaml_str(&format!("{d}/{{sname}}/etc/vm.args"))
+            double_quoted(&format!("{d}/{{sname}}/etc/vm.args"))
         );
         let _ = writeln!(y, "  commands:");
         // With Mnesia a node is ready once its tables have loaded (`ctl started`).
@@ -50,12 +51,12 @@ impl RehearsalCluster {
             let _ = writeln!(
                 y,
                 "    {key}: {}",
-                yaml_str(&format!("{d}/{{sname}}/bin/ctl {verb}"))
+                double_quoted(&format!("{d}/{{sname}}/bin/ctl {verb}"))
             );
         }
         let _ = writeln!(y, "nodes:");
         for (i, node) in self.nodes.iter().enumerate() {
-            let _ = writeln!(y, "  - name: {}", yaml_str(&node.name));
+            let _ = writeln!(y, "  - name: {}", double_quoted(&node.name));
             let extra = extra_node_yaml(i);
             y.push_str(&extra);
             if !extra.is_empty() && !extra.ends_with('\n') {
@@ -84,26 +85,6 @@ impl RehearsalCluster {
             panic!("{err}");
         }
     }
-}
-
-/// Double-quoted YAML scalar.
-fn yaml_str(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            c if c.is_control() => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 #[cfg(test)]
@@ -160,7 +141,7 @@ mod tests {
              \x20   commands:\n      start: /bin/false\n"
         );
         assert_eq!(yaml, expected);
-        assert_eq!(yaml_str("a\"b\\c"), r#""a\"b\\c""#);
+        assert_eq!(double_quoted("a\"b\\c"), r#""a\"b\\c""#);
         cluster.mnesia = true;
         let with_ready = cluster.plan_yaml(|_| String::new());
         assert!(

@@ -159,13 +159,7 @@ impl Rollout<'_> {
     /// one after the other; the start it then needs, if it needs one.
     async fn advance_to_start(&mut self, index: usize) -> StepResult<Option<(usize, Running)>> {
         for _ in 0..MAX_ROUNDS {
-            self.check_interrupt()?;
-            let file = self.file_state(index).await?;
-            let info = self.observe(index).await?;
-            let running = self.running(&info);
-            let step = self.step_of(index);
-            let action = decide(Direction::Forward, file, running, step)
-                .map_err(|why| self.needs_operator(index, &why))?;
+            let (info, step, action) = self.next_action(index, Direction::Forward).await?;
             match action {
                 Action::Stop { intent } => self.stop(index, &info, intent, Step::Stopped).await?,
                 Action::Edit => self.edit(index).await?,

@@ -15,22 +15,7 @@ impl Rollout<'_> {
             };
         }
         for _ in 0..MAX_ROUNDS {
-            self.check_interrupt()?;
-            let file = self.file_state(index).await?;
-            let info = self.observe(index).await?;
-            let running = self.running(&info);
-            let step = self.step_of(index);
-            let action = decide(direction, file, running, step)
-                .map_err(|why| self.needs_operator(index, &why))?;
-            tracing::debug!(
-                node = self.name(index),
-                ?direction,
-                ?file,
-                ?running,
-                ?step,
-                ?action,
-                "next action"
-            );
+            let (info, _, action) = self.next_action(index, direction).await?;
             match action {
                 Action::Stop { intent } => self.stop(index, &info, intent, Step::Stopped).await?,
                 Action::Edit => self.edit(index).await?,
@@ -58,6 +43,32 @@ impl Rollout<'_> {
             }
         }
         Err(self.needs_operator(index, "its state keeps changing under distls"))
+    }
+
+    /// One round of the driver: the node observed (what it runs, with its OS pid), its journal
+    /// step, and the action [`decide`] picks from them and its file.
+    pub(super) async fn next_action(
+        &mut self,
+        index: usize,
+        direction: Direction,
+    ) -> StepResult<(NodeInfo, Step, Action)> {
+        self.check_interrupt()?;
+        let file = self.file_state(index).await?;
+        let info = self.observe(index).await?;
+        let running = self.running(&info);
+        let step = self.step_of(index);
+        let action = decide(direction, file, running, step)
+            .map_err(|why| self.needs_operator(index, &why))?;
+        tracing::debug!(
+            node = self.name(index),
+            ?direction,
+            ?file,
+            ?running,
+            ?step,
+            ?action,
+            "next action"
+        );
+        Ok((info, step, action))
     }
 
     /// Before the first change: every node runs plain TCP from its original file, in one mesh

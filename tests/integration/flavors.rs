@@ -131,17 +131,10 @@ fn discover_the_same_plan(plan: &Path, base: &Base, extra: &[&str]) {
     let yaml = std::fs::read_to_string(&discovered_path).unwrap();
     let found =
         distls::plan::Plan::load(&discovered_path).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
-    assert_eq!(found.nodes.len(), written.nodes.len(), "{yaml}");
+    crate::support::assert_discovered_like_written(&found, &written, &yaml);
     for (found, written) in found.nodes.iter().zip(&written.nodes) {
-        assert_eq!(found.name, written.name, "{yaml}");
-        assert_eq!(found.flavor, written.flavor, "{yaml}");
-        assert_eq!(found.transport, written.transport, "{yaml}");
-        assert_eq!(found.become_command, written.become_command, "{yaml}");
-        assert_eq!(found.vm_dist_args, written.vm_dist_args, "{yaml}");
         assert_eq!(found.cookie_file, written.cookie_file, "{yaml}");
         assert_eq!(found.env, written.env, "{yaml}");
-        assert_eq!(found.commands, written.commands, "{yaml}");
-        assert_eq!(found.tls, written.tls, "{yaml}");
     }
     let check = distls(&["check", discovered_path.to_str().unwrap()]);
     assert!(check.status.success(), "{}", describe(&check));

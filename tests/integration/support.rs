@@ -304,6 +304,25 @@ pub fn journal(plan: &Path) -> serde_json::Value {
     journal_if_any(plan).expect("a journal exists")
 }
 
+/// `plan discover`'s plan has every node as the hand-written plan has it, in the values both
+/// always share (the callers compare the rest that applies to them); `yaml`: the discovered text.
+pub fn assert_discovered_like_written(
+    found: &distls::plan::Plan,
+    written: &distls::plan::Plan,
+    yaml: &str,
+) {
+    assert_eq!(found.nodes.len(), written.nodes.len(), "{yaml}");
+    for (found, written) in found.nodes.iter().zip(&written.nodes) {
+        assert_eq!(found.name, written.name, "{yaml}");
+        assert_eq!(found.flavor, written.flavor, "{yaml}");
+        assert_eq!(found.transport, written.transport, "{yaml}");
+        assert_eq!(found.become_command, written.become_command, "{yaml}");
+        assert_eq!(found.vm_dist_args, written.vm_dist_args, "{yaml}");
+        assert_eq!(found.commands, written.commands, "{yaml}");
+        assert_eq!(found.tls, written.tls, "{yaml}");
+    }
+}
+
 /// Where in the journal's events node `node` first recorded `what` (a step's label).
 pub fn journal_position(journal: &serde_json::Value, node: &str, what: &str) -> usize {
     journal["events"]
