@@ -307,7 +307,7 @@ impl Plan {
             match node.flavor {
                 Flavor::MongooseIm => {}
                 Flavor::Relx => files.truncate(1),
-                Flavor::Ejabberd | Flavor::RabbitMq => files.truncate(1),
+                Flavor::Ejabberd | Flavor::RabbitMq | Flavor::Elixir => files.truncate(1),
             }
             if node.flavor != Flavor::MongooseIm {
                 let key = if node.flavor == Flavor::Relx {
