@@ -121,16 +121,20 @@ pub fn default_cookie_file(env_sh: &Path) -> PathBuf {
     release_root(env_sh).join("releases").join("COOKIE")
 }
 
-/// The release script `ROOT/bin/NAME`; NAME is that of the one `NAME.rel` beside env.sh (the
-/// plan's path, not the node's files: resolving a plan reads nothing).
+/// The release script `bin/NAME` run from the release root; NAME is that of the one `NAME.rel`
+/// beside env.sh (resolving a plan reads no file; `distls check` verifies the script is there:
+/// `flavor.release`).
 pub fn release_script(env_sh: &Path) -> String {
     use crate::shell::shell_quote;
-    let bin = release_root(env_sh).join("bin");
-    let vsn_dir = env_sh.parent().unwrap_or(Path::new("/"));
+    let vsn = env_sh
+        .parent()
+        .and_then(Path::file_name)
+        .map(|v| v.to_string_lossy().into_owned())
+        .unwrap_or_default();
     format!(
-        "{}/\"$(basename {}/*.rel .rel)\"",
-        shell_quote(&bin.display().to_string()),
-        shell_quote(&vsn_dir.display().to_string())
+        "cd {} && bin/\"$(basename releases/{}/*.rel .rel)\"",
+        shell_quote(&release_root(env_sh).display().to_string()),
+        shell_quote(&vsn)
     )
 }
 
@@ -182,7 +186,7 @@ mod tests {
         assert_eq!(default_cookie_file(env), Path::new("/opt/app1/releases/COOKIE"));
         assert_eq!(
             release_script(env),
-            "'/opt/app1/bin'/\"$(basename '/opt/app1/releases/0.1.0'/*.rel .rel)\""
+            "cd '/opt/app1' && bin/\"$(basename releases/'0.1.0'/*.rel .rel)\""
         );
     }
 }
