@@ -164,7 +164,9 @@ pub fn flavor_stage_texts(
             Flavor::RabbitMq => {
                 crate::flavor::rabbitmq::enable_hybrid(plain, module_dir, mode, optfile)
             }
-            Flavor::Elixir => crate::flavor::elixir::enable_hybrid(plain, module_dir, mode, optfile),
+            Flavor::Elixir => {
+                crate::flavor::elixir::enable_hybrid(plain, module_dir, mode, optfile)
+            }
             Flavor::MongooseIm | Flavor::Relx => {
                 return Err(format!("no flavor stage texts for {flavor}"));
             }

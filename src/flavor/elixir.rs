@@ -13,7 +13,8 @@ pub const VAR: &str = "ELIXIR_ERL_OPTIONS";
 /// The release commands that start the server; the others are control commands.
 pub const SERVER_COMMANDS: &str = "start|start_iex|daemon|daemon_iex";
 
-const MARK: &str = "# added by distls (TLS distribution); `distls rollback` restores the original file";
+const MARK: &str =
+    "# added by distls (TLS distribution); `distls rollback` restores the original file";
 
 /// Appends one `export ELIXIR_ERL_OPTIONS=...` line that keeps what env.sh set before it.
 pub fn enable_tls(original: &str, optfile: &Path) -> Result<String, FlavorError> {
@@ -87,7 +88,9 @@ pub fn identity(
             return Err(FlavorError::at(
                 line,
                 1,
-                format!("RELEASE_DISTRIBUTION is {value:?}: the node runs no distribution distls could move"),
+                format!(
+                    "RELEASE_DISTRIBUTION is {value:?}: the node runs no distribution distls could move"
+                ),
                 "set RELEASE_DISTRIBUTION to sname or name, or leave this node out of the plan",
             ));
         }
@@ -97,7 +100,8 @@ pub fn identity(
     } else {
         format!("{node}@{plan_host}")
     };
-    let cookie = shellenv::plain_value(text, "RELEASE_COOKIE")?.map(|(value, _)| Cookie::new(value));
+    let cookie =
+        shellenv::plain_value(text, "RELEASE_COOKIE")?.map(|(value, _)| Cookie::new(value));
     Ok((
         FlavorIdentity {
             node_name,
@@ -142,7 +146,8 @@ pub fn release_script(env_sh: &Path) -> String {
 mod tests {
     use super::*;
 
-    const ENV: &str = "#!/bin/sh\nexport RELEASE_DISTRIBUTION=sname\nexport RELEASE_NODE=app1@localhost\n";
+    const ENV: &str =
+        "#!/bin/sh\nexport RELEASE_DISTRIBUTION=sname\nexport RELEASE_NODE=app1@localhost\n";
 
     #[test]
     fn tls_is_one_line_that_keeps_earlier_options() {
@@ -152,17 +157,37 @@ mod tests {
         let again = enable_tls(&tls, Path::new("/x")).unwrap_err();
         assert_eq!(again.line, 5);
         // The template's commented-out examples are not settings.
-        assert!(enable_tls("# export ELIXIR_ERL_OPTIONS=\"-proto_dist x\"\n", Path::new("/x")).is_ok());
+        assert!(
+            enable_tls(
+                "# export ELIXIR_ERL_OPTIONS=\"-proto_dist x\"\n",
+                Path::new("/x")
+            )
+            .is_ok()
+        );
     }
 
     #[test]
     fn hybrid_reaches_the_server_commands_only() {
-        let h = enable_hybrid(ENV, Path::new("/r/distls-hybrid"), "dial tcp", Path::new("/r/o.conf")).unwrap();
+        let h = enable_hybrid(
+            ENV,
+            Path::new("/r/distls-hybrid"),
+            "dial tcp",
+            Path::new("/r/o.conf"),
+        )
+        .unwrap();
         assert!(h.starts_with(ENV));
         assert!(h.contains("case \"$RELEASE_COMMAND\" in\n  start|start_iex|daemon|daemon_iex)\n"));
         assert!(h.contains("export RELEASE_MODE=interactive\n"));
         assert!(h.contains("-pa /r/distls-hybrid -proto_dist distls_hybrid -distls_hybrid dial tcp -ssl_dist_optfile /r/o.conf\"\n    ;;\nesac\n"));
-        assert!(enable_hybrid(&h, Path::new("/r/distls-hybrid"), "dial tls", Path::new("/r/o.conf")).is_err());
+        assert!(
+            enable_hybrid(
+                &h,
+                Path::new("/r/distls-hybrid"),
+                "dial tls",
+                Path::new("/r/o.conf")
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -171,19 +196,30 @@ mod tests {
         assert_eq!(id.node_name, "app1@localhost");
         assert_eq!(id.name_flag, NameFlag::Short);
         assert!(cookie.is_none());
-        let (id, cookie) =
-            identity("RELEASE_DISTRIBUTION=name\nRELEASE_NODE=a\nRELEASE_COOKIE=s\n", "h.example").unwrap();
+        let (id, cookie) = identity(
+            "RELEASE_DISTRIBUTION=name\nRELEASE_NODE=a\nRELEASE_COOKIE=s\n",
+            "h.example",
+        )
+        .unwrap();
         assert_eq!(id.node_name, "a@h.example");
         assert_eq!(id.name_flag, NameFlag::Long);
         assert!(cookie.is_some());
         assert!(identity("#!/bin/sh\n", "h").is_err());
-        assert_eq!(identity("RELEASE_NODE=a\nRELEASE_DISTRIBUTION=none\n", "h").unwrap_err().line, 2);
+        assert_eq!(
+            identity("RELEASE_NODE=a\nRELEASE_DISTRIBUTION=none\n", "h")
+                .unwrap_err()
+                .line,
+            2
+        );
     }
 
     #[test]
     fn release_paths_from_env_sh() {
         let env = Path::new("/opt/app1/releases/0.1.0/env.sh");
-        assert_eq!(default_cookie_file(env), Path::new("/opt/app1/releases/COOKIE"));
+        assert_eq!(
+            default_cookie_file(env),
+            Path::new("/opt/app1/releases/COOKIE")
+        );
         assert_eq!(
             release_script(env),
             "cd '/opt/app1' && bin/\"$(basename releases/'0.1.0'/*.rel .rel)\""

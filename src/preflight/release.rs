@@ -43,7 +43,10 @@ pub async fn verdict(transport: &Transport, spec: &NodeSpec) -> Option<Verdict> 
     if !lines.iter().any(|l| l == "script") {
         return Some(Verdict::fail(
             CHECK,
-            format!("the release script {} is missing or not executable", bin.display()),
+            format!(
+                "the release script {} is missing or not executable",
+                bin.display()
+            ),
             "the flavor's default commands call it: restore the release (or give the node's commands in the plan)",
         ));
     }

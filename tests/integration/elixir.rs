@@ -91,7 +91,11 @@ impl ElixirCluster {
         )
         .unwrap();
         let release = sh(&format!("{env}/{APP} && mix release --quiet"));
-        assert!(release.status.success(), "mix release: {}", describe(&release));
+        assert!(
+            release.status.success(),
+            "mix release: {}",
+            describe(&release)
+        );
         project.join("_build/prod/rel").join(APP)
     }
 
@@ -285,7 +289,12 @@ fn rollback_and_check(cluster: &ElixirCluster, plan: &Path, originals: &[Vec<u8>
             originals[i - 1],
             "env.sh of node {i} is byte-identical to its original"
         );
-        assert!(!cluster.env_sh(i).with_file_name("distls-ssl_dist.conf").exists());
+        assert!(
+            !cluster
+                .env_sh(i)
+                .with_file_name("distls-ssl_dist.conf")
+                .exists()
+        );
         assert!(!cluster.env_sh(i).with_file_name("distls-hybrid").exists());
         cluster.wait_meshed(i, "tcp");
     }

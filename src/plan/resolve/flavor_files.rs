@@ -109,7 +109,9 @@ impl Resolver<'_> {
         };
         let cookie_file = match pick(|s| &s.cookie_file) {
             Some(text) => self.path(&text.value, name),
-            None if flavor == Flavor::Elixir => crate::flavor::elixir::default_cookie_file(&flags_file),
+            None if flavor == Flavor::Elixir => {
+                crate::flavor::elixir::default_cookie_file(&flags_file)
+            }
             None => PathBuf::from(flavor.default_cookie_file().unwrap_or_default()),
         };
         Ok(FlavorFiles {
