@@ -129,6 +129,12 @@ impl ElixirCluster {
             self.root(i).display(),
             peers.join(" ")
         ));
+        if i == 1 {
+            // Node 1 sets its cookie in env.sh (the same cookie: RELEASE_COOKIE wins over
+            // releases/COOKIE), so the dry run's diff has a cookie to mask.
+            let cookie = std::fs::read_to_string(self.root(i).join("releases/COOKIE")).unwrap();
+            env.push_str(&format!("export RELEASE_COOKIE={}\n", cookie.trim()));
+        }
         std::fs::write(self.env_sh(i), env).unwrap();
     }
 
@@ -321,6 +327,23 @@ fn elixir_release_migrates_in_both_modes_and_rolls_back() {
 
     let check = distls(&["check", plan.to_str().unwrap()]);
     assert!(check.status.success(), "{}", describe(&check));
+    assert!(
+        stdout(&check).contains("flavor.release"),
+        "{}",
+        describe(&check)
+    );
+    let dry = distls(&["migrate", "--dry-run", plan.to_str().unwrap()]);
+    assert!(dry.status.success(), "{}", describe(&dry));
+    let shown = format!("{}{}", stdout(&dry), stderr(&dry));
+    let cookie = std::fs::read_to_string(cluster.root(1).join("releases/COOKIE")).unwrap();
+    assert!(
+        shown.contains("export RELEASE_COOKIE=<redacted>") && !shown.contains(cookie.trim()),
+        "the dry run masks the cookie env.sh sets: {shown}"
+    );
+    assert!(shown.contains("distls_hybrid"), "{shown}");
+    for i in 1..=3 {
+        assert_eq!(std::fs::read(cluster.env_sh(i)).unwrap(), originals[i - 1]);
+    }
 
     migrate_and_check(&cluster, &plan, &names, &[]);
     rollback_and_check(&cluster, &plan, &originals);
