@@ -48,7 +48,7 @@ pub struct DiscoverArgs {
     /// The node to ask, exactly as it runs (name@host); its peers are found through it.
     pub node: String,
     /// The product [default: told from the node's applications and args files].
-    #[arg(long, value_parser = ["mongooseim", "ejabberd", "rabbitmq", "relx"])]
+    #[arg(long, value_parser = ["mongooseim", "ejabberd", "rabbitmq", "relx", "elixir"])]
     pub flavor: Option<String>,
     /// The cluster's cookie: a file holding it, or the node's vm.args (-setcookie) [default: the
     /// flavor's cookie file, else ~/.erlang.cookie]. Never printed.

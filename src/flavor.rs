@@ -9,6 +9,7 @@
 //! `identity(text, ...)`.
 
 pub mod ejabberd;
+pub mod elixir;
 pub mod rabbitmq;
 pub mod relx;
 pub mod shellenv;
@@ -30,10 +31,11 @@ pub enum Flavor {
     Ejabberd,
     RabbitMq,
     Relx,
+    Elixir,
 }
 
 impl Flavor {
-    pub const NAMES: [&'static str; 4] = ["mongooseim", "ejabberd", "rabbitmq", "relx"];
+    pub const NAMES: [&'static str; 5] = ["mongooseim", "ejabberd", "rabbitmq", "relx", "elixir"];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -41,6 +43,7 @@ impl Flavor {
             Flavor::Ejabberd => "ejabberd",
             Flavor::RabbitMq => "rabbitmq",
             Flavor::Relx => "relx",
+            Flavor::Elixir => "elixir",
         }
     }
 
@@ -51,6 +54,7 @@ impl Flavor {
             Flavor::Ejabberd => "ejabberdctl.cfg",
             Flavor::RabbitMq => "rabbitmq-env.conf",
             Flavor::Relx => "vm.args",
+            Flavor::Elixir => "env.sh",
         }
     }
 
@@ -59,7 +63,7 @@ impl Flavor {
         match self {
             Flavor::Ejabberd => Some("/etc/ejabberd/ejabberdctl.cfg"),
             Flavor::RabbitMq => Some("/etc/rabbitmq/rabbitmq-env.conf"),
-            Flavor::MongooseIm | Flavor::Relx => None,
+            Flavor::MongooseIm | Flavor::Relx | Flavor::Elixir => None,
         }
     }
 
@@ -68,7 +72,7 @@ impl Flavor {
         match self {
             Flavor::Ejabberd => Some("/var/lib/ejabberd/.erlang.cookie"),
             Flavor::RabbitMq => Some("/var/lib/rabbitmq/.erlang.cookie"),
-            Flavor::MongooseIm | Flavor::Relx => None,
+            Flavor::MongooseIm | Flavor::Relx | Flavor::Elixir => None,
         }
     }
 
@@ -120,6 +124,7 @@ impl Flavor {
                     )),
                 })
             }
+            Flavor::Elixir => Some(elixir_commands(flags_file)),
             Flavor::MongooseIm | Flavor::Relx => None,
         }
     }
@@ -156,6 +161,7 @@ impl FromStr for Flavor {
             "ejabberd" => Ok(Flavor::Ejabberd),
             "rabbitmq" => Ok(Flavor::RabbitMq),
             "relx" => Ok(Flavor::Relx),
+            "elixir" => Ok(Flavor::Elixir),
             other => Err(format!(
                 "\"{other}\" is not a flavor; expected one of: {}",
                 Flavor::NAMES.join(", ")
@@ -167,6 +173,22 @@ impl FromStr for Flavor {
 impl fmt::Display for Flavor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// The release script's own commands (docs/flavor-elixir.md). `pid` answers only while the
+/// node is up, so it is the ping; `stop` returns before the VM exits, so it waits for `pid` to
+/// fail (distls's stop timeout bounds the wait).
+fn elixir_commands(env_sh: &Path) -> DefaultCommands {
+    let script = elixir::release_script(env_sh);
+    let ping = format!("{script} pid >/dev/null");
+    DefaultCommands {
+        stop: format!("{script} stop >/dev/null && while {ping} 2>&1; do sleep 0.2; done"),
+        start: format!("{script} daemon"),
+        ready: ping.clone(),
+        ping,
+        before_stop: None,
+        after_start: None,
     }
 }
 

@@ -165,6 +165,7 @@ pub fn from_flavor_file(
     let ports = match flavor {
         Flavor::Ejabberd => ejabberd(&file)?,
         Flavor::RabbitMq => rabbitmq(&file)?,
+        Flavor::Elixir => elixir(&file)?,
         Flavor::Relx | Flavor::MongooseIm => NodePorts::default(),
     };
     Ok(ports.without_plan_env(plan_env))
@@ -205,6 +206,20 @@ fn rabbitmq(file: &ShellFile) -> Result<NodePorts, FlavorError> {
         }),
     }
     .or(file.args_in("CTL_ERL_ARGS")))
+}
+
+/// An Elixir release's env.sh: sourced by the release script, so an exported ERL_EPMD_PORT
+/// reaches every VM it starts, as do the flags in ELIXIR_ERL_OPTIONS.
+fn elixir(file: &ShellFile) -> Result<NodePorts, FlavorError> {
+    let epmd_port = file
+        .port("ERL_EPMD_PORT")?
+        .filter(|_| exports(file.text, "ERL_EPMD_PORT"));
+    Ok(NodePorts {
+        epmd_port,
+        dist_port: None,
+        listen: None,
+    }
+    .or(file.args_in(crate::flavor::elixir::VAR)))
 }
 
 /// A shell-sourced flags file, read variable by variable.
@@ -364,5 +379,14 @@ mod tests {
             from_flavor_file(Flavor::Relx, "-epmd_port 4380\n", &[]).unwrap(),
             NodePorts::default()
         );
+    }
+
+    #[test]
+    fn elixir_env_sh_exported_epmd_port() {
+        let env = "export RELEASE_NODE=a1@localhost\nexport ERL_EPMD_PORT=4381\n";
+        let ports = from_flavor_file(Flavor::Elixir, env, &[]).unwrap();
+        assert_eq!(ports.epmd_port.unwrap().value, 4381);
+        let unexported = from_flavor_file(Flavor::Elixir, "ERL_EPMD_PORT=4381\n", &[]).unwrap();
+        assert_eq!(unexported.epmd_port, None);
     }
 }

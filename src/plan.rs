@@ -307,7 +307,7 @@ impl Plan {
             match node.flavor {
                 Flavor::MongooseIm => {}
                 Flavor::Relx => files.truncate(1),
-                Flavor::Ejabberd | Flavor::RabbitMq => files.truncate(1),
+                Flavor::Ejabberd | Flavor::RabbitMq | Flavor::Elixir => files.truncate(1),
             }
             if node.flavor != Flavor::MongooseIm {
                 let key = if node.flavor == Flavor::Relx {
@@ -389,15 +389,17 @@ fn read_bounded(path: &Path) -> Result<Vec<u8>, PlanError> {
 }
 
 fn local_file_problem(path: &Path, key: &str, file_name: &str) -> Option<(String, String)> {
-    let create_hint =
-        format!("fix the path, or create the file; for MongooseIM it is REL_ROOT/etc/{file_name}");
+    // Where the file usually is (an Elixir release's env.sh is not under etc/).
+    let usual = match file_name {
+        "env.sh" => "for an Elixir release it is RELEASE_ROOT/releases/VSN/env.sh".to_owned(),
+        _ => format!("for MongooseIM it is REL_ROOT/etc/{file_name}"),
+    };
+    let create_hint = format!("fix the path, or create the file; {usual}");
     match std::fs::metadata(path) {
         Ok(meta) if meta.is_file() => None,
         Ok(meta) if meta.is_dir() => Some((
             "is a directory, not a regular file".to_owned(),
-            format!(
-                "point {key} at the file itself; for MongooseIM it is REL_ROOT/etc/{file_name}"
-            ),
+            format!("point {key} at the file itself; {usual}"),
         )),
         Ok(_) => Some(("is not a regular file".to_owned(), create_hint)),
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {

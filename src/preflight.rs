@@ -7,6 +7,7 @@ mod certs;
 mod handshake;
 mod options;
 mod otp;
+mod release;
 mod table;
 
 pub use table::Listing;
@@ -227,6 +228,8 @@ struct NodeRead {
     spec: NodeSpec,
     transport: Transport,
     commands: Verdict,
+    /// An Elixir release's own files (None for the other flavors).
+    release: Option<Verdict>,
     read: Result<NodeTarget, target::NodeProblem>,
     /// The TLS options of a node whose files stop at one check.
     fallback: Option<DistSettings>,
@@ -306,6 +309,7 @@ async fn check_host(
 async fn read_nodes(specs: Vec<(NodeSpec, Transport)>) -> Vec<NodeRead> {
     in_plan_order(specs.into_iter().map(|(spec, transport)| async move {
         let commands = commands(&transport, &spec).await;
+        let release = release::verdict(&transport, &spec).await;
         let read = target::read_node(&spec, &transport).await;
         // A node whose files stop at one check still gets its TLS options checked.
         let fallback = match &read {
@@ -319,6 +323,7 @@ async fn read_nodes(specs: Vec<(NodeSpec, Transport)>) -> Vec<NodeRead> {
             spec,
             transport,
             commands,
+            release,
             read,
             fallback,
         }
@@ -337,11 +342,15 @@ fn add_node_files(
         spec,
         transport,
         commands,
+        release,
         read,
         fallback,
     } = node_read;
     let node = Some(spec.name.as_str());
     report.add(commands, node);
+    if let Some(release) = release {
+        report.add(release, node);
+    }
     let node_settings = match read {
         Ok(target) => {
             for (check, message) in NODE_FILE_CHECKS {

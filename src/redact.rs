@@ -1,5 +1,6 @@
 //! Cookies out of everything distls shows: a flags file's text (the dry run's diffs) holds
-//! `-setcookie <cookie>` for relx, and any text may hold a node's cookie elsewhere.
+//! `-setcookie <cookie>` for relx, `RELEASE_COOKIE=<cookie>` for an Elixir release, and any text
+//! may hold a node's cookie elsewhere.
 
 use crate::argsfile::Cookie;
 
@@ -12,7 +13,7 @@ const MIN_MASKED_ANYWHERE: usize = 4;
 
 /// `text` with the value after every `-setcookie` masked, then every occurrence of a known cookie.
 pub fn redact(text: &str, cookies: &[&Cookie]) -> String {
-    let mut out = mask_setcookie_values(text);
+    let mut out = mask_release_cookie_values(&mask_setcookie_values(text));
     for cookie in cookies {
         let secret = cookie.expose();
         // `replace` copies the text even when the cookie is not in it.
@@ -21,6 +22,25 @@ pub fn redact(text: &str, cookies: &[&Cookie]) -> String {
         }
     }
     out
+}
+
+/// `RELEASE_COOKIE=VALUE` (an Elixir release's env.sh) → `RELEASE_COOKIE=<redacted>`: the value
+/// to the end of its line, however short.
+fn mask_release_cookie_values(text: &str) -> String {
+    const ASSIGN: &str = "RELEASE_COOKIE=";
+    text.split_inclusive('\n')
+        .map(|line| match line.find(ASSIGN) {
+            Some(at) => {
+                let value_start = at + ASSIGN.len();
+                let body_end = line.trim_end_matches(['\n', '\r']).len();
+                if value_start >= body_end {
+                    return line.to_owned();
+                }
+                format!("{}{MASK}{}", &line[..value_start], &line[body_end..])
+            }
+            None => line.to_owned(),
+        })
+        .collect()
 }
 
 /// `-setcookie VALUE` → `-setcookie <redacted>`, whatever the spacing; a quoted value to its
@@ -71,6 +91,15 @@ mod tests {
         assert_eq!(redact("-setcookies x", &[]), "-setcookies x");
         assert_eq!(redact("-setcookie", &[]), "-setcookie");
         assert_eq!(redact("a -setcookie \n", &[]), "a -setcookie \n");
+    }
+
+    #[test]
+    fn masks_release_cookie_assignments_however_short() {
+        let text = "export RELEASE_NODE=a\nexport RELEASE_COOKIE=ab\r\nRELEASE_COOKIE=\"x y\"\nRELEASE_COOKIE=";
+        assert_eq!(
+            redact(text, &[]),
+            "export RELEASE_NODE=a\nexport RELEASE_COOKIE=<redacted>\r\nRELEASE_COOKIE=<redacted>\nRELEASE_COOKIE="
+        );
     }
 
     #[test]

@@ -412,7 +412,7 @@ async fn read_flavor_node(
 }
 
 /// The node name a flavor's flags file gives, and the cookie when the flags file carries it
-/// too (relx); the others keep the cookie in a file of its own.
+/// too (relx, elixir's RELEASE_COOKIE); the others keep the cookie in a file of its own.
 fn flavor_identity(
     spec: &NodeSpec,
     flags: &str,
@@ -421,6 +421,7 @@ fn flavor_identity(
         Flavor::Ejabberd => Ok((flavor::ejabberd::identity(flags)?, None)),
         Flavor::RabbitMq => Ok((flavor::rabbitmq::identity(flags, &spec.host)?, None)),
         Flavor::Relx => flavor::relx::identity(flags),
+        Flavor::Elixir => flavor::elixir::identity(flags, &spec.host),
         Flavor::MongooseIm => unreachable!("handled by read_node"),
     }
 }
@@ -482,6 +483,7 @@ fn flavor_enable_tls(
     match flavor {
         Flavor::Ejabberd => flavor::ejabberd::enable_tls(original, optfile),
         Flavor::RabbitMq => flavor::rabbitmq::enable_tls(original, optfile),
+        Flavor::Elixir => flavor::elixir::enable_tls(original, optfile),
         _ => flavor::relx::enable_tls(original, optfile),
     }
 }

@@ -144,9 +144,9 @@ pub fn stage_texts(
     })
 }
 
-/// The stage texts of a flavor node (ejabberd, RabbitMQ): the hybrid stages add the hybrid flags
+/// The stage texts of a flavor node (ejabberd, RabbitMQ, elixir): the hybrid stages add the hybrid flags
 /// and `-ssl_dist_optfile` where the flavor's server reads its flags (for ejabberd that is also
-/// where its ctl reads them; RabbitMQ's `CTL_ERL_ARGS` stays plain until the TLS text). `tls` is
+/// where its ctl reads them; RabbitMQ's `CTL_ERL_ARGS` and an Elixir release's control commands stay plain until the TLS text). `tls` is
 /// the flavor's default TLS text, the last stage.
 pub fn flavor_stage_texts(
     flavor: Flavor,
@@ -163,6 +163,9 @@ pub fn flavor_stage_texts(
             }
             Flavor::RabbitMq => {
                 crate::flavor::rabbitmq::enable_hybrid(plain, module_dir, mode, optfile)
+            }
+            Flavor::Elixir => {
+                crate::flavor::elixir::enable_hybrid(plain, module_dir, mode, optfile)
             }
             Flavor::MongooseIm | Flavor::Relx => {
                 return Err(format!("no flavor stage texts for {flavor}"));

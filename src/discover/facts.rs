@@ -101,6 +101,17 @@ impl NodeFacts {
                 return Some((flavor, format!("the node runs the `{app}` application")));
             }
         }
+        // `mix release` scripts export RELEASE_ROOT and RELEASE_VSN to the VM (a relx release's
+        // vm.args is found the same way, so this comes first).
+        if self.runs("elixir")
+            && self.env.contains_key("RELEASE_ROOT")
+            && self.env.contains_key("RELEASE_VSN")
+        {
+            return Some((
+                Flavor::Elixir,
+                "the node runs the `elixir` application from a release (RELEASE_ROOT, RELEASE_VSN): a mix release".to_string(),
+            ));
+        }
         if let Some((etc, _)) = &self.etc_dir {
             return Some((
                 Flavor::MongooseIm,
@@ -188,6 +199,11 @@ mod tests {
             ..NodeFacts::default()
         };
         assert_eq!(relx.detect_flavor().unwrap().0, Flavor::Relx);
+        let mut mix = relx.clone();
+        mix.apps.push("elixir".into());
+        mix.env.insert("RELEASE_ROOT".into(), "/opt/app".into());
+        mix.env.insert("RELEASE_VSN".into(), "0.1.0".into());
+        assert_eq!(mix.detect_flavor().unwrap().0, Flavor::Elixir);
         assert_eq!(NodeFacts::default().detect_flavor(), None);
         assert!(NodeFacts::parse("a@b", "down nodedown").is_err());
         assert!(NodeFacts::parse("a@b", "facts root=XYZ").is_err());

@@ -67,6 +67,7 @@ pub async fn node_layout(
     match flavor {
         Flavor::MongooseIm => mongooseim(facts, files).await,
         Flavor::Relx => Ok(relx(facts)),
+        Flavor::Elixir => Ok(elixir(facts)),
         Flavor::Ejabberd | Flavor::RabbitMq => product(flavor, facts, files).await,
     }
 }
@@ -245,6 +246,26 @@ fn relx(facts: &NodeFacts) -> NodeLayout {
         values,
         tls: [None, None, None],
         tls_origin: "relx's vm.args names no certificate before the migration".into(),
+    }
+}
+
+/// An Elixir release: its env.sh from the RELEASE_ROOT and RELEASE_VSN the release script
+/// exports to the VM; the commands and the cookie file are the flavor's defaults from that path.
+fn elixir(facts: &NodeFacts) -> NodeLayout {
+    let flags_file = match (facts.env.get("RELEASE_ROOT"), facts.env.get("RELEASE_VSN")) {
+        (Some(root), Some(vsn)) => Value::known(
+            format!("{root}/releases/{vsn}/env.sh"),
+            "the node's RELEASE_ROOT and RELEASE_VSN",
+        ),
+        _ => Value::fill_in(
+            "the path of the release's releases/VSN/env.sh",
+            "the node's environment has no RELEASE_ROOT and RELEASE_VSN",
+        ),
+    };
+    NodeLayout {
+        values: vec![("flags_file", flags_file)],
+        tls: [None, None, None],
+        tls_origin: "a release's env.sh names no certificate before the migration".into(),
     }
 }
 

@@ -185,7 +185,7 @@ impl Resolver<'_> {
             let key = match node.flavor {
                 Flavor::MongooseIm => "vm_dist_args",
                 Flavor::Relx => "vm_args",
-                Flavor::Ejabberd | Flavor::RabbitMq => "flags_file",
+                Flavor::Ejabberd | Flavor::RabbitMq | Flavor::Elixir => "flags_file",
             };
             let message = format!(
                 "nodes \"{}\" and \"{}\" both use {} as {key}",

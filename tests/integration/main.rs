@@ -40,6 +40,8 @@ mod netns;
 mod otp_matrix;
 // The ejabberd and RabbitMQ flavors against the real products (Debian packages).
 mod flavors;
+// The elixir flavor against a real mix release built in the test.
+mod elixir;
 // The one-restart hybrid module on OTP 25, 27 and 29: per-peer dialing, stock TLS checks, the seal.
 mod hybrid_roll;
 // The ejabberd and RabbitMQ flavors on the products of Debian trixie (OTP 27) and sid (OTP 29).

@@ -144,7 +144,7 @@ pub struct Base {
 
 impl Base {
     /// None where the OTP host cannot be made here.
-    fn new(prefix: &str, user: &str, otp: Otp) -> Option<Base> {
+    pub fn new(prefix: &str, user: &str, otp: Otp) -> Option<Base> {
         let dir = tempfile::Builder::new()
             .prefix(&format!("distls-{prefix}-"))
             .tempdir()
@@ -180,7 +180,7 @@ impl Base {
         )
     }
 
-    fn stop_epmd(&mut self) {
+    pub fn stop_epmd(&mut self) {
         if let Some(mut epmd) = self.epmd.take() {
             let _ = epmd.kill();
             let _ = epmd.wait();

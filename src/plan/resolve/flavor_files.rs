@@ -1,5 +1,5 @@
 //! The files a node's flavor reads and edits: vm.args / vm.dist.args (mongooseim, relx),
-//! or one flags file and a cookie file (ejabberd, rabbitmq). Keys for the other kind are
+//! or one flags file and a cookie file (ejabberd, rabbitmq, elixir). Keys for the other kind are
 //! refused rather than ignored.
 
 use super::*;
@@ -18,7 +18,7 @@ impl Resolver<'_> {
             Flavor::MongooseIm | Flavor::Relx => {
                 self.vm_args_files(flavor, name, name_at, own, defaults)
             }
-            Flavor::Ejabberd | Flavor::RabbitMq => {
+            Flavor::Ejabberd | Flavor::RabbitMq | Flavor::Elixir => {
                 self.flags_file_files(flavor, name, name_at, own, defaults)
             }
         }
@@ -97,6 +97,11 @@ impl Resolver<'_> {
         }
         let (flags_file, flags_at) = match pick(|s| &s.flags_file) {
             Some(text) => (self.path(&text.value, name), referenced(text)),
+            // A release lives anywhere: its env.sh has no default path.
+            None if flavor == Flavor::Elixir => {
+                let text = self.required_file(name, name_at, "flags_file", None)?;
+                (self.path(&text.value, name), referenced(text))
+            }
             None => (
                 PathBuf::from(flavor.default_flags_file().unwrap_or_default()),
                 name_at,
@@ -104,6 +109,9 @@ impl Resolver<'_> {
         };
         let cookie_file = match pick(|s| &s.cookie_file) {
             Some(text) => self.path(&text.value, name),
+            None if flavor == Flavor::Elixir => {
+                crate::flavor::elixir::default_cookie_file(&flags_file)
+            }
             None => PathBuf::from(flavor.default_cookie_file().unwrap_or_default()),
         };
         Ok(FlavorFiles {
