@@ -16,13 +16,15 @@ pub enum Batch {
 }
 
 impl Batch {
-    /// The most nodes restarted at once in a cluster of `nodes`.
+    /// The most nodes restarted at once in a cluster of `nodes`: never all of them (that would
+    /// be an outage, not a roll), always at least one.
     pub fn size(self, nodes: usize) -> usize {
-        match self {
+        let asked = match self {
             Batch::One => 1,
-            Batch::Nodes(k) => k.max(1),
-            Batch::Percent(p) => (nodes * usize::from(p) / 100).max(1),
-        }
+            Batch::Nodes(k) => k,
+            Batch::Percent(p) => nodes * usize::from(p) / 100,
+        };
+        asked.min(nodes.saturating_sub(1)).max(1)
     }
 }
 
@@ -114,7 +116,9 @@ mod tests {
             1,
             "a share rounds down, never to 0"
         );
-        assert_eq!(Batch::Percent(100).size(7), 7);
+        assert_eq!(Batch::Percent(100).size(7), 6, "never the whole cluster");
+        assert_eq!(Batch::Nodes(5).size(3), 2);
+        assert_eq!(Batch::Nodes(5).size(1), 1);
         assert_eq!(Batch::One.size(1000), 1);
         assert_eq!(Batch::Nodes(3).to_string(), "3");
         assert_eq!(Batch::Percent(25).to_string(), "25%");

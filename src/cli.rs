@@ -152,8 +152,8 @@ pub struct MigrateArgs {
     /// says `paused`; `distls status` says why). Rerun `migrate` to go on, or `rollback`.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub pause_after: Option<u32>,
-    /// Restart up to K nodes at once (a number, or a share of the cluster such as 30%)
-    /// [default: the plan's batch, else 1]. Before-stop gates still admit one node at a time
+    /// Restart up to K nodes at once (a number, or a share of the cluster such as 30%; never all
+    /// of them) [default: the plan's batch, else 1]. Before-stop gates still admit one node at a time
     /// (docs/batches.md).
     #[arg(long, value_name = "K|P%", value_parser = parse_batch)]
     pub batch: Option<crate::batch::Batch>,

@@ -10,30 +10,38 @@ use super::*;
 impl Rollout<'_> {
     /// The nodes the batch starting at `first` may take: up to the batch size of nodes not done
     /// yet, no more than the canary has left, and at least every node a killed run left under way.
+    /// A node a resumed run finds done is driven alone, as without batches.
     pub(super) fn batch_from(&self, first: usize) -> Vec<usize> {
-        if !self.roll.toward_tls() || self.roll.at_run_time() {
+        if !self.roll.toward_tls() || self.roll.at_run_time() || !self.pending_or_under_way(first) {
             return vec![first];
         }
         let nodes = self.targets.len();
         let mut size = self.options.batch.size(nodes);
-        if let Some(canary) = &self.options.pause_after {
-            size = size.min(canary.left().max(1));
+        if let Some(canary) = &self.options.pause_after
+            && canary.left() > 0
+        {
+            size = size.min(canary.left());
         }
-        // Nodes a resumed run finds done do not count.
-        let (mut end, mut counted) = (first, 0);
-        while end < nodes && counted < size {
-            counted += usize::from(self.step_of(end) != Step::Verified);
-            end += 1;
-        }
+        let mut end = (first + size).min(nodes);
         if let Some(last) = (first..nodes).rev().find(|&j| self.under_way(j)) {
             end = end.max(last + 1);
         }
         (first..end).collect()
     }
 
-    /// Node `index` was taken into a batch of this roll and is not through yet.
+    /// Node `index` is somewhere on its way forward in this roll, not through yet: taken into a
+    /// batch (a rollback's or the seal's steps are not this way).
     pub(super) fn under_way(&self, index: usize) -> bool {
-        !matches!(self.step_of(index), Step::Pending | Step::Verified)
+        use Step::*;
+        matches!(
+            self.step_of(index),
+            Stopping | Stopped | Editing | Edited | Starting | Started | Rejoined
+        )
+    }
+
+    /// Not started yet in this roll, or under way.
+    fn pending_or_under_way(&self, index: usize) -> bool {
+        self.step_of(index) == Step::Pending || self.under_way(index)
     }
 
     /// Nodes after `index` that a batch took along with it: they may be down, or already on
@@ -99,48 +107,64 @@ impl Rollout<'_> {
     }
 
     /// Admit the batch's nodes and stop the fresh ones. A node with a before-stop gate is
-    /// stopped on its own right after its gate passed, so the next node's gate sees it gone
-    /// (quorum first); the first such node waits its gate's whole timeout, a later one is asked
-    /// once and, if it says no, ends the batch. The other fresh nodes stop together.
+    /// stopped on its own right after its gate passed, and every node admitted before it is
+    /// stopped before its gate is asked, so each gate sees the nodes before it gone (quorum
+    /// first); a gate asked with no node of the batch down waits its whole timeout, a later one is
+    /// asked once and, if it says no, ends the batch. The other fresh nodes stop together.
     async fn stop_batch(&mut self, members: &[usize]) -> StepResult<Vec<usize>> {
-        let mut taken = Vec::new();
-        let mut together = Vec::new();
+        let mut taken: Vec<usize> = Vec::new();
+        let mut together: Vec<(usize, NodeInfo)> = Vec::new();
         for &m in members {
             self.check_interrupt()?;
             let info = self
                 .observe(m)
                 .await
                 .map_err(|e| Failure::from(e).on_node(m))?;
-            let fresh = !self.under_way(m)
+            let fresh = self.step_of(m) == Step::Pending
                 && self.running(&info) == Running::Plain
                 && self
                     .file_state(m)
                     .await
                     .map_err(|e| Failure::from(e).on_node(m))?
                     == FileState::Original;
-            if fresh && let Some(gate) = self.before_stop_gate(m, &info, Step::Stopping) {
-                if !taken.is_empty() && !self.before_stop_gate_passes_now(m, &gate).await? {
-                    break;
+            match self.before_stop_gate(m, &info, Step::Stopping) {
+                Some(gate) if fresh => {
+                    self.stop_together(std::mem::take(&mut together)).await?;
+                    let one_down = taken.iter().any(|&t| self.under_way(t));
+                    if one_down {
+                        if !self
+                            .before_stop_gate_passes_now(m, &gate)
+                            .await
+                            .map_err(|f| f.on_node(m))?
+                        {
+                            break;
+                        }
+                    } else {
+                        let timeout = self.targets[m].spec.timeouts.before_stop;
+                        self.command_gate(m, Hook::BeforeStop, &gate, timeout)
+                            .await
+                            .map_err(|f| f.on_node(m))?;
+                    }
+                    self.stop_together(vec![(m, info)]).await?;
                 }
-                if taken.is_empty() {
-                    let timeout = self.targets[m].spec.timeouts.before_stop;
-                    self.command_gate(m, Hook::BeforeStop, &gate, timeout)
-                        .await?;
-                }
-                let os_pid = self.stop_begins(m, &info, Step::Stopping).await?;
-                let outcome = self.run_together(&[m], Restart::Stop).await.remove(0);
-                let deadline = Instant::now() + self.targets[m].spec.timeouts.stop;
-                self.stop_ends(m, os_pid, &outcome, deadline, Step::Stopped)
-                    .await
-                    .map_err(|f| f.on_node(m))?;
-            } else if fresh {
-                together.push((m, info));
+                None if fresh => together.push((m, info)),
+                _ => {}
             }
             taken.push(m);
         }
+        self.stop_together(together).await?;
+        Ok(taken)
+    }
+
+    /// Stop `nodes` (each as observed just before) together: their stop commands at once, then
+    /// each down by its deadline (with the escalation by OS pid), journaled per node.
+    async fn stop_together(&mut self, nodes: Vec<(usize, NodeInfo)>) -> StepResult {
         let mut begun = Vec::new();
-        for (m, info) in &together {
-            let os_pid = self.stop_begins(*m, info, Step::Stopping).await?;
+        for (m, info) in &nodes {
+            let os_pid = self
+                .stop_begins(*m, info, Step::Stopping)
+                .await
+                .map_err(|f| f.on_node(*m))?;
             begun.push((*m, os_pid));
         }
         let indices: Vec<usize> = begun.iter().map(|(m, _)| *m).collect();
@@ -152,7 +176,7 @@ impl Rollout<'_> {
                 .await
                 .map_err(|f| f.on_node(m))?;
         }
-        Ok(taken)
+        Ok(())
     }
 
     /// One node's own steps up to its start (stop, edit, restore: a resumed node may need any),

@@ -895,37 +895,70 @@ async fn a_zero_split_batch_keeps_one_mesh_through_a_kill_at_every_journal_write
     assert_eq!(journal.unwrap().phase, Phase::Completed);
 }
 
-/// Quorum first: a batch of 3 whose gate needs 2 of the 3 nodes running takes the second node
-/// (its gate asked with the first one stopped), ends before the third, which goes next.
+/// Quorum first: a batch's second node is asked its gate with the first one stopped. A gate that
+/// needs 2 of the 3 nodes running admits two at once; one that needs all 3 ends every batch
+/// after its first node, and the node it refused goes first in the next batch.
 #[tokio::test]
 async fn before_stop_gates_admit_a_batch_one_node_at_a_time() {
-    let mut fx = fixture().await;
-    for target in &mut fx.targets {
-        target.spec.commands.before_stop = Some("quorum 2".into());
-        target.spec.timeouts.before_stop = std::time::Duration::from_millis(300);
+    for (quorum, most_down) in [(2, 2), (3, 1)] {
+        let mut fx = fixture().await;
+        for target in &mut fx.targets {
+            target.spec.commands.before_stop = Some(format!("quorum {quorum}"));
+            target.spec.timeouts.before_stop = std::time::Duration::from_millis(300);
+        }
+        let fake = FakeCluster::new(&fx.targets, classic_boots(&fx));
+        run_classic_with(&fx, &fake, Intent::Migrate, batched(Intent::Migrate, 2))
+            .await
+            .unwrap();
+        assert_every_node(&fx, &fake, "inet_tls", |t| t.tls.text.clone());
+        assert_eq!(
+            most_down_at_once(&fake.events()),
+            most_down,
+            "quorum {quorum}"
+        );
+        let (_, journal) = load(&fx);
+        let journal = journal.unwrap();
+        let said = |node: &str, what: &str| {
+            journal
+                .events
+                .iter()
+                .any(|e| e.node.as_deref() == Some(node) && e.what.starts_with(what))
+        };
+        let refused = "commands.before_stop did not pass with the batch's earlier nodes stopped";
+        assert_eq!(
+            said("n2@localhost", refused),
+            quorum == 3,
+            "quorum {quorum}"
+        );
+        assert!(said("n2@localhost", "commands.before_stop passed"));
+        assert!(said("n3@localhost", "commands.before_stop passed"));
     }
+}
+
+/// A journal whose nodes were all reverted and then paused (a rollback rerun under the pause
+/// policy): `migrate` takes them one at a time again, not as one batch (their rollback steps do
+/// not make them "under way").
+#[tokio::test]
+async fn reverted_nodes_of_a_paused_journal_migrate_one_at_a_time() {
+    let fx = fixture().await;
     let fake = FakeCluster::new(&fx.targets, classic_boots(&fx));
-    run_classic_with(&fx, &fake, Intent::Migrate, batched(Intent::Migrate, 3))
-        .await
-        .unwrap();
-    assert_every_node(&fx, &fake, "inet_tls", |t| t.tls.text.clone());
+    migrate_classic(&fx, &fake).await.unwrap();
+    rollback_classic(&fx, &fake).await.unwrap();
+    let (store, _) = load(&fx);
+    let path = store.journal_path().to_path_buf();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains(r#""phase": "rolled_back""#), "{text}");
+    std::fs::write(
+        &path,
+        text.replace(r#""phase": "rolled_back""#, r#""phase": "paused""#),
+    )
+    .unwrap();
+    let before = fake.events().len();
+    migrate_classic(&fx, &fake).await.unwrap();
     assert_eq!(
-        most_down_at_once(&fake.events()),
-        2,
-        "the gate let two nodes down, not three"
+        most_down_at_once(&fake.events()[before..]),
+        1,
+        "one node at a time"
     );
-    let (_, journal) = load(&fx);
-    let journal = journal.unwrap();
-    let said = |node: &str, what: &str| {
-        journal
-            .events
-            .iter()
-            .any(|e| e.node.as_deref() == Some(node) && e.what.starts_with(what))
-    };
-    assert!(said("n2@localhost", "commands.before_stop passed"));
-    assert!(said(
-        "n3@localhost",
-        "commands.before_stop did not pass with the batch's earlier nodes stopped"
-    ));
-    assert!(said("n3@localhost", "commands.before_stop passed"));
+    assert_every_node(&fx, &fake, "inet_tls", |t| t.tls.text.clone());
 }
