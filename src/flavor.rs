@@ -21,6 +21,11 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+/// The comment above every line distls adds to a flavor's flags file (after the file's own
+/// comment sign).
+pub(crate) const ADDED_MARK: &str =
+    "added by distls (TLS distribution); `distls rollback` restores the original file";
+
 /// The optfile distls writes next to a flavor's flags file.
 pub const OPTFILE_NAME: &str = "distls-ssl_dist.conf";
 

@@ -4,7 +4,9 @@
 //! control command (rpc, remote, stop, restart, pid) alike. Editing vm.args would reach the
 //! server only, and remote.vm.args the commands only (docs/flavor-elixir.md).
 
-use super::{FlavorError, FlavorIdentity, append_lines, hybrid_flags, shellenv, tls_flags};
+use super::{
+    ADDED_MARK, FlavorError, FlavorIdentity, append_lines, hybrid_flags, shellenv, tls_flags,
+};
 use crate::argsfile::{Cookie, NameFlag};
 use std::path::{Path, PathBuf};
 
@@ -13,15 +15,12 @@ pub const VAR: &str = "ELIXIR_ERL_OPTIONS";
 /// The release commands that start the server; the others are control commands.
 pub const SERVER_COMMANDS: &str = "start|start_iex|daemon|daemon_iex";
 
-const MARK: &str =
-    "# added by distls (TLS distribution); `distls rollback` restores the original file";
-
 /// Appends one `export ELIXIR_ERL_OPTIONS=...` line that keeps what env.sh set before it.
 pub fn enable_tls(original: &str, optfile: &Path) -> Result<String, FlavorError> {
     refuse_proto_dist(original)?;
     Ok(append_lines(
         original,
-        &format!("{MARK}\n{}\n", export_line(&tls_flags(optfile)?)),
+        &format!("# {ADDED_MARK}\n{}\n", export_line(&tls_flags(optfile)?)),
     ))
 }
 
@@ -40,7 +39,7 @@ pub fn enable_hybrid(
     Ok(append_lines(
         original,
         &format!(
-            "{MARK}\n# zero-split stage: the server only; the release's commands stay plain TCP until the TLS edit\ncase \"$RELEASE_COMMAND\" in\n  {SERVER_COMMANDS})\n    # embedded mode would not load the hybrid module (it is not in the boot script)\n    export RELEASE_MODE=interactive\n    {}\n    ;;\nesac\n",
+            "# {ADDED_MARK}\n# zero-split stage: the server only; the release's commands stay plain TCP until the TLS edit\ncase \"$RELEASE_COMMAND\" in\n  {SERVER_COMMANDS})\n    # embedded mode would not load the hybrid module (it is not in the boot script)\n    export RELEASE_MODE=interactive\n    {}\n    ;;\nesac\n",
             export_line(&flags)
         ),
     ))

@@ -20,7 +20,8 @@ pub fn enable_tls(original: &str, optfile: &Path) -> Result<String, FlavorError>
     Ok(append_lines(
         original,
         &format!(
-            "## added by distls (TLS distribution); `distls rollback` restores the original file\n-proto_dist inet_tls\n-ssl_dist_optfile {optfile}\n"
+            "## {}\n-proto_dist inet_tls\n-ssl_dist_optfile {optfile}\n",
+            super::ADDED_MARK
         ),
     ))
 }

@@ -134,9 +134,7 @@ pub fn append_flags(text: &str, var: &str, flags: &str) -> Result<String, Flavor
         }
         None => Ok(super::append_lines(
             text,
-            &format!(
-                "# added by distls (TLS distribution); `distls rollback` restores the original file\n{var}=\"{flags}\"\n"
-            ),
+            &format!("# {}\n{var}=\"{flags}\"\n", super::ADDED_MARK),
         )),
     }
 }
