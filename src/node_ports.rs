@@ -60,15 +60,20 @@ impl NodePorts {
         self
     }
 
+    /// The args-file line that points a VM at the node's own epmd, if its files name one.
+    pub fn epmd_flag(&self) -> String {
+        self.epmd_port
+            .as_ref()
+            .map(|port| format!("-epmd_port {}\n", port.value))
+            .unwrap_or_default()
+    }
+
     /// Args-file lines that make a probe VM find the node as its ctl does, to put before the
     /// probe's other flags (`rest`); the plan's `ERL_EPMD_PORT`, if any, still comes first
     /// (erlexec puts it before all arguments). No `-erl_epmd_port` when `rest` has one:
     /// erl_epmd ignores the setting when it is given twice.
     pub fn probe_flags(&self, rest: &str) -> String {
-        let mut flags = String::new();
-        if let Some(port) = &self.epmd_port {
-            flags.push_str(&format!("-epmd_port {}\n", port.value));
-        }
+        let mut flags = self.epmd_flag();
         if let Some(port) = &self.dist_port
             && from_args(rest, "").dist_port.is_none()
         {

@@ -89,13 +89,7 @@ async fn write_private_files(
 ) -> Result<(), String> {
     // The node's own epmd (its files may name one the environment does not): both VMs register
     // and look up there, as the node and its ctl do.
-    let epmd = target
-        .ports
-        .epmd_port
-        .as_ref()
-        .map(|port| format!("-epmd_port {}\n", port.value))
-        .unwrap_or_default();
-    let text = format!("{epmd}{}", target.preflight_args);
+    let text = format!("{}{}", target.ports.epmd_flag(), target.preflight_args);
     target
         .transport
         .write_file(args_file, text.as_bytes(), 0o600)
