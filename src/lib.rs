@@ -3,6 +3,7 @@ pub mod app;
 pub mod argsfile;
 pub mod atomic_file;
 pub mod batch;
+pub mod cert_info;
 pub mod cli;
 pub mod cluster;
 pub mod confirm;

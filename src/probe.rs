@@ -251,6 +251,65 @@ impl Probe {
         })
     }
 
+    /// The files `node`'s running distribution options name (as it booted): its optfile's terms,
+    /// then its `-ssl_dist_opt` pairs.
+    pub async fn tls_files(&self, node: &str) -> Result<TlsFiles, ProbeError> {
+        let reply = self.request(&format!("tlsfiles {node}")).await?;
+        parse_tls_files(&reply).map_err(|detail| ProbeError::Failed {
+            proto: self.label.clone(),
+            detail: format!("the TLS files of {node}: {detail}"),
+        })
+    }
+
+    /// The DER leaf `node` serves right now on its distribution port (a fresh handshake with
+    /// this VM's client certificate; unverified here: the caller checks it).
+    pub async fn served(&self, node: &str) -> Result<Vec<u8>, ProbeError> {
+        let reply = self.request(&format!("served {node}")).await?;
+        let failed = |detail: String| ProbeError::Failed {
+            proto: self.label.clone(),
+            detail: format!("a TLS handshake with {node}: {detail}"),
+        };
+        match reply.strip_prefix("served ") {
+            Some(rest) => match rest.strip_prefix('!') {
+                Some(why) => Err(failed(why.to_string())),
+                None => hex::decode(rest.trim()).map_err(|_| failed(format!("unexpected reply `{reply}`"))),
+            },
+            None => Err(failed(format!("unexpected reply `{reply}`"))),
+        }
+    }
+
+    /// Clears `node`'s distribution PEM cache (`ssl_pem_cache_dist`), so its next connection
+    /// reads its certificate, key and CA files again. `Ok(false)`: that cache does not run there.
+    pub async fn clear_pem(&self, node: &str) -> Result<bool, ProbeError> {
+        let reply = self.request(&format!("clearpem {node}")).await?;
+        match reply.as_str() {
+            "clearpem ok" => Ok(true),
+            "clearpem absent" => Ok(false),
+            _ => Err(ProbeError::Failed {
+                proto: self.label.clone(),
+                detail: format!("clearing the PEM cache of {node}: {reply}"),
+            }),
+        }
+    }
+
+    /// Clears this VM's own PEM caches: its next links present its files as they are now.
+    pub async fn refresh(&self) -> Result<(), ProbeError> {
+        self.request("refresh").await.map(|_| ())
+    }
+
+    /// Drops this VM's own (hidden) link to `node` and makes it again: a new TLS link, made with
+    /// this VM's files as they are now, that `node` must accept.
+    pub async fn relink(&self, node: &str) -> Result<(), ProbeError> {
+        let reply = self.request(&format!("relink {node}")).await?;
+        if reply == "relink ok" {
+            return Ok(());
+        }
+        Err(ProbeError::Failed {
+            proto: self.label.clone(),
+            detail: format!("a new link to {node}: {reply}"),
+        })
+    }
+
     /// Which of `needs` (`module:function/arity`) the probe VM's OTP does not export: the OTP of
     /// `erl` on its host.
     pub async fn lacks(&self, needs: &[String]) -> Result<Vec<String>, ProbeError> {
@@ -268,6 +327,73 @@ impl Probe {
             process.finish().await;
         }
     }
+}
+
+/// One file option of a node's running distribution options: `server_certfile`,
+/// `client_cacertfile` and so on, and the path it names (`None`: an inline option, e.g.
+/// `cacerts`, that names no file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFileOption {
+    pub role: String,
+    pub path: Option<PathBuf>,
+}
+
+/// What a node's running distribution options name, in the order they are given.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TlsFiles {
+    pub options: Vec<TlsFileOption>,
+}
+
+impl TlsFiles {
+    /// The paths named for `kind` (`certfile`, `keyfile`, `cacertfile`) on either side, each once.
+    pub fn paths(&self, kind: &str) -> Vec<PathBuf> {
+        let mut paths: Vec<PathBuf> = Vec::new();
+        for option in &self.options {
+            if option.role.ends_with(&format!("_{kind}"))
+                && let Some(path) = &option.path
+                && !paths.contains(path)
+            {
+                paths.push(path.clone());
+            }
+        }
+        paths
+    }
+
+    /// Inline options (no file to replace): `server_cacerts` and the like.
+    pub fn inline(&self) -> Vec<&str> {
+        self.options
+            .iter()
+            .filter(|o| o.path.is_none())
+            .map(|o| o.role.as_str())
+            .collect()
+    }
+}
+
+fn parse_tls_files(reply: &str) -> Result<TlsFiles, String> {
+    use std::os::unix::ffi::OsStringExt;
+    let rest = reply
+        .strip_prefix("tlsfiles ")
+        .ok_or_else(|| format!("unexpected reply `{reply}`"))?;
+    if let Some(why) = rest.strip_prefix('!') {
+        return Err(why.to_string());
+    }
+    let mut options = Vec::new();
+    for entry in rest.split(',').filter(|e| !e.is_empty() && *e != "-") {
+        let (role, value) = entry
+            .split_once('=')
+            .ok_or_else(|| format!("unexpected entry `{entry}`"))?;
+        let path = match value {
+            "!" => None,
+            hex_path => Some(PathBuf::from(std::ffi::OsString::from_vec(
+                hex::decode(hex_path).map_err(|_| format!("unexpected path `{hex_path}`"))?,
+            ))),
+        };
+        options.push(TlsFileOption {
+            role: role.to_string(),
+            path,
+        });
+    }
+    Ok(TlsFiles { options })
 }
 
 /// What Erlang/OTP a host offers.
@@ -815,6 +941,20 @@ mod tests {
         assert_eq!(parse_versions("versions 25 10.8.7").unwrap().root_dir, None);
         assert_eq!(parse_versions("versions 26 missing").unwrap().ssl, None);
         assert_eq!(parse_versions("up inet_tcp 1 -"), None);
+    }
+
+    #[test]
+    fn parses_the_files_a_node_runs_with() {
+        let files = parse_tls_files(
+            "tlsfiles server_certfile=2f612e70656d,server_cacerts=!,client_certfile=2f612e70656d,client_keyfile=2f6b",
+        )
+        .unwrap();
+        assert_eq!(files.paths("certfile"), vec![PathBuf::from("/a.pem")]);
+        assert_eq!(files.paths("keyfile"), vec![PathBuf::from("/k")]);
+        assert!(files.paths("cacertfile").is_empty());
+        assert_eq!(files.inline(), vec!["server_cacerts"]);
+        assert_eq!(parse_tls_files("tlsfiles -").unwrap(), TlsFiles::default());
+        assert_eq!(parse_tls_files("tlsfiles !nodedown").unwrap_err(), "nodedown");
     }
 
     #[test]

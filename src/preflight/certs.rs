@@ -3,9 +3,9 @@
 
 use super::Verdict;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use webpki::{EndEntityCert, KeyUsage};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use std::time::{Duration, SystemTime};
+use webpki::EndEntityCert;
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
 /// The three files of one node, as read from its host.
@@ -87,13 +87,7 @@ fn parse(material: &TlsMaterial) -> Result<Parsed, Verdict> {
 }
 
 fn certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = CertificateDer::pem_slice_iter(pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|err| format!("bad PEM: {err}"))?;
-    if certs.is_empty() {
-        return Err("no CERTIFICATE block".to_string());
-    }
-    Ok(certs)
+    crate::cert_info::pem_certificates(pem)
 }
 
 fn key_matches(material: &TlsMaterial, key: &PrivateKeyDer, cert: &X509Certificate) -> Verdict {
@@ -136,100 +130,51 @@ fn key_matches(material: &TlsMaterial, key: &PrivateKeyDer, cert: &X509Certifica
 fn chains_to_ca(
     material: &TlsMaterial,
     parsed: &Parsed,
-    cert: &X509Certificate,
+    _cert: &X509Certificate,
     now: SystemTime,
 ) -> Vec<Verdict> {
-    let anchors: Result<Vec<_>, _> = parsed
+    if let Err(err) = parsed
         .cas
         .iter()
         .map(webpki::anchor_from_trusted_cert)
-        .collect();
-    let anchors = match anchors {
-        Ok(anchors) => anchors,
-        Err(err) => {
-            return vec![Verdict::fail(
-                "cert.chain",
-                format!(
-                    "cacertfile {} holds a certificate that cannot be a trust anchor: {err:?}",
-                    material.ca_path
-                ),
-                "put the CA certificate(s) in PEM form in cacertfile",
-            )];
-        }
-    };
-    let end_entity = match EndEntityCert::try_from(&parsed.chain[0]) {
-        Ok(ee) => ee,
-        Err(err) => {
-            return vec![Verdict::fail(
-                "cert.chain",
-                format!(
-                    "certfile {} is not a usable end-entity certificate: {err:?}",
-                    material.cert_path
-                ),
-                "issue a leaf certificate (not a CA) for the node",
-            )];
-        }
-    };
-    let validity = cert.validity();
-    let not_before = validity.not_before.timestamp();
-    let not_after = validity.not_after.timestamp();
-    let at = unix_seconds(now).clamp(not_before.max(0), not_after.max(0));
-    let time = UnixTime::since_unix_epoch(Duration::from_secs(at.unsigned_abs()));
-    let intermediates = &parsed.chain[1..];
-    let mut failures = Vec::new();
-    for (usage, name) in [
-        (KeyUsage::server_auth(), "serverAuth"),
-        (KeyUsage::client_auth(), "clientAuth"),
-    ] {
-        if let Err(err) = end_entity.verify_for_usage(
-            webpki::ALL_VERIFICATION_ALGS,
-            &anchors,
-            intermediates,
-            time,
-            usage,
-            None,
-            None,
-        ) {
-            failures.push(format!("{name}: {}", describe_chain_error(&err)));
-        }
-    }
-    if failures.is_empty() {
-        return vec![Verdict::ok(
+        .collect::<Result<Vec<_>, _>>()
+    {
+        return vec![Verdict::fail(
             "cert.chain",
-            "the certificate chains to the CA for serverAuth and clientAuth",
+            format!(
+                "cacertfile {} holds a certificate that cannot be a trust anchor: {err:?}",
+                material.ca_path
+            ),
+            "put the CA certificate(s) in PEM form in cacertfile",
         )];
     }
-    vec![Verdict::fail(
-        "cert.chain",
-        format!(
-            "certfile {} does not verify against cacertfile {} ({})",
-            material.cert_path,
-            material.ca_path,
-            failures.join("; ")
-        ),
-        "use the CA that issued the certificate as cacertfile (peers verify against it), or reissue the certificate from that CA; its extended key usage must allow both serverAuth and clientAuth",
-    )]
-}
-
-fn describe_chain_error(err: &webpki::Error) -> String {
-    match err {
-        webpki::Error::UnknownIssuer => "not issued by a CA in cacertfile".to_string(),
-        webpki::Error::InvalidSignatureForPublicKey => {
-            "not issued by a CA in cacertfile (one with the same name but another key)".to_string()
-        }
-        webpki::Error::RequiredEkuNotFoundContext(_) => {
-            "the extended key usage does not allow it".to_string()
-        }
-        other => format!("{other:?}"),
+    if let Err(err) = EndEntityCert::try_from(&parsed.chain[0]) {
+        return vec![Verdict::fail(
+            "cert.chain",
+            format!(
+                "certfile {} is not a usable end-entity certificate: {err:?}",
+                material.cert_path
+            ),
+            "issue a leaf certificate (not a CA) for the node",
+        )];
+    }
+    match crate::cert_info::verify_chain(&parsed.chain, &parsed.cas, now) {
+        Ok(()) => vec![Verdict::ok(
+            "cert.chain",
+            "the certificate chains to the CA for serverAuth and clientAuth",
+        )],
+        Err(failures) => vec![Verdict::fail(
+            "cert.chain",
+            format!(
+                "certfile {} does not verify against cacertfile {} ({failures})",
+                material.cert_path, material.ca_path,
+            ),
+            "use the CA that issued the certificate as cacertfile (peers verify against it), or reissue the certificate from that CA; its extended key usage must allow both serverAuth and clientAuth",
+        )],
     }
 }
 
-fn unix_seconds(time: SystemTime) -> i64 {
-    match time.duration_since(UNIX_EPOCH) {
-        Ok(since) => i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
-        Err(before) => -i64::try_from(before.duration().as_secs()).unwrap_or(i64::MAX),
-    }
-}
+use crate::cert_info::unix_seconds;
 
 fn validity(material: &TlsMaterial, cert: &X509Certificate, clock: Clock) -> Verdict {
     let validity = cert.validity();
@@ -237,7 +182,7 @@ fn validity(material: &TlsMaterial, cert: &X509Certificate, clock: Clock) -> Ver
     let not_before = validity.not_before.timestamp();
     let not_after = validity.not_after.timestamp();
     let window = i64::try_from(clock.expiry_window.as_secs()).unwrap_or(i64::MAX);
-    let reissue = "issue a new certificate and point certfile at it (the nodes read it only when their distribution starts)";
+    let reissue = "issue a new certificate and install it with `distls rotate` (running nodes keep serving the old one until their PEM cache is cleared)";
     if now < not_before {
         return Verdict::fail(
             "cert.expiry",

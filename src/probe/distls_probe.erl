@@ -20,6 +20,20 @@
 %%                                      (distls's hybrid module on <node>: seal/0, unseal/0,
 %%                                      add_tls_peers/1, remove_tls_peers/1; absent: not loaded there)
 %%   <id> versions                   -> DISTLS <id> versions <otp_release> <ssl_vsn|missing> <root_dir>  (this VM's own)
+%%   <id> tlsfiles <node>            -> DISTLS <id> tlsfiles <role>=<hexpath>,...  (the files <node>'s running
+%%                                      distribution options name, as it booted: -ssl_dist_optfile's terms, then
+%%                                      -ssl_dist_opt; role: server_certfile, client_cacertfile, ...; <role>=! for
+%%                                      an inline option (cert, key, cacerts, certs_keys); - for none)
+%%                                   |  DISTLS <id> tlsfiles !<reason>
+%%   <id> served <node>              -> DISTLS <id> served <hex of the DER leaf it presents>  (a fresh TLS handshake
+%%                                      with its distribution port, with this VM's own client certificate; the
+%%                                      leaf is taken unverified: distls checks it) | served !<reason>
+%%   <id> clearpem <node>            -> DISTLS <id> clearpem ok | clearpem absent | clearpem error <reason>
+%%                                      (<node>'s distribution PEM cache, ssl_pem_cache_dist: its files are read
+%%                                      again for the next connection)
+%%   <id> refresh                    -> DISTLS <id> ok  (this VM's own PEM caches, distribution and normal)
+%%   <id> relink <node>              -> DISTLS <id> relink ok | relink error <reason>  (this VM's own hidden link
+%%                                      to <node> is dropped and made again: a new TLS link with this VM's files)
 %%   <id> lacks <m:f/a>...           -> DISTLS <id> lacks <m:f/a>...  (those this VM's OTP does not export;
 %%                                      a need `m:f/a|m:g/b` is met by any one of them)
 -module(distls_probe).
@@ -67,6 +81,18 @@ handle([Id, "versions"]) ->
                   "missing"
           end,
     reply(Id, "versions " ++ erlang:system_info(otp_release) ++ " " ++ Ssl ++ " " ++ code:root_dir());
+handle([Id, "tlsfiles", Node]) ->
+    spawn(fun() -> reply(Id, "tlsfiles " ++ tls_files(list_to_atom(Node))) end);
+handle([Id, "served", Node]) ->
+    spawn(fun() -> reply(Id, "served " ++ served(list_to_atom(Node))) end);
+handle([Id, "clearpem", Node]) ->
+    spawn(fun() -> reply(Id, "clearpem " ++ clear_pem(list_to_atom(Node))) end);
+handle([Id, "refresh"]) ->
+    _ = clear_dist_pem_cache(),
+    _ = ssl:clear_pem_cache(),
+    reply(Id, "ok");
+handle([Id, "relink", Node]) ->
+    spawn(fun() -> reply(Id, "relink " ++ relink(list_to_atom(Node))) end);
 handle([Id, "lacks" | Needs]) ->
     reply(Id, string:join(["lacks" | [N || N <- Needs,
                                             not lists:any(fun exported/1, string:split(N, "|", all))]], " "));
@@ -222,7 +248,150 @@ peer(Node, Info) ->
     atom_to_list(Node) ++ ":" ++ atom_to_list(State) ++ ":" ++ atom_to_list(Transport)
         ++ ":" ++ atom_to_list(Type).
 
+%% The files a VM's distribution options name. Its optfile is read now (the VM read it at boot;
+%% distls never rewrites it during a rotation), its -ssl_dist_opt pairs are its argv.
+tls_files(Node) ->
+    Timeout = 5000,
+    case {rpc:call(Node, init, get_argument, [ssl_dist_optfile], Timeout),
+          rpc:call(Node, init, get_argument, [ssl_dist_opt], Timeout)} of
+        {{badrpc, R}, _} -> "!" ++ reason(R);
+        {_, {badrpc, R}} -> "!" ++ reason(R);
+        {OptFile, Opt} ->
+            case optfile_terms(Node, OptFile, Timeout) of
+                {ok, Terms} -> roles(Terms ++ opt_terms(Opt));
+                {error, R} -> "!" ++ reason(R)
+            end
+    end.
+
+optfile_terms(Node, {ok, [[File | _] | _]}, Timeout) ->
+    case rpc:call(Node, file, consult, [File], Timeout) of
+        {ok, [Terms]} when is_list(Terms) -> {ok, Terms};
+        {ok, Terms} -> {ok, Terms};
+        {error, _} -> {error, optfile_unreadable};
+        {badrpc, R} -> {error, R}
+    end;
+optfile_terms(_, _, _) ->
+    {ok, []}.
+
+%% -ssl_dist_opt server_certfile F client_keyfile K ...: {server, [{certfile, F}]}, ...
+opt_terms({ok, Lists}) ->
+    [side_term(K, V) || L <- Lists, {K, V} <- pairs(L), side_term(K, V) =/= skip];
+opt_terms(_) ->
+    [].
+
+pairs([K, V | Rest]) -> [{K, V} | pairs(Rest)];
+pairs(_) -> [].
+
+side_term("server_" ++ Opt, V) -> {server, [{list_to_atom(Opt), V}]};
+side_term("client_" ++ Opt, V) -> {client, [{list_to_atom(Opt), V}]};
+side_term(_, _) -> skip.
+
+roles(Terms) ->
+    Roles = [role(Side, Opt, V) || {Side, Opts} <- Terms, is_list(Opts),
+                                   Side =:= server orelse Side =:= client,
+                                   {Opt, V} <- [O || O <- Opts, is_tuple(O), tuple_size(O) =:= 2]],
+    case string:join([R || R <- Roles, R =/= skip], ",") of
+        "" -> "-";
+        S -> S
+    end.
+
+role(Side, Opt, V) when Opt =:= certfile; Opt =:= keyfile; Opt =:= cacertfile ->
+    atom_to_list(Side) ++ "_" ++ atom_to_list(Opt) ++ "=" ++ hex_path(V);
+role(Side, Opt, _) when Opt =:= cert; Opt =:= key; Opt =:= cacerts; Opt =:= certs_keys ->
+    atom_to_list(Side) ++ "_" ++ atom_to_list(Opt) ++ "=!";
+role(_, _, _) ->
+    skip.
+
+hex_path(V) ->
+    Bin = if is_binary(V) -> V;
+             true -> unicode:characters_to_binary(V, file:native_name_encoding())
+          end,
+    case Bin of
+        B when is_binary(B) -> lists:flatten([io_lib:format("~2.16.0b", [C]) || <<C>> <= B]);
+        _ -> "!"
+    end.
+
+%% A fresh handshake with the node's distribution listener: the leaf it serves right now.
+served(Node) ->
+    case string:split(atom_to_list(Node), "@") of
+        [Name, Host] ->
+            case dist_port(Name, Host) of
+                {ok, Port} -> handshake(Host, Port);
+                {error, R} -> "!" ++ reason(R)
+            end;
+        _ -> "!no_host"
+    end.
+
+dist_port(Name, Host) ->
+    case init:get_argument(erl_epmd_port) of
+        {ok, [[Port]]} -> {ok, list_to_integer(Port)};
+        _ ->
+            try erl_epmd:port_please(Name, Host, 2000) of
+                {port, Port, _} -> {ok, Port};
+                _ -> {error, not_registered}
+            catch
+                _:_ -> {error, epmd}
+            end
+    end.
+
+handshake(Host, Port) ->
+    _ = ssl:clear_pem_cache(),
+    Own = [O || {client, Opts} <- own_terms(), O <- Opts,
+                element(1, O) =:= certfile orelse element(1, O) =:= keyfile],
+    Opts = [binary, {active, false}, {verify, verify_none}, {server_name_indication, disable} | Own],
+    case ssl:connect(Host, Port, Opts, 5000) of
+        {ok, Socket} ->
+            Reply = case ssl:peercert(Socket) of
+                        {ok, Der} -> hex_path(Der);
+                        {error, R} -> "!" ++ reason(R)
+                    end,
+            ssl:close(Socket),
+            Reply;
+        {error, R} ->
+            "!" ++ reason(R)
+    end.
+
+%% This VM's own options, as tls_files/1 reads a node's.
+own_terms() ->
+    File = case init:get_argument(ssl_dist_optfile) of
+               {ok, [[F | _] | _]} ->
+                   case file:consult(F) of
+                       {ok, [T]} when is_list(T) -> T;
+                       {ok, T} -> T;
+                       _ -> []
+                   end;
+               _ -> []
+           end,
+    File ++ opt_terms(init:get_argument(ssl_dist_opt)).
+
+clear_pem(Node) ->
+    case rpc:call(Node, erlang, whereis, [ssl_pem_cache_dist], 5000) of
+        Pid when is_pid(Pid) ->
+            case rpc:call(Node, gen_server, call, [ssl_pem_cache_dist, {unconditionally_clear_pem_cache, self()}, 10000], 12000) of
+                {badrpc, R} -> "error " ++ reason(R);
+                _ -> "ok"
+            end;
+        undefined -> "absent";
+        {badrpc, R} -> "error " ++ reason(R)
+    end.
+
+clear_dist_pem_cache() ->
+    case whereis(ssl_pem_cache_dist) of
+        undefined -> ok;
+        _ -> try gen_server:call(ssl_pem_cache_dist, {unconditionally_clear_pem_cache, self()}, 10000)
+             catch _:_ -> error end
+    end.
+
+relink(Node) ->
+    _ = clear_dist_pem_cache(),
+    erlang:disconnect_node(Node),
+    case net_kernel:connect_node(Node) of
+        true -> "ok";
+        _ -> "error not_connected"
+    end.
+
 reason(R) when is_atom(R) -> atom_to_list(R);
+reason({tls_alert, {A, _}}) when is_atom(A) -> "tls_alert_" ++ atom_to_list(A);
 reason(_) -> "error".
 
 reply(Id, Text) ->
