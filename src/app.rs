@@ -95,11 +95,38 @@ pub async fn run(cli: Cli) -> Result<()> {
         Command::Rollback(args) => rollback(args).await,
         Command::Status(args) => status(args).await,
         Command::Check(args) => check(args).await,
+        Command::Rotate(args) => rotate(args).await,
         Command::Plan(crate::cli::PlanCommand::Discover(args)) => discover_plan(args).await,
         Command::Demo(args) => demo(args).await,
         Command::Completions(args) => manual::print_completions(args.shell),
         Command::Man => manual::print_man_page(),
     }
+}
+
+/// `distls rotate`: docs/rotate.md.
+async fn rotate(args: crate::cli::RotateArgs) -> Result<()> {
+    let mut to = Vec::new();
+    for text in &args.to {
+        to.push(
+            crate::rotate::parse_to(text)
+                .map_err(|e| Error::InvalidInput(Message::new(format!("--to {e}"))))?,
+        );
+    }
+    let request = crate::rotate::Request {
+        to,
+        ca_rollover: args.ca_rollover,
+        rollback: args.rollback,
+        dry_run: args.dry_run,
+    };
+    let plan = Plan::load(&args.plan.plan)?;
+    let (transports, connections) = open_transports(&plan).await?;
+    let outcome = async {
+        let targets = target::prepare(&plan, &transports, None).await?;
+        crate::rotate::run(&plan, &targets, &state_dir(&args.plan, &plan), &request).await
+    }
+    .await;
+    ssh::close_all(connections).await;
+    outcome
 }
 
 /// First Ctrl-C: finish the current step and stop at a safe point. Second: leave now.

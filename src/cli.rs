@@ -25,6 +25,8 @@ pub enum Command {
     Status(StatusArgs),
     /// Read-only preflight: files, certificates, TLS options and runtime of every node (exit 3 on any FAIL).
     Check(CheckArgs),
+    /// Replace the certificates, keys or CA of a running TLS cluster without a restart (docs/rotate.md).
+    Rotate(RotateArgs),
     /// Write plans: `distls plan discover NODE@HOST` asks a running node for its cluster.
     #[command(subcommand)]
     Plan(PlanCommand),
@@ -217,6 +219,27 @@ pub struct CheckArgs {
     pub mode: ModeArgs,
     #[command(flatten)]
     pub preflight: PreflightArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RotateArgs {
+    #[command(flatten)]
+    pub plan: PlanArgs,
+    /// A new file, on each node's host: certfile=PATH, keyfile=PATH or cacertfile=PATH
+    /// (placeholders {name}, {sname}, {host}). Installed at the paths the nodes' running
+    /// options name (the plan's `tls`).
+    #[arg(long, value_name = "KIND=PATH")]
+    pub to: Vec<String>,
+    /// Change the CA too, in three phases: every node trusts both CAs, every node gets its new
+    /// certificate, every node trusts only the new CA.
+    #[arg(long)]
+    pub ca_rollover: bool,
+    /// Show the moves and check them; change nothing.
+    #[arg(long, conflicts_with = "rollback")]
+    pub dry_run: bool,
+    /// Put back every file the rotation changed, newest first, clearing each node's cache again.
+    #[arg(long)]
+    pub rollback: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -35,6 +35,8 @@ pub use error::PlanError;
 use error::*;
 pub use fill_in::FILL_IN_MARK;
 use raw::*;
+/// A path template given outside the plan, expanded for one node (`{name}`, `{sname}`, `{host}`).
+pub use resolve::expand_for_node;
 use resolve::*;
 
 /// The plan format this distls reads.

@@ -3,7 +3,7 @@
 //! Every check id, message and fix is listed in docs/preflight.md.
 
 pub mod access;
-mod certs;
+pub mod certs;
 mod handshake;
 mod options;
 mod otp;

@@ -15,6 +15,7 @@ mod template;
 mod top_level;
 
 use template::expand;
+pub use template::expand_for_node;
 
 pub(super) struct Resolver<'a> {
     pub(super) text: SourceText<'a>,

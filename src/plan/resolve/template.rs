@@ -127,3 +127,25 @@ pub(super) fn expand(template: &str, name: &NodeName) -> String {
         .replace("{sname}", name.sname)
         .replace("{host}", name.host)
 }
+
+/// A template given outside the plan (e.g. `distls rotate --to certfile=/etc/ssl/new/{sname}.pem`)
+/// for one node: the same placeholders, the same refusal of a misspelt one.
+pub fn expand_for_node(template: &str, node: &crate::plan::NodeSpec) -> Result<String, String> {
+    match find_bad_placeholder(template) {
+        Some(BadPlaceholder::Unclosed(_)) => Err(format!(
+            "unclosed placeholder in `{template}`; {PLACEHOLDERS_HINT}"
+        )),
+        Some(BadPlaceholder::Unknown(range)) => Err(format!(
+            "unknown placeholder `{}` in `{template}`; {PLACEHOLDERS_HINT}",
+            &template[range]
+        )),
+        None => Ok(expand(
+            template,
+            &NodeName {
+                full: &node.name,
+                sname: &node.sname,
+                host: &node.host,
+            },
+        )),
+    }
+}
