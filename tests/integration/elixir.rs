@@ -379,7 +379,7 @@ fn rollback_and_check(cluster: &ElixirCluster, plan: &Path, originals: &[Vec<u8>
 
 /// The default roll's canary: `--pause-after 1` stops after one node restarted into the hybrid
 /// stage; that node's env.sh gives the hybrid module and interactive mode to its server commands
-/// only, its `rpc` and `pid` still answer (plain TCP), and the other nodes are untouched.
+/// only, its `pid` still answers (a plain-TCP command), and the other nodes are untouched.
 fn pause_in_the_hybrid_stage(cluster: &ElixirCluster, plan: &Path, originals: &[Vec<u8>]) {
     let started = Instant::now();
     let out = distls(&["migrate", "--pause-after", "1", plan.to_str().unwrap()]);
