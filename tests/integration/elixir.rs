@@ -3,10 +3,13 @@
 //! network), copied once per node, started with `bin/APP daemon`. Each node's env.sh gives its
 //! name, the private epmd's port, its crash dump path and its peers, which the app
 //! `Node.connect`s in a loop. Every VM is stopped by `bin/APP stop`, then by pid.
+//! On this machine: Elixir 1.14 on OTP 25. On the sid OTP host ([`crate::otp_hosts`]): sid's
+//! Elixir 1.20 on OTP 29, the release built inside the host by its own mix, the nodes started
+//! there, and distls reaching them over SSH.
 
 use crate::flavors::{assert_status_all_tls, distls};
 use crate::otp_hosts::Otp;
-use crate::products::{Base, products_lock, sh, wait_for};
+use crate::products::{Base, products_lock, wait_for};
 use crate::support::{describe, journal, stderr, stdout};
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -41,19 +44,23 @@ pub struct ElixirCluster {
 }
 
 impl ElixirCluster {
-    /// Builds the release, makes `n` nodes of it and starts them; returns once they are meshed.
-    pub fn start(prefix: &str, n: usize) -> ElixirCluster {
+    /// Builds the release on a host of `otp` (with that host's own mix), makes `n` nodes of it
+    /// and starts them there; returns once they are meshed. None where such a host cannot be
+    /// made here.
+    pub fn start_on(prefix: &str, n: usize, otp: Otp) -> Option<ElixirCluster> {
+        let user = String::from_utf8(crate::products::sh("id -un").stdout).unwrap();
+        let base = Base::new(prefix, user.trim(), otp)?;
         assert!(
-            Path::new("/usr/bin/mix").exists(),
-            "mix is missing: the elixir flavor test needs Debian's elixir package. Install it with `bash scripts/install-deps` (apt-get install -y --no-install-recommends elixir)"
+            base.on.path("/usr/bin/mix").exists(),
+            "mix is missing on the OTP {} host: the elixir flavor test needs Debian's elixir package. Install it with `bash scripts/install-deps` (apt-get install -y --no-install-recommends elixir); an OTP host's root lists it in scripts/otp-host",
+            otp.major()
         );
-        let user = String::from_utf8(sh("id -un").stdout).unwrap();
-        let base = Base::new(prefix, user.trim(), Otp::Machine).expect("this machine is a host");
         let cluster = ElixirCluster { base, n };
         let built = Instant::now();
         let release = cluster.build_release();
         eprintln!(
-            "MEASURED elixir: mix new + mix release {:.1} s",
+            "MEASURED elixir on OTP {}: mix new + mix release {:.1} s",
+            otp.major(),
             built.elapsed().as_secs_f64()
         );
         for i in 1..=n {
@@ -65,7 +72,12 @@ impl ElixirCluster {
         for i in 1..=n {
             cluster.wait_meshed(i, "tcp");
         }
-        cluster
+        Some(cluster)
+    }
+
+    /// [`Self::start_on`] this machine.
+    pub fn start(prefix: &str, n: usize) -> ElixirCluster {
+        Self::start_on(prefix, n, Otp::Machine).expect("this machine is a host")
     }
 
     fn build_release(&self) -> PathBuf {
@@ -75,7 +87,7 @@ impl ElixirCluster {
             "export HOME={h} MIX_HOME={h}/mix MIX_ENV=prod ERL_CRASH_DUMP={h}/erl_crash.dump; cd {h}",
             h = home.display()
         );
-        let new = sh(&format!("{env} && mix new {APP} --sup"));
+        let new = self.base.on.sh(&format!("{env} && mix new {APP} --sup"));
         assert!(new.status.success(), "mix new: {}", describe(&new));
         let project = home.join(APP);
         let mix_exs = std::fs::read_to_string(project.join("mix.exs")).unwrap();
@@ -90,7 +102,10 @@ impl ElixirCluster {
             APPLICATION_EX,
         )
         .unwrap();
-        let release = sh(&format!("{env}/{APP} && mix release --quiet"));
+        let release = self
+            .base
+            .on
+            .sh(&format!("{env}/{APP} && mix release --quiet"));
         assert!(
             release.status.success(),
             "mix release: {}",
@@ -114,7 +129,7 @@ impl ElixirCluster {
     /// The release copied to the node's directory; its env.sh (the template mix generates) gets
     /// the node's own settings appended.
     fn write_node(&self, i: usize, release: &Path) {
-        let out = sh(&format!(
+        let out = self.base.on.sh(&format!(
             "cp -a {} {}",
             release.display(),
             self.root(i).display()
@@ -138,14 +153,60 @@ impl ElixirCluster {
         std::fs::write(self.env_sh(i), env).unwrap();
     }
 
-    /// `bin/APP args...` of node `i`.
+    /// `bin/APP args...` of node `i`, on its host.
     pub fn run(&self, i: usize, args: &[&str]) -> Output {
+        self.run_with(i, "", args)
+    }
+
+    /// `env bin/APP args...` (`env`: shell assignments, or empty).
+    fn run_with(&self, i: usize, env: &str, args: &[&str]) -> Output {
         let quoted: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
-        sh(&format!(
-            "{}/bin/{APP} {} </dev/null",
+        self.base.on.sh(&format!(
+            "{env} {}/bin/{APP} {} </dev/null",
             self.root(i).display(),
             quoted.join(" ")
         ))
+    }
+
+    /// The VM command line each release command of node `i` would run, read with the release
+    /// scripts' own `ELIXIR_CLI_DRY_RUN` (no VM starts): every server command's line (start,
+    /// daemon and their iex forms) has each of `server`, every other command's (rpc, remote,
+    /// stop, restart, pid, eval) each of `control`; an empty list means no `-proto_dist` at all
+    /// (plain TCP). run_erl's shell escapes are removed; the cookie never reaches a message.
+    fn assert_commands_read(&self, i: usize, server: &[&str], control: &[&str]) {
+        let started = Instant::now();
+        let cookie = std::fs::read_to_string(self.root(i).join("releases/COOKIE")).unwrap();
+        for command in [
+            &["start"][..],
+            &["start_iex"],
+            &["daemon"],
+            &["daemon_iex"],
+            &["rpc", "1"],
+            &["remote"],
+            &["stop"],
+            &["restart"],
+            &["pid"],
+            &["eval", "1"],
+        ] {
+            let out = self.run_with(i, "ELIXIR_CLI_DRY_RUN=1", command);
+            let line = stdout(&out)
+                .replace('\\', "")
+                .replace(cookie.trim(), "<cookie>");
+            let is_server = ["start", "start_iex", "daemon", "daemon_iex"].contains(&command[0]);
+            let want = if is_server { server } else { control };
+            let read = match want {
+                [] => !line.contains("-proto_dist"),
+                _ => want.iter().all(|flag| line.contains(flag)),
+            };
+            assert!(
+                out.status.success() && read,
+                "bin/{APP} {command:?} of node {i} runs erl with {want:?} (none: plain): {line}"
+            );
+        }
+        eprintln!(
+            "MEASURED elixir: 10 commands' erl lines (dry run) {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
     }
 
     pub fn run_ok(&self, i: usize, args: &[&str]) -> String {
@@ -230,8 +291,10 @@ impl Drop for ElixirCluster {
 
 fn plan(cluster: &ElixirCluster) -> PathBuf {
     let mut yaml = cluster.base.plan_head("elixir-test", "elixir");
+    yaml.push_str("defaults:\n");
+    yaml.push_str(&cluster.base.on.plan_transport());
     yaml.push_str(&format!(
-        "defaults:\n  flags_file: {}/{{sname}}/releases/{VSN}/env.sh\n  timeouts: {{ start: 60s, stop: 60s, ready: 60s }}\nnodes:\n",
+        "  flags_file: {}/{{sname}}/releases/{VSN}/env.sh\n  timeouts: {{ start: 60s, stop: 60s, ready: 60s }}\nnodes:\n",
         cluster.base.path().display()
     ));
     for i in 1..=cluster.n {
@@ -276,6 +339,13 @@ fn migrate_and_check(cluster: &ElixirCluster, plan: &Path, names: &[String], ext
         assert!(optfile.exists());
         assert!(!cluster.env_sh(i).with_file_name("distls-hybrid").exists());
     }
+    // Every release command reads the one TLS line; the server is back in embedded mode.
+    let optfile = cluster.env_sh(1).with_file_name("distls-ssl_dist.conf");
+    let tls = format!(
+        "-proto_dist inet_tls -ssl_dist_optfile {}",
+        optfile.display()
+    );
+    cluster.assert_commands_read(1, &[&tls, "-mode embedded"], &[&tls]);
 }
 
 /// `distls rollback`: every env.sh byte for byte as before, no optfile, the nodes meshed over TCP
@@ -304,6 +374,32 @@ fn rollback_and_check(cluster: &ElixirCluster, plan: &Path, originals: &[Vec<u8>
         assert!(!cluster.env_sh(i).with_file_name("distls-hybrid").exists());
         cluster.wait_meshed(i, "tcp");
     }
+    cluster.assert_commands_read(1, &[], &[]);
+}
+
+/// The default roll's canary: `--pause-after 1` stops after one node restarted into the hybrid
+/// stage; that node's env.sh gives the hybrid module and interactive mode to its server commands
+/// only, its `pid` still answers (a plain-TCP command), and the other nodes are untouched.
+fn pause_in_the_hybrid_stage(cluster: &ElixirCluster, plan: &Path, originals: &[Vec<u8>]) {
+    let started = Instant::now();
+    let out = distls(&["migrate", "--pause-after", "1", plan.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(journal(plan)["phase"], "paused");
+    eprintln!(
+        "MEASURED elixir 3 nodes: distls migrate --pause-after 1 {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let staged: Vec<usize> = (1..=cluster.n)
+        .filter(|i| std::fs::read(cluster.env_sh(*i)).unwrap() != originals[i - 1])
+        .collect();
+    let [k] = staged[..] else {
+        panic!("one node in the hybrid stage, not {staged:?}")
+    };
+    let module_dir = cluster.env_sh(k).with_file_name("distls-hybrid");
+    let hybrid = format!("-pa {} -proto_dist distls_hybrid", module_dir.display());
+    cluster.assert_commands_read(k, &[&hybrid, "-mode interactive"], &[]);
+    let pid = cluster.run_ok(k, &["pid"]);
+    assert!(pid.parse::<u32>().is_ok(), "bin/{APP} pid: {pid}");
 }
 
 /// A 3-node mix release, one cluster for both modes: the default roll (zero-split: the servers
@@ -315,20 +411,43 @@ fn elixir_release_migrates_in_both_modes_and_rolls_back() {
     let _one_at_a_time = products_lock();
     let started = Instant::now();
     let cluster = ElixirCluster::start("elixir", 3);
+    migrates_in_both_modes_and_rolls_back(&cluster, started, false);
+}
+
+/// The same on sid's Elixir 1.20 and OTP 29, on one OTP host that distls reaches over SSH; the
+/// default roll first pauses in the hybrid stage (its canary), then resumes.
+#[test]
+fn otp29_elixir_120_release_migrates_in_both_modes_and_rolls_back() {
+    // No products lock: the cluster has its own host (namespace, root, epmd port).
+    let started = Instant::now();
+    let Some(cluster) = ElixirCluster::start_on("elx", 3, Otp::Sid) else {
+        return;
+    };
+    let version = cluster.run_ok(1, &["rpc", "IO.puts(System.version())"]);
+    let otp = cluster.run_ok(1, &["rpc", "IO.puts(System.otp_release())"]);
+    assert_eq!((version.as_str(), otp.as_str()), ("1.20.4", "29"));
+    migrates_in_both_modes_and_rolls_back(&cluster, started, true);
+}
+
+/// check, the dry run, the default roll (with `canary`, paused after one node first), rollback,
+/// the classic roll, rollback, on one running cluster.
+fn migrates_in_both_modes_and_rolls_back(cluster: &ElixirCluster, started: Instant, canary: bool) {
+    let otp = cluster.base.on.otp.major();
     let names: Vec<String> = (1..=3).map(|i| cluster.node_name(i)).collect();
     let originals: Vec<Vec<u8>> = (1..=3)
         .map(|i| std::fs::read(cluster.env_sh(i)).unwrap())
         .collect();
-    let plan = plan(&cluster);
+    let plan = plan(cluster);
     eprintln!(
-        "MEASURED elixir: build + 3 nodes meshed {:.1} s",
+        "MEASURED elixir on OTP {otp}: build + 3 nodes meshed {:.1} s",
         started.elapsed().as_secs_f64()
     );
 
     let check = distls(&["check", plan.to_str().unwrap()]);
     assert!(check.status.success(), "{}", describe(&check));
+    let shown = stdout(&check);
     assert!(
-        stdout(&check).contains("flavor.release"),
+        shown.contains("flavor.release") && shown.contains(&format!("OTP {otp}")),
         "{}",
         describe(&check)
     );
@@ -345,12 +464,15 @@ fn elixir_release_migrates_in_both_modes_and_rolls_back() {
         assert_eq!(std::fs::read(cluster.env_sh(i)).unwrap(), originals[i - 1]);
     }
 
-    migrate_and_check(&cluster, &plan, &names, &[]);
-    rollback_and_check(&cluster, &plan, &originals);
-    migrate_and_check(&cluster, &plan, &names, &["--classic"]);
-    rollback_and_check(&cluster, &plan, &originals);
+    if canary {
+        pause_in_the_hybrid_stage(cluster, &plan, &originals);
+    }
+    migrate_and_check(cluster, &plan, &names, &[]);
+    rollback_and_check(cluster, &plan, &originals);
+    migrate_and_check(cluster, &plan, &names, &["--classic"]);
+    rollback_and_check(cluster, &plan, &originals);
     eprintln!(
-        "MEASURED elixir: whole test {:.1} s",
+        "MEASURED elixir on OTP {otp}: whole test {:.1} s",
         started.elapsed().as_secs_f64()
     );
 }

@@ -30,7 +30,7 @@ pub enum Otp {
     Machine,
     /// Debian 13 (trixie): OTP 27, ejabberd 24.12, RabbitMQ 4.0.
     Trixie,
-    /// Debian sid: OTP 29, ejabberd 26.07, RabbitMQ 4.3.
+    /// Debian sid: OTP 29, ejabberd 26.07, RabbitMQ 4.3, Elixir 1.20.
     Sid,
 }
 

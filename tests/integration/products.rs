@@ -75,7 +75,7 @@ impl OnHost {
     }
 
     /// The plan's `defaults:` lines that reach the host (none on this machine).
-    fn plan_transport(&self) -> String {
+    pub fn plan_transport(&self) -> String {
         match &self.remote {
             None => String::new(),
             Some((sshd, _)) => sshd.plan_settings("user_key", "known_hosts", &[]),
