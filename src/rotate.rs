@@ -79,6 +79,11 @@ pub async fn run(
         }
         let journal = match existing {
             Some(j) if matches!(j.state, RunState::Rotating | RunState::RollingBack) => j,
+            _ if rotation.journal.moves.is_empty() => {
+                // Kept as it is: the last rotation stays the one `--rollback` undoes.
+                println!("nothing to rotate: every node's files already hold what --to names");
+                return Ok(());
+            }
             _ => rotation.journal.clone(),
         };
         let mut engine = Engine::new(&store, journal, &nodes);

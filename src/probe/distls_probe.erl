@@ -89,7 +89,7 @@ handle([Id, "clearpem", Node]) ->
     spawn(fun() -> reply(Id, "clearpem " ++ clear_pem(list_to_atom(Node))) end);
 handle([Id, "refresh"]) ->
     _ = clear_dist_pem_cache(),
-    _ = ssl:clear_pem_cache(),
+    _ = clear_normal_pem_cache(),
     reply(Id, "ok");
 handle([Id, "relink", Node]) ->
     spawn(fun() -> reply(Id, "relink " ++ relink(list_to_atom(Node))) end);
@@ -335,7 +335,9 @@ dist_port(Name, Host) ->
     end.
 
 handshake(Host, Port) ->
-    _ = ssl:clear_pem_cache(),
+    %% The ssl application itself (not only the distribution's instance) runs ssl:connect/4.
+    _ = application:ensure_all_started(ssl),
+    _ = clear_normal_pem_cache(),
     Own = [O || {client, Opts} <- own_terms(), O <- Opts,
                 element(1, O) =:= certfile orelse element(1, O) =:= keyfile],
     Opts = [binary, {active, false}, {verify, verify_none}, {server_name_indication, disable} | Own],
@@ -381,6 +383,9 @@ clear_dist_pem_cache() ->
         _ -> try gen_server:call(ssl_pem_cache_dist, {unconditionally_clear_pem_cache, self()}, 10000)
              catch _:_ -> error end
     end.
+
+clear_normal_pem_cache() ->
+    try ssl:clear_pem_cache() catch _:_ -> error end.
 
 relink(Node) ->
     _ = clear_dist_pem_cache(),

@@ -26,6 +26,8 @@ mod secrets;
 mod failure;
 // Preflight: `distls check` on a healthy cluster and one broken copy per defect.
 mod preflight;
+// `distls rotate`: new certificates on a running TLS cluster, no restart.
+mod rotate;
 // kill -9 at several steps, then rerun: the roll completes.
 #[cfg(feature = "failpoints")]
 mod resume;

@@ -1,0 +1,185 @@
+//! `distls rotate` on a real TLS cluster: no restart, no link lost, the new certificate served,
+//! a CA rollover killed at every journal write and rerun, and rolled back byte for byte.
+
+use crate::split_checker::{self, Params, now_ms};
+use crate::support::{TestCluster, cluster_with, describe, stdout};
+use distls::rehearsal::write_custom_cert;
+use std::path::Path;
+use std::time::Duration;
+
+/// The sha256 of the cluster's certificate, key and CA files (never their bytes in a message).
+fn certs_bytes(t: &TestCluster) -> Vec<String> {
+    let tls = t.cluster.tls_files();
+    [&tls.certfile, &tls.keyfile, &tls.cacertfile]
+        .iter()
+        .map(|p| sha256(&std::fs::read(p).unwrap()))
+        .collect()
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// Runs `distls rotate ARGS` under DISTLS_FAILPOINT=walk until a run gets past every journal
+/// write: each run dies at the next write it has not died at, the next resumes from the journal.
+fn rotate_killed_at_every_write(t: &TestCluster, args: &[&str]) -> usize {
+    let mut seen: Vec<String> = Vec::new();
+    loop {
+        let joined = seen.join(",");
+        let out = t.distls_env(
+            args,
+            &[
+                ("DISTLS_FAILPOINT", "walk"),
+                ("DISTLS_FAILPOINT_SEEN", &joined),
+            ],
+        );
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        match err.lines().find_map(|l| l.strip_prefix("failpoint: ")) {
+            Some(point) => {
+                assert!(!seen.contains(&point.to_string()), "{point} twice:\n{err}");
+                seen.push(point.to_string());
+                assert!(seen.len() < 80, "the walk ends:\n{seen:#?}");
+            }
+            None => {
+                assert!(out.status.success(), "{}", describe(&out));
+                return seen.len();
+            }
+        }
+    }
+}
+
+fn wait_sampled(t: &TestCluster) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        let logs = t.cluster.links_logs();
+        if logs.values().all(|l| l.lines().count() > 2) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("the nodes sample their links");
+}
+
+#[test]
+#[cfg(feature = "failpoints")]
+fn a_tls_cluster_rotates_its_ca_without_a_restart_or_a_lost_link() {
+    let t = cluster_with("rot", 3, |spec| spec.sample_links = true);
+    let plan = t.plan();
+    let plan = plan.to_str().unwrap();
+    let out = t.distls(&["migrate", "--classic", plan]);
+    assert!(out.status.success(), "{}", describe(&out));
+    t.wait_for_mesh("inet_tls", "tls");
+    let pids: Vec<_> = (0..3).map(|i| t.cluster.node_os_pid(i)).collect();
+    let before = certs_bytes(&t);
+    let new = write_custom_cert(
+        &t.cluster.dir().join("new"),
+        &["localhost", "127.0.0.1"],
+        -1..90,
+    )
+    .expect("new certificates");
+    let to = |kind: &str, path: &Path| format!("{kind}={}", path.display());
+    let (cert, key, ca) = (
+        to("certfile", &new.certfile),
+        to("keyfile", &new.keyfile),
+        to("cacertfile", &new.cacertfile),
+    );
+    // A leaf from a CA the peers do not trust yet: refused before anything changes.
+    let refused = t.distls(&["rotate", plan, "--to", &cert, "--to", &key, "--to", &ca]);
+    assert_eq!(refused.status.code(), Some(3), "{}", describe(&refused));
+    assert!(
+        describe(&refused).contains("would be refused by")
+            && describe(&refused).contains("--ca-rollover"),
+        "{}",
+        describe(&refused)
+    );
+    assert_eq!(certs_bytes(&t), before, "nothing changed");
+    let dry = t.distls(&[
+        "rotate",
+        "--dry-run",
+        "--ca-rollover",
+        plan,
+        "--to",
+        &cert,
+        "--to",
+        &key,
+        "--to",
+        &ca,
+    ]);
+    assert!(dry.status.success(), "{}", describe(&dry));
+    assert_eq!(
+        stdout(&dry).matches("trust-both").count(),
+        3,
+        "{}",
+        stdout(&dry)
+    );
+    assert_eq!(certs_bytes(&t), before, "a dry run changes nothing");
+
+    wait_sampled(&t);
+    let since = now_ms();
+    let started = std::time::Instant::now();
+    let points = rotate_killed_at_every_write(
+        &t,
+        &[
+            "rotate",
+            "--ca-rollover",
+            plan,
+            "--to",
+            &cert,
+            "--to",
+            &key,
+            "--to",
+            &ca,
+        ],
+    );
+    eprintln!(
+        "MEASURED rotate --ca-rollover, 3 nodes, killed at {points} journal writes: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        points >= 3 * 3 * 3,
+        "every move's writes were walked: {points}"
+    );
+    let report = split_checker::check(
+        &t.cluster.links_logs(),
+        &[],
+        &Params::new(Duration::from_secs(2)).since(since),
+    );
+    assert!(report.violations.is_empty(), "no link lost: {report}");
+    assert!(report.rejoins.is_empty(), "no restart: {report}");
+    for (i, pid) in pids.iter().enumerate() {
+        assert_eq!(&t.cluster.node_os_pid(i), pid, "node {i} kept its OS pid");
+    }
+    let after = certs_bytes(&t);
+    assert_eq!(after[0], sha256(&std::fs::read(&new.certfile).unwrap()));
+    assert_eq!(after[2], sha256(&std::fs::read(&new.cacertfile).unwrap()));
+    t.assert_mesh("inet_tls", "tls");
+    // A rerun of a finished rotation changes nothing and says so.
+    let again = t.distls(&[
+        "rotate",
+        "--ca-rollover",
+        plan,
+        "--to",
+        &cert,
+        "--to",
+        &key,
+        "--to",
+        &ca,
+    ]);
+    assert!(again.status.success(), "{}", describe(&again));
+    assert!(
+        stdout(&again).contains("nothing to rotate"),
+        "{}",
+        describe(&again)
+    );
+
+    let back = t.distls(&["rotate", "--rollback", plan]);
+    assert!(back.status.success(), "{}", describe(&back));
+    assert_eq!(certs_bytes(&t), before, "every file restored byte for byte");
+    for (i, pid) in pids.iter().enumerate() {
+        assert_eq!(&t.cluster.node_os_pid(i), pid, "node {i} kept its OS pid");
+    }
+    t.assert_mesh("inet_tls", "tls");
+    let out = t.distls(&["rollback", plan]);
+    assert!(out.status.success(), "{}", describe(&out));
+}
