@@ -41,7 +41,7 @@ mod processes;
 mod spec;
 mod waits;
 
-pub use certs::{write_custom_cert, write_foreign_ca_cert, write_host_certs};
+pub use certs::{write_custom_cert, write_foreign_ca_cert, write_host_certs, write_rotation_certs};
 pub use epmd::{DEFAULT_EPMD_PORT, start_private_epmd, start_private_epmd_under};
 pub use layout::uncomment_tls_block;
 pub use processes::{is_zombie, read_pid};

@@ -157,6 +157,33 @@ pub fn write_custom_cert(
     )
 }
 
+/// A fresh CA and two certificates for `sans` from it, valid from yesterday for 90 days: the
+/// files of a rotation test (a CA rollover to the first, then a rotation to the second).
+/// Written as `<dir>/cacert.pem`, `<dir>/{1,2}/{cert,key}.pem`; each set names the same CA.
+pub fn write_rotation_certs(dir: &Path, sans: &[&str]) -> Result<[TlsFiles; 2], RehearsalError> {
+    let ca = make_ca("distls rehearsal rotated CA")?;
+    let mut sets = Vec::new();
+    for n in ["1", "2"] {
+        let (cert, key) = make_leaf_cert(
+            &ca,
+            &format!("distls rehearsal rotated node {n}"),
+            sans,
+            -1..90,
+        )?;
+        let set_dir = dir.join(n);
+        let files = write_tls_files(
+            &set_dir,
+            ["cacert.pem", "cert.pem", "key.pem"],
+            &ca.pem,
+            &cert,
+            &key,
+        )?;
+        sets.push(files);
+    }
+    let [first, second]: [TlsFiles; 2] = sets.try_into().unwrap_or_else(|_| unreachable!());
+    Ok([first, second])
+}
+
 /// A certificate for `localhost` signed by a DIFFERENT, freshly made CA, written as
 /// `<dir>/foreign_{cacert,cert,key}.pem`. A node that presents it is rejected by peers that trust
 /// the cluster's CA.

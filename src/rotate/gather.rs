@@ -52,7 +52,9 @@ pub async fn nodes<'a>(
                 "a rotation needs every node running TLS: start it, or `distls migrate` first",
             ));
         };
-        if !info.runs_tls() {
+        // A zero-split run ends on distls's sealed module, which speaks TLS through inet_tls_dist
+        // (the same PEM cache) until the node's next restart boots stock TLS.
+        if !info.runs_tls() && info.proto_dist() != Some("distls_hybrid:sealed") {
             return Err(refused(
                 name,
                 format!(
