@@ -311,6 +311,75 @@ fn five_nodes_go_to_tls_without_a_split_two_at_a_time() {
     assert!(down_together(&journal, &names[0], &names[1]), "{journal}");
     assert!(down_together(&journal, &names[2], &names[3]), "{journal}");
     assert!(!down_together(&journal, &names[1], &names[2]), "{journal}");
+    rotates_without_a_restart_or_a_lost_link(&t);
+}
+
+/// `distls rotate` on the sealed cluster: a CA rollover, then a rotation of the leaves alone;
+/// every node keeps its OS pid and every link (sampled every 200 ms), its ctl reaches it
+/// throughout, and it serves the new certificate.
+fn rotates_without_a_restart_or_a_lost_link(t: &TestCluster) {
+    let plan = t.plan();
+    let plan = plan.to_str().unwrap();
+    let n = t.node_names().len();
+    let [first, second] = distls::rehearsal::write_rotation_certs(
+        &t.cluster.dir().join("rotated"),
+        &["localhost", "127.0.0.1"],
+    )
+    .expect("rotation certificates");
+    let pids: Vec<_> = (0..n).map(|i| t.cluster.node_os_pid(i)).collect();
+    let to = |kind: &str, path: &std::path::Path| format!("{kind}={}", path.display());
+    for (set, rollover, subject) in [
+        (&first, true, "rotated node 1"),
+        (&second, false, "rotated node 2"),
+    ] {
+        let (cert, key, ca) = (
+            to("certfile", &set.certfile),
+            to("keyfile", &set.keyfile),
+            to("cacertfile", &set.cacertfile),
+        );
+        let mut args = vec!["rotate", plan, "--to", &cert, "--to", &key];
+        if rollover {
+            args.extend(["--ca-rollover", "--to", &ca]);
+        }
+        let started = std::time::Instant::now();
+        let (out, report) = run_watched_from(t, &args, Some("tls"), "tls");
+        eprintln!(
+            "MEASURED rotate{} of {n} nodes: {:.1} s",
+            if rollover { " --ca-rollover" } else { "" },
+            started.elapsed().as_secs_f64()
+        );
+        assert!(out.status.success(), "{}", describe(&out));
+        assert_never_split(&report, 0);
+        assert!(report.final_links_all("tls"), "{report}");
+        let served = stdout(&out);
+        let phases = if rollover { 3 } else { 1 };
+        assert_eq!(
+            served.matches("new links ok").count(),
+            phases * n,
+            "{served}"
+        );
+        // A rollover's first phase still serves the old leaves; its other two the new ones.
+        let serving_new = if rollover { 2 * n } else { n };
+        assert_eq!(
+            served
+                .matches(&format!("serves CN=distls rehearsal {subject}"))
+                .count(),
+            serving_new,
+            "{served}"
+        );
+        let tls = t.cluster.tls_files();
+        assert_eq!(
+            std::fs::read(&tls.certfile).unwrap(),
+            std::fs::read(&set.certfile).unwrap()
+        );
+        assert_eq!(
+            std::fs::read(&tls.cacertfile).unwrap(),
+            std::fs::read(&set.cacertfile).unwrap()
+        );
+        for (i, pid) in pids.iter().enumerate() {
+            assert_eq!(&t.cluster.node_os_pid(i), pid, "node {i} kept its OS pid");
+        }
+    }
 }
 
 /// Mnesia disc_copies tables on every node: after its restart the node loads its tables from
