@@ -122,7 +122,18 @@ async fn rotate(args: crate::cli::RotateArgs) -> Result<()> {
     let (transports, connections) = open_transports(&plan).await?;
     let outcome = async {
         let targets = target::prepare(&plan, &transports, None).await?;
-        crate::rotate::run(&plan, &targets, &state_dir(&args.plan, &plan), &request).await
+        // The same run locks as a migration: no roll restarts a node while its files change.
+        let locks = if request.dry_run {
+            None
+        } else {
+            Some(node_lock::acquire(&plan, &transports, args.lock.break_lock).await?)
+        };
+        let outcome =
+            crate::rotate::run(&plan, &targets, &state_dir(&args.plan, &plan), &request).await;
+        if let Some(locks) = locks {
+            locks.release().await;
+        }
+        outcome
     }
     .await;
     ssh::close_all(connections).await;

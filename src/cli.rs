@@ -225,6 +225,8 @@ pub struct CheckArgs {
 pub struct RotateArgs {
     #[command(flatten)]
     pub plan: PlanArgs,
+    #[command(flatten)]
+    pub lock: LockArgs,
     /// A new file, on each node's host: certfile=PATH, keyfile=PATH or cacertfile=PATH
     /// (placeholders {name}, {sname}, {host}). Installed at the paths the nodes' running
     /// options name (the plan's `tls`).
