@@ -173,7 +173,10 @@ mod tests {
         let both = [ca_b.der().clone(), ca_a.der().clone()];
         assert_eq!(verify_chain(&chain, &both, now), Ok(()));
         let err = verify_chain(&chain, &[ca_b.der().clone()], now).unwrap_err();
-        assert!(err.contains("serverAuth: not issued by a CA in cacertfile"), "{err}");
+        assert!(
+            err.contains("serverAuth: not issued by a CA in cacertfile"),
+            "{err}"
+        );
         assert!(err.contains("clientAuth"), "{err}");
     }
 

@@ -30,6 +30,7 @@ pub mod rehearsal;
 pub mod roll;
 pub mod roll_mode;
 pub mod rollout;
+pub mod served;
 pub mod shell;
 pub mod signal_target;
 pub mod spelling;

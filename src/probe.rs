@@ -272,7 +272,8 @@ impl Probe {
         match reply.strip_prefix("served ") {
             Some(rest) => match rest.strip_prefix('!') {
                 Some(why) => Err(failed(why.to_string())),
-                None => hex::decode(rest.trim()).map_err(|_| failed(format!("unexpected reply `{reply}`"))),
+                None => hex::decode(rest.trim())
+                    .map_err(|_| failed(format!("unexpected reply `{reply}`"))),
             },
             None => Err(failed(format!("unexpected reply `{reply}`"))),
         }
@@ -954,7 +955,10 @@ mod tests {
         assert!(files.paths("cacertfile").is_empty());
         assert_eq!(files.inline(), vec!["server_cacerts"]);
         assert_eq!(parse_tls_files("tlsfiles -").unwrap(), TlsFiles::default());
-        assert_eq!(parse_tls_files("tlsfiles !nodedown").unwrap_err(), "nodedown");
+        assert_eq!(
+            parse_tls_files("tlsfiles !nodedown").unwrap_err(),
+            "nodedown"
+        );
     }
 
     #[test]
