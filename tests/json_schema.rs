@@ -11,6 +11,8 @@ pub struct Schema {
     events: Shapes,
     activities: Shapes,
     notes: Shapes,
+    /// The objects inside a `status` record: each of `nodes`, and what a node serves and trusts.
+    status: Shapes,
 }
 
 impl Schema {
@@ -21,6 +23,7 @@ impl Schema {
             events: table(&doc, "<!-- json:events -->"),
             activities: table(&doc, "<!-- json:activities -->"),
             notes: table(&doc, "<!-- json:notes -->"),
+            status: table(&doc, "<!-- json:status -->"),
         }
     }
 
@@ -64,7 +67,50 @@ impl Schema {
                 fits(&inner, fields).map_err(|why| format!("{field} {kind}: {why}: {line}"))?;
             }
         }
+        if event == "status" {
+            self.check_status_nodes(&rest)
+                .map_err(|why| format!("status: {why}: {line}"))?;
+        }
         Ok(event.to_string())
+    }
+
+    /// Each node of a `status` record, its `served` leaf and its `trusts` files with their `cas`.
+    fn check_status_nodes(
+        &self,
+        status: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), String> {
+        let nodes = status["nodes"].as_array().ok_or("`nodes` is not a list")?;
+        for node in nodes {
+            let node = self.fits_shape("node", node)?;
+            if !node["served"].is_null() {
+                self.fits_shape("served", &node["served"])?;
+            }
+            let files = node["trusts"].as_array().ok_or("`trusts` is not a list")?;
+            for file in files {
+                let file = self.fits_shape("trusts", file)?;
+                let cas = file["cas"].as_array().ok_or("`cas` is not a list")?;
+                for ca in cas {
+                    self.fits_shape("cas", ca)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn fits_shape<'v>(
+        &self,
+        shape: &str,
+        value: &'v serde_json::Value,
+    ) -> Result<&'v serde_json::Map<String, serde_json::Value>, String> {
+        let object = value
+            .as_object()
+            .ok_or(format!("a `{shape}` is not an object"))?;
+        let fields = self
+            .status
+            .get(shape)
+            .ok_or(format!("`{shape}` is not in docs/json.md's status table"))?;
+        fits(object, fields).map_err(|why| format!("{shape}: {why}"))?;
+        Ok(object)
     }
 }
 
