@@ -84,12 +84,14 @@ handle([Id, "versions"]) ->
 handle([Id, "tlsfiles", Node]) ->
     spawn(fun() -> reply(Id, "tlsfiles " ++ tls_files(list_to_atom(Node))) end);
 handle([Id, "served", Node]) ->
-    spawn(fun() -> reply(Id, "served " ++ served(list_to_atom(Node))) end);
+    %% A crash must still answer: distls would wait for the reply until its timeout.
+    spawn(fun() -> reply(Id, "served " ++ try served(list_to_atom(Node))
+                                         catch C:R -> "!" ++ atom_to_list(C) ++ "_" ++ reason(R) end) end);
 handle([Id, "clearpem", Node]) ->
     spawn(fun() -> reply(Id, "clearpem " ++ clear_pem(list_to_atom(Node))) end);
 handle([Id, "refresh"]) ->
     _ = clear_dist_pem_cache(),
-    _ = ssl:clear_pem_cache(),
+    _ = clear_own_pem_cache(),
     reply(Id, "ok");
 handle([Id, "relink", Node]) ->
     spawn(fun() -> reply(Id, "relink " ++ relink(list_to_atom(Node))) end);
@@ -335,7 +337,7 @@ dist_port(Name, Host) ->
     end.
 
 handshake(Host, Port) ->
-    _ = ssl:clear_pem_cache(),
+    _ = clear_own_pem_cache(),
     Own = [O || {client, Opts} <- own_terms(), O <- Opts,
                 element(1, O) =:= certfile orelse element(1, O) =:= keyfile],
     Opts = [binary, {active, false}, {verify, verify_none}, {server_name_indication, disable} | Own],
@@ -350,6 +352,13 @@ handshake(Host, Port) ->
         {error, R} ->
             "!" ++ reason(R)
     end.
+
+%% The ssl application's own PEM cache (not the distribution's): ssl:connect/4 reads this VM's
+%% files through it. A TLS-distribution VM runs only the distribution's instance until the ssl
+%% application is started, and ssl:clear_pem_cache/0 exits with noproc before that.
+clear_own_pem_cache() ->
+    {ok, _} = application:ensure_all_started(ssl),
+    ssl:clear_pem_cache().
 
 %% This VM's own options, as tls_files/1 reads a node's.
 own_terms() ->
