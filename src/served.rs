@@ -7,6 +7,7 @@ use crate::cert_info::{CertSummary, pem_certificates};
 use crate::error::Result;
 use crate::observe::{Running, Via, probe_via};
 use crate::probe::{NodeInfo, ProbeError, ProbePool};
+use crate::stage::Stage;
 use crate::target::NodeTarget;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
@@ -14,7 +15,7 @@ use std::time::{Duration, SystemTime};
 /// The leaf a node serves on its distribution port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Leaf {
-    /// It runs no TLS (plain, down, unreachable): there is nothing to ask.
+    /// Its port accepts no TLS (plain, down, unreachable): there is nothing to ask.
     NoTls(Running),
     Serves(CertSummary),
     /// It runs TLS, but the handshake did not give its certificate.
@@ -44,12 +45,21 @@ pub enum Expiry {
     Expired { days: i64 },
 }
 
-/// The leaf `target` serves, asked through its TLS probe when `info` says it runs TLS. Only a
-/// probe VM that cannot start is an error: a failed handshake is this node's answer.
+/// Whether the node's distribution port accepts TLS: stock TLS, or distls's hybrid module at
+/// any stage (it accepts both until sealed, then TLS only).
+pub fn accepts_tls(info: &NodeInfo) -> bool {
+    info.runs_tls()
+        || info
+            .proto_dist()
+            .and_then(Stage::of_signature)
+            .is_some_and(|stage| stage != Stage::Plain)
+}
+
+/// The leaf `target` serves, asked through its TLS probe when `info` says its port accepts TLS.
+/// Only a probe VM that fails is an error: a failed handshake is this node's answer.
 pub async fn leaf(probes: &ProbePool, target: &NodeTarget, info: &NodeInfo) -> Result<Leaf> {
-    let running = Running::of_info(info);
-    if running != Running::Tls {
-        return Ok(Leaf::NoTls(running));
+    if !accepts_tls(info) {
+        return Ok(Leaf::NoTls(Running::of_info(info)));
     }
     let probe = probe_via(probes, target, Via::Tls).await?;
     Ok(match probe.served(target.name()).await {
@@ -254,6 +264,30 @@ mod tests {
             "expired 3 days ago"
         );
         assert_eq!(days_text(&cert(1_012 * DAY), now), "12 days left");
+    }
+
+    #[test]
+    fn tls_and_every_hybrid_stage_serve_a_certificate() {
+        let up = |proto: &str| NodeInfo::Up {
+            proto_dist: proto.into(),
+            os_pid: 1,
+            peers: Vec::new(),
+        };
+        for proto in [
+            "inet_tls",
+            "inet6_tls",
+            "distls_hybrid:sealed",
+            "distls_hybrid:h",
+        ] {
+            assert!(accepts_tls(&up(proto)), "{proto}");
+        }
+        assert!(accepts_tls(&up("distls_hybrid:tcp")));
+        assert!(!accepts_tls(&up("inet_tcp")));
+        let down = NodeInfo::Down {
+            reason: "nodedown".into(),
+            asked: None,
+        };
+        assert!(!accepts_tls(&down));
     }
 
     #[test]
