@@ -175,3 +175,43 @@ pub fn check_stream(text: &str) -> Vec<String> {
         })
         .collect()
 }
+
+/// A `status` node as `served::Served::json_fields` writes it fits the documented shapes; a field
+/// the docs do not list is refused, inside `served` too.
+#[test]
+fn status_nodes_with_what_they_serve_fit_the_schema() {
+    use distls::cert_info::CertSummary;
+    use distls::served::{Leaf, Served, Trusted};
+    let cert = CertSummary {
+        subject: "CN=node".into(),
+        issuer: "CN=ca".into(),
+        serial: "0A".into(),
+        not_after: 4_000_000_000,
+        sha256: "ab".repeat(32),
+    };
+    let served = Served {
+        leaf: Leaf::Serves(cert.clone()),
+        trusts: Ok(vec![Trusted {
+            file: "/etc/ca.pem".into(),
+            cas: Ok(vec![cert]),
+        }]),
+    };
+    let mut node = serde_json::json!({
+        "node": "a@h", "step": null, "file": "tls", "runs": "tls", "links": "-", "not_found": null,
+    });
+    for (field, value) in served.json_fields(std::time::SystemTime::now()) {
+        node[field] = value;
+    }
+    let record = |node: &serde_json::Value| {
+        serde_json::json!({"schema": 1, "t": 0.0, "event": "status", "cluster": "c", "journal": null, "nodes": [node]})
+            .to_string()
+    };
+    let schema = Schema::from_docs();
+    assert_eq!(schema.check_line(&record(&node)), Ok("status".to_string()));
+    node["served"]["extra"] = serde_json::json!(1);
+    let refused = schema.check_line(&record(&node)).unwrap_err();
+    assert!(
+        refused.contains("served: `extra` is not in docs/json.md"),
+        "{refused}"
+    );
+}
