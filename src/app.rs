@@ -17,7 +17,7 @@ use crate::ssh;
 use crate::ssh::SshSpec;
 use crate::target::{self, FileState};
 use crate::transport::Transport;
-use crate::{confirm, node_lock, preflight, preview, rehearsal, stale_journal, zero_split};
+use crate::{confirm, node_lock, preflight, preview, rehearsal, served, stale_journal, zero_split};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -581,6 +581,9 @@ fn refuse_on_failures(
 }
 
 async fn check(args: CheckArgs) -> Result<()> {
+    if let Some(window) = args.expiry {
+        return check_expiry(&args, window).await;
+    }
     let plan = Plan::load(&args.plan)?;
     let choice = roll_mode::choose(args.mode, &plan, None)?;
     if let Some(why) = &choice.fallback {
@@ -609,6 +612,28 @@ async fn check(args: CheckArgs) -> Result<()> {
         ))));
     }
     Ok(())
+}
+
+/// `check --expiry`: only what the running TLS nodes serve, against the window.
+async fn check_expiry(args: &CheckArgs, window: std::time::Duration) -> Result<()> {
+    let plan = Plan::load(&args.plan)?;
+    let (transports, connections) = open_transports(&plan).await?;
+    let asked = preflight::expiry::run(&plan, &transports, window).await;
+    drop(transports);
+    ssh::close_all(connections).await;
+    let findings = asked?;
+    if args.json {
+        println!("{}", preflight::render_json(&findings));
+    } else {
+        let listing = preflight::Listing::verbose(args.preflight.verbose);
+        print!("{}", preflight::render_table(&findings, listing));
+    }
+    match preflight::expiry::refusal(&findings, window) {
+        None => Ok(()),
+        Some(why) => Err(Error::Refused(Message::new(why).hint(
+            "reissue it and install it with `distls rotate` (docs/preflight.md, served.expiry)",
+        ))),
+    }
 }
 
 fn check_resumable(journal: &Journal, plan: &Plan, allow_plan_change: bool) -> Result<()> {
@@ -756,6 +781,8 @@ async fn status_over(
         if let Some(why) = observe::why_down(target, &info) {
             println!("  {why}");
         }
+        let served = served::served(&probes, target, &info).await?;
+        println!("  {}", served.describe(std::time::SystemTime::now()));
     }
     probes.shutdown().await;
     Ok(())
@@ -780,14 +807,19 @@ async fn status_json(
             Some(texts) => zero_split_file_and_runs(target, texts, &info).await?,
             None => classic_file_and_runs(target, &info).await?,
         };
-        nodes.push(serde_json::json!({
+        let mut node = serde_json::json!({
             "node": target.name(),
             "step": step,
             "file": file,
             "runs": runs,
             "links": observe::describe_links(&info),
             "not_found": observe::why_down(target, &info),
-        }));
+        });
+        let served = served::served(&probes, target, &info).await?;
+        for (field, value) in served.json_fields(std::time::SystemTime::now()) {
+            node[field] = value;
+        }
+        nodes.push(node);
     }
     probes.shutdown().await;
     let journal = journal.map(|j| {

@@ -23,7 +23,8 @@ pub enum Command {
     Rollback(RollbackArgs),
     /// Show the journal and what every node really runs right now.
     Status(StatusArgs),
-    /// Read-only preflight: files, certificates, TLS options and runtime of every node (exit 3 on any FAIL).
+    /// Read-only preflight: files, certificates, TLS options and runtime of every node (exit 3 on any FAIL);
+    /// `--expiry 30d`: only whether a served certificate expires within 30 days (exit 3 if so).
     Check(CheckArgs),
     /// Replace the certificates, keys or CA of a running TLS cluster without a restart (docs/rotate.md).
     Rotate(RotateArgs),
@@ -213,6 +214,11 @@ pub struct CheckArgs {
     /// Also start two throwaway TLS VMs on each host and ping between them.
     #[arg(long)]
     pub handshake: bool,
+    /// Only ask every running TLS node which certificate it serves now (not the files on disk)
+    /// and FAIL, exit 3, when one expires within DUR (e.g. 30d) or has expired; the other checks
+    /// do not run. Read-only and quick, for cron and monitoring (docs/preflight.md).
+    #[arg(long, value_name = "DUR", value_parser = humantime::parse_duration, conflicts_with = "handshake")]
+    pub expiry: Option<std::time::Duration>,
     /// Check for the roll `migrate` would take with these flags: by default also that every host
     /// can run the zero-split roll (its OTP, the node's flavor); `--classic` leaves that out.
     #[command(flatten)]

@@ -41,7 +41,7 @@ pub mod exit_code {
         ),
         (
             REFUSED,
-            "refused: the cluster is not in a state to start, the journal belongs to an earlier cluster, or a preflight check FAILed; nothing was touched",
+            "refused: the cluster is not in a state to start, the journal belongs to an earlier cluster, or a preflight check FAILed (check --expiry: a served certificate expires within the window); nothing was touched",
         ),
         (
             STEP_FAILED,

@@ -31,6 +31,7 @@ pub mod roll;
 pub mod roll_mode;
 pub mod rollout;
 pub mod rotate;
+pub mod served;
 pub mod shell;
 pub mod signal_target;
 pub mod spelling;

@@ -134,7 +134,7 @@ impl Observer for ProbePool {
 }
 
 /// The node's probe VM that speaks `via` (booted on first use, then shared).
-async fn probe_via(
+pub(crate) async fn probe_via(
     probes: &ProbePool,
     target: &NodeTarget,
     via: Via,

@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod certs;
+pub mod expiry;
 mod handshake;
 mod options;
 mod otp;
@@ -158,9 +159,8 @@ pub async fn run(plan: &Plan, transports: &[Transport], options: Options) -> Vec
     let now = SystemTime::now();
     let mut by_host: BTreeMap<String, Vec<(NodeSpec, Transport)>> = BTreeMap::new();
     for (spec, transport) in plan.nodes.iter().zip(transports) {
-        let host = spec.ssh.as_ref().map_or(&spec.host, |ssh| &ssh.host);
         by_host
-            .entry(host.clone())
+            .entry(host_of(spec).to_string())
             .or_default()
             .push((spec.clone(), transport.clone()));
     }
@@ -180,6 +180,11 @@ pub async fn run(plan: &Plan, transports: &[Transport], options: Options) -> Vec
         findings.push(verdict.at(CLUSTER, None));
     }
     findings
+}
+
+/// The host a node's findings are reported on: the one distls reaches it through.
+fn host_of(spec: &NodeSpec) -> &str {
+    spec.ssh.as_ref().map_or(&spec.host, |ssh| &ssh.host)
 }
 
 /// `roll.table_wait`: with Mnesia disc tables the first migrated node waits for its tables until

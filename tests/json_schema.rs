@@ -11,6 +11,8 @@ pub struct Schema {
     events: Shapes,
     activities: Shapes,
     notes: Shapes,
+    /// The objects inside a `status` record: each of `nodes`, and what a node serves and trusts.
+    status: Shapes,
 }
 
 impl Schema {
@@ -21,6 +23,7 @@ impl Schema {
             events: table(&doc, "<!-- json:events -->"),
             activities: table(&doc, "<!-- json:activities -->"),
             notes: table(&doc, "<!-- json:notes -->"),
+            status: table(&doc, "<!-- json:status -->"),
         }
     }
 
@@ -64,7 +67,50 @@ impl Schema {
                 fits(&inner, fields).map_err(|why| format!("{field} {kind}: {why}: {line}"))?;
             }
         }
+        if event == "status" {
+            self.check_status_nodes(&rest)
+                .map_err(|why| format!("status: {why}: {line}"))?;
+        }
         Ok(event.to_string())
+    }
+
+    /// Each node of a `status` record, its `served` leaf and its `trusts` files with their `cas`.
+    fn check_status_nodes(
+        &self,
+        status: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), String> {
+        let nodes = status["nodes"].as_array().ok_or("`nodes` is not a list")?;
+        for node in nodes {
+            let node = self.fits_shape("node", node)?;
+            if !node["served"].is_null() {
+                self.fits_shape("served", &node["served"])?;
+            }
+            let files = node["trusts"].as_array().ok_or("`trusts` is not a list")?;
+            for file in files {
+                let file = self.fits_shape("trusts", file)?;
+                let cas = file["cas"].as_array().ok_or("`cas` is not a list")?;
+                for ca in cas {
+                    self.fits_shape("cas", ca)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn fits_shape<'v>(
+        &self,
+        shape: &str,
+        value: &'v serde_json::Value,
+    ) -> Result<&'v serde_json::Map<String, serde_json::Value>, String> {
+        let object = value
+            .as_object()
+            .ok_or(format!("a `{shape}` is not an object"))?;
+        let fields = self
+            .status
+            .get(shape)
+            .ok_or(format!("`{shape}` is not in docs/json.md's status table"))?;
+        fits(object, fields).map_err(|why| format!("{shape}: {why}"))?;
+        Ok(object)
     }
 }
 
@@ -128,4 +174,44 @@ pub fn check_stream(text: &str) -> Vec<String> {
                 .unwrap_or_else(|why| panic!("{why}"))
         })
         .collect()
+}
+
+/// A `status` node as `served::Served::json_fields` writes it fits the documented shapes; a field
+/// the docs do not list is refused, inside `served` too.
+#[test]
+fn status_nodes_with_what_they_serve_fit_the_schema() {
+    use distls::cert_info::CertSummary;
+    use distls::served::{Leaf, Served, Trusted};
+    let cert = CertSummary {
+        subject: "CN=node".into(),
+        issuer: "CN=ca".into(),
+        serial: "0A".into(),
+        not_after: 4_000_000_000,
+        sha256: "ab".repeat(32),
+    };
+    let served = Served {
+        leaf: Leaf::Serves(cert.clone()),
+        trusts: Ok(vec![Trusted {
+            file: "/etc/ca.pem".into(),
+            cas: Ok(vec![cert]),
+        }]),
+    };
+    let mut node = serde_json::json!({
+        "node": "a@h", "step": null, "file": "tls", "runs": "tls", "links": "-", "not_found": null,
+    });
+    for (field, value) in served.json_fields(std::time::SystemTime::now()) {
+        node[field] = value;
+    }
+    let record = |node: &serde_json::Value| {
+        serde_json::json!({"schema": 1, "t": 0.0, "event": "status", "cluster": "c", "journal": null, "nodes": [node]})
+            .to_string()
+    };
+    let schema = Schema::from_docs();
+    assert_eq!(schema.check_line(&record(&node)), Ok("status".to_string()));
+    node["served"]["extra"] = serde_json::json!(1);
+    let refused = schema.check_line(&record(&node)).unwrap_err();
+    assert!(
+        refused.contains("served: `extra` is not in docs/json.md"),
+        "{refused}"
+    );
 }

@@ -223,7 +223,7 @@ fn validity(material: &TlsMaterial, cert: &X509Certificate, clock: Clock) -> Ver
 }
 
 /// `30-day`, or humantime's form for a window that is not whole days.
-fn describe_window(window: Duration) -> String {
+pub(super) fn describe_window(window: Duration) -> String {
     let seconds = window.as_secs();
     if seconds.is_multiple_of(86_400) {
         format!("{}-day", seconds / 86_400)

@@ -84,7 +84,9 @@ handle([Id, "versions"]) ->
 handle([Id, "tlsfiles", Node]) ->
     spawn(fun() -> reply(Id, "tlsfiles " ++ tls_files(list_to_atom(Node))) end);
 handle([Id, "served", Node]) ->
-    spawn(fun() -> reply(Id, "served " ++ served(list_to_atom(Node))) end);
+    %% A crash must still answer: distls would wait for the reply until its timeout.
+    spawn(fun() -> reply(Id, "served " ++ try served(list_to_atom(Node))
+                                         catch C:R -> "!" ++ atom_to_list(C) ++ "_" ++ reason(R) end) end);
 handle([Id, "clearpem", Node]) ->
     spawn(fun() -> reply(Id, "clearpem " ++ clear_pem(list_to_atom(Node))) end);
 handle([Id, "refresh"]) ->
@@ -384,6 +386,9 @@ clear_dist_pem_cache() ->
              catch _:_ -> error end
     end.
 
+%% The ssl application's own PEM cache (not the distribution's): ssl:connect/4 reads this VM's
+%% files through it. A TLS-distribution VM runs only the distribution's instance until the ssl
+%% application is started, and ssl:clear_pem_cache/0 exits with noproc before that.
 clear_normal_pem_cache() ->
     try ssl:clear_pem_cache() catch _:_ -> error end.
 

@@ -42,6 +42,19 @@ fn migrates_a_three_node_cluster_and_rolls_it_back() {
     assert!(why.contains("--pause-after 1"), "{report}");
     assert_eq!(report["nodes"][0]["runs"], "tls");
     assert_eq!(report["nodes"][1]["file"], "original");
+    // The migrated node serves its certfile and trusts the cacertfile; a plain node serves none.
+    let (serial, ca_subject) = certfile_serial_and_ca(&t);
+    assert_eq!(
+        report["nodes"][0]["served"]["serial"],
+        serial.as_str(),
+        "{report}"
+    );
+    assert_eq!(
+        report["nodes"][0]["trusts"][0]["cas"][0]["subject"],
+        ca_subject.as_str()
+    );
+    assert!(report["nodes"][1]["served"].is_null(), "{report}");
+    assert_eq!(report["nodes"][1]["trusts"], serde_json::json!([]));
 
     // The rest, as a script would run it: a JSON stream on stdout, every object as
     // docs/json.md says; the two nodes left restart together (--batch 2).
@@ -95,6 +108,8 @@ fn migrates_a_three_node_cluster_and_rolls_it_back() {
         );
     }
 
+    served_certificates_and_their_expiry(&t, &stdout(&status), plan);
+
     // Running it again is a no-op that still verifies the mesh.
     let again = t.distls(&["migrate", "--classic", plan]);
     assert!(again.status.success(), "{}", describe(&again));
@@ -109,6 +124,55 @@ fn migrates_a_three_node_cluster_and_rolls_it_back() {
 
     // The hand-written plan: the discovered one repeats the epmd port in its `env`.
     epmd_port_from_vm_args(&t, hand_written_plan(&t).to_str().unwrap());
+}
+
+/// The serial of the rehearsal's certfile (every node's) and the subject of its CA.
+fn certfile_serial_and_ca(t: &TestCluster) -> (String, String) {
+    use distls::cert_info::{CertSummary, pem_certificates};
+    let summary = |path: &std::path::Path| {
+        let certs = pem_certificates(&std::fs::read(path).unwrap()).unwrap();
+        CertSummary::from_der(&certs[0]).unwrap()
+    };
+    let tls = t.cluster.tls_files();
+    (
+        summary(&tls.certfile).serial,
+        summary(&tls.cacertfile).subject,
+    )
+}
+
+/// On the migrated cluster: `status` shows what each node serves (its certfile's serial) and
+/// trusts; `check --expiry` passes a short window and fails a window past the expiry, naming
+/// every node.
+fn served_certificates_and_their_expiry(t: &TestCluster, status: &str, plan: &str) {
+    let (serial, ca_subject) = certfile_serial_and_ca(t);
+    for name in t.node_names() {
+        let served = status
+            .lines()
+            .skip_while(|l| !l.starts_with(&name))
+            .nth(1)
+            .unwrap_or_else(|| panic!("a served line under {name}: {status}"));
+        assert!(
+            served.contains(&format!("serial {serial}")) && served.contains("days left"),
+            "{served}"
+        );
+        assert!(served.contains(&format!("trusts {ca_subject}")), "{served}");
+    }
+    let started = std::time::Instant::now();
+    let fine = t.distls(&["check", "--expiry", "1d", plan]);
+    assert!(fine.status.success(), "{}", describe(&fine));
+    assert!(
+        stdout(&fine).contains("served.expiry"),
+        "{}",
+        describe(&fine)
+    );
+    let soon = t.distls(&["check", "--expiry", "100000d", plan]);
+    assert_eq!(soon.status.code(), Some(3), "{}", describe(&soon));
+    let said = stderr(&soon);
+    assert!(said.contains("served.expiry FAIL on"), "{said}");
+    for name in t.node_names() {
+        assert!(said.contains(&name), "{name} named: {said}");
+    }
+    eprintln!("check --expiry twice took {:?}", started.elapsed());
 }
 
 /// Where the hand-written plan is kept once the discovered one has replaced it.

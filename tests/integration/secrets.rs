@@ -174,11 +174,12 @@ fn assert_no_secret_anywhere(t: &TestCluster, plan: &Path, others: &[&str]) {
     secrets.extend_from_slice(others);
     let sampler = ArgvSampler::start(&secrets);
     // Both rolls: the classic one, then the default (its module compiled on the host, the seal).
-    let runs: [&[&str]; 8] = [
+    let runs: [&[&str]; 9] = [
         &["migrate", "--classic", "--dry-run", plan],
         &["check", "--json", "--handshake", plan],
         &["migrate", "--classic", plan],
         &["status", plan],
+        &["check", "--expiry", "1d", plan],
         &["rollback", plan],
         &["migrate", "--dry-run", plan],
         &["migrate", plan],
