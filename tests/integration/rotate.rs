@@ -154,6 +154,20 @@ fn a_tls_cluster_rotates_its_ca_without_a_restart_or_a_lost_link() {
     assert_eq!(after[0], sha256(&std::fs::read(&new.certfile).unwrap()));
     assert_eq!(after[2], sha256(&std::fs::read(&new.cacertfile).unwrap()));
     t.assert_mesh("inet_tls", "tls");
+    // What every node serves now, as `status` shows it: the new certificate's serial.
+    let pem = std::fs::read(&new.certfile).unwrap();
+    let der = distls::cert_info::pem_certificates(&pem).unwrap();
+    let serial = distls::cert_info::CertSummary::from_der(&der[0])
+        .unwrap()
+        .serial;
+    let status = t.distls(&["status", plan]);
+    assert!(status.status.success(), "{}", describe(&status));
+    assert_eq!(
+        stdout(&status).matches(&format!("serial {serial}")).count(),
+        3,
+        "{}",
+        describe(&status)
+    );
     // A rerun of a finished rotation changes nothing and says so.
     let again = t.distls(&[
         "rotate",
