@@ -715,7 +715,16 @@ fn rotate_ok(ej: &Ejabberd, plan: &Path, names: &[String], args: &[&str]) -> Dur
 /// A CA rollover to a fresh CA's first leaf set, a plain rotation to its second, and the
 /// rotation's rollback (the journal keeps the last rotation only: back to the first set).
 fn rotate_ejabberd_certificates(ej: &Ejabberd, plan: &Path, names: &[String]) {
+    let started = Instant::now();
     let host = ej.base.host.as_str();
+    let live = &ej.base.tls;
+    let owners = |tls: &TlsFiles| {
+        [&tls.certfile, &tls.keyfile, &tls.cacertfile].map(|p| {
+            let meta = std::fs::metadata(p).unwrap();
+            (meta.uid(), meta.gid(), meta.mode() & 0o7777)
+        })
+    };
+    let owned = owners(live);
     let sets = write_rotation_certs(
         &ej.base.path().join("rotated"),
         &[host, "localhost", "127.0.0.1"],
@@ -742,10 +751,13 @@ fn rotate_ejabberd_certificates(ej: &Ejabberd, plan: &Path, names: &[String]) {
 
     let took_back = rotate_ok(ej, plan, names, &["--rollback"]);
     assert_live_files(ej, set1, "the rollback undoes the last rotation only");
+    // The ejabberd user's files stay its own (its nodes read them for every new link).
+    assert_eq!(owners(live), owned, "owner, group and mode kept");
     eprintln!(
-        "MEASURED ejabberd 3 nodes (sealed zero-split run): rotate --ca-rollover {:.1} s, rotate (leaves) {:.1} s, rotate --rollback {:.1} s",
+        "MEASURED ejabberd 3 nodes (sealed zero-split run): rotate --ca-rollover {:.1} s, rotate (leaves) {:.1} s, rotate --rollback {:.1} s; with the checks {:.1} s",
         took_rollover.as_secs_f64(),
         took_leaves.as_secs_f64(),
-        took_back.as_secs_f64()
+        took_back.as_secs_f64(),
+        started.elapsed().as_secs_f64()
     );
 }
