@@ -696,6 +696,7 @@ fn rotate_ok(ej: &Ejabberd, plan: &Path, names: &[String], args: &[&str]) -> Dur
     let (out, took) = distls_on_plan(&["rotate"], args, plan);
     assert!(out.status.success(), "{args:?}: {}", describe(&out));
     eprintln!("{}", describe(&out));
+    let checks = Instant::now();
     let after: Vec<u32> = (1..=3).map(|i| ej.os_pid(i)).collect();
     assert_eq!(after, pids, "no node restarted ({args:?})");
     assert_eq!(
@@ -714,6 +715,10 @@ fn rotate_ok(ej: &Ejabberd, plan: &Path, names: &[String], args: &[&str]) -> Dur
             assert!(out.status.success(), "node {i}: {}", describe(&out));
         }
     });
+    eprintln!(
+        "rotate {args:?}: the test's checks after it took {:.1} s",
+        checks.elapsed().as_secs_f64()
+    );
     took
 }
 
