@@ -763,6 +763,24 @@ fn rotate_ejabberd_certificates(ej: &Ejabberd, plan: &Path, names: &[String]) {
     assert_live_files(ej, set1, "the rollback undoes the last rotation only");
     // The ejabberd user's files stay its own (its nodes read them for every new link).
     assert_eq!(owners(live), owned, "owner, group and mode kept");
+    // The before-copies beside them (one holds the old key): the file's owner, mode 0600.
+    let tls_dir = live.keyfile.parent().unwrap();
+    let copies: Vec<String> = std::fs::read_dir(tls_dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name().to_string_lossy().contains(".distls-rotate-"))
+        .map(|e| {
+            let meta = e.metadata().unwrap();
+            assert_eq!(meta.mode() & 0o777, 0o600, "{:?}", e.path());
+            assert_eq!((meta.uid(), meta.gid()), (owned[1].0, owned[1].1));
+            e.file_name().to_string_lossy().into_owned()
+        })
+        .collect();
+    assert_eq!(
+        copies.len(),
+        4,
+        "cert, key (leaves), CA (trust-both, trust-new): {copies:?}"
+    );
     eprintln!(
         "MEASURED ejabberd 3 nodes (sealed zero-split run): rotate --ca-rollover {:.1} s, rotate (leaves) {:.1} s, rotate --rollback {:.1} s; with the checks {:.1} s",
         took_rollover.as_secs_f64(),
