@@ -623,7 +623,8 @@ fn rabbitmq_cluster_migrates_with_zero_split_and_rolls_back() {
 }
 
 /// ejabberd through the hybrid module: ERL_OPTIONS carries the hybrid flags, so server and ctl
-/// switch together (one restart per node, then the seal). Migrate, then roll back.
+/// switch together (one restart per node, then the seal). Migrate, rotate the certificates of the
+/// sealed cluster (`distls rotate`: no restart), then roll the migration back.
 #[test]
 fn ejabberd_cluster_migrates_with_zero_split_and_rolls_back() {
     let _one_at_a_time = products_lock();
