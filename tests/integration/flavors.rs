@@ -3,6 +3,7 @@
 
 use crate::products::*;
 use crate::support::{describe, down_together, journal, stderr, stdout};
+use distls::rehearsal::{TlsFiles, write_rotation_certs};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
@@ -17,6 +18,19 @@ pub fn distls(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("distls runs")
+}
+
+/// `distls COMMAND FLAGS PLAN` and its wall time.
+fn distls_on_plan(command: &[&str], flags: &[&str], plan: &Path) -> (Output, Duration) {
+    let started = Instant::now();
+    let args: Vec<&str> = command
+        .iter()
+        .chain(flags)
+        .copied()
+        .chain([plan.to_str().unwrap()])
+        .collect();
+    let out = distls(&args);
+    (out, started.elapsed())
 }
 
 /// `distls status`: every node's row says verified / tls / tls and lists both peers over TLS.
@@ -54,14 +68,7 @@ fn migrate_to_tls_with(
     own: Duration,
     flags: &[&str],
 ) {
-    let started = Instant::now();
-    let args: Vec<&str> = ["migrate", "--classic"]
-        .into_iter()
-        .chain(flags.iter().copied())
-        .chain([plan.to_str().unwrap()])
-        .collect();
-    let out = distls(&args);
-    let took = started.elapsed();
+    let (out, took) = distls_on_plan(&["migrate", "--classic"], flags, plan);
     assert!(out.status.success(), "{}", describe(&out));
     eprintln!("{}", describe(&out));
     eprintln!(
@@ -616,7 +623,8 @@ fn rabbitmq_cluster_migrates_with_zero_split_and_rolls_back() {
 }
 
 /// ejabberd through the hybrid module: ERL_OPTIONS carries the hybrid flags, so server and ctl
-/// switch together (one restart per node, then the seal). Migrate, then roll back.
+/// switch together (one restart per node, then the seal). Migrate, rotate the certificates of the
+/// sealed cluster (`distls rotate`: no restart), then roll the migration back.
 #[test]
 fn ejabberd_cluster_migrates_with_zero_split_and_rolls_back() {
     let _one_at_a_time = products_lock();
@@ -633,6 +641,10 @@ fn ejabberd_cluster_migrates_with_zero_split_and_rolls_back() {
         let cluster = ej.ctl_ok(i, &["list_cluster"]);
         assert_eq!(cluster.matches("ejabberd").count(), 3, "{cluster}");
     }
+
+    // The sealed cluster's certificates, rotated without a restart (the certificate files are
+    // not in the migration's journal, so its rollback below is unaffected).
+    rotate_ejabberd_certificates(&ej, &plan, &names);
 
     rollback_zero_split(&plan, "ejabberd");
     for i in 1..=3 {
@@ -652,5 +664,129 @@ fn ejabberd_cluster_migrates_with_zero_split_and_rolls_back() {
         account.status.success(),
         "alice still exists: {}",
         describe(&account)
+    );
+}
+
+/// The bytes of a set's certificate, key and CA files.
+fn tls_bytes(tls: &TlsFiles) -> [Vec<u8>; 3] {
+    [&tls.certfile, &tls.keyfile, &tls.cacertfile].map(|p| std::fs::read(p).unwrap())
+}
+
+/// The files the nodes run with hold `want` (compared, never printed: one is a key).
+fn assert_live_files(ej: &Ejabberd, want: [&Path; 3], what: &str) {
+    let live = tls_bytes(&ej.base.tls);
+    for ((kind, bytes), path) in ["certfile", "keyfile", "cacertfile"]
+        .iter()
+        .zip(&live)
+        .zip(want)
+    {
+        assert!(
+            *bytes == std::fs::read(path).unwrap(),
+            "{what}: the node's {kind} holds the bytes of {}",
+            path.display()
+        );
+    }
+}
+
+/// `distls rotate PLAN ARGS` succeeds, without a restart or a link lost or re-made, and every
+/// node's ctl (the flavor's ping) still reaches it over TLS. Returns its wall time.
+fn rotate_ok(ej: &Ejabberd, plan: &Path, names: &[String], args: &[&str]) -> Duration {
+    let pids: Vec<u32> = (1..=3).map(|i| ej.os_pid(i)).collect();
+    let links = links_between(&pids);
+    assert_eq!(links.len(), 3, "the 3 nodes are a full mesh: {links:?}");
+    let (out, took) = distls_on_plan(&["rotate"], args, plan);
+    assert!(out.status.success(), "{args:?}: {}", describe(&out));
+    eprintln!("{}", describe(&out));
+    let checks = Instant::now();
+    let after: Vec<u32> = (1..=3).map(|i| ej.os_pid(i)).collect();
+    assert_eq!(after, pids, "no node restarted ({args:?})");
+    assert_eq!(
+        links_between(&pids),
+        links,
+        "the same links: none lost or re-made ({args:?})"
+    );
+    assert_status_all_tls(plan, names);
+    // Each ctl VM boots on the files the node names: three at once (each takes seconds).
+    std::thread::scope(|scope| {
+        let pings: Vec<_> = (1..=3)
+            .map(|i| scope.spawn(move || (i, ej.ctl(i, &["status"]))))
+            .collect();
+        for ping in pings {
+            let (i, out) = ping.join().expect("the ctl ran");
+            assert!(out.status.success(), "node {i}: {}", describe(&out));
+        }
+    });
+    eprintln!(
+        "rotate {args:?}: the test's checks after it took {:.1} s",
+        checks.elapsed().as_secs_f64()
+    );
+    took
+}
+
+/// A CA rollover to a fresh CA's first leaf set, a plain rotation to its second, and the
+/// rotation's rollback (the journal keeps the last rotation only: back to the first set).
+fn rotate_ejabberd_certificates(ej: &Ejabberd, plan: &Path, names: &[String]) {
+    let started = Instant::now();
+    let host = ej.base.host.as_str();
+    let live = &ej.base.tls;
+    let owners = |tls: &TlsFiles| {
+        [&tls.certfile, &tls.keyfile, &tls.cacertfile].map(|p| {
+            let meta = std::fs::metadata(p).unwrap();
+            (meta.uid(), meta.gid(), meta.mode() & 0o7777)
+        })
+    };
+    let owned = owners(live);
+    let sets = write_rotation_certs(
+        &ej.base.path().join("rotated"),
+        &[host, "localhost", "127.0.0.1"],
+    )
+    .expect("rotation certificates");
+    let to = |kind: &str, path: &Path| format!("{kind}={}", path.display());
+    let (cert1, key1, ca) = (
+        to("certfile", &sets[0].certfile),
+        to("keyfile", &sets[0].keyfile),
+        to("cacertfile", &sets[0].cacertfile),
+    );
+    let rollover = ["--ca-rollover", "--to", &cert1, "--to", &key1, "--to", &ca];
+    let took_rollover = rotate_ok(ej, plan, names, &rollover);
+    let set1 = [&sets[0].certfile, &sets[0].keyfile, &sets[0].cacertfile].map(|p| p.as_path());
+    assert_live_files(ej, set1, "after the CA rollover");
+
+    let (cert2, key2) = (
+        to("certfile", &sets[1].certfile),
+        to("keyfile", &sets[1].keyfile),
+    );
+    let took_leaves = rotate_ok(ej, plan, names, &["--to", &cert2, "--to", &key2]);
+    let set2 = [&sets[1].certfile, &sets[1].keyfile, &sets[1].cacertfile].map(|p| p.as_path());
+    assert_live_files(ej, set2, "after the leaf rotation");
+
+    let took_back = rotate_ok(ej, plan, names, &["--rollback"]);
+    assert_live_files(ej, set1, "the rollback undoes the last rotation only");
+    // The ejabberd user's files stay its own (its nodes read them for every new link).
+    assert_eq!(owners(live), owned, "owner, group and mode kept");
+    // The before-copies beside them (one holds the old key): the file's owner, mode 0600.
+    let tls_dir = live.keyfile.parent().unwrap();
+    let copies: Vec<String> = std::fs::read_dir(tls_dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name().to_string_lossy().contains(".distls-rotate-"))
+        .map(|e| {
+            let meta = e.metadata().unwrap();
+            assert_eq!(meta.mode() & 0o777, 0o600, "{:?}", e.path());
+            assert_eq!((meta.uid(), meta.gid()), (owned[1].0, owned[1].1));
+            e.file_name().to_string_lossy().into_owned()
+        })
+        .collect();
+    assert_eq!(
+        copies.len(),
+        4,
+        "cert, key (leaves), CA (trust-both, trust-new): {copies:?}"
+    );
+    eprintln!(
+        "MEASURED ejabberd 3 nodes (sealed zero-split run): rotate --ca-rollover {:.1} s, rotate (leaves) {:.1} s, rotate --rollback {:.1} s; with the checks {:.1} s",
+        took_rollover.as_secs_f64(),
+        took_leaves.as_secs_f64(),
+        took_back.as_secs_f64(),
+        started.elapsed().as_secs_f64()
     );
 }

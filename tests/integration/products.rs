@@ -300,6 +300,11 @@ impl Ejabberd {
         );
     }
 
+    /// Node `i`'s OS pid (its beam, from the pid file ejabberd writes at boot).
+    pub fn os_pid(&self, i: usize) -> u32 {
+        read_pid(&self.pid_file(i)).unwrap_or_else(|| panic!("node {i} has a pid file"))
+    }
+
     pub fn ctl_command(&self, i: usize) -> String {
         format!(
             "ejabberdctl --config-dir {} --ctl-config {}",
@@ -602,4 +607,39 @@ fn run_ctl_ok(on: &OnHost, ctl_command: &str, i: usize, args: &[&str]) -> String
         describe(&out)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The established TCP connections between two of `pids` (this machine's sockets, as `ss` lists
+/// them), each once as (pid, local address, pid, peer address). A distribution link that was lost
+/// and made again has a new source port, so an equal set is the same links, never re-made.
+pub fn links_between(pids: &[u32]) -> std::collections::BTreeSet<(u32, String, u32, String)> {
+    let out = sh("ss -Htnp state established");
+    assert!(out.status.success(), "ss: {}", describe(&out));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let sockets: Vec<(u32, String, String)> = text
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let pid = line
+                .split("pid=")
+                .nth(1)?
+                .split(|c: char| !c.is_ascii_digit())
+                .next()?;
+            let pid: u32 = pid.parse().ok()?;
+            if !pids.contains(&pid) {
+                return None;
+            }
+            Some((pid, fields.get(2)?.to_string(), fields.get(3)?.to_string()))
+        })
+        .collect();
+    let mut links = std::collections::BTreeSet::new();
+    for (pid, local, peer) in &sockets {
+        let other = sockets.iter().find(|(_, l, p)| l == peer && p == local);
+        if let Some((other_pid, _, _)) = other
+            && (pid, local) < (other_pid, peer)
+        {
+            links.insert((*pid, local.clone(), *other_pid, peer.clone()));
+        }
+    }
+    links
 }
