@@ -61,7 +61,6 @@ pub async fn run(
     let existing = store.load()?;
     let probes = crate::observe::probe_pool(targets)?;
     let outcome = async {
-        let nodes = gather::nodes(&probes, targets).await?;
         if request.rollback {
             let journal = existing.ok_or_else(|| {
                 Error::InvalidInput(Message::new(format!(
@@ -69,8 +68,18 @@ pub async fn run(
                     store.path().display()
                 )))
             })?;
+            // Files first, whatever the nodes answer: a node down, or unreachable with the files
+            // being rolled back, must not keep the others on them.
+            let nodes = gather::nodes_for_rollback(&probes, targets).await?;
             return Engine::new(&store, journal, &nodes).rollback_all().await;
         }
+        if existing
+            .as_ref()
+            .is_some_and(|j| j.state == RunState::RollingBack)
+        {
+            return Err(rollback_under_way());
+        }
+        let nodes = gather::nodes(&probes, targets).await?;
         let rotation = gather::rotation(plan, &nodes, request, existing.as_ref()).await?;
         if request.dry_run {
             print_moves(&rotation.journal.moves);
@@ -173,6 +182,11 @@ impl<'a> Engine<'a> {
                 continue;
             }
             if let Err(err) = self.apply(index).await {
+                if !matches!(err, Error::StepFailed(_)) {
+                    // Not a proof that failed (a probe or the network): the journal stays
+                    // resumable, a rerun goes on from this step.
+                    return Err(err);
+                }
                 let failed =
                     Message::new(format!("{}: {err}", self.journal.moves[index].describe()));
                 self.journal.record(&format!("failed: {err}"));
@@ -261,6 +275,7 @@ impl<'a> Engine<'a> {
         }
         let info = node.probe.info(name).await?;
         if let crate::probe::NodeInfo::Up { os_pid, .. } = info
+            && node.os_pid != 0
             && os_pid != node.os_pid
         {
             return Err(step_failed(
@@ -308,13 +323,30 @@ impl<'a> Engine<'a> {
         for change in &record.files {
             restore_file(node, change).await?;
         }
-        clear(node).await?;
-        self.prove(node, &record.leaf_before).await?;
+        // The probe presents the node's files too: its own caches must drop what was rolled back.
+        node.probe.refresh().await?;
+        if !node.probe.info(node.target.name()).await?.is_up() {
+            println!(
+                "{:<11} {:<28} files restored; the node is not reachable, it reads them when it starts",
+                record.phase.label(),
+                record.node
+            );
+        } else {
+            clear(node).await?;
+            self.prove(node, &record.leaf_before).await?;
+        }
         self.journal.set_step(index, MoveStep::Restored);
         self.save()?;
         println!("{:<11} {:<28} restored", record.phase.label(), record.node);
         Ok(())
     }
+}
+
+fn rollback_under_way() -> Error {
+    Error::Refused(
+        Message::new("a rollback of this rotation is under way".to_string())
+            .hint("finish it: distls rotate --rollback PLAN"),
+    )
 }
 
 fn step_failed(node: &str, what: &str) -> Error {
@@ -363,8 +395,22 @@ async fn install(node: &RotationNode<'_>, write: &Write, record: &journal::Move)
 async fn restore_file(node: &RotationNode<'_>, change: &journal::FileChange) -> Result<()> {
     let transport = &node.target.transport;
     let live = transport.read_file(&change.path).await?;
-    if sha256_hex(&live) == change.before_sha256 {
+    let live_sha = sha256_hex(&live);
+    if live_sha == change.before_sha256 {
         return Ok(());
+    }
+    if live_sha != change.after_sha256 {
+        return Err(Error::NeedsOperator(
+            Message::new(format!(
+                "{}: {} holds neither what the rotation wrote nor what it held before: someone changed it since",
+                node.target.name(),
+                change.path.display()
+            ))
+            .hint(format!(
+                "distls leaves it alone; its content before the rotation is in {}",
+                change.backup.display()
+            )),
+        ));
     }
     let backup = transport.read_file(&change.backup).await?;
     if sha256_hex(&backup) != change.before_sha256 {

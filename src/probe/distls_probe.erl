@@ -82,7 +82,8 @@ handle([Id, "versions"]) ->
           end,
     reply(Id, "versions " ++ erlang:system_info(otp_release) ++ " " ++ Ssl ++ " " ++ code:root_dir());
 handle([Id, "tlsfiles", Node]) ->
-    spawn(fun() -> reply(Id, "tlsfiles " ++ tls_files(list_to_atom(Node))) end);
+    spawn(fun() -> reply(Id, "tlsfiles " ++ try tls_files(list_to_atom(Node))
+                                           catch C:R -> "!" ++ atom_to_list(C) ++ "_" ++ reason(R) end) end);
 handle([Id, "served", Node]) ->
     %% A crash must still answer: distls would wait for the reply until its timeout.
     spawn(fun() -> reply(Id, "served " ++ try served(list_to_atom(Node))
@@ -304,6 +305,8 @@ role(Side, Opt, _) when Opt =:= cert; Opt =:= key; Opt =:= cacerts; Opt =:= cert
 role(_, _, _) ->
     skip.
 
+hex_path(V) when is_atom(V) ->
+    hex_path(atom_to_list(V));
 hex_path(V) ->
     Bin = if is_binary(V) -> V;
              true -> unicode:characters_to_binary(V, file:native_name_encoding())
@@ -340,9 +343,14 @@ handshake(Host, Port) ->
     %% The ssl application itself (not only the distribution's instance) runs ssl:connect/4.
     _ = application:ensure_all_started(ssl),
     _ = clear_normal_pem_cache(),
-    Own = [O || {client, Opts} <- own_terms(), O <- Opts,
-                element(1, O) =:= certfile orelse element(1, O) =:= keyfile],
-    Opts = [binary, {active, false}, {verify, verify_none}, {server_name_indication, disable} | Own],
+    Own = [{K, V} || {client, Opts} <- own_terms(), is_list(Opts), {K, V} <- Opts,
+                     K =:= certfile orelse K =:= keyfile],
+    Family = case init:get_argument(proto_dist) of
+                 {ok, [["inet6_tls" | _] | _]} -> [inet6];
+                 _ -> []
+             end,
+    Opts = Family ++ [binary, {active, false}, {verify, verify_none}, {server_name_indication, disable},
+                      {reuse_sessions, false} | Own],
     case ssl:connect(Host, Port, Opts, 5000) of
         {ok, Socket} ->
             Reply = case ssl:peercert(Socket) of

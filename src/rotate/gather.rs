@@ -85,6 +85,27 @@ pub async fn nodes<'a>(
     Ok(nodes)
 }
 
+/// For `--rollback`: every node of the plan, whatever it runs (its pid unknown: 0). The files
+/// a rollback restores are in the journal, not asked from the nodes.
+pub async fn nodes_for_rollback<'a>(
+    probes: &ProbePool,
+    targets: &'a [NodeTarget],
+) -> Result<Vec<RotationNode<'a>>> {
+    let mut nodes = Vec::new();
+    for target in targets {
+        let probe = probes
+            .probe_for(&target.probe_site(), &target.current_probe_args(), "tls")
+            .await?;
+        nodes.push(RotationNode {
+            target,
+            probe,
+            os_pid: 0,
+            files: TlsFiles::default(),
+        });
+    }
+    Ok(nodes)
+}
+
 /// The node's running options must name files (not inline DER), and the plan's `tls` must name
 /// the same: the plan describes what runs, `--to` what comes.
 fn check_options(target: &NodeTarget, files: &TlsFiles) -> Result<()> {
@@ -144,6 +165,7 @@ pub async fn rotation(
     for node in nodes {
         files.push(node_files(node, request, resume).await?);
     }
+    check_shared_paths(nodes, &files)?;
     let planned = moves::plan(&files, request.ca_rollover);
     check_certificates(nodes, &files)?;
     check_trust(&files, &planned, request.ca_rollover)?;
@@ -162,6 +184,37 @@ pub async fn rotation(
         .hint("rerun with the same --to files to finish it, or roll it back: distls rotate --rollback PLAN")));
     }
     Ok(Rotation { journal, planned })
+}
+
+/// Nodes on one host whose options name the same file share it: the first one's move writes it
+/// for all, so they must be given the same new bytes (one file cannot hold two certificates).
+fn check_shared_paths(nodes: &[RotationNode<'_>], files: &[NodeFiles]) -> Result<()> {
+    let mut seen: Vec<(String, &Path, &str, Option<&Vec<u8>>)> = Vec::new();
+    for (node, node_files) in nodes.iter().zip(files) {
+        let site = node.target.transport.site();
+        for file in &node_files.files {
+            for path in &file.paths {
+                let earlier = seen
+                    .iter()
+                    .find(|(s, p, _, _)| *s == site && *p == path.as_path());
+                match earlier {
+                    Some((_, _, other, new)) if *new != file.new.as_ref() => {
+                        return Err(refused(
+                            node.target.name(),
+                            format!(
+                                "shares {} with {other}, but --to gives the two nodes different new files for it",
+                                path.display()
+                            ),
+                            "give nodes that share a file the same new file, or give each node files of its own (a restart)",
+                        ));
+                    }
+                    Some(_) => {}
+                    None => seen.push((site.clone(), path, node.target.name(), file.new.as_ref())),
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn check_request(request: &Request) -> Result<()> {
@@ -198,9 +251,23 @@ async fn node_files(
 ) -> Result<NodeFiles> {
     let name = node.target.name();
     let transport = &node.target.transport;
-    let mut files = Vec::new();
+    let mut files: Vec<NodeFile> = Vec::new();
     for kind in FileKind::ALL {
         let paths = node.files.paths(kind.label());
+        if let Some(other) = files
+            .iter()
+            .find(|f| f.paths.iter().any(|p| paths.contains(p)))
+        {
+            return Err(refused(
+                name,
+                format!(
+                    "its options name one file as both {} and {}",
+                    other.kind.label(),
+                    kind.label()
+                ),
+                "a rotation writes each kind of file on its own: give the certificate and the key (and the CA) separate files (a restart), then rotate",
+            ));
+        }
         let mut original = None;
         for path in &paths {
             let real = transport.canonicalize(path).await?;
