@@ -84,6 +84,17 @@ fn a_tls_cluster_rotates_its_ca_without_a_restart_or_a_lost_link() {
         to("keyfile", &new.keyfile),
         to("cacertfile", &new.cacertfile),
     );
+    let rollover = [
+        "rotate",
+        "--ca-rollover",
+        plan,
+        "--to",
+        &cert,
+        "--to",
+        &key,
+        "--to",
+        &ca,
+    ];
     // A leaf from a CA the peers do not trust yet: refused before anything changes.
     let refused = t.distls(&["rotate", plan, "--to", &cert, "--to", &key, "--to", &ca]);
     assert_eq!(refused.status.code(), Some(3), "{}", describe(&refused));
@@ -118,20 +129,7 @@ fn a_tls_cluster_rotates_its_ca_without_a_restart_or_a_lost_link() {
     wait_sampled(&t);
     let since = now_ms();
     let started = std::time::Instant::now();
-    let points = rotate_killed_at_every_write(
-        &t,
-        &[
-            "rotate",
-            "--ca-rollover",
-            plan,
-            "--to",
-            &cert,
-            "--to",
-            &key,
-            "--to",
-            &ca,
-        ],
-    );
+    let points = rotate_killed_at_every_write(&t, &rollover);
     eprintln!(
         "MEASURED rotate --ca-rollover, 3 nodes, killed at {points} journal writes: {:.1} s",
         started.elapsed().as_secs_f64()
@@ -169,17 +167,7 @@ fn a_tls_cluster_rotates_its_ca_without_a_restart_or_a_lost_link() {
         describe(&status)
     );
     // A rerun of a finished rotation changes nothing and says so.
-    let again = t.distls(&[
-        "rotate",
-        "--ca-rollover",
-        plan,
-        "--to",
-        &cert,
-        "--to",
-        &key,
-        "--to",
-        &ca,
-    ]);
+    let again = t.distls(&rollover);
     assert!(again.status.success(), "{}", describe(&again));
     assert!(
         stdout(&again).contains("nothing to rotate"),
