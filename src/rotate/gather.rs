@@ -30,6 +30,13 @@ pub struct RotationNode<'a> {
     pub files: TlsFiles,
 }
 
+/// The node's probe that speaks TLS with the node's own files (as its flags file is now).
+async fn tls_probe(probes: &ProbePool, target: &NodeTarget) -> Result<Arc<Probe>> {
+    Ok(probes
+        .probe_for(&target.probe_site(), &target.current_probe_args(), "tls")
+        .await?)
+}
+
 fn refused(node: &str, what: String, hint: &str) -> Error {
     Error::Refused(Message::new(format!("{node}: {what}")).hint(hint.to_string()))
 }
@@ -41,9 +48,7 @@ pub async fn nodes<'a>(
     let mut nodes = Vec::new();
     for target in targets {
         let name = target.name();
-        let probe = probes
-            .probe_for(&target.probe_site(), &target.current_probe_args(), "tls")
-            .await?;
+        let probe = tls_probe(probes, target).await?;
         let info = probe.info(name).await?;
         let NodeInfo::Up { os_pid, .. } = info else {
             return Err(refused(
@@ -93,9 +98,7 @@ pub async fn nodes_for_rollback<'a>(
 ) -> Result<Vec<RotationNode<'a>>> {
     let mut nodes = Vec::new();
     for target in targets {
-        let probe = probes
-            .probe_for(&target.probe_site(), &target.current_probe_args(), "tls")
-            .await?;
+        let probe = tls_probe(probes, target).await?;
         nodes.push(RotationNode {
             target,
             probe,
