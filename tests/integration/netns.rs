@@ -212,9 +212,10 @@ fn migrate_maybe_rotate_and_roll_back(prefix: &str, otps: &[Otp], rotate: bool) 
     );
     if let Some(r) = &timings.rotation {
         eprintln!(
-            "{prefix}: rotate --ca-rollover {:.1}s, rotate --rollback {:.1}s",
+            "{prefix}: rotate --ca-rollover {:.1}s, rotate --rollback {:.1}s, the rotation step in all {:.1}s",
             r.rotate.as_secs_f64(),
-            r.rollback.as_secs_f64()
+            r.rollback.as_secs_f64(),
+            r.added.as_secs_f64()
         );
     }
     Some(timings)

@@ -9,10 +9,12 @@ use sha2::Digest;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// Wall times of the rotation and of its rollback.
+/// Wall times of the rotation, of its rollback, and of the whole step the test adds (new
+/// certificates, both commands and every check).
 pub struct RotationTimings {
     pub rotate: Duration,
     pub rollback: Duration,
+    pub added: Duration,
 }
 
 /// The sha256 of the certificate, key and CA files the nodes' options name, as host `k`
@@ -42,6 +44,7 @@ fn sha256_of(path: &Path) -> String {
 /// OS pid and in the TLS mesh; after the rollover every host reads the new set at the paths the
 /// options name, after the rollback what they held before, byte for byte.
 pub fn rotate_and_roll_back(c: &OtpCluster, plan: &str) -> RotationTimings {
+    let step_started = Instant::now();
     let t = &c.t;
     let hosts = u8::try_from(t.node_names().len()).unwrap();
     // The nodes are named n@10.x.y.z: OTP's distribution client checks the address as a DNS
@@ -108,7 +111,11 @@ pub fn rotate_and_roll_back(c: &OtpCluster, plan: &str) -> RotationTimings {
             "host {k}: every file restored byte for byte"
         );
     }
-    RotationTimings { rotate, rollback }
+    RotationTimings {
+        rotate,
+        rollback,
+        added: step_started.elapsed(),
+    }
 }
 
 /// Every node kept its OS pid (no restart) and every link is still TLS.
