@@ -40,6 +40,8 @@ mod hostile;
 mod netns;
 // The same sequence on OTP 27 and 29 hosts (Debian chroots) and on mixed-OTP clusters.
 mod otp_matrix;
+// `distls rotate` (a CA rollover and its rollback) on the OTP hosts, inside the matrix tests.
+mod otp_rotate;
 // The ejabberd and RabbitMQ flavors against the real products (Debian packages).
 mod flavors;
 // The elixir flavor against a real mix release built in the test.

@@ -7,6 +7,7 @@
 
 use crate::netns_hosts::netns_id;
 use crate::otp_hosts::{Otp, OtpCluster};
+use crate::otp_rotate::{RotationTimings, rotate_and_roll_back};
 use crate::support::*;
 use std::time::{Duration, Instant};
 
@@ -37,6 +38,8 @@ pub fn diagnose(c: &OtpCluster) -> String {
 
 /// Wall times of one run of [`migrate_and_roll_back`].
 pub struct Timings {
+    /// `rotate --ca-rollover` and its `rotate --rollback`, where the run rotated.
+    pub rotation: Option<RotationTimings>,
     pub zero_split: Duration,
     pub zero_split_rollback: Duration,
     pub setup: Duration,
@@ -50,6 +53,16 @@ pub struct Timings {
 /// it, `status` says so), and `rollback` (plain mesh, every file byte-identical). None when
 /// namespaces cannot be made here.
 pub fn migrate_and_roll_back(prefix: &str, otps: &[Otp]) -> Option<Timings> {
+    migrate_maybe_rotate_and_roll_back(prefix, otps, false)
+}
+
+/// [`migrate_and_roll_back`], with a CA rollover and its rollback on the TLS cluster between the
+/// migration and its rollback ([`rotate_and_roll_back`]).
+pub fn migrate_rotate_and_roll_back(prefix: &str, otps: &[Otp]) -> Option<Timings> {
+    migrate_maybe_rotate_and_roll_back(prefix, otps, true)
+}
+
+fn migrate_maybe_rotate_and_roll_back(prefix: &str, otps: &[Otp], rotate: bool) -> Option<Timings> {
     let started = Instant::now();
     let c = OtpCluster::start(prefix, otps)?;
     let t = &c.t;
@@ -132,6 +145,7 @@ pub fn migrate_and_roll_back(prefix: &str, otps: &[Otp]) -> Option<Timings> {
     }
     assert_eq!(journal(std::path::Path::new(plan))["phase"], "completed");
     assert_status_rows(t, plan, ["verified", "tls", "tls"]);
+    let rotation = rotate.then(|| rotate_and_roll_back(&c, plan));
 
     let back_started = Instant::now();
     let back = t.distls(&["rollback", plan]);
@@ -177,6 +191,7 @@ pub fn migrate_and_roll_back(prefix: &str, otps: &[Otp]) -> Option<Timings> {
     t.assert_files_are(&originals);
 
     let timings = Timings {
+        rotation,
         setup,
         check: check_time,
         migrate,
@@ -195,6 +210,14 @@ pub fn migrate_and_roll_back(prefix: &str, otps: &[Otp]) -> Option<Timings> {
         timings.zero_split_rollback.as_secs_f64(),
         started.elapsed().as_secs_f64()
     );
+    if let Some(r) = &timings.rotation {
+        eprintln!(
+            "{prefix}: rotate --ca-rollover {:.1}s, rotate --rollback {:.1}s, the rotation step in all {:.1}s",
+            r.rotate.as_secs_f64(),
+            r.rollback.as_secs_f64(),
+            r.added.as_secs_f64()
+        );
+    }
     Some(timings)
 }
 
