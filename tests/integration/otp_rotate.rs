@@ -65,23 +65,8 @@ pub fn rotate_and_roll_back(c: &OtpCluster, plan: &str) -> RotationTimings {
         sha256_of(&new.keyfile),
         sha256_of(&new.cacertfile),
     ];
-    let to = |kind: &str, path: &Path| format!("{kind}={}", path.display());
-    let (cert, key, ca) = (
-        to("certfile", &new.certfile),
-        to("keyfile", &new.keyfile),
-        to("cacertfile", &new.cacertfile),
-    );
-    let args = [
-        "rotate",
-        "--ca-rollover",
-        plan,
-        "--to",
-        &cert,
-        "--to",
-        &key,
-        "--to",
-        &ca,
-    ];
+    let args = crate::support::rotate_args(&["--ca-rollover"], plan, &new, true);
+    let args = crate::support::strs(&args);
     let started = Instant::now();
     let out = t.distls(&args);
     let rotate = started.elapsed();

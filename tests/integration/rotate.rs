@@ -2,9 +2,8 @@
 //! a CA rollover killed at every journal write and rerun, and rolled back byte for byte.
 
 use crate::split_checker::{self, Params, now_ms};
-use crate::support::{TestCluster, cluster_with, describe, stdout};
+use crate::support::{TestCluster, cluster_with, describe, rotate_args, stdout, strs};
 use distls::rehearsal::write_custom_cert;
-use std::path::Path;
 use std::time::Duration;
 
 /// The sha256 of the cluster's certificate, key and CA files (never their bytes in a message).
@@ -78,25 +77,10 @@ fn a_tls_cluster_rotates_its_ca_without_a_restart_or_a_lost_link() {
         -1..90,
     )
     .expect("new certificates");
-    let to = |kind: &str, path: &Path| format!("{kind}={}", path.display());
-    let (cert, key, ca) = (
-        to("certfile", &new.certfile),
-        to("keyfile", &new.keyfile),
-        to("cacertfile", &new.cacertfile),
-    );
-    let rollover = [
-        "rotate",
-        "--ca-rollover",
-        plan,
-        "--to",
-        &cert,
-        "--to",
-        &key,
-        "--to",
-        &ca,
-    ];
+    let rollover = rotate_args(&["--ca-rollover"], plan, &new, true);
+    let rollover = strs(&rollover);
     // A leaf from a CA the peers do not trust yet: refused before anything changes.
-    let refused = t.distls(&["rotate", plan, "--to", &cert, "--to", &key, "--to", &ca]);
+    let refused = t.distls(&strs(&rotate_args(&[], plan, &new, true)));
     assert_eq!(refused.status.code(), Some(3), "{}", describe(&refused));
     assert!(
         describe(&refused).contains("would be refused by")
@@ -105,18 +89,12 @@ fn a_tls_cluster_rotates_its_ca_without_a_restart_or_a_lost_link() {
         describe(&refused)
     );
     assert_eq!(certs_bytes(&t), before, "nothing changed");
-    let dry = t.distls(&[
-        "rotate",
-        "--dry-run",
-        "--ca-rollover",
+    let dry = t.distls(&strs(&rotate_args(
+        &["--dry-run", "--ca-rollover"],
         plan,
-        "--to",
-        &cert,
-        "--to",
-        &key,
-        "--to",
-        &ca,
-    ]);
+        &new,
+        true,
+    )));
     assert!(dry.status.success(), "{}", describe(&dry));
     assert_eq!(
         stdout(&dry).matches("trust-both").count(),

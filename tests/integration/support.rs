@@ -463,3 +463,30 @@ pub fn processes() -> Vec<(u32, u32, String)> {
     }
     table
 }
+
+/// `distls rotate FLAGS PLAN --to certfile=… --to keyfile=…` (and `--to cacertfile=…` when
+/// `with_ca`) to the files of `set`.
+pub fn rotate_args(
+    flags: &[&str],
+    plan: &str,
+    set: &distls::rehearsal::TlsFiles,
+    with_ca: bool,
+) -> Vec<String> {
+    let mut args = vec!["rotate".to_string()];
+    args.extend(flags.iter().map(|f| f.to_string()));
+    args.push(plan.to_string());
+    let mut files = vec![("certfile", &set.certfile), ("keyfile", &set.keyfile)];
+    if with_ca {
+        files.push(("cacertfile", &set.cacertfile));
+    }
+    for (kind, path) in files {
+        args.push("--to".to_string());
+        args.push(format!("{kind}={}", path.display()));
+    }
+    args
+}
+
+/// `&[String]` as the `&[&str]` the runners take.
+pub fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}

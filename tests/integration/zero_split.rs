@@ -327,20 +327,13 @@ fn rotates_without_a_restart_or_a_lost_link(t: &TestCluster) {
     )
     .expect("rotation certificates");
     let pids: Vec<_> = (0..n).map(|i| t.cluster.node_os_pid(i)).collect();
-    let to = |kind: &str, path: &std::path::Path| format!("{kind}={}", path.display());
     for (set, rollover, subject) in [
         (&first, true, "rotated node 1"),
         (&second, false, "rotated node 2"),
     ] {
-        let (cert, key, ca) = (
-            to("certfile", &set.certfile),
-            to("keyfile", &set.keyfile),
-            to("cacertfile", &set.cacertfile),
-        );
-        let mut args = vec!["rotate", plan, "--to", &cert, "--to", &key];
-        if rollover {
-            args.extend(["--ca-rollover", "--to", &ca]);
-        }
+        let flags: &[&str] = if rollover { &["--ca-rollover"] } else { &[] };
+        let args = rotate_args(flags, plan, set, rollover);
+        let args = strs(&args);
         let started = std::time::Instant::now();
         let (out, report) = run_watched_from(t, &args, Some("tls"), "tls");
         eprintln!(
