@@ -214,12 +214,7 @@ impl Probe {
     /// registered there, or the fixed port it dials): one question instead of one per node.
     pub async fn registered(&self, host: &str) -> Result<EpmdAsked, ProbeError> {
         let reply = self.request(&format!("names {host}")).await?;
-        let mut words = reply.split_whitespace();
-        let asked = match words.next() {
-            Some("names") => parse_asked(words),
-            _ => None,
-        };
-        asked.ok_or_else(|| ProbeError::Gone {
+        parse_names(&reply).ok_or_else(|| ProbeError::Gone {
             proto: self.label.clone(),
             detail: format!("unexpected reply to `names`: `{reply}`"),
         })
@@ -409,6 +404,15 @@ fn parse_asked<'a>(mut words: impl Iterator<Item = &'a str>) -> Option<EpmdAsked
         _ => return None,
     };
     Some(EpmdAsked { at, names })
+}
+
+/// A `names` reply: `names epmd <host>:<port> <names>` or `names noepmd <host>:<port>`.
+fn parse_names(reply: &str) -> Option<EpmdAsked> {
+    let mut words = reply.split_whitespace();
+    match words.next() {
+        Some("names") => parse_asked(words),
+        _ => None,
+    }
 }
 
 fn parse_peers(list: &str) -> Vec<PeerLink> {
@@ -888,6 +892,22 @@ mod tests {
             parse_info("unreachable x nodedown"),
             NodeInfo::Down { .. }
         ));
+    }
+
+    #[test]
+    fn parses_the_names_an_epmd_lists() {
+        let listed =
+            |names: &[&str]| EpmdNames::Listed(names.iter().map(|n| n.to_string()).collect());
+        let asked = parse_names("names epmd localhost:4369 mim1:40001,mim2:40002").unwrap();
+        assert_eq!(asked.at, "localhost:4369");
+        assert_eq!(asked.names, listed(&["mim1", "mim2"]));
+        let none = parse_names("names epmd localhost:4369 -").unwrap();
+        assert_eq!(none.names, listed(&[]));
+        let silent = parse_names("names epmd localhost:4369 !econnrefused").unwrap();
+        assert_eq!(silent.names, EpmdNames::NoAnswer("econnrefused".into()));
+        let fixed = parse_names("names noepmd localhost:4370").unwrap();
+        assert_eq!(fixed.names, EpmdNames::FixedPort);
+        assert_eq!(parse_names("error unknown_request 2"), None);
     }
 
     #[test]
