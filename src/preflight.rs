@@ -768,20 +768,7 @@ async fn runtime(
     match outcome {
         Err(err) => failed(format!("cannot ask the host's Erlang: {err}")),
         Ok((versions, os_pids, lacking)) => {
-            let verdict = match &versions.ssl {
-                Some(ssl) => Verdict::ok(
-                    "runtime.otp",
-                    format!("OTP {}, ssl {ssl}", versions.otp_release),
-                ),
-                None => Verdict::fail(
-                    "runtime.otp",
-                    format!(
-                        "OTP {} has no ssl application: TLS distribution cannot start",
-                        versions.otp_release
-                    ),
-                    "install the ssl application (Debian: erlang-ssl) for the erl the nodes use",
-                ),
-            };
+            let verdict = otp_verdict(&versions);
             let vendor_fixed = if versions.root_dir.as_deref() == Some(DEBIAN_ROOT) {
                 debian_fixed_cves(&first.transport).await
             } else {
@@ -795,6 +782,24 @@ async fn runtime(
                 vendor_fixed,
             }
         }
+    }
+}
+
+/// `runtime.otp`: the host's OTP, and whether it has the ssl application.
+fn otp_verdict(versions: &RuntimeVersions) -> Verdict {
+    match &versions.ssl {
+        Some(ssl) => Verdict::ok(
+            "runtime.otp",
+            format!("OTP {}, ssl {ssl}", versions.otp_release),
+        ),
+        None => Verdict::fail(
+            "runtime.otp",
+            format!(
+                "OTP {} has no ssl application: TLS distribution cannot start",
+                versions.otp_release
+            ),
+            "install the ssl application (Debian: erlang-ssl) for the erl the nodes use",
+        ),
     }
 }
 
