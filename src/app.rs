@@ -23,10 +23,16 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+/// Threads for blocking work: local file operations, and the rehearsal cluster's creation.
+const BLOCKING_THREADS: usize = 8;
+
 pub fn main_with(cli: Cli) -> ExitCode {
     init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        // The blocking pool runs short local file operations: with tokio's default (512) a
+        // 1,000-node preflight started ~450 threads to read small files.
+        .max_blocking_threads(BLOCKING_THREADS)
         .enable_all()
         .build()
     {

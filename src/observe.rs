@@ -186,11 +186,10 @@ pub fn probe_pool(targets: &[NodeTarget]) -> Result<ProbePool> {
     let first = targets
         .first()
         .ok_or_else(|| Error::InvalidInput(Message::from("the plan has no nodes")))?;
-    let cookies = targets
-        .iter()
-        .filter_map(|t| t.identity.cookie.clone().map(|c| (t.name().to_string(), c)))
-        .collect();
-    Ok(ProbePool::new(first.identity.name_flag, cookies))
+    Ok(ProbePool::new(
+        first.identity.name_flag,
+        crate::target::cookies(targets),
+    ))
 }
 
 pub async fn observe_with(probes: &ProbePool, target: &NodeTarget) -> Result<NodeInfo> {

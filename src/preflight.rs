@@ -269,6 +269,10 @@ async fn check_host(
     let mut targets: Vec<NodeTarget> = Vec::new();
     let mut settings: Vec<NodeSettings> = Vec::new();
     let started = std::time::Instant::now();
+    // Boots on while the files are read and the certificates checked.
+    let early = specs
+        .first()
+        .map(|(spec, transport)| tokio::spawn(boot_early(spec.clone(), transport.clone())));
     let reads = read_nodes(specs).await;
     tracing::debug!(host = %report.host, took = ?started.elapsed(), "preflight: node files read");
     for read in reads {
@@ -283,7 +287,7 @@ async fn check_host(
     // The certificate files do not depend on what the probe says: read and check them while it
     // boots and asks for the OS pids; only cert.readable waits for those.
     let (runtime, cert_files) = tokio::join!(
-        runtime(&targets, needs.as_deref()),
+        runtime(&targets, needs.as_deref(), early),
         cert_files(&settings, clock)
     );
     tracing::debug!(host = %report.host, took = ?started.elapsed(), "preflight: runtime asked, certificate files checked");
@@ -493,12 +497,17 @@ async fn handshake_verdict(targets: &[NodeTarget]) -> Verdict {
 
 /// Host-wide findings first, then node by node, each in check order (the sort is stable).
 fn host_findings_first(findings: &mut [Finding], settings: &[NodeSettings]) {
+    // By name, not by a search per comparison: that made the sort quadratic in the nodes.
+    let mut positions = std::collections::HashMap::new();
+    for (index, (spec, _, _)) in settings.iter().enumerate() {
+        positions.entry(spec.name.as_str()).or_insert(index + 1);
+    }
     findings.sort_by_key(|finding| {
         finding
             .node
-            .as_ref()
-            .and_then(|node| settings.iter().position(|(spec, _, _)| &spec.name == node))
-            .map_or(0, |index| index + 1)
+            .as_deref()
+            .and_then(|node| positions.get(node).copied())
+            .unwrap_or(0)
     });
 }
 
@@ -681,9 +690,40 @@ struct Runtime {
 const DEBIAN_ROOT: &str = "/usr/lib/erlang";
 const DEBIAN_SSL_CHANGELOG: &str = "/usr/share/doc/erlang-ssl/changelog.Debian.gz";
 
+/// A probe VM booted from the host's first node while the other nodes' files are read: the
+/// boot (a VM start and the probe's compile) is the longest step of a big host's preflight.
+struct EarlyProbe {
+    node: String,
+    args: crate::probe::ProbeArgs,
+    pool: crate::probe::ProbePool,
+    probe: Result<std::sync::Arc<crate::probe::Probe>, ProbeError>,
+}
+
+/// Reads the node's files itself (a node whose files fail gets no early probe) and boots the
+/// probe `runtime` would boot for it, without cookies: those are known once every node is read.
+async fn boot_early(spec: NodeSpec, transport: Transport) -> Option<EarlyProbe> {
+    let target = target::read_node(&spec, &transport).await.ok()?;
+    let pool = crate::probe::ProbePool::new(target.identity.name_flag, Vec::new());
+    let args = target.current_probe_args();
+    let probe = pool
+        .probe_for(&target.probe_site(), &args, "preflight")
+        .await;
+    Some(EarlyProbe {
+        node: spec.name,
+        args,
+        pool,
+        probe,
+    })
+}
+
 /// The host's OTP and ssl versions, the OS pid of every running node and, when `needs` is
-/// given, which of those functions the host's OTP lacks; through one probe VM.
-async fn runtime(targets: &[NodeTarget], needs: Option<&[String]>) -> Runtime {
+/// given, which of those functions the host's OTP lacks; through one probe VM (the early one
+/// when it was booted for the same node and args).
+async fn runtime(
+    targets: &[NodeTarget],
+    needs: Option<&[String]>,
+    early: Option<tokio::task::JoinHandle<Option<EarlyProbe>>>,
+) -> Runtime {
     let failed = |message: String| Runtime {
         verdict: Verdict::fail(
             "runtime.otp",
@@ -695,53 +735,45 @@ async fn runtime(targets: &[NodeTarget], needs: Option<&[String]>) -> Runtime {
         lacking: None,
         vendor_fixed: None,
     };
-    let Some(first) = targets.first() else {
+    let first = targets.first();
+    let early = match early {
+        Some(task) => task
+            .await
+            .unwrap_or_else(|err| std::panic::resume_unwind(err.into_panic())),
+        None => None,
+    };
+    let early = match early {
+        Some(early)
+            if first.is_some_and(|f| {
+                f.name() == early.node && f.current_probe_args() == early.args
+            }) =>
+        {
+            Some(early)
+        }
+        Some(unused) => {
+            unused.pool.shutdown().await;
+            None
+        }
+        None => None,
+    };
+    let Some(first) = first else {
         return failed(
             "no node on this host passed the plan checks, so no probe was started".into(),
         );
     };
-    let pool = match crate::observe::probe_pool(targets) {
-        Ok(pool) => pool,
-        Err(err) => return failed(err.to_string()),
+    let (pool, booted) = match early {
+        Some(early) => (early.pool, Some(early.probe)),
+        None => match crate::observe::probe_pool(targets) {
+            Ok(pool) => (pool, None),
+            Err(err) => return failed(err.to_string()),
+        },
     };
-    let started = std::time::Instant::now();
-    let outcome = async {
-        let probe = pool
-            .probe_for(
-                &first.probe_site(),
-                &first.current_probe_args(),
-                "preflight",
-            )
-            .await?;
-        tracing::debug!(took = ?started.elapsed(), "preflight: probe up");
-        let versions = probe.versions().await?;
-        let lacking = match needs {
-            Some(needs) => Some(probe.lacks(needs).await.map_err(|e| e.to_string())),
-            None => None,
-        };
-        let os_pids = os_pids(&probe, targets).await;
-        tracing::debug!(took = ?started.elapsed(), "preflight: pids asked");
-        Ok::<_, ProbeError>((versions, os_pids, lacking))
-    }
-    .await;
+    let outcome = ask_runtime(&pool, booted, targets, needs).await;
     pool.shutdown().await;
     match outcome {
         Err(err) => failed(format!("cannot ask the host's Erlang: {err}")),
         Ok((versions, os_pids, lacking)) => {
-            let verdict = match &versions.ssl {
-                Some(ssl) => Verdict::ok(
-                    "runtime.otp",
-                    format!("OTP {}, ssl {ssl}", versions.otp_release),
-                ),
-                None => Verdict::fail(
-                    "runtime.otp",
-                    format!(
-                        "OTP {} has no ssl application: TLS distribution cannot start",
-                        versions.otp_release
-                    ),
-                    "install the ssl application (Debian: erlang-ssl) for the erl the nodes use",
-                ),
-            };
+            let verdict = otp_verdict(&versions);
             let vendor_fixed = if versions.root_dir.as_deref() == Some(DEBIAN_ROOT) {
                 debian_fixed_cves(&first.transport).await
             } else {
@@ -758,25 +790,99 @@ async fn runtime(targets: &[NodeTarget], needs: Option<&[String]>) -> Runtime {
     }
 }
 
+/// `runtime.otp`: the host's OTP, and whether it has the ssl application.
+fn otp_verdict(versions: &RuntimeVersions) -> Verdict {
+    match &versions.ssl {
+        Some(ssl) => Verdict::ok(
+            "runtime.otp",
+            format!("OTP {}, ssl {ssl}", versions.otp_release),
+        ),
+        None => Verdict::fail(
+            "runtime.otp",
+            format!(
+                "OTP {} has no ssl application: TLS distribution cannot start",
+                versions.otp_release
+            ),
+            "install the ssl application (Debian: erlang-ssl) for the erl the nodes use",
+        ),
+    }
+}
+
+type Asked = (
+    RuntimeVersions,
+    BTreeMap<String, u32>,
+    Option<Result<Vec<String>, String>>,
+);
+
+/// The probe's answers: the early probe (given every node's cookie now), or one booted here.
+async fn ask_runtime(
+    pool: &crate::probe::ProbePool,
+    booted: Option<Result<std::sync::Arc<crate::probe::Probe>, ProbeError>>,
+    targets: &[NodeTarget],
+    needs: Option<&[String]>,
+) -> Result<Asked, ProbeError> {
+    let started = std::time::Instant::now();
+    let probe = match booted {
+        Some(probe) => {
+            let probe = probe?;
+            probe.set_cookies(&target::cookies(targets)).await?;
+            probe
+        }
+        None => {
+            let first = &targets[0];
+            pool.probe_for(
+                &first.probe_site(),
+                &first.current_probe_args(),
+                "preflight",
+            )
+            .await?
+        }
+    };
+    tracing::debug!(took = ?started.elapsed(), "preflight: probe up");
+    let versions = probe.versions().await?;
+    let lacking = match needs {
+        Some(needs) => Some(probe.lacks(needs).await.map_err(|e| e.to_string())),
+        None => None,
+    };
+    let os_pids = os_pids(&probe, targets).await;
+    tracing::debug!(took = ?started.elapsed(), "preflight: pids asked");
+    Ok((versions, os_pids, lacking))
+}
+
 /// How many nodes the probe is asked about at once: one at a time made a 1,000-node preflight
 /// wait ~1.6 s on the round trips; each question may dial the node and ask epmd, so a bound
 /// keeps the host's epmd and the probe's sockets within reason.
 const CONCURRENT_INFO: usize = 32;
 
-/// The OS pid of every running node, asked through the probe a few nodes at a time.
+/// The OS pid of every running node, asked through the probe a few nodes at a time. Only nodes
+/// that can be up are asked: a node its host's epmd does not list is down (the probe's own
+/// `info` would look it up in that epmd and find nothing, at three epmd questions per node).
 async fn os_pids(
     probe: &std::sync::Arc<crate::probe::Probe>,
     targets: &[NodeTarget],
 ) -> BTreeMap<String, u32> {
+    let registered = registered_names(probe, targets).await;
+    let may_be_up = |name: &str| match name.split_once('@') {
+        Some((short, host)) => registered
+            .get(host)
+            .and_then(Option::as_ref)
+            .is_none_or(|names| names.iter().any(|n| n == short)),
+        None => true,
+    };
     let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(CONCURRENT_INFO));
-    let asked = in_plan_order(targets.iter().map(|target| {
-        let (probe, gate, name) = (probe.clone(), gate.clone(), target.name().to_string());
-        async move {
-            let _permit = gate.acquire_owned().await.ok();
-            let info = probe.info(&name).await;
-            (name, info)
-        }
-    }))
+    let asked = in_plan_order(
+        targets
+            .iter()
+            .filter(|t| may_be_up(t.name()))
+            .map(|target| {
+                let (probe, gate, name) = (probe.clone(), gate.clone(), target.name().to_string());
+                async move {
+                    let _permit = gate.acquire_owned().await.ok();
+                    let info = probe.info(&name).await;
+                    (name, info)
+                }
+            }),
+    )
     .await;
     asked
         .into_iter()
@@ -785,6 +891,30 @@ async fn os_pids(
             _ => None,
         })
         .collect()
+}
+
+/// The names each host's epmd lists, one question per host of the node names; `None` where
+/// the probe cannot tell (no epmd: a fixed port; or no answer), so every node there is asked.
+async fn registered_names(
+    probe: &crate::probe::Probe,
+    targets: &[NodeTarget],
+) -> BTreeMap<String, Option<Vec<String>>> {
+    let hosts: std::collections::BTreeSet<&str> = targets
+        .iter()
+        .filter_map(|t| t.name().split_once('@').map(|(_, host)| host))
+        .collect();
+    let mut registered = BTreeMap::new();
+    for host in hosts {
+        let names = match probe.registered(host).await {
+            Ok(crate::probe::EpmdAsked {
+                names: crate::probe::EpmdNames::Listed(names),
+                ..
+            }) => Some(names),
+            _ => None,
+        };
+        registered.insert(host.to_string(), names);
+    }
+    registered
 }
 
 /// The CVE ids Debian's erlang-ssl changelog on the host mentions: Debian backports security

@@ -163,22 +163,61 @@ impl Probe {
     }
 
     async fn request(&self, body: &str) -> Result<String, ProbeError> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        self.pending.lock().await.insert(id, tx);
-        let line = format!("{id} {body}\n");
-        self.write_line(&line).await?;
-        match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
-            Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(_)) => Err(self.gone("the VM exited")),
-            Err(_) => {
-                self.pending.lock().await.remove(&id);
-                Err(ProbeError::Gone {
-                    proto: self.label.clone(),
-                    detail: format!("no answer within {REQUEST_TIMEOUT:?}"),
-                })
+        let mut replies = self.requests(&[body.to_string()]).await?;
+        Ok(replies.pop().unwrap_or_default())
+    }
+
+    /// Several requests written at once, their replies in the same order: a thousand cookies
+    /// cost one write and one wait instead of a thousand round trips.
+    async fn requests(&self, bodies: &[String]) -> Result<Vec<String>, ProbeError> {
+        let mut waiting = Vec::with_capacity(bodies.len());
+        let mut lines = String::new();
+        {
+            let mut pending = self.pending.lock().await;
+            for body in bodies {
+                let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+                let (tx, rx) = oneshot::channel();
+                pending.insert(id, tx);
+                lines.push_str(&format!("{id} {body}\n"));
+                waiting.push((id, rx));
             }
         }
+        self.write_line(&lines).await?;
+        let mut replies = Vec::with_capacity(waiting.len());
+        for (id, rx) in waiting {
+            match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
+                Ok(Ok(reply)) => replies.push(reply),
+                Ok(Err(_)) => return Err(self.gone("the VM exited")),
+                Err(_) => {
+                    self.pending.lock().await.remove(&id);
+                    return Err(ProbeError::Gone {
+                        proto: self.label.clone(),
+                        detail: format!("no answer within {REQUEST_TIMEOUT:?}"),
+                    });
+                }
+            }
+        }
+        Ok(replies)
+    }
+
+    /// Tells the VM each node's cookie (over the pipe only: never argv, never a file outside
+    /// the private directory).
+    pub async fn set_cookies(&self, cookies: &[(String, Cookie)]) -> Result<(), ProbeError> {
+        let bodies: Vec<String> = cookies
+            .iter()
+            .map(|(node, cookie)| format!("cookie {node} {}", cookie.expose()))
+            .collect();
+        self.requests(&bodies).await.map(|_| ())
+    }
+
+    /// Where the VM would look the nodes of `host` up (the epmd it asks, with the names
+    /// registered there, or the fixed port it dials): one question instead of one per node.
+    pub async fn registered(&self, host: &str) -> Result<EpmdAsked, ProbeError> {
+        let reply = self.request(&format!("names {host}")).await?;
+        parse_names(&reply).ok_or_else(|| ProbeError::Gone {
+            proto: self.label.clone(),
+            detail: format!("unexpected reply to `names`: `{reply}`"),
+        })
     }
 
     async fn write_line(&self, line: &str) -> Result<(), ProbeError> {
@@ -494,6 +533,15 @@ fn parse_asked<'a>(mut words: impl Iterator<Item = &'a str>) -> Option<EpmdAsked
     Some(EpmdAsked { at, names })
 }
 
+/// A `names` reply: `names epmd <host>:<port> <names>` or `names noepmd <host>:<port>`.
+fn parse_names(reply: &str) -> Option<EpmdAsked> {
+    let mut words = reply.split_whitespace();
+    match words.next() {
+        Some("names") => parse_asked(words),
+        _ => None,
+    }
+}
+
 fn parse_peers(list: &str) -> Vec<PeerLink> {
     list.split(',')
         .filter(|e| *e != "-" && !e.is_empty())
@@ -715,12 +763,7 @@ impl ProbePool {
             process: Mutex::new(Some(spawned.handle)),
         };
         let handshake = async {
-            for (node, cookie) in &self.cookies {
-                // Cookies travel over the pipe only: never argv, never a file outside the private dir.
-                probe
-                    .request(&format!("cookie {node} {}", cookie.expose()))
-                    .await?;
-            }
+            probe.set_cookies(&self.cookies).await?;
             probe.request("self").await
         };
         match tokio::time::timeout(BOOT_TIMEOUT, handshake).await {
@@ -993,6 +1036,22 @@ mod tests {
             parse_info("unreachable x nodedown"),
             NodeInfo::Down { .. }
         ));
+    }
+
+    #[test]
+    fn parses_the_names_an_epmd_lists() {
+        let listed =
+            |names: &[&str]| EpmdNames::Listed(names.iter().map(|n| n.to_string()).collect());
+        let asked = parse_names("names epmd localhost:4369 mim1:40001,mim2:40002").unwrap();
+        assert_eq!(asked.at, "localhost:4369");
+        assert_eq!(asked.names, listed(&["mim1", "mim2"]));
+        let none = parse_names("names epmd localhost:4369 -").unwrap();
+        assert_eq!(none.names, listed(&[]));
+        let silent = parse_names("names epmd localhost:4369 !econnrefused").unwrap();
+        assert_eq!(silent.names, EpmdNames::NoAnswer("econnrefused".into()));
+        let fixed = parse_names("names noepmd localhost:4370").unwrap();
+        assert_eq!(fixed.names, EpmdNames::FixedPort);
+        assert_eq!(parse_names("error unknown_request 2"), None);
     }
 
     #[test]

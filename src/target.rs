@@ -1,7 +1,7 @@
 //! What distls knows about each node before it touches anything: its identity (from vm.args), its
 //! original vm.dist.args, and the TLS-enabled text it will write. Everything here is read-only.
 
-use crate::argsfile::{self, ArgsFileError, ErrorKind, NodeIdentity, TlsEdit};
+use crate::argsfile::{self, ArgsFileError, Cookie, ErrorKind, NodeIdentity, TlsEdit};
 use crate::atomic_file::sha256_hex;
 use crate::error::{Error, Message, Result};
 use crate::flavor::{self, Flavor, FlavorError};
@@ -66,6 +66,14 @@ pub struct NodeTarget {
 pub struct OptFile {
     pub path: PathBuf,
     pub text: String,
+}
+
+/// Each node's cookie, for the probes to dial it with.
+pub fn cookies(targets: &[NodeTarget]) -> Vec<(String, Cookie)> {
+    targets
+        .iter()
+        .filter_map(|t| t.identity.cookie.clone().map(|c| (t.name().to_string(), c)))
+        .collect()
 }
 
 impl NodeTarget {

@@ -160,29 +160,32 @@ pub async fn service_user(
 }
 
 /// The groups of `uid` on the transport's host, asked once per host and user in a run: every
-/// node of a big plan usually shares one owner.
+/// node of a big plan usually shares one owner, and its nodes are checked concurrently (so the
+/// first asker's answer is awaited by the others, not asked again).
 async fn groups_of(transport: &Transport, uid: u32) -> Result<Vec<u32>, String> {
-    type Known = std::sync::Mutex<std::collections::HashMap<(String, u32), Vec<u32>>>;
+    type Cell = std::sync::Arc<tokio::sync::OnceCell<Vec<u32>>>;
+    type Known = std::sync::Mutex<std::collections::HashMap<(String, u32), Cell>>;
     static KNOWN: std::sync::OnceLock<Known> = std::sync::OnceLock::new();
-    let known = KNOWN.get_or_init(Default::default);
-    let key = (transport.site(), uid);
-    if let Some(gids) = known.lock().expect("not poisoned").get(&key) {
-        return Ok(gids.clone());
-    }
-    let groups = transport
-        .run(&format!("id -G {uid}"), STAT_TIMEOUT)
-        .await
-        .map_err(|e| e.to_string())?;
-    let gids: Vec<u32> = groups
-        .stdout
-        .split_whitespace()
-        .filter_map(|g| g.parse().ok())
-        .collect();
-    known
+    let cell = KNOWN
+        .get_or_init(Default::default)
         .lock()
         .expect("not poisoned")
-        .insert(key, gids.clone());
-    Ok(gids)
+        .entry((transport.site(), uid))
+        .or_default()
+        .clone();
+    cell.get_or_try_init(|| async {
+        let groups = transport
+            .run(&format!("id -G {uid}"), STAT_TIMEOUT)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(groups
+            .stdout
+            .split_whitespace()
+            .filter_map(|g| g.parse().ok())
+            .collect())
+    })
+    .await
+    .cloned()
 }
 
 /// Effective uid and gid, plus supplementary groups, from `/proc/<pid>/status`.

@@ -13,6 +13,8 @@
 %%                                   |  DISTLS <id> down <reason> noepmd <host>:<port>
 %%                                      (-erl_epmd_port: no epmd, and nothing accepts at that port)
 %%                                   |  DISTLS <id> down <reason>  (a node name without a host)
+%%   <id> names <host>               -> DISTLS <id> names epmd <host>:<port> <names> | names noepmd <host>:<port>
+%%                                      (where `info` would look a node of <host> up, as in `down`)
 %%   <id> connect <node> <peer>...   -> DISTLS <id> ok        (asks <node> to dial each peer)
 %%   <id> stop <node> init|halt      -> DISTLS <id> ok        (init:stop() or erlang:halt() on <node>)
 %%   <id> hybrid <node> seal|unseal|add|remove [<peer>...]
@@ -60,6 +62,8 @@ handle([Id, "self"]) ->
     reply(Id, "self " ++ proto(init:get_argument(proto_dist)));
 handle([Id, "info", Node]) ->
     spawn(fun() -> reply(Id, info(list_to_atom(Node))) end);
+handle([Id, "names", Host]) ->
+    spawn(fun() -> reply(Id, "names " ++ registered(Host)) end);
 handle([Id, "connect", Node | Peers]) ->
     spawn(fun() ->
                   [rpc:cast(list_to_atom(Node), net_kernel, connect_node, [list_to_atom(P)]) || P <- Peers],
@@ -141,11 +145,21 @@ epmd_down(Name, Host, Reason) ->
         {port, Port, _Version} ->
             "unreachable " ++ integer_to_list(Port) ++ " " ++ reason(Reason);
         _ ->
-            "down " ++ reason(Reason) ++ " epmd " ++ Host ++ ":" ++ epmd_port() ++ " " ++ names(Host)
+            "down " ++ reason(Reason) ++ " " ++ epmd_names(Host)
     catch
         _:_ ->
-            "down " ++ reason(Reason) ++ " epmd " ++ Host ++ ":" ++ epmd_port() ++ " " ++ names(Host)
+            "down " ++ reason(Reason) ++ " " ++ epmd_names(Host)
     end.
+
+%% Where a node of Host is looked up: its epmd (with the names it lists), or the fixed port.
+registered(Host) ->
+    case init:get_argument(erl_epmd_port) of
+        {ok, [[Port]]} -> "noepmd " ++ Host ++ ":" ++ Port;
+        _ -> epmd_names(Host)
+    end.
+
+epmd_names(Host) ->
+    "epmd " ++ Host ++ ":" ++ epmd_port() ++ " " ++ names(Host).
 
 %% As erl_epmd picks it: the first -epmd_port (erlexec puts ERL_EPMD_PORT's first), else 4369.
 epmd_port() ->

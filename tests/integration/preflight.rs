@@ -207,6 +207,15 @@ fn a_healthy_cluster_passes_every_check() {
     for name in &names {
         result.assert_ok(Some(name), "cert.chain");
         result.assert_ok(Some(name), "cert.readable");
+        // Its epmd lists it, so the probe was asked for its OS pid: the VM's own user counts.
+        let readable = result.finding(Some(name), "cert.readable");
+        assert!(
+            readable["message"]
+                .as_str()
+                .unwrap()
+                .contains("the user of the node's running VM"),
+            "{readable}"
+        );
     }
     let otp = result.finding(None, "runtime.otp")["message"]
         .as_str()
