@@ -457,33 +457,15 @@ impl JournalStore {
     }
 
     pub fn load(&self) -> Result<Option<Journal>, JournalError> {
-        // Through the same no-unexpected-links reader as every node file (docs/security.md).
-        let bytes = match crate::atomic_file::read(&self.journal_path, JOURNAL_LIMIT) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => {
-                return Err(JournalError::Io {
-                    path: self.journal_path.clone(),
-                    source,
-                });
-            }
+        let Some(journal) = read_json::<Journal>(&self.journal_path, FORMAT)? else {
+            return Ok(None);
         };
-        let unreadable = |reason: String| JournalError::Unreadable {
-            path: self.journal_path.clone(),
-            reason,
-        };
-        let value: serde_json::Value =
-            serde_json::from_slice(&bytes).map_err(|e| unreadable(e.to_string()))?;
-        let format = value.get("format").and_then(|f| f.as_u64());
-        if format != Some(u64::from(FORMAT)) {
-            return Err(unreadable(format!(
-                "format {}, this distls reads format {FORMAT}",
-                format.map_or("missing".to_string(), |f| f.to_string())
-            )));
-        }
-        let journal: Journal =
-            serde_json::from_value(value).map_err(|e| unreadable(e.to_string()))?;
-        journal.validate().map_err(unreadable)?;
+        journal
+            .validate()
+            .map_err(|reason| JournalError::Unreadable {
+                path: self.journal_path.clone(),
+                reason,
+            })?;
         Ok(Some(journal))
     }
 
@@ -505,12 +487,52 @@ impl JournalStore {
 
     pub fn save(&self, journal: &mut Journal) -> Result<(), JournalError> {
         journal.updated_at = now();
-        let text = serde_json::to_vec_pretty(journal).expect("journal serializes");
-        atomic_file::write(&self.journal_path, &text, 0o600).map_err(|source| JournalError::Io {
-            path: self.journal_path.clone(),
-            source,
-        })
+        write_json(&self.journal_path, journal)
     }
+}
+
+/// A journal file of distls (`format` first): none yet is `None`; an unknown format, or JSON
+/// that does not fit, is refused, never guessed at. Read through the same no-unexpected-links
+/// reader as every node file (docs/security.md).
+pub fn read_json<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    format: u32,
+) -> Result<Option<T>, JournalError> {
+    let bytes = match crate::atomic_file::read(path, JOURNAL_LIMIT) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(JournalError::Io {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    };
+    let unreadable = |reason: String| JournalError::Unreadable {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let value: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| unreadable(e.to_string()))?;
+    let found = value.get("format").and_then(|f| f.as_u64());
+    if found != Some(u64::from(format)) {
+        return Err(unreadable(format!(
+            "format {}, this distls reads format {format}",
+            found.map_or("missing".to_string(), |f| f.to_string())
+        )));
+    }
+    serde_json::from_value(value)
+        .map(Some)
+        .map_err(|e| unreadable(e.to_string()))
+}
+
+/// Written atomically and fsynced, mode 0600.
+pub fn write_json<T: Serialize>(path: &Path, journal: &T) -> Result<(), JournalError> {
+    let text = serde_json::to_vec_pretty(journal).expect("journal serializes");
+    atomic_file::write(path, &text, 0o600).map_err(|source| JournalError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Room the journal needs: twice its largest size (old file + new copy), with margin. A node's

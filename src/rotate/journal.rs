@@ -2,15 +2,12 @@
 //! what its files held before and hold after, written before each side effect. Hashes and paths
 //! only, never a certificate or key.
 
-use crate::atomic_file;
-use crate::journal::{JournalError, now};
+use crate::journal::{JournalError, now, read_json, write_json};
 use serde::{Deserialize, Serialize};
-use std::io;
 use std::path::{Path, PathBuf};
 
 /// Bumped on any incompatible change; an unknown format is refused.
 pub const FORMAT: u32 = 1;
-const LIMIT: u64 = 16 * 1024 * 1024;
 
 /// The phases of a rotation. A plain rotation has one (`leaves`); a CA rollover three.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -152,39 +149,13 @@ impl RotationStore {
     }
 
     pub fn load(&self) -> Result<Option<RotationJournal>, JournalError> {
-        let bytes = match atomic_file::read(&self.path, LIMIT) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => {
-                return Err(JournalError::Io {
-                    path: self.path.clone(),
-                    source,
-                });
-            }
-        };
-        let unreadable = |reason: String| JournalError::Unreadable {
-            path: self.path.clone(),
-            reason,
-        };
-        let journal: RotationJournal =
-            serde_json::from_slice(&bytes).map_err(|e| unreadable(e.to_string()))?;
-        if journal.format != FORMAT {
-            return Err(unreadable(format!(
-                "format {}, this distls reads format {FORMAT}",
-                journal.format
-            )));
-        }
-        Ok(Some(journal))
+        read_json(&self.path, FORMAT)
     }
 
     /// Written atomically and fsynced, then the crash point of the step it records.
     pub fn save(&self, journal: &mut RotationJournal) -> Result<(), JournalError> {
         journal.updated_at = now();
-        let text = serde_json::to_vec_pretty(journal).expect("journal serializes");
-        atomic_file::write(&self.path, &text, 0o600).map_err(|source| JournalError::Io {
-            path: self.path.clone(),
-            source,
-        })?;
+        write_json(&self.path, journal)?;
         if let Some(event) = journal.events.last() {
             crate::failpoint::failpoint(&format!("rotate:{}", event.what));
         }
