@@ -247,7 +247,7 @@ impl<'a> Engine<'a> {
         node.probe.refresh().await?;
         let der = node.probe.served(name).await?;
         let served = CertSummary::from_der(&der).map_err(|e| step_failed(name, &e))?;
-        if !leaf.is_empty() && sha256_hex(&der) != leaf {
+        if !leaf.is_empty() && served.sha256 != leaf {
             return Err(step_failed(
                 name,
                 &format!(

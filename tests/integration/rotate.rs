@@ -1,6 +1,7 @@
 //! `distls rotate` on a real TLS cluster: no restart, no link lost, the new certificate served,
 //! a CA rollover killed at every journal write and rerun, and rolled back byte for byte.
 
+use crate::split::wait_for_sampled_mesh;
 use crate::split_checker::{self, Params, now_ms};
 use crate::support::{TestCluster, cluster_with, describe, rotate_args, stdout, strs};
 use distls::rehearsal::write_custom_cert;
@@ -48,18 +49,6 @@ fn rotate_killed_at_every_write(t: &TestCluster, args: &[&str]) -> usize {
     }
 }
 
-fn wait_sampled(t: &TestCluster) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while std::time::Instant::now() < deadline {
-        let logs = t.cluster.links_logs();
-        if logs.values().all(|l| l.lines().count() > 2) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("the nodes sample their links");
-}
-
 #[test]
 #[cfg(feature = "failpoints")]
 fn a_tls_cluster_rotates_its_ca_without_a_restart_or_a_lost_link() {
@@ -104,7 +93,7 @@ fn a_tls_cluster_rotates_its_ca_without_a_restart_or_a_lost_link() {
     );
     assert_eq!(certs_bytes(&t), before, "a dry run changes nothing");
 
-    wait_sampled(&t);
+    wait_for_sampled_mesh(&t, "tls", 0);
     let since = now_ms();
     let started = std::time::Instant::now();
     let points = rotate_killed_at_every_write(&t, &rollover);
