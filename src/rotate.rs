@@ -87,13 +87,13 @@ pub async fn run(
             return Ok(());
         }
         let journal = match existing {
-            Some(j) if matches!(j.state, RunState::Rotating | RunState::RollingBack) => j,
+            Some(j) if j.state == RunState::Rotating => j,
             _ if rotation.journal.moves.is_empty() => {
                 // Kept as it is: the last rotation stays the one `--rollback` undoes.
                 println!("nothing to rotate: every node's files already hold what --to names");
                 return Ok(());
             }
-            _ => rotation.journal.clone(),
+            _ => rotation.journal,
         };
         let mut engine = Engine::new(&store, journal, &nodes);
         engine.planned = rotation.planned;
@@ -166,14 +166,8 @@ impl<'a> Engine<'a> {
     }
 
     async fn forward(&mut self) -> Result<()> {
-        if self.journal.state == RunState::RollingBack {
-            return Err(Error::Refused(
-                Message::new("a rollback of this rotation is under way".to_string())
-                    .hint("finish it: distls rotate --rollback PLAN"),
-            ));
-        }
-        if self.journal.state != RunState::Rotating || self.journal.events.is_empty() {
-            self.journal.state = RunState::Rotating;
+        // A new rotation (a resumed one has recorded its start already).
+        if self.journal.events.is_empty() {
             self.journal.record("rotation started");
             self.save()?;
         }

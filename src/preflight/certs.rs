@@ -49,7 +49,7 @@ pub fn check(material: &TlsMaterial, host: &str, clock: Clock) -> Vec<Verdict> {
         return verdicts;
     };
     verdicts.push(key_matches(material, &parsed.key, &cert));
-    verdicts.extend(chains_to_ca(material, &parsed, &cert, clock.now));
+    verdicts.extend(chains_to_ca(material, &parsed, clock.now));
     verdicts.push(validity(material, &cert, clock));
     verdicts.push(covers_host(material, &parsed.chain[0], &cert, host));
     verdicts
@@ -127,12 +127,7 @@ fn key_matches(material: &TlsMaterial, key: &PrivateKeyDer, cert: &X509Certifica
 
 /// Checks the chain for both usages: distribution TLS presents the same certificate as server and
 /// as client. Time is clamped into the certificate's validity so expiry is reported only once.
-fn chains_to_ca(
-    material: &TlsMaterial,
-    parsed: &Parsed,
-    _cert: &X509Certificate,
-    now: SystemTime,
-) -> Vec<Verdict> {
+fn chains_to_ca(material: &TlsMaterial, parsed: &Parsed, now: SystemTime) -> Vec<Verdict> {
     if let Err(err) = parsed
         .cas
         .iter()
