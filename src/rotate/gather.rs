@@ -428,8 +428,8 @@ fn check_trust(files: &[NodeFiles], planned: &[PlannedMove], ca_rollover: bool) 
         .map(|m| TrustChange {
             label: format!("{} {}", m.phase.label(), files[m.node].name),
             node: m.node,
-            chain: m.cert_after.as_deref().map(certs_of),
-            cas: m.cas_after.as_deref().map(certs_of),
+            chain: m.after(FileKind::Certfile).map(certs_of),
+            cas: m.after(FileKind::Cacertfile).map(certs_of),
         })
         .collect();
     trust::check_moments(start, &changes, SystemTime::now()).map_err(|broken| {

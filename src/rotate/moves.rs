@@ -59,9 +59,16 @@ pub struct PlannedMove {
     pub writes: Vec<Write>,
     pub leaf_before: Vec<u8>,
     pub leaf_after: Vec<u8>,
-    /// The CA file's content after the move, when it changes (for the trust check).
-    pub cas_after: Option<Vec<u8>>,
-    pub cert_after: Option<Vec<u8>>,
+}
+
+impl PlannedMove {
+    /// What the move writes into the node's file of `kind`, when it changes it.
+    pub fn after(&self, kind: FileKind) -> Option<&[u8]> {
+        self.writes
+            .iter()
+            .find(|w| w.kind == kind)
+            .map(|w| w.after.as_slice())
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -138,13 +145,7 @@ pub fn bundle(old: &[u8], new: &[u8]) -> Vec<u8> {
 
 fn planned(index: usize, phase: RotationPhase, writes: &[(&NodeFile, Vec<u8>)]) -> PlannedMove {
     let mut out = Vec::new();
-    let (mut cas_after, mut cert_after) = (None, None);
     for (file, after) in writes {
-        match file.kind {
-            FileKind::Cacertfile => cas_after = Some(after.clone()),
-            FileKind::Certfile => cert_after = Some(after.clone()),
-            FileKind::Keyfile => {}
-        }
         for path in &file.paths {
             out.push(Write {
                 kind: file.kind,
@@ -160,8 +161,6 @@ fn planned(index: usize, phase: RotationPhase, writes: &[(&NodeFile, Vec<u8>)]) 
         writes: out,
         leaf_before: Vec::new(),
         leaf_after: Vec::new(),
-        cas_after,
-        cert_after,
     }
 }
 
@@ -194,8 +193,8 @@ fn chain_befores(nodes: &[NodeFiles], moves: &mut [PlannedMove]) {
             }
         }
         planned.leaf_before = certs[planned.node].clone();
-        if let Some(cert) = &planned.cert_after {
-            certs[planned.node] = cert.clone();
+        if let Some(cert) = planned.after(FileKind::Certfile) {
+            certs[planned.node] = cert.to_vec();
         }
         planned.leaf_after = certs[planned.node].clone();
     }
