@@ -69,7 +69,11 @@ pub async fn nodes<'a>(
                 "finish the migration first: distls migrate PLAN",
             ));
         }
-        if !probe.lacks(&[PEM_CACHE_NEED.to_string()]).await?.is_empty() {
+        // One question per probe VM (per host and flags text), not per node.
+        let asked = nodes
+            .iter()
+            .any(|n: &RotationNode| Arc::ptr_eq(&n.probe, &probe));
+        if !asked && !probe.lacks(&[PEM_CACHE_NEED.to_string()]).await?.is_empty() {
             return Err(refused(
                 name,
                 format!(
