@@ -7,6 +7,8 @@
 #   resolve PATH | exists PATH | read PATH LIMIT | remove PATH | mkdir PATH MODE | rmdir PATH
 #   write PATH LENGTH SHA256 MODE [LIKE]  (the bytes on stdin; MODE octal, "keep:MODE" = keep the
 #                                          old file's mode and owner, MODE for a new file)
+#   write-together PATH LENGTH SHA256 MODE [PATH LENGTH SHA256 MODE ...]  (the bytes one after
+#                                          the other on stdin; all staged before any rename)
 # Exit 0: done; 1: absent (exists); 2: refused or failed (stderr says why); 3: too large.
 use strict;
 use warnings;
@@ -219,18 +221,31 @@ sub random_hex {
     return unpack('H*', $raw);
 }
 
-sub op_write {
-    my ($length, $sha, $mode_spec, $like) = @rest;
-    # All bytes first: a stream cut short changes nothing.
+# Reads exactly $length bytes from stdin (a stream cut short changes nothing).
+sub read_input {
+    my ($length, $what) = @_;
     my $bytes = '';
-    while (1) {
-        my $n = sysread(STDIN, $bytes, 65536, length $bytes);
-        fail("$path: cannot read the new content: $!") unless defined $n;
+    while (length($bytes) < $length) {
+        my $n = sysread(STDIN, $bytes, $length - length($bytes), length $bytes);
+        fail("$what: cannot read the new content: $!") unless defined $n;
         last if $n == 0;
-        last if length($bytes) > $length;
     }
-    fail("$path: received " . length($bytes) . " of $length bytes (the connection was cut?); nothing changed")
+    fail("$what: received " . length($bytes) . " of $length bytes (the connection was cut?); nothing changed")
       unless length($bytes) == $length;
+    return $bytes;
+}
+
+sub input_ends {
+    my ($what) = @_;
+    my $extra = '';
+    my $n = sysread(STDIN, $extra, 1);
+    fail("$what: received more than the announced bytes; nothing changed") if $n;
+}
+
+# Writes the new file beside $target, owned, synced and verified, not yet renamed over it.
+# Returns what the rename needs; a failure from here on removes the temp file.
+sub stage_write {
+    my ($target, $length, $sha, $mode_spec, $like, $bytes) = @_;
     my ($keep, $mode) = $mode_spec =~ /^(keep:)?([0-7]+)$/ or fail("bad mode $mode_spec");
     $mode = oct($mode);
     my ($uid, $gid);
@@ -239,7 +254,8 @@ sub op_write {
         my $fh = open_regular($like_name, join_path($like_dir, $like_name), $like_via, O_RDONLY);
         ($uid, $gid) = (stat($fh))[4, 5];
     }
-    my ($dir, $name, $via) = walk($path);
+    my ($dir, $name, $via) = walk($target);
+    sysopen(my $dh, '.', O_RDONLY | O_DIRECTORY) or fail("$dir: $!");
     my $real = join_path($dir, $name);
     my @old = lstat($name);
     fail("$real: $!") if !@old && !$!{ENOENT};
@@ -258,6 +274,7 @@ sub op_write {
     fail("$real: cannot create a temp file with a fresh name beside it") unless $fh;
     my @mine = stat($fh);
     push @cleanup, sub {
+        chdir($dh) or return;
         my @there = lstat($temp);
         unlink($temp) if @there && $there[0] == $mine[0] && $there[1] == $mine[1];
     };
@@ -271,12 +288,47 @@ sub op_write {
     my $size = (stat($fh))[7];
     fail("$real: the new file does not read back as written ($size of $length bytes); nothing changed")
       unless $size == $length && sha256_of_fd($fh, $real) eq $sha;
-    rename($temp, $name) or fail("$real: $!");
-    @cleanup = ();
-    my @now = lstat($name);
-    fail("$real: was replaced by someone else while distls wrote it")
-      unless @now && $now[0] == $mine[0] && $now[1] == $mine[1];
-    sync_cwd();
+    return { dh => $dh, temp => $temp, name => $name, real => $real, dev => $mine[0], ino => $mine[1] };
+}
+
+# Renames staged files over their names one right after the other, then checks each name holds
+# the file distls wrote and syncs its directory.
+sub commit_staged {
+    my @staged = @_;
+    for my $s (@staged) {
+        chdir($s->{dh}) or fail("$s->{real}: $!");
+        rename($s->{temp}, $s->{name}) or fail("$s->{real}: $!");
+        shift @cleanup;
+    }
+    for my $s (@staged) {
+        chdir($s->{dh}) or fail("$s->{real}: $!");
+        my @now = lstat($s->{name});
+        fail("$s->{real}: was replaced by someone else while distls wrote it")
+          unless @now && $now[0] == $s->{dev} && $now[1] == $s->{ino};
+        sync_cwd();
+    }
+}
+
+sub op_write {
+    my ($length, $sha, $mode_spec, $like) = @rest;
+    my $bytes = read_input($length, $path);
+    input_ends($path);
+    commit_staged(stage_write($path, $length, $sha, $mode_spec, $like, $bytes));
+}
+
+# write-together PATH LENGTH SHA256 MODE [PATH LENGTH SHA256 MODE ...]: the files' bytes one
+# after the other on stdin; every file staged and verified before the first rename.
+sub op_write_together {
+    my @specs = ($path, @rest);
+    fail("write-together: PATH LENGTH SHA256 MODE, repeated") if !@specs || @specs % 4;
+    my @files;
+    while (@specs) {
+        my ($target, $length, $sha, $mode_spec) = splice(@specs, 0, 4);
+        push @files, [$target, $length, $sha, $mode_spec, read_input($length, $target)];
+    }
+    input_ends($path);
+    my @staged = map { stage_write($_->[0], $_->[1], $_->[2], $_->[3], undef, $_->[4]) } @files;
+    commit_staged(@staged);
 }
 
 if ($op eq 'resolve') {
@@ -332,6 +384,8 @@ if ($op eq 'resolve') {
     }
 } elsif ($op eq 'write') {
     op_write();
+} elsif ($op eq 'write-together') {
+    op_write_together();
 } else {
     fail("unknown operation $op");
 }

@@ -115,38 +115,113 @@ pub fn write_owned_like(path: &Path, bytes: &[u8], mode: u32, like: &Path) -> io
 
 /// The one way distls replaces a file: temp file beside it, verified, renamed over it.
 pub fn replace(path: &Path, bytes: &[u8], ownership: Ownership) -> io::Result<()> {
-    let walk = Walk::to(path)?;
-    let existing = walk.entry()?;
-    if let Some(st) = &existing {
-        walk.check_regular(st)?;
-    }
-    let (uid, gid, mode) = match ownership {
-        Ownership::KeepOrNew(mode_if_new) => match &existing {
-            Some(st) => (st.st_uid, st.st_gid, st.st_mode & 0o7777),
-            // SAFETY: plain getters.
-            None => unsafe { (libc::geteuid(), libc::getegid(), mode_if_new) },
-        },
-        Ownership::Like(like, mode) => {
-            let like_walk = Walk::to(like)?;
-            let st = fstat(&like_walk.open_regular(libc::O_RDONLY)?)?;
-            (st.st_uid, st.st_gid, mode)
-        }
-    };
-    let (temp_name, temp) = walk.create_temp()?;
-    let result = fill_and_rename(&walk, &temp_name, &temp, bytes, (uid, gid, mode));
-    if result.is_err() {
-        walk.unlink_if_same(&temp_name, &temp);
-    }
-    result
+    let staged = Staged::write(path, bytes, ownership)?;
+    staged.rename()?;
+    staged.settle()
 }
 
-fn fill_and_rename(
+/// Several files replaced as one change: every new file is written and verified beside its
+/// name first, then the renames follow one another. A reader that opens them one after the other
+/// (a certificate, then its key) can see a mixed pair only in the microseconds between two
+/// renames, not while the next file is still being written. Nothing is renamed unless every new
+/// file was written and verified.
+pub fn replace_together(files: &[(&Path, &[u8], Ownership)]) -> io::Result<()> {
+    let mut staged = Vec::with_capacity(files.len());
+    for (path, bytes, ownership) in files {
+        match Staged::write(path, bytes, *ownership) {
+            Ok(s) => staged.push(s),
+            Err(e) => {
+                staged.iter().for_each(Staged::discard);
+                return Err(e);
+            }
+        }
+    }
+    for (i, s) in staged.iter().enumerate() {
+        if let Err(e) = s.rename() {
+            staged[i..].iter().for_each(Staged::discard);
+            return Err(e);
+        }
+    }
+    staged.iter().try_for_each(Staged::settle)
+}
+
+/// A new file written, owned, synced and verified beside the name it is to replace.
+struct Staged {
+    walk: Walk,
+    temp_name: OsString,
+    temp: File,
+    temp_stat: libc::stat,
+}
+
+impl Staged {
+    fn write(path: &Path, bytes: &[u8], ownership: Ownership) -> io::Result<Staged> {
+        let walk = Walk::to(path)?;
+        let existing = walk.entry()?;
+        if let Some(st) = &existing {
+            walk.check_regular(st)?;
+        }
+        let (uid, gid, mode) = match ownership {
+            Ownership::KeepOrNew(mode_if_new) => match &existing {
+                Some(st) => (st.st_uid, st.st_gid, st.st_mode & 0o7777),
+                // SAFETY: plain getters.
+                None => unsafe { (libc::geteuid(), libc::getegid(), mode_if_new) },
+            },
+            Ownership::Like(like, mode) => {
+                let like_walk = Walk::to(like)?;
+                let st = fstat(&like_walk.open_regular(libc::O_RDONLY)?)?;
+                (st.st_uid, st.st_gid, mode)
+            }
+        };
+        let (temp_name, temp) = walk.create_temp()?;
+        match fill(&walk, &temp, bytes, (uid, gid, mode)) {
+            Ok(temp_stat) => Ok(Staged {
+                walk,
+                temp_name,
+                temp,
+                temp_stat,
+            }),
+            Err(e) => {
+                walk.unlink_if_same(&temp_name, &temp);
+                Err(e)
+            }
+        }
+    }
+
+    fn rename(&self) -> io::Result<()> {
+        self.walk
+            .rename_from(&self.temp_name)
+            .inspect_err(|_| self.discard())
+    }
+
+    /// After the rename: the name holds this very file (nobody swapped the temp name before the
+    /// rename), and the directory entry is on disk.
+    fn settle(&self) -> io::Result<()> {
+        match self.walk.entry()? {
+            Some(now)
+                if now.st_ino == self.temp_stat.st_ino && now.st_dev == self.temp_stat.st_dev => {}
+            _ => {
+                return Err(io::Error::other(format!(
+                    "{}: was replaced by someone else while distls wrote it",
+                    self.walk.real().display()
+                )));
+            }
+        }
+        self.walk.sync_dir()
+    }
+
+    /// Remove the temp file (a replacement that will not happen).
+    fn discard(&self) {
+        self.walk.unlink_if_same(&self.temp_name, &self.temp);
+    }
+}
+
+/// The temp file gets the bytes, owner and mode, reaches the disk and reads back as written.
+fn fill(
     walk: &Walk,
-    temp_name: &OsStr,
     temp: &File,
     bytes: &[u8],
     (uid, gid, mode): (u32, u32, u32),
-) -> io::Result<()> {
+) -> io::Result<libc::stat> {
     temp.write_all_at(bytes, 0)?;
     let st = fstat(temp)?;
     if st.st_uid != uid || st.st_gid != gid {
@@ -169,18 +244,7 @@ fn fill_and_rename(
     }
     temp.sync_all()?;
     verify(walk, temp, bytes)?;
-    walk.rename_from(temp_name)?;
-    // The name now holds this very file (nobody swapped the temp name before the rename).
-    match walk.entry()? {
-        Some(now) if now.st_ino == st.st_ino && now.st_dev == st.st_dev => {}
-        _ => {
-            return Err(io::Error::other(format!(
-                "{}: was replaced by someone else while distls wrote it",
-                walk.real().display()
-            )));
-        }
-    }
-    walk.sync_dir()
+    Ok(st)
 }
 
 /// The temp file holds exactly `bytes`, read back through its fd.

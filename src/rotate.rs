@@ -214,9 +214,7 @@ impl<'a> Engine<'a> {
         })?;
         self.journal.set_step(index, MoveStep::Installing);
         self.save()?;
-        for write in &planned.writes {
-            install(node, write, &record).await?;
-        }
+        install(node, &planned.writes, &record).await?;
         self.journal.set_step(index, MoveStep::Installed);
         self.save()?;
         clear(node).await?;
@@ -314,9 +312,7 @@ impl<'a> Engine<'a> {
         let node = self.node(&record.node)?;
         self.journal.set_step(index, MoveStep::Restoring);
         self.save()?;
-        for change in &record.files {
-            restore_file(node, change).await?;
-        }
+        restore_files(node, &record.files).await?;
         // The probe presents the node's files too: its own caches must drop what was rolled back.
         node.probe.refresh().await?;
         if !node.probe.info(node.target.name()).await?.is_up() {
@@ -347,75 +343,83 @@ fn step_failed(node: &str, what: &str) -> Error {
     Error::StepFailed(Message::new(format!("{node}: {what}")))
 }
 
-/// One file of a move: its before-copy first (kept once), then the new bytes, atomically, owner
-/// and mode kept. A file that already holds the new bytes (a resumed move) is left alone; one
-/// that holds neither is someone else's change, and stops the rotation.
-async fn install(node: &RotationNode<'_>, write: &Write, record: &journal::Move) -> Result<()> {
+/// The files of a move: each one's before-copy first (kept once), then all the new bytes
+/// together, atomically, owner and mode kept ([`Transport::write_files_together`]: a ctl or a
+/// node starting mid-move does not read a new certificate beside an old key). A file that already
+/// holds the new bytes (a resumed move) is left alone; one that holds neither is someone else's
+/// change, and stops the rotation.
+async fn install(node: &RotationNode<'_>, writes: &[Write], record: &journal::Move) -> Result<()> {
     let transport = &node.target.transport;
-    let change = record
-        .files
-        .iter()
-        .find(|f| f.path == write.path)
-        .ok_or_else(|| step_failed(&record.node, "the journal lacks a file of this move"))?;
-    let live = transport.read_file(&write.path).await?;
-    let live_sha = sha256_hex(&live);
-    if live_sha == change.after_sha256 {
-        return Ok(());
+    let mut pending: Vec<(&Path, &[u8])> = Vec::new();
+    for write in writes {
+        let change = record
+            .files
+            .iter()
+            .find(|f| f.path == write.path)
+            .ok_or_else(|| step_failed(&record.node, "the journal lacks a file of this move"))?;
+        let live_sha = sha256_hex(&transport.read_file(&write.path).await?);
+        if live_sha == change.after_sha256 {
+            continue;
+        }
+        if live_sha != change.before_sha256 {
+            return Err(Error::NeedsOperator(Message::new(format!(
+                "{}: {} changed since the rotation began (it holds neither what it held nor the new file)",
+                record.node,
+                write.path.display()
+            ))
+            .hint("put back what it held, or roll the rotation back with distls rotate --rollback")));
+        }
+        let backup_ok = match transport.read_file(&change.backup).await {
+            Ok(bytes) => sha256_hex(&bytes) == change.before_sha256,
+            Err(_) => false,
+        };
+        if !backup_ok {
+            transport
+                .write_file_owned_like(&change.backup, &write.before, 0o600, &write.path)
+                .await?;
+        }
+        pending.push((&write.path, &write.after));
     }
-    if live_sha != change.before_sha256 {
-        return Err(Error::NeedsOperator(Message::new(format!(
-            "{}: {} changed since the rotation began (it holds neither what it held nor the new file)",
-            record.node,
-            write.path.display()
-        ))
-        .hint("put back what it held, or roll the rotation back with distls rotate --rollback")));
-    }
-    let backup_ok = match transport.read_file(&change.backup).await {
-        Ok(bytes) => sha256_hex(&bytes) == change.before_sha256,
-        Err(_) => false,
-    };
-    if !backup_ok {
-        transport
-            .write_file_owned_like(&change.backup, &write.before, 0o600, &write.path)
-            .await?;
-    }
-    transport
-        .write_file(&write.path, &write.after, 0o600)
-        .await?;
+    transport.write_files_together(&pending, 0o600).await?;
     Ok(())
 }
 
-/// Puts back what a file held before its move, from its before-copy (verified by hash).
-async fn restore_file(node: &RotationNode<'_>, change: &journal::FileChange) -> Result<()> {
+/// Puts back what a move's files held before it, from their before-copies (verified by hash),
+/// all renamed together as the move wrote them.
+async fn restore_files(node: &RotationNode<'_>, changes: &[journal::FileChange]) -> Result<()> {
     let transport = &node.target.transport;
-    let live = transport.read_file(&change.path).await?;
-    let live_sha = sha256_hex(&live);
-    if live_sha == change.before_sha256 {
-        return Ok(());
-    }
-    if live_sha != change.after_sha256 {
-        return Err(Error::NeedsOperator(
-            Message::new(format!(
-                "{}: {} holds neither what the rotation wrote nor what it held before: someone changed it since",
+    let mut restored: Vec<(&Path, Vec<u8>)> = Vec::new();
+    for change in changes {
+        let live_sha = sha256_hex(&transport.read_file(&change.path).await?);
+        if live_sha == change.before_sha256 {
+            continue;
+        }
+        if live_sha != change.after_sha256 {
+            return Err(Error::NeedsOperator(
+                Message::new(format!(
+                    "{}: {} holds neither what the rotation wrote nor what it held before: someone changed it since",
+                    node.target.name(),
+                    change.path.display()
+                ))
+                .hint(format!(
+                    "distls leaves it alone; its content before the rotation is in {}",
+                    change.backup.display()
+                )),
+            ));
+        }
+        let backup = transport.read_file(&change.backup).await?;
+        if sha256_hex(&backup) != change.before_sha256 {
+            return Err(Error::NeedsOperator(Message::new(format!(
+                "{}: the before-copy {} does not hold what {} held",
                 node.target.name(),
+                change.backup.display(),
                 change.path.display()
-            ))
-            .hint(format!(
-                "distls leaves it alone; its content before the rotation is in {}",
-                change.backup.display()
-            )),
-        ));
+            ))));
+        }
+        restored.push((&change.path, backup));
     }
-    let backup = transport.read_file(&change.backup).await?;
-    if sha256_hex(&backup) != change.before_sha256 {
-        return Err(Error::NeedsOperator(Message::new(format!(
-            "{}: the before-copy {} does not hold what {} held",
-            node.target.name(),
-            change.backup.display(),
-            change.path.display()
-        ))));
-    }
-    transport.write_file(&change.path, &backup, 0o600).await?;
+    let files: Vec<(&Path, &[u8])> = restored.iter().map(|(p, b)| (*p, b.as_slice())).collect();
+    transport.write_files_together(&files, 0o600).await?;
     Ok(())
 }
 

@@ -99,6 +99,50 @@ impl Transport {
         .await
     }
 
+    /// Several files replaced as one change (each keeps its mode and owner; a new one gets
+    /// `mode_if_new`): all written and verified beside their names before the first rename, so
+    /// a certificate and its key are mismatched on disk for microseconds at most, see
+    /// [`atomic_file::replace_together`].
+    pub async fn write_files_together(
+        &self,
+        files: &[(&Path, &[u8])],
+        mode_if_new: u32,
+    ) -> Result<(), TransportError> {
+        let Some((first, _)) = files.first() else {
+            return Ok(());
+        };
+        if self.is_direct() {
+            let owned: Vec<(PathBuf, Vec<u8>)> = files
+                .iter()
+                .map(|(p, b)| (p.to_path_buf(), b.to_vec()))
+                .collect();
+            return self
+                .on_local_disk(first, move |_| {
+                    let ownership = atomic_file::Ownership::KeepOrNew(mode_if_new);
+                    let borrowed: Vec<(&Path, &[u8], atomic_file::Ownership)> = owned
+                        .iter()
+                        .map(|(p, b)| (p.as_path(), b.as_slice(), ownership))
+                        .collect();
+                    atomic_file::replace_together(&borrowed)
+                })
+                .await;
+        }
+        let mut args = Vec::new();
+        let mut input = Vec::new();
+        for (i, (path, bytes)) in files.iter().enumerate() {
+            if i > 0 {
+                args.push(path.display().to_string());
+            }
+            args.push(bytes.len().to_string());
+            args.push(atomic_file::sha256_hex(bytes));
+            args.push(format!("keep:{mode_if_new:o}"));
+            input.extend_from_slice(bytes);
+        }
+        self.agent_ok("write-together", first, &args, Some(&input))
+            .await
+            .map(|_| ())
+    }
+
     /// Atomic, verified write with exactly `mode` and the owner and group of `like`.
     pub async fn write_file_owned_like(
         &self,
@@ -368,6 +412,51 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), new);
+    }
+
+    /// Files written together: all renamed, modes and owners kept, no temp file left; and when
+    /// one of them cannot be written, none is changed.
+    #[tokio::test]
+    async fn files_written_together_change_all_or_none() {
+        use std::os::unix::fs::PermissionsExt;
+        for (transport, name) in both() {
+            let dir = tempfile::tempdir().unwrap();
+            let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+            std::fs::write(&cert, "old cert").unwrap();
+            std::fs::write(&key, "old key").unwrap();
+            std::fs::set_permissions(&cert, std::fs::Permissions::from_mode(0o644)).unwrap();
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+            transport
+                .write_files_together(&[(&cert, b"new cert\r\n\xff"), (&key, b"new key")], 0o600)
+                .await
+                .unwrap();
+            assert_eq!(std::fs::read(&cert).unwrap(), b"new cert\r\n\xff", "{name}");
+            assert_eq!(std::fs::read(&key).unwrap(), b"new key", "{name}");
+            let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!((mode(&cert), mode(&key)), (0o644, 0o640), "{name}");
+            assert_eq!(entries(dir.path()), ["cert.pem", "key.pem"], "{name}");
+
+            let fifo = dir.path().join("fifo");
+            assert!(
+                std::process::Command::new("mkfifo")
+                    .arg(&fifo)
+                    .status()
+                    .unwrap()
+                    .success()
+            );
+            let err = transport
+                .write_files_together(&[(&cert, b"newer cert"), (&fifo, b"x")], 0o600)
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("(a FIFO)"), "{name}: {err}");
+            assert_eq!(std::fs::read(&cert).unwrap(), b"new cert\r\n\xff", "{name}");
+            assert_eq!(
+                entries(dir.path()),
+                ["cert.pem", "fifo", "key.pem"],
+                "{name}"
+            );
+        }
     }
 
     /// A link in a directory others may write into is not followed, whoever owns it: refused
