@@ -115,8 +115,9 @@ pub fn name_flag(node: &str) -> NameFlag {
 }
 
 fn vm_args(name_flag: NameFlag, name: &str, source: &Path) -> Vec<String> {
+    // As the probe's (src/probe.rs): no ERL_COMPILER_OPTIONS, no SSA optimisation passes.
     let boot = format!(
-        "{{ok,M,B}}=compile:file(\"{}\",[binary,report]),{{module,M}}=code:load_binary(M,\"distls_discover.erl\",B),distls_discover:main().",
+        "{{ok,M,B}}=compile:noenv_file(\"{}\",[binary,report,no_ssa_opt]),{{module,M}}=code:load_binary(M,\"distls_discover.erl\",B),distls_discover:main().",
         source.display()
     );
     [

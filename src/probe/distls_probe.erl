@@ -3,6 +3,7 @@
 %% distribution protocol as that node's ctl would. Protocol: one request per stdin line,
 %% one reply per stdout line prefixed with "DISTLS " so log noise can be told apart.
 %%   <id> cookie <node> <cookie>     -> DISTLS <id> ok         (the cookie is never echoed)
+%%   <id> cookies <node> <cookie> ... -> DISTLS <id> ok        (many at once: one line read, one reply)
 %%   <id> self                       -> DISTLS <id> self <proto>
 %%   <id> info <node>                -> DISTLS <id> up <proto> <ospid> <peer>:<state>:<tcp|tls>:<type>,...
 %%                                      (<proto> of distls's hybrid module carries its dial mode: distls_hybrid:tcp)
@@ -57,6 +58,9 @@ loop() ->
 
 handle([Id, "cookie", Node, Cookie]) ->
     erlang:set_cookie(list_to_atom(Node), list_to_atom(Cookie)),
+    reply(Id, "ok");
+handle([Id, "cookies" | Pairs]) ->
+    set_cookies(Pairs),
     reply(Id, "ok");
 handle([Id, "self"]) ->
     reply(Id, "self " ++ proto(init:get_argument(proto_dist)));
@@ -425,6 +429,12 @@ relink(Node) ->
 reason(R) when is_atom(R) -> atom_to_list(R);
 reason({tls_alert, {A, _}}) when is_atom(A) -> "tls_alert_" ++ atom_to_list(A);
 reason(_) -> "error".
+
+set_cookies([Node, Cookie | Rest]) ->
+    erlang:set_cookie(list_to_atom(Node), list_to_atom(Cookie)),
+    set_cookies(Rest);
+set_cookies(_) ->
+    ok.
 
 reply(Id, Text) ->
     io:put_chars(["DISTLS ", Id, " ", Text, "\n"]).
