@@ -240,6 +240,14 @@ mod tests {
         ]
     }
 
+    /// A FIFO named `fifo` in `dir`: a name a read or write of a regular file must refuse.
+    fn make_fifo(dir: &Path) -> PathBuf {
+        let fifo = dir.join("fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.unwrap().success());
+        fifo
+    }
+
     fn entries(dir: &Path) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(dir)
             .unwrap()
@@ -329,14 +337,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let big = dir.path().join("big");
         std::fs::write(&big, vec![b'x'; 1000]).unwrap();
-        let fifo = dir.path().join("fifo");
-        assert!(
-            std::process::Command::new("mkfifo")
-                .arg(&fifo)
-                .status()
-                .unwrap()
-                .success()
-        );
+        let fifo = make_fifo(dir.path());
         for (transport, name) in both() {
             match transport.read_file_limited(&big, 999).await {
                 Err(TransportError::TooLarge { size, limit, .. }) => {
@@ -436,14 +437,7 @@ mod tests {
             assert_eq!((mode(&cert), mode(&key)), (0o644, 0o640), "{name}");
             assert_eq!(entries(dir.path()), ["cert.pem", "key.pem"], "{name}");
 
-            let fifo = dir.path().join("fifo");
-            assert!(
-                std::process::Command::new("mkfifo")
-                    .arg(&fifo)
-                    .status()
-                    .unwrap()
-                    .success()
-            );
+            let fifo = make_fifo(dir.path());
             let err = transport
                 .write_files_together(&[(&cert, b"newer cert"), (&fifo, b"x")], 0o600)
                 .await
