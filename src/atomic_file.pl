@@ -23,12 +23,17 @@ my ($op, $path, @rest) = @ARGV;
 my $euid = $>;
 my @cleanup;
 my $max_links = 40;
+# Relative paths start here, whichever directory a walk entered since.
+my $start_dir = POSIX::getcwd();
 
 sub fail {
     $_->() for @cleanup;
     print STDERR @_, "\n";
     exit 2;
 }
+
+# Killed (a timeout, the SSH connection gone): no temp file with new bytes stays behind.
+$SIG{$_} = sub { fail("interrupted; nothing more changed") } for qw(HUP TERM PIPE INT);
 
 sub user_label {
     my ($uid) = @_;
@@ -108,7 +113,7 @@ sub enter_dir {
 sub walk {
     my ($target, $follow_last) = @_;
     $follow_last = 1 unless defined $follow_last;
-    $target = POSIX::getcwd() . "/$target" unless $target =~ m{^/};
+    $target = "$start_dir/$target" unless $target =~ m{^/};
     my @pending = reverse components($target);
     my $dh = enter_dir('/', '/');
     my $real = '/';
@@ -239,6 +244,7 @@ sub input_ends {
     my ($what) = @_;
     my $extra = '';
     my $n = sysread(STDIN, $extra, 1);
+    fail("$what: cannot read the new content: $!") unless defined $n;
     fail("$what: received more than the announced bytes; nothing changed") if $n;
 }
 
@@ -295,18 +301,38 @@ sub stage_write {
 # the file distls wrote and syncs its directory.
 sub commit_staged {
     my @staged = @_;
+    my %seen;
     for my $s (@staged) {
-        chdir($s->{dh}) or fail("$s->{real}: $!");
-        rename($s->{temp}, $s->{name}) or fail("$s->{real}: $!");
+        fail("$s->{real}: named twice in one change") if $seen{$s->{real}}++;
+    }
+    my @done;
+    for my $s (@staged) {
+        if (!(chdir($s->{dh}) && rename($s->{temp}, $s->{name}))) {
+            my $why = "$s->{real}: $!";
+            # The ones renamed already stay: checked, synced and named, so the caller knows.
+            settle($_) for @done;
+            $why .= " (already replaced before it: " . join(', ', map { $_->{real} } @done) . ")" if @done;
+            fail($why);
+        }
         shift @cleanup;
+        push @done, $s;
     }
-    for my $s (@staged) {
-        chdir($s->{dh}) or fail("$s->{real}: $!");
-        my @now = lstat($s->{name});
-        fail("$s->{real}: was replaced by someone else while distls wrote it")
-          unless @now && $now[0] == $s->{dev} && $now[1] == $s->{ino};
-        sync_cwd();
-    }
+    # Every file is checked and synced; the first problem is the one reported.
+    my @problems = grep { defined } map { settle($_) } @staged;
+    fail($problems[0]) if @problems;
+}
+
+# After the rename: the name holds the file distls wrote, and the entry is on disk. Returns the
+# problem, or undef.
+sub settle {
+    my ($s) = @_;
+    chdir($s->{dh}) or return "$s->{real}: $!";
+    my @now = lstat($s->{name});
+    return "$s->{real}: was replaced by someone else while distls wrote it"
+      unless @now && $now[0] == $s->{dev} && $now[1] == $s->{ino};
+    sysopen(my $dh, '.', O_RDONLY | O_DIRECTORY) or return "$s->{real}: cannot open the directory: $!";
+    $dh->sync or return "$s->{real}: cannot fsync the directory: $!";
+    return undef;
 }
 
 sub op_write {

@@ -126,9 +126,22 @@ pub fn replace(path: &Path, bytes: &[u8], ownership: Ownership) -> io::Result<()
 /// renames, not while the next file is still being written. Nothing is renamed unless every new
 /// file was written and verified.
 pub fn replace_together(files: &[(&Path, &[u8], Ownership)]) -> io::Result<()> {
-    let mut staged = Vec::with_capacity(files.len());
+    let mut staged: Vec<Staged> = Vec::with_capacity(files.len());
     for (path, bytes, ownership) in files {
-        match Staged::write(path, bytes, *ownership) {
+        let next = Staged::write(path, bytes, *ownership).and_then(|s| {
+            if staged
+                .iter()
+                .any(|other| other.walk.real() == s.walk.real())
+            {
+                s.discard();
+                return Err(io::Error::other(format!(
+                    "{}: named twice in one change",
+                    s.walk.real().display()
+                )));
+            }
+            Ok(s)
+        });
+        match next {
             Ok(s) => staged.push(s),
             Err(e) => {
                 staged.iter().for_each(Staged::discard);
@@ -139,10 +152,27 @@ pub fn replace_together(files: &[(&Path, &[u8], Ownership)]) -> io::Result<()> {
     for (i, s) in staged.iter().enumerate() {
         if let Err(e) = s.rename() {
             staged[i..].iter().for_each(Staged::discard);
-            return Err(e);
+            // The ones renamed already stay: checked, synced and named, so the caller knows.
+            let done = &staged[..i];
+            done.iter().for_each(|d| {
+                let _ = d.settle();
+            });
+            if done.is_empty() {
+                return Err(e);
+            }
+            let names: Vec<String> = done
+                .iter()
+                .map(|d| d.walk.real().display().to_string())
+                .collect();
+            return Err(io::Error::new(
+                e.kind(),
+                format!("{e} (already replaced before it: {})", names.join(", ")),
+            ));
         }
     }
-    staged.iter().try_for_each(Staged::settle)
+    // Every file is checked and synced; the first problem is the one reported.
+    let settled: Vec<io::Result<()>> = staged.iter().map(Staged::settle).collect();
+    settled.into_iter().collect()
 }
 
 /// A new file written, owned, synced and verified beside the name it is to replace.

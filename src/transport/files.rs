@@ -111,21 +111,31 @@ impl Transport {
         let Some((first, _)) = files.first() else {
             return Ok(());
         };
+        let paths: Vec<PathBuf> = files.iter().map(|(p, _)| p.to_path_buf()).collect();
+        // An error names the file it is about: that file, not the first one, is its path.
+        let about = |said: &str| -> PathBuf {
+            paths
+                .iter()
+                .find(|p| said.starts_with(&format!("{}: ", p.display())))
+                .unwrap_or(&paths[0])
+                .clone()
+        };
         if self.is_direct() {
             let owned: Vec<(PathBuf, Vec<u8>)> = files
                 .iter()
                 .map(|(p, b)| (p.to_path_buf(), b.to_vec()))
                 .collect();
-            return self
-                .on_local_disk(first, move |_| {
-                    let ownership = atomic_file::Ownership::KeepOrNew(mode_if_new);
-                    let borrowed: Vec<(&Path, &[u8], atomic_file::Ownership)> = owned
-                        .iter()
-                        .map(|(p, b)| (p.as_path(), b.as_slice(), ownership))
-                        .collect();
-                    atomic_file::replace_together(&borrowed)
-                })
-                .await;
+            let done = tokio::task::spawn_blocking(move || {
+                let ownership = atomic_file::Ownership::KeepOrNew(mode_if_new);
+                let borrowed: Vec<(&Path, &[u8], atomic_file::Ownership)> = owned
+                    .iter()
+                    .map(|(p, b)| (p.as_path(), b.as_slice(), ownership))
+                    .collect();
+                atomic_file::replace_together(&borrowed)
+            })
+            .await
+            .expect("file task");
+            return done.map_err(|e| self.io_error(&about(&e.to_string()), e));
         }
         let mut args = Vec::new();
         let mut input = Vec::new();
@@ -138,9 +148,14 @@ impl Transport {
             args.push(format!("keep:{mode_if_new:o}"));
             input.extend_from_slice(bytes);
         }
-        self.agent_ok("write-together", first, &args, Some(&input))
-            .await
-            .map(|_| ())
+        let out = self
+            .agent("write-together", first, &args, Some(&input), OUTPUT_LIMIT)
+            .await?;
+        if out.status != Some(0) {
+            let path = about(&String::from_utf8_lossy(&out.stderr));
+            return Err(self.agent_error(&path, &out));
+        }
+        Ok(())
     }
 
     /// Atomic, verified write with exactly `mode` and the owner and group of `like`.
@@ -444,7 +459,27 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("(a FIFO)"), "{name}: {err}");
+            assert!(
+                !err.contains("cert.pem"),
+                "{name}: names the FIFO only: {err}"
+            );
             assert_eq!(std::fs::read(&cert).unwrap(), b"new cert\r\n\xff", "{name}");
+            assert_eq!(
+                entries(dir.path()),
+                ["cert.pem", "fifo", "key.pem"],
+                "{name}"
+            );
+
+            let err = transport
+                .write_files_together(&[(&key, b"a"), (&cert, b"b"), (&key, b"c")], 0o600)
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("key.pem: named twice in one change"),
+                "{name}: {err}"
+            );
+            assert_eq!(std::fs::read(&key).unwrap(), b"new key", "{name}");
             assert_eq!(
                 entries(dir.path()),
                 ["cert.pem", "fifo", "key.pem"],
