@@ -123,6 +123,7 @@ async fn rotate(args: crate::cli::RotateArgs) -> Result<()> {
         ca_rollover: args.ca_rollover,
         rollback: args.rollback,
         dry_run: args.dry_run,
+        ask: !args.yes,
     };
     let plan = Plan::load(&args.plan.plan)?;
     let (transports, connections) = open_transports(&plan).await?;

@@ -248,6 +248,9 @@ pub struct RotateArgs {
     /// Put back every file the rotation changed, newest first, clearing each node's cache again.
     #[arg(long)]
     pub rollback: bool,
+    /// Do not ask before the first change of a new rotation (asked only on a terminal).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -1,4 +1,5 @@
-//! Before the first stop of a new run, on a terminal: what is about to happen, and a yes/no.
+//! Before the first stop of a new run (or the first change of a new rotation), on a terminal:
+//! what is about to happen, and a yes/no.
 //! Asked only when stdin and stderr are terminals (never from CI, cron or a pipe into stdin),
 //! and never with `--yes` or `--json`.
 
@@ -8,11 +9,23 @@ use crate::roll_mode::RollMode;
 use std::io::{BufRead, IsTerminal, Write};
 
 pub fn before_first_stop(plan: &Plan, mode: RollMode, batch: Batch) -> Result<()> {
+    ask(&summary(plan, mode, batch))
+}
+
+/// Before a new rotation's first change (`distls rotate`): its moves, then the same question.
+pub fn before_rotation(cluster: &str, moves: &str) -> Result<()> {
+    ask(&format!(
+        "distls will rotate the TLS files of cluster {cluster}, node by node:\n{moves}"
+    ))
+}
+
+/// The question, on a terminal only; anything but y/yes changes nothing.
+fn ask(summary: &str) -> Result<()> {
     if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
         return Ok(());
     }
     let mut err = std::io::stderr().lock();
-    let _ = write!(err, "{}Proceed? [y/N] ", summary(plan, mode, batch));
+    let _ = write!(err, "{summary}Proceed? [y/N] ");
     let _ = err.flush();
     let mut answer = String::new();
     std::io::stdin()

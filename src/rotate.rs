@@ -31,6 +31,8 @@ pub struct Request {
     pub ca_rollover: bool,
     pub rollback: bool,
     pub dry_run: bool,
+    /// Ask on a terminal before a new rotation's first change (not `--yes`).
+    pub ask: bool,
 }
 
 /// `certfile=/etc/ssl/new/{sname}.pem` → (certfile, the template).
@@ -93,7 +95,15 @@ pub async fn run(
                 println!("nothing to rotate: every node's files already hold what --to names");
                 return Ok(());
             }
-            _ => rotation.journal,
+            _ => {
+                if request.ask {
+                    crate::confirm::before_rotation(
+                        &plan.cluster,
+                        &rotation_summary(&rotation.journal),
+                    )?;
+                }
+                rotation.journal
+            }
         };
         let mut engine = Engine::new(&store, journal, &nodes);
         engine.planned = rotation.planned;
@@ -102,6 +112,28 @@ pub async fn run(
     .await;
     probes.shutdown().await;
     outcome
+}
+
+/// What a new rotation is about to do, for the question before its first change.
+fn rotation_summary(journal: &RotationJournal) -> String {
+    let mut text = String::new();
+    for m in &journal.moves {
+        let kinds: Vec<String> = m.files.iter().map(|f| f.kind.to_string()).collect();
+        text.push_str(&format!(
+            "  {:<11} {:<28} {}\n",
+            m.phase.label(),
+            m.node,
+            kinds.join(", ")
+        ));
+    }
+    let rollover = if journal.ca_rollover {
+        "CA rollover: every node trusts both CAs, then gets its new certificate, then trusts only the new CA\n  "
+    } else {
+        ""
+    };
+    format!(
+        "{text}  {rollover}no node restarts; each file's original is kept beside it (FILE.distls-rotate-PHASE); `distls rotate --rollback` puts them back\n"
+    )
 }
 
 fn print_moves(moves: &[journal::Move]) {

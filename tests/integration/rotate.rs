@@ -92,6 +92,18 @@ fn a_tls_cluster_rotates_its_ca_without_a_restart_or_a_lost_link() {
         stdout(&dry)
     );
     assert_eq!(certs_bytes(&t), before, "a dry run changes nothing");
+    // On a terminal a new rotation shows its moves and asks; "n" changes nothing.
+    let asked = t.distls_on_terminal(&rollover, "n\n");
+    let said = stdout(&asked);
+    assert_eq!(asked.status.code(), Some(3), "{said}");
+    assert!(
+        said.contains("rotate the TLS files of cluster")
+            && said.matches("trust-both").count() == 3
+            && said.contains("Proceed? [y/N]")
+            && said.contains("not confirmed"),
+        "{said}"
+    );
+    assert_eq!(certs_bytes(&t), before, "not confirmed: nothing changed");
 
     wait_for_sampled_mesh(&t, "tls", 0);
     let since = now_ms();
