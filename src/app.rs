@@ -111,6 +111,8 @@ pub async fn run(cli: Cli) -> Result<()> {
 
 /// `distls rotate`: docs/rotate.md.
 async fn rotate(args: crate::cli::RotateArgs) -> Result<()> {
+    // Before the plan is read: a bad plan or a bad --to is a `failed` record too.
+    let json = start_json(args.json && !args.dry_run);
     let mut to = Vec::new();
     for text in &args.to {
         to.push(
@@ -123,9 +125,13 @@ async fn rotate(args: crate::cli::RotateArgs) -> Result<()> {
         ca_rollover: args.ca_rollover,
         rollback: args.rollback,
         dry_run: args.dry_run,
-        ask: !args.yes,
+        ask: !args.yes && !args.json,
+        out: crate::rotate::events::Output::new(json.clone()),
     };
     let plan = Plan::load(&args.plan.plan)?;
+    if let Some(json) = json {
+        json.emit(&json_report::Started::of("rotate", &plan));
+    }
     let (transports, connections) = open_transports(&plan).await?;
     let outcome = async {
         let targets = target::prepare(&plan, &transports, None).await?;

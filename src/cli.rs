@@ -251,6 +251,10 @@ pub struct RotateArgs {
     /// Do not ask before the first change of a new rotation (asked only on a terminal).
     #[arg(long, short = 'y')]
     pub yes: bool,
+    /// Print the rotation as JSON records, one object per line (docs/json.md), instead of its
+    /// lines; never asks.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

@@ -4,6 +4,7 @@
 //! and every move is proven: the node serves the new leaf to a fresh handshake, and new links
 //! from its peers' credentials succeed. Existing links keep their sessions. docs/rotate.md.
 
+pub mod events;
 mod gather;
 pub mod journal;
 pub mod moves;
@@ -16,6 +17,7 @@ use crate::journal::{JournalStore, now};
 use crate::plan::Plan;
 use crate::probe::Probe;
 use crate::target::NodeTarget;
+use events::{MoveBegins, MoveDone, MoveRestored, Output};
 use gather::RotationNode;
 use journal::{MoveStep, RotationJournal, RotationStore, RunState};
 use moves::{FileKind, PlannedMove, Write};
@@ -31,8 +33,10 @@ pub struct Request {
     pub ca_rollover: bool,
     pub rollback: bool,
     pub dry_run: bool,
-    /// Ask on a terminal before a new rotation's first change (not `--yes`).
+    /// Ask on a terminal before a new rotation's first change (not `--yes`, not `--json`).
     pub ask: bool,
+    /// Lines for people, and with `--json` the records (docs/json.md).
+    pub out: Output,
 }
 
 /// `certfile=/etc/ssl/new/{sname}.pem` → (certfile, the template).
@@ -62,6 +66,7 @@ pub async fn run(
     let store = RotationStore::new(state_dir, &plan.cluster);
     let existing = store.load()?;
     let probes = crate::observe::probe_pool(targets)?;
+    let out = &request.out;
     let outcome = async {
         if request.rollback {
             let journal = existing.ok_or_else(|| {
@@ -73,7 +78,10 @@ pub async fn run(
             // Files first, whatever the nodes answer: a node down, or unreachable with the files
             // being rolled back, must not keep the others on them.
             let nodes = gather::nodes_for_rollback(&probes, targets).await?;
-            return Engine::new(&store, journal, &nodes).rollback_all().await;
+            let mut engine = Engine::new(&store, journal, &nodes, out.clone());
+            engine.rollback_all().await?;
+            out.emit(&crate::json_report::Done::new("rolled_back"));
+            return Ok(());
         }
         if existing
             .as_ref()
@@ -92,7 +100,8 @@ pub async fn run(
             Some(j) if j.state == RunState::Rotating => j,
             _ if rotation.journal.moves.is_empty() => {
                 // Kept as it is: the last rotation stays the one `--rollback` undoes.
-                println!("nothing to rotate: every node's files already hold what --to names");
+                out.say("nothing to rotate: every node's files already hold what --to names");
+                out.emit(&crate::json_report::Done::new("nothing_to_rotate"));
                 return Ok(());
             }
             _ => {
@@ -105,9 +114,11 @@ pub async fn run(
                 rotation.journal
             }
         };
-        let mut engine = Engine::new(&store, journal, &nodes);
+        let mut engine = Engine::new(&store, journal, &nodes, out.clone());
         engine.planned = rotation.planned;
-        engine.forward().await
+        engine.forward().await?;
+        out.emit(&crate::json_report::Done::new("rotated"));
+        Ok(())
     }
     .await;
     probes.shutdown().await;
@@ -165,6 +176,7 @@ struct Engine<'a> {
     journal: RotationJournal,
     nodes: &'a [RotationNode<'a>],
     planned: Vec<PlannedMove>,
+    out: Output,
 }
 
 impl<'a> Engine<'a> {
@@ -172,12 +184,14 @@ impl<'a> Engine<'a> {
         store: &'a RotationStore,
         journal: RotationJournal,
         nodes: &'a [RotationNode<'a>],
+        out: Output,
     ) -> Self {
         Engine {
             store,
             journal,
             nodes,
             planned: Vec::new(),
+            out,
         }
     }
 
@@ -230,7 +244,8 @@ impl<'a> Engine<'a> {
         self.journal.state = RunState::Rotated;
         self.journal.record("rotated");
         self.save()?;
-        println!("rotated: every node serves its new certificate; no node restarted");
+        self.out
+            .say("rotated: every node serves its new certificate; no node restarted");
         Ok(())
     }
 
@@ -244,6 +259,17 @@ impl<'a> Engine<'a> {
                 "the rotation's moves changed since it began".to_string(),
             ))
         })?;
+        let files = record
+            .files
+            .iter()
+            .map(|f| f.path.display().to_string())
+            .collect();
+        self.out.emit(&MoveBegins::new(
+            index,
+            &record.node,
+            record.phase.label(),
+            files,
+        ));
         self.journal.set_step(index, MoveStep::Installing);
         self.save()?;
         install(node, &planned.writes, &record).await?;
@@ -253,14 +279,21 @@ impl<'a> Engine<'a> {
         let served = self.prove(node, &record.leaf_after).await?;
         self.journal.set_step(index, MoveStep::Verified);
         self.save()?;
-        println!(
+        self.out.say(&format!(
             "{:<11} {:<28} {} file(s) installed, cache cleared, serves {}, new links ok ({:.1} s)",
             record.phase.label(),
             record.node,
             planned.writes.len(),
             served.describe(),
             started.elapsed().as_secs_f64()
-        );
+        ));
+        self.out.emit(&MoveDone::new(
+            index,
+            &record.node,
+            record.phase.label(),
+            &served,
+            started.elapsed(),
+        ));
         Ok(())
     }
 
@@ -315,7 +348,7 @@ impl<'a> Engine<'a> {
 
     async fn rollback_all(&mut self) -> Result<()> {
         if self.journal.state == RunState::RolledBack {
-            println!("the rotation is already rolled back");
+            self.out.say("the rotation is already rolled back");
             return Ok(());
         }
         self.journal.state = RunState::RollingBack;
@@ -333,8 +366,8 @@ impl<'a> Engine<'a> {
         self.journal.state = RunState::RolledBack;
         self.journal.record("rolled back");
         self.save()?;
-        println!(
-            "rolled back: every node's files restored and its cache cleared; no node restarted"
+        self.out.say(
+            "rolled back: every node's files restored and its cache cleared; no node restarted",
         );
         Ok(())
     }
@@ -347,19 +380,30 @@ impl<'a> Engine<'a> {
         restore_files(node, &record.files).await?;
         // The probe presents the node's files too: its own caches must drop what was rolled back.
         node.probe.refresh().await?;
-        if !node.probe.info(node.target.name()).await?.is_up() {
-            println!(
+        let reachable = node.probe.info(node.target.name()).await?.is_up();
+        if !reachable {
+            self.out.say(&format!(
                 "{:<11} {:<28} files restored; the node is not reachable, it reads them when it starts",
                 record.phase.label(),
                 record.node
-            );
+            ));
         } else {
             clear(node).await?;
             self.prove(node, &record.leaf_before).await?;
         }
         self.journal.set_step(index, MoveStep::Restored);
         self.save()?;
-        println!("{:<11} {:<28} restored", record.phase.label(), record.node);
+        self.out.say(&format!(
+            "{:<11} {:<28} restored",
+            record.phase.label(),
+            record.node
+        ));
+        self.out.emit(&MoveRestored::new(
+            index,
+            &record.node,
+            record.phase.label(),
+            reachable,
+        ));
         Ok(())
     }
 }

@@ -217,7 +217,7 @@ impl Trusted {
 }
 
 /// A certificate in `status --json`: what `describe` shows, as fields.
-fn cert_json(cert: &CertSummary, now: SystemTime) -> serde_json::Value {
+pub fn cert_json(cert: &CertSummary, now: SystemTime) -> serde_json::Value {
     serde_json::json!({
         "subject": cert.subject,
         "issuer": cert.issuer,

@@ -71,6 +71,10 @@ impl Schema {
             self.check_status_nodes(&rest)
                 .map_err(|why| format!("status: {why}: {line}"))?;
         }
+        if event == "move_done" {
+            self.fits_shape("served", &rest["served"])
+                .map_err(|why| format!("move_done: {why}: {line}"))?;
+        }
         Ok(event.to_string())
     }
 

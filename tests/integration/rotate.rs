@@ -145,11 +145,16 @@ fn a_tls_cluster_rotates_its_ca_without_a_restart_or_a_lost_link() {
         "{}",
         describe(&status)
     );
-    // A rerun of a finished rotation changes nothing and says so.
-    let again = t.distls(&rollover);
+    // A rerun of a finished rotation changes nothing and says so (as JSON: docs/json.md).
+    let again = t.distls(&[&rollover[..], &["--json"]].concat());
     assert!(again.status.success(), "{}", describe(&again));
+    assert_eq!(
+        crate::json_schema::check_stream(&stdout(&again)),
+        ["started", "done"]
+    );
+    assert!(stdout(&again).contains(r#""outcome":"nothing_to_rotate""#));
     assert!(
-        stdout(&again).contains("nothing to rotate"),
+        describe(&again).contains("nothing to rotate"),
         "{}",
         describe(&again)
     );
@@ -165,6 +170,32 @@ fn a_tls_cluster_rotates_its_ca_without_a_restart_or_a_lost_link() {
         "every move's restore was walked: {points}"
     );
     assert_eq!(certs_bytes(&t), before, "every file restored byte for byte");
+
+    // The same rollover and its rollback as a script runs them: JSON records, every one as
+    // docs/json.md says; each move begins, then is proven serving the new certificate.
+    let json = t.distls(&[&rollover[..], &["--json"]].concat());
+    assert!(json.status.success(), "{}", describe(&json));
+    let events = crate::json_schema::check_stream(&stdout(&json));
+    assert_eq!(events.first().map(String::as_str), Some("started"));
+    assert_eq!(events.last().map(String::as_str), Some("done"));
+    assert_eq!(events.iter().filter(|e| *e == "move").count(), 9);
+    assert_eq!(events.iter().filter(|e| *e == "move_done").count(), 9);
+    assert!(stdout(&json).contains(r#""outcome":"rotated""#));
+    assert_eq!(
+        stdout(&json)
+            .matches(&format!(r#""serial":"{serial}""#))
+            .count(),
+        6,
+        "from the leaves phase on, each node serves the new certificate (leaves, trust-new): {}",
+        stdout(&json)
+    );
+    let json = t.distls(&["rotate", "--rollback", "--json", plan]);
+    assert!(json.status.success(), "{}", describe(&json));
+    let events = crate::json_schema::check_stream(&stdout(&json));
+    assert_eq!(events.iter().filter(|e| *e == "move_restored").count(), 9);
+    assert!(stdout(&json).contains(r#""outcome":"rolled_back""#));
+    assert_eq!(certs_bytes(&t), before, "every file restored byte for byte");
+
     for (i, pid) in pids.iter().enumerate() {
         assert_eq!(&t.cluster.node_os_pid(i), pid, "node {i} kept its OS pid");
     }
