@@ -124,6 +124,7 @@ async fn rotate(args: crate::cli::RotateArgs) -> Result<()> {
         to,
         ca_rollover: args.ca_rollover,
         rollback: args.rollback,
+        forget: args.forget,
         dry_run: args.dry_run,
         ask: !args.yes && !args.json,
         out: crate::rotate::events::Output::new(json.clone()),

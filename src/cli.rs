@@ -248,6 +248,10 @@ pub struct RotateArgs {
     /// Put back every file the rotation changed, newest first, clearing each node's cache again.
     #[arg(long)]
     pub rollback: bool,
+    /// Remove a finished rotation's before-copies (one holds the old key) and its journal; it can
+    /// no longer be rolled back.
+    #[arg(long, conflicts_with_all = ["rollback", "dry_run", "to", "ca_rollover"])]
+    pub forget: bool,
     /// Do not ask before the first change of a new rotation (asked only on a terminal).
     #[arg(long, short = 'y')]
     pub yes: bool,

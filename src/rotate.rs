@@ -32,6 +32,8 @@ pub struct Request {
     pub to: Vec<(FileKind, String)>,
     pub ca_rollover: bool,
     pub rollback: bool,
+    /// `--forget`: a finished rotation's before-copies and journal removed.
+    pub forget: bool,
     pub dry_run: bool,
     /// Ask on a terminal before a new rotation's first change (not `--yes`, not `--json`).
     pub ask: bool,
@@ -68,6 +70,17 @@ pub async fn run(
     let probes = crate::observe::probe_pool(targets)?;
     let out = &request.out;
     let outcome = async {
+        if request.forget {
+            let journal = existing.ok_or_else(|| {
+                Error::InvalidInput(Message::new(format!(
+                    "{}: no rotation to forget",
+                    store.path().display()
+                )))
+            })?;
+            forget(&store, &journal, targets, out).await?;
+            out.emit(&crate::json_report::Done::new("forgotten"));
+            return Ok(());
+        }
         if request.rollback {
             let journal = existing.ok_or_else(|| {
                 Error::InvalidInput(Message::new(format!(
@@ -406,6 +419,69 @@ impl<'a> Engine<'a> {
         ));
         Ok(())
     }
+}
+
+/// `--forget`: a finished rotation's before-copies removed (one holds the old key), then its
+/// journal; nothing can roll it back after this. A before-copy that holds something else now is
+/// someone else's file: left where it is, and named.
+async fn forget(
+    store: &RotationStore,
+    journal: &RotationJournal,
+    targets: &[NodeTarget],
+    out: &Output,
+) -> Result<()> {
+    if !matches!(journal.state, RunState::Rotated | RunState::RolledBack) {
+        return Err(Error::Refused(
+            Message::new(format!(
+                "{}: the rotation is not finished, and its before-copies are what its rollback needs",
+                store.path().display()
+            ))
+            .hint("finish it (rerun the same distls rotate) or roll it back (--rollback), then --forget"),
+        ));
+    }
+    let mut removed = 0;
+    let mut left = Vec::new();
+    let mut done: Vec<(&str, &Path)> = Vec::new();
+    for m in &journal.moves {
+        let target = targets.iter().find(|t| t.name() == m.node).ok_or_else(|| {
+            Error::InvalidInput(Message::new(format!(
+                "{}: the rotation names node {}, which is not in the plan",
+                store.path().display(),
+                m.node
+            )))
+        })?;
+        for change in &m.files {
+            let key = (m.node.as_str(), change.backup.as_path());
+            if done.contains(&key) {
+                continue;
+            }
+            done.push(key);
+            let transport = &target.transport;
+            if !transport.try_exists(&change.backup).await? {
+                continue;
+            }
+            let bytes = transport.read_file(&change.backup).await?;
+            if sha256_hex(&bytes) == change.before_sha256 {
+                transport.remove_file(&change.backup).await?;
+                removed += 1;
+            } else {
+                left.push(format!("{}: {}", m.node, change.backup.display()));
+            }
+        }
+    }
+    store
+        .remove()
+        .map_err(|e| Error::Internal(Message::new(format!("{}: {e}", store.path().display()))))?;
+    out.say(&format!(
+        "forgotten: {removed} before-copies removed and the rotation's journal with them; it can no longer be rolled back"
+    ));
+    if !left.is_empty() {
+        out.say(&format!(
+            "left in place, they hold something else than what the rotation kept: {}",
+            left.join(", ")
+        ));
+    }
+    Ok(())
 }
 
 fn rollback_under_way() -> Error {

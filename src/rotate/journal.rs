@@ -152,6 +152,11 @@ impl RotationStore {
         read_json(&self.path, FORMAT)
     }
 
+    /// The journal gone (`--forget`): a finished rotation nothing can roll back any more.
+    pub fn remove(&self) -> std::io::Result<()> {
+        crate::atomic_file::remove(&self.path)
+    }
+
     /// Written atomically and fsynced, then the crash point of the step it records.
     pub fn save(&self, journal: &mut RotationJournal) -> Result<(), JournalError> {
         journal.updated_at = now();

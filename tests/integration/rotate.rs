@@ -200,6 +200,41 @@ fn a_tls_cluster_rotates_its_ca_without_a_restart_or_a_lost_link() {
         assert_eq!(&t.cluster.node_os_pid(i), pid, "node {i} kept its OS pid");
     }
     t.assert_mesh("inet_tls", "tls");
+
+    // --forget: the before-copies (one holds the old key) and the journal go; no rollback after.
+    let copies = || {
+        let dir = t
+            .cluster
+            .tls_files()
+            .certfile
+            .parent()
+            .unwrap()
+            .to_path_buf();
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".distls-rotate-"))
+            .collect();
+        names.sort();
+        names
+    };
+    assert!(!copies().is_empty(), "the rotation kept its before-copies");
+    let forgot = t.distls(&["rotate", "--forget", plan]);
+    assert!(forgot.status.success(), "{}", describe(&forgot));
+    assert!(
+        stdout(&forgot).contains("before-copies removed"),
+        "{}",
+        describe(&forgot)
+    );
+    assert_eq!(copies(), Vec::<String>::new());
+    assert_eq!(certs_bytes(&t), before, "--forget changes no node's file");
+    let gone = t.distls(&["rotate", "--rollback", plan]);
+    assert!(
+        !gone.status.success() && describe(&gone).contains("no rotation to roll back"),
+        "{}",
+        describe(&gone)
+    );
+
     let out = t.distls(&["rollback", plan]);
     assert!(out.status.success(), "{}", describe(&out));
 }
