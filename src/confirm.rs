@@ -19,6 +19,13 @@ pub fn before_rotation(cluster: &str, moves: &str) -> Result<()> {
     ))
 }
 
+/// Before `distls rotate --forget` removes a finished rotation's before-copies.
+pub fn before_forget(cluster: &str, copies: &str) -> Result<()> {
+    ask(&format!(
+        "distls will remove the before-copies of cluster {cluster}'s last rotation, then its journal; it can no longer be rolled back:\n{copies}"
+    ))
+}
+
 /// The question, on a terminal only; anything but y/yes changes nothing.
 fn ask(summary: &str) -> Result<()> {
     if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {

@@ -5,6 +5,7 @@
 //! from its peers' credentials succeed. Existing links keep their sessions. docs/rotate.md.
 
 pub mod events;
+mod forget;
 mod gather;
 pub mod journal;
 pub mod moves;
@@ -77,9 +78,18 @@ pub async fn run(
                     store.path().display()
                 )))
             })?;
-            forget(&store, &journal, targets, out).await?;
+            forget::forget(&store, journal, targets, request.ask, out).await?;
             out.emit(&crate::json_report::Done::new("forgotten"));
             return Ok(());
+        }
+        if existing
+            .as_ref()
+            .is_some_and(|j| j.state == RunState::Forgetting)
+        {
+            return Err(Error::Refused(
+                Message::new("a --forget of the last rotation is under way: some of its before-copies may be gone already".to_string())
+                    .hint("finish it: distls rotate --forget PLAN"),
+            ));
         }
         if request.rollback {
             let journal = existing.ok_or_else(|| {
@@ -419,69 +429,6 @@ impl<'a> Engine<'a> {
         ));
         Ok(())
     }
-}
-
-/// `--forget`: a finished rotation's before-copies removed (one holds the old key), then its
-/// journal; nothing can roll it back after this. A before-copy that holds something else now is
-/// someone else's file: left where it is, and named.
-async fn forget(
-    store: &RotationStore,
-    journal: &RotationJournal,
-    targets: &[NodeTarget],
-    out: &Output,
-) -> Result<()> {
-    if !matches!(journal.state, RunState::Rotated | RunState::RolledBack) {
-        return Err(Error::Refused(
-            Message::new(format!(
-                "{}: the rotation is not finished, and its before-copies are what its rollback needs",
-                store.path().display()
-            ))
-            .hint("finish it (rerun the same distls rotate) or roll it back (--rollback), then --forget"),
-        ));
-    }
-    let mut removed = 0;
-    let mut left = Vec::new();
-    let mut done: Vec<(&str, &Path)> = Vec::new();
-    for m in &journal.moves {
-        let target = targets.iter().find(|t| t.name() == m.node).ok_or_else(|| {
-            Error::InvalidInput(Message::new(format!(
-                "{}: the rotation names node {}, which is not in the plan",
-                store.path().display(),
-                m.node
-            )))
-        })?;
-        for change in &m.files {
-            let key = (m.node.as_str(), change.backup.as_path());
-            if done.contains(&key) {
-                continue;
-            }
-            done.push(key);
-            let transport = &target.transport;
-            if !transport.try_exists(&change.backup).await? {
-                continue;
-            }
-            let bytes = transport.read_file(&change.backup).await?;
-            if sha256_hex(&bytes) == change.before_sha256 {
-                transport.remove_file(&change.backup).await?;
-                removed += 1;
-            } else {
-                left.push(format!("{}: {}", m.node, change.backup.display()));
-            }
-        }
-    }
-    store
-        .remove()
-        .map_err(|e| Error::Internal(Message::new(format!("{}: {e}", store.path().display()))))?;
-    out.say(&format!(
-        "forgotten: {removed} before-copies removed and the rotation's journal with them; it can no longer be rolled back"
-    ));
-    if !left.is_empty() {
-        out.say(&format!(
-            "left in place, they hold something else than what the rotation kept: {}",
-            left.join(", ")
-        ));
-    }
-    Ok(())
 }
 
 fn rollback_under_way() -> Error {

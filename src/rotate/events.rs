@@ -115,3 +115,21 @@ impl<'a> MoveRestored<'a> {
         }
     }
 }
+
+/// `--forget`: which before-copies went, and which stay and why (`node: path[: why]`).
+#[derive(Serialize)]
+pub struct Forgotten {
+    event: &'static str,
+    removed: Vec<String>,
+    left: Vec<String>,
+}
+
+impl Forgotten {
+    pub fn new(removed: Vec<String>, left: Vec<String>) -> Self {
+        Forgotten {
+            event: "forgotten",
+            removed,
+            left,
+        }
+    }
+}

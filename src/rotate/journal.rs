@@ -38,6 +38,8 @@ pub enum RunState {
     Rotated,
     RollingBack,
     RolledBack,
+    /// `--forget` is removing the before-copies: no rollback or new rotation until it is done.
+    Forgetting,
 }
 
 /// A move's progress. `installing` and `restoring` are intents recorded before the files change.

@@ -219,10 +219,32 @@ fn a_tls_cluster_rotates_its_ca_without_a_restart_or_a_lost_link() {
         names
     };
     assert!(!copies().is_empty(), "the rotation kept its before-copies");
-    let forgot = t.distls(&["rotate", "--forget", plan]);
+    // A copy an earlier rotation left beside the key (this journal does not name it) goes too.
+    let keyfile = t.cluster.tls_files().keyfile.clone();
+    let stale = keyfile.with_file_name(format!(
+        "{}.distls-rotate-trust-new",
+        keyfile.file_name().unwrap().to_string_lossy()
+    ));
+    std::fs::write(&stale, "an earlier rotation's key").unwrap();
+    let forgot = t.distls(&["rotate", "--forget", "--json", plan]);
     assert!(forgot.status.success(), "{}", describe(&forgot));
+    assert_eq!(
+        crate::json_schema::check_stream(&stdout(&forgot)),
+        ["started", "forgotten", "done"]
+    );
+    let record: serde_json::Value =
+        serde_json::from_str(stdout(&forgot).lines().nth(1).unwrap()).unwrap();
+    assert!(record["left"].as_array().unwrap().is_empty(), "{record}");
     assert!(
-        stdout(&forgot).contains("before-copies removed"),
+        record["removed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r.as_str().unwrap().ends_with(&*stale.to_string_lossy())),
+        "{record}"
+    );
+    assert!(
+        describe(&forgot).contains("before-copies removed"),
         "{}",
         describe(&forgot)
     );
