@@ -136,7 +136,22 @@ pub struct Failed {
 
 impl Failed {
     pub fn of(error: &Error) -> Self {
-        let message = Message::from_rendered(&error.to_string());
+        let message = match error {
+            // A plan error renders for a terminal (file:line, the source line, `= hint:`); the
+            // record keeps its parts apart.
+            Error::Plan(plan) => {
+                let at = match plan.line() {
+                    Some(line) => format!("{}:{line}", plan.file().display()),
+                    None => plan.file().display().to_string(),
+                };
+                let message = Message::new(format!("{at}: {}", plan.message()));
+                match plan.hint() {
+                    "" => message,
+                    hint => message.hint(hint),
+                }
+            }
+            _ => Message::from_rendered(&error.to_string()),
+        };
         Failed {
             event: "failed",
             exit_code: error.exit_code(),
@@ -169,6 +184,27 @@ mod tests {
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
+    }
+
+    /// A plan error keeps its message and hint apart, without the terminal's rendering.
+    #[test]
+    fn a_plan_error_fails_with_its_message_and_hint_apart() {
+        let err = Error::from(
+            crate::plan::Plan::load(std::path::Path::new("/nonexistent/plan.yaml")).unwrap_err(),
+        );
+        let failed = serde_json::to_value(Failed::of(&err)).unwrap();
+        assert_eq!(
+            failed["message"],
+            "/nonexistent/plan.yaml: cannot read the plan file: No such file or directory (os error 2)"
+        );
+        assert!(
+            failed["hint"]
+                .as_str()
+                .unwrap()
+                .starts_with("check the path"),
+            "{failed}"
+        );
+        assert_eq!(failed["exit_code"], 2);
     }
 
     #[test]
