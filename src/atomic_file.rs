@@ -116,7 +116,7 @@ pub fn write_owned_like(path: &Path, bytes: &[u8], mode: u32, like: &Path) -> io
 /// The one way distls replaces a file: temp file beside it, verified, renamed over it.
 pub fn replace(path: &Path, bytes: &[u8], ownership: Ownership) -> io::Result<()> {
     let staged = Staged::write(path, bytes, ownership)?;
-    staged.rename()?;
+    staged.rename().inspect_err(|_| staged.discard())?;
     staged.settle()
 }
 
@@ -218,9 +218,7 @@ impl Staged {
     }
 
     fn rename(&self) -> io::Result<()> {
-        self.walk
-            .rename_from(&self.temp_name)
-            .inspect_err(|_| self.discard())
+        self.walk.rename_from(&self.temp_name)
     }
 
     /// After the rename: the name holds this very file (nobody swapped the temp name before the

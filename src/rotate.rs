@@ -72,12 +72,7 @@ pub async fn run(
     let out = &request.out;
     let outcome = async {
         if request.forget {
-            let journal = existing.ok_or_else(|| {
-                Error::InvalidInput(Message::new(format!(
-                    "{}: no rotation to forget",
-                    store.path().display()
-                )))
-            })?;
+            let journal = last_rotation(existing, &store, "forget")?;
             forget::forget(&store, journal, targets, request.ask, out).await?;
             out.emit(&crate::json_report::Done::new("forgotten"));
             return Ok(());
@@ -92,12 +87,7 @@ pub async fn run(
             ));
         }
         if request.rollback {
-            let journal = existing.ok_or_else(|| {
-                Error::InvalidInput(Message::new(format!(
-                    "{}: no rotation to roll back",
-                    store.path().display()
-                )))
-            })?;
+            let journal = last_rotation(existing, &store, "roll back")?;
             // Files first, whatever the nodes answer: a node down, or unreachable with the files
             // being rolled back, must not keep the others on them.
             let nodes = gather::nodes_for_rollback(&probes, targets).await?;
@@ -429,6 +419,20 @@ impl<'a> Engine<'a> {
         ));
         Ok(())
     }
+}
+
+/// The journal `--forget` or `--rollback` works on: there must be one.
+fn last_rotation(
+    existing: Option<RotationJournal>,
+    store: &RotationStore,
+    to: &str,
+) -> Result<RotationJournal> {
+    existing.ok_or_else(|| {
+        Error::InvalidInput(Message::new(format!(
+            "{}: no rotation to {to}",
+            store.path().display()
+        )))
+    })
 }
 
 fn rollback_under_way() -> Error {

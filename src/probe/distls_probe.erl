@@ -2,8 +2,7 @@
 %% Started with the node's own -args_file (its vm.dist.args), so it speaks the same
 %% distribution protocol as that node's ctl would. Protocol: one request per stdin line,
 %% one reply per stdout line prefixed with "DISTLS " so log noise can be told apart.
-%%   <id> cookie <node> <cookie>     -> DISTLS <id> ok         (the cookie is never echoed)
-%%   <id> cookies <node> <cookie> ... -> DISTLS <id> ok        (many at once: one line read, one reply)
+%%   <id> cookies <node> <cookie> ... -> DISTLS <id> ok        (a few hundred per line; never echoed)
 %%   <id> self                       -> DISTLS <id> self <proto>
 %%   <id> info <node>                -> DISTLS <id> up <proto> <ospid> <peer>:<state>:<tcp|tls>:<type>,...
 %%                                      (<proto> of distls's hybrid module carries its dial mode: distls_hybrid:tcp)
@@ -56,9 +55,6 @@ loop() ->
             loop()
     end.
 
-handle([Id, "cookie", Node, Cookie]) ->
-    erlang:set_cookie(list_to_atom(Node), list_to_atom(Cookie)),
-    reply(Id, "ok");
 handle([Id, "cookies" | Pairs]) ->
     set_cookies(Pairs),
     reply(Id, "ok");

@@ -7,6 +7,7 @@ use super::moves::backup_path;
 use crate::atomic_file::sha256_hex;
 use crate::error::{Error, Message, Result};
 use crate::target::NodeTarget;
+use std::collections::HashSet;
 use std::path::PathBuf;
 
 const PHASES: [RotationPhase; 3] = [
@@ -102,11 +103,8 @@ fn copies<'a>(
         })
     };
     let mut copies: Vec<Copy<'a>> = Vec::new();
-    let listed = |copies: &[Copy<'a>], target: &NodeTarget, path: &PathBuf| {
-        copies
-            .iter()
-            .any(|c| c.target.name() == target.name() && &c.path == path)
-    };
+    // (node, copy) pairs already listed: nodes sharing a file name its copy once each.
+    let mut listed: HashSet<(&str, PathBuf)> = HashSet::new();
     for m in &journal.moves {
         let target = target_of(&m.node)?;
         for change in &m.files {
@@ -118,7 +116,7 @@ fn copies<'a>(
                     change.path.display()
                 ))));
             }
-            if !listed(&copies, target, &change.backup) {
+            if listed.insert((target.name(), change.backup.clone())) {
                 copies.push(Copy {
                     target,
                     path: change.backup.clone(),
@@ -132,7 +130,7 @@ fn copies<'a>(
         for file in [&tls.certfile, &tls.keyfile, &tls.cacertfile] {
             for phase in PHASES {
                 let path = backup_path(file, phase);
-                if !listed(&copies, target, &path) {
+                if listed.insert((target.name(), path.clone())) {
                     copies.push(Copy {
                         target,
                         path,
